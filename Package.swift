@@ -1,0 +1,35 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "FireQ",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "fireq", targets: ["fireq"]),
+        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // System OpenBLAS (Debian libopenblas-dev): cblas_sgemm for the FP32 reference.
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS",
+                       providers: [.apt(["libopenblas-dev"])]),
+        // Hot loops in C with per-function target attributes and run-time dispatch.
+        .target(name: "CFireQKernels", path: "Sources/CFireQKernels"),
+        .target(name: "JSONSupport"),
+        .target(name: "LowPrecision", dependencies: ["CFireQKernels"]),
+        .target(name: "TensorStore", dependencies: ["LowPrecision", "JSONSupport"]),
+        .target(name: "Tokenizer", dependencies: ["JSONSupport"]),
+        .target(name: "LlamaReference", dependencies: ["TensorStore", "LowPrecision", "CFireQKernels", "COpenBLAS"]),
+        .target(name: "Evaluation", dependencies: ["LlamaReference", "Tokenizer"]),
+        .executableTarget(name: "fireq", dependencies: [
+            "Evaluation", "LlamaReference", "Tokenizer", "TensorStore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "FireQTests", dependencies: [
+            "JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels",
+        ]),
+    ],
+    swiftLanguageModes: [.v6]
+)
