@@ -1,0 +1,152 @@
+import Foundation
+import JSONSupport
+
+/// Errors reading a model folder's config.json. Each reads as one sentence.
+public enum ModelError: Error, Sendable, Equatable, CustomStringConvertible {
+    case missingFile(path: String)
+    case invalidJSON(path: String, reason: String)
+    case invalidKey(path: String, key: String, reason: String)
+    case unsupported(path: String, key: String, value: String, supported: String)
+
+    public var description: String {
+        switch self {
+        case .missingFile(let p): return "\(p): file not found (a model folder needs config.json)."
+        case .invalidJSON(let p, let r): return "\(p): not valid JSON: \(r)."
+        case .invalidKey(let p, let k, let r): return "\(p): '\(k)' \(r)."
+        case .unsupported(let p, let k, let v, let s): return "\(p): unsupported \(k) \(v) (supported: \(s))."
+        }
+    }
+}
+
+/// RoPE frequency scaling (transformers `ROPE_INIT_FUNCTIONS`).
+public enum RopeScaling: Sendable, Equatable {
+    case none
+    case linear(factor: Double)
+    case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
+}
+
+/// The Llama-family config.json fields the reference forward pass needs.
+/// HF JSON names appear only in `init(json:path:)`.
+public struct LlamaConfig: Sendable, Equatable {
+    public enum Architecture: String, Sendable, CaseIterable {
+        case llama = "LlamaForCausalLM", mistral = "MistralForCausalLM", qwen2 = "Qwen2ForCausalLM"
+    }
+    public var architecture: Architecture
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var layerCount: Int
+    public var headCount: Int
+    public var kvHeadCount: Int
+    public var headDim: Int
+    public var rmsNormEps: Float
+    public var ropeTheta: Double
+    public var ropeScaling: RopeScaling
+    public var tieWordEmbeddings: Bool
+    /// q/k/v projections carry biases (Qwen2 always; Llama when `attention_bias`).
+    public var attentionBias: Bool
+    public var vocabSize: Int
+    public var maxPositionEmbeddings: Int
+    public var bosTokenID: Int?
+    public var eosTokenID: Int?
+
+    public var qDim: Int { headCount * headDim }
+    public var kvDim: Int { kvHeadCount * headDim }
+
+    public init(directory: String) throws(ModelError) {
+        let path = directory + "/config.json"
+        guard let data = FileManager.default.contents(atPath: path) else { throw .missingFile(path: path) }
+        let json: JSONValue
+        do { json = try JSONParser.parse(data) } catch { throw .invalidJSON(path: path, reason: error.description) }
+        try self.init(json: json, path: path)
+    }
+
+    public init(json: JSONValue, path: String) throws(ModelError) {
+        guard let o = json.objectValue else { throw .invalidJSON(path: path, reason: "the top level is \(json.kindDescription), not an object") }
+        func int(_ k: String, default d: Int? = nil, min: Int = 1) throws(ModelError) -> Int {
+            guard let v = o[k], !v.isNull else {
+                if let d { return d }
+                throw .invalidKey(path: path, key: k, reason: "is missing")
+            }
+            guard let i = v.intValue else { throw .invalidKey(path: path, key: k, reason: "must be an integer, found \(v.kindDescription)") }
+            guard i >= min else { throw .invalidKey(path: path, key: k, reason: "must be at least \(min), found \(i)") }
+            return i
+        }
+        func double(_ k: String, default d: Double) throws(ModelError) -> Double {
+            guard let v = o[k], !v.isNull else { return d }
+            guard let x = v.doubleValue, x.isFinite else { throw .invalidKey(path: path, key: k, reason: "must be a number, found \(v.kindDescription)") }
+            return x
+        }
+        func bool(_ k: String, default d: Bool) throws(ModelError) -> Bool {
+            guard let v = o[k], !v.isNull else { return d }
+            guard let b = v.boolValue else { throw .invalidKey(path: path, key: k, reason: "must be true or false, found \(v.kindDescription)") }
+            return b
+        }
+        let supportedArchs = Architecture.allCases.map(\.rawValue).joined(separator: ", ")
+        guard let archs = o["architectures"]?.arrayValue, let first = archs.first?.stringValue else {
+            throw .invalidKey(path: path, key: "architectures", reason: "must be a non-empty array of strings")
+        }
+        guard let arch = Architecture(rawValue: first) else {
+            throw .unsupported(path: path, key: "architectures", value: "'\(first)'", supported: supportedArchs)
+        }
+        architecture = arch
+        if let act = o["hidden_act"]?.stringValue, act != "silu" {
+            throw .unsupported(path: path, key: "hidden_act", value: "'\(act)'", supported: "silu")
+        }
+        if try bool("mlp_bias", default: false) {
+            throw .unsupported(path: path, key: "mlp_bias", value: "true", supported: "false")
+        }
+        if arch == .mistral, let sw = o["sliding_window"], !sw.isNull {
+            throw .unsupported(path: path, key: "sliding_window", value: sw.intValue.map(String.init) ?? "set", supported: "null (no sliding-window attention)")
+        }
+        if arch == .qwen2, try bool("use_sliding_window", default: false) {
+            throw .unsupported(path: path, key: "use_sliding_window", value: "true", supported: "false")
+        }
+        if let tp = o["pretraining_tp"]?.intValue, tp != 1 {
+            throw .unsupported(path: path, key: "pretraining_tp", value: String(tp), supported: "1")
+        }
+        hiddenSize = try int("hidden_size")
+        intermediateSize = try int("intermediate_size")
+        layerCount = try int("num_hidden_layers")
+        headCount = try int("num_attention_heads")
+        kvHeadCount = try int("num_key_value_heads", default: headCount)
+        guard headCount % kvHeadCount == 0 else {
+            throw .invalidKey(path: path, key: "num_key_value_heads", reason: "(\(kvHeadCount)) must divide num_attention_heads (\(headCount))")
+        }
+        guard hiddenSize % headCount == 0 || o["head_dim"] != nil else {
+            throw .invalidKey(path: path, key: "hidden_size", reason: "(\(hiddenSize)) is not a multiple of num_attention_heads and no head_dim is given")
+        }
+        headDim = try int("head_dim", default: hiddenSize / headCount)
+        guard headDim % 2 == 0 else { throw .invalidKey(path: path, key: "head_dim", reason: "must be even for RoPE, found \(headDim)") }
+        rmsNormEps = Float(try double("rms_norm_eps", default: 1e-6))
+        ropeTheta = try double("rope_theta", default: 10000)
+        tieWordEmbeddings = try bool("tie_word_embeddings", default: arch == .qwen2 ? false : false)
+        attentionBias = arch == .qwen2 ? true : try bool("attention_bias", default: false)
+        vocabSize = try int("vocab_size")
+        maxPositionEmbeddings = try int("max_position_embeddings", default: 2048)
+        bosTokenID = o["bos_token_id"]?.intValue
+        eosTokenID = o["eos_token_id"]?.intValue
+        ropeScaling = try Self.parseRopeScaling(o["rope_scaling"], path: path)
+    }
+
+    private static func parseRopeScaling(_ v: JSONValue?, path: String) throws(ModelError) -> RopeScaling {
+        guard let v, !v.isNull else { return .none }
+        guard let o = v.objectValue else { throw .invalidKey(path: path, key: "rope_scaling", reason: "must be an object or null") }
+        let type = o["rope_type"]?.stringValue ?? o["type"]?.stringValue ?? "missing"
+        func num(_ k: String) throws(ModelError) -> Double {
+            guard let x = o[k]?.doubleValue else { throw .invalidKey(path: path, key: "rope_scaling.\(k)", reason: "must be a number") }
+            return x
+        }
+        switch type {
+        case "default": return .none
+        case "linear": return .linear(factor: try num("factor"))
+        case "llama3":
+            guard let orig = o["original_max_position_embeddings"]?.intValue else {
+                throw .invalidKey(path: path, key: "rope_scaling.original_max_position_embeddings", reason: "must be an integer")
+            }
+            return .llama3(factor: try num("factor"), lowFreqFactor: try num("low_freq_factor"),
+                           highFreqFactor: try num("high_freq_factor"), originalMaxPositions: orig)
+        default:
+            throw .unsupported(path: path, key: "rope_scaling type", value: "'\(type)'", supported: "none, default, linear, llama3")
+        }
+    }
+}

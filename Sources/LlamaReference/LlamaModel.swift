@@ -1,0 +1,96 @@
+import CFireQKernels
+import Foundation
+import TensorStore
+
+/// A whole Llama-family model in FP32 (the reference), loaded from a Hugging Face folder.
+public final class LlamaModel: @unchecked Sendable {
+    public let config: LlamaConfig
+    public let forward: LlamaForward
+    public let embed: FloatBuffer        // (vocab, hidden)
+    public let layers: [LlamaLayerWeights]
+    public let finalNorm: FloatBuffer    // (hidden)
+    /// (vocab, hidden); the embedding buffer itself when tied.
+    public let lmHead: FloatBuffer
+
+    public init(config: LlamaConfig, embed: FloatBuffer, layers: [LlamaLayerWeights], finalNorm: FloatBuffer, lmHead: FloatBuffer, threads: Int) {
+        self.config = config
+        self.forward = LlamaForward(config: config, threads: threads)
+        self.embed = embed; self.layers = layers; self.finalNorm = finalNorm; self.lmHead = lmHead
+    }
+
+    /// Loads config.json and the safetensors weights (strictly checked: nothing missing, nothing extra).
+    public convenience init(directory: String, threads: Int) throws {
+        let config = try LlamaConfig(directory: directory)
+        let ckpt = try Checkpoint(directory: directory)
+        try LlamaTensorNames.validate(ckpt, config: config)
+        let embed = FloatBuffer(try ckpt.float32(LlamaTensorNames.embed, shape: [config.vocabSize, config.hiddenSize]))
+        var layers: [LlamaLayerWeights] = []
+        for i in 0..<config.layerCount { layers.append(try LlamaLayerWeights.load(ckpt, layer: i, config: config)) }
+        let norm = FloatBuffer(try ckpt.float32(LlamaTensorNames.finalNorm, shape: [config.hiddenSize]))
+        let head = config.tieWordEmbeddings ? embed
+            : FloatBuffer(try ckpt.float32(LlamaTensorNames.lmHead, shape: [config.vocabSize, config.hiddenSize]))
+        self.init(config: config, embed: embed, layers: layers, finalNorm: norm, lmHead: head, threads: threads)
+    }
+
+    /// Copies the embeddings of `tokens` into `out` (tokens.count, hidden). Ids must be < vocab.
+    public func embed(_ tokens: [Int32], into out: UnsafeMutablePointer<Float>) {
+        let h = config.hiddenSize
+        for (r, t) in tokens.enumerated() {
+            precondition(t >= 0 && Int(t) < config.vocabSize, "token id \(t) outside the vocabulary")
+            (out + r * h).update(from: embed.pointer + Int(t) * h, count: h)
+        }
+    }
+
+    /// Final-normed hidden states (batch × seqLen, hidden) of equal-length sequences.
+    public func hiddenStates(_ sequences: [[Int32]], observer: ForwardObserver? = nil) -> FloatBuffer {
+        let T = sequences.first?.count ?? 0
+        precondition(sequences.allSatisfy { $0.count == T }, "sequences of a batch must have equal length")
+        let rows = sequences.count * T
+        let h = FloatBuffer(count: rows * config.hiddenSize, zeroed: false)
+        embed(sequences.flatMap { $0 }, into: h.pointer)
+        let ws = LlamaForward.Workspace(config: config, rows: rows)
+        for L in layers { forward.layer(L, hidden: h.pointer, batch: sequences.count, seqLen: T, workspace: ws, observer: observer) }
+        forward.rmsNorm(h.pointer, rows: rows, weight: finalNorm.pointer, out: h.pointer)
+        return h
+    }
+
+    /// logits[r, :] = hidden[r, :] · lm_headᵀ for `rows` rows into `out` (rows, vocab).
+    public func logits(hidden: UnsafePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>) {
+        LinearAlgebra.linear(x: hidden, ldx: config.hiddenSize, m: rows, w: lmHead.pointer, n: config.vocabSize,
+                             k: config.hiddenSize, y: out, ldy: config.vocabSize, threads: forward.threads)
+    }
+
+    /// Full logits of one sequence (seqLen, vocab).
+    public func logits(_ tokens: [Int32]) -> [Float] {
+        let h = hiddenStates([tokens])
+        var out = [Float](repeating: 0, count: tokens.count * config.vocabSize)
+        out.withUnsafeMutableBufferPointer { logits(hidden: h.pointer, rows: tokens.count, out: $0.baseAddress!) }
+        return out
+    }
+
+    /// Negative log-likelihood of `targets[r]` under the logits of hidden row r, for every row,
+    /// computed in blocks of rows so the (rows, vocab) logits never exist at once.
+    public func nll(hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int = 64) -> [Double] {
+        let V = config.vocabSize
+        var result = [Double](repeating: 0, count: targets.count)
+        let block = FloatBuffer(count: rowBlock * V, zeroed: false)
+        var r0 = 0
+        while r0 < targets.count {
+            let m = min(rowBlock, targets.count - r0)
+            logits(hidden: hidden + r0 * config.hiddenSize, rows: m, out: block.pointer)
+            let bp = SendablePointer(block.pointer)
+            let res = result.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
+            let tg = targets
+            let base = r0
+            Parallel.forEachChunk(m, chunk: 4, threads: forward.threads) { rr in
+                for i in rr {
+                    let row = bp.p + i * V
+                    let lse = fq_logsumexp(row, V)
+                    res.p[base + i] = lse - Double(row[Int(tg[base + i])])
+                }
+            }
+            r0 += m
+        }
+        return result
+    }
+}

@@ -1,0 +1,105 @@
+import TensorStore
+
+/// Hugging Face tensor names of a Llama-family checkpoint — the only place they are spelled.
+public enum LlamaTensorNames {
+    public static let embed = "model.embed_tokens.weight"
+    public static let finalNorm = "model.norm.weight"
+    public static let lmHead = "lm_head.weight"
+    public static func layer(_ i: Int, _ part: String) -> String { "model.layers.\(i).\(part)" }
+    public static let inputNorm = "input_layernorm.weight"
+    public static let postAttentionNorm = "post_attention_layernorm.weight"
+    public static let q = "self_attn.q_proj", k = "self_attn.k_proj", v = "self_attn.v_proj", o = "self_attn.o_proj"
+    public static let gate = "mlp.gate_proj", up = "mlp.up_proj", down = "mlp.down_proj"
+
+    /// Every tensor a checkpoint of `config` must hold (and may hold nothing else, except
+    /// `rotary_emb.inv_freq` buffers some exporters leave in).
+    public static func expected(_ c: LlamaConfig) -> [String: [Int]] {
+        var m: [String: [Int]] = [embed: [c.vocabSize, c.hiddenSize], finalNorm: [c.hiddenSize]]
+        if !c.tieWordEmbeddings { m[lmHead] = [c.vocabSize, c.hiddenSize] }
+        for i in 0..<c.layerCount {
+            m[layer(i, inputNorm)] = [c.hiddenSize]
+            m[layer(i, postAttentionNorm)] = [c.hiddenSize]
+            m[layer(i, q + ".weight")] = [c.qDim, c.hiddenSize]
+            m[layer(i, k + ".weight")] = [c.kvDim, c.hiddenSize]
+            m[layer(i, v + ".weight")] = [c.kvDim, c.hiddenSize]
+            m[layer(i, o + ".weight")] = [c.hiddenSize, c.qDim]
+            m[layer(i, gate + ".weight")] = [c.intermediateSize, c.hiddenSize]
+            m[layer(i, up + ".weight")] = [c.intermediateSize, c.hiddenSize]
+            m[layer(i, down + ".weight")] = [c.hiddenSize, c.intermediateSize]
+            if c.attentionBias {
+                m[layer(i, q + ".bias")] = [c.qDim]
+                m[layer(i, k + ".bias")] = [c.kvDim]
+                m[layer(i, v + ".bias")] = [c.kvDim]
+            }
+        }
+        return m
+    }
+
+    /// Strict check: every expected tensor present with its shape, nothing unexpected.
+    public static func validate(_ ckpt: Checkpoint, config: LlamaConfig) throws(TensorStoreError) {
+        let want = expected(config)
+        for name in want.keys.sorted() {
+            guard let info = ckpt.info(name) else { throw .missingTensor(path: ckpt.directory, tensor: name) }
+            guard info.shape == want[name]! else {
+                throw .wrongShape(path: try ckpt.file(for: name).0.path, tensor: name, expected: want[name]!, found: info.shape)
+            }
+            guard info.dtype.isFloatingPoint else {
+                throw .wrongDType(path: try ckpt.file(for: name).0.path, tensor: name, expected: "F32, F16 or BF16", found: info.dtype.rawValue)
+            }
+        }
+        let extra = ckpt.tensorNames.filter { want[$0] == nil && !$0.hasSuffix("rotary_emb.inv_freq") && !(config.tieWordEmbeddings && $0 == lmHead) }
+        if !extra.isEmpty { throw .unexpectedTensors(path: ckpt.directory, tensors: extra) }
+    }
+}
+
+/// FP32 weights of one decoder layer, with the projections that read the same input fused:
+/// qkv = [q; k; v] rows ([qDim + 2·kvDim, hidden]) and gateUp = [gate; up] ([2·inter, hidden]).
+public final class LlamaLayerWeights: @unchecked Sendable {
+    public let index: Int
+    public let inputNorm: FloatBuffer      // (hidden)
+    public let postAttentionNorm: FloatBuffer // (hidden)
+    public let qkv: FloatBuffer            // (qDim + 2 kvDim, hidden)
+    public let qkvBias: FloatBuffer?       // (qDim + 2 kvDim)
+    public let o: FloatBuffer              // (hidden, qDim)
+    public let gateUp: FloatBuffer         // (2 inter, hidden)
+    public let down: FloatBuffer           // (hidden, inter)
+
+    public init(index: Int, inputNorm: FloatBuffer, postAttentionNorm: FloatBuffer, qkv: FloatBuffer, qkvBias: FloatBuffer?,
+                o: FloatBuffer, gateUp: FloatBuffer, down: FloatBuffer) {
+        self.index = index; self.inputNorm = inputNorm; self.postAttentionNorm = postAttentionNorm
+        self.qkv = qkv; self.qkvBias = qkvBias; self.o = o; self.gateUp = gateUp; self.down = down
+    }
+
+    /// Loads layer `i` from the checkpoint (widened to FP32; mapped pages released afterwards).
+    public static func load(_ ckpt: Checkpoint, layer i: Int, config c: LlamaConfig) throws(TensorStoreError) -> LlamaLayerWeights {
+        typealias N = LlamaTensorNames
+        func vec(_ part: String, _ n: Int) throws(TensorStoreError) -> FloatBuffer {
+            FloatBuffer(try ckpt.float32(N.layer(i, part), shape: [n]))
+        }
+        func stack(_ parts: [(String, Int)], cols: Int) throws(TensorStoreError) -> FloatBuffer {
+            let rows = parts.reduce(0) { $0 + $1.1 }
+            let buf = FloatBuffer(count: rows * cols, zeroed: false)
+            var r = 0
+            for (name, n) in parts {
+                let (f, t) = try ckpt.file(for: N.layer(i, name))
+                guard t.shape == (cols == 1 ? [n] : [n, cols]) else {
+                    throw .wrongShape(path: f.path, tensor: t.name, expected: cols == 1 ? [n] : [n, cols], found: t.shape)
+                }
+                try f.readFloat32(t, into: buf.pointer + r * cols)
+                f.releasePages(t)
+                r += n
+            }
+            return buf
+        }
+        let qkv = try stack([(N.q + ".weight", c.qDim), (N.k + ".weight", c.kvDim), (N.v + ".weight", c.kvDim)], cols: c.hiddenSize)
+        let bias = c.attentionBias ? try stack([(N.q + ".bias", c.qDim), (N.k + ".bias", c.kvDim), (N.v + ".bias", c.kvDim)], cols: 1) : nil
+        return LlamaLayerWeights(
+            index: i,
+            inputNorm: try vec(N.inputNorm, c.hiddenSize),
+            postAttentionNorm: try vec(N.postAttentionNorm, c.hiddenSize),
+            qkv: qkv, qkvBias: bias,
+            o: try stack([(N.o + ".weight", c.hiddenSize)], cols: c.qDim),
+            gateUp: try stack([(N.gate + ".weight", c.intermediateSize), (N.up + ".weight", c.intermediateSize)], cols: c.hiddenSize),
+            down: try stack([(N.down + ".weight", c.hiddenSize)], cols: c.intermediateSize))
+    }
+}

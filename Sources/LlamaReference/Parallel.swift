@@ -1,0 +1,39 @@
+import Foundation
+
+/// Data-parallel loops whose results do not depend on the thread count: work is cut into
+/// fixed-size chunks, and every output element is computed by exactly one chunk.
+public enum Parallel {
+    /// Runs `body(range)` over `0..<count` in chunks of `chunk`, on up to `threads` threads.
+    public static func forEachChunk(_ count: Int, chunk: Int, threads: Int, _ body: (Range<Int>) -> Void) {
+        let chunks = (count + chunk - 1) / chunk
+        if chunks <= 1 || threads <= 1 {
+            var s = 0
+            while s < count { body(s..<min(count, s + chunk)); s += chunk }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let box = UnsafeBody(body)
+            let workers = min(threads, chunks)
+            let next = AtomicCounter()
+            DispatchQueue.concurrentPerform(iterations: workers) { _ in
+                while true {
+                    let c = next.increment()
+                    if c >= chunks { break }
+                    box.body((c * chunk)..<min(count, (c + 1) * chunk))
+                }
+            }
+        }
+    }
+
+    private struct UnsafeBody: @unchecked Sendable {
+        let body: (Range<Int>) -> Void
+        init(_ b: @escaping (Range<Int>) -> Void) { body = b }
+    }
+}
+
+/// A lock-protected counter handing out work items.
+final class AtomicCounter: @unchecked Sendable {
+    private var value = 0
+    private let lock = NSLock()
+    func increment() -> Int { lock.lock(); defer { lock.unlock() }; let v = value; value += 1; return v }
+}

@@ -1,0 +1,29 @@
+import ArgumentParser
+import Foundation
+import Tokenizer
+
+struct Tokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the token ids of a text as a JSON array (no BOS added).")
+
+    @Option(name: .long, help: "Model folder holding tokenizer.json.")
+    var model: String
+    @Option(name: .long, help: "Text file to tokenize (default: standard input).")
+    var text: String?
+    @Flag(name: .long, help: "Print an object with ids and count instead of the bare array.")
+    var json = false
+
+    func run() throws {
+        do {
+            let tok = try Tokenizer(directory: model)
+            let input: String
+            if let text { input = try readText(text) } else {
+                let data = FileHandle.standardInput.readDataToEndOfFile()
+                guard let s = String(validating: data, as: UTF8.self) else { throw CLIError("standard input is not valid UTF-8 text.") }
+                input = s
+            }
+            let ids = tok.encodeParallel(input)
+            let array = "[" + ids.map(String.init).joined(separator: ",") + "]"
+            if json { printJSON([("count", String(ids.count)), ("ids", array)]) } else { print(array) }
+        } catch { fail(error) }
+    }
+}
