@@ -45,7 +45,12 @@ public struct LlamaForward: Sendable {
         let att: FloatBuffer    // (rows, qDim)
         let gateUp: FloatBuffer // (rows, 2 inter)
         let act: FloatBuffer    // (rows, inter)
-        public init(config c: LlamaConfig, rows: Int) {
+        let scores: FloatBuffer // (threads, attentionBlock, seqLen) attention scratch
+        let seqLen: Int
+        /// Scratch for batches of up to `rows` rows whose sequences are at most `seqLen` long.
+        public init(config c: LlamaConfig, rows: Int, seqLen: Int, threads: Int) {
+            self.seqLen = seqLen
+            scores = FloatBuffer(count: max(1, threads) * LlamaForward.attentionBlock * seqLen)
             self.rows = rows
             xn = FloatBuffer(count: rows * c.hiddenSize)
             qkv = FloatBuffer(count: rows * (c.qDim + 2 * c.kvDim))
@@ -60,7 +65,7 @@ public struct LlamaForward: Sendable {
                       workspace ws: Workspace, observer: ForwardObserver? = nil) {
         let c = config
         let rows = batch * seqLen
-        precondition(ws.rows >= rows, "workspace too small")
+        precondition(ws.rows >= rows && ws.seqLen >= seqLen, "workspace too small")
         let H = c.hiddenSize, qkvDim = c.qDim + 2 * c.kvDim, I = c.intermediateSize
         let li = L.index
         // Attention block.
@@ -82,7 +87,7 @@ public struct LlamaForward: Sendable {
             observer.observe(.qPostRope, layer: li, ActivationView(base: q, rows: rows, cols: c.qDim, rowStride: qkvDim))
             observer.observe(.kPostRope, layer: li, ActivationView(base: k, rows: rows, cols: c.kvDim, rowStride: qkvDim))
         }
-        attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: seqLen)
+        attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: seqLen, scratch: ws.scores)
         observer?.observe(.oProjInput, layer: li, ActivationView(base: ws.att.pointer, rows: rows, cols: c.qDim, rowStride: c.qDim))
         LinearAlgebra.linear(x: ws.att.pointer, ldx: c.qDim, m: rows, w: L.o.pointer, n: H, k: c.qDim,
                              y: hidden, ldy: H, accumulate: true, threads: threads)
@@ -119,7 +124,7 @@ public struct LlamaForward: Sendable {
     }
 
     /// Causal GQA attention: out[:, h] = softmax(q_h k_gᵀ / sqrt(D)) v_g with g = h / (H/Hkv).
-    func attention(qkv: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int) {
+    func attention(qkv: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int, scratch: FloatBuffer) {
         let c = config
         let D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim, group = c.headCount / c.kvHeadCount
         let scale = 1 / Float(D).squareRoot()
@@ -128,7 +133,9 @@ public struct LlamaForward: Sendable {
         let src = SendablePointer(UnsafeMutablePointer(mutating: qkv)), dst = SendablePointer(out)
         // Work items: (sequence, head, query block), largest blocks first for balance.
         let items = batch * c.headCount * blocks
-        Parallel.forEachChunk(items, chunk: 1, threads: threads) { r in
+        precondition(scratch.count >= threads * blk * T)
+        let scratchBase = SendablePointer(scratch.pointer)
+        Parallel.forEachChunkWithWorker(items, chunk: 1, threads: threads) { r, worker in
             let item = r.lowerBound
             let blockIndex = blocks - 1 - item % blocks
             let h = (item / blocks) % c.headCount
@@ -136,8 +143,7 @@ public struct LlamaForward: Sendable {
             let g = h / group
             let i0 = blockIndex * blk, i1 = min(T, i0 + blk)
             let m = i1 - i0
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: m * i1)
-            defer { scores.deallocate() }
+            let scores = scratchBase.p + worker * blk * T
             let rowBase = b * T
             let qp = src.p + (rowBase + i0) * qkvDim + h * D
             let kp = src.p + rowBase * qkvDim + c.qDim + g * D

@@ -41,14 +41,27 @@ public final class LlamaModel: @unchecked Sendable {
         }
     }
 
+    private var cachedWorkspace: LlamaForward.Workspace?
+    private var cachedLogits: FloatBuffer?
+
+    /// A workspace for `rows` rows of sequences up to `seqLen` long, reused across calls
+    /// (fresh multi-megabyte buffers per window cost more in page clearing than attention).
+    func workspace(rows: Int, seqLen: Int) -> LlamaForward.Workspace {
+        if let w = cachedWorkspace, w.rows >= rows, w.seqLen >= seqLen { return w }
+        let w = LlamaForward.Workspace(config: config, rows: rows, seqLen: seqLen, threads: forward.threads)
+        cachedWorkspace = w
+        return w
+    }
+
     /// Final-normed hidden states (batch × seqLen, hidden) of equal-length sequences.
+    /// Not reentrant: one forward pass at a time per model.
     public func hiddenStates(_ sequences: [[Int32]], observer: ForwardObserver? = nil) -> FloatBuffer {
         let T = sequences.first?.count ?? 0
         precondition(sequences.allSatisfy { $0.count == T }, "sequences of a batch must have equal length")
         let rows = sequences.count * T
         let h = FloatBuffer(count: rows * config.hiddenSize, zeroed: false)
         embed(sequences.flatMap { $0 }, into: h.pointer)
-        let ws = LlamaForward.Workspace(config: config, rows: rows)
+        let ws = workspace(rows: rows, seqLen: T)
         for L in layers { forward.layer(L, hidden: h.pointer, batch: sequences.count, seqLen: T, workspace: ws, observer: observer) }
         forward.rmsNorm(h.pointer, rows: rows, weight: finalNorm.pointer, out: h.pointer)
         return h
@@ -70,10 +83,14 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// Negative log-likelihood of `targets[r]` under the logits of hidden row r, for every row,
     /// computed in blocks of rows so the (rows, vocab) logits never exist at once.
-    public func nll(hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int = 64) -> [Double] {
+    public func nll(hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int = 256) -> [Double] {
         let V = config.vocabSize
         var result = [Double](repeating: 0, count: targets.count)
-        let block = FloatBuffer(count: rowBlock * V, zeroed: false)
+        let block: FloatBuffer
+        if let b = cachedLogits, b.count >= rowBlock * V { block = b } else {
+            block = FloatBuffer(count: rowBlock * V, zeroed: false)
+            cachedLogits = block
+        }
         var r0 = 0
         while r0 < targets.count {
             let m = min(rowBlock, targets.count - r0)

@@ -25,6 +25,33 @@ public enum Parallel {
         }
     }
 
+    /// Like `forEachChunk`, also passing the worker's index in `0..<threads` (for per-worker scratch).
+    public static func forEachChunkWithWorker(_ count: Int, chunk: Int, threads: Int, _ body: (Range<Int>, Int) -> Void) {
+        let chunks = (count + chunk - 1) / chunk
+        if chunks <= 1 || threads <= 1 {
+            var s = 0
+            while s < count { body(s..<min(count, s + chunk), 0); s += chunk }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let box = UnsafeWorkerBody(body)
+            let workers = min(threads, chunks)
+            let next = AtomicCounter()
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                while true {
+                    let c = next.increment()
+                    if c >= chunks { break }
+                    box.body((c * chunk)..<min(count, (c + 1) * chunk), w)
+                }
+            }
+        }
+    }
+
+    private struct UnsafeWorkerBody: @unchecked Sendable {
+        let body: (Range<Int>, Int) -> Void
+        init(_ b: @escaping (Range<Int>, Int) -> Void) { body = b }
+    }
+
     private struct UnsafeBody: @unchecked Sendable {
         let body: (Range<Int>) -> Void
         init(_ b: @escaping (Range<Int>) -> Void) { body = b }

@@ -159,3 +159,19 @@ enum Splitters {
         }
     }
 }
+
+/// Public access to the pre-tokenizer patterns, for tests and tools: the fast scanner chosen
+/// for a pattern and the regex-engine reference, both as scalar-offset ranges.
+public enum PreTokenizerPatterns {
+    public static let gpt2 = GPT2Splitter.pattern
+    public static let llama3 = Llama3Splitter.pattern
+    public static let qwen2 = Llama3Splitter.qwen2Pattern
+
+    public static func fastMatches(pattern: String, in text: String) throws -> [Range<Int>] {
+        try Splitters.make(pattern: pattern).matches(Array(text.unicodeScalars))
+    }
+
+    public static func regexMatches(pattern: String, in text: String) throws -> [Range<Int>] {
+        try RegexSplitter(pattern: pattern).matches(Array(text.unicodeScalars))
+    }
+}

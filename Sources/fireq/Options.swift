@@ -24,7 +24,7 @@ struct ComputeOptions: ParsableArguments {
 
 /// Prints an error as one line on stderr and exits with status 1 (data errors are not usage errors).
 func fail(_ error: Error) -> Never {
-    let text = (error as? CustomStringConvertible)?.description ?? "\(error)"
+    let text = String(describing: error)
     FileHandle.standardError.write(Data(("error: " + text + "\n").utf8))
     Foundation.exit(1)
 }

@@ -1,0 +1,83 @@
+import Foundation
+import Testing
+
+/// The `fireq` executable on bad input: one-sentence error naming the file, exit status ≠ 0.
+@Suite struct CLITests {
+    /// A model folder whose files link to the default model's, with `replace` swapped in.
+    static func modelCopy(replace: [String: Data] = [:], remove: [String] = []) throws -> String {
+        try TestPaths.requireModel()
+        let dir = TestPaths.tempDir()
+        let fm = FileManager.default
+        for f in try fm.contentsOfDirectory(atPath: TestPaths.model) where !f.hasPrefix(".") && !remove.contains(f) {
+            if let d = replace[f] { _ = fm.createFile(atPath: dir + "/" + f, contents: d) }
+            else { try fm.createSymbolicLink(atPath: dir + "/" + f, withDestinationPath: TestPaths.model + "/" + f) }
+        }
+        return dir
+    }
+
+    static func expectFailure(_ args: [String], mentions: [String]) throws {
+        let r = try CLI.run(args)
+        #expect(r.status != 0, "exit status for \(args)")
+        let lines = r.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "one line on stderr, got: \(r.stderr)")
+        #expect(r.stderr.hasPrefix("error: "))
+        for m in mentions { #expect(r.stderr.contains(m), "stderr \(r.stderr) should mention \(m)") }
+        #expect(!r.stderr.contains("Fatal error"), "no crash")
+    }
+
+    static func evalArgs(_ model: String) -> [String] {
+        ["eval", "--model", model, "--text", TestPaths.sharedData + "/wikitext-2-raw-test.raw", "--context", "16", "--windows", "1"]
+    }
+
+    @Test func truncatedSafetensors() throws {
+        let st = TestPaths.read(TestPaths.model + "/model.safetensors")
+        let dir = try Self.modelCopy(replace: ["model.safetensors": st.prefix(1_000_000)])
+        try Self.expectFailure(Self.evalArgs(dir), mentions: [dir + "/model.safetensors", "truncated"])
+    }
+
+    @Test func headerLengthPastEnd() throws {
+        var bytes = [UInt8](repeating: 0, count: 64)
+        bytes[0] = 0xFF; bytes[1] = 0xFF; bytes[2] = 0x10
+        let dir = try Self.modelCopy(replace: ["model.safetensors": Data(bytes)])
+        try Self.expectFailure(Self.evalArgs(dir), mentions: [dir + "/model.safetensors", "past the end of the file"])
+    }
+
+    @Test func invalidConfigJSON() throws {
+        let dir = try Self.modelCopy(replace: ["config.json": Data("{\"hidden_size\": }".utf8)])
+        try Self.expectFailure(Self.evalArgs(dir), mentions: [dir + "/config.json", "not valid JSON"])
+    }
+
+    @Test func unsupportedRopeScaling() throws {
+        var cfg = String(decoding: TestPaths.read(TestPaths.model + "/config.json"), as: UTF8.self)
+        cfg = cfg.replacingOccurrences(of: "\"rope_scaling\": null", with: "\"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2.0}")
+        let dir = try Self.modelCopy(replace: ["config.json": Data(cfg.utf8)])
+        try Self.expectFailure(Self.evalArgs(dir), mentions: [dir + "/config.json", "rope_scaling type 'dynamic'"])
+    }
+
+    @Test func missingTokenizer() throws {
+        let dir = try Self.modelCopy(remove: ["tokenizer.json"])
+        try Self.expectFailure(Self.evalArgs(dir), mentions: [dir + "/tokenizer.json", "not found"])
+    }
+
+    @Test func missingTextFile() throws {
+        try TestPaths.requireModel()
+        try Self.expectFailure(["eval", "--model", TestPaths.model, "--text", "/nonexistent/x.txt"], mentions: ["/nonexistent/x.txt"])
+    }
+
+    @Test func tokenizeCommand() throws {
+        try TestPaths.requireModel()
+        let r = try CLI.run(["tokenize", "--model", TestPaths.model], stdin: "The capital of France is")
+        #expect(r.status == 0)
+        #expect(r.stdout == "[504,3575,282,4649,314]\n")
+    }
+
+    @Test func evalJSONKeys() throws {
+        try TestPaths.requireModel()
+        let r = try CLI.run(["eval", "--model", TestPaths.model, "--text", TestPaths.sharedData + "/wikitext-2-raw-test.raw",
+                             "--context", "64", "--windows", "2", "--json", "--protocol", "llamacpp"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        for k in ["perplexity", "mean_nll", "scored_tokens", "tokens_per_second"] { #expect(obj[k] != nil, "key \(k)") }
+        #expect(obj["scored_tokens"] as? Int == 2 * 31)
+    }
+}

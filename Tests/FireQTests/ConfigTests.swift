@@ -1,0 +1,61 @@
+import Foundation
+import JSONSupport
+import LlamaReference
+import Testing
+
+@Suite struct ConfigTests {
+    static let base = #"{"architectures":["LlamaForCausalLM"],"hidden_size":576,"intermediate_size":1536,"num_hidden_layers":30,"num_attention_heads":9,"num_key_value_heads":3,"rms_norm_eps":1e-05,"rope_theta":100000.0,"vocab_size":49152,"tie_word_embeddings":true,"max_position_embeddings":8192"#
+
+    static func parse(_ extra: String) throws -> LlamaConfig {
+        try LlamaConfig(json: try JSONParser.parse(base + extra + "}"), path: "/m/config.json")
+    }
+
+    @Test func defaultModelConfig() throws {
+        let c = try Self.parse("")
+        #expect(c.headDim == 64 && c.qDim == 576 && c.kvDim == 192 && c.tieWordEmbeddings && !c.attentionBias)
+        #expect(c.ropeScaling == .none && c.rmsNormEps == 1e-5)
+    }
+
+    @Test func unsupportedRopeScaling() {
+        #expect {
+            _ = try Self.parse(#","rope_scaling":{"rope_type":"yarn","factor":4.0}"#)
+        } throws: { e in
+            let d = "\(e)"
+            return d.contains("/m/config.json") && d.contains("rope_scaling type 'yarn'") && d.contains("supported: none, default, linear, llama3")
+        }
+    }
+
+    @Test func unsupportedArchitectureAndSlidingWindow() {
+        #expect(throws: ModelError.self) { _ = try LlamaConfig(json: try JSONParser.parse(#"{"architectures":["GPTNeoXForCausalLM"]}"#), path: "c") }
+        #expect {
+            _ = try LlamaConfig(json: try JSONParser.parse(Self.base.replacingOccurrences(of: "LlamaForCausalLM", with: "MistralForCausalLM") + #","sliding_window":4096}"#), path: "c")
+        } throws: { e in "\(e)".contains("sliding_window 4096") }
+    }
+
+    @Test func missingKeyIsNamed() {
+        #expect {
+            _ = try LlamaConfig(json: try JSONParser.parse(#"{"architectures":["LlamaForCausalLM"],"hidden_size":8}"#), path: "c")
+        } throws: { e in "\(e)" == "c: 'intermediate_size' is missing." }
+    }
+
+    /// llama3 frequency scaling (transformers `_compute_llama3_parameters`), Llama-3.2 values:
+    /// high-frequency bands unchanged, low-frequency bands divided by the factor.
+    @Test func llama3RopeScaling() throws {
+        let c = try LlamaConfig(json: try JSONParser.parse(#"{"architectures":["LlamaForCausalLM"],"hidden_size":2048,"intermediate_size":8192,"num_hidden_layers":16,"num_attention_heads":32,"num_key_value_heads":8,"vocab_size":128256,"rope_theta":500000.0,"head_dim":64,"rope_scaling":{"factor":32.0,"high_freq_factor":4.0,"low_freq_factor":1.0,"original_max_position_embeddings":8192,"rope_type":"llama3"}}"#), path: "c")
+        let plain = (0..<32).map { j in 1 / powf(500000, Float(2 * j) / 64) }
+        let r = Rope(config: c)
+        #expect(r.invFreq[0] == plain[0])                       // wavelength 2π < 2048: unchanged
+        #expect(abs(r.invFreq[31] - plain[31] / 32) <= 1e-12)   // wavelength > 8192: divided by 32
+        // A medium band is interpolated between the two.
+        let mid = (0..<32).first { j in let w = 2 * Float.pi / plain[j]; return w > 2048 && w < 8192 }!
+        #expect(r.invFreq[mid] < plain[mid] && r.invFreq[mid] > plain[mid] / 32)
+    }
+
+    @Test func invalidJSONNamesFileAndOffset() {
+        let dir = TestPaths.tempDir()
+        _ = FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(#"{"hidden_size": 5,}"#.utf8))
+        #expect {
+            _ = try LlamaConfig(directory: dir)
+        } throws: { e in "\(e)".contains(dir + "/config.json: not valid JSON: invalid JSON at byte 18") }
+    }
+}
