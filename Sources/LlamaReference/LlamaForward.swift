@@ -71,8 +71,7 @@ public struct LlamaForward: Sendable {
         // Attention block.
         rmsNorm(hidden, rows: rows, weight: L.inputNorm.pointer, out: ws.xn.pointer)
         observer?.observe(.attentionInput, layer: li, ActivationView(base: ws.xn.pointer, rows: rows, cols: H, rowStride: H))
-        LinearAlgebra.linear(x: ws.xn.pointer, ldx: H, m: rows, w: L.qkv.pointer, n: qkvDim, k: H,
-                             y: ws.qkv.pointer, ldy: qkvDim, threads: threads)
+        LinearAlgebra.linear(x: ws.xn.pointer, ldx: H, m: rows, w: L.qkv, y: ws.qkv.pointer, ldy: qkvDim, threads: threads)
         if let b = L.qkvBias {
             for r in 0..<rows { let p = ws.qkv.pointer + r * qkvDim; for j in 0..<qkvDim { p[j] += b.pointer[j] } }
         }
@@ -89,20 +88,17 @@ public struct LlamaForward: Sendable {
         }
         attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: seqLen, scratch: ws.scores)
         observer?.observe(.oProjInput, layer: li, ActivationView(base: ws.att.pointer, rows: rows, cols: c.qDim, rowStride: c.qDim))
-        LinearAlgebra.linear(x: ws.att.pointer, ldx: c.qDim, m: rows, w: L.o.pointer, n: H, k: c.qDim,
-                             y: hidden, ldy: H, accumulate: true, threads: threads)
+        LinearAlgebra.linear(x: ws.att.pointer, ldx: c.qDim, m: rows, w: L.o, y: hidden, ldy: H, accumulate: true, threads: threads)
         // MLP block.
         rmsNorm(hidden, rows: rows, weight: L.postAttentionNorm.pointer, out: ws.xn.pointer)
         observer?.observe(.mlpInput, layer: li, ActivationView(base: ws.xn.pointer, rows: rows, cols: H, rowStride: H))
-        LinearAlgebra.linear(x: ws.xn.pointer, ldx: H, m: rows, w: L.gateUp.pointer, n: 2 * I, k: H,
-                             y: ws.gateUp.pointer, ldy: 2 * I, threads: threads)
+        LinearAlgebra.linear(x: ws.xn.pointer, ldx: H, m: rows, w: L.gateUp, y: ws.gateUp.pointer, ldy: 2 * I, threads: threads)
         let gu = SendablePointer(ws.gateUp.pointer), act = SendablePointer(ws.act.pointer)
         Parallel.forEachChunk(rows, chunk: 16, threads: threads) { r in
             for row in r { fq_swiglu(gu.p + row * 2 * I, gu.p + row * 2 * I + I, act.p + row * I, I) }
         }
         observer?.observe(.downProjInput, layer: li, ActivationView(base: ws.act.pointer, rows: rows, cols: I, rowStride: I))
-        LinearAlgebra.linear(x: ws.act.pointer, ldx: I, m: rows, w: L.down.pointer, n: H, k: I,
-                             y: hidden, ldy: H, accumulate: true, threads: threads)
+        LinearAlgebra.linear(x: ws.act.pointer, ldx: I, m: rows, w: L.down, y: hidden, ldy: H, accumulate: true, threads: threads)
     }
 
     /// RoPE on the q and k parts of every qkv row; the position of row r is r mod seqLen.

@@ -6,13 +6,14 @@ import TensorStore
 public final class LlamaModel: @unchecked Sendable {
     public let config: LlamaConfig
     public let forward: LlamaForward
-    public let embed: FloatBuffer        // (vocab, hidden)
+    /// (vocab, hidden), packed; rows are gathered for the embedding lookup.
+    public let embed: PackedMatrix
     public let layers: [LlamaLayerWeights]
     public let finalNorm: FloatBuffer    // (hidden)
-    /// (vocab, hidden); the embedding buffer itself when tied.
-    public let lmHead: FloatBuffer
+    /// (vocab, hidden); the embedding matrix itself when tied.
+    public let lmHead: PackedMatrix
 
-    public init(config: LlamaConfig, embed: FloatBuffer, layers: [LlamaLayerWeights], finalNorm: FloatBuffer, lmHead: FloatBuffer, threads: Int) {
+    public init(config: LlamaConfig, embed: PackedMatrix, layers: [LlamaLayerWeights], finalNorm: FloatBuffer, lmHead: PackedMatrix, threads: Int) {
         self.config = config
         self.forward = LlamaForward(config: config, threads: threads)
         self.embed = embed; self.layers = layers; self.finalNorm = finalNorm; self.lmHead = lmHead
@@ -23,12 +24,15 @@ public final class LlamaModel: @unchecked Sendable {
         let config = try LlamaConfig(directory: directory)
         let ckpt = try Checkpoint(directory: directory)
         try LlamaTensorNames.validate(ckpt, config: config)
-        let embed = FloatBuffer(try ckpt.float32(LlamaTensorNames.embed, shape: [config.vocabSize, config.hiddenSize]))
+        func packed(_ name: String) throws -> PackedMatrix {
+            let w = try ckpt.float32(name, shape: [config.vocabSize, config.hiddenSize])
+            return w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: config.vocabSize, cols: config.hiddenSize) }
+        }
+        let embed = try packed(LlamaTensorNames.embed)
         var layers: [LlamaLayerWeights] = []
         for i in 0..<config.layerCount { layers.append(try LlamaLayerWeights.load(ckpt, layer: i, config: config)) }
         let norm = FloatBuffer(try ckpt.float32(LlamaTensorNames.finalNorm, shape: [config.hiddenSize]))
-        let head = config.tieWordEmbeddings ? embed
-            : FloatBuffer(try ckpt.float32(LlamaTensorNames.lmHead, shape: [config.vocabSize, config.hiddenSize]))
+        let head = config.tieWordEmbeddings ? embed : try packed(LlamaTensorNames.lmHead)
         self.init(config: config, embed: embed, layers: layers, finalNorm: norm, lmHead: head, threads: threads)
     }
 
@@ -37,7 +41,7 @@ public final class LlamaModel: @unchecked Sendable {
         let h = config.hiddenSize
         for (r, t) in tokens.enumerated() {
             precondition(t >= 0 && Int(t) < config.vocabSize, "token id \(t) outside the vocabulary")
-            (out + r * h).update(from: embed.pointer + Int(t) * h, count: h)
+            embed.copyRow(Int(t), into: out + r * h)
         }
     }
 
@@ -69,8 +73,7 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// logits[r, :] = hidden[r, :] · lm_headᵀ for `rows` rows into `out` (rows, vocab).
     public func logits(hidden: UnsafePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>) {
-        LinearAlgebra.linear(x: hidden, ldx: config.hiddenSize, m: rows, w: lmHead.pointer, n: config.vocabSize,
-                             k: config.hiddenSize, y: out, ldy: config.vocabSize, threads: forward.threads)
+        LinearAlgebra.linear(x: hidden, ldx: config.hiddenSize, m: rows, w: lmHead, y: out, ldy: config.vocabSize, threads: forward.threads)
     }
 
     /// Full logits of one sequence (seqLen, vocab).

@@ -58,14 +58,14 @@ public final class LlamaLayerWeights: @unchecked Sendable {
     public let index: Int
     public let inputNorm: FloatBuffer      // (hidden)
     public let postAttentionNorm: FloatBuffer // (hidden)
-    public let qkv: FloatBuffer            // (qDim + 2 kvDim, hidden)
+    public let qkv: PackedMatrix           // (qDim + 2 kvDim, hidden)
     public let qkvBias: FloatBuffer?       // (qDim + 2 kvDim)
-    public let o: FloatBuffer              // (hidden, qDim)
-    public let gateUp: FloatBuffer         // (2 inter, hidden)
-    public let down: FloatBuffer           // (hidden, inter)
+    public let o: PackedMatrix             // (hidden, qDim)
+    public let gateUp: PackedMatrix        // (2 inter, hidden)
+    public let down: PackedMatrix          // (hidden, inter)
 
-    public init(index: Int, inputNorm: FloatBuffer, postAttentionNorm: FloatBuffer, qkv: FloatBuffer, qkvBias: FloatBuffer?,
-                o: FloatBuffer, gateUp: FloatBuffer, down: FloatBuffer) {
+    public init(index: Int, inputNorm: FloatBuffer, postAttentionNorm: FloatBuffer, qkv: PackedMatrix, qkvBias: FloatBuffer?,
+                o: PackedMatrix, gateUp: PackedMatrix, down: PackedMatrix) {
         self.index = index; self.inputNorm = inputNorm; self.postAttentionNorm = postAttentionNorm
         self.qkv = qkv; self.qkvBias = qkvBias; self.o = o; self.gateUp = gateUp; self.down = down
     }
@@ -91,15 +91,19 @@ public final class LlamaLayerWeights: @unchecked Sendable {
             }
             return buf
         }
-        let qkv = try stack([(N.q + ".weight", c.qDim), (N.k + ".weight", c.kvDim), (N.v + ".weight", c.kvDim)], cols: c.hiddenSize)
+        func packed(_ parts: [(String, Int)], cols: Int) throws(TensorStoreError) -> PackedMatrix {
+            let b = try stack(parts, cols: cols)
+            return PackedMatrix(rowMajor: b.pointer, rows: b.count / cols, cols: cols)
+        }
+        let qkv = try packed([(N.q + ".weight", c.qDim), (N.k + ".weight", c.kvDim), (N.v + ".weight", c.kvDim)], cols: c.hiddenSize)
         let bias = c.attentionBias ? try stack([(N.q + ".bias", c.qDim), (N.k + ".bias", c.kvDim), (N.v + ".bias", c.kvDim)], cols: 1) : nil
         return LlamaLayerWeights(
             index: i,
             inputNorm: try vec(N.inputNorm, c.hiddenSize),
             postAttentionNorm: try vec(N.postAttentionNorm, c.hiddenSize),
             qkv: qkv, qkvBias: bias,
-            o: try stack([(N.o + ".weight", c.hiddenSize)], cols: c.qDim),
-            gateUp: try stack([(N.gate + ".weight", c.intermediateSize), (N.up + ".weight", c.intermediateSize)], cols: c.hiddenSize),
-            down: try stack([(N.down + ".weight", c.hiddenSize)], cols: c.intermediateSize))
+            o: try packed([(N.o + ".weight", c.hiddenSize)], cols: c.qDim),
+            gateUp: try packed([(N.gate + ".weight", c.intermediateSize), (N.up + ".weight", c.intermediateSize)], cols: c.hiddenSize),
+            down: try packed([(N.down + ".weight", c.hiddenSize)], cols: c.intermediateSize))
     }
 }

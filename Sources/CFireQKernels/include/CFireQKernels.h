@@ -15,14 +15,36 @@ void fq_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 void fq_f16_to_f32_ref(const uint16_t *src, float *dst, size_t n);
 void fq_bf16_to_f32_ref(const uint16_t *src, float *dst, size_t n);
 
-/// In-place numerically stable softmax over n floats (max-subtracted, FP32 sums).
-/// Returns nothing; row sums to 1 up to rounding.
+/// exp(x) by the Cephes single-precision algorithm (≤ 2 ulp; inputs clamped to [−87.34, 88]).
+float fq_expf_ref(float x);
+/// out[i] = exp(x[i] − shift); AVX2+FMA or portable, bit-identical (out may equal x).
+void fq_exp_shift(const float *x, float shift, float *out, size_t n);
+/// fq_exp_shift / fq_softmax_inplace on a chosen path (tests): -1 automatic, 0 portable, 1 AVX2+FMA.
+void fq_exp_shift_on(int path, const float *x, float shift, float *out, size_t n);
+void fq_softmax_inplace_on(int path, float *x, size_t n);
+
+/// In-place numerically stable softmax over n floats (max-subtracted; sums in 8 fixed lanes).
 void fq_softmax_inplace(float *x, size_t n);
 
-/// log(sum(exp(x))) over n floats: max shift, float expf, double accumulation.
+/// log(sum(exp(x))) over n floats: max shift, 8-lane float sums per 1024 values, double total.
 double fq_logsumexp(const float *x, size_t n);
 
 /// out[i] = silu(gate[i]) * up[i] for n values; silu(g) = g / (1 + exp(-g)).
 void fq_swiglu(const float *gate, const float *up, float *out, size_t n);
 
 #endif
+
+// ---- FP32 GEMM against pre-packed weights (sgemm.c) ----------------------------------------
+// W [n, k] row-major is packed once into panels of 32 columns: packed[p][k][j] = W[32p + j][k]
+// (zero beyond n). y[i, c] (+)= Σ_k x[i, k]·W[c, k] for the columns of panels p0 ..< p1, each
+// element one FMA chain over k from 0, identical on every path (AVX-512, AVX2+FMA, portable).
+size_t fq_sgemm_packed_count(size_t n, size_t k);
+void fq_sgemm_pack(const float *w, size_t n, size_t k, float *packed);
+void fq_sgemm_packed(const float *x, size_t ldx, size_t m, const float *packed, size_t n, size_t k,
+                     size_t p0, size_t p1, float *y, size_t ldy, int accumulate);
+void fq_sgemm_packed_ref(const float *x, size_t ldx, size_t m, const float *packed, size_t n, size_t k,
+                         size_t p0, size_t p1, float *y, size_t ldy, int accumulate);
+/// fq_sgemm_packed on a chosen path (tests): -1 automatic, 0 portable, 1 AVX2+FMA, 2 AVX-512
+/// (a path the CPU lacks falls back to the next lower one).
+void fq_sgemm_packed_on(int path, const float *x, size_t ldx, size_t m, const float *packed, size_t n, size_t k,
+                        size_t p0, size_t p1, float *y, size_t ldy, int accumulate);

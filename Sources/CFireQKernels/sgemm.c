@@ -1,0 +1,194 @@
+// FP32 GEMM against pre-packed weights: y[m, n] (+)= x[m, k] · W[n, k]ᵀ.
+//
+// Every output element is one fused-multiply-add chain over k = 0 … K−1 starting from 0, then
+// added to y when accumulating. All three paths (AVX-512, AVX2+FMA, portable fmaf) evaluate that
+// same chain, so they agree bit for bit and the result does not depend on blocking or threads.
+#include "CFireQKernels.h"
+#include <math.h>
+#include <string.h>
+#include <immintrin.h>
+
+#define NR 32   // columns per packed panel
+
+size_t fq_sgemm_packed_count(size_t n, size_t k) { return ((n + NR - 1) / NR) * NR * k; }
+
+void fq_sgemm_pack(const float *w, size_t n, size_t k, float *packed) {
+    size_t panels = (n + NR - 1) / NR;
+    for (size_t p = 0; p < panels; p++) {
+        float *dst = packed + p * NR * k;
+        for (size_t kk = 0; kk < k; kk++) {
+            for (size_t j = 0; j < NR; j++) {
+                size_t col = p * NR + j;
+                dst[kk * NR + j] = col < n ? w[col * k + kk] : 0.0f;
+            }
+        }
+    }
+}
+
+// ---- portable reference -------------------------------------------------------------------
+void fq_sgemm_packed_ref(const float *x, size_t ldx, size_t m, const float *packed, size_t n, size_t k,
+                         size_t p0, size_t p1, float *y, size_t ldy, int accumulate) {
+    for (size_t p = p0; p < p1; p++) {
+        const float *panel = packed + p * NR * k;
+        for (size_t i = 0; i < m; i++) {
+            const float *xr = x + i * ldx;
+            for (size_t j = 0; j < NR; j++) {
+                size_t col = p * NR + j;
+                if (col >= n) break;
+                float acc = 0.0f;
+                for (size_t kk = 0; kk < k; kk++) acc = fmaf(xr[kk], panel[kk * NR + j], acc);
+                float *out = y + i * ldy + col;
+                *out = accumulate ? *out + acc : acc;
+            }
+        }
+    }
+}
+
+// ---- AVX-512: 12 rows × 32 columns per micro-tile ---------------------------------------------
+#define MR512 12
+
+__attribute__((target("avx512f")))
+static inline void store512(float *out, __m512 acc, __mmask16 mask, int accumulate) {
+    if (accumulate) acc = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), acc);
+    _mm512_mask_storeu_ps(out, mask, acc);
+}
+
+// Full 12×32 tile with every accumulator a named register variable.
+__attribute__((target("avx512f")))
+static void tile512_full(const float *x, size_t ldx, const float *panel, size_t k,
+                         float *y, size_t ldy, __mmask16 m0, __mmask16 m1, int accumulate) {
+#define DECL(r) __m512 a##r##0 = _mm512_setzero_ps(), a##r##1 = _mm512_setzero_ps();
+    DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5) DECL(6) DECL(7) DECL(8) DECL(9) DECL(10) DECL(11)
+#undef DECL
+    const float *x0 = x, *x3 = x + 3 * ldx, *x6 = x + 6 * ldx, *x9 = x + 9 * ldx;
+    for (size_t kk = 0; kk < k; kk++) {
+        __m512 w0 = _mm512_loadu_ps(panel + kk * NR), w1 = _mm512_loadu_ps(panel + kk * NR + 16);
+#define ROW(r, base, off) { __m512 xv = _mm512_set1_ps(base[(off) * ldx + kk]); \
+        a##r##0 = _mm512_fmadd_ps(xv, w0, a##r##0); a##r##1 = _mm512_fmadd_ps(xv, w1, a##r##1); }
+        ROW(0, x0, 0) ROW(1, x0, 1) ROW(2, x0, 2) ROW(3, x3, 0) ROW(4, x3, 1) ROW(5, x3, 2)
+        ROW(6, x6, 0) ROW(7, x6, 1) ROW(8, x6, 2) ROW(9, x9, 0) ROW(10, x9, 1) ROW(11, x9, 2)
+#undef ROW
+    }
+#define STORE(r) store512(y + (r) * ldy, a##r##0, m0, accumulate); store512(y + (r) * ldy + 16, a##r##1, m1, accumulate);
+    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7) STORE(8) STORE(9) STORE(10) STORE(11)
+#undef STORE
+}
+
+// Tail tile: up to 4 rows at a time, named accumulators.
+__attribute__((target("avx512f")))
+static void tile512_tail(const float *x, size_t ldx, size_t rows, const float *panel, size_t k,
+                         float *y, size_t ldy, __mmask16 m0, __mmask16 m1, int accumulate) {
+    for (size_t r0 = 0; r0 < rows; r0 += 4) {
+        size_t nr = rows - r0 < 4 ? rows - r0 : 4;
+        const float *xr = x + r0 * ldx;
+        __m512 a00 = _mm512_setzero_ps(), a01 = _mm512_setzero_ps(), a10 = _mm512_setzero_ps(), a11 = _mm512_setzero_ps();
+        __m512 a20 = _mm512_setzero_ps(), a21 = _mm512_setzero_ps(), a30 = _mm512_setzero_ps(), a31 = _mm512_setzero_ps();
+        // Rows past nr read row 0 again (valid memory) and are not stored.
+        size_t s1 = nr > 1 ? ldx : 0, s2 = nr > 2 ? 2 * ldx : 0, s3 = nr > 3 ? 3 * ldx : 0;
+        for (size_t kk = 0; kk < k; kk++) {
+            __m512 w0 = _mm512_loadu_ps(panel + kk * NR), w1 = _mm512_loadu_ps(panel + kk * NR + 16);
+            __m512 v0 = _mm512_set1_ps(xr[kk]), v1 = _mm512_set1_ps(xr[s1 + kk]);
+            __m512 v2 = _mm512_set1_ps(xr[s2 + kk]), v3 = _mm512_set1_ps(xr[s3 + kk]);
+            a00 = _mm512_fmadd_ps(v0, w0, a00); a01 = _mm512_fmadd_ps(v0, w1, a01);
+            a10 = _mm512_fmadd_ps(v1, w0, a10); a11 = _mm512_fmadd_ps(v1, w1, a11);
+            a20 = _mm512_fmadd_ps(v2, w0, a20); a21 = _mm512_fmadd_ps(v2, w1, a21);
+            a30 = _mm512_fmadd_ps(v3, w0, a30); a31 = _mm512_fmadd_ps(v3, w1, a31);
+        }
+        float *yr = y + r0 * ldy;
+        store512(yr, a00, m0, accumulate); store512(yr + 16, a01, m1, accumulate);
+        if (nr > 1) { store512(yr + ldy, a10, m0, accumulate); store512(yr + ldy + 16, a11, m1, accumulate); }
+        if (nr > 2) { store512(yr + 2 * ldy, a20, m0, accumulate); store512(yr + 2 * ldy + 16, a21, m1, accumulate); }
+        if (nr > 3) { store512(yr + 3 * ldy, a30, m0, accumulate); store512(yr + 3 * ldy + 16, a31, m1, accumulate); }
+    }
+}
+
+__attribute__((target("avx512f")))
+static void sgemm_avx512(const float *x, size_t ldx, size_t m, const float *packed, size_t n, size_t k,
+                         size_t p0, size_t p1, float *y, size_t ldy, int accumulate) {
+    for (size_t p = p0; p < p1; p++) {
+        const float *panel = packed + p * NR * k;
+        size_t col = p * NR;
+        size_t valid = n - col < NR ? n - col : NR;
+        __mmask16 m0 = valid >= 16 ? 0xFFFF : (__mmask16)((1u << valid) - 1);
+        __mmask16 m1 = valid <= 16 ? 0 : (valid >= 32 ? 0xFFFF : (__mmask16)((1u << (valid - 16)) - 1));
+        for (size_t i = 0; i < m; i += MR512) {
+            size_t rows = m - i < MR512 ? m - i : MR512;
+            if (rows == MR512) tile512_full(x + i * ldx, ldx, panel, k, y + i * ldy + col, ldy, m0, m1, accumulate);
+            else tile512_tail(x + i * ldx, ldx, rows, panel, k, y + i * ldy + col, ldy, m0, m1, accumulate);
+        }
+    }
+}
+
+// ---- AVX2 + FMA: 6 rows × 16 columns (half a panel) per tile ---------------------------------
+// 12 accumulators + 2 weight vectors + 1 broadcast = 15 of the 16 ymm registers (more spills).
+#define MR256 6
+
+__attribute__((target("avx2,fma")))
+static inline void store256(float *out, __m256 acc, size_t valid, int accumulate) {
+    if (valid >= 8) {
+        if (accumulate) acc = _mm256_add_ps(_mm256_loadu_ps(out), acc);
+        _mm256_storeu_ps(out, acc);
+    } else if (valid > 0) {
+        float tmp[8];
+        _mm256_storeu_ps(tmp, acc);
+        for (size_t j = 0; j < valid; j++) out[j] = accumulate ? out[j] + tmp[j] : tmp[j];
+    }
+}
+
+/// `half` points at column 0 or 16 of a panel (row stride NR); `valid` ≤ 16 columns are stored.
+__attribute__((target("avx2,fma")))
+static void tile256(const float *x, size_t ldx, size_t rows, const float *half, size_t k,
+                    float *y, size_t ldy, size_t valid, int accumulate) {
+    // Rows past `rows` re-read row 0 (valid memory) and are not stored.
+    const float *x0 = x;
+    const float *x1 = x + (rows > 1 ? 1 * ldx : 0), *x2 = x + (rows > 2 ? 2 * ldx : 0);
+    const float *x3 = x + (rows > 3 ? 3 * ldx : 0), *x4 = x + (rows > 4 ? 4 * ldx : 0);
+    const float *x5 = x + (rows > 5 ? 5 * ldx : 0);
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
+    __m256 a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+    for (size_t kk = 0; kk < k; kk++) {
+        const float *wp = half + kk * NR;
+        __m256 w0 = _mm256_loadu_ps(wp), w1 = _mm256_loadu_ps(wp + 8);
+        __m256 v;
+        v = _mm256_broadcast_ss(x0 + kk); a00 = _mm256_fmadd_ps(v, w0, a00); a01 = _mm256_fmadd_ps(v, w1, a01);
+        v = _mm256_broadcast_ss(x1 + kk); a10 = _mm256_fmadd_ps(v, w0, a10); a11 = _mm256_fmadd_ps(v, w1, a11);
+        v = _mm256_broadcast_ss(x2 + kk); a20 = _mm256_fmadd_ps(v, w0, a20); a21 = _mm256_fmadd_ps(v, w1, a21);
+        v = _mm256_broadcast_ss(x3 + kk); a30 = _mm256_fmadd_ps(v, w0, a30); a31 = _mm256_fmadd_ps(v, w1, a31);
+        v = _mm256_broadcast_ss(x4 + kk); a40 = _mm256_fmadd_ps(v, w0, a40); a41 = _mm256_fmadd_ps(v, w1, a41);
+        v = _mm256_broadcast_ss(x5 + kk); a50 = _mm256_fmadd_ps(v, w0, a50); a51 = _mm256_fmadd_ps(v, w1, a51);
+    }
+    size_t v0 = valid > 8 ? 8 : valid, v1 = valid > 8 ? valid - 8 : 0;
+#define STORE(r) if (rows > r) { store256(y + r * ldy, a##r##0, v0, accumulate); store256(y + r * ldy + 8, a##r##1, v1, accumulate); }
+    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5)
+#undef STORE
+}
+
+__attribute__((target("avx2,fma")))
+static void sgemm_avx2(const float *x, size_t ldx, size_t m, const float *packed, size_t n, size_t k,
+                       size_t p0, size_t p1, float *y, size_t ldy, int accumulate) {
+    for (size_t p = p0; p < p1; p++) {
+        const float *panel = packed + p * NR * k;
+        size_t col = p * NR;
+        size_t valid = n - col < NR ? n - col : NR;
+        for (size_t h = 0; h < 2 && 16 * h < valid; h++) {
+            size_t hv = valid - 16 * h > 16 ? 16 : valid - 16 * h;
+            for (size_t i = 0; i < m; i += MR256) {
+                size_t rows = m - i < MR256 ? m - i : MR256;
+                tile256(x + i * ldx, ldx, rows, panel + 16 * h, k, y + i * ldy + col + 16 * h, ldy, hv, accumulate);
+            }
+        }
+    }
+}
+
+void fq_sgemm_packed(const float *x, size_t ldx, size_t m, const float *packed, size_t n, size_t k,
+                     size_t p0, size_t p1, float *y, size_t ldy, int accumulate) {
+    fq_sgemm_packed_on(-1, x, ldx, m, packed, n, k, p0, p1, y, ldy, accumulate);
+}
+
+void fq_sgemm_packed_on(int path, const float *x, size_t ldx, size_t m, const float *packed, size_t n, size_t k,
+                        size_t p0, size_t p1, float *y, size_t ldy, int accumulate) {
+    int level = path >= 0 ? path : fq_isa_level();
+    if (level >= 2 && fq_isa_level() >= 2) sgemm_avx512(x, ldx, m, packed, n, k, p0, p1, y, ldy, accumulate);
+    else if (level >= 1 && fq_isa_level() >= 1) sgemm_avx2(x, ldx, m, packed, n, k, p0, p1, y, ldy, accumulate);
+    else fq_sgemm_packed_ref(x, ldx, m, packed, n, k, p0, p1, y, ldy, accumulate);
+}

@@ -1,0 +1,101 @@
+import CFireQKernels
+import Foundation
+import Testing
+
+/// Fast C kernels pinned to their portable references, bit for bit, over odd sizes
+/// (the llama.cpp test-quantize-fns list) and the model's shapes.
+@Suite struct KernelTests {
+    static let sizes = [1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 33, 63, 127, 129, 255]
+
+    struct LCG {
+        var s: UInt64
+        mutating func next() -> Float {
+            s = s &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int64(bitPattern: s >> 11) % 2_000_001 - 1_000_000) / 1_000_000
+        }
+    }
+
+    static func gemm(m: Int, n: Int, k: Int, path: Int32, accumulate: Bool, seed: UInt64) -> [Float] {
+        var g = LCG(s: seed)
+        let x = (0..<(m * k)).map { _ in g.next() }
+        let w = (0..<(n * k)).map { _ in g.next() }
+        var y = (0..<(m * n)).map { _ in g.next() }
+        var packed = [Float](repeating: .nan, count: fq_sgemm_packed_count(n, k))
+        fq_sgemm_pack(w, n, k, &packed)
+        let panels = (n + 31) / 32
+        if path == 0 {
+            fq_sgemm_packed_ref(x, k, m, packed, n, k, 0, panels, &y, n, accumulate ? 1 : 0)
+        } else {
+            // Split the panels in two calls, as two threads would.
+            fq_sgemm_packed_on(path, x, k, m, packed, n, k, 0, panels / 2, &y, n, accumulate ? 1 : 0)
+            fq_sgemm_packed_on(path, x, k, m, packed, n, k, panels / 2, panels, &y, n, accumulate ? 1 : 0)
+        }
+        return y
+    }
+
+    @Test func packedGEMMPathsAgreeBitForBit() {
+        var shapes: [(Int, Int, Int)] = []
+        for s in Self.sizes { shapes.append((s, s, s)); shapes.append((13, s, 37)); shapes.append((s, 70, 9)) }
+        shapes += [(12, 576, 576), (7, 1536, 576), (25, 576, 1536), (3, 1023, 5)]
+        for (m, n, k) in shapes {
+            for acc in [false, true] {
+                let ref = Self.gemm(m: m, n: n, k: k, path: 0, accumulate: acc, seed: UInt64(m * 1000 + n * 10 + k))
+                for path: Int32 in [1, 2] {
+                    let fast = Self.gemm(m: m, n: n, k: k, path: path, accumulate: acc, seed: UInt64(m * 1000 + n * 10 + k))
+                    let diffs = zip(ref, fast).filter { $0.bitPattern != $1.bitPattern }.count
+                    #expect(diffs == 0, "m \(m) n \(n) k \(k) accumulate \(acc) path \(path)")
+                }
+            }
+        }
+    }
+
+    /// The reference is a plain FMA chain: check it against a float64 dot product.
+    @Test func packedGEMMIsAccurate() {
+        let (m, n, k) = (5, 37, 300)
+        var g = LCG(s: 7)
+        let x = (0..<(m * k)).map { _ in g.next() }, w = (0..<(n * k)).map { _ in g.next() }
+        var packed = [Float](repeating: 0, count: fq_sgemm_packed_count(n, k))
+        fq_sgemm_pack(w, n, k, &packed)
+        var y = [Float](repeating: 0, count: m * n)
+        fq_sgemm_packed_ref(x, k, m, packed, n, k, 0, (n + 31) / 32, &y, n, 0)
+        for i in 0..<m { for j in 0..<n {
+            let exact = (0..<k).reduce(0.0) { $0 + Double(x[i * k + $1]) * Double(w[j * k + $1]) }
+            #expect(abs(Double(y[i * n + j]) - exact) <= 1e-5 * Double(k).squareRoot() * 2)
+        } }
+    }
+
+    @Test func expPathsAgreeAndAreAccurate() {
+        var g = LCG(s: 3)
+        var xs = (0..<100_003).map { _ in g.next() * 100 }
+        xs += [0, -0.0, 1, -1, 88, 88.5, 100, -87, -90, -1000, .infinity, -.infinity, 0x1p-30]
+        var fast = [Float](repeating: 0, count: xs.count), ref = fast
+        fq_exp_shift_on(1, xs, 0, &fast, xs.count)
+        fq_exp_shift_on(0, xs, 0, &ref, xs.count)
+        #expect(zip(fast, ref).filter { $0.bitPattern != $1.bitPattern }.count == 0)
+        var worstULP: Float = 0
+        for (x, y) in zip(xs, ref) where x > -87 && x < 88 {
+            let e = Float(Foundation.exp(Double(x)))
+            worstULP = max(worstULP, abs(y - e) / e.ulp)
+        }
+        #expect(worstULP <= 2, "worst error \(worstULP) ulp")
+        let nan = Float.nan
+        var out: Float = 0
+        fq_exp_shift([nan], 0, &out, 1)
+        #expect(out.isNaN)
+    }
+
+    @Test func softmaxAndLogSumExp() {
+        for n in Self.sizes + [1023, 49152] {
+            var g = LCG(s: UInt64(n))
+            let x = (0..<n).map { _ in g.next() * 20 }
+            let m = Double(x.max()!)
+            let exact = m + log(x.reduce(0.0) { $0 + exp(Double($1) - m) })
+            #expect(abs(fq_logsumexp(x, n) - exact) <= 1e-5)
+            var a = x, b = x
+            fq_softmax_inplace_on(1, &a, n)
+            fq_softmax_inplace_on(0, &b, n)
+            #expect(a == b)
+            #expect(abs(a.reduce(0.0) { $0 + Double($1) } - 1) <= 1e-5)
+        }
+    }
+}
