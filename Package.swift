@@ -24,7 +24,7 @@ let package = Package(
         .target(name: "LlamaReference", dependencies: ["TensorStore", "LowPrecision", "CFireQKernels", "COpenBLAS"]),
         .target(name: "Evaluation", dependencies: ["LlamaReference", "Tokenizer"]),
         .executableTarget(name: "fireq", dependencies: [
-            "Evaluation", "LlamaReference", "Tokenizer", "TensorStore",
+            "Evaluation", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "FireQTests", dependencies: [
