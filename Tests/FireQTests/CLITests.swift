@@ -42,6 +42,37 @@ import Testing
         try Self.expectFailure(Self.evalArgs(dir), mentions: [dir + "/model.safetensors", "past the end of the file"])
     }
 
+    /// A model folder whose model.safetensors is a tiny file with the given header.
+    static func badSafetensors(_ header: String, data: [UInt8]) throws -> String {
+        var bytes: [UInt8] = []
+        withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { bytes += $0 }
+        bytes += Array(header.utf8) + data
+        return try modelCopy(replace: ["model.safetensors": Data(bytes)])
+    }
+
+    @Test func overlappingOffsets() throws {
+        let dir = try Self.badSafetensors(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, data: [UInt8](repeating: 0, count: 12))
+        try Self.expectFailure(Self.evalArgs(dir), mentions: [dir + "/model.safetensors", "overlaps"])
+    }
+
+    @Test func unknownDType() throws {
+        let dir = try Self.badSafetensors(#"{"a":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8))
+        try Self.expectFailure(Self.evalArgs(dir), mentions: [dir + "/model.safetensors", "unsupported dtype 'C64'"])
+    }
+
+    @Test func shapeByteCountMismatch() throws {
+        let dir = try Self.badSafetensors(#"{"a":{"dtype":"F16","shape":[2,3],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8))
+        try Self.expectFailure(Self.evalArgs(dir), mentions: [dir + "/model.safetensors", "needs 12 bytes"])
+    }
+
+    @Test func missingTensor() throws {
+        // A valid file holding only the final norm: the strict load names the first missing tensor.
+        var norm: [UInt8] = []
+        for _ in 0..<576 { norm += [0x00, 0x3C] }
+        let dir = try Self.badSafetensors(#"{"model.norm.weight":{"dtype":"F16","shape":[576],"data_offsets":[0,1152]}}"#, data: norm)
+        try Self.expectFailure(Self.evalArgs(dir), mentions: [dir, "tensor 'model.embed_tokens.weight' is missing"])
+    }
+
     @Test func invalidConfigJSON() throws {
         let dir = try Self.modelCopy(replace: ["config.json": Data("{\"hidden_size\": }".utf8)])
         try Self.expectFailure(Self.evalArgs(dir), mentions: [dir + "/config.json", "not valid JSON"])
