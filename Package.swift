@@ -6,7 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "fireq", targets: ["fireq"]),
-        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation"]),
+        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "CalibrationStats", "Evaluation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -15,6 +15,9 @@ let package = Package(
         // System OpenBLAS (Debian libopenblas-dev): cblas_sgemm for the FP32 reference.
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS",
                        providers: [.apt(["libopenblas-dev"])]),
+        // System libhdf5 (Debian libhdf5-dev): the calibration statistics file.
+        .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5-serial",
+                       providers: [.apt(["libhdf5-dev"])]),
         // Hot loops in C with per-function target attributes and run-time dispatch.
         .target(name: "CFireQKernels", path: "Sources/CFireQKernels"),
         .target(name: "JSONSupport"),
@@ -22,13 +25,14 @@ let package = Package(
         .target(name: "TensorStore", dependencies: ["LowPrecision", "JSONSupport"]),
         .target(name: "Tokenizer", dependencies: ["JSONSupport"]),
         .target(name: "LlamaReference", dependencies: ["TensorStore", "LowPrecision", "CFireQKernels", "COpenBLAS"]),
+        .target(name: "CalibrationStats", dependencies: ["LlamaReference", "Tokenizer", "TensorStore", "JSONSupport", "CHDF5"]),
         .target(name: "Evaluation", dependencies: ["LlamaReference", "Tokenizer"]),
         .executableTarget(name: "fireq", dependencies: [
-            "Evaluation", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS",
+            "Evaluation", "CalibrationStats", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "FireQTests", dependencies: [
-            "JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels",
+            "JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels", "CalibrationStats",
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -20,6 +20,9 @@ public struct ActivationView {
     public let rows: Int
     public let cols: Int
     public let rowStride: Int
+    public init(base: UnsafePointer<Float>, rows: Int, cols: Int, rowStride: Int) {
+        self.base = base; self.rows = rows; self.cols = cols; self.rowStride = rowStride
+    }
     @inline(__always) public func row(_ r: Int) -> UnsafeBufferPointer<Float> {
         UnsafeBufferPointer(start: base + r * rowStride, count: cols)
     }

@@ -83,3 +83,18 @@ public final class Checkpoint: @unchecked Sendable {
         return out
     }
 }
+
+extension Checkpoint {
+    /// Rows of a 2-D floating-point tensor widened to Float32 (an embedding lookup that does not
+    /// load the whole table): out[i, :] = T[rows[i], :].
+    public func readRows(_ name: String, rows: [Int], into out: UnsafeMutablePointer<Float>) throws(TensorStoreError) {
+        let (f, t) = try file(for: name)
+        guard t.shape.count == 2 else { throw .wrongShape(path: f.path, tensor: name, expected: [-1, -1], found: t.shape) }
+        let cols = t.shape[1], size = t.dtype.byteSize
+        for (i, r) in rows.enumerated() {
+            precondition(r >= 0 && r < t.shape[0], "row \(r) outside \(name)")
+            let sub = TensorInfo(name: name, dtype: t.dtype, shape: [cols], begin: t.begin + r * cols * size, end: t.begin + (r + 1) * cols * size)
+            try f.readFloat32(sub, into: out + i * cols)
+        }
+    }
+}

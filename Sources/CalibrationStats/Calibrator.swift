@@ -1,0 +1,54 @@
+import Foundation
+import LlamaReference
+import TensorStore
+
+/// Streams calibration windows through the unmodified FP32 model one decoder layer at a time:
+/// hidden states of all windows stay in memory, each layer is loaded from the mmap'd checkpoint,
+/// run over every window (observed by a `StatisticsCollector`), handed to `onLayer`, and released.
+/// Peak memory ≈ N·L·hidden floats + one layer + one window's workspace, independent of depth.
+public struct Calibrator {
+    public let directory: String
+    public let config: LlamaConfig
+    public let checkpoint: Checkpoint
+    public let threads: Int
+
+    public init(directory: String, threads: Int) throws {
+        self.directory = directory
+        config = try LlamaConfig(directory: directory)
+        checkpoint = try Checkpoint(directory: directory)
+        try LlamaTensorNames.validate(checkpoint, config: config)
+        self.threads = threads
+    }
+
+    /// Model hash of Formats/calibration-stats.md.
+    public func modelHash() throws -> String {
+        guard let cfg = FileManager.default.contents(atPath: directory + "/config.json") else {
+            throw ModelError.missingFile(path: directory + "/config.json")
+        }
+        return try checkpoint.modelHash(configBytes: [UInt8](cfg))
+    }
+
+    /// Runs all layers; `onLayer` receives each finished layer's statistics (in order),
+    /// `progress(done, total)` is called after each layer.
+    public func run(_ windows: [[Int32]], onLayer: (LayerStatistics) throws -> Void,
+                    progress: ((Int, Int) -> Void)? = nil) throws {
+        let c = config
+        guard let L = windows.first?.count, L > 0 else { return }
+        precondition(windows.allSatisfy { $0.count == L })
+        let H = c.hiddenSize
+        let hidden = FloatBuffer(count: windows.count * L * H, zeroed: false)
+        try checkpoint.readRows(LlamaTensorNames.embed, rows: windows.flatMap { $0.map { Int($0) } }, into: hidden.pointer)
+        if let (f, t) = try? checkpoint.file(for: LlamaTensorNames.embed) { f.releasePages(t) }
+        let forward = LlamaForward(config: c, threads: threads)
+        let workspace = LlamaForward.Workspace(config: c, rows: L, seqLen: L, threads: threads)
+        let collector = StatisticsCollector(config: c, threads: threads)
+        for i in 0..<c.layerCount {
+            let layer = try LlamaLayerWeights.load(checkpoint, layer: i, config: c)
+            for s in 0..<windows.count {
+                forward.layer(layer, hidden: hidden.pointer + s * L * H, batch: 1, seqLen: L, workspace: workspace, observer: collector)
+            }
+            try onLayer(collector.take(layer: i)!)
+            progress?(i + 1, c.layerCount)
+        }
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import LlamaReference
+
+/// Per-channel statistics of one linear-layer input (Formats/calibration-stats.md).
+public struct InputStatistics: Sendable, Equatable {
+    public var absmax: [Float]
+    public var sumAbs: [Double]
+    public var sumSq: [Double]
+    public var count: Int
+
+    public init(channels: Int) {
+        absmax = [Float](repeating: 0, count: channels)
+        sumAbs = [Double](repeating: 0, count: channels)
+        sumSq = [Double](repeating: 0, count: channels)
+        count = 0
+    }
+    public var meanAbs: [Float] { sumAbs.map { Float($0 / Double(max(count, 1))) } }
+    public var meanSq: [Float] { sumSq.map { Float($0 / Double(max(count, 1))) } }
+}
+
+/// The input taps whose statistics are stored, with their HDF5 names.
+public enum InputTap: String, Sendable, CaseIterable {
+    case attn, oProj = "o_proj", mlp, downProj = "down_proj"
+    var tap: Tap {
+        switch self {
+        case .attn: return .attentionInput
+        case .oProj: return .oProjInput
+        case .mlp: return .mlpInput
+        case .downProj: return .downProjInput
+        }
+    }
+}
+
+/// Everything FireQ and its baselines need from one decoder layer (FIREQ-METHOD.md §3–4).
+public struct LayerStatistics: Sendable, Equatable {
+    public let layer: Int
+    /// [kvHeads, headDim/2]: max_t sqrt(k[h,j]² + k[h,j+D/2]²) before RoPE.
+    public var kPreRopePairNormMax: [Float]
+    /// [kvHeads, headDim]: max_t |k| after RoPE.
+    public var kPostRopeAbsmax: [Float]
+    /// [heads, headDim]: max_t |q| after RoPE.
+    public var qPostRopeAbsmax: [Float]
+    /// [kvHeads·headDim]: max_t |v|.
+    public var vAbsmax: [Float]
+    public var inputs: [InputTap: InputStatistics]
+
+    public init(layer: Int, config c: LlamaConfig) {
+        self.layer = layer
+        kPreRopePairNormMax = [Float](repeating: 0, count: c.kvHeadCount * c.headDim / 2)
+        kPostRopeAbsmax = [Float](repeating: 0, count: c.kvDim)
+        qPostRopeAbsmax = [Float](repeating: 0, count: c.qDim)
+        vAbsmax = [Float](repeating: 0, count: c.kvDim)
+        inputs = [.attn: InputStatistics(channels: c.hiddenSize), .oProj: InputStatistics(channels: c.qDim),
+                  .mlp: InputStatistics(channels: c.hiddenSize), .downProj: InputStatistics(channels: c.intermediateSize)]
+    }
+}
+
+private struct Shared<T>: @unchecked Sendable { let p: UnsafeMutablePointer<T> }
+
+/// A forward observer that accumulates `LayerStatistics`. Per-channel work is split into fixed
+/// column blocks over threads (each channel is owned by one block and visits rows in order), so
+/// the result does not depend on the thread count.
+public final class StatisticsCollector: ForwardObserver {
+    public let config: LlamaConfig
+    public let threads: Int
+    public private(set) var layers: [Int: LayerStatistics] = [:]
+
+    public init(config: LlamaConfig, threads: Int) {
+        self.config = config
+        self.threads = threads
+    }
+
+    /// Removes and returns the statistics of a finished layer.
+    public func take(layer: Int) -> LayerStatistics? { layers.removeValue(forKey: layer) }
+
+    public func observe(_ tap: Tap, layer: Int, _ view: ActivationView) {
+        var s = layers[layer] ?? LayerStatistics(layer: layer, config: config)
+        switch tap {
+        case .attentionInput: accumulate(&s.inputs[.attn]!, view)
+        case .oProjInput: accumulate(&s.inputs[.oProj]!, view)
+        case .mlpInput: accumulate(&s.inputs[.mlp]!, view)
+        case .downProjInput: accumulate(&s.inputs[.downProj]!, view)
+        case .kPreRope: pairNormMax(&s.kPreRopePairNormMax, view)
+        case .kPostRope: columnAbsmax(&s.kPostRopeAbsmax, view)
+        case .qPostRope: columnAbsmax(&s.qPostRopeAbsmax, view)
+        case .v: columnAbsmax(&s.vAbsmax, view)
+        case .qPreRope: break
+        }
+        layers[layer] = s
+    }
+
+    private static let block = 64
+
+    private func accumulate(_ st: inout InputStatistics, _ v: ActivationView) {
+        precondition(v.cols == st.absmax.count)
+        st.absmax.withUnsafeMutableBufferPointer { mx in
+            st.sumAbs.withUnsafeMutableBufferPointer { sa in
+                st.sumSq.withUnsafeMutableBufferPointer { sq in
+                    let mxp = Shared(p: mx.baseAddress!), sap = Shared(p: sa.baseAddress!), sqp = Shared(p: sq.baseAddress!)
+                    let base = Shared(p: UnsafeMutablePointer(mutating: v.base))
+                    Parallel.forEachChunk(v.cols, chunk: Self.block, threads: threads) { cols in
+                        for r in 0..<v.rows {
+                            let row = base.p + r * v.rowStride
+                            for c in cols {
+                                let x = row[c], a = abs(x)
+                                if a > mxp.p[c] || a.isNaN { mxp.p[c] = a }
+                                sap.p[c] += Double(a)
+                                sqp.p[c] += Double(x) * Double(x)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        st.count += v.rows
+    }
+
+    private func columnAbsmax(_ out: inout [Float], _ v: ActivationView) {
+        precondition(v.cols == out.count)
+        out.withUnsafeMutableBufferPointer { o in
+            let op = Shared(p: o.baseAddress!), base = Shared(p: UnsafeMutablePointer(mutating: v.base))
+            Parallel.forEachChunk(v.cols, chunk: Self.block, threads: threads) { cols in
+                for r in 0..<v.rows {
+                    let row = base.p + r * v.rowStride
+                    for c in cols { let a = abs(row[c]); if a > op.p[c] || a.isNaN { op.p[c] = a } }
+                }
+            }
+        }
+    }
+
+    private func pairNormMax(_ out: inout [Float], _ v: ActivationView) {
+        let d = config.headDim, half = d / 2
+        precondition(v.cols == config.kvDim && out.count == config.kvHeadCount * half)
+        out.withUnsafeMutableBufferPointer { o in
+            let op = Shared(p: o.baseAddress!), base = Shared(p: UnsafeMutablePointer(mutating: v.base))
+            Parallel.forEachChunk(config.kvHeadCount, chunk: 1, threads: threads) { heads in
+                for h in heads {
+                    for r in 0..<v.rows {
+                        let row = base.p + r * v.rowStride + h * d
+                        for j in 0..<half {
+                            let x = Double(row[j]), y = Double(row[j + half])
+                            let n = Float((x * x + y * y).squareRoot())
+                            if n > op.p[h * half + j] || n.isNaN { op.p[h * half + j] = n }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
