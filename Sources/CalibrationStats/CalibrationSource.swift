@@ -1,5 +1,6 @@
 import Foundation
 import JSONSupport
+import LlamaReference
 import TensorStore
 import Tokenizer
 
@@ -11,12 +12,17 @@ public enum CalibrationSource: Sendable, Equatable {
     case jsonl(String)
     /// Pre-tokenized windows: HDF5 dataset `tokens`, int32 [N, L].
     case tokens(String)
+    /// Data-free: N sequences sampled from the model itself (BOS, then L−1 sampled tokens).
+    case generate(temperature: Float, topP: Float)
 
     public var path: String {
-        switch self { case .text(let p), .jsonl(let p), .tokens(let p): return p }
+        switch self {
+        case .text(let p), .jsonl(let p), .tokens(let p): return p
+        case .generate(let t, let p): return "model samples (temperature \(t), top-p \(p))"
+        }
     }
     public var kind: String {
-        switch self { case .text: return "text"; case .jsonl: return "jsonl"; case .tokens: return "tokens" }
+        switch self { case .text: return "text"; case .jsonl: return "jsonl"; case .tokens: return "tokens"; case .generate: return "generate" }
     }
 }
 
@@ -32,6 +38,34 @@ public struct CalibrationWindows: Sendable {
 
     /// Loads and cuts the calibration data. In order: windows 0 ..< N from token 0. Shuffled:
     /// a seeded permutation (SplitMix64, Fisher–Yates) of all available windows, first N kept.
+    /// Samples N sequences of L tokens from the model (batched KV-cached decoding, seeded):
+    /// each starts with BOS, then L−1 tokens drawn with temperature / top-p. The source hash is
+    /// the SHA-256 of the tokens as little-endian uint32.
+    public static func generate(model: LlamaModel, samples: Int, seqLen: Int, temperature: Float, topP: Float, seed: UInt64,
+                                progress: ((Int, Int) -> Void)? = nil) throws -> CalibrationWindows {
+        guard let bos = model.config.bosTokenID else {
+            throw CalibrationError.invalidText(path: "config.json", reason: "data-free calibration needs a bos_token_id")
+        }
+        let decoder = LlamaDecoder(model: model, batch: samples, capacity: seqLen)
+        var rng = SplitMix64(seed: seed)
+        var seqs = [[Int32]](repeating: [Int32(bos)], count: samples)
+        let V = model.config.vocabSize
+        for t in 0..<(seqLen - 1) {
+            let logits = decoder.step(seqs.map { $0[t] })
+            logits.withUnsafeBufferPointer { b in
+                for s in 0..<samples {
+                    let row = UnsafeBufferPointer(rebasing: b[(s * V)..<((s + 1) * V)])
+                    seqs[s].append(Sampler.sample(row, temperature: temperature, topP: topP, using: &rng))
+                }
+            }
+            progress?(t + 1, seqLen - 1)
+        }
+        var bytes: [UInt8] = []
+        for s in seqs { for id in s { withUnsafeBytes(of: UInt32(bitPattern: id).littleEndian) { bytes += $0 } } }
+        return CalibrationWindows(windows: seqs, source: .generate(temperature: temperature, topP: topP), sourceSHA256: SHA256.hex(bytes),
+                                  windowIndices: Array(0..<samples), shuffled: false, seed: seed)
+    }
+
     public static func load(_ source: CalibrationSource, tokenizer: Tokenizer, vocabSize: Int, samples: Int, seqLen: Int,
                             shuffle: Bool = false, seed: UInt64 = 0) throws -> CalibrationWindows {
         let path = source.path
@@ -84,6 +118,8 @@ public struct CalibrationWindows: Sendable {
                 throw CalibrationError.wrongDataset(path: path, name: "tokens", reason: "holds token id \(bad), outside the model's vocabulary of \(vocabSize)")
             }
             rows = (0..<info.shape[0]).map { Array(flat[($0 * seqLen)..<(($0 + 1) * seqLen)]) }
+        case .generate:
+            preconditionFailure("use CalibrationWindows.generate for data-free calibration")
         }
         var order = Array(rows.indices)
         if shuffle {

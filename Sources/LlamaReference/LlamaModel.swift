@@ -47,6 +47,8 @@ public final class LlamaModel: @unchecked Sendable {
 
     private var cachedWorkspace: LlamaForward.Workspace?
     private var cachedLogits: FloatBuffer?
+    /// Serialises passes that use the cached buffers (callers on several threads share a model).
+    private let passLock = NSLock()
 
     /// A workspace for `rows` rows of sequences up to `seqLen` long, reused across calls
     /// (fresh multi-megabyte buffers per window cost more in page clearing than attention).
@@ -58,8 +60,10 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     /// Final-normed hidden states (batch × seqLen, hidden) of equal-length sequences.
-    /// Not reentrant: one forward pass at a time per model.
+    /// Concurrent calls on one model run one after another (they share the cached workspace).
     public func hiddenStates(_ sequences: [[Int32]], observer: ForwardObserver? = nil) -> FloatBuffer {
+        passLock.lock()
+        defer { passLock.unlock() }
         let T = sequences.first?.count ?? 0
         precondition(sequences.allSatisfy { $0.count == T }, "sequences of a batch must have equal length")
         let rows = sequences.count * T
@@ -87,6 +91,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// Negative log-likelihood of `targets[r]` under the logits of hidden row r, for every row,
     /// computed in blocks of rows so the (rows, vocab) logits never exist at once.
     public func nll(hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int = 256) -> [Double] {
+        passLock.lock()
+        defer { passLock.unlock() }
         let V = config.vocabSize
         var result = [Double](repeating: 0, count: targets.count)
         let block: FloatBuffer

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CalibrationStats
 import Foundation
+import LlamaReference
 import Tokenizer
 
 struct CalibrationOptions: ParsableArguments {
@@ -10,6 +11,12 @@ struct CalibrationOptions: ParsableArguments {
     var jsonl: String?
     @Option(name: .long, help: "Pre-tokenized windows: HDF5 file with dataset 'tokens', int32 [N, L].")
     var tokens: String?
+    @Flag(name: .long, help: "Data-free: sample the N windows from the model itself (seeded by --seed).")
+    var generate = false
+    @Option(name: .long, help: "Sampling temperature of --generate.")
+    var temperature: Float = 1.0
+    @Option(name: .customLong("top-p"), help: "Nucleus mass of --generate.")
+    var topP: Float = 0.95
     @Option(name: .long, help: "Number of calibration windows N.")
     var samples: Int = 10
     @Option(name: .customLong("seq-len"), help: "Tokens per window L.")
@@ -20,13 +27,16 @@ struct CalibrationOptions: ParsableArguments {
     var seed: UInt64 = 0
 
     func validate() throws {
-        let given = [text, jsonl, tokens].compactMap { $0 }
-        guard given.count == 1 else { throw ValidationError("Give exactly one of --text, --jsonl, --tokens.") }
+        let given = [text, jsonl, tokens].compactMap { $0 }.count + (generate ? 1 : 0)
+        guard given == 1 else { throw ValidationError("Give exactly one of --text, --jsonl, --tokens, --generate.") }
+        guard temperature >= 0, topP > 0, topP <= 1 else { throw ValidationError("--temperature must be ≥ 0 and --top-p in (0, 1].") }
+        if generate && shuffle { throw ValidationError("--shuffle applies to --text, --jsonl and --tokens, not --generate.") }
         guard samples >= 1 else { throw ValidationError("--samples must be at least 1.") }
         guard seqLen >= 2 else { throw ValidationError("--seq-len must be at least 2.") }
     }
 
     var source: CalibrationSource {
+        if generate { return .generate(temperature: temperature, topP: topP) }
         if let text { return .text(text) }
         if let jsonl { return .jsonl(jsonl) }
         return .tokens(tokens!)
@@ -59,11 +69,22 @@ struct Calibrate: ParsableCommand {
             if calibration.seqLen > c.maxPositionEmbeddings {
                 throw CLIError("--seq-len \(calibration.seqLen) exceeds the model's max_position_embeddings (\(c.maxPositionEmbeddings)).")
             }
-            let tok = try Tokenizer(directory: modelOptions.model)
-            let windows = try CalibrationWindows.load(calibration.source, tokenizer: tok, vocabSize: c.vocabSize,
+            let log = ProgressLog(enabled: true)
+            let windows: CalibrationWindows
+            if calibration.generate {
+                log.line("sampling \(calibration.samples) × \(calibration.seqLen) tokens from the model (seed \(calibration.seed))")
+                let model = try LlamaModel(directory: modelOptions.model, threads: compute.threads)
+                let t0 = Date()
+                windows = try CalibrationWindows.generate(model: model, samples: calibration.samples, seqLen: calibration.seqLen,
+                                                          temperature: calibration.temperature, topP: calibration.topP, seed: calibration.seed) { done, total in
+                    if done % 64 == 0 || done == total { log.progress(done: done, total: total, started: t0, label: "tokens") }
+                }
+            } else {
+                let tok = try Tokenizer(directory: modelOptions.model)
+                windows = try CalibrationWindows.load(calibration.source, tokenizer: tok, vocabSize: c.vocabSize,
                                                       samples: calibration.samples, seqLen: calibration.seqLen,
                                                       shuffle: calibration.shuffle, seed: calibration.seed)
-            let log = ProgressLog(enabled: true)
+            }
             log.line("calibrating \(modelOptions.model) on \(windows.windows.count) × \(calibration.seqLen) tokens of \(calibration.source.path)")
             let hash = try calibrator.modelHash()
             let iso = ISO8601DateFormatter()
@@ -71,7 +92,7 @@ struct Calibrate: ParsableCommand {
                 "tool_version": FireQVersion.string, "model_sha256": hash, "model_path": modelOptions.model,
                 "source_kind": calibration.source.kind, "source_path": calibration.source.path, "source_sha256": windows.sourceSHA256,
                 "samples": String(calibration.samples), "seq_len": String(calibration.seqLen),
-                "selection": windows.shuffled ? "shuffled" : "in-order", "seed": String(windows.seed),
+                "selection": calibration.generate ? "generated" : (windows.shuffled ? "shuffled" : "in-order"), "seed": String(windows.seed),
                 "tokens": String(calibration.samples * calibration.seqLen), "created": iso.string(from: Date()),
             ]
             let writer = try StatsFile.Writer(path: out, config: c, attributes: attrs)

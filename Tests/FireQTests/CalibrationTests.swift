@@ -6,6 +6,7 @@ import TensorStore
 import Testing
 import Tokenizer
 
+
 /// Records raw activations at the taps of chosen layers (the independent side of the check).
 final class RecordingObserver: ForwardObserver {
     let layers: Set<Int>
@@ -205,3 +206,41 @@ final class RecordingObserver: ForwardObserver {
     }
 }
 
+
+@Suite(.serialized) struct DecoderTests {
+    /// KV-cached decoding gives the full forward pass's logits at every position.
+    @Test func decoderMatchesFullForward() throws {
+        let model = try ModelTests.model()
+        let t = ModelTests.corpusTokens()
+        let seqs = [Array(t[0..<24]), Array(t[100..<124])]
+        let full = seqs.map { model.logits($0) }
+        let dec = LlamaDecoder(model: model, batch: 2, capacity: 24)
+        let V = model.config.vocabSize
+        var worst: Float = 0
+        for p in 0..<24 {
+            let l = dec.step([seqs[0][p], seqs[1][p]])
+            for s in 0..<2 {
+                for v in stride(from: 0, to: V, by: 97) { worst = max(worst, abs(l[s * V + v] - full[s][p * V + v])) }
+            }
+        }
+        #expect(worst <= 1e-3, "max |Δlogit| \(worst)")
+    }
+
+    @Test func generationIsSeeded() throws {
+        let model = try ModelTests.model()
+        let a = try CalibrationWindows.generate(model: model, samples: 2, seqLen: 12, temperature: 1, topP: 0.95, seed: 1)
+        let b = try CalibrationWindows.generate(model: model, samples: 2, seqLen: 12, temperature: 1, topP: 0.95, seed: 1)
+        let c = try CalibrationWindows.generate(model: model, samples: 2, seqLen: 12, temperature: 1, topP: 0.95, seed: 2)
+        #expect(a.windows == b.windows && a.sourceSHA256 == b.sourceSHA256)
+        #expect(a.windows != c.windows)
+        #expect(a.windows.allSatisfy { $0.count == 12 && $0[0] == 1 })
+        // Temperature 0 is greedy: the argmax of the full forward pass at each step.
+        let g = try CalibrationWindows.generate(model: model, samples: 1, seqLen: 6, temperature: 0, topP: 1, seed: 0).windows[0]
+        let logits = model.logits(Array(g.dropLast()))
+        let V = model.config.vocabSize
+        for p in 0..<(g.count - 1) {
+            let row = logits[(p * V)..<((p + 1) * V)]
+            #expect(Int(g[p + 1]) == row.indices.max { row[$0] < row[$1] }! - p * V)
+        }
+    }
+}
