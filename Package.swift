@@ -26,13 +26,14 @@ let package = Package(
         .target(name: "Tokenizer", dependencies: ["JSONSupport"]),
         .target(name: "LlamaReference", dependencies: ["TensorStore", "LowPrecision", "CFireQKernels", "COpenBLAS"]),
         .target(name: "CalibrationStats", dependencies: ["LlamaReference", "Tokenizer", "TensorStore", "JSONSupport", "CHDF5"]),
+        .target(name: "Quantization", dependencies: ["CalibrationStats", "LlamaReference", "LowPrecision", "TensorStore", "JSONSupport"]),
         .target(name: "Evaluation", dependencies: ["LlamaReference", "Tokenizer"]),
         .executableTarget(name: "fireq", dependencies: [
             "Evaluation", "CalibrationStats", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "FireQTests", dependencies: [
-            "JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels", "CalibrationStats",
+            "JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels", "CalibrationStats", "Quantization",
         ]),
     ],
     swiftLanguageModes: [.v6]
