@@ -6,7 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "fireq", targets: ["fireq"]),
-        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "CalibrationStats", "Evaluation"]),
+        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "CalibrationStats", "Quantization", "Evaluation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

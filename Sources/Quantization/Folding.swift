@@ -1,0 +1,133 @@
+import CalibrationStats
+import LlamaReference
+import TensorStore
+
+/// One decoder layer's weights, row-major FP32 ([out, in]), as the smoothing folds see them.
+public struct RowMajorLayer: Sendable, Equatable {
+    public var inputNorm: [Float], postAttentionNorm: [Float]
+    public var q: [Float], k: [Float], v: [Float], o: [Float]
+    public var gate: [Float], up: [Float], down: [Float]
+    public var qBias: [Float]?, kBias: [Float]?, vBias: [Float]?
+
+    public static func load(_ ckpt: Checkpoint, layer i: Int, config c: LlamaConfig) throws(TensorStoreError) -> RowMajorLayer {
+        typealias N = LlamaTensorNames
+        func t(_ part: String, _ shape: [Int]) throws(TensorStoreError) -> [Float] { try ckpt.float32(N.layer(i, part), shape: shape) }
+        return RowMajorLayer(
+            inputNorm: try t(N.inputNorm, [c.hiddenSize]), postAttentionNorm: try t(N.postAttentionNorm, [c.hiddenSize]),
+            q: try t(N.q + ".weight", [c.qDim, c.hiddenSize]), k: try t(N.k + ".weight", [c.kvDim, c.hiddenSize]),
+            v: try t(N.v + ".weight", [c.kvDim, c.hiddenSize]), o: try t(N.o + ".weight", [c.hiddenSize, c.qDim]),
+            gate: try t(N.gate + ".weight", [c.intermediateSize, c.hiddenSize]), up: try t(N.up + ".weight", [c.intermediateSize, c.hiddenSize]),
+            down: try t(N.down + ".weight", [c.hiddenSize, c.intermediateSize]),
+            qBias: c.attentionBias ? try t(N.q + ".bias", [c.qDim]) : nil,
+            kBias: c.attentionBias ? try t(N.k + ".bias", [c.kvDim]) : nil,
+            vBias: c.attentionBias ? try t(N.v + ".bias", [c.kvDim]) : nil)
+    }
+
+    /// Packs this layer for the FP32 reference forward pass.
+    public func referenceWeights(index: Int, config c: LlamaConfig) -> LlamaLayerWeights {
+        func pack(_ w: [Float], rows: Int, cols: Int) -> PackedMatrix {
+            w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
+        }
+        let bias: FloatBuffer? = qBias.map { FloatBuffer($0 + kBias! + vBias!) }
+        return LlamaLayerWeights(index: index, inputNorm: FloatBuffer(inputNorm), postAttentionNorm: FloatBuffer(postAttentionNorm),
+                                 qkv: pack(q + k + v, rows: c.qDim + 2 * c.kvDim, cols: c.hiddenSize), qkvBias: bias,
+                                 o: pack(o, rows: c.hiddenSize, cols: c.qDim),
+                                 gateUp: pack(gate + up, rows: 2 * c.intermediateSize, cols: c.hiddenSize),
+                                 down: pack(down, rows: c.hiddenSize, cols: c.intermediateSize))
+    }
+}
+
+/// Smoothing parameters of one layer (recipe values; FIREQ-METHOD.md §2.1, §3.1–3.2).
+public struct SmoothingPlan: Sendable, Equatable {
+    /// c for post_attention_layernorm → gate ∥ up (0 = off).
+    public var gateUpC: Float = 0.0096
+    /// c for up_proj → down_proj (0 = off).
+    public var downC: Float = 0.015
+    /// c for input_layernorm → q ∥ k ∥ v (0 = off).
+    public var qkvC: Float = 0
+    /// v_proj × s, o_proj ÷ s (1 = off).
+    public var voScalar: Float = 0.9
+    /// Pre-RoPE α (nil = off).
+    public var preRopeAlpha: Float? = 8
+    /// Post-RoPE β and top-k (nil = off).
+    public var postRopeBeta: Float? = 8
+    public var postRopeTopK: Int = 8
+    public init() {}
+    public static let off: SmoothingPlan = {
+        var p = SmoothingPlan(); p.gateUpC = 0; p.downC = 0; p.qkvC = 0; p.voScalar = 1; p.preRopeAlpha = nil; p.postRopeBeta = nil
+        return p
+    }()
+}
+
+/// What smoothing decided for a layer besides the folded weights: the run-time post-RoPE scales.
+public struct AttentionSmoothing: Sendable, Equatable {
+    /// Flat KV channel indices h·D + d (ascending) and their key scales s_k.
+    public var keyChannels: [Int] = [], keyScales: [Float] = []
+    /// Flat query channel indices and their scales s_q = 1/s_k of the KV head they read.
+    public var queryChannels: [Int] = [], queryScales: [Float] = []
+}
+
+public enum Folding {
+    /// Multiplies column j of a [rows, k] matrix by s[j].
+    static func scaleColumns(_ w: inout [Float], rows: Int, k: Int, by s: [Float]) {
+        for r in 0..<rows { for j in 0..<k { w[r * k + j] *= s[j] } }
+    }
+    /// Multiplies row r of a [rows, k] matrix by s[r].
+    static func scaleRows(_ w: inout [Float], rows: Int, k: Int, by s: [Float]) {
+        for r in 0..<rows { for j in 0..<k { w[r * k + j] *= s[r] } }
+    }
+
+    /// Folds the plan's smoothing into a layer (function-preserving in exact arithmetic) and
+    /// returns the run-time post-RoPE scales. `stats` supplies r (pre-RoPE) and m (post-RoPE).
+    public static func apply(_ plan: SmoothingPlan, to L: inout RowMajorLayer, stats: LayerStatistics, config c: LlamaConfig) -> AttentionSmoothing {
+        let H = c.hiddenSize, I = c.intermediateSize, D = c.headDim
+        if plan.gateUpC > 0 {
+            let s = Smoothing.channelScales(L.gate + L.up, rows: 2 * I, k: H, c: plan.gateUpC)
+            scaleColumns(&L.gate, rows: I, k: H, by: s)
+            scaleColumns(&L.up, rows: I, k: H, by: s)
+            for j in 0..<H { L.postAttentionNorm[j] /= s[j] }
+        }
+        if plan.downC > 0 {
+            let s = Smoothing.channelScales(L.down, rows: H, k: I, c: plan.downC)
+            scaleColumns(&L.down, rows: H, k: I, by: s)
+            scaleRows(&L.up, rows: I, k: H, by: s.map { 1 / $0 })
+        }
+        if plan.qkvC > 0 {
+            let s = Smoothing.channelScales(L.q + L.k + L.v, rows: c.qDim + 2 * c.kvDim, k: H, c: plan.qkvC)
+            scaleColumns(&L.q, rows: c.qDim, k: H, by: s)
+            scaleColumns(&L.k, rows: c.kvDim, k: H, by: s)
+            scaleColumns(&L.v, rows: c.kvDim, k: H, by: s)
+            for j in 0..<H { L.inputNorm[j] /= s[j] }
+        }
+        if plan.voScalar != 1 {
+            L.v = L.v.map { $0 * plan.voScalar }
+            L.vBias = L.vBias?.map { $0 * plan.voScalar }
+            L.o = L.o.map { $0 / plan.voScalar }
+        }
+        var att = AttentionSmoothing()
+        var excluded = Set<Int>()
+        if let beta = plan.postRopeBeta {
+            let channels = Smoothing.postRopeChannels(absmax: stats.kPostRopeAbsmax, kvHeads: c.kvHeadCount, headDim: D, topK: plan.postRopeTopK).flatMap { $0 }
+            let scales = Smoothing.postRopeKeyScales(absmax: stats.kPostRopeAbsmax, channels: channels, beta: beta)
+            att.keyChannels = channels
+            att.keyScales = scales
+            excluded = Set(channels)
+            let group = c.headCount / c.kvHeadCount
+            for hq in 0..<c.headCount {
+                for (ch, s) in zip(channels, scales) where ch / D == hq / group {
+                    att.queryChannels.append(hq * D + ch % D)
+                    att.queryScales.append(1 / s)
+                }
+            }
+        }
+        if let alpha = plan.preRopeAlpha {
+            let nk = Smoothing.preRopeKeyFactors(pairNormMax: stats.kPreRopePairNormMax, kvHeads: c.kvHeadCount, headDim: D, alpha: alpha, excluded: excluded)
+            let nq = Smoothing.queryFactors(keyFactors: nk, heads: c.headCount, kvHeads: c.kvHeadCount, headDim: D)
+            scaleRows(&L.k, rows: c.kvDim, k: H, by: nk)
+            scaleRows(&L.q, rows: c.qDim, k: H, by: nq)
+            if let b = L.kBias { L.kBias = zip(b, nk).map { $0 * $1 } }
+            if let b = L.qBias { L.qBias = zip(b, nq).map { $0 * $1 } }
+        }
+        return att
+    }
+}
