@@ -6,7 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "fireq", targets: ["fireq"]),
-        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "CalibrationStats", "Quantization", "Evaluation"]),
+        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "CalibrationStats", "Quantization", "PackedFormat", "Evaluation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -18,6 +18,8 @@ let package = Package(
         // System libhdf5 (Debian libhdf5-dev): the calibration statistics file.
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5-serial",
                        providers: [.apt(["libhdf5-dev"])]),
+        // System zlib (Debian zlib1g-dev): crc32 of packed tensors.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         // Hot loops in C with per-function target attributes and run-time dispatch.
         .target(name: "CFireQKernels", path: "Sources/CFireQKernels"),
         .target(name: "JSONSupport"),
@@ -26,14 +28,15 @@ let package = Package(
         .target(name: "Tokenizer", dependencies: ["JSONSupport"]),
         .target(name: "LlamaReference", dependencies: ["TensorStore", "LowPrecision", "CFireQKernels", "COpenBLAS"]),
         .target(name: "CalibrationStats", dependencies: ["LlamaReference", "Tokenizer", "TensorStore", "JSONSupport", "CHDF5"]),
-        .target(name: "Quantization", dependencies: ["CalibrationStats", "LlamaReference", "LowPrecision", "TensorStore", "JSONSupport"]),
+        .target(name: "Quantization", dependencies: ["PackedFormat", "CalibrationStats", "LlamaReference", "LowPrecision", "TensorStore", "JSONSupport"]),
+        .target(name: "PackedFormat", dependencies: ["TensorStore", "LowPrecision", "JSONSupport", "CZlib"]),
         .target(name: "Evaluation", dependencies: ["LlamaReference", "Tokenizer"]),
         .executableTarget(name: "fireq", dependencies: [
-            "Evaluation", "CalibrationStats", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS",
+            "Evaluation", "CalibrationStats", "Quantization", "PackedFormat", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "FireQTests", dependencies: [
-            "JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels", "CalibrationStats", "Quantization",
+            "JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels", "CalibrationStats", "Quantization", "PackedFormat",
         ]),
     ],
     swiftLanguageModes: [.v6]

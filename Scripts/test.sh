@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README: prepares test inputs (default model, codec goldens), runs the
 # Swift suite in release (model-level tests are 10-50x slower in debug builds), then the Python
-# interop tests (h5py reads a calibration statistics file made by the built tool).
+# interop tests (h5py reads a calibration statistics file made by the built tool; the Formats/
+# reference reader dequantizes a packed model bit for bit like the Swift code).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -15,5 +16,9 @@ swift test -c release "$@"
 stats=$(mktemp -d)/stats.h5
 .build/release/fireq calibrate --model .cache/models/smollm2-135m-instruct \
   --text ../shared/data/tinyshakespeare.txt --samples 2 --seq-len 256 --out "$stats" 2>/dev/null
-FIREQ_STATS="$stats" .cache/venv/bin/python -m pytest -q Tests/python
+.build/release/fireq quantize --model .cache/models/smollm2-135m-instruct --stats "$stats" \
+  --recipe Calibration/recipes/fireq.json --out "$(dirname "$stats")/packed" 2>/dev/null
+.build/release/fireq inspect "$(dirname "$stats")/packed" --dequantize-to "$(dirname "$stats")/dequant.safetensors" >/dev/null
+FIREQ_STATS="$stats" FIREQ_PACKED="$(dirname "$stats")/packed" FIREQ_DEQUANT="$(dirname "$stats")/dequant.safetensors" \
+  .cache/venv/bin/python -m pytest -q Tests/python
 rm -rf "$(dirname "$stats")"

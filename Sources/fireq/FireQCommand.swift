@@ -7,7 +7,7 @@ struct FireQ: ParsableCommand {
         commandName: "fireq",
         abstract: "FireQ post-training quantization toolkit: FP32 reference evaluation and tokenization of Llama-family checkpoints.",
         version: FireQVersion.string,
-        subcommands: [Eval.self, Tokenize.self, Calibrate.self, Bench.self, StackLayers.self])
+        subcommands: [Eval.self, Tokenize.self, Calibrate.self, Quantize.self, Inspect.self, Bench.self, StackLayers.self])
 }
 
 enum FireQVersion {

@@ -1,0 +1,111 @@
+import CZlib
+import Foundation
+import JSONSupport
+import LowPrecision
+import TensorStore
+
+/// The `fireq-packed` v1 format (Formats/fireq-packed-v1.md): names, INT4 packing, crc32.
+public enum PackedFormat {
+    public static let name = "fireq-packed"
+    public static let version = "1"
+
+    /// crc32 (zlib polynomial) of a byte buffer, as 8 lowercase hex digits.
+    public static func crc32Hex(_ bytes: UnsafeRawBufferPointer) -> String {
+        var crc: uLong = CZlib.crc32(0, nil, 0)
+        var p = bytes.baseAddress?.assumingMemoryBound(to: Bytef.self)
+        var n = bytes.count
+        while n > 0, let q = p {
+            let chunk = min(n, Int(UInt32.max))
+            crc = CZlib.crc32(crc, q, uInt(chunk))
+            p = q + chunk
+            n -= chunk
+        }
+        let s = String(crc, radix: 16)
+        return String(repeating: "0", count: 8 - s.count) + s
+    }
+
+    /// Packs INT4 codes [n, k] (k a multiple of 8) into int32 words [n, k/8], little-endian bytes:
+    /// element 8c+i in bits 4i…4i+3 of word c, two's complement.
+    public static func packInt4(_ q: [Int8], n: Int, k: Int) -> [UInt8] {
+        precondition(k % 8 == 0 && q.count == n * k)
+        var out = [UInt8](repeating: 0, count: n * k / 2)
+        for r in 0..<n {
+            for c in 0..<(k / 8) {
+                var word: UInt32 = 0
+                for i in 0..<8 {
+                    let v = q[r * k + 8 * c + i]
+                    precondition(v >= -8 && v <= 7)
+                    word |= (UInt32(UInt8(bitPattern: v)) & 0xF) << (4 * UInt32(i))
+                }
+                let o = (r * (k / 8) + c) * 4
+                out[o] = UInt8(word & 0xFF); out[o + 1] = UInt8((word >> 8) & 0xFF)
+                out[o + 2] = UInt8((word >> 16) & 0xFF); out[o + 3] = UInt8(word >> 24)
+            }
+        }
+        return out
+    }
+
+    /// Inverse of `packInt4`.
+    public static func unpackInt4(_ bytes: UnsafeRawBufferPointer, n: Int, k: Int) -> [Int8] {
+        var out = [Int8](repeating: 0, count: n * k)
+        for w in 0..<(n * k / 8) {
+            let word = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * w, as: UInt32.self))
+            for i in 0..<8 {
+                let nib = Int8((word >> (4 * UInt32(i))) & 0xF)
+                out[8 * w + i] = nib >= 8 ? nib - 16 : nib
+            }
+        }
+        return out
+    }
+
+    public static func linearNames(layer i: Int) -> [String] {
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+            .map { "model.layers.\(i).\($0)" }
+    }
+}
+
+/// One quantized linear layer as stored.
+public struct PackedLinear: Sendable, Equatable {
+    public let name: String       // e.g. model.layers.0.mlp.down_proj
+    public let n: Int, k: Int, groupSize: Int
+    public let q: [Int8]          // [n, k]
+    public let scales: [Float]    // [n, k/G], values of the scale format
+    public let scaleFormat: String // "fp8_e4m3" | "bf16"
+    public let perTensorScaleInv: Float
+
+    public init(name: String, n: Int, k: Int, groupSize: Int, q: [Int8], scales: [Float], scaleFormat: String, perTensorScaleInv: Float) {
+        self.name = name; self.n = n; self.k = k; self.groupSize = groupSize; self.q = q; self.scales = scales
+        self.scaleFormat = scaleFormat; self.perTensorScaleInv = perTensorScaleInv
+    }
+
+    public func tensors() -> [TensorData] {
+        let scaleBytes: [UInt8]
+        let scaleDType: DType
+        if scaleFormat == "bf16" {
+            scaleDType = .bf16
+            scaleBytes = scales.flatMap { v -> [UInt8] in let h = BF16.encode(v); return [UInt8(h & 0xFF), UInt8(h >> 8)] }
+        } else {
+            scaleDType = .f8e4m3
+            scaleBytes = scales.map { FP8E4M3.encode($0) }
+        }
+        let inv = BF16.encode(perTensorScaleInv)
+        return [
+            TensorData(name: name + ".weight", dtype: .i32, shape: [n, k / 8], bytes: PackedFormat.packInt4(q, n: n, k: k)),
+            TensorData(name: name + ".weight_scale", dtype: scaleDType, shape: [n, k / groupSize], bytes: scaleBytes),
+            TensorData(name: name + ".per_tensor_scale_inv", dtype: .bf16, shape: [1], bytes: [UInt8(inv & 0xFF), UInt8(inv >> 8)]),
+        ]
+    }
+
+    /// The effective weight ŵ·(1/P) [n, k] in Float32 (ŵ re-rounded to E4M3 when `fp8Rerounding`).
+    public func dequantized(fp8Rerounding: Bool) -> [Float] {
+        let groups = k / groupSize
+        var out = [Float](repeating: 0, count: n * k)
+        for r in 0..<n {
+            for c in 0..<k {
+                let v = Float(q[r * k + c]) * scales[r * groups + c / groupSize]
+                out[r * k + c] = (fp8Rerounding ? FP8E4M3.round(v) : v) * perTensorScaleInv
+            }
+        }
+        return out
+    }
+}

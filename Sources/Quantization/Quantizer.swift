@@ -1,0 +1,162 @@
+import CalibrationStats
+import Foundation
+import JSONSupport
+import LlamaReference
+import LowPrecision
+import PackedFormat
+import TensorStore
+
+/// calibrate → smooth → quantize → pack: writes a `fireq-packed` v1 folder (self-contained).
+public struct Quantizer {
+    public struct Summary: Sendable {
+        public var linearBytes = 0, linearFP16Bytes = 0, totalBytes = 0, sourceBytes = 0
+        public var perTensorScales: [String: Float] = [:]
+    }
+
+    /// Quantizes `modelDir` with `recipe` and the statistics at `statsPath` into `outDir`
+    /// (written to a temporary folder beside it and renamed when complete).
+    public static func run(modelDir: String, statsPath: String, recipe: Recipe, recipeJSON: String, outDir: String,
+                           toolVersion: String, force: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> Summary {
+        let fm = FileManager.default
+        let config = try LlamaConfig(directory: modelDir)
+        let ckpt = try Checkpoint(directory: modelDir)
+        try LlamaTensorNames.validate(ckpt, config: config)
+        let configBytes = [UInt8](fm.contents(atPath: modelDir + "/config.json") ?? Data())
+        let modelHash = try ckpt.modelHash(configBytes: configBytes)
+        let stats = try StatsFile.read(statsPath, config: config)
+        if stats.attributes["model_sha256"] != modelHash {
+            throw QuantizationError.statsMismatch(path: statsPath, expected: modelHash, found: stats.attributes["model_sha256"] ?? "")
+        }
+        guard let statsData = fm.contents(atPath: statsPath) else { throw QuantizationError.packed(path: statsPath, reason: "cannot be read") }
+        // Check every group size before any work.
+        let c = config
+        let shapes: [(String, Int)] = [("self_attn.q_proj", c.hiddenSize), ("self_attn.k_proj", c.hiddenSize), ("self_attn.v_proj", c.hiddenSize),
+                                       ("self_attn.o_proj", c.qDim), ("mlp.gate_proj", c.hiddenSize), ("mlp.up_proj", c.hiddenSize), ("mlp.down_proj", c.intermediateSize)]
+        for i in 0..<c.layerCount where !recipe.skipLayers.contains(i) {
+            for (n, k) in shapes { _ = try recipe.groupSize(layer: i, name: "model.layers.\(i).\(n)", k: k) }
+        }
+        if fm.fileExists(atPath: outDir) && !force { throw QuantizationError.packed(path: outDir, reason: "already exists (pass --force to replace it)") }
+        var summary = Summary()
+        var tensors: [TensorData] = []
+        func raw(_ name: String) throws {
+            let (f, t) = try ckpt.file(for: name)
+            tensors.append(TensorData(name: name, dtype: t.dtype, shape: t.shape, bytes: [UInt8](f.rawBytes(t))))
+            f.releasePages(t)
+        }
+        func stored(_ name: String, _ values: [Float], like source: String) throws {
+            let (_, t) = try ckpt.file(for: source)
+            let bytes: [UInt8]
+            switch t.dtype {
+            case .f32: bytes = values.flatMap { v -> [UInt8] in withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) } }
+            case .bf16: bytes = values.flatMap { v -> [UInt8] in let h = BF16.encode(v); return [UInt8(h & 0xFF), UInt8(h >> 8)] }
+            default: bytes = values.flatMap { v -> [UInt8] in let h = FP16.encode(v); return [UInt8(h & 0xFF), UInt8(h >> 8)] }
+            }
+            tensors.append(TensorData(name: name, dtype: t.dtype == .f32 || t.dtype == .bf16 ? t.dtype : .f16, shape: [values.count], bytes: bytes))
+        }
+        try raw(LlamaTensorNames.embed)
+        try raw(LlamaTensorNames.finalNorm)
+        if !c.tieWordEmbeddings { try raw(LlamaTensorNames.lmHead) }
+        for i in 0..<c.layerCount {
+            let prefix = "model.layers.\(i)."
+            if recipe.skipLayers.contains(i) {
+                for name in ckpt.tensorNames where name.hasPrefix(prefix) { try raw(name) }
+                progress?(i + 1, c.layerCount)
+                continue
+            }
+            var L = try RowMajorLayer.load(ckpt, layer: i, config: c)
+            if let a = recipe.smoothQuantAlpha { SmoothQuant.apply(alpha: a, to: &L, stats: stats.layers[i], config: c) }
+            let att = Folding.apply(recipe.smoothing, to: &L, stats: stats.layers[i], config: c)
+            try stored(prefix + LlamaTensorNames.inputNorm, L.inputNorm, like: prefix + LlamaTensorNames.inputNorm)
+            try stored(prefix + LlamaTensorNames.postAttentionNorm, L.postAttentionNorm, like: prefix + LlamaTensorNames.postAttentionNorm)
+            let mats: [(String, [Float], Int, Int)] = [
+                ("self_attn.q_proj", L.q, c.qDim, c.hiddenSize), ("self_attn.k_proj", L.k, c.kvDim, c.hiddenSize),
+                ("self_attn.v_proj", L.v, c.kvDim, c.hiddenSize), ("self_attn.o_proj", L.o, c.hiddenSize, c.qDim),
+                ("mlp.gate_proj", L.gate, c.intermediateSize, c.hiddenSize), ("mlp.up_proj", L.up, c.intermediateSize, c.hiddenSize),
+                ("mlp.down_proj", L.down, c.hiddenSize, c.intermediateSize)]
+            for (n, w, rows, k) in mats {
+                let name = prefix + n
+                let g = try recipe.groupSize(layer: i, name: name, k: k)
+                let p: Float = recipe.perTensorPowerOfTwo && recipe.scaleFormat == .fp8e4m3 ? Int4Groups.powerOfTwoScale(w, rows: rows, k: k, groupSize: g) : 1
+                let qw = Int4Groups.quantize(p == 1 ? w : w.map { $0 * p }, rows: rows, k: k, groupSize: g, scaleFormat: recipe.scaleFormat)
+                let packed = PackedLinear(name: name, n: rows, k: k, groupSize: g, q: qw.q, scales: qw.scales,
+                                          scaleFormat: recipe.scaleFormat.rawValue, perTensorScaleInv: 1 / p)
+                let ts = packed.tensors()
+                tensors += ts
+                summary.linearBytes += ts.reduce(0) { $0 + $1.bytes.count }
+                summary.linearFP16Bytes += rows * k * 2
+                summary.perTensorScales[name] = p
+            }
+            if let b = L.qBias { try stored(prefix + "self_attn.q_proj.bias", b, like: prefix + "self_attn.q_proj.bias") }
+            if let b = L.kBias { try stored(prefix + "self_attn.k_proj.bias", b, like: prefix + "self_attn.k_proj.bias") }
+            if let b = L.vBias { try stored(prefix + "self_attn.v_proj.bias", b, like: prefix + "self_attn.v_proj.bias") }
+            if !att.keyChannels.isEmpty {
+                func bf16(_ v: [Float]) -> [UInt8] { v.flatMap { x -> [UInt8] in let h = BF16.encode(x); return [UInt8(h & 0xFF), UInt8(h >> 8)] } }
+                func i32(_ v: [Int]) -> [UInt8] { v.flatMap { x -> [UInt8] in withUnsafeBytes(of: Int32(x).littleEndian) { Array($0) } } }
+                let s = prefix + "self_attn.qkv_supply."
+                tensors.append(TensorData(name: s + "post_k_smooth.top_k_indices", dtype: .i32, shape: [att.keyChannels.count], bytes: i32(att.keyChannels)))
+                tensors.append(TensorData(name: s + "post_k_smooth.smooth", dtype: .bf16, shape: [att.keyScales.count], bytes: bf16(att.keyScales)))
+                tensors.append(TensorData(name: s + "post_q_smooth.top_k_indices", dtype: .i32, shape: [att.queryChannels.count], bytes: i32(att.queryChannels)))
+                tensors.append(TensorData(name: s + "post_q_smooth.smooth", dtype: .bf16, shape: [att.queryScales.count], bytes: bf16(att.queryScales)))
+            }
+            progress?(i + 1, c.layerCount)
+        }
+        tensors.sort { $0.name < $1.name }
+        var crc = JSONObject()
+        for t in tensors { crc[t.name] = .string(t.bytes.withUnsafeBytes { PackedFormat.crc32Hex($0) }) }
+        let cfgJSON = (try? JSONParser.parse(configBytes)).map { JSONWriter.serialize($0, sortedKeys: true) } ?? "{}"
+        let metadata: [String: String] = [
+            "fireq.format": PackedFormat.name, "fireq.version": PackedFormat.version, "fireq.config": cfgJSON,
+            "fireq.recipe": recipeJSON, "fireq.source_model_sha256": modelHash, "fireq.stats_sha256": SHA256.hex(statsData),
+            "fireq.tool_version": toolVersion, "fireq.crc32": JSONWriter.serialize(.object(crc), sortedKeys: true),
+        ]
+        // Write everything into a temporary folder, then rename it into place.
+        let parent = (outDir as NSString).deletingLastPathComponent.isEmpty ? "." : (outDir as NSString).deletingLastPathComponent
+        let tmp = parent + "/." + (outDir as NSString).lastPathComponent + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
+        try? fm.removeItem(atPath: tmp)
+        do {
+            try fm.createDirectory(atPath: tmp, withIntermediateDirectories: false)
+        } catch {
+            throw QuantizationError.packed(path: outDir, reason: "cannot create the output folder (does '\(parent)' exist and is it writable?)")
+        }
+        do {
+            try SafetensorsWriter.write(tensors, metadata: metadata, to: tmp + "/model.safetensors")
+            for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] where fm.fileExists(atPath: modelDir + "/" + f) {
+                try fm.copyItem(atPath: modelDir + "/" + f, toPath: tmp + "/" + f)
+            }
+            if fm.fileExists(atPath: outDir) { try fm.removeItem(atPath: outDir) }
+            try fm.moveItem(atPath: tmp, toPath: outDir)
+        } catch {
+            try? fm.removeItem(atPath: tmp)
+            throw error
+        }
+        summary.totalBytes = (try? fm.attributesOfItem(atPath: outDir + "/model.safetensors")[.size] as? Int) ?? 0
+        summary.sourceBytes = ckpt.files.reduce(0) { $0 + ((try? fm.attributesOfItem(atPath: $1.path)[.size] as? Int) ?? 0) }
+        return summary
+    }
+}
+
+/// SmoothQuant (Xiao et al. 2023) as a baseline: s_j = max|X_j|^α / max_i|W_ij|^(1−α) on the
+/// q∥k∥v and gate∥up inputs, folded into the RMSNorm weights (calibration absmax from the stats).
+public enum SmoothQuant {
+    public static func apply(alpha: Float, to L: inout RowMajorLayer, stats: LayerStatistics, config c: LlamaConfig) {
+        let H = c.hiddenSize
+        func scales(_ w: [Float], rows: Int, act: [Float]) -> [Float] {
+            (0..<H).map { j in
+                var wm: Float = 0
+                for r in 0..<rows { wm = max(wm, abs(w[r * H + j])) }
+                let a = act[j]
+                guard a > 0, wm > 0 else { return 1 }
+                return Float(pow(Double(a), Double(alpha)) / pow(Double(wm), Double(1 - alpha)))
+            }
+        }
+        let sa = scales(L.q + L.k + L.v, rows: c.qDim + 2 * c.kvDim, act: stats.inputs[.attn]!.absmax)
+        Folding.scaleColumns(&L.q, rows: c.qDim, k: H, by: sa.map { $0 })
+        Folding.scaleColumns(&L.k, rows: c.kvDim, k: H, by: sa)
+        Folding.scaleColumns(&L.v, rows: c.kvDim, k: H, by: sa)
+        for j in 0..<H { L.inputNorm[j] /= sa[j] }
+        let sm = scales(L.gate + L.up, rows: 2 * c.intermediateSize, act: stats.inputs[.mlp]!.absmax)
+        Folding.scaleColumns(&L.gate, rows: c.intermediateSize, k: H, by: sm)
+        Folding.scaleColumns(&L.up, rows: c.intermediateSize, k: H, by: sm)
+        for j in 0..<H { L.postAttentionNorm[j] /= sm[j] }
+    }
+}

@@ -1,0 +1,180 @@
+import Foundation
+import JSONSupport
+
+/// Errors of the quantization stage; each reads as one sentence naming the file and the problem.
+public enum QuantizationError: Error, Sendable, Equatable, CustomStringConvertible {
+    case recipe(path: String, key: String, reason: String)
+    case groupSize(layer: String, k: Int, groupSize: Int, divisors: [Int])
+    case statsMismatch(path: String, expected: String, found: String)
+    case packed(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .recipe(let p, let k, let r): return "\(p): '\(k)' \(r)."
+        case .groupSize(let l, let k, let g, let d):
+            return "\(l): group size \(g) does not divide its \(k) inputs; group sizes that do: \(d.map(String.init).joined(separator: ", "))."
+        case .statsMismatch(let p, let e, let f):
+            return "\(p): the statistics were computed for another model (model_sha256 \(f.prefix(12))…, this model is \(e.prefix(12))…)."
+        case .packed(let p, let r): return "\(p): \(r)."
+        }
+    }
+}
+
+/// A declarative quantization recipe (Formats/recipe-schema.md). Every FIREQ-METHOD **Decision**
+/// is a field; unknown keys are errors.
+public struct Recipe: Sendable, Equatable {
+    public var name = "fireq"
+    public var description = ""
+    // weights
+    public var groupSize = 64
+    public var scaleFormat: Int4Groups.ScaleFormat = .fp8e4m3
+    public var perTensorPowerOfTwo = true
+    public var fp8Rerounding = true
+    // activations / attention numerics (used by the runtime)
+    public var activationsFP8 = true
+    public var outputBF16 = false
+    public var queryFP8 = true
+    public var kvInt4 = true
+    // smoothing
+    public var smoothing = SmoothingPlan()
+    public var smoothQuantAlpha: Float? = nil
+    // per-layer
+    public var skipLayers: [Int] = []
+    public var groupSizeOverrides: [Int: Int] = [:]
+
+    public init() {}
+
+    /// Parses a recipe; `path` names the file in errors.
+    public static func parse(_ data: Data, path: String) throws(QuantizationError) -> Recipe {
+        let json: JSONValue
+        do { json = try JSONParser.parse(data) } catch { throw .recipe(path: path, key: "(file)", reason: "is not valid JSON: \(error.description)") }
+        guard let root = json.objectValue else { throw .recipe(path: path, key: "(top level)", reason: "must be an object") }
+        var r = Recipe()
+        func keys(_ o: JSONObject, _ allowed: [String], _ prefix: String) throws(QuantizationError) {
+            for k in o.keys where !allowed.contains(k) {
+                throw .recipe(path: path, key: prefix + k, reason: "is not a recipe key (allowed here: \(allowed.joined(separator: ", ")))")
+            }
+        }
+        func obj(_ o: JSONObject, _ k: String, _ prefix: String) throws(QuantizationError) -> JSONObject? {
+            guard let v = o[k] else { return nil }
+            guard let x = v.objectValue else { throw .recipe(path: path, key: prefix + k, reason: "must be an object") }
+            return x
+        }
+        func num(_ o: JSONObject, _ k: String, _ prefix: String) throws(QuantizationError) -> Float? {
+            guard let v = o[k], !v.isNull else { return nil }
+            guard let d = v.doubleValue, d.isFinite else { throw .recipe(path: path, key: prefix + k, reason: "must be a number") }
+            return Float(d)
+        }
+        func int(_ o: JSONObject, _ k: String, _ prefix: String) throws(QuantizationError) -> Int? {
+            guard let v = o[k], !v.isNull else { return nil }
+            guard let i = v.intValue else { throw .recipe(path: path, key: prefix + k, reason: "must be an integer") }
+            return i
+        }
+        func bool(_ o: JSONObject, _ k: String, _ prefix: String) throws(QuantizationError) -> Bool? {
+            guard let v = o[k] else { return nil }
+            guard let b = v.boolValue else { throw .recipe(path: path, key: prefix + k, reason: "must be true or false") }
+            return b
+        }
+        func choice(_ o: JSONObject, _ k: String, _ prefix: String, _ allowed: [String]) throws(QuantizationError) -> String? {
+            guard let v = o[k] else { return nil }
+            guard let s = v.stringValue, allowed.contains(s) else {
+                throw .recipe(path: path, key: prefix + k, reason: "must be one of \(allowed.joined(separator: ", "))")
+            }
+            return s
+        }
+        try keys(root, ["name", "description", "weights", "activations", "smoothing", "attention", "layers"], "")
+        if let v = root["name"] { guard let s = v.stringValue else { throw .recipe(path: path, key: "name", reason: "must be a string") }; r.name = s }
+        if let v = root["description"] { guard let s = v.stringValue else { throw .recipe(path: path, key: "description", reason: "must be a string") }; r.description = s }
+        if let w = try obj(root, "weights", "") {
+            try keys(w, ["bits", "group_size", "scale_format", "per_tensor_pow2", "fp8_rerounding"], "weights.")
+            if let b = try int(w, "bits", "weights."), b != 4 { throw .recipe(path: path, key: "weights.bits", reason: "must be 4 (INT4)") }
+            if let g = try int(w, "group_size", "weights.") {
+                guard g >= 1 else { throw .recipe(path: path, key: "weights.group_size", reason: "must be positive") }
+                r.groupSize = g
+            }
+            if let s = try choice(w, "scale_format", "weights.", ["fp8_e4m3", "bf16"]) { r.scaleFormat = Int4Groups.ScaleFormat(rawValue: s)! }
+            if let b = try bool(w, "per_tensor_pow2", "weights.") { r.perTensorPowerOfTwo = b }
+            if let b = try bool(w, "fp8_rerounding", "weights.") { r.fp8Rerounding = b }
+        }
+        if let a = try obj(root, "activations", "") {
+            try keys(a, ["format", "output_bf16"], "activations.")
+            if let s = try choice(a, "format", "activations.", ["fp8_e4m3", "fp32"]) { r.activationsFP8 = s == "fp8_e4m3" }
+            if let b = try bool(a, "output_bf16", "activations.") { r.outputBF16 = b }
+        }
+        if let s = try obj(root, "smoothing", "") {
+            try keys(s, ["gate_up_c", "down_c", "qkv_c", "vo_scalar", "smoothquant_alpha"], "smoothing.")
+            if let x = try num(s, "gate_up_c", "smoothing.") { r.smoothing.gateUpC = x }
+            if let x = try num(s, "down_c", "smoothing.") { r.smoothing.downC = x }
+            if let x = try num(s, "qkv_c", "smoothing.") { r.smoothing.qkvC = x }
+            if let x = try num(s, "vo_scalar", "smoothing.") {
+                guard x > 0 else { throw .recipe(path: path, key: "smoothing.vo_scalar", reason: "must be positive (1 = off)") }
+                r.smoothing.voScalar = x
+            }
+            r.smoothQuantAlpha = try num(s, "smoothquant_alpha", "smoothing.")
+        }
+        if let a = try obj(root, "attention", "") {
+            try keys(a, ["pre_rope_alpha", "post_rope_beta", "post_rope_top_k", "q_format", "kv_bits"], "attention.")
+            if a["pre_rope_alpha"] != nil { r.smoothing.preRopeAlpha = try num(a, "pre_rope_alpha", "attention.") }
+            if a["post_rope_beta"] != nil { r.smoothing.postRopeBeta = try num(a, "post_rope_beta", "attention.") }
+            if let k = try int(a, "post_rope_top_k", "attention.") { r.smoothing.postRopeTopK = k }
+            if let s = try choice(a, "q_format", "attention.", ["fp8_e4m3", "fp32"]) { r.queryFP8 = s == "fp8_e4m3" }
+            if let v = a["kv_bits"] {
+                if v.isNull { r.kvInt4 = false } else if v.intValue == 4 { r.kvInt4 = true } else {
+                    throw .recipe(path: path, key: "attention.kv_bits", reason: "must be 4 or null (full precision)")
+                }
+            }
+        }
+        if let l = try obj(root, "layers", "") {
+            try keys(l, ["skip", "group_size"], "layers.")
+            if let s = l["skip"] {
+                guard let arr = s.arrayValue, arr.allSatisfy({ ($0.intValue ?? -1) >= 0 }) else {
+                    throw .recipe(path: path, key: "layers.skip", reason: "must be an array of layer indices")
+                }
+                r.skipLayers = arr.map { $0.intValue! }
+            }
+            if let g = try obj(l, "group_size", "layers.") {
+                for (k, v) in g.pairs {
+                    guard let i = Int(k), i >= 0, let gs = v.intValue, gs >= 1 else {
+                        throw .recipe(path: path, key: "layers.group_size.\(k)", reason: "must map a layer index to a positive group size")
+                    }
+                    r.groupSizeOverrides[i] = gs
+                }
+            }
+        }
+        return r
+    }
+
+    public static func load(_ path: String) throws(QuantizationError) -> Recipe {
+        guard let d = FileManager.default.contents(atPath: path) else { throw .recipe(path: path, key: "(file)", reason: "cannot be read") }
+        return try parse(d, path: path)
+    }
+
+    /// The recipe with every default filled in, as canonical JSON (stored in packed metadata).
+    public var canonicalJSON: String {
+        func f(_ x: Float?) -> JSONValue { x.map { .float($0) } ?? .null }
+        var groups = JSONObject()
+        for k in groupSizeOverrides.keys.sorted() { groups[String(k)] = .int(groupSizeOverrides[k]!) }
+        let o = JSONObject([
+            ("name", .string(name)), ("description", .string(description)),
+            ("weights", .object(JSONObject([("bits", .int(4)), ("group_size", .int(groupSize)), ("scale_format", .string(scaleFormat.rawValue)),
+                                            ("per_tensor_pow2", .bool(perTensorPowerOfTwo)), ("fp8_rerounding", .bool(fp8Rerounding))]))),
+            ("activations", .object(JSONObject([("format", .string(activationsFP8 ? "fp8_e4m3" : "fp32")), ("output_bf16", .bool(outputBF16))]))),
+            ("smoothing", .object(JSONObject([("gate_up_c", f(smoothing.gateUpC)), ("down_c", f(smoothing.downC)), ("qkv_c", f(smoothing.qkvC)),
+                                              ("vo_scalar", f(smoothing.voScalar)), ("smoothquant_alpha", f(smoothQuantAlpha))]))),
+            ("attention", .object(JSONObject([("pre_rope_alpha", f(smoothing.preRopeAlpha)), ("post_rope_beta", f(smoothing.postRopeBeta)),
+                                              ("post_rope_top_k", .int(smoothing.postRopeTopK)), ("q_format", .string(queryFP8 ? "fp8_e4m3" : "fp32")),
+                                              ("kv_bits", kvInt4 ? .int(4) : .null)]))),
+            ("layers", .object(JSONObject([("skip", .array(skipLayers.sorted().map { .int($0) })), ("group_size", .object(groups))]))),
+        ])
+        return JSONWriter.serialize(.object(o), sortedKeys: true)
+    }
+
+    /// Group size for a layer, checked against K; the error names the layer and lists divisors.
+    public func groupSize(layer: Int, name: String, k: Int) throws(QuantizationError) -> Int {
+        let g = groupSizeOverrides[layer] ?? groupSize
+        guard k % g == 0 else {
+            throw .groupSize(layer: name, k: k, groupSize: g, divisors: (1...k).filter { k % $0 == 0 && $0 >= 8 })
+        }
+        return g
+    }
+}

@@ -1,0 +1,129 @@
+import CalibrationStats
+import Foundation
+import LlamaReference
+import PackedFormat
+import Quantization
+import Testing
+
+/// `fireq quantize` / `fireq inspect` on the default model: determinism, size, bad input.
+@Suite(.serialized) struct QuantizeTests {
+    static let recipes = TestPaths.root + "/Calibration/recipes"
+
+    /// A small statistics file for the default model (2 × 64 tokens), made once per run.
+    nonisolated(unsafe) static var statsPath: String?
+    static func stats() throws -> String {
+        if let p = statsPath { return p }
+        try TestPaths.requireModel()
+        let out = TestPaths.tempDir() + "/stats.h5"
+        let r = try CLI.run(["calibrate", "--model", TestPaths.model, "--text", TestPaths.sharedData + "/tinyshakespeare.txt",
+                             "--samples", "2", "--seq-len", "64", "--out", out])
+        #expect(r.status == 0, "\(r.stderr)")
+        statsPath = out
+        return out
+    }
+
+    static func quantize(_ recipe: String, out: String, stats: String? = nil) throws -> CLI.Result {
+        try CLI.run(["quantize", "--model", TestPaths.model, "--stats", stats ?? Self.stats(), "--recipe", recipe, "--out", out])
+    }
+
+    @Test func deterministicAndSmall() throws {
+        let d = TestPaths.tempDir()
+        let a = try Self.quantize(Self.recipes + "/fireq.json", out: d + "/a")
+        let b = try Self.quantize(Self.recipes + "/fireq.json", out: d + "/b")
+        #expect(a.status == 0 && b.status == 0, "\(a.stderr) \(b.stderr)")
+        for f in ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"] {
+            #expect(TestPaths.read(d + "/a/" + f) == TestPaths.read(d + "/b/" + f), "\(f) differs between two runs")
+        }
+        let r = try CLI.run(["inspect", d + "/a", "--verify", "--json"])
+        #expect(r.status == 0)
+        let o = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        #expect((o["linear_size_vs_fp16"] as! Double) <= 0.27)
+        #expect(o["quantized_linears"] as? Int == 210)
+        // Every linear reads back and dequantizes to finite values close to its source weight.
+        let m = try PackedModel(directory: d + "/a")
+        let l = try m.linear("model.layers.3.self_attn.v_proj")
+        #expect(l.groupSize == 64 && l.n == 192 && l.k == 576)
+        #expect(l.dequantized(fp8Rerounding: true).allSatisfy { $0.isFinite })
+    }
+
+    /// Statistics do not depend on the thread count, so neither does the packed file.
+    @Test func calibrationThreadCountIndependent() throws {
+        try TestPaths.requireModel()
+        let c = try LlamaConfig(directory: TestPaths.model)
+        var files: [StatsFile.Contents] = []
+        for t in ["1", "2"] {
+            let out = TestPaths.tempDir() + "/s.h5"
+            let r = try CLI.run(["calibrate", "--model", TestPaths.model, "--text", TestPaths.sharedData + "/tinyshakespeare.txt",
+                                 "--samples", "1", "--seq-len", "48", "--threads", t, "--out", out])
+            #expect(r.status == 0)
+            files.append(try StatsFile.read(out, config: c))
+        }
+        #expect(files[0].layers == files[1].layers)
+    }
+
+    @Test func everyRecipeQuantizes() throws {
+        let d = TestPaths.tempDir()
+        for name in ["rtn", "smoothquant", "fireq-bf16-scales", "ablation-linear", "ablation-pre-rope"] {
+            let r = try Self.quantize(Self.recipes + "/\(name).json", out: d + "/" + name)
+            #expect(r.status == 0, "\(name): \(r.stderr)")
+            let m = try PackedModel(directory: d + "/" + name)
+            try m.verify()
+            #expect(m.recipe["name"]?.stringValue == name)
+        }
+        let bf = try PackedModel(directory: d + "/fireq-bf16-scales")
+        #expect(bf.file.info("model.layers.0.mlp.up_proj.weight_scale")?.dtype == .bf16)
+        let rtn = try PackedModel(directory: d + "/rtn")
+        #expect(rtn.file.info("model.layers.0.self_attn.qkv_supply.post_k_smooth.smooth") == nil)
+    }
+
+    // MARK: bad input
+
+    @Test func statsFromAnotherModel() throws {
+        try TestPaths.requireModel()
+        let c = try LlamaConfig(directory: TestPaths.model)
+        let path = TestPaths.tempDir() + "/other.h5"
+        var attrs: [String: String] = [:]
+        for n in StatsFile.attributeNames { attrs[n] = "0" }
+        attrs["model_sha256"] = String(repeating: "ab", count: 32)
+        let w = try StatsFile.Writer(path: path, config: c, attributes: attrs)
+        for i in 0..<c.layerCount { try w.write(LayerStatistics(layer: i, config: c)) }
+        try w.finish()
+        let out = TestPaths.tempDir() + "/q"
+        let r = try Self.quantize(Self.recipes + "/fireq.json", out: out, stats: path)
+        #expect(r.status != 0 && r.stderr.contains(path) && r.stderr.contains("computed for another model"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
+    static func recipeFile(_ json: String) -> String {
+        let p = TestPaths.tempDir() + "/r.json"
+        _ = FileManager.default.createFile(atPath: p, contents: Data(json.utf8))
+        return p
+    }
+
+    @Test func recipeWithUnknownKey() throws {
+        let p = Self.recipeFile(#"{"name": "x", "weights": {"group_size": 64, "groupsize": 32}}"#)
+        let r = try Self.quantize(p, out: TestPaths.tempDir() + "/q")
+        #expect(r.status != 0 && r.stderr.contains(p) && r.stderr.contains("'weights.groupsize' is not a recipe key"), "\(r.stderr)")
+        #expect(throws: QuantizationError.self) { try Recipe.parse(Data(#"{"smoothing": {"alpha": 1}}"#.utf8), path: "r") }
+    }
+
+    @Test func groupSizeThatDoesNotDivideK() throws {
+        let p = Self.recipeFile(#"{"weights": {"group_size": 128}}"#)
+        let r = try Self.quantize(p, out: TestPaths.tempDir() + "/q")
+        #expect(r.status != 0, "\(r.stderr)")
+        #expect(r.stderr.contains("model.layers.0.self_attn.q_proj: group size 128 does not divide its 576 inputs"), "\(r.stderr)")
+        #expect(r.stderr.contains("8, 9, 12, 16, 18, 24, 32, 36, 48, 64, 72, 96, 144, 192, 288, 576"))
+    }
+
+    @Test func flippedByteFailsVerify() throws {
+        let d = TestPaths.tempDir()
+        let q = try Self.quantize(Self.recipes + "/rtn.json", out: d + "/q")
+        #expect(q.status == 0)
+        var bytes = [UInt8](TestPaths.read(d + "/q/model.safetensors"))
+        bytes[bytes.count - 5000] ^= 0x10
+        _ = FileManager.default.createFile(atPath: d + "/q/model.safetensors", contents: Data(bytes))
+        let r = try CLI.run(["inspect", d + "/q", "--verify"])
+        #expect(r.status != 0 && r.stderr.contains("crc32 mismatch in tensor"), "\(r.stderr)")
+        #expect(r.stderr.split(separator: "\n").count == 1)
+    }
+}
