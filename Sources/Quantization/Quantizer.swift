@@ -16,7 +16,7 @@ public struct Quantizer {
     /// Quantizes `modelDir` with `recipe` and the statistics at `statsPath` into `outDir`
     /// (written to a temporary folder beside it and renamed when complete).
     public static func run(modelDir: String, statsPath: String, recipe: Recipe, recipeJSON: String, outDir: String,
-                           toolVersion: String, force: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> Summary {
+                           toolVersion: String, threads: Int = 1, force: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> Summary {
         let fm = FileManager.default
         let config = try LlamaConfig(directory: modelDir)
         let ckpt = try Checkpoint(directory: modelDir)
@@ -73,13 +73,22 @@ public struct Quantizer {
                 ("self_attn.v_proj", L.v, c.kvDim, c.hiddenSize), ("self_attn.o_proj", L.o, c.hiddenSize, c.qDim),
                 ("mlp.gate_proj", L.gate, c.intermediateSize, c.hiddenSize), ("mlp.up_proj", L.up, c.intermediateSize, c.hiddenSize),
                 ("mlp.down_proj", L.down, c.hiddenSize, c.intermediateSize)]
-            for (n, w, rows, k) in mats {
-                let name = prefix + n
-                let g = try recipe.groupSize(layer: i, name: name, k: k)
-                let p: Float = recipe.perTensorPowerOfTwo && recipe.scaleFormat == .fp8e4m3 ? Int4Groups.powerOfTwoScale(w, rows: rows, k: k, groupSize: g) : 1
-                let qw = Int4Groups.quantize(p == 1 ? w : w.map { $0 * p }, rows: rows, k: k, groupSize: g, scaleFormat: recipe.scaleFormat)
-                let packed = PackedLinear(name: name, n: rows, k: k, groupSize: g, q: qw.q, scales: qw.scales,
-                                          scaleFormat: recipe.scaleFormat.rawValue, perTensorScaleInv: 1 / p)
+            // The seven linears are independent: quantize them on `threads` threads, each result
+            // stored by index, so the output does not depend on the thread count.
+            let groupSizes = try mats.map { (n, _, _, k) throws -> Int in try recipe.groupSize(layer: i, name: prefix + n, k: k) }
+            let results = ResultSlots<PackedLinear>(count: mats.count)
+            Parallel.forEachChunk(mats.count, chunk: 1, threads: threads) { r in
+                for j in r {
+                    let (n, w, rows, k) = mats[j]
+                    let g = groupSizes[j]
+                    let p: Float = recipe.perTensorPowerOfTwo && recipe.scaleFormat == .fp8e4m3 ? Int4Groups.powerOfTwoScale(w, rows: rows, k: k, groupSize: g) : 1
+                    let qw = Int4Groups.quantize(p == 1 ? w : w.map { $0 * p }, rows: rows, k: k, groupSize: g, scaleFormat: recipe.scaleFormat)
+                    results.set(j, PackedLinear(name: prefix + n, n: rows, k: k, groupSize: g, q: qw.q, scales: qw.scales,
+                                                scaleFormat: recipe.scaleFormat.rawValue, perTensorScaleInv: 1 / p))
+                }
+            }
+            for packed in results.values {
+                let name = packed.name, rows = packed.n, k = packed.k, p = 1 / packed.perTensorScaleInv
                 let ts = packed.tensors()
                 tensors += ts
                 summary.linearBytes += ts.reduce(0) { $0 + $1.bytes.count }
@@ -133,6 +142,15 @@ public struct Quantizer {
         summary.sourceBytes = ckpt.files.reduce(0) { $0 + ((try? fm.attributesOfItem(atPath: $1.path)[.size] as? Int) ?? 0) }
         return summary
     }
+}
+
+/// Slots written by index from concurrent work items (each slot exactly once).
+final class ResultSlots<T>: @unchecked Sendable {
+    private var slots: [T?]
+    private let lock = NSLock()
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ v: T) { lock.lock(); slots[i] = v; lock.unlock() }
+    var values: [T] { slots.map { $0! } }
 }
 
 /// SmoothQuant (Xiao et al. 2023) as a baseline: s_j = max|X_j|^α / max_i|W_ij|^(1−α) on the

@@ -11,6 +11,7 @@ struct Quantize: ParsableCommand {
         discussion: "Recipes: Calibration/recipes/*.json (schema Formats/recipe-schema.md). Output: Formats/fireq-packed-v1.md.")
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var compute: ComputeOptions
     @Option(name: .long, help: "Calibration statistics (.h5) made by `fireq calibrate` for this model.")
     var stats: String
     @Option(name: .long, help: "Recipe JSON file.")
@@ -26,7 +27,7 @@ struct Quantize: ParsableCommand {
             let log = ProgressLog(enabled: true)
             let t0 = Date()
             let s = try Quantizer.run(modelDir: modelOptions.model, statsPath: stats, recipe: r, recipeJSON: r.canonicalJSON, outDir: out,
-                                      toolVersion: FireQVersion.string, force: force) { done, total in
+                                      toolVersion: FireQVersion.string, threads: compute.threads, force: force) { done, total in
                 log.progress(done: done, total: total, started: t0, label: "layers")
             }
             log.line(String(format: "wrote %@: linear weights %.3f× their FP16 bytes, whole model.safetensors %.3f× the source",

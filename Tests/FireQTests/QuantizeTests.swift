@@ -22,17 +22,18 @@ import Testing
         return out
     }
 
-    static func quantize(_ recipe: String, out: String, stats: String? = nil) throws -> CLI.Result {
-        try CLI.run(["quantize", "--model", TestPaths.model, "--stats", stats ?? Self.stats(), "--recipe", recipe, "--out", out])
+    static func quantize(_ recipe: String, out: String, stats: String? = nil, threads: Int = 2) throws -> CLI.Result {
+        try CLI.run(["quantize", "--model", TestPaths.model, "--stats", stats ?? Self.stats(), "--recipe", recipe, "--out", out,
+                     "--threads", String(threads)])
     }
 
     @Test func deterministicAndSmall() throws {
         let d = TestPaths.tempDir()
         let a = try Self.quantize(Self.recipes + "/fireq.json", out: d + "/a")
-        let b = try Self.quantize(Self.recipes + "/fireq.json", out: d + "/b")
+        let b = try Self.quantize(Self.recipes + "/fireq.json", out: d + "/b", threads: 1)
         #expect(a.status == 0 && b.status == 0, "\(a.stderr) \(b.stderr)")
         for f in ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"] {
-            #expect(TestPaths.read(d + "/a/" + f) == TestPaths.read(d + "/b/" + f), "\(f) differs between two runs")
+            #expect(TestPaths.read(d + "/a/" + f) == TestPaths.read(d + "/b/" + f), "\(f) differs between runs on 2 and 1 threads")
         }
         let r = try CLI.run(["inspect", d + "/a", "--verify", "--json"])
         #expect(r.status == 0)
@@ -74,6 +75,18 @@ import Testing
         #expect(bf.file.info("model.layers.0.mlp.up_proj.weight_scale")?.dtype == .bf16)
         let rtn = try PackedModel(directory: d + "/rtn")
         #expect(rtn.file.info("model.layers.0.self_attn.qkv_supply.post_k_smooth.smooth") == nil)
+    }
+
+    @Test func skippedLayerKeepsSourceWeights() throws {
+        let p = Self.recipeFile(#"{"layers": {"skip": [0]}, "weights": {"group_size": 32}}"#)
+        let out = TestPaths.tempDir() + "/q"
+        let r = try Self.quantize(p, out: out)
+        #expect(r.status == 0, "\(r.stderr)")
+        let m = try PackedModel(directory: out)
+        #expect(m.file.info("model.layers.0.mlp.down_proj.weight")?.dtype == .f16)
+        #expect(m.file.info("model.layers.0.mlp.down_proj.weight_scale") == nil)
+        #expect(try m.linear("model.layers.1.mlp.down_proj").groupSize == 32)
+        #expect(m.linearNames.count == 7 * 29)
     }
 
     // MARK: bad input
