@@ -6,6 +6,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+bash Scripts/install-deps.sh
 bash Scripts/fetch-default-model.sh
 mkdir -p .cache/golden
 if [ ! -f .cache/golden/codecs.bin ]; then

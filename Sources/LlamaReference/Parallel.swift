@@ -5,24 +5,7 @@ import Foundation
 public enum Parallel {
     /// Runs `body(range)` over `0..<count` in chunks of `chunk`, on up to `threads` threads.
     public static func forEachChunk(_ count: Int, chunk: Int, threads: Int, _ body: (Range<Int>) -> Void) {
-        let chunks = (count + chunk - 1) / chunk
-        if chunks <= 1 || threads <= 1 {
-            var s = 0
-            while s < count { body(s..<min(count, s + chunk)); s += chunk }
-            return
-        }
-        withoutActuallyEscaping(body) { body in
-            let box = UnsafeBody(body)
-            let workers = min(threads, chunks)
-            let next = AtomicCounter()
-            DispatchQueue.concurrentPerform(iterations: workers) { _ in
-                while true {
-                    let c = next.increment()
-                    if c >= chunks { break }
-                    box.body((c * chunk)..<min(count, (c + 1) * chunk))
-                }
-            }
-        }
+        forEachChunkWithWorker(count, chunk: chunk, threads: threads) { r, _ in body(r) }
     }
 
     /// Like `forEachChunk`, also passing the worker's index in `0..<threads` (for per-worker scratch).
@@ -50,11 +33,6 @@ public enum Parallel {
     private struct UnsafeWorkerBody: @unchecked Sendable {
         let body: (Range<Int>, Int) -> Void
         init(_ b: @escaping (Range<Int>, Int) -> Void) { body = b }
-    }
-
-    private struct UnsafeBody: @unchecked Sendable {
-        let body: (Range<Int>) -> Void
-        init(_ b: @escaping (Range<Int>) -> Void) { body = b }
     }
 }
 
