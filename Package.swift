@@ -6,7 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "fireq", targets: ["fireq"]),
-        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "CalibrationStats", "Quantization", "PackedFormat", "Evaluation"]),
+        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "Kernels", "Runtime", "TensorStore", "Tokenizer", "LlamaReference", "CalibrationStats", "Quantization", "PackedFormat", "Evaluation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -26,17 +26,20 @@ let package = Package(
         .target(name: "LowPrecision", dependencies: ["CFireQKernels"]),
         .target(name: "TensorStore", dependencies: ["LowPrecision", "JSONSupport"]),
         .target(name: "Tokenizer", dependencies: ["JSONSupport"]),
-        .target(name: "LlamaReference", dependencies: ["TensorStore", "LowPrecision", "CFireQKernels", "COpenBLAS"]),
+        .target(name: "Kernels", dependencies: ["CFireQKernels", "COpenBLAS"]),
+        .target(name: "LlamaReference", dependencies: ["Kernels", "TensorStore", "LowPrecision", "CFireQKernels"]),
         .target(name: "CalibrationStats", dependencies: ["LlamaReference", "Tokenizer", "TensorStore", "JSONSupport", "CHDF5"]),
         .target(name: "Quantization", dependencies: ["PackedFormat", "CalibrationStats", "LlamaReference", "LowPrecision", "TensorStore", "JSONSupport"]),
         .target(name: "PackedFormat", dependencies: ["TensorStore", "LowPrecision", "JSONSupport", "CZlib"]),
+        // The INT4-FP8 runtime: never imports calibration or quantization code.
+        .target(name: "Runtime", dependencies: ["Kernels", "PackedFormat", "LowPrecision", "CFireQKernels", "Tokenizer"]),
         .target(name: "Evaluation", dependencies: ["LlamaReference", "Tokenizer"]),
         .executableTarget(name: "fireq", dependencies: [
-            "Evaluation", "CalibrationStats", "Quantization", "PackedFormat", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS",
+            "Evaluation", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "FireQTests", dependencies: [
-            "JSONSupport", "LowPrecision", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels", "CalibrationStats", "Quantization", "PackedFormat",
+            "JSONSupport", "LowPrecision", "Kernels", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels", "Runtime", "CalibrationStats", "Quantization", "PackedFormat",
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -3,6 +3,9 @@ import CFireQKernels
 import COpenBLAS
 import Foundation
 import LlamaReference
+import PackedFormat
+import Quantization
+import Runtime
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -52,6 +55,37 @@ struct Bench: ParsableCommand {
             if !json { print(line) }
             rows.append("{\"m\": \(m), \"n\": \(n), \"k\": \(k), \"packed_gflops\": \(flop / mine / 1e9), \"openblas_gflops\": \(flop / blas / 1e9), \"ratio\": \(blas / mine)}")
         }
-        if json { print("{\"threads\": \(threads), \"isa_level\": \(fq_isa_level()), \"gemm\": [" + rows.joined(separator: ", ") + "]}") }
+        // INT4×FP8 linear (FP8 activation quantization + GEMM on FP8 weight values + epilogue)
+        // against OpenBLAS SGEMM on the same shapes, in the same run.
+        var int4Rows: [String] = []
+        for (m, n, k) in [(512, 1536, 576), (512, 576, 1536)] {
+            var rng = SystemRandomNumberGenerator()
+            let w = (0..<(n * k)).map { _ in Float.random(in: -0.05...0.05, using: &rng) }
+            let x = (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &rng) }
+            let qw = Int4Groups.quantize(w, rows: n, k: k, groupSize: 64)
+            let layer = Int4FP8Linear(PackedLinear(name: "b", n: n, k: k, groupSize: 64, q: qw.q, scales: qw.scales, scaleFormat: "fp8_e4m3", perTensorScaleInv: 1),
+                                      fp8Rerounding: true)
+            var y = [Float](repeating: 0, count: m * n), scratch = [Float](repeating: 0, count: m * k)
+            func time(_ body: () -> Void) -> Double {
+                body()
+                return Self.median((0..<repeats).map { _ in let t = Date(); body(); return Date().timeIntervalSince(t) })
+            }
+            let mine = x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in scratch.withUnsafeMutableBufferPointer { sp in
+                time { layer.forward(x: xp.baseAddress!, rows: m, y: yp.baseAddress!, scratch: sp.baseAddress!, threads: threads) }
+            } } }
+            openblas_set_num_threads(Int32(threads))
+            let blas = x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in y.withUnsafeMutableBufferPointer { yp in
+                time { cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1, xp.baseAddress!, Int32(k),
+                                   wp.baseAddress!, Int32(k), 0, yp.baseAddress!, Int32(n)) }
+            } } }
+            LinearAlgebra.configureBLAS()
+            let flop = 2.0 * Double(m * n * k)
+            if !json {
+                print(String(format: "int4xfp8 %4d x %5d x %4d  %6.1f GFLOP/s  openblas sgemm %6.1f GFLOP/s  ratio %.2f",
+                             m, n, k, flop / mine / 1e9, flop / blas / 1e9, blas / mine))
+            }
+            int4Rows.append("{\"m\": \(m), \"n\": \(n), \"k\": \(k), \"int4fp8_gflops\": \(flop / mine / 1e9), \"openblas_gflops\": \(flop / blas / 1e9), \"ratio\": \(blas / mine)}")
+        }
+        if json { print("{\"threads\": \(threads), \"isa_level\": \(fq_isa_level()), \"gemm\": [" + rows.joined(separator: ", ") + "], \"int4fp8\": [" + int4Rows.joined(separator: ", ") + "]}") }
     }
 }

@@ -1,5 +1,6 @@
 import CFireQKernels
 import Foundation
+import LowPrecision
 import Testing
 
 /// Fast C kernels pinned to their portable references, bit for bit, over odd sizes
@@ -97,5 +98,41 @@ import Testing
             #expect(a == b)
             #expect(abs(a.reduce(0.0) { $0 + Double($1) } - 1) <= 1e-5)
         }
+    }
+}
+
+/// FP8 activation quantization (FIREQ-METHOD.md §2.4): C paths against the Swift codec.
+@Suite struct FP8ActivationTests {
+    @Test func roundE4M3MatchesCodecEverywhere() {
+        // Every E4M3 value, every midpoint (ties), their neighbours, and a log-uniform sweep.
+        var xs: [Float] = []
+        let values = (0..<127).map { FP8E4M3.decode(UInt8($0)) }
+        for (a, b) in zip(values, values.dropFirst()) {
+            let mid = (a + b) / 2
+            xs += [a, mid, mid.nextUp, mid.nextDown, b]
+        }
+        var g = KernelTests.LCG(s: 11)
+        for _ in 0..<200_000 { xs.append(Float(sign: .plus, exponent: Int(g.next() * 12) - 4, significand: 1 + abs(g.next()))) }
+        xs += [448, 448.5, 463.9, 464, 465, 1e6, 0, 0x1p-10, 0x1.8p-10, 0x1p-11]
+        xs += xs.map { -$0 }
+        var bad = 0
+        for x in xs where fq_round_e4m3_ref(x).bitPattern != FP8E4M3.round(x).bitPattern { bad += 1 }
+        #expect(bad == 0)
+    }
+
+    @Test func rowQuantizationPathsAgree() {
+        for n in KernelTests.sizes + [576, 1536] {
+            var g = KernelTests.LCG(s: UInt64(n) * 7)
+            let x = (0..<n).map { _ in g.next() * Float(n % 5 + 1) * (n % 3 == 0 ? 1e-3 : 10) }
+            var a = [Float](repeating: 0, count: n), b = a
+            let sa = fq_quantize_fp8_row_on(1, x, n, &a), sb = fq_quantize_fp8_row_on(0, x, n, &b)
+            #expect(sa == sb && a.map(\.bitPattern) == b.map(\.bitPattern), "n \(n)")
+            let m = x.map(abs).max()!
+            #expect(sa == m / 448)
+            #expect(a.allSatisfy { FP8E4M3.round($0) == $0 && abs($0) <= 448 })
+            #expect(a.map(abs).max()! == 448)   // the largest element maps to ±448 exactly
+        }
+        var z = [Float](repeating: 0, count: 5)
+        #expect(fq_quantize_fp8_row([0, 0, 0, 0, 0], 5, &z) == 1 && z == [0, 0, 0, 0, 0])
     }
 }

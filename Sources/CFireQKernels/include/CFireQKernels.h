@@ -48,3 +48,12 @@ void fq_sgemm_packed_ref(const float *x, size_t ldx, size_t m, const float *pack
 /// (a path the CPU lacks falls back to the next lower one).
 void fq_sgemm_packed_on(int path, const float *x, size_t ldx, size_t m, const float *packed, size_t n, size_t k,
                         size_t p0, size_t p1, float *y, size_t ldy, int accumulate);
+
+// ---- FP8 E4M3 activations (fp8act.c), FIREQ-METHOD.md §2.4 ---------------------------------
+/// Nearest E4M3 value of a finite float (ties to even, saturating at ±448), as Float32.
+float fq_round_e4m3_ref(float x);
+/// Quantizes one token row: σ = max|x|/448 (1 if x = 0), out = E4M3(x/σ); returns σ.
+float fq_quantize_fp8_row(const float *x, size_t n, float *out);
+float fq_quantize_fp8_row_ref(const float *x, size_t n, float *out);
+/// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2.
+float fq_quantize_fp8_row_on(int path, const float *x, size_t n, float *out);

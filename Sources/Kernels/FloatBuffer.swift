@@ -45,8 +45,7 @@ public final class FloatBuffer: @unchecked Sendable {
 }
 
 /// Lets concurrently running closures write disjoint parts of a buffer.
-@usableFromInline
-struct SendablePointer<T>: @unchecked Sendable {
-    @usableFromInline let p: UnsafeMutablePointer<T>
-    @usableFromInline init(_ p: UnsafeMutablePointer<T>) { self.p = p }
+public struct SendablePointer<T>: @unchecked Sendable {
+    public let p: UnsafeMutablePointer<T>
+    public init(_ p: UnsafeMutablePointer<T>) { self.p = p }
 }

@@ -32,7 +32,7 @@ public enum LinearAlgebra {
 
     /// C[m, n] = alpha · A[m, k] · B[n, k]ᵀ, single-threaded (used inside parallel attention).
     @inline(__always)
-    static func gemmNT(m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+    public static func gemmNT(m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
                        b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k),
                     alpha, a, Int32(lda), b, Int32(ldb), 0, c, Int32(ldc))
@@ -40,7 +40,7 @@ public enum LinearAlgebra {
 
     /// C[m, n] = A[m, k] · B[k, n], single-threaded.
     @inline(__always)
-    static func gemmNN(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+    public static func gemmNN(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                        b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k),
                     1, a, Int32(lda), b, Int32(ldb), 0, c, Int32(ldc))

@@ -1,0 +1,79 @@
+// Per-token FP8 E4M3 activation quantization (FIREQ-METHOD.md §2.4):
+//   σ = max|x| / 448 (σ = 1 when x = 0),  x_q = E4M3(x / σ)  (round to nearest even, saturating),
+// returned as the Float32 values of the E4M3 codes (every E4M3 value is exact in FP32).
+// The AVX2 path rounds with integer bit operations that give the same result as the portable
+// one for every input (tests check both against the Swift codec over all E4M3 ties).
+#pragma STDC FP_CONTRACT OFF
+#include "CFireQKernels.h"
+#include <math.h>
+#include <string.h>
+#include <immintrin.h>
+
+static inline float bits_to_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t float_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+/// Rounds a finite float to the nearest E4M3 value (ties to even), saturating at ±448.
+float fq_round_e4m3_ref(float x) {
+    uint32_t b = float_to_bits(x);
+    uint32_t sign = b & 0x80000000u, a = b & 0x7FFFFFFFu;
+    float ax = bits_to_float(a), r;
+    if (ax < 0x1p-6f) {
+        // Subnormal range: multiples of 2^-9. Adding 1.5·2^14 (ulp 2^-9) rounds to nearest even.
+        float t = ax + 24576.0f;
+        r = t - 24576.0f;
+    } else {
+        // Normal range: keep 3 mantissa bits, round to nearest even on the 20 dropped bits.
+        uint32_t lsb = (a >> 20) & 1u;
+        uint32_t rounded = (a + 0x7FFFFu + lsb) & 0xFFF00000u;
+        r = bits_to_float(rounded);
+    }
+    if (r > 448.0f) r = 448.0f;
+    return bits_to_float(float_to_bits(r) | sign);
+}
+
+static float absmax_of(const float *x, size_t n) {
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) { float a = fabsf(x[i]); m = a > m ? a : m; }
+    return m;
+}
+
+float fq_quantize_fp8_row_ref(const float *x, size_t n, float *out) {
+    float m = absmax_of(x, n);
+    float sigma = m > 0.0f ? m / 448.0f : 1.0f;
+    for (size_t i = 0; i < n; i++) out[i] = fq_round_e4m3_ref(x[i] / sigma);
+    return sigma;
+}
+
+__attribute__((target("avx2,fma")))
+static float quantize_row_avx2(const float *x, size_t n, float *out) {
+    float m = absmax_of(x, n);
+    float sigma = m > 0.0f ? m / 448.0f : 1.0f;
+    const __m256 vs = _mm256_set1_ps(sigma);
+    const __m256i absmask = _mm256_set1_epi32(0x7FFFFFFF), signmask = _mm256_set1_epi32((int)0x80000000u);
+    const __m256 subnormal_limit = _mm256_set1_ps(0x1p-6f), magic = _mm256_set1_ps(24576.0f), maxv = _mm256_set1_ps(448.0f);
+    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7FFFF), keep = _mm256_set1_epi32((int)0xFFF00000u);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), vs);
+        __m256i b = _mm256_castps_si256(v);
+        __m256i a = _mm256_and_si256(b, absmask);
+        __m256i sign = _mm256_and_si256(b, signmask);
+        __m256 ax = _mm256_castsi256_ps(a);
+        __m256 sub = _mm256_sub_ps(_mm256_add_ps(ax, magic), magic);
+        __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(a, 20), one);
+        __m256i nor = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(a, bias), lsb), keep);
+        __m256 r = _mm256_blendv_ps(_mm256_castsi256_ps(nor), sub, _mm256_cmp_ps(ax, subnormal_limit, _CMP_LT_OQ));
+        r = _mm256_min_ps(r, maxv);
+        _mm256_storeu_ps(out + i, _mm256_or_ps(r, _mm256_castsi256_ps(sign)));
+    }
+    for (; i < n; i++) out[i] = fq_round_e4m3_ref(x[i] / sigma);
+    return sigma;
+}
+
+float fq_quantize_fp8_row_on(int path, const float *x, size_t n, float *out) {
+    int level = path >= 0 ? path : 1;
+    if (level >= 1 && fq_isa_level() >= 1) return quantize_row_avx2(x, n, out);
+    return fq_quantize_fp8_row_ref(x, n, out);
+}
+
+float fq_quantize_fp8_row(const float *x, size_t n, float *out) { return fq_quantize_fp8_row_on(-1, x, n, out); }
