@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "Quantization", dependencies: ["PackedFormat", "CalibrationStats", "LlamaReference", "LowPrecision", "TensorStore", "JSONSupport"]),
         .target(name: "PackedFormat", dependencies: ["TensorStore", "LowPrecision", "JSONSupport", "CZlib"]),
         // The INT4-FP8 runtime: never imports calibration or quantization code.
-        .target(name: "Runtime", dependencies: ["Kernels", "PackedFormat", "LowPrecision", "CFireQKernels", "Tokenizer"]),
+        .target(name: "Runtime", dependencies: ["Kernels", "LlamaReference", "PackedFormat", "TensorStore", "LowPrecision", "CFireQKernels", "Tokenizer"]),
         .target(name: "Evaluation", dependencies: ["LlamaReference", "Tokenizer"]),
         .executableTarget(name: "fireq", dependencies: [
             "Evaluation", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS",

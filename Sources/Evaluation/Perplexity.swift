@@ -36,7 +36,7 @@ public enum PerplexityError: Error, Sendable, CustomStringConvertible {
 public enum Perplexity {
     /// Scores `tokens` in windows of `context`; `bos` is prepended to every window when given
     /// (the window then holds context−1 text tokens, as llama.cpp does with its BOS).
-    public static func evaluate(model: LlamaModel, tokens: [Int32], context: Int, maxWindows: Int?,
+    public static func evaluate(model: any CausalLanguageModel, tokens: [Int32], context: Int, maxWindows: Int?,
                                 protocol proto: PerplexityProtocol, bos: Int32? = nil, source: String = "text",
                                 progress: ((Int, Int) -> Void)? = nil) throws -> PerplexityResult {
         let textPerWindow = bos == nil ? context : context - 1
@@ -54,10 +54,10 @@ public enum Perplexity {
         for w in 0..<windows {
             var seq = Array(tokens[(w * textPerWindow)..<((w + 1) * textPerWindow)])
             if let bos { seq.insert(bos, at: 0) }
-            let hidden = model.hiddenStates([seq])
+            let hidden = model.hiddenStates([seq], observer: nil)
             let positions = first..<(context - 1)
             let targets = positions.map { seq[$0 + 1] }
-            let nll = model.nll(hidden: hidden.pointer + first * model.config.hiddenSize, targets: targets)
+            let nll = model.nll(hidden: hidden.pointer + first * model.config.hiddenSize, targets: targets, rowBlock: 256)
             let s = nll.reduce(0, +)
             total += s
             count += nll.count

@@ -40,12 +40,12 @@ public struct LlamaForward: Sendable {
     /// Scratch space for one layer over `rows` rows.
     public final class Workspace: @unchecked Sendable {
         public let rows: Int
-        let xn: FloatBuffer     // (rows, hidden)
-        let qkv: FloatBuffer    // (rows, qDim + 2 kvDim)
-        let att: FloatBuffer    // (rows, qDim)
-        let gateUp: FloatBuffer // (rows, 2 inter)
-        let act: FloatBuffer    // (rows, inter)
-        let scores: FloatBuffer // (threads, attentionBlock, seqLen) attention scratch
+        public let xn: FloatBuffer     // (rows, hidden)
+        public let qkv: FloatBuffer    // (rows, qDim + 2 kvDim)
+        public let att: FloatBuffer    // (rows, qDim)
+        public let gateUp: FloatBuffer // (rows, 2 inter)
+        public let act: FloatBuffer    // (rows, inter)
+        public let scores: FloatBuffer // (threads, attentionBlock, seqLen) attention scratch
         let seqLen: Int
         /// Scratch for batches of up to `rows` rows whose sequences are at most `seqLen` long.
         public init(config c: LlamaConfig, rows: Int, seqLen: Int, threads: Int) {
@@ -102,7 +102,7 @@ public struct LlamaForward: Sendable {
     }
 
     /// RoPE on the q and k parts of every qkv row; the position of row r is r mod seqLen.
-    func applyRope(_ qkv: UnsafeMutablePointer<Float>, rows: Int, seqLen: Int) {
+    public func applyRope(_ qkv: UnsafeMutablePointer<Float>, rows: Int, seqLen: Int) {
         let c = config
         let half = c.headDim / 2, qkvDim = c.qDim + 2 * c.kvDim
         let p = SendablePointer(qkv)
@@ -120,7 +120,7 @@ public struct LlamaForward: Sendable {
     }
 
     /// Causal GQA attention: out[:, h] = softmax(q_h k_gᵀ / sqrt(D)) v_g with g = h / (H/Hkv).
-    func attention(qkv: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int, scratch: FloatBuffer) {
+    public func attention(qkv: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int, scratch: FloatBuffer) {
         let c = config
         let D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim, group = c.headCount / c.kvHeadCount
         let scale = 1 / Float(D).squareRoot()

@@ -2,8 +2,15 @@ import CFireQKernels
 import Foundation
 import TensorStore
 
+/// What perplexity evaluation needs from a model: final-normed hidden states and token NLLs.
+public protocol CausalLanguageModel: AnyObject {
+    var config: LlamaConfig { get }
+    func hiddenStates(_ sequences: [[Int32]], observer: ForwardObserver?) -> FloatBuffer
+    func nll(hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int) -> [Double]
+}
+
 /// A whole Llama-family model in FP32 (the reference), loaded from a Hugging Face folder.
-public final class LlamaModel: @unchecked Sendable {
+public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
     public let config: LlamaConfig
     public let forward: LlamaForward
     /// (vocab, hidden), packed; rows are gathered for the embedding lookup.

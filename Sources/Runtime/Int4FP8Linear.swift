@@ -25,8 +25,10 @@ public final class Int4FP8Linear: @unchecked Sendable {
         self.bias = bias
     }
 
-    /// y[rows, n] = linear(x[rows, k]); `scratch` holds ≥ rows·k floats.
-    public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+    /// y[r, 0..<n] (+)= linear(x[rows, k]) with y's rows `ldy` apart; `scratch` holds ≥ rows·k
+    /// floats (the FP8 activations) and `acc` ≥ rows·n floats (the FP32 accumulators).
+    public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int? = nil, accumulate: Bool = false,
+                        scratch: UnsafeMutablePointer<Float>, acc: UnsafeMutablePointer<Float>,
                         activationsFP8: Bool = true, outputBF16: Bool = false, threads: Int) {
         var sigma = [Float](repeating: 1, count: rows)
         if activationsFP8 {
@@ -34,14 +36,16 @@ public final class Int4FP8Linear: @unchecked Sendable {
         } else {
             scratch.update(from: x, count: rows * k)
         }
-        LinearAlgebra.linear(x: scratch, ldx: k, m: rows, w: weights, y: y, ldy: n, threads: threads)
+        LinearAlgebra.linear(x: scratch, ldx: k, m: rows, w: weights, y: acc, ldy: n, threads: threads)
+        let ld = ldy ?? n
         for r in 0..<rows {
             let f = sigma[r] * perTensorScaleInv
-            let row = y + r * n
+            let a = acc + r * n, row = y + r * ld
             for j in 0..<n {
-                var v = row[j] * f
+                var v = a[j] * f
                 if let bias { v += bias[j] }
-                row[j] = outputBF16 ? BF16.round(v) : v
+                if outputBF16 { v = BF16.round(v) }
+                row[j] = accumulate ? row[j] + v : v
             }
         }
     }

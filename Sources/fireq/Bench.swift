@@ -65,14 +65,15 @@ struct Bench: ParsableCommand {
             let qw = Int4Groups.quantize(w, rows: n, k: k, groupSize: 64)
             let layer = Int4FP8Linear(PackedLinear(name: "b", n: n, k: k, groupSize: 64, q: qw.q, scales: qw.scales, scaleFormat: "fp8_e4m3", perTensorScaleInv: 1),
                                       fp8Rerounding: true)
-            var y = [Float](repeating: 0, count: m * n), scratch = [Float](repeating: 0, count: m * k)
+            var y = [Float](repeating: 0, count: m * n), scratch = [Float](repeating: 0, count: m * k), acc = y
             func time(_ body: () -> Void) -> Double {
                 body()
                 return Self.median((0..<repeats).map { _ in let t = Date(); body(); return Date().timeIntervalSince(t) })
             }
             let mine = x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in scratch.withUnsafeMutableBufferPointer { sp in
-                time { layer.forward(x: xp.baseAddress!, rows: m, y: yp.baseAddress!, scratch: sp.baseAddress!, threads: threads) }
-            } } }
+                acc.withUnsafeMutableBufferPointer { ap in
+                    time { layer.forward(x: xp.baseAddress!, rows: m, y: yp.baseAddress!, scratch: sp.baseAddress!, acc: ap.baseAddress!, threads: threads) }
+                } } } }
             openblas_set_num_threads(Int32(threads))
             let blas = x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in y.withUnsafeMutableBufferPointer { yp in
                 time { cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1, xp.baseAddress!, Int32(k),

@@ -2,11 +2,14 @@ import ArgumentParser
 import Evaluation
 import Foundation
 import LlamaReference
+import PackedFormat
+import Runtime
+import TensorStore
 import Tokenizer
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Perplexity of a model on a text file (FP32 reference forward pass).",
+        abstract: "Perplexity of a model on a text file: FP32 reference for an HF folder, the INT4-FP8 runtime for a fireq-packed folder.",
         discussion: """
         The file's bytes are tokenized once as stored (no BOS unless --bos) and cut into non-overlapping
         windows of --context tokens from token 0; the remainder is dropped. Protocol 'all' scores every
@@ -41,7 +44,11 @@ struct Eval: ParsableCommand {
         do {
             let started = Date()
             let tok = try Tokenizer(directory: modelOptions.model)
-            let model = try LlamaModel(directory: modelOptions.model, threads: compute.threads)
+            // A fireq-packed folder runs on the INT4-FP8 runtime; any other HF folder on the FP32 reference.
+            let packed = (try? SafetensorsFile(path: modelOptions.model + "/model.safetensors"))?.metadata["fireq.format"] == PackedFormat.name
+            let model: any CausalLanguageModel = packed
+                ? try QuantizedModel(directory: modelOptions.model, threads: compute.threads)
+                : try LlamaModel(directory: modelOptions.model, threads: compute.threads)
             if context > model.config.maxPositionEmbeddings {
                 throw CLIError("--context \(context) exceeds the model's max_position_embeddings (\(model.config.maxPositionEmbeddings)).")
             }
@@ -67,7 +74,7 @@ struct Eval: ParsableCommand {
                     ("bos", bos ? "true" : "false"), ("text_tokens", "\(ids.count)"),
                     ("tokens_per_second", "\(r.tokensPerSecond)"), ("eval_seconds", "\(r.seconds)"),
                     ("load_seconds", "\(loaded.timeIntervalSince(started))"), ("threads", "\(compute.threads)"),
-                    ("engine", "\"fp32-reference\""),
+                    ("engine", packed ? "\"int4-fp8-runtime\"" : "\"fp32-reference\""),
                 ])
             } else {
                 print(String(format: "perplexity %.4f  (mean NLL %.6f over %d tokens, %d windows of %d, protocol %@)",

@@ -17,8 +17,8 @@ import Testing
         let qw = Int4Groups.quantize(w.map { $0 * p }, rows: n, k: k, groupSize: groupSize)
         let packed = PackedLinear(name: "t", n: n, k: k, groupSize: groupSize, q: qw.q, scales: qw.scales, scaleFormat: "fp8_e4m3", perTensorScaleInv: 1 / p)
         let layer = Int4FP8Linear(packed, fp8Rerounding: true)
-        var y = [Float](repeating: 0, count: rows * n), scratch = [Float](repeating: 0, count: rows * k)
-        layer.forward(x: x, rows: rows, y: &y, scratch: &scratch, threads: 2)
+        var y = [Float](repeating: 0, count: rows * n), scratch = [Float](repeating: 0, count: rows * k), acc = y
+        layer.forward(x: x, rows: rows, y: &y, scratch: &scratch, acc: &acc, threads: 2)
         // Literal spec in float64: σ, x_q = E4M3(x/σ), ŵ = E4M3(q·s), y = Σ x_q·ŵ · σ / P.
         for r in 0..<rows {
             let row = Array(x[(r * k)..<((r + 1) * k)])

@@ -89,6 +89,28 @@ import Testing
         #expect(m.linearNames.count == 7 * 29)
     }
 
+    /// `fireq eval` runs a packed folder on the INT4-FP8 runtime; on this model FireQ's smoothing
+    /// lands between FP32 and round-to-nearest with the same formats (FIREQ-METHOD.md §7).
+    @Test func runtimeEvaluatesPackedFolders() throws {
+        let d = TestPaths.tempDir()
+        func ppl(_ dir: String) throws -> (Double, String) {
+            let r = try CLI.run(["eval", "--model", dir, "--text", TestPaths.sharedData + "/wikitext-2-raw-test.raw",
+                                 "--context", "256", "--windows", "3", "--json"])
+            #expect(r.status == 0, "\(r.stderr)")
+            let o = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+            return (o["perplexity"] as! Double, o["engine"] as! String)
+        }
+        for name in ["fireq", "rtn"] {
+            #expect(try Self.quantize(Self.recipes + "/\(name).json", out: d + "/" + name).status == 0)
+        }
+        let (fp32, e0) = try ppl(TestPaths.model)
+        let (fireq, e1) = try ppl(d + "/fireq")
+        let (rtn, _) = try ppl(d + "/rtn")
+        #expect(e0 == "fp32-reference" && e1 == "int4-fp8-runtime")
+        #expect(fireq > fp32 && fireq < rtn, "fp32 \(fp32), fireq \(fireq), rtn \(rtn)")
+        #expect(fireq < 2 * fp32)
+    }
+
     // MARK: bad input
 
     @Test func statsFromAnotherModel() throws {
