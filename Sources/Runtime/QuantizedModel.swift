@@ -18,6 +18,8 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
     let head: LlamaModel
     let activationsFP8: Bool, outputBF16: Bool, queryFP8: Bool, kvInt4: Bool
     private let lock = NSLock()
+    /// Buffers reused across windows (fresh multi-MB buffers per window cost page clearing).
+    private var cached: (rows: Int, seqLen: Int, ws: LlamaForward.Workspace, scratch: FloatBuffer, acc: FloatBuffer)?
 
     struct QuantizedLayer {
         let inputNorm: FloatBuffer, postAttentionNorm: FloatBuffer
@@ -87,8 +89,11 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         let H = c.hiddenSize, I = c.intermediateSize, qkvDim = c.qDim + 2 * c.kvDim
         let h = FloatBuffer(count: rows * H, zeroed: false)
         head.embed(sequences.flatMap { $0 }, into: h.pointer)
-        let ws = LlamaForward.Workspace(config: c, rows: rows, seqLen: T, threads: forward.threads)
-        let scratch = FloatBuffer(count: rows * max(H, I, c.qDim)), acc = FloatBuffer(count: rows * max(2 * I, qkvDim, H))
+        if cached == nil || cached!.rows < rows || cached!.seqLen < T {
+            cached = (rows, T, LlamaForward.Workspace(config: c, rows: rows, seqLen: T, threads: forward.threads),
+                      FloatBuffer(count: rows * max(H, I, c.qDim)), FloatBuffer(count: rows * max(2 * I, qkvDim, H)))
+        }
+        let (ws, scratch, acc) = (cached!.ws, cached!.scratch, cached!.acc)
         let th = forward.threads
         for L in layers {
             func run(_ lin: Int4FP8Linear, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool = false) {

@@ -26,6 +26,23 @@ struct Bench: ParsableCommand {
 
     static func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
 
+    /// Median seconds of `repeats` runs of `body` after one warm-up run.
+    func time(_ body: () -> Void) -> Double {
+        body()
+        return Self.median((0..<repeats).map { _ in let t = Date(); body(); return Date().timeIntervalSince(t) })
+    }
+
+    /// The baseline: OpenBLAS SGEMM y[m, n] = x[m, k] · w[n, k]ᵀ on `threads` threads.
+    func openblasSeconds(m: Int, n: Int, k: Int, x: [Float], w: [Float]) -> Double {
+        var y = [Float](repeating: 0, count: m * n)
+        openblas_set_num_threads(Int32(threads))
+        defer { LinearAlgebra.configureBLAS() }
+        return x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in y.withUnsafeMutableBufferPointer { yp in
+            time { cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1, xp.baseAddress!, Int32(k),
+                               wp.baseAddress!, Int32(k), 0, yp.baseAddress!, Int32(n)) }
+        } } }
+    }
+
     func run() throws {
         // (m, n, k): tokens × outputs × inputs — qkv, o, gate∥up, down, lm_head of SmolLM2-135M at context 512.
         let shapes = [(512, 960, 576), (512, 576, 576), (512, 3072, 576), (512, 576, 1536), (256, 49152, 576)]
@@ -36,19 +53,10 @@ struct Bench: ParsableCommand {
             let w = (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &rng) }
             var y = [Float](repeating: 0, count: m * n)
             let packed = w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: n, cols: k) }
-            func time(_ body: () -> Void) -> Double {
-                body()
-                return Self.median((0..<repeats).map { _ in let t = Date(); body(); return Date().timeIntervalSince(t) })
-            }
             let mine = x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
                 time { LinearAlgebra.linear(x: xp.baseAddress!, ldx: k, m: m, w: packed, y: yp.baseAddress!, ldy: n, threads: threads) }
             } }
-            openblas_set_num_threads(Int32(threads))
-            let blas = x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in y.withUnsafeMutableBufferPointer { yp in
-                time { cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1, xp.baseAddress!, Int32(k),
-                                   wp.baseAddress!, Int32(k), 0, yp.baseAddress!, Int32(n)) }
-            } } }
-            LinearAlgebra.configureBLAS()
+            let blas = openblasSeconds(m: m, n: n, k: k, x: x, w: w)
             let flop = 2.0 * Double(m * n * k)
             let line = String(format: "%5d x %5d x %4d  packed %6.1f GFLOP/s  openblas %6.1f GFLOP/s  ratio %.2f",
                               m, n, k, flop / mine / 1e9, flop / blas / 1e9, blas / mine)
@@ -66,20 +74,11 @@ struct Bench: ParsableCommand {
             let layer = Int4FP8Linear(PackedLinear(name: "b", n: n, k: k, groupSize: 64, q: qw.q, scales: qw.scales, scaleFormat: "fp8_e4m3", perTensorScaleInv: 1),
                                       fp8Rerounding: true)
             var y = [Float](repeating: 0, count: m * n), scratch = [Float](repeating: 0, count: m * k), acc = y
-            func time(_ body: () -> Void) -> Double {
-                body()
-                return Self.median((0..<repeats).map { _ in let t = Date(); body(); return Date().timeIntervalSince(t) })
-            }
             let mine = x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in scratch.withUnsafeMutableBufferPointer { sp in
                 acc.withUnsafeMutableBufferPointer { ap in
                     time { layer.forward(x: xp.baseAddress!, rows: m, y: yp.baseAddress!, scratch: sp.baseAddress!, acc: ap.baseAddress!, threads: threads) }
                 } } } }
-            openblas_set_num_threads(Int32(threads))
-            let blas = x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in y.withUnsafeMutableBufferPointer { yp in
-                time { cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1, xp.baseAddress!, Int32(k),
-                                   wp.baseAddress!, Int32(k), 0, yp.baseAddress!, Int32(n)) }
-            } } }
-            LinearAlgebra.configureBLAS()
+            let blas = openblasSeconds(m: m, n: n, k: k, x: x, w: w)
             let flop = 2.0 * Double(m * n * k)
             if !json {
                 print(String(format: "int4xfp8 %4d x %5d x %4d  %6.1f GFLOP/s  openblas sgemm %6.1f GFLOP/s  ratio %.2f",
