@@ -79,20 +79,13 @@ public struct PackedLinear: Sendable, Equatable {
     }
 
     public func tensors() -> [TensorData] {
-        let scaleBytes: [UInt8]
-        let scaleDType: DType
-        if scaleFormat == "bf16" {
-            scaleDType = .bf16
-            scaleBytes = scales.flatMap { v -> [UInt8] in let h = BF16.encode(v); return [UInt8(h & 0xFF), UInt8(h >> 8)] }
-        } else {
-            scaleDType = .f8e4m3
-            scaleBytes = scales.map { FP8E4M3.encode($0) }
-        }
-        let inv = BF16.encode(perTensorScaleInv)
+        let scaleTensor = scaleFormat == "bf16"
+            ? TensorData(name: name + ".weight_scale", values: scales, dtype: .bf16, shape: [n, k / groupSize])
+            : TensorData(name: name + ".weight_scale", dtype: .f8e4m3, shape: [n, k / groupSize], bytes: scales.map { FP8E4M3.encode($0) })
         return [
             TensorData(name: name + ".weight", dtype: .i32, shape: [n, k / 8], bytes: PackedFormat.packInt4(q, n: n, k: k)),
-            TensorData(name: name + ".weight_scale", dtype: scaleDType, shape: [n, k / groupSize], bytes: scaleBytes),
-            TensorData(name: name + ".per_tensor_scale_inv", dtype: .bf16, shape: [1], bytes: [UInt8(inv & 0xFF), UInt8(inv >> 8)]),
+            scaleTensor,
+            TensorData(name: name + ".per_tensor_scale_inv", values: [perTensorScaleInv], dtype: .bf16, shape: [1]),
         ]
     }
 

@@ -43,15 +43,11 @@ public struct Quantizer {
             tensors.append(TensorData(name: name, dtype: t.dtype, shape: t.shape, bytes: [UInt8](f.rawBytes(t))))
             f.releasePages(t)
         }
+        /// A modified 1-D tensor, stored in its source precision (F32 and BF16 stay, others become F16).
         func stored(_ name: String, _ values: [Float], like source: String) throws {
             let (_, t) = try ckpt.file(for: source)
-            let bytes: [UInt8]
-            switch t.dtype {
-            case .f32: bytes = values.flatMap { v -> [UInt8] in withUnsafeBytes(of: v.bitPattern.littleEndian) { Array($0) } }
-            case .bf16: bytes = values.flatMap { v -> [UInt8] in let h = BF16.encode(v); return [UInt8(h & 0xFF), UInt8(h >> 8)] }
-            default: bytes = values.flatMap { v -> [UInt8] in let h = FP16.encode(v); return [UInt8(h & 0xFF), UInt8(h >> 8)] }
-            }
-            tensors.append(TensorData(name: name, dtype: t.dtype == .f32 || t.dtype == .bf16 ? t.dtype : .f16, shape: [values.count], bytes: bytes))
+            let dtype: DType = t.dtype == .f32 || t.dtype == .bf16 ? t.dtype : .f16
+            tensors.append(TensorData(name: name, values: values, dtype: dtype, shape: [values.count]))
         }
         try raw(LlamaTensorNames.embed)
         try raw(LlamaTensorNames.finalNorm)
@@ -99,13 +95,11 @@ public struct Quantizer {
             if let b = L.kBias { try stored(prefix + "self_attn.k_proj.bias", b, like: prefix + "self_attn.k_proj.bias") }
             if let b = L.vBias { try stored(prefix + "self_attn.v_proj.bias", b, like: prefix + "self_attn.v_proj.bias") }
             if !att.keyChannels.isEmpty {
-                func bf16(_ v: [Float]) -> [UInt8] { v.flatMap { x -> [UInt8] in let h = BF16.encode(x); return [UInt8(h & 0xFF), UInt8(h >> 8)] } }
-                func i32(_ v: [Int]) -> [UInt8] { v.flatMap { x -> [UInt8] in withUnsafeBytes(of: Int32(x).littleEndian) { Array($0) } } }
                 let s = prefix + "self_attn.qkv_supply."
-                tensors.append(TensorData(name: s + "post_k_smooth.top_k_indices", dtype: .i32, shape: [att.keyChannels.count], bytes: i32(att.keyChannels)))
-                tensors.append(TensorData(name: s + "post_k_smooth.smooth", dtype: .bf16, shape: [att.keyScales.count], bytes: bf16(att.keyScales)))
-                tensors.append(TensorData(name: s + "post_q_smooth.top_k_indices", dtype: .i32, shape: [att.queryChannels.count], bytes: i32(att.queryChannels)))
-                tensors.append(TensorData(name: s + "post_q_smooth.smooth", dtype: .bf16, shape: [att.queryScales.count], bytes: bf16(att.queryScales)))
+                tensors.append(TensorData(name: s + "post_k_smooth.top_k_indices", int32: att.keyChannels, shape: [att.keyChannels.count]))
+                tensors.append(TensorData(name: s + "post_k_smooth.smooth", values: att.keyScales, dtype: .bf16, shape: [att.keyScales.count]))
+                tensors.append(TensorData(name: s + "post_q_smooth.top_k_indices", int32: att.queryChannels, shape: [att.queryChannels.count]))
+                tensors.append(TensorData(name: s + "post_q_smooth.smooth", values: att.queryScales, dtype: .bf16, shape: [att.queryScales.count]))
             }
             progress?(i + 1, c.layerCount)
         }

@@ -1,5 +1,6 @@
 import Foundation
 import JSONSupport
+import LowPrecision
 
 /// A tensor to be written: name, dtype, shape and its little-endian bytes.
 public struct TensorData: Sendable {
@@ -17,12 +18,30 @@ public struct TensorData: Sendable {
     }
 
     public init(name: String, float32 values: [Float], shape: [Int]) {
-        var bytes = [UInt8](repeating: 0, count: values.count * 4)
-        for (i, v) in values.enumerated() {
-            let b = v.bitPattern.littleEndian
-            withUnsafeBytes(of: b) { for k in 0..<4 { bytes[4 * i + k] = $0[k] } }
+        self.init(name: name, values: values, dtype: .f32, shape: shape)
+    }
+
+    /// Float values stored as F32, F16 or BF16 (round to nearest even), little-endian.
+    public init(name: String, values: [Float], dtype: DType, shape: [Int]) {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(values.count * dtype.byteSize)
+        for v in values {
+            switch dtype {
+            case .f32: withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes += $0 }
+            case .f16: withUnsafeBytes(of: FP16.encode(v).littleEndian) { bytes += $0 }
+            case .bf16: withUnsafeBytes(of: BF16.encode(v).littleEndian) { bytes += $0 }
+            default: preconditionFailure("TensorData(values:) stores F32, F16 or BF16, not \(dtype.rawValue)")
+            }
         }
-        self.init(name: name, dtype: .f32, shape: shape, bytes: bytes)
+        self.init(name: name, dtype: dtype, shape: shape, bytes: bytes)
+    }
+
+    /// Integers stored as little-endian I32.
+    public init(name: String, int32 values: [Int], shape: [Int]) {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(values.count * 4)
+        for v in values { withUnsafeBytes(of: Int32(v).littleEndian) { bytes += $0 } }
+        self.init(name: name, dtype: .i32, shape: shape, bytes: bytes)
     }
 }
 
