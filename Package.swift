@@ -6,7 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "fireq", targets: ["fireq"]),
-        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "Kernels", "Runtime", "TensorStore", "Tokenizer", "LlamaReference", "CalibrationStats", "Quantization", "PackedFormat", "Evaluation"]),
+        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "Kernels", "Runtime", "TensorStore", "Tokenizer", "LlamaReference", "CalibrationStats", "Quantization", "PackedFormat", "Evaluation", "Reports"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -33,13 +33,14 @@ let package = Package(
         .target(name: "PackedFormat", dependencies: ["TensorStore", "LowPrecision", "JSONSupport", "CZlib"]),
         // The INT4-FP8 runtime: never imports calibration or quantization code.
         .target(name: "Runtime", dependencies: ["Kernels", "LlamaReference", "PackedFormat", "TensorStore", "LowPrecision", "CFireQKernels", "Tokenizer"]),
-        .target(name: "Evaluation", dependencies: ["LlamaReference", "Tokenizer"]),
+        .target(name: "Evaluation", dependencies: ["LlamaReference", "Tokenizer", "CFireQKernels"]),
+        .target(name: "Reports", dependencies: ["Evaluation", "JSONSupport", "TensorStore", "CFireQKernels"]),
         .executableTarget(name: "fireq", dependencies: [
-            "Evaluation", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS",
+            "Evaluation", "Reports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS", "JSONSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "FireQTests", dependencies: [
-            "JSONSupport", "LowPrecision", "Kernels", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels", "Runtime", "CalibrationStats", "Quantization", "PackedFormat",
+            "JSONSupport", "LowPrecision", "Kernels", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels", "Runtime", "CalibrationStats", "Quantization", "PackedFormat", "Reports",
         ]),
     ],
     swiftLanguageModes: [.v6]

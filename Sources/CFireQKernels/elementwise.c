@@ -136,3 +136,26 @@ void fq_swiglu(const float *gate, const float *up, float *out, size_t n) {
         for (size_t j = 0; j < c; j++) out[i + j] = gate[i + j] / (1.0f + tmp[j]) * up[i + j];
     }
 }
+
+double fq_kl_logits(const float *p, double lse_p, const float *q, double lse_q, size_t n) {
+    // KL(P‖Q) = Σ_i P_i (log P_i − log Q_i), log P_i = p_i − lse_p, log Q_i = q_i − lse_q.
+    // P_i = exp(p_i − lse_p) in blocks (vectorised exp); each block's terms are summed in double.
+    float tmp[1024];
+    double total = 0.0;
+    const float shift = (float)lse_p;
+    const double dl = lse_q - lse_p;
+    for (size_t i = 0; i < n; i += 1024) {
+        size_t c = n - i < 1024 ? n - i : 1024;
+        fq_exp_shift(p + i, shift, tmp, c);
+        double s = 0.0;
+        for (size_t j = 0; j < c; j++) s += (double)tmp[j] * ((double)p[i + j] - (double)q[i + j] + dl);
+        total += s;
+    }
+    return total > 0.0 ? total : 0.0;
+}
+
+size_t fq_argmax(const float *x, size_t n) {
+    size_t best = 0;
+    for (size_t i = 1; i < n; i++) if (x[i] > x[best]) best = i;
+    return best;
+}

@@ -84,7 +84,7 @@ public final class StatisticsCollector: ForwardObserver {
         case .kPostRope: columnAbsmax(&s.kPostRopeAbsmax, view)
         case .qPostRope: columnAbsmax(&s.qPostRopeAbsmax, view)
         case .v: columnAbsmax(&s.vAbsmax, view)
-        case .qPreRope: break
+        case .qPreRope, .layerOutput: break
         }
         layers[layer] = s
     }

@@ -7,6 +7,41 @@ public enum JSONWriter {
         return out
     }
 
+    /// Indented form for files people read: objects one key per line, arrays of scalars on one line.
+    public static func pretty(_ value: JSONValue, indent: Int = 2) -> String {
+        var out = ""
+        writePretty(value, level: 0, indent: indent, into: &out)
+        return out + "\n"
+    }
+
+    static func writePretty(_ value: JSONValue, level: Int, indent: Int, into out: inout String) {
+        let pad = String(repeating: " ", count: (level + 1) * indent), end = String(repeating: " ", count: level * indent)
+        switch value {
+        case .array(let a) where a.contains(where: { $0.objectValue != nil || $0.arrayValue != nil }):
+            out += "[\n"
+            for (k, v) in a.enumerated() {
+                out += pad
+                writePretty(v, level: level + 1, indent: indent, into: &out)
+                out += k + 1 < a.count ? ",\n" : "\n"
+            }
+            out += end + "]"
+        case .array(let a):
+            out += "[" + a.map { serialize($0) }.joined(separator: ", ") + "]"
+        case .object(let o) where o.count > 0:
+            out += "{\n"
+            for (k, key) in o.keys.enumerated() {
+                out += pad
+                writeString(key, into: &out)
+                out += ": "
+                writePretty(o[key]!, level: level + 1, indent: indent, into: &out)
+                out += k + 1 < o.count ? ",\n" : "\n"
+            }
+            out += end + "}"
+        default:
+            write(value, sortedKeys: false, into: &out)
+        }
+    }
+
     static func write(_ value: JSONValue, sortedKeys: Bool, into out: inout String) {
         switch value {
         case .null: out += "null"

@@ -12,6 +12,8 @@ public enum Tap: String, Sendable, CaseIterable {
     case mlpInput = "mlp"
     /// Input of down_proj, SiLU(gate)⊙up, (rows, inter).
     case downProjInput = "down_proj"
+    /// The residual stream after the whole decoder layer, (rows, hidden) (comparisons).
+    case layerOutput = "layer_out"
 }
 
 /// A view of a (rows, cols) activation matrix whose rows are `rowStride` floats apart.

@@ -99,6 +99,7 @@ public struct LlamaForward: Sendable {
         }
         observer?.observe(.downProjInput, layer: li, ActivationView(base: ws.act.pointer, rows: rows, cols: I, rowStride: I))
         LinearAlgebra.linear(x: ws.act.pointer, ldx: I, m: rows, w: L.down, y: hidden, ldy: H, accumulate: true, threads: threads)
+        observer?.observe(.layerOutput, layer: li, ActivationView(base: hidden, rows: rows, cols: H, rowStride: H))
     }
 
     /// RoPE on the q and k parts of every qkv row; the position of row r is r mod seqLen.

@@ -7,6 +7,8 @@ public protocol CausalLanguageModel: AnyObject {
     var config: LlamaConfig { get }
     func hiddenStates(_ sequences: [[Int32]], observer: ForwardObserver?) -> FloatBuffer
     func nll(hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int) -> [Double]
+    /// logits[r, :] of `rows` final-normed hidden rows into `out` (rows, vocab).
+    func logits(hidden: UnsafePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>)
 }
 
 /// A whole Llama-family model in FP32 (the reference), loaded from a Hugging Face folder.

@@ -78,6 +78,10 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         head = LlamaModel(config: c, embed: embed, layers: [], finalNorm: try vec("model.norm.weight"), lmHead: lmHead, threads: threads)
     }
 
+    public func logits(hidden: UnsafePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>) {
+        head.logits(hidden: hidden, rows: rows, out: out)
+    }
+
     public func nll(hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int) -> [Double] {
         head.nll(hidden: hidden, targets: targets, rowBlock: rowBlock)
     }
@@ -95,12 +99,13 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         }
         let (ws, scratch, acc) = (cached!.ws, cached!.scratch, cached!.acc)
         let th = forward.threads
-        for L in layers {
+        for (li, L) in layers.enumerated() {
             func run(_ lin: Int4FP8Linear, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool = false) {
                 lin.forward(x: x, rows: rows, y: y, ldy: ldy, accumulate: accumulate, scratch: scratch.pointer, acc: acc.pointer,
                             activationsFP8: activationsFP8, outputBF16: outputBF16, threads: th)
             }
             forward.rmsNorm(h.pointer, rows: rows, weight: L.inputNorm.pointer, out: ws.xn.pointer)
+            observer?.observe(.attentionInput, layer: li, ActivationView(base: ws.xn.pointer, rows: rows, cols: H, rowStride: H))
             run(L.q, ws.xn.pointer, ws.qkv.pointer, ldy: qkvDim)
             run(L.k, ws.xn.pointer, ws.qkv.pointer + c.qDim, ldy: qkvDim)
             run(L.v, ws.xn.pointer, ws.qkv.pointer + c.qDim + c.kvDim, ldy: qkvDim)
@@ -113,6 +118,7 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
             run(L.up, ws.xn.pointer, ws.gateUp.pointer + I, ldy: 2 * I)
             for r in 0..<rows { fq_swiglu(ws.gateUp.pointer + r * 2 * I, ws.gateUp.pointer + r * 2 * I + I, ws.act.pointer + r * I, I) }
             run(L.down, ws.act.pointer, h.pointer, ldy: H, accumulate: true)
+            observer?.observe(.layerOutput, layer: li, ActivationView(base: h.pointer, rows: rows, cols: H, rowStride: H))
         }
         forward.rmsNorm(h.pointer, rows: rows, weight: head.finalNorm.pointer, out: h.pointer)
         return h

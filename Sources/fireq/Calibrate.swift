@@ -63,53 +63,59 @@ struct Calibrate: ParsableCommand {
             guard FileManager.default.isWritableFile(atPath: outDir) else {
                 throw CLIError("\(out): cannot write the output: the folder '\(outDir)' does not exist or is not writable.")
             }
-            let started = Date()
-            let calibrator = try Calibrator(directory: modelOptions.model, threads: compute.threads)
-            let c = calibrator.config
-            if calibration.seqLen > c.maxPositionEmbeddings {
-                throw CLIError("--seq-len \(calibration.seqLen) exceeds the model's max_position_embeddings (\(c.maxPositionEmbeddings)).")
-            }
-            let log = ProgressLog(enabled: true)
-            let windows: CalibrationWindows
-            if calibration.generate {
-                log.line("sampling \(calibration.samples) × \(calibration.seqLen) tokens from the model (seed \(calibration.seed))")
-                let model = try LlamaModel(directory: modelOptions.model, threads: compute.threads)
-                let t0 = Date()
-                windows = try CalibrationWindows.generate(model: model, samples: calibration.samples, seqLen: calibration.seqLen,
-                                                          temperature: calibration.temperature, topP: calibration.topP, seed: calibration.seed) { done, total in
-                    if done % 64 == 0 || done == total { log.progress(done: done, total: total, started: t0, label: "tokens") }
-                }
-            } else {
-                let tok = try Tokenizer(directory: modelOptions.model)
-                windows = try CalibrationWindows.load(calibration.source, tokenizer: tok, vocabSize: c.vocabSize,
-                                                      samples: calibration.samples, seqLen: calibration.seqLen,
-                                                      shuffle: calibration.shuffle, seed: calibration.seed)
-            }
-            log.line("calibrating \(modelOptions.model) on \(windows.windows.count) × \(calibration.seqLen) tokens of \(calibration.source.path)")
-            let hash = try calibrator.modelHash()
-            let iso = ISO8601DateFormatter()
-            let attrs: [String: String] = [
-                "tool_version": FireQVersion.string, "model_sha256": hash, "model_path": modelOptions.model,
-                "source_kind": calibration.source.kind, "source_path": calibration.source.path, "source_sha256": windows.sourceSHA256,
-                "samples": String(calibration.samples), "seq_len": String(calibration.seqLen),
-                "selection": calibration.generate ? "generated" : (windows.shuffled ? "shuffled" : "in-order"), "seed": String(windows.seed),
-                "tokens": String(calibration.samples * calibration.seqLen), "created": iso.string(from: Date()),
-            ]
-            let writer = try StatsFile.Writer(path: out, config: c, attributes: attrs)
-            let t0 = Date()
-            do {
-                try calibrator.run(windows.windows, onLayer: { try writer.write($0) }) { done, total in
-                    log.progress(done: done, total: total, started: t0, label: "layers")
-                }
-                try writer.finish()
-            } catch {
-                writer.abandon()
-                throw error
-            }
-            log.line(String(format: "wrote %@ (%d layers) in %.1f s, peak RSS %d MiB", out, c.layerCount,
-                            Date().timeIntervalSince(started), ProgressLog.peakRSSMiB()))
+            try runCalibration(modelDir: modelOptions.model, calibration: calibration, threads: compute.threads, out: out)
         } catch { fail(error) }
     }
+}
+
+/// Calibrates `modelDir` on the windows `calibration` describes and writes the statistics to `out`
+/// (atomically; an existing file is replaced).
+func runCalibration(modelDir: String, calibration: CalibrationOptions, threads: Int, out: String) throws {
+    let log = ProgressLog(enabled: true)
+    let started = Date()
+    let calibrator = try Calibrator(directory: modelDir, threads: threads)
+    let c = calibrator.config
+    if calibration.seqLen > c.maxPositionEmbeddings {
+        throw CLIError("--seq-len \(calibration.seqLen) exceeds the model's max_position_embeddings (\(c.maxPositionEmbeddings)).")
+    }
+    let windows: CalibrationWindows
+    if calibration.generate {
+        log.line("sampling \(calibration.samples) × \(calibration.seqLen) tokens from the model (seed \(calibration.seed))")
+        let model = try LlamaModel(directory: modelDir, threads: threads)
+        let t0 = Date()
+        windows = try CalibrationWindows.generate(model: model, samples: calibration.samples, seqLen: calibration.seqLen,
+                                                  temperature: calibration.temperature, topP: calibration.topP, seed: calibration.seed) { done, total in
+            if done % 64 == 0 || done == total { log.progress(done: done, total: total, started: t0, label: "tokens") }
+        }
+    } else {
+        let tok = try Tokenizer(directory: modelDir)
+        windows = try CalibrationWindows.load(calibration.source, tokenizer: tok, vocabSize: c.vocabSize,
+                                              samples: calibration.samples, seqLen: calibration.seqLen,
+                                              shuffle: calibration.shuffle, seed: calibration.seed)
+    }
+    log.line("calibrating \(modelDir) on \(windows.windows.count) × \(calibration.seqLen) tokens of \(calibration.source.path)")
+    let hash = try calibrator.modelHash()
+    let iso = ISO8601DateFormatter()
+    let attrs: [String: String] = [
+        "tool_version": FireQVersion.string, "model_sha256": hash, "model_path": modelDir,
+        "source_kind": calibration.source.kind, "source_path": calibration.source.path, "source_sha256": windows.sourceSHA256,
+        "samples": String(calibration.samples), "seq_len": String(calibration.seqLen),
+        "selection": calibration.generate ? "generated" : (windows.shuffled ? "shuffled" : "in-order"), "seed": String(windows.seed),
+        "tokens": String(calibration.samples * calibration.seqLen), "created": iso.string(from: Date()),
+    ]
+    let writer = try StatsFile.Writer(path: out, config: c, attributes: attrs)
+    let t0 = Date()
+    do {
+        try calibrator.run(windows.windows, onLayer: { try writer.write($0) }) { done, total in
+            log.progress(done: done, total: total, started: t0, label: "layers")
+        }
+        try writer.finish()
+    } catch {
+        writer.abandon()
+        throw error
+    }
+    log.line(String(format: "wrote %@ (%d layers) in %.1f s, peak RSS %d MiB", out, c.layerCount,
+                    Date().timeIntervalSince(started), ProgressLog.peakRSSMiB()))
 }
 
 /// Terminal progress: a redrawn bar with ETA and resident memory on a TTY, plain lines otherwise.

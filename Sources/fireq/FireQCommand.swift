@@ -5,9 +5,9 @@ import Foundation
 struct FireQ: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fireq",
-        abstract: "FireQ post-training quantization toolkit: FP32 reference evaluation and tokenization of Llama-family checkpoints.",
+        abstract: "FireQ post-training quantization toolkit: converts Llama-family checkpoints to INT4-FP8 (W4A8KV4) and measures what it cost.",
         version: FireQVersion.string,
-        subcommands: [Eval.self, Tokenize.self, Calibrate.self, Quantize.self, Inspect.self, Bench.self, StackLayers.self])
+        subcommands: [Convert.self, Eval.self, Compare.self, Tokenize.self, Calibrate.self, Quantize.self, Inspect.self, Bench.self, StackLayers.self])
 }
 
 enum FireQVersion {

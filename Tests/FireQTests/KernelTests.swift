@@ -6,7 +6,7 @@ import Testing
 /// Fast C kernels pinned to their portable references, bit for bit, over odd sizes
 /// (the llama.cpp test-quantize-fns list) and the model's shapes.
 @Suite struct KernelTests {
-    static let sizes = [1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 33, 63, 127, 129, 255]
+    static let sizes = [1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 33, 63, 127, 129, 255, 1023]
 
     struct LCG {
         var s: UInt64
@@ -37,7 +37,7 @@ import Testing
     @Test func packedGEMMPathsAgreeBitForBit() {
         var shapes: [(Int, Int, Int)] = []
         for s in Self.sizes { shapes.append((s, s, s)); shapes.append((13, s, 37)); shapes.append((s, 70, 9)) }
-        shapes += [(12, 576, 576), (7, 1536, 576), (25, 576, 1536), (3, 1023, 5)]
+        shapes += [(12, 576, 576), (7, 1536, 576), (25, 576, 1536), (3, 1023, 5), (64, 1536, 576), (64, 576, 1536), (5, 49152, 576)]
         for (m, n, k) in shapes {
             for acc in [false, true] {
                 let ref = Self.gemm(m: m, n: n, k: k, path: 0, accumulate: acc, seed: UInt64(m * 1000 + n * 10 + k))

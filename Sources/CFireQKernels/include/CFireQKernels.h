@@ -32,6 +32,12 @@ double fq_logsumexp(const float *x, size_t n);
 /// out[i] = silu(gate[i]) * up[i] for n values; silu(g) = g / (1 + exp(-g)).
 void fq_swiglu(const float *gate, const float *up, float *out, size_t n);
 
+/// KL(P‖Q) of the distributions softmax(p) and softmax(q) over n logits, given their
+/// log-sum-exps (fq_logsumexp); clamped at 0 against rounding.
+double fq_kl_logits(const float *p, double lse_p, const float *q, double lse_q, size_t n);
+/// Index of the first maximum of n floats (n ≥ 1).
+size_t fq_argmax(const float *x, size_t n);
+
 #endif
 
 // ---- FP32 GEMM against pre-packed weights (sgemm.c) ----------------------------------------

@@ -1,0 +1,183 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import JSONSupport
+import Quantization
+import Testing
+
+/// `fireq convert` (resumable, SIGKILL-safe, threshold exit status), `fireq compare` and its
+/// reports, and packed folders with bad bytes, on the default model.
+@Suite(.serialized) struct ConvertTests {
+    static let shakespeare = TestPaths.sharedData + "/tinyshakespeare.txt"
+    static let wiki = TestPaths.sharedData + "/wikitext-2-raw-test.raw"
+
+    static func convertArgs(out: String, extra: [String] = []) -> [String] {
+        ["convert", "--model", TestPaths.model, "--out", out, "--text", shakespeare, "--samples", "2", "--seq-len", "64",
+         "--eval-context", "64", "--eval-windows", "2", "--threads", "2"] + extra
+    }
+
+    static func json(_ path: String) throws -> JSONValue { try JSONParser.parse(TestPaths.read(path)) }
+
+    @Test func defaultRecipeIsThePaperRecipe() throws {
+        let shipped = try Recipe.load(TestPaths.root + "/Calibration/recipes/fireq.json")
+        var builtIn = Recipe()
+        builtIn.description = shipped.description
+        #expect(builtIn == shipped)
+    }
+
+    /// Killed with SIGKILL after the calibration stage finished: nothing stands under the final
+    /// name; the rerun skips calibration, completes, and its output verifies.
+    @Test func killedConversionResumes() throws {
+        try TestPaths.requireModel()
+        let d = TestPaths.tempDir()
+        let out = d + "/converted", work = out + ".fireq-work"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLI.binary)
+        p.arguments = Self.convertArgs(out: out)
+        p.standardError = FileHandle.nullDevice
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let deadline = Date().addingTimeInterval(300)
+        while !FileManager.default.fileExists(atPath: work + "/stats.stage.json") && p.isRunning && Date() < deadline {
+            usleep(20_000)
+        }
+        #expect(p.isRunning, "the conversion finished before it could be killed")
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        #expect(p.terminationReason == .uncaughtSignal)
+        #expect(!FileManager.default.fileExists(atPath: out), "no output under the final name after SIGKILL")
+
+        let r = try CLI.run(Self.convertArgs(out: out, extra: ["--keep-work"]))
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("[1/3] calibration: up to date"), "\(r.stderr)")
+        #expect(r.stderr.contains("[2/3] quantization with recipe 'fireq'"))
+        #expect(r.stderr.contains("smoke evaluation: ppl") && r.stderr.contains("passed"))
+        for f in ["model.safetensors", "config.json", "tokenizer.json", "report.json", "report.md", "report.html"] {
+            #expect(FileManager.default.fileExists(atPath: out + "/" + f), "\(f)")
+        }
+        #expect(try CLI.run(["inspect", out, "--verify"]).status == 0)
+        let left = try FileManager.default.contentsOfDirectory(atPath: d).filter { $0.contains(".tmp-") }
+        #expect(left.isEmpty, "temporary leftovers: \(left)")
+
+        // Everything up to date: every stage is skipped.
+        let again = try CLI.run(Self.convertArgs(out: out, extra: ["--keep-work", "--force"]))
+        #expect(again.status == 0, "\(again.stderr)")
+        for s in ["[1/3] calibration: up to date", "[2/3] quantization: up to date", "[3/3] smoke evaluation: up to date"] {
+            #expect(again.stderr.contains(s), "\(again.stderr)")
+        }
+        // A changed recipe makes quantization and evaluation stale, not calibration.
+        let recipe = d + "/rtn.json"
+        try FileManager.default.copyItem(atPath: TestPaths.root + "/Calibration/recipes/rtn.json", toPath: recipe)
+        let stale = try CLI.run(Self.convertArgs(out: out, extra: ["--keep-work", "--force", "--recipe", recipe]))
+        #expect(stale.status == 0, "\(stale.stderr)")
+        #expect(stale.stderr.contains("[1/3] calibration: up to date"))
+        #expect(stale.stderr.contains("quantization: inputs changed since the last run; recomputing"), "\(stale.stderr)")
+        #expect(try Self.json(out + "/report.json")["models"]?.arrayValue?.first?["recipe"]?.stringValue == "rtn")
+        // A damaged artifact is recomputed.
+        var bytes = [UInt8](TestPaths.read(work + "/stats.h5"))
+        bytes[bytes.count / 2] ^= 1
+        _ = FileManager.default.createFile(atPath: work + "/stats.h5", contents: Data(bytes))
+        let damaged = try CLI.run(Self.convertArgs(out: out, extra: ["--force", "--recipe", recipe]))
+        #expect(damaged.status == 0, "\(damaged.stderr)")
+        #expect(damaged.stderr.contains("calibration: \(work)/stats.h5 is missing or changed; recomputing"), "\(damaged.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: work), "the work folder is removed after success without --keep-work")
+    }
+
+    /// A conversion whose loss exceeds the threshold exits 3 and publishes nothing.
+    @Test func thresholdFailsTheJob() throws {
+        try TestPaths.requireModel()
+        let out = TestPaths.tempDir() + "/converted"
+        let r = try CLI.run(Self.convertArgs(out: out, extra: ["--max-delta-ppl", "0.01"]))
+        #expect(r.status == 3, "\(r.stderr)")
+        #expect(r.stderr.contains("error: \(out): not written: the perplexity rose by"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+        let report = try Self.json(out + ".fireq-work/report.json")
+        #expect(report["threshold"]?["passed"]?.boolValue == false)
+        #expect(report["threshold"]?["max_delta_perplexity_percent"]?.doubleValue == 0.01)
+    }
+
+    /// A model compared with itself loses nothing; the baseline's perplexity is `fireq eval`'s.
+    @Test func compareWithItself() throws {
+        try TestPaths.requireModel()
+        let base = TestPaths.tempDir() + "/self"
+        let r = try CLI.run(["compare", "--baseline", TestPaths.model, "--model", TestPaths.model, "--label", "same", "--text", Self.wiki,
+                             "--context", "128", "--windows", "2", "--report", base, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let j = try JSONParser.parse(Data(r.stdout.utf8))
+        let m = try #require(j["models"]?.arrayValue?.first)
+        #expect(m["kl_mean"]?.doubleValue == 0 && m["kl_p99"]?.doubleValue == 0)
+        #expect(m["top1_agreement"]?.doubleValue == 1)
+        #expect(m["delta_perplexity"]?.doubleValue == 0)
+        #expect(m["layer_relative_error"]?.arrayValue?.count == 30)
+        #expect(m["layer_relative_error"]?.arrayValue?.allSatisfy { $0.doubleValue == 0 } == true)
+        for p in ["all", "llamacpp"] {
+            let e = try CLI.run(["eval", "--model", TestPaths.model, "--text", Self.wiki, "--context", "128", "--windows", "2",
+                                 "--protocol", p, "--json"])
+            let ev = try JSONParser.parse(Data(e.stdout.utf8))
+            let a = try #require(ev["perplexity"]?.doubleValue), b = try #require(j["baseline"]?["perplexity_\(p)"]?.doubleValue)
+            #expect(abs(a - b) <= 1e-9 * a, "\(p): eval \(a), compare \(b)")
+        }
+        for k in ["tool_version", "machine", "threads", "protocol", "baseline", "models"] { #expect(j[k] != nil, "\(k)") }
+        #expect(j["protocol"]?["text_sha256"]?.stringValue?.count == 64)
+        #expect(j["baseline"]?["model_sha256"]?.stringValue?.count == 64)
+        // The files: JSON equal to stdout, Markdown table, HTML whose SVG charts are well-formed XML.
+        #expect(try Self.json(base + ".json") == j)
+        let md = String(decoding: TestPaths.read(base + ".md"), as: UTF8.self)
+        #expect(md.contains("| same | fp32-reference |"))
+        let html = String(decoding: TestPaths.read(base + ".html"), as: UTF8.self)
+        var svgs = 0
+        var rest = html[...]
+        while let a = rest.range(of: "<svg"), let b = rest.range(of: "</svg>", range: a.upperBound..<rest.endIndex) {
+            let svg = String(rest[a.lowerBound..<b.upperBound])
+            let parser = XMLParser(data: Data(svg.utf8))
+            #expect(parser.parse(), "SVG \(svgs) is not well-formed: \(parser.parserError.map { "\($0)" } ?? "")")
+            svgs += 1
+            rest = rest[b.upperBound...]
+        }
+        #expect(svgs == 2)
+        #expect(html.hasPrefix("<!DOCTYPE html>") && html.hasSuffix("</html>\n"))
+        #expect(!html.contains("<link") && !html.contains("src=") && !html.contains("<script"), "self-contained")
+    }
+
+    // MARK: packed folders with bad bytes
+
+    static func packedCopy() throws -> String {
+        let d = TestPaths.tempDir()
+        let q = try QuantizeTests.quantize(QuantizeTests.recipes + "/rtn.json", out: d + "/q")
+        #expect(q.status == 0, "\(q.stderr)")
+        return d + "/q"
+    }
+
+    static func expectEvalFailure(_ dir: String, mentions: [String]) throws {
+        try CLITests.expectFailure(CLITests.evalArgs(dir), mentions: mentions)
+        let r = try CLI.run(["inspect", dir, "--verify"])
+        #expect(r.status != 0)
+        for m in mentions { #expect(r.stderr.contains(m), "inspect: \(r.stderr)") }
+    }
+
+    @Test func packedWithBadCRC() throws {
+        let dir = try Self.packedCopy()
+        var bytes = [UInt8](TestPaths.read(dir + "/model.safetensors"))
+        bytes[bytes.count - 100] ^= 0x01
+        _ = FileManager.default.createFile(atPath: dir + "/model.safetensors", contents: Data(bytes))
+        try Self.expectEvalFailure(dir, mentions: [dir + "/model.safetensors", "crc32 mismatch in tensor", "the file is corrupt"])
+    }
+
+    @Test func packedWithWrongVersion() throws {
+        let dir = try Self.packedCopy()
+        var bytes = [UInt8](TestPaths.read(dir + "/model.safetensors"))
+        let needle = Array(#""fireq.version":"1""#.utf8)
+        let at = try #require((0..<(bytes.count - needle.count)).first { bytes[$0..<($0 + needle.count)].elementsEqual(needle) })
+        bytes[at + needle.count - 2] = UInt8(ascii: "7")
+        _ = FileManager.default.createFile(atPath: dir + "/model.safetensors", contents: Data(bytes))
+        try Self.expectEvalFailure(dir, mentions: [dir + "/model.safetensors", "version 7, this tool reads version 1"])
+    }
+
+    @Test func packedTruncated() throws {
+        let dir = try Self.packedCopy()
+        let bytes = TestPaths.read(dir + "/model.safetensors")
+        _ = FileManager.default.createFile(atPath: dir + "/model.safetensors", contents: bytes.prefix(bytes.count - 4096))
+        try Self.expectEvalFailure(dir, mentions: [dir + "/model.safetensors", "truncated"])
+    }
+}

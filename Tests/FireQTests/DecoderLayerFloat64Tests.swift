@@ -1,0 +1,210 @@
+import Foundation
+import LlamaReference
+import Runtime
+import Testing
+import TensorStore
+
+/// One decoder layer of the INT4-FP8 runtime against an independent float64 implementation of
+/// FIREQ-METHOD.md (§2.4–2.5, §3.2–3.3) that reads the packed file's raw bytes itself: its own
+/// INT4 unpacking, E4M3 / BF16 / F16 decoding, E4M3 rounding, RoPE, and attention.
+@Suite(.serialized) struct DecoderLayerFloat64Tests {
+    // MARK: independent decoders and rounding (nothing from LowPrecision / PackedFormat / Runtime)
+
+    static func e4m3(_ b: UInt8) -> Double {
+        let s: Double = b & 0x80 != 0 ? -1 : 1, e = Int((b >> 3) & 0xF), m = Double(b & 7)
+        precondition(!(e == 15 && m == 7), "NaN code")
+        return e == 0 ? s * m / 8 * pow(2, -6) : s * (1 + m / 8) * pow(2, Double(e - 7))
+    }
+    static func bf16(_ u: UInt16) -> Double { Double(Float(bitPattern: UInt32(u) << 16)) }
+    static func f16(_ u: UInt16) -> Double {
+        let s: Double = u & 0x8000 != 0 ? -1 : 1, e = Int((u >> 10) & 0x1F), m = Double(u & 0x3FF)
+        return e == 0 ? s * m * pow(2, -24) : s * (1 + m / 1024) * pow(2, Double(e - 15))
+    }
+    /// Nearest E4M3 value (ties to even), saturating at ±448.
+    static func roundE4M3(_ x: Double) -> Double {
+        let a = abs(x)
+        if a >= 448 { return x < 0 ? -448 : 448 }
+        let quantum = a < 0x1p-6 ? 0x1p-9 : pow(2, floor(log2(a)) - 3)
+        let r = (a / quantum).rounded(.toNearestOrEven) * quantum
+        return x < 0 ? -min(r, 448) : min(r, 448)
+    }
+
+    struct File {
+        let f: SafetensorsFile
+        func values(_ name: String) throws -> [Double] {
+            let t = try #require(f.info(name), "\(name)")
+            let raw = f.rawBytes(t)
+            switch t.dtype {
+            case .f32: return (0..<t.elementCount).map { Double(Float(bitPattern: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
+            case .f16: return (0..<t.elementCount).map { DecoderLayerFloat64Tests.f16(raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) }
+            case .bf16: return (0..<t.elementCount).map { DecoderLayerFloat64Tests.bf16(raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) }
+            case .f8e4m3: return (0..<t.elementCount).map { DecoderLayerFloat64Tests.e4m3(raw[$0]) }
+            case .i32: return (0..<t.elementCount).map { Double(raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)) }
+            default: throw CancellationError()
+            }
+        }
+        /// ŵ·(1/P) of a packed linear (n, k): INT4 from int32 words (element 8c+i in bits 4i..4i+3),
+        /// FP8 group scales, re-rounded to E4M3 per §2.5.
+        func linear(_ name: String) throws -> (w: [Double], n: Int, k: Int) {
+            let t = try #require(f.info(name + ".weight"))
+            let n = t.shape[0], k = t.shape[1] * 8
+            let raw = f.rawBytes(t)
+            let scales = try values(name + ".weight_scale"), pInv = try values(name + ".per_tensor_scale_inv")[0]
+            let g = k / (scales.count / n)
+            var w = [Double](repeating: 0, count: n * k)
+            for r in 0..<n {
+                for c in 0..<k {
+                    let word = raw.loadUnaligned(fromByteOffset: 4 * (r * (k / 8) + c / 8), as: UInt32.self)
+                    var q = Int((word >> (4 * UInt32(c % 8))) & 0xF)
+                    if q >= 8 { q -= 16 }
+                    w[r * k + c] = roundE4M3(Double(q) * scales[r * (k / g) + c / g]) * pInv
+                }
+            }
+            return (w, n, k)
+        }
+    }
+
+    /// y = Σ E4M3(x/σ)·ŵ · σ per row, σ = max|x|/448 (§2.4–2.5).
+    static func linear(_ x: [Double], rows: Int, _ l: (w: [Double], n: Int, k: Int)) -> [Double] {
+        var y = [Double](repeating: 0, count: rows * l.n)
+        for r in 0..<rows {
+            let row = x[(r * l.k)..<((r + 1) * l.k)]
+            let m = row.map(abs).max()!
+            let sigma = m > 0 ? Double(Float(m) / 448) : 1
+            let xq = row.map { roundE4M3($0 / sigma) }
+            for j in 0..<l.n {
+                var s = 0.0
+                for c in 0..<l.k { s += xq[c] * l.w[j * l.k + c] }
+                y[r * l.n + j] = s * sigma
+            }
+        }
+        return y
+    }
+
+    static func rmsNorm(_ x: [Double], rows: Int, h: Int, weight: [Double], eps: Double) -> [Double] {
+        var out = x
+        for r in 0..<rows {
+            let ms = (0..<h).reduce(0.0) { $0 + x[r * h + $1] * x[r * h + $1] } / Double(h)
+            let inv = 1 / (ms + eps).squareRoot()
+            for j in 0..<h { out[r * h + j] = weight[j] * x[r * h + j] * inv }
+        }
+        return out
+    }
+
+    /// The whole layer in float64 on hidden states x (T, H).
+    static func layer(_ f: File, _ c: LlamaConfig, layer i: Int, x: [Double], T: Int) throws -> [Double] {
+        let H = c.hiddenSize, D = c.headDim, Hq = c.headCount, Hkv = c.kvHeadCount, I = c.intermediateSize
+        let p = "model.layers.\(i).", s = p + "self_attn.qkv_supply."
+        let eps = Double(c.rmsNormEps)
+        let xn = rmsNorm(x, rows: T, h: H, weight: try f.values(p + "input_layernorm.weight"), eps: eps)
+        var q = linear(xn, rows: T, try f.linear(p + "self_attn.q_proj"))
+        var k = linear(xn, rows: T, try f.linear(p + "self_attn.k_proj"))
+        var v = linear(xn, rows: T, try f.linear(p + "self_attn.v_proj"))
+        // RoPE (rotate_half), positions 0 ..< T.
+        func rope(_ a: inout [Double], heads: Int) {
+            for t in 0..<T {
+                for h in 0..<heads {
+                    for j in 0..<(D / 2) {
+                        let inv = pow(c.ropeTheta, -2 * Double(j) / Double(D)), ang = Double(t) * inv
+                        let o = t * heads * D + h * D
+                        let (x1, x2) = (a[o + j], a[o + j + D / 2])
+                        a[o + j] = x1 * cos(ang) - x2 * sin(ang)
+                        a[o + j + D / 2] = x2 * cos(ang) + x1 * sin(ang)
+                    }
+                }
+            }
+        }
+        rope(&q, heads: Hq); rope(&k, heads: Hkv)
+        // Post-RoPE S (§3.2).
+        let kc = try f.values(s + "post_k_smooth.top_k_indices"), ks = try f.values(s + "post_k_smooth.smooth")
+        let qc = try f.values(s + "post_q_smooth.top_k_indices"), qs = try f.values(s + "post_q_smooth.smooth")
+        for t in 0..<T {
+            for (ch, sc) in zip(kc, ks) { k[t * Hkv * D + Int(ch)] *= sc }
+            for (ch, sc) in zip(qc, qs) { q[t * Hq * D + Int(ch)] *= sc }
+        }
+        // Q: FP8 per (token, head); K, V: INT4 per (token, KV head) with FP8 scales (§3.3).
+        for t in 0..<T {
+            for h in 0..<Hq {
+                let o = t * Hq * D + h * D
+                let m = q[o..<(o + D)].map(abs).max()!
+                let sigma = m > 0 ? Double(Float(m) / 448) : 1
+                for d in 0..<D { q[o + d] = roundE4M3(q[o + d] / sigma) * sigma }
+            }
+            for h in 0..<Hkv {
+                for a in [0, 1] {
+                    let o = t * Hkv * D + h * D
+                    let m = (a == 0 ? k : v)[o..<(o + D)].map(abs).max()!
+                    let sc = max(roundE4M3(Double(Float(max(m, 1e-5)) / 7)), 0x1p-9)
+                    for d in 0..<D {
+                        let val = min(7, max(-8, ((a == 0 ? k : v)[o + d] / sc).rounded(.toNearestOrEven))) * sc
+                        if a == 0 { k[o + d] = val } else { v[o + d] = val }
+                    }
+                }
+            }
+        }
+        // Causal softmax attention with GQA.
+        var att = [Double](repeating: 0, count: T * Hq * D)
+        for t in 0..<T {
+            for h in 0..<Hq {
+                let kvh = h / (Hq / Hkv)
+                var sc = (0...t).map { u in (0..<D).reduce(0.0) { $0 + q[t * Hq * D + h * D + $1] * k[u * Hkv * D + kvh * D + $1] } / Double(D).squareRoot() }
+                let mx = sc.max()!
+                sc = sc.map { exp($0 - mx) }
+                let z = sc.reduce(0, +)
+                for u in 0...t { for d in 0..<D { att[t * Hq * D + h * D + d] += sc[u] / z * v[u * Hkv * D + kvh * D + d] } }
+            }
+        }
+        var h = x
+        let o = linear(att, rows: T, try f.linear(p + "self_attn.o_proj"))
+        for j in 0..<(T * H) { h[j] += o[j] }
+        let xn2 = rmsNorm(h, rows: T, h: H, weight: try f.values(p + "post_attention_layernorm.weight"), eps: eps)
+        let gate = linear(xn2, rows: T, try f.linear(p + "mlp.gate_proj")), up = linear(xn2, rows: T, try f.linear(p + "mlp.up_proj"))
+        let act = (0..<(T * I)).map { gate[$0] / (1 + exp(-gate[$0])) * up[$0] }
+        let down = linear(act, rows: T, try f.linear(p + "mlp.down_proj"))
+        for j in 0..<(T * H) { h[j] += down[j] }
+        return h
+    }
+
+    final class Capture: ForwardObserver {
+        var input: [Float] = [], output: [Float] = []
+        let layer: Int
+        init(layer: Int) { self.layer = layer }
+        func observe(_ tap: Tap, layer: Int, _ view: ActivationView) {
+            guard tap == .layerOutput else { return }
+            let rows = (0..<view.rows).flatMap { Array(view.row($0)) }
+            if layer == self.layer - 1 { input = rows }
+            if layer == self.layer { output = rows }
+        }
+    }
+
+    /// Layers 0 (input: the embeddings) and 7 (input: the runtime's own layer-6 output).
+    @Test(arguments: [0, 7]) func runtimeLayerMatchesFloat64(layerIndex: Int) throws {
+        try TestPaths.requireModel()
+        let dir = TestPaths.tempDir() + "/fireq"
+        let q = try QuantizeTests.quantize(QuantizeTests.recipes + "/fireq.json", out: dir)
+        #expect(q.status == 0, "\(q.stderr)")
+        let c = try LlamaConfig(directory: dir)
+        let model = try QuantizedModel(directory: dir, threads: 2)
+        let tokens: [Int32] = [504, 3458, 282, 253, 1127, 30, 378, 4103, 8230, 314, 8449, 28, 1097, 2914, 253, 1615, 6354, 30, 57, 2]
+        let T = tokens.count, H = c.hiddenSize
+        let cap = Capture(layer: layerIndex)
+        _ = model.hiddenStates([tokens], observer: cap)
+        let f = File(f: try SafetensorsFile(path: dir + "/model.safetensors"))
+        var x: [Double]
+        if layerIndex == 0 {
+            let emb = try f.values("model.embed_tokens.weight")
+            x = tokens.flatMap { t in emb[(Int(t) * H)..<((Int(t) + 1) * H)] }
+        } else {
+            x = cap.input.map(Double.init)
+        }
+        let want = try Self.layer(f, c, layer: layerIndex, x: x, T: T)
+        let got = cap.output.map(Double.init)
+        #expect(got.count == want.count)
+        // The residual input passes through unchanged; compare what the layer added.
+        let dGot = zip(got, x).map { $0 - $1 }, dWant = zip(want, x).map { $0 - $1 }
+        let err = zip(dGot, dWant).reduce(0.0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }.squareRoot()
+        let norm = dWant.reduce(0.0) { $0 + $1 * $1 }.squareRoot()
+        print("decoder layer \(layerIndex): runtime vs float64 relative error \(err / norm)")
+        #expect(err / norm <= 1e-5, "layer \(layerIndex): relative error \(err / norm)")
+    }
+}
