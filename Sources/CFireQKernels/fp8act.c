@@ -77,3 +77,32 @@ float fq_quantize_fp8_row_on(int path, const float *x, size_t n, float *out) {
 }
 
 float fq_quantize_fp8_row(const float *x, size_t n, float *out) { return fq_quantize_fp8_row_on(-1, x, n, out); }
+
+// ---- INT4×FP8 linear epilogue (FIREQ-METHOD.md §2.5 step 3) ---------------------------------
+
+static inline float round_bf16(float v) {
+    uint32_t b;
+    memcpy(&b, &v, 4);
+    if ((b & 0x7FFFFFFFu) > 0x7F800000u) b = ((b >> 16) | 0x40u) << 16;   // NaN stays NaN (quieted)
+    else b = ((b + 0x7FFFu + ((b >> 16) & 1u)) >> 16) << 16;                // nearest even
+    float r;
+    memcpy(&r, &b, 4);
+    return r;
+}
+
+float fq_round_bf16(float x) { return round_bf16(x); }
+
+void fq_linear_epilogue(const float *acc, size_t rows, size_t n, const float *sigma, const float *col_scale,
+                        const float *bias, int bf16, float *y, size_t ldy, int accumulate) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *a = acc + r * n;
+        float *out = y + r * ldy;
+        const float s = sigma[r];
+        for (size_t j = 0; j < n; j++) {
+            float v = a[j] * (s * col_scale[j]);
+            if (bias) v += bias[j];
+            if (bf16) v = round_bf16(v);
+            out[j] = accumulate ? out[j] + v : v;
+        }
+    }
+}

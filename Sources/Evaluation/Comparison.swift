@@ -21,6 +21,13 @@ public struct ModelScores: Sendable {
     public var layerRelativeError: [Double]
     public var seconds: Double
 
+    public init(name: String, meanNLLAll: Double, meanNLLLlamacpp: Double, windowNLL: [Double], klMean: Double?, klP99: Double?,
+                top1Agreement: Double?, layerRelativeError: [Double], seconds: Double) {
+        self.name = name; self.meanNLLAll = meanNLLAll; self.meanNLLLlamacpp = meanNLLLlamacpp; self.windowNLL = windowNLL
+        self.klMean = klMean; self.klP99 = klP99; self.top1Agreement = top1Agreement
+        self.layerRelativeError = layerRelativeError; self.seconds = seconds
+    }
+
     public func meanNLL(_ p: PerplexityProtocol) -> Double { p == .all ? meanNLLAll : meanNLLLlamacpp }
     public func perplexity(_ p: PerplexityProtocol) -> Double { exp(meanNLL(p)) }
 }
@@ -36,6 +43,12 @@ public struct CompareResult: Sendable {
     public var scoredTokensLlamacpp: Int
     public var baseline: ModelScores
     public var models: [ModelScores]
+
+    public init(context: Int, windows: Int, scoring: PerplexityProtocol, bos: Bool, textTokens: Int, scoredTokensAll: Int,
+                scoredTokensLlamacpp: Int, baseline: ModelScores, models: [ModelScores]) {
+        self.context = context; self.windows = windows; self.scoring = scoring; self.bos = bos; self.textTokens = textTokens
+        self.scoredTokensAll = scoredTokensAll; self.scoredTokensLlamacpp = scoredTokensLlamacpp; self.baseline = baseline; self.models = models
+    }
 }
 
 /// Runs a baseline and any number of models over the same windows (the protocol of `Perplexity`)

@@ -89,14 +89,21 @@ public struct PackedLinear: Sendable, Equatable {
         ]
     }
 
-    /// The effective weight ŵ·(1/P) [n, k] in Float32 (ŵ re-rounded to E4M3 when `fp8Rerounding`).
-    public func dequantized(fp8Rerounding: Bool) -> [Float] {
+    /// The effective weight ŵ·(1/P) [n, k] in Float32 (ŵ re-rounded to E4M3 when `fp8Rerounding`;
+    /// ŵ alone when `perTensorScale` is false).
+    public func dequantized(fp8Rerounding: Bool, perTensorScale: Bool = true) -> [Float] {
         let groups = k / groupSize
         var out = [Float](repeating: 0, count: n * k)
+        // A group has one scale, so its 16 possible values are computed once: (E4M3(q·s) or q·s)·(1/P).
+        var table = [Float](repeating: 0, count: 16)
         for r in 0..<n {
-            for c in 0..<k {
-                let v = Float(q[r * k + c]) * scales[r * groups + c / groupSize]
-                out[r * k + c] = (fp8Rerounding ? FP8E4M3.round(v) : v) * perTensorScaleInv
+            for g in 0..<groups {
+                let s = scales[r * groups + g]
+                for code in 0..<16 {
+                    let v = Float(code - 8) * s
+                    table[code] = (fp8Rerounding ? FP8E4M3.round(v) : v) * (perTensorScale ? perTensorScaleInv : 1)
+                }
+                for c in (g * groupSize)..<((g + 1) * groupSize) { out[r * k + c] = table[Int(q[r * k + c]) + 8] }
             }
         }
         return out

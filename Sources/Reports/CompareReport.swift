@@ -145,14 +145,9 @@ public struct CompareReport: Sendable {
         o += r.bos ? " (BOS first)" : " (no BOS)"
         o += "; perplexity over \(r.scoring == .all ? "every predicted token" : "the second half of each window (llama.cpp)"). "
         o += "KL is KL(baseline ‖ model) in nats per scored token; layer error is ‖h − h_base‖ / ‖h_base‖ of the residual stream.\n\n"
-        o += "| model | engine | ppl (\(r.scoring.rawValue)) | Δppl | ppl (all) | ppl (llamacpp) | KL mean | KL p99 | top-1 agree | tokens/s |\n"
-        o += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-        func tps(_ s: ModelScores) -> String { s.seconds > 0 ? fmt(Double(r.windows * r.context) / s.seconds, 0) : "–" }
-        let b = r.baseline
-        o += "| \(baseline.label) (baseline) | \(baseline.engine) | \(fmt(b.perplexity(scoring), 4)) | – | \(fmt(b.perplexity(.all), 4)) | \(fmt(b.perplexity(.llamacpp), 4)) | – | – | – | \(tps(b)) |\n"
-        for (i, s) in r.models.enumerated() {
-            o += "| \(models[i].label) | \(models[i].engine) | \(fmt(s.perplexity(scoring), 4)) | \(signed(deltaPercent(i), 1)) % | \(fmt(s.perplexity(.all), 4)) | \(fmt(s.perplexity(.llamacpp), 4)) | \(fmt(s.klMean ?? 0, 4)) | \(fmt(s.klP99 ?? 0, 3)) | \(fmt(100 * (s.top1Agreement ?? 0), 1)) % | \(tps(s)) |\n"
-        }
+        let t = table()
+        o += "| " + t.header.joined(separator: " | ") + " |\n|---|---|" + String(repeating: "---:|", count: t.header.count - 2) + "\n"
+        for row in t.rows { o += "| " + row.joined(separator: " | ") + " |\n" }
         o += "\n## Relative error of the residual stream per layer\n\n| layer | " + models.map(\.label).joined(separator: " | ") + " |\n"
         o += "|---:|" + String(repeating: "---:|", count: models.count) + "\n"
         for l in 0..<(r.models.first?.layerRelativeError.count ?? 0) {
@@ -192,12 +187,10 @@ public struct CompareReport: Sendable {
         }
         o += "<p class=\"small\">\(esc(textPath)) (\(r.textTokens) tokens), \(r.windows) windows × \(r.context) tokens, scoring “\(r.scoring.rawValue)”\(r.bos ? ", BOS first" : ""). KL = KL(baseline ‖ model), nats per token.</p>\n"
         o += "<h2>Perplexity per method</h2>\n" + perplexityChart()
-        o += "<table><tr><th>model</th><th>engine</th><th>ppl (\(r.scoring.rawValue))</th><th>Δppl</th><th>ppl (all)</th><th>ppl (llamacpp)</th><th>KL mean</th><th>KL p99</th><th>top-1 agree</th><th>tokens/s</th></tr>\n"
-        func tps(_ s: ModelScores) -> String { s.seconds > 0 ? fmt(Double(r.windows * r.context) / s.seconds, 0) : "–" }
-        let b = r.baseline
-        o += "<tr><td>\(esc(baseline.label)) (baseline)</td><td>\(baseline.engine)</td><td class=n>\(fmt(b.perplexity(scoring), 4))</td><td class=n>–</td><td class=n>\(fmt(b.perplexity(.all), 4))</td><td class=n>\(fmt(b.perplexity(.llamacpp), 4))</td><td class=n>–</td><td class=n>–</td><td class=n>–</td><td class=n>\(tps(b))</td></tr>\n"
-        for (i, s) in r.models.enumerated() {
-            o += "<tr><td>\(esc(models[i].label))</td><td>\(models[i].engine)</td><td class=n>\(fmt(s.perplexity(scoring), 4))</td><td class=n>\(signed(deltaPercent(i), 1)) %</td><td class=n>\(fmt(s.perplexity(.all), 4))</td><td class=n>\(fmt(s.perplexity(.llamacpp), 4))</td><td class=n>\(fmt(s.klMean ?? 0, 4))</td><td class=n>\(fmt(s.klP99 ?? 0, 3))</td><td class=n>\(fmt(100 * (s.top1Agreement ?? 0), 1)) %</td><td class=n>\(tps(s))</td></tr>\n"
+        let t = table()
+        o += "<table><tr>" + t.header.map { "<th>\(esc($0))</th>" }.joined() + "</tr>\n"
+        for row in t.rows {
+            o += "<tr>" + row.enumerated().map { $0.offset < 2 ? "<td>\(esc($0.element))</td>" : "<td class=n>\($0.element)</td>" }.joined() + "</tr>\n"
         }
         o += "</table>\n<h2>Where the loss comes from: relative error of the residual stream per layer</h2>\n" + layerChart()
         o += "<h2>Provenance</h2>\n<table><tr><th>model</th><th>path</th><th>identity</th></tr>\n"
@@ -207,6 +200,24 @@ public struct CompareReport: Sendable {
         o += "</table>\n<p class=\"small\">Text sha256 <code>\(textSHA256)</code>. fireq \(esc(environment.toolVersion)), \(esc(environment.created)); \(esc(environment.cpu)), \(environment.cores) cores, kernels \(environment.isa), \(environment.threads) threads, \(esc(environment.os)).</p>\n"
         for n in notes { o += "<p class=\"small\">\(esc(n))</p>\n" }
         return o + "</body></html>\n"
+    }
+
+    /// The summary table: both protocols' perplexities and Δ, KL and top-1 over the `scoring` tokens.
+    func table() -> (header: [String], rows: [[String]]) {
+        let r = result
+        let header = ["model", "engine", "ppl (all)", "Δ (all)", "ppl (llamacpp)", "Δ (llamacpp)",
+                      "KL mean (\(r.scoring.rawValue))", "KL p99", "top-1 agree", "tokens/s"]
+        func tps(_ s: ModelScores) -> String { s.seconds > 0 ? fmt(Double(r.windows * r.context) / s.seconds, 0) : "–" }
+        let b = r.baseline
+        var rows = [[baseline.label + " (baseline)", baseline.engine, fmt(b.perplexity(.all), 4), "–", fmt(b.perplexity(.llamacpp), 4), "–",
+                     "–", "–", "–", tps(b)]]
+        for (i, s) in r.models.enumerated() {
+            rows.append([models[i].label, models[i].engine,
+                         fmt(s.perplexity(.all), 4), signed((s.perplexity(.all) / b.perplexity(.all) - 1) * 100, 1) + " %",
+                         fmt(s.perplexity(.llamacpp), 4), signed((s.perplexity(.llamacpp) / b.perplexity(.llamacpp) - 1) * 100, 1) + " %",
+                         fmt(s.klMean ?? 0, 4), fmt(s.klP99 ?? 0, 3), fmt(100 * (s.top1Agreement ?? 0), 1) + " %", tps(s)])
+        }
+        return (header, rows)
     }
 
     /// Horizontal bars: perplexity of the baseline and each model under the report's protocol.
@@ -286,4 +297,58 @@ func niceCeiling(_ v: Double) -> Double {
     let e = pow(10, floor(log10(v)))
     for m in [1.0, 2.0, 2.5, 5.0, 10.0] where m * e >= v { return m * e }
     return 10 * e
+}
+
+public struct ReportError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+extension CompareReport {
+    /// Reads back a report written by `json()` (to re-render it, e.g. after a tool upgrade).
+    public init(json j: JSONValue, path: String) throws {
+        func need<T>(_ v: T?, _ key: String) throws -> T {
+            guard let v else { throw ReportError(description: "\(path): the report has no valid '\(key)'; it is not a fireq-compare report.") }
+            return v
+        }
+        guard j["report"]?.stringValue == "fireq-compare" else {
+            throw ReportError(description: "\(path): not a fireq-compare report (key 'report' is not \"fireq-compare\").")
+        }
+        let p = try need(j["protocol"]?.objectValue, "protocol")
+        let scoring = try need(p["scoring"]?.stringValue.flatMap(PerplexityProtocol.init(rawValue:)), "protocol.scoring")
+        func scores(_ m: JSONValue, _ key: String) throws -> (ModelScores, ModelProvenance) {
+            let all = try need(m["perplexity_all"]?.doubleValue, key + ".perplexity_all")
+            let half = try need(m["perplexity_llamacpp"]?.doubleValue, key + ".perplexity_llamacpp")
+            let o = try need(m.objectValue, key)
+            let reserved: Set = ["label", "path", "engine"]
+            let fields = o.pairs.compactMap { kv in reserved.contains(kv.key) ? nil : kv.value.stringValue.map { (kv.key, $0) } }
+            let s = ModelScores(name: try need(m["label"]?.stringValue, key + ".label"), meanNLLAll: log(all), meanNLLLlamacpp: log(half),
+                                windowNLL: (m["window_mean_nll"]?.arrayValue ?? []).compactMap(\.doubleValue),
+                                klMean: m["kl_mean"]?.doubleValue, klP99: m["kl_p99"]?.doubleValue, top1Agreement: m["top1_agreement"]?.doubleValue,
+                                layerRelativeError: (m["layer_relative_error"]?.arrayValue ?? []).compactMap(\.doubleValue),
+                                seconds: m["seconds"]?.doubleValue ?? 0)
+            let prov = ModelProvenance(label: s.name, path: m["path"]?.stringValue ?? "", engine: m["engine"]?.stringValue ?? "", fields: fields)
+            return (s, prov)
+        }
+        let (bs, bp) = try scores(try need(j["baseline"], "baseline"), "baseline")
+        var ms: [ModelScores] = [], mp: [ModelProvenance] = []
+        for (i, m) in try need(j["models"]?.arrayValue, "models").enumerated() {
+            let (s, pv) = try scores(m, "models[\(i)]")
+            ms.append(s); mp.append(pv)
+        }
+        let result = CompareResult(context: try need(p["context"]?.intValue, "protocol.context"), windows: try need(p["windows"]?.intValue, "protocol.windows"),
+                                   scoring: scoring, bos: p["bos"]?.boolValue ?? false, textTokens: p["text_tokens"]?.intValue ?? 0,
+                                   scoredTokensAll: p["scored_tokens_all"]?.intValue ?? 0, scoredTokensLlamacpp: p["scored_tokens_llamacpp"]?.intValue ?? 0,
+                                   baseline: bs, models: ms)
+        let mach = j["machine"]
+        let env = ReportEnvironment(toolVersion: j["tool_version"]?.stringValue ?? "?", created: j["created"]?.stringValue ?? "?",
+                                    cpu: mach?["cpu"]?.stringValue ?? "?", cores: mach?["cores"]?.intValue ?? 0, isa: mach?["isa"]?.stringValue ?? "?",
+                                    os: mach?["os"]?.stringValue ?? "?", threads: j["threads"]?.intValue ?? 0)
+        var threshold: LossThreshold? = nil
+        if let t = j["threshold"], let mx = t["max_delta_perplexity_percent"]?.doubleValue, let ok = t["passed"]?.boolValue {
+            threshold = LossThreshold(maxDeltaPerplexityPercent: mx, passed: ok)
+        }
+        self.init(title: j["title"]?.stringValue ?? "FireQ quantization report", result: result, textPath: p["text"]?.stringValue ?? "?",
+                  textSHA256: p["text_sha256"]?.stringValue ?? "?", baseline: bp, models: mp, environment: env, threshold: threshold,
+                  notes: (j["notes"]?.arrayValue ?? []).compactMap(\.stringValue))
+    }
 }

@@ -23,8 +23,8 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
 
     struct QuantizedLayer {
         let inputNorm: FloatBuffer, postAttentionNorm: FloatBuffer
-        let q: Int4FP8Linear, k: Int4FP8Linear, v: Int4FP8Linear, o: Int4FP8Linear
-        let gate: Int4FP8Linear, up: Int4FP8Linear, down: Int4FP8Linear
+        /// q, k and v fused (one FP8 quantization of the input, one GEMM); gate and up likewise.
+        let qkv: Int4FP8Linear, o: Int4FP8Linear, gateUp: Int4FP8Linear, down: Int4FP8Linear
         let keyChannels: [Int], keyScales: [Float], queryChannels: [Int], queryScales: [Float]
     }
 
@@ -50,18 +50,21 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         var layers: [QuantizedLayer] = []
         for i in 0..<c.layerCount {
             let p = "model.layers.\(i)."
-            func lin(_ n: String) throws -> Int4FP8Linear {
+            func part(_ n: String) throws -> (linear: PackedLinear, bias: [Float]?) {
                 let bias = f.info(p + n + ".bias") != nil ? try f.float32(p + n + ".bias") : nil
                 if f.info(p + n + ".weight_scale") == nil {
                     throw PackedError(path: packed.weightsPath, reason: "layer \(i) is stored unquantized (skipped by the recipe); the runtime needs every layer quantized")
                 }
-                return Int4FP8Linear(try packed.linear(p + n), fp8Rerounding: reround, bias: bias)
+                return (try packed.linear(p + n), bias)
+            }
+            func lin(_ names: String...) throws -> Int4FP8Linear {
+                Int4FP8Linear(fusing: try names.map(part), fp8Rerounding: reround)
             }
             let s = p + "self_attn.qkv_supply."
             layers.append(QuantizedLayer(
                 inputNorm: try vec(p + "input_layernorm.weight"), postAttentionNorm: try vec(p + "post_attention_layernorm.weight"),
-                q: try lin("self_attn.q_proj"), k: try lin("self_attn.k_proj"), v: try lin("self_attn.v_proj"), o: try lin("self_attn.o_proj"),
-                gate: try lin("mlp.gate_proj"), up: try lin("mlp.up_proj"), down: try lin("mlp.down_proj"),
+                qkv: try lin("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), o: try lin("self_attn.o_proj"),
+                gateUp: try lin("mlp.gate_proj", "mlp.up_proj"), down: try lin("mlp.down_proj"),
                 keyChannels: try ints(s + "post_k_smooth.top_k_indices"),
                 keyScales: f.info(s + "post_k_smooth.smooth") != nil ? try f.float32(s + "post_k_smooth.smooth") : [],
                 queryChannels: try ints(s + "post_q_smooth.top_k_indices"),
@@ -106,17 +109,17 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
             }
             forward.rmsNorm(h.pointer, rows: rows, weight: L.inputNorm.pointer, out: ws.xn.pointer)
             observer?.observe(.attentionInput, layer: li, ActivationView(base: ws.xn.pointer, rows: rows, cols: H, rowStride: H))
-            run(L.q, ws.xn.pointer, ws.qkv.pointer, ldy: qkvDim)
-            run(L.k, ws.xn.pointer, ws.qkv.pointer + c.qDim, ldy: qkvDim)
-            run(L.v, ws.xn.pointer, ws.qkv.pointer + c.qDim + c.kvDim, ldy: qkvDim)
+            run(L.qkv, ws.xn.pointer, ws.qkv.pointer, ldy: qkvDim)
             forward.applyRope(ws.qkv.pointer, rows: rows, seqLen: T)
             quantizeAttentionInputs(L, qkv: ws.qkv.pointer, rows: rows)
-            forward.attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: sequences.count, seqLen: T, scratch: ws.scores)
+            attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: sequences.count, seqLen: T)
             run(L.o, ws.att.pointer, h.pointer, ldy: H, accumulate: true)
             forward.rmsNorm(h.pointer, rows: rows, weight: L.postAttentionNorm.pointer, out: ws.xn.pointer)
-            run(L.gate, ws.xn.pointer, ws.gateUp.pointer, ldy: 2 * I)
-            run(L.up, ws.xn.pointer, ws.gateUp.pointer + I, ldy: 2 * I)
-            for r in 0..<rows { fq_swiglu(ws.gateUp.pointer + r * 2 * I, ws.gateUp.pointer + r * 2 * I + I, ws.act.pointer + r * I, I) }
+            run(L.gateUp, ws.xn.pointer, ws.gateUp.pointer, ldy: 2 * I)
+            let gu = SendablePointer(ws.gateUp.pointer), act = SendablePointer(ws.act.pointer)
+            Parallel.forEachChunk(rows, chunk: 16, threads: th) { r in
+                for row in r { fq_swiglu(gu.p + row * 2 * I, gu.p + row * 2 * I + I, act.p + row * I, I) }
+            }
             run(L.down, ws.act.pointer, h.pointer, ldy: H, accumulate: true)
             observer?.observe(.layerOutput, layer: li, ActivationView(base: h.pointer, rows: rows, cols: H, rowStride: H))
         }
@@ -124,31 +127,69 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         return h
     }
 
+    /// Causal GQA attention, FP32, on the dequantized Q/K/V, in the fixed summation order of
+    /// `fq_attn_scores` / `fq_attn_pv` (so `QuantizedDecoder` reproduces it bit for bit): per
+    /// (sequence, head, block of 64 queries), the block's keys are transposed once, then each query
+    /// gets its scores, a max-shifted softmax over its i + 1 keys and its P·V.
+    func attention(qkv: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int) {
+        let c = config, D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim, group = c.headCount / c.kvHeadCount
+        let scale = 1 / Float(D).squareRoot()
+        let blk = 64, blocks = (T + blk - 1) / blk
+        let threads = forward.threads
+        let ktBuf = FloatBuffer(count: threads * D * T), sBuf = FloatBuffer(count: threads * T)
+        let src = SendablePointer(UnsafeMutablePointer(mutating: qkv)), dst = SendablePointer(out)
+        let kts = SendablePointer(ktBuf.pointer), ss = SendablePointer(sBuf.pointer)
+        Parallel.forEachChunkWithWorker(batch * c.headCount * blocks, chunk: 1, threads: threads) { r, worker in
+            let item = r.lowerBound
+            let blockIndex = blocks - 1 - item % blocks          // largest blocks first
+            let h = (item / blocks) % c.headCount, b = item / (blocks * c.headCount), g = h / group
+            let i0 = blockIndex * blk, i1 = min(T, i0 + blk)
+            let kt = kts.p + worker * D * T, s = ss.p + worker * T
+            let rows = src.p + b * T * qkvDim
+            for t in 0..<i1 {
+                let k = rows + t * qkvDim + c.qDim + g * D
+                for d in 0..<D { kt[d * i1 + t] = k[d] }
+            }
+            for i in i0..<i1 {
+                fq_attn_scores(rows + i * qkvDim + h * D, kt, i1, D, i + 1, scale, s)
+                fq_softmax_inplace(s, i + 1)
+                fq_attn_pv(s, i + 1, rows + c.qDim + c.kvDim + g * D, qkvDim, D, dst.p + (b * T + i) * c.qDim + h * D)
+            }
+        }
+    }
+
     /// Post-RoPE S, then Q → FP8 per (token, head) and K, V → INT4 per (token, KV head) (§3.3),
     /// stored back as their dequantized FP32 values.
     func quantizeAttentionInputs(_ L: QuantizedLayer, qkv: UnsafeMutablePointer<Float>, rows: Int) {
         let c = config, D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim
-        var tmp = [Float](repeating: 0, count: D)
-        for r in 0..<rows {
-            let row = qkv + r * qkvDim
-            for (ch, s) in zip(L.keyChannels, L.keyScales) { row[c.qDim + ch] *= s }
-            for (ch, s) in zip(L.queryChannels, L.queryScales) { row[ch] *= s }
-            if queryFP8 {
-                for hq in 0..<c.headCount {
-                    let v = row + hq * D
-                    let sigma = fq_quantize_fp8_row(v, D, &tmp)
-                    for d in 0..<D { v[d] = tmp[d] * sigma }
+        let base = SendablePointer(qkv)
+        let (queryFP8, kvInt4) = (self.queryFP8, self.kvInt4)
+        Parallel.forEachChunk(rows, chunk: 16, threads: forward.threads) { rr in
+            var tmp = [Float](repeating: 0, count: D)
+            for r in rr {
+                let row = base.p + r * qkvDim
+                for (ch, s) in zip(L.keyChannels, L.keyScales) { row[c.qDim + ch] *= s }
+                for (ch, s) in zip(L.queryChannels, L.queryScales) { row[ch] *= s }
+                if queryFP8 {
+                    for hq in 0..<c.headCount {
+                        let v = row + hq * D
+                        let sigma = fq_quantize_fp8_row(v, D, &tmp)
+                        for d in 0..<D { v[d] = tmp[d] * sigma }
+                    }
                 }
-            }
-            if kvInt4 {
-                for g in 0..<(2 * c.kvHeadCount) {
-                    let v = row + c.qDim + g * D
-                    var m: Float = 0
-                    for d in 0..<D { m = max(m, abs(v[d])) }
-                    let s = max(FP8E4M3.round(max(m, 1e-5) / 7), 0x1p-9)
-                    for d in 0..<D { v[d] = min(7, max(-8, (v[d] / s).rounded(.toNearestOrEven))) * s }
+                if kvInt4 {
+                    for g in 0..<(2 * c.kvHeadCount) { Self.quantizeInt4(row + c.qDim + g * D, count: D) }
                 }
             }
         }
+    }
+
+    /// INT4 per (token, KV head) with an FP8 scale and the weights' guard (§3.3), in place:
+    /// s = max(E4M3(max(max|x|, 1e-5)/7), 2^-9), x ← clamp(round_half_even(x/s), −8, 7)·s.
+    @inline(__always) static func quantizeInt4(_ v: UnsafeMutablePointer<Float>, count: Int) {
+        var m: Float = 0
+        for d in 0..<count { m = max(m, abs(v[d])) }
+        let s = max(FP8E4M3.round(max(m, 1e-5) / 7), 0x1p-9)
+        for d in 0..<count { v[d] = min(7, max(-8, (v[d] / s).rounded(.toNearestOrEven))) * s }
     }
 }

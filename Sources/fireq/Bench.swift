@@ -44,8 +44,8 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        // (m, n, k): tokens × outputs × inputs — qkv, o, gate∥up, down, lm_head of SmolLM2-135M at context 512.
-        let shapes = [(512, 960, 576), (512, 576, 576), (512, 3072, 576), (512, 576, 1536), (256, 49152, 576)]
+        // (m, n, k): tokens × outputs × inputs — qkv, o, gate∥up, down, lm_head (its F16 values widened exactly to FP32) of SmolLM2-135M at context 512.
+        let shapes = [(512, 960, 576), (512, 576, 576), (512, 3072, 576), (512, 576, 1536), (512, 49152, 576)]
         var rows: [String] = []
         for (m, n, k) in shapes {
             var rng = SystemRandomNumberGenerator()

@@ -164,3 +164,28 @@ func printTable(_ rep: CompareReport) {
                      s.layerRelativeError.last ?? 0))
     }
 }
+
+struct Report: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Re-render a saved report JSON (from `fireq compare --report` or `fireq convert`) as JSON, Markdown and HTML.")
+
+    @Argument(help: "Report JSON file.")
+    var json: String
+    @Option(name: .long, help: "Write BASE.json, BASE.md and BASE.html.")
+    var out: String
+    @Option(name: .long, help: "Replace the title.")
+    var title: String?
+
+    func run() throws {
+        do {
+            guard let data = FileManager.default.contents(atPath: json) else { throw CLIError("\(json): cannot read the file (missing or not readable).") }
+            let value: JSONValue
+            do { value = try JSONParser.parse(data) } catch { throw CLIError("\(json): not valid JSON (\(error)).") }
+            var rep = try CompareReport(json: value, path: json)
+            if let title { rep.title = title }
+            try checkWritable(out)
+            try rep.write(base: out)
+            FileHandle.standardError.write(Data("wrote \(out).json, \(out).md, \(out).html\n".utf8))
+        } catch { fail(error) }
+    }
+}

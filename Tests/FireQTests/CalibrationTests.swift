@@ -226,6 +226,21 @@ final class RecordingObserver: ForwardObserver {
         #expect(worst <= 1e-3, "max |Δlogit| \(worst)")
     }
 
+    /// One sequence at a time takes the single-row GEMV path (binary16 panels): same logits.
+    @Test func singleRowDecoderMatchesFullForward() throws {
+        let model = try ModelTests.model()
+        let seq = Array(ModelTests.corpusTokens()[200..<220])
+        let full = model.logits(seq)
+        let dec = LlamaDecoder(model: model, batch: 1, capacity: seq.count)
+        let V = model.config.vocabSize
+        var worst: Float = 0
+        for p in 0..<seq.count {
+            let l = dec.step([seq[p]])
+            for v in stride(from: 0, to: V, by: 31) { worst = max(worst, abs(l[v] - full[p * V + v])) }
+        }
+        #expect(worst <= 1e-3, "max |Δlogit| \(worst)")
+    }
+
     @Test func generationIsSeeded() throws {
         let model = try ModelTests.model()
         let a = try CalibrationWindows.generate(model: model, samples: 2, seqLen: 12, temperature: 1, topP: 0.95, seed: 1)

@@ -136,6 +136,13 @@ import Testing
             rest = rest[b.upperBound...]
         }
         #expect(svgs == 2)
+        // `fireq report` re-renders the saved JSON to the same JSON.
+        let rr = try CLI.run(["report", base + ".json", "--out", base + "-again"])
+        #expect(rr.status == 0, "\(rr.stderr)")
+        #expect(try Self.json(base + "-again.json") == j)
+        let bad = TestPaths.tempDir() + "/not-a-report.json"
+        _ = FileManager.default.createFile(atPath: bad, contents: Data(#"{"report": "other"}"#.utf8))
+        try CLITests.expectFailure(["report", bad, "--out", base + "-x"], mentions: [bad, "not a fireq-compare report"])
         #expect(html.hasPrefix("<!DOCTYPE html>") && html.hasSuffix("</html>\n"))
         #expect(!html.contains("<link") && !html.contains("src=") && !html.contains("<script"), "self-contained")
     }

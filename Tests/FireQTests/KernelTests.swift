@@ -50,6 +50,73 @@ import Testing
         }
     }
 
+    /// The decode GEMV on binary16 panels equals the GEMM on the same (binary16-exact) values, bit
+    /// for bit, on every path, with and without accumulation.
+    @Test func halfGEMVEqualsGEMM() {
+        var shapes: [(Int, Int)] = Self.sizes.map { ($0, $0) } + Self.sizes.map { (37, $0) } + Self.sizes.map { ($0, 70) }
+        shapes += [(576, 1536), (1536, 576), (960, 576), (49152, 576)]
+        for (n, k) in shapes {
+            var g = LCG(s: UInt64(n * 7919 + k))
+            // Values exact in binary16: random finite half-precision bit patterns (normals and subnormals).
+            let w = (0..<(n * k)).map { _ -> Float in
+                var h: Float16
+                repeat { h = Float16(bitPattern: UInt16(truncatingIfNeeded: Int64((g.next() + 1) * 32767.5))) } while !h.isFinite
+                return Float(h)
+            }
+            let x = (0..<k).map { _ in g.next() }
+            let y0 = (0..<n).map { _ in g.next() }
+            var packed = [Float](repeating: 0, count: fq_sgemm_packed_count(n, k))
+            fq_sgemm_pack(w, n, k, &packed)
+            var half = [UInt16](repeating: 0, count: fq_gemv_f16_count(n, k))
+            #expect(fq_f32_to_f16_exact(packed, packed.count, &half) == 1)
+            let panels = (n + 31) / 32
+            for acc: Int32 in [0, 1] {
+                var ref = y0
+                fq_sgemm_packed_ref(x, k, 1, packed, n, k, 0, panels, &ref, n, acc)
+                for path: Int32 in [0, 1] {
+                    var y = y0
+                    fq_gemv_f16_on(path, x, half, n, k, 0, panels / 2, &y, acc)
+                    fq_gemv_f16_on(path, x, half, n, k, panels / 2, panels, &y, acc)
+                    #expect(zip(ref, y).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "n \(n) k \(k) path \(path) accumulate \(acc)")
+                }
+            }
+        }
+        // Values that binary16 cannot hold are refused.
+        var out = [UInt16](repeating: 0, count: 1)
+        for v: Float in [1.0 / 3, 70000, 0x1p-25, 1 + 0x1p-11] { #expect(fq_f32_to_f16_exact([v], 1, &out) == 0, "\(v)") }
+        for v: Float in [0.5, -448, 0x1p-24, 65504, 0x1.ffcp-1] {
+            #expect(fq_f32_to_f16_exact([v], 1, &out) == 1 && out[0] == Float16(v).bitPattern, "\(v)")
+        }
+    }
+
+    /// Fixed-order attention products: AVX2 = portable bit for bit; a score depends only on its own
+    /// query and key (not on the key count or the transposed buffer's stride).
+    @Test func attentionKernelsAgree() {
+        for D in [1, 3, 8, 17, 64, 128] {
+            for n in Self.sizes + [576, 1536] {
+                var g = LCG(s: UInt64(D * 10_000 + n))
+                let q = (0..<D).map { _ in g.next() }, p = (0..<n).map { _ in abs(g.next()) }
+                let ld = n + 5
+                let kt = (0..<(D * ld)).map { _ in g.next() }, v = (0..<(n * (D + 3))).map { _ in g.next() }
+                var s0 = [Float](repeating: 0, count: n), s1 = s0, o0 = [Float](repeating: 0, count: D), o1 = o0
+                fq_attn_scores_on(0, q, kt, ld, D, n, 0.125, &s0)
+                fq_attn_scores_on(1, q, kt, ld, D, n, 0.125, &s1)
+                #expect(s0.map(\.bitPattern) == s1.map(\.bitPattern), "scores D \(D) n \(n)")
+                fq_attn_pv_on(0, p, n, v, D + 3, D, &o0)
+                fq_attn_pv_on(1, p, n, v, D + 3, D, &o1)
+                #expect(o0.map(\.bitPattern) == o1.map(\.bitPattern), "pv D \(D) n \(n)")
+                // The first m scores alone are the same values.
+                let m = max(1, n / 3)
+                var s2 = [Float](repeating: 0, count: m)
+                fq_attn_scores_on(1, q, kt, ld, D, m, 0.125, &s2)
+                #expect(s2.map(\.bitPattern) == Array(s1.prefix(m)).map(\.bitPattern))
+                // Accuracy against float64.
+                let want = (0..<D).reduce(0.0) { $0 + Double(q[$1]) * Double(kt[$1 * ld]) } * 0.125
+                #expect(abs(Double(s0[0]) - want) <= 1e-5 * max(1, abs(want)))
+            }
+        }
+    }
+
     /// The reference is a plain FMA chain: check it against a float64 dot product.
     @Test func packedGEMMIsAccurate() {
         let (m, n, k) = (5, 37, 300)

@@ -63,3 +63,35 @@ float fq_quantize_fp8_row(const float *x, size_t n, float *out);
 float fq_quantize_fp8_row_ref(const float *x, size_t n, float *out);
 /// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2.
 float fq_quantize_fp8_row_on(int path, const float *x, size_t n, float *out);
+
+/// Nearest bfloat16 value of x (ties to even; NaN stays NaN), as Float32.
+float fq_round_bf16(float x);
+/// The INT4×FP8 linear's epilogue (§2.5 step 3) for `rows` rows of n accumulators:
+/// v = acc[r, j]·(sigma[r]·col_scale[j]) (+ bias[j]), rounded to BF16 when `bf16`;
+/// y[r, j] = v, or y[r, j] + v when `accumulate`. bias may be NULL.
+void fq_linear_epilogue(const float *acc, size_t rows, size_t n, const float *sigma, const float *col_scale,
+                        const float *bias, int bf16, float *y, size_t ldy, int accumulate);
+
+// ---- decode-path GEMV on binary16 weights (gemv.c) ------------------------------------------
+// W [n, k] packed as binary16 in the GEMM's layout (panels of 32 rows, k-major). y[c] (+)=
+// Σ_k x[k]·W[c, k] for the rows of panels p0 ..< p1, each one fmaf chain over k from 0: the value
+// fq_sgemm_packed computes for that row of x when W's values are exact in binary16.
+// The panels are the elementwise binary16 conversion of fq_sgemm_pack's FP32 panels.
+size_t fq_gemv_f16_count(size_t n, size_t k);
+/// dst[i] = binary16(src[i]) for n floats; returns 1 when every value is exact (else 0: do not use dst).
+int fq_f32_to_f16_exact(const float *src, size_t n, uint16_t *dst);
+void fq_gemv_f16(const float *x, const uint16_t *packed, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate);
+void fq_gemv_f16_ref(const float *x, const uint16_t *packed, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate);
+/// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2+FMA+F16C.
+void fq_gemv_f16_on(int path, const float *x, const uint16_t *packed, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate);
+
+// ---- attention in a fixed summation order (attention.c) --------------------------------------
+/// s[t] = (fmaf chain over d = 0 … D−1 from 0 of q[d]·KT[d·ldkt + t])·scale for t < n (keys transposed).
+void fq_attn_scores(const float *q, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s);
+/// out[d] = fmaf chain over t = 0 … n−1 from 0 of p[t]·V[t·ldv + d], for d < D.
+void fq_attn_pv(const float *p, size_t n, const float *v, size_t ldv, size_t D, float *out);
+void fq_attn_scores_ref(const float *q, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s);
+void fq_attn_pv_ref(const float *p, size_t n, const float *v, size_t ldv, size_t D, float *out);
+/// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2+FMA.
+void fq_attn_scores_on(int path, const float *q, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s);
+void fq_attn_pv_on(int path, const float *p, size_t n, const float *v, size_t ldv, size_t D, float *out);

@@ -1,0 +1,102 @@
+// Attention products in a fixed summation order, so that one query's result depends only on its
+// own query, keys and values — not on how many queries run together. The INT4-FP8 runtime's
+// full pass and its single-token decoder both use these, which makes decode = full pass bit for bit.
+//
+//   fq_attn_scores: s[t] = (fmaf chain over d = 0 … D−1 from 0 of q[d]·K[t][d]) · scale, with the
+//                   keys stored transposed (KT[d][t], row stride ldkt), vectorised across keys;
+//   fq_attn_pv:     out[d] = fmaf chain over t = 0 … n−1 from 0 of p[t]·V[t][d], vectorised across d.
+#include "CFireQKernels.h"
+#include <math.h>
+#include <string.h>
+#include <immintrin.h>
+
+void fq_attn_scores_ref(const float *q, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s) {
+    for (size_t t = 0; t < n; t++) {
+        float acc = 0.0f;
+        for (size_t d = 0; d < D; d++) acc = fmaf(q[d], kt[d * ldkt + t], acc);
+        s[t] = acc * scale;
+    }
+}
+
+void fq_attn_pv_ref(const float *p, size_t n, const float *v, size_t ldv, size_t D, float *out) {
+    for (size_t d = 0; d < D; d++) {
+        float acc = 0.0f;
+        for (size_t t = 0; t < n; t++) acc = fmaf(p[t], v[t * ldv + d], acc);
+        out[d] = acc;
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void attn_scores_avx2(const float *q, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    size_t t = 0;
+    for (; t + 32 <= n; t += 32) {          // four independent chains of 8 keys
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (size_t d = 0; d < D; d++) {
+            const float *row = kt + d * ldkt + t;
+            __m256 qd = _mm256_broadcast_ss(q + d);
+            a0 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(row), a0);
+            a1 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(row + 8), a1);
+            a2 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(row + 16), a2);
+            a3 = _mm256_fmadd_ps(qd, _mm256_loadu_ps(row + 24), a3);
+        }
+        _mm256_storeu_ps(s + t, _mm256_mul_ps(a0, sc));
+        _mm256_storeu_ps(s + t + 8, _mm256_mul_ps(a1, sc));
+        _mm256_storeu_ps(s + t + 16, _mm256_mul_ps(a2, sc));
+        _mm256_storeu_ps(s + t + 24, _mm256_mul_ps(a3, sc));
+    }
+    for (; t + 8 <= n; t += 8) {
+        __m256 a0 = _mm256_setzero_ps();
+        for (size_t d = 0; d < D; d++) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(q + d), _mm256_loadu_ps(kt + d * ldkt + t), a0);
+        _mm256_storeu_ps(s + t, _mm256_mul_ps(a0, sc));
+    }
+    if (t < n) fq_attn_scores_ref(q, kt + t, ldkt, D, n - t, scale, s + t);
+}
+
+__attribute__((target("avx2,fma")))
+static void attn_pv_avx2(const float *p, size_t n, const float *v, size_t ldv, size_t D, float *out) {
+    size_t d = 0;
+    for (; d + 32 <= D; d += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (size_t t = 0; t < n; t++) {
+            const float *row = v + t * ldv + d;
+            __m256 pt = _mm256_broadcast_ss(p + t);
+            a0 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(row), a0);
+            a1 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(row + 8), a1);
+            a2 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(row + 16), a2);
+            a3 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(row + 24), a3);
+        }
+        _mm256_storeu_ps(out + d, a0); _mm256_storeu_ps(out + d + 8, a1);
+        _mm256_storeu_ps(out + d + 16, a2); _mm256_storeu_ps(out + d + 24, a3);
+    }
+    for (; d + 8 <= D; d += 8) {
+        __m256 a0 = _mm256_setzero_ps();
+        for (size_t t = 0; t < n; t++) a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + t), _mm256_loadu_ps(v + t * ldv + d), a0);
+        _mm256_storeu_ps(out + d, a0);
+    }
+    for (; d < D; d++) {
+        float acc = 0.0f;
+        for (size_t t = 0; t < n; t++) acc = fmaf(p[t], v[t * ldv + d], acc);
+        out[d] = acc;
+    }
+}
+
+void fq_attn_scores_on(int path, const float *q, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s) {
+    int level = path >= 0 ? path : fq_isa_level();
+    if (level >= 1 && fq_isa_level() >= 1) attn_scores_avx2(q, kt, ldkt, D, n, scale, s);
+    else fq_attn_scores_ref(q, kt, ldkt, D, n, scale, s);
+}
+
+void fq_attn_pv_on(int path, const float *p, size_t n, const float *v, size_t ldv, size_t D, float *out) {
+    int level = path >= 0 ? path : fq_isa_level();
+    if (level >= 1 && fq_isa_level() >= 1) attn_pv_avx2(p, n, v, ldv, D, out);
+    else fq_attn_pv_ref(p, n, v, ldv, D, out);
+}
+
+void fq_attn_scores(const float *q, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s) {
+    fq_attn_scores_on(-1, q, kt, ldkt, D, n, scale, s);
+}
+
+void fq_attn_pv(const float *p, size_t n, const float *v, size_t ldv, size_t D, float *out) {
+    fq_attn_pv_on(-1, p, n, v, ldv, D, out);
+}

@@ -1,0 +1,99 @@
+// Single-row products against weights stored as IEEE binary16 in the GEMM's panel layout
+// (32 rows per panel, k-major inside a panel): the decode path, where one token's GEMV is bound by
+// memory traffic and half-size weights halve it. Used only for weights whose values are exactly
+// representable in binary16 (every FP8 E4M3 value is), so each output is the very fmaf chain over
+// k = 0 … K−1 from 0 that fq_sgemm_packed computes on the FP32 values: decode = full pass, bit for bit.
+#include "CFireQKernels.h"
+#include <math.h>
+#include <string.h>
+#include <immintrin.h>
+
+#define NR 32
+
+size_t fq_gemv_f16_count(size_t n, size_t k) { return ((n + NR - 1) / NR) * NR * k; }
+
+/// Converts float32 to binary16 (nearest even); returns 0 when some value is not exact.
+static uint16_t f32_to_f16_bits(float f, int *exact) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    uint32_t sign = (b >> 16) & 0x8000u;
+    float a = fabsf(f);
+    uint16_t h;
+    if (a == 0.0f) h = 0;
+    else if (!(a <= 65504.0f)) { *exact = 0; return 0; }
+    else if (a < 0x1p-14f) {                       // subnormal binary16: multiples of 2^-24
+        float q = a * 0x1p24f;
+        float r = nearbyintf(q);
+        if (r != q) *exact = 0;
+        h = (uint16_t)r;
+    } else {
+        int e;
+        float m = frexpf(a, &e);                   // a = m·2^e, m in [0.5, 1)
+        float q = m * 2048.0f;                     // 11 significant bits
+        float r = nearbyintf(q);
+        if (r != q) *exact = 0;
+        uint32_t mant = (uint32_t)r;               // in [1024, 2048]
+        if (mant == 2048) { mant = 1024; e += 1; }
+        h = (uint16_t)(((uint32_t)(e + 14) << 10) | (mant - 1024));
+    }
+    return (uint16_t)(h | sign);
+}
+
+int fq_f32_to_f16_exact(const float *src, size_t n, uint16_t *dst) {
+    int exact = 1;
+    for (size_t i = 0; i < n; i++) dst[i] = f32_to_f16_bits(src[i], &exact);
+    return exact;
+}
+
+static inline float f16_value(uint16_t h) {
+    float out;
+    fq_f16_to_f32_ref(&h, &out, 1);
+    return out;
+}
+
+void fq_gemv_f16_ref(const float *x, const uint16_t *packed, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate) {
+    for (size_t p = p0; p < p1; p++) {
+        const uint16_t *panel = packed + p * NR * k;
+        for (size_t j = 0; j < NR; j++) {
+            size_t row = p * NR + j;
+            if (row >= n) break;
+            float acc = 0.0f;
+            for (size_t kk = 0; kk < k; kk++) acc = fmaf(x[kk], f16_value(panel[kk * NR + j]), acc);
+            y[row] = accumulate ? y[row] + acc : acc;
+        }
+    }
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void gemv_f16_avx2(const float *x, const uint16_t *packed, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate) {
+    for (size_t p = p0; p < p1; p++) {
+        const uint16_t *panel = packed + p * NR * k;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        for (size_t kk = 0; kk < k; kk++) {
+            const uint16_t *w = panel + kk * NR;
+            __m256 xv = _mm256_broadcast_ss(x + kk);
+            a0 = _mm256_fmadd_ps(xv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 0))), a0);
+            a1 = _mm256_fmadd_ps(xv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 8))), a1);
+            a2 = _mm256_fmadd_ps(xv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 16))), a2);
+            a3 = _mm256_fmadd_ps(xv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 24))), a3);
+        }
+        float acc[NR];
+        _mm256_storeu_ps(acc + 0, a0); _mm256_storeu_ps(acc + 8, a1);
+        _mm256_storeu_ps(acc + 16, a2); _mm256_storeu_ps(acc + 24, a3);
+        for (size_t j = 0; j < NR; j++) {
+            size_t row = p * NR + j;
+            if (row >= n) break;
+            y[row] = accumulate ? y[row] + acc[j] : acc[j];
+        }
+    }
+}
+
+void fq_gemv_f16_on(int path, const float *x, const uint16_t *packed, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate) {
+    int level = path >= 0 ? path : fq_isa_level();
+    if (level >= 1 && fq_isa_level() >= 1) gemv_f16_avx2(x, packed, n, k, p0, p1, y, accumulate);
+    else fq_gemv_f16_ref(x, packed, n, k, p0, p1, y, accumulate);
+}
+
+void fq_gemv_f16(const float *x, const uint16_t *packed, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate) {
+    fq_gemv_f16_on(-1, x, packed, n, k, p0, p1, y, accumulate);
+}
