@@ -56,6 +56,26 @@ static void attn_scores_avx2(const float *q, const float *kt, size_t ldkt, size_
 __attribute__((target("avx2,fma")))
 static void attn_pv_avx2(const float *p, size_t n, const float *v, size_t ldv, size_t D, float *out) {
     size_t d = 0;
+    for (; d + 64 <= D; d += 64) {          // eight independent chains
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        __m256 a4 = _mm256_setzero_ps(), a5 = _mm256_setzero_ps(), a6 = _mm256_setzero_ps(), a7 = _mm256_setzero_ps();
+        for (size_t t = 0; t < n; t++) {
+            const float *row = v + t * ldv + d;
+            __m256 pt = _mm256_broadcast_ss(p + t);
+            a0 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(row), a0);
+            a1 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(row + 8), a1);
+            a2 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(row + 16), a2);
+            a3 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(row + 24), a3);
+            a4 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(row + 32), a4);
+            a5 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(row + 40), a5);
+            a6 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(row + 48), a6);
+            a7 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(row + 56), a7);
+        }
+        _mm256_storeu_ps(out + d, a0); _mm256_storeu_ps(out + d + 8, a1);
+        _mm256_storeu_ps(out + d + 16, a2); _mm256_storeu_ps(out + d + 24, a3);
+        _mm256_storeu_ps(out + d + 32, a4); _mm256_storeu_ps(out + d + 40, a5);
+        _mm256_storeu_ps(out + d + 48, a6); _mm256_storeu_ps(out + d + 56, a7);
+    }
     for (; d + 32 <= D; d += 32) {
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
         for (size_t t = 0; t < n; t++) {
@@ -81,6 +101,39 @@ static void attn_pv_avx2(const float *p, size_t n, const float *v, size_t ldv, s
     }
 }
 
+// Two queries at once (8 independent chains, one load of each key row): the same per-lane
+// chains as attn_scores_avx2, so each query's scores are bit-identical to computing it alone.
+__attribute__((target("avx2,fma")))
+static void attn_scores2_avx2(const float *q0, const float *q1, const float *kt, size_t ldkt, size_t D, size_t n,
+                              float scale, float *s0, float *s1) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    size_t t = 0;
+    for (; t + 32 <= n; t += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
+        for (size_t d = 0; d < D; d++) {
+            const float *row = kt + d * ldkt + t;
+            __m256 k0 = _mm256_loadu_ps(row), k1 = _mm256_loadu_ps(row + 8), k2 = _mm256_loadu_ps(row + 16), k3 = _mm256_loadu_ps(row + 24);
+            __m256 x = _mm256_broadcast_ss(q0 + d), y = _mm256_broadcast_ss(q1 + d);
+            a0 = _mm256_fmadd_ps(x, k0, a0); a1 = _mm256_fmadd_ps(x, k1, a1); a2 = _mm256_fmadd_ps(x, k2, a2); a3 = _mm256_fmadd_ps(x, k3, a3);
+            b0 = _mm256_fmadd_ps(y, k0, b0); b1 = _mm256_fmadd_ps(y, k1, b1); b2 = _mm256_fmadd_ps(y, k2, b2); b3 = _mm256_fmadd_ps(y, k3, b3);
+        }
+        _mm256_storeu_ps(s0 + t, _mm256_mul_ps(a0, sc)); _mm256_storeu_ps(s0 + t + 8, _mm256_mul_ps(a1, sc));
+        _mm256_storeu_ps(s0 + t + 16, _mm256_mul_ps(a2, sc)); _mm256_storeu_ps(s0 + t + 24, _mm256_mul_ps(a3, sc));
+        _mm256_storeu_ps(s1 + t, _mm256_mul_ps(b0, sc)); _mm256_storeu_ps(s1 + t + 8, _mm256_mul_ps(b1, sc));
+        _mm256_storeu_ps(s1 + t + 16, _mm256_mul_ps(b2, sc)); _mm256_storeu_ps(s1 + t + 24, _mm256_mul_ps(b3, sc));
+    }
+    if (t < n) {
+        attn_scores_avx2(q0, kt + t, ldkt, D, n - t, scale, s0 + t);
+        attn_scores_avx2(q1, kt + t, ldkt, D, n - t, scale, s1 + t);
+    }
+}
+
+void fq_attn_scores2(const float *q0, const float *q1, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s0, float *s1) {
+    if (fq_isa_level() >= 1) attn_scores2_avx2(q0, q1, kt, ldkt, D, n, scale, s0, s1);
+    else { fq_attn_scores_ref(q0, kt, ldkt, D, n, scale, s0); fq_attn_scores_ref(q1, kt, ldkt, D, n, scale, s1); }
+}
+
 void fq_attn_scores_on(int path, const float *q, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s) {
     int level = path >= 0 ? path : fq_isa_level();
     if (level >= 1 && fq_isa_level() >= 1) attn_scores_avx2(q, kt, ldkt, D, n, scale, s);
@@ -99,4 +152,16 @@ void fq_attn_scores(const float *q, const float *kt, size_t ldkt, size_t D, size
 
 void fq_attn_pv(const float *p, size_t n, const float *v, size_t ldv, size_t D, float *out) {
     fq_attn_pv_on(-1, p, n, v, ldv, D, out);
+}
+
+void fq_transpose(const float *src, size_t lds, size_t rows, size_t cols, float *dst, size_t ldd) {
+    // dst[c·ldd + r] = src[r·lds + c], in 8×8 blocks for locality.
+    for (size_t r0 = 0; r0 < rows; r0 += 8) {
+        size_t r1 = r0 + 8 < rows ? r0 + 8 : rows;
+        for (size_t c0 = 0; c0 < cols; c0 += 8) {
+            size_t c1 = c0 + 8 < cols ? c0 + 8 : cols;
+            for (size_t c = c0; c < c1; c++)
+                for (size_t r = r0; r < r1; r++) dst[c * ldd + r] = src[r * lds + c];
+        }
+    }
 }

@@ -92,17 +92,25 @@ static inline float round_bf16(float v) {
 
 float fq_round_bf16(float x) { return round_bf16(x); }
 
+// The four variants are separate loops so each vectorises; every element is computed by the same
+// operations in the same order (a product, then the bias add, then the BF16 rounding, then the
+// accumulate add), never contracted into an FMA (separate statements).
 void fq_linear_epilogue(const float *acc, size_t rows, size_t n, const float *sigma, const float *col_scale,
                         const float *bias, int bf16, float *y, size_t ldy, int accumulate) {
     for (size_t r = 0; r < rows; r++) {
         const float *a = acc + r * n;
         float *out = y + r * ldy;
         const float s = sigma[r];
-        for (size_t j = 0; j < n; j++) {
-            float v = a[j] * (s * col_scale[j]);
-            if (bias) v += bias[j];
-            if (bf16) v = round_bf16(v);
-            out[j] = accumulate ? out[j] + v : v;
+        if (!bias && !bf16) {
+            if (accumulate) { for (size_t j = 0; j < n; j++) { float v = a[j] * (s * col_scale[j]); out[j] = out[j] + v; } }
+            else { for (size_t j = 0; j < n; j++) { float v = a[j] * (s * col_scale[j]); out[j] = v; } }
+        } else {
+            for (size_t j = 0; j < n; j++) {
+                float v = a[j] * (s * col_scale[j]);
+                if (bias) v += bias[j];
+                if (bf16) v = round_bf16(v);
+                out[j] = accumulate ? out[j] + v : v;
+            }
         }
     }
 }

@@ -136,7 +136,7 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         let scale = 1 / Float(D).squareRoot()
         let blk = 64, blocks = (T + blk - 1) / blk
         let threads = forward.threads
-        let ktBuf = FloatBuffer(count: threads * D * T), sBuf = FloatBuffer(count: threads * T)
+        let ktBuf = FloatBuffer(count: threads * D * T), sBuf = FloatBuffer(count: threads * 2 * T)
         let src = SendablePointer(UnsafeMutablePointer(mutating: qkv)), dst = SendablePointer(out)
         let kts = SendablePointer(ktBuf.pointer), ss = SendablePointer(sBuf.pointer)
         Parallel.forEachChunkWithWorker(batch * c.headCount * blocks, chunk: 1, threads: threads) { r, worker in
@@ -144,16 +144,26 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
             let blockIndex = blocks - 1 - item % blocks          // largest blocks first
             let h = (item / blocks) % c.headCount, b = item / (blocks * c.headCount), g = h / group
             let i0 = blockIndex * blk, i1 = min(T, i0 + blk)
-            let kt = kts.p + worker * D * T, s = ss.p + worker * T
+            let kt = kts.p + worker * D * T, s = ss.p + worker * 2 * T
             let rows = src.p + b * T * qkvDim
-            for t in 0..<i1 {
-                let k = rows + t * qkvDim + c.qDim + g * D
-                for d in 0..<D { kt[d * i1 + t] = k[d] }
-            }
-            for i in i0..<i1 {
-                fq_attn_scores(rows + i * qkvDim + h * D, kt, i1, D, i + 1, scale, s)
-                fq_softmax_inplace(s, i + 1)
-                fq_attn_pv(s, i + 1, rows + c.qDim + c.kvDim + g * D, qkvDim, D, dst.p + (b * T + i) * c.qDim + h * D)
+            fq_transpose(rows + c.qDim + g * D, qkvDim, i1, D, kt, i1)
+            let v = rows + c.qDim + c.kvDim + g * D
+            var i = i0
+            while i < i1 {
+                // Queries i and i + 1 share one pass over the keys (each score is its own fixed chain).
+                let s2 = s + T
+                let pair = i + 1 < i1
+                if pair {
+                    fq_attn_scores2(rows + i * qkvDim + h * D, rows + (i + 1) * qkvDim + h * D, kt, i1, D, i + 1, scale, s, s2)
+                    fq_attn_scores(rows + (i + 1) * qkvDim + h * D, kt + (i + 1), i1, D, 1, scale, s2 + i + 1)
+                } else {
+                    fq_attn_scores(rows + i * qkvDim + h * D, kt, i1, D, i + 1, scale, s)
+                }
+                for (j, sc) in (pair ? [(i, s), (i + 1, s2)] : [(i, s)]) {
+                    fq_softmax_inplace(sc, j + 1)
+                    fq_attn_pv(sc, j + 1, v, qkvDim, D, dst.p + (b * T + j) * c.qDim + h * D)
+                }
+                i += pair ? 2 : 1
             }
         }
     }

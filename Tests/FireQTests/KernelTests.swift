@@ -105,6 +105,12 @@ import Testing
                 fq_attn_pv_on(0, p, n, v, D + 3, D, &o0)
                 fq_attn_pv_on(1, p, n, v, D + 3, D, &o1)
                 #expect(o0.map(\.bitPattern) == o1.map(\.bitPattern), "pv D \(D) n \(n)")
+                // Two queries at once: each gets its own scores.
+                let q2 = (0..<D).map { _ in g.next() }
+                var t0 = [Float](repeating: 0, count: n), t1 = t0, r2 = t0
+                fq_attn_scores2(q, q2, kt, ld, D, n, 0.125, &t0, &t1)
+                fq_attn_scores_on(0, q2, kt, ld, D, n, 0.125, &r2)
+                #expect(t0.map(\.bitPattern) == s0.map(\.bitPattern) && t1.map(\.bitPattern) == r2.map(\.bitPattern), "pair D \(D) n \(n)")
                 // The first m scores alone are the same values.
                 let m = max(1, n / 3)
                 var s2 = [Float](repeating: 0, count: m)

@@ -90,8 +90,12 @@ void fq_gemv_f16_on(int path, const float *x, const uint16_t *packed, size_t n, 
 void fq_attn_scores(const float *q, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s);
 /// out[d] = fmaf chain over t = 0 … n−1 from 0 of p[t]·V[t·ldv + d], for d < D.
 void fq_attn_pv(const float *p, size_t n, const float *v, size_t ldv, size_t D, float *out);
+/// Two queries against the same keys (n each): the scores fq_attn_scores gives each alone, faster.
+void fq_attn_scores2(const float *q0, const float *q1, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s0, float *s1);
 void fq_attn_scores_ref(const float *q, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s);
 void fq_attn_pv_ref(const float *p, size_t n, const float *v, size_t ldv, size_t D, float *out);
 /// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2+FMA.
 void fq_attn_scores_on(int path, const float *q, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s);
 void fq_attn_pv_on(int path, const float *p, size_t n, const float *v, size_t ldv, size_t D, float *out);
+/// dst[c·ldd + r] = src[r·lds + c] for r < rows, c < cols.
+void fq_transpose(const float *src, size_t lds, size_t rows, size_t cols, float *dst, size_t ldd);
