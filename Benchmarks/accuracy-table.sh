@@ -48,3 +48,20 @@ $bin compare --baseline "$model" "${models[@]}" --text "$text" --context 512 --w
   --title "SmolLM2-135M-Instruct on WikiText-2: context 512, $w512 windows" --report docs/accuracy/context-512
 $bin compare --baseline "$model" "${models[@]}" --text "$text" --context 2048 --windows "$w2048" \
   --title "SmolLM2-135M-Instruct on WikiText-2: context 2048, $w2048 windows" --report docs/accuracy/context-2048
+# One combined table (docs/accuracy/summary.md) from the two reports.
+python3 - docs/accuracy/context-512.json docs/accuracy/context-2048.json > docs/accuracy/summary.md <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+print(f"| method | ctx 512, all ({a['protocol']['windows']} windows) | Δ | ctx 512, llama.cpp protocol | Δ | ctx 2048, all ({b['protocol']['windows']} windows) | Δ | KL mean (512) | top-1 (512) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+def row(name, x, y, base=False):
+    cells = [name, f"{x['perplexity_all']:.3f}", "–" if base else f"{x['delta_perplexity_all_percent']:+.1f} %",
+             f"{x['perplexity_llamacpp']:.3f}", "–" if base else f"{x['delta_perplexity_llamacpp_percent']:+.1f} %",
+             f"{y['perplexity_all']:.3f}", "–" if base else f"{y['delta_perplexity_all_percent']:+.1f} %",
+             "–" if base else f"{x['kl_mean']:.4f}", "–" if base else f"{100 * x['top1_agreement']:.1f} %"]
+    print("| " + " | ".join(cells) + " |")
+row("FP16 weights (FP32 reference)", a["baseline"], b["baseline"], True)
+for x, y in zip(a["models"], b["models"]):
+    row(x["label"], x, y)
+PY
+cat docs/accuracy/summary.md

@@ -26,9 +26,10 @@ public final class PackedMatrix: @unchecked Sendable {
     /// The same panels in binary16, made on first use, when every value is exact in binary16 (an
     /// F16 checkpoint's weights, every FP8 E4M3 value); nil otherwise. The single-row (decode)
     /// GEMV reads these: half the memory traffic, the same result bit for bit.
+    /// `FIREQ_DECODE_GEMV=0` in the environment turns the path off (benchmark baseline).
     public func halfPanels() -> UnsafePointer<UInt16>? {
         halfLock.lock(); defer { halfLock.unlock() }
-        if !halfState.tried {
+        if !halfState.tried && Self.halfGEMVEnabled {
             halfState.tried = true
             let count = fq_gemv_f16_count(rows, cols)
             let p = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
@@ -36,6 +37,8 @@ public final class PackedMatrix: @unchecked Sendable {
         }
         return halfState.storage.map { UnsafePointer($0) }
     }
+
+    static let halfGEMVEnabled = ProcessInfo.processInfo.environment["FIREQ_DECODE_GEMV"] != "0"
 
     deinit { halfState.storage?.deallocate() }
 

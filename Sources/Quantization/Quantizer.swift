@@ -126,8 +126,11 @@ public struct Quantizer {
             for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] where fm.fileExists(atPath: modelDir + "/" + f) {
                 try fm.copyItem(atPath: modelDir + "/" + f, toPath: tmp + "/" + f)
             }
-            if fm.fileExists(atPath: outDir) { try fm.removeItem(atPath: outDir) }
+            // A replaced folder is first renamed aside (atomic), so outDir is never half-deleted.
+            let old = tmp + "-old"
+            if fm.fileExists(atPath: outDir) { try fm.moveItem(atPath: outDir, toPath: old) }
             try fm.moveItem(atPath: tmp, toPath: outDir)
+            try? fm.removeItem(atPath: old)
         } catch {
             try? fm.removeItem(atPath: tmp)
             throw error

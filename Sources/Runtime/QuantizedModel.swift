@@ -31,6 +31,10 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
     public init(directory: String, threads: Int) throws {
         let packed = try PackedModel(directory: directory)
         try packed.verify()
+        // The file is mapped; once a tensor is expanded its pages are handed back (resident memory
+        // is then the expanded weights, not the weights plus the file).
+        func release(prefix: String) { for t in packed.file.tensors where t.name.hasPrefix(prefix) { packed.file.releasePages(t) } }
+        release(prefix: "")
         let c = try LlamaConfig(directory: directory)
         config = c
         forward = LlamaForward(config: c, threads: threads)
@@ -69,6 +73,7 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
                 keyScales: f.info(s + "post_k_smooth.smooth") != nil ? try f.float32(s + "post_k_smooth.smooth") : [],
                 queryChannels: try ints(s + "post_q_smooth.top_k_indices"),
                 queryScales: f.info(s + "post_q_smooth.smooth") != nil ? try f.float32(s + "post_q_smooth.smooth") : []))
+            release(prefix: p)
         }
         self.layers = layers
         let embedValues = try f.float32("model.embed_tokens.weight")
@@ -79,6 +84,7 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
             lmHead = w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: c.vocabSize, cols: c.hiddenSize) }
         }
         head = LlamaModel(config: c, embed: embed, layers: [], finalNorm: try vec("model.norm.weight"), lmHead: lmHead, threads: threads)
+        release(prefix: "")
     }
 
     public func logits(hidden: UnsafePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>) {

@@ -13,12 +13,12 @@ struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Calibrate → quantize → smoke-evaluate → report, in one resumable command.",
         discussion: """
-        Stages run in a work folder (default OUT.fireq-work) and each finished stage leaves a record
-        with the hash of its inputs and of its output; a rerun skips stages whose record still matches
-        and recomputes stale ones, so a killed conversion resumes where it stopped. The smoke stage runs
-        the FP32 source and the packed model on the same held-out windows (default: the calibration
-        text after the calibration windows) and writes report.json / report.md / report.html. Only a
-        conversion that passes --max-delta-ppl is moved to OUT (atomically, with its report); a failing
+        Stages run in a work folder (default OUT.fireq-work) and each finished stage leaves a record \
+        with the hash of its inputs and of its output; a rerun skips stages whose record still matches \
+        and recomputes stale ones, so a killed conversion resumes where it stopped. The smoke stage runs \
+        the FP32 source and the packed model on the same held-out windows (default: the calibration \
+        text after the calibration windows) and writes report.json / report.md / report.html. Only a \
+        conversion that passes --max-delta-ppl is moved to OUT (atomically, with its report); a failing \
         one exits with status 3 and stays in the work folder for inspection.
         """)
 
@@ -164,8 +164,11 @@ struct Convert: ParsableCommand {
             try? fm.removeItem(atPath: tmp)
             try fm.copyItem(atPath: packed, toPath: tmp)
             for f in reportFiles { try fm.copyItem(atPath: f, toPath: tmp + "/" + (f as NSString).lastPathComponent) }
-            if fm.fileExists(atPath: out) { try fm.removeItem(atPath: out) }
+            // A replaced folder is first renamed aside (atomic), so OUT is never half-deleted.
+            let old = parent + "/." + (out as NSString).lastPathComponent + ".tmp-old-\(ProcessInfo.processInfo.processIdentifier)"
+            if fm.fileExists(atPath: out) { try fm.moveItem(atPath: out, toPath: old) }
             try fm.moveItem(atPath: tmp, toPath: out)
+            try? fm.removeItem(atPath: old)
             if !keepWork { try? fm.removeItem(atPath: W) }
             log.line(String(format: "wrote %@ (report: %@/report.html) in %.1f s", out, out, Date().timeIntervalSince(started)))
         } catch { fail(error) }

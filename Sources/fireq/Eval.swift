@@ -11,9 +11,9 @@ struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Perplexity of a model on a text file: FP32 reference for an HF folder, the INT4-FP8 runtime for a fireq-packed folder.",
         discussion: """
-        The file's bytes are tokenized once as stored (no BOS unless --bos) and cut into non-overlapping
-        windows of --context tokens from token 0; the remainder is dropped. Protocol 'all' scores every
-        token of a window but the first; 'llamacpp' scores only the second half, as llama.cpp's
+        The file's bytes are tokenized once as stored (no BOS unless --bos) and cut into non-overlapping \
+        windows of --context tokens from token 0; the remainder is dropped. Protocol 'all' scores every \
+        token of a window but the first; 'llamacpp' scores only the second half, as llama.cpp's \
         llama-perplexity does.
         """)
 

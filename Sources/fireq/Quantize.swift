@@ -3,6 +3,7 @@ import Foundation
 import JSONSupport
 import PackedFormat
 import Quantization
+import Runtime
 import TensorStore
 
 struct Quantize: ParsableCommand {
@@ -45,7 +46,7 @@ struct Inspect: ParsableCommand {
     var verify = false
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
-    @Option(name: .customLong("dequantize-to"), help: "Also write every linear's dequantized FP32 weight ŵ·(1/P) to this safetensors file.")
+    @Option(name: .customLong("dequantize-to"), help: "Also write every linear's dequantized FP32 weight ŵ·(1/P), exactly as the INT4-FP8 runtime holds it, to this safetensors file.")
     var dequantizeTo: String?
 
     func run() throws {
@@ -55,8 +56,11 @@ struct Inspect: ParsableCommand {
             if let dequantizeTo {
                 var ts: [TensorData] = []
                 for name in m.linearNames {
-                    let l = try m.linear(name)
-                    ts.append(TensorData(name: name, float32: l.dequantized(fp8Rerounding: m.fp8Rerounding), shape: [l.n, l.k]))
+                    // The runtime's own weights: its packed ŵ panels times each column's 1/P (exact: a power of two).
+                    let lin = Int4FP8Linear(try m.linear(name), fp8Rerounding: m.fp8Rerounding)
+                    var w = lin.weights.rowMajor()
+                    for r in 0..<lin.n { for c in 0..<lin.k { w[r * lin.k + c] *= lin.columnScale[r] } }
+                    ts.append(TensorData(name: name, float32: w, shape: [lin.n, lin.k]))
                 }
                 try SafetensorsWriter.write(ts, to: dequantizeTo)
             }
