@@ -19,7 +19,8 @@ bin=.build/release/fireq
 $bin convert --model "$model" --out "$out" --recipe Calibration/recipes/fireq.json \
   --text ../shared/data/tinyshakespeare.txt --samples 10 --seq-len 2048 \
   --eval-text ../shared/data/wikitext-2-raw-test.raw --eval-context 512 --eval-windows 40 --force
-$bin inspect "$out" --verify | head -2
+$bin inspect "$out" --verify > .cache/main-job/inspect.txt
+head -2 .cache/main-job/inspect.txt
 python3 - "$out/report.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

@@ -225,7 +225,7 @@ public struct CompareReport: Sendable {
         let rows = [(baseline.label + " (baseline)", result.baseline.perplexity(scoring))]
             + result.models.enumerated().map { (models[$0.offset].label, $0.element.perplexity(scoring)) }
         let top = max(rows.map(\.1).max() ?? 1, 1e-9)
-        let labelW = 230.0, barW = 560.0, rowH = 26.0, width = labelW + barW + 90
+        let labelW = 250.0, barW = 540.0, rowH = 26.0, width = labelW + barW + 150
         let height = rowH * Double(rows.count) + 10
         var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" role=\"img\" aria-label=\"perplexity per method\">\n"
         for (i, (label, v)) in rows.enumerated() {
