@@ -48,6 +48,11 @@ $bin compare --baseline "$model" "${models[@]}" --text "$text" --context 512 --w
   --title "SmolLM2-135M-Instruct on WikiText-2: context 512, $w512 windows" --report docs/accuracy/context-512
 $bin compare --baseline "$model" "${models[@]}" --text "$text" --context 2048 --windows "$w2048" \
   --title "SmolLM2-135M-Instruct on WikiText-2: context 2048, $w2048 windows" --report docs/accuracy/context-2048
+# Where the loss comes from, layer by layer (each layer alone on the FP16 model's input to it), for
+# the ablation ladder and the breakdown, on 16 windows of 512.
+$bin compare --baseline "$model" --model "$work/rtn" --model "$work/ablation-linear" --model "$work/ablation-pre-rope" \
+  --model "$work/fireq" --model "$work/fireq-w4-only" --model "$work/fireq-w4a8" --text "$text" --context 512 --windows 16 \
+  --title "SmolLM2-135M-Instruct on WikiText-2: loss by layer (context 512, 16 windows)" --report docs/accuracy/layers-512
 # One combined table (docs/accuracy/summary.md) from the two reports.
 python3 - docs/accuracy/context-512.json docs/accuracy/context-2048.json > docs/accuracy/summary.md <<'PY'
 import json, sys

@@ -19,6 +19,10 @@ public struct ModelScores: Sendable {
     /// Per decoder layer: ‖h_model − h_baseline‖ / ‖h_baseline‖ of the residual stream after the
     /// layer, over all tokens of all windows (empty for the baseline).
     public var layerRelativeError: [Double]
+    /// Per decoder layer, run alone on the baseline's input to that layer: ‖out − out_baseline‖ /
+    /// ‖out_baseline − in‖, the error the layer adds by itself relative to what it contributes
+    /// (empty for the baseline).
+    public var layerIsolatedError: [Double] = []
     public var seconds: Double
 
     public init(name: String, meanNLLAll: Double, meanNLLLlamacpp: Double, windowNLL: [Double], klMean: Double?, klP99: Double?,
@@ -86,20 +90,40 @@ public enum Comparison {
         let blockLogits = FloatBuffer(count: block * V, zeroed: false)
 
         struct Acc { var sumAll = 0.0, sumHalf = 0.0, windowNLL: [Double] = [], kl: [Double] = [], agree = 0, seconds = 0.0
-                     var diff2: [Double], ref2: [Double] }
-        var acc = [Acc](repeating: Acc(diff2: .init(repeating: 0, count: L), ref2: .init(repeating: 0, count: L)), count: models.count + 1)
+                     var diff2: [Double], ref2: [Double], isoDiff2: [Double], isoRef2: [Double] }
+        let zeros = [Double](repeating: 0, count: L)
+        var acc = [Acc](repeating: Acc(diff2: zeros, ref2: zeros, isoDiff2: zeros, isoRef2: zeros), count: models.count + 1)
+        let embedded = FloatBuffer(count: context * H), isolated = FloatBuffer(count: context * H)
 
         for w in 0..<windows {
             var seq = Array(tokens[(w * textPerWindow)..<((w + 1) * textPerWindow)])
             if let bos { seq.insert(bos, at: 0) }
+            baseline.embed(seq, into: embedded.pointer)
             for mi in 0...models.count {
                 let isBase = mi == 0
                 let model = isBase ? baseline : models[mi - 1].model
                 let t0 = Date()
+                var isolatedSeconds = 0.0
                 let observer: ForwardObserver = isBase ? capture : LayerDiff(reference: capture)
                 let hidden = model.hiddenStates([seq], observer: observer)
                 if let d = observer as? LayerDiff {
                     for l in 0..<L { acc[mi].diff2[l] += d.diff2[l]; acc[mi].ref2[l] += d.ref2[l] }
+                    // Every layer alone on the baseline's input to it (not counted in the model's speed).
+                    let isoStart = Date()
+                    defer { isolatedSeconds = Date().timeIntervalSince(isoStart) }
+                    let n = context * H
+                    for l in 0..<L {
+                        let input = l == 0 ? UnsafePointer(embedded.pointer) : UnsafePointer(capture.outputs[l - 1].pointer)
+                        isolated.pointer.update(from: input, count: n)
+                        model.runLayer(l, hidden: isolated.pointer, seqLen: context)
+                        let ref = capture.outputs[l].pointer
+                        var e = 0.0, r = 0.0
+                        for j in 0..<n {
+                            let o = Double(ref[j]), dq = Double(isolated.pointer[j]) - o, dc = o - Double(input[j])
+                            e += dq * dq; r += dc * dc
+                        }
+                        acc[mi].isoDiff2[l] += e; acc[mi].isoRef2[l] += r
+                    }
                 }
                 var sumAll = 0.0, sumHalf = 0.0
                 var kl = [Double](repeating: 0, count: kept), agree = [Bool](repeating: false, count: kept)
@@ -149,7 +173,7 @@ public enum Comparison {
                     acc[mi].kl.append(contentsOf: kl)
                     acc[mi].agree += agree.reduce(0) { $0 + ($1 ? 1 : 0) }
                 }
-                acc[mi].seconds += Date().timeIntervalSince(t0)
+                acc[mi].seconds += Date().timeIntervalSince(t0) - isolatedSeconds
             }
             progress?(w + 1, windows)
         }
@@ -164,6 +188,7 @@ public enum Comparison {
                 s.klP99 = sorted.isEmpty ? 0 : sorted[max(0, Int((0.99 * Double(sorted.count)).rounded(.up)) - 1)]
                 s.top1Agreement = Double(a.agree) / Double(max(1, a.kl.count))
                 s.layerRelativeError = (0..<L).map { a.ref2[$0] > 0 ? (a.diff2[$0] / a.ref2[$0]).squareRoot() : 0 }
+                s.layerIsolatedError = (0..<L).map { a.isoRef2[$0] > 0 ? (a.isoDiff2[$0] / a.isoRef2[$0]).squareRoot() : 0 }
             }
             return s
         }

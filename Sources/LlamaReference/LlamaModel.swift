@@ -9,6 +9,11 @@ public protocol CausalLanguageModel: AnyObject {
     func nll(hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int) -> [Double]
     /// logits[r, :] of `rows` final-normed hidden rows into `out` (rows, vocab).
     func logits(hidden: UnsafePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>)
+    /// The embeddings of `tokens` into `out` (tokens.count, hidden).
+    func embed(_ tokens: [Int32], into out: UnsafeMutablePointer<Float>)
+    /// Runs decoder layer `index` alone, in place, on `hidden` (one sequence of `seqLen` rows):
+    /// comparisons feed every layer the baseline's input to measure the error it adds by itself.
+    func runLayer(_ index: Int, hidden: UnsafeMutablePointer<Float>, seqLen: Int)
 }
 
 /// A whole Llama-family model in FP32 (the reference), loaded from a Hugging Face folder.
@@ -82,6 +87,12 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         for L in layers { forward.layer(L, hidden: h.pointer, batch: sequences.count, seqLen: T, workspace: ws, observer: observer) }
         forward.rmsNorm(h.pointer, rows: rows, weight: finalNorm.pointer, out: h.pointer)
         return h
+    }
+
+    public func runLayer(_ index: Int, hidden: UnsafeMutablePointer<Float>, seqLen: Int) {
+        passLock.lock()
+        defer { passLock.unlock() }
+        forward.layer(layers[index], hidden: hidden, batch: 1, seqLen: seqLen, workspace: workspace(rows: seqLen, seqLen: seqLen))
     }
 
     /// logits[r, :] = hidden[r, :] · lm_headᵀ for `rows` rows into `out` (rows, vocab).

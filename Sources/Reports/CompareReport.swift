@@ -106,6 +106,7 @@ public struct CompareReport: Sendable {
             fields.append(("kl_p99", .double(s.klP99 ?? 0)))
             fields.append(("top1_agreement", .double(s.top1Agreement ?? 0)))
             fields.append(("layer_relative_error", .array(s.layerRelativeError.map { JSONValue.double($0) })))
+            fields.append(("layer_isolated_error", .array(s.layerIsolatedError.map { JSONValue.double($0) })))
             models.append(.object(JSONObject(fields)))
         }
         var top: [(String, JSONValue)] = [
@@ -120,6 +121,7 @@ public struct CompareReport: Sendable {
                 ("bos", .bool(r.bos)), ("scored_tokens_all", .int(r.scoredTokensAll)), ("scored_tokens_llamacpp", .int(r.scoredTokensLlamacpp)),
                 ("kl", .string("KL(baseline ‖ model) in nats per scored token")),
                 ("layer_error", .string("‖h − h_baseline‖ / ‖h_baseline‖ of the residual stream after each decoder layer, all tokens")),
+                ("layer_isolated_error", .string("each layer alone on the baseline's input to it: ‖out − out_baseline‖ / ‖out_baseline − in‖")),
             ]))),
             ("baseline", .object(JSONObject(prov(baseline) + ppl(r.baseline)))),
             ("models", .array(models)),
@@ -148,10 +150,14 @@ public struct CompareReport: Sendable {
         let t = table()
         o += "| " + t.header.joined(separator: " | ") + " |\n|---|---|" + String(repeating: "---:|", count: t.header.count - 2) + "\n"
         for row in t.rows { o += "| " + row.joined(separator: " | ") + " |\n" }
-        o += "\n## Relative error of the residual stream per layer\n\n| layer | " + models.map(\.label).joined(separator: " | ") + " |\n"
-        o += "|---:|" + String(repeating: "---:|", count: models.count) + "\n"
-        for l in 0..<(r.models.first?.layerRelativeError.count ?? 0) {
-            o += "| \(l) | " + r.models.map { fmt($0.layerRelativeError[l], 4) }.joined(separator: " | ") + " |\n"
+        for (title, key, note) in Self.layerMetrics {
+            let L = r.models.first?[keyPath: key].count ?? 0
+            guard L > 0 else { continue }
+            o += "\n## \(title)\n\n\(note)\n\n| layer | " + models.map(\.label).joined(separator: " | ") + " |\n"
+            o += "|---:|" + String(repeating: "---:|", count: models.count) + "\n"
+            for l in 0..<L {
+                o += "| \(l) | " + r.models.map { $0[keyPath: key].count > l ? fmt($0[keyPath: key][l], 4) : "–" }.joined(separator: " | ") + " |\n"
+            }
         }
         o += "\n## Provenance\n\n"
         for p in [baseline] + models {
@@ -192,7 +198,10 @@ public struct CompareReport: Sendable {
         for row in t.rows {
             o += "<tr>" + row.enumerated().map { $0.offset < 2 ? "<td>\(esc($0.element))</td>" : "<td class=n>\($0.element)</td>" }.joined() + "</tr>\n"
         }
-        o += "</table>\n<h2>Where the loss comes from: relative error of the residual stream per layer</h2>\n" + layerChart()
+        o += "</table>\n"
+        for (title, key, note) in Self.layerMetrics where (r.models.first?[keyPath: key].count ?? 0) > 0 {
+            o += "<h2>\(esc(title))</h2>\n<p class=\"small\">\(esc(note))</p>\n" + layerChart(key)
+        }
         o += "<h2>Provenance</h2>\n<table><tr><th>model</th><th>path</th><th>identity</th></tr>\n"
         for p in [baseline] + models {
             o += "<tr><td>\(esc(p.label))</td><td><code>\(esc(p.path))</code><br>\(p.engine)</td><td>" + p.fields.map { "\(esc($0.0)): <code>\(esc($0.1))</code>" }.joined(separator: "<br>") + "</td></tr>\n"
@@ -240,11 +249,19 @@ public struct CompareReport: Sendable {
         return s + "</svg>\n"
     }
 
-    /// One polyline per model: relative residual-stream error after each layer.
-    func layerChart() -> String {
-        let L = result.models.first?.layerRelativeError.count ?? 0
+    /// The per-layer views: (title, values, what they mean).
+    static let layerMetrics: [(String, KeyPath<ModelScores, [Double]> & Sendable, String)] = [
+        ("Where the loss comes from: error each layer adds on its own", \ModelScores.layerIsolatedError,
+         "Each decoder layer of the model run alone on the baseline's input to that layer: ‖out − out_baseline‖ / ‖out_baseline − in‖, the layer's own error relative to what it adds to the residual stream."),
+        ("Relative error of the residual stream after each layer", \ModelScores.layerRelativeError,
+         "The whole model: ‖h − h_baseline‖ / ‖h_baseline‖ after each layer (errors accumulate; a layer that makes the stream's norm jump makes the ratio drop)."),
+    ]
+
+    /// One polyline per model of a per-layer metric.
+    func layerChart(_ key: KeyPath<ModelScores, [Double]>) -> String {
+        let L = result.models.first?[keyPath: key].count ?? 0
         guard L > 0 else { return "<p>No models compared.</p>\n" }
-        let maxErr = max(result.models.flatMap(\.layerRelativeError).max() ?? 0, 1e-9)
+        let maxErr = max(result.models.flatMap { $0[keyPath: key] }.max() ?? 0, 1e-9)
         let yTop = niceCeiling(maxErr)
         let left = 60.0, right = 20.0, topM = 10.0, bottom = 40.0, plotW = 760.0, plotH = 280.0
         let width = left + plotW + right, legendH = 20.0 * Double(result.models.count)
@@ -266,11 +283,11 @@ public struct CompareReport: Sendable {
         s += "<line x1=\"\(Int(left))\" x2=\"\(Int(left + plotW))\" y1=\"\(Int(topM + plotH))\" y2=\"\(Int(topM + plotH))\" stroke=\"#444\"/>\n"
         for (i, m) in result.models.enumerated() {
             let color = Self.palette[i % Self.palette.count]
-            let pts = m.layerRelativeError.enumerated().map { "\(fmt(x($0.offset), 1)),\(fmt(y($0.element), 1))" }.joined(separator: " ")
+            let pts = m[keyPath: key].enumerated().map { "\(fmt(x($0.offset), 1)),\(fmt(y($0.element), 1))" }.joined(separator: " ")
             s += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\" points=\"\(pts)\"/>\n"
             let ly = topM + plotH + bottom + 20 * Double(i) + 12
             s += "<rect x=\"\(Int(left))\" y=\"\(fmt(ly - 9, 1))\" width=\"14\" height=\"10\" fill=\"\(color)\"/>"
-            s += "<text x=\"\(Int(left + 20))\" y=\"\(fmt(ly, 1))\" font-size=\"12\">\(esc(models[i].label)) (last layer \(fmt(m.layerRelativeError.last ?? 0, 3)))</text>\n"
+            s += "<text x=\"\(Int(left + 20))\" y=\"\(fmt(ly, 1))\" font-size=\"12\">\(esc(models[i].label)) (last layer \(fmt(m[keyPath: key].last ?? 0, 3)), largest \(fmt(m[keyPath: key].max() ?? 0, 3)) at layer \(m[keyPath: key].indices.max { m[keyPath: key][$0] < m[keyPath: key][$1] } ?? 0))</text>\n"
         }
         return s + "</svg>\n"
     }
@@ -326,8 +343,10 @@ extension CompareReport {
                                 klMean: m["kl_mean"]?.doubleValue, klP99: m["kl_p99"]?.doubleValue, top1Agreement: m["top1_agreement"]?.doubleValue,
                                 layerRelativeError: (m["layer_relative_error"]?.arrayValue ?? []).compactMap(\.doubleValue),
                                 seconds: m["seconds"]?.doubleValue ?? 0)
+            var scored = s
+            scored.layerIsolatedError = (m["layer_isolated_error"]?.arrayValue ?? []).compactMap(\.doubleValue)
             let prov = ModelProvenance(label: s.name, path: m["path"]?.stringValue ?? "", engine: m["engine"]?.stringValue ?? "", fields: fields)
-            return (s, prov)
+            return (scored, prov)
         }
         let (bs, bp) = try scores(try need(j["baseline"], "baseline"), "baseline")
         var ms: [ModelScores] = [], mp: [ModelProvenance] = []

@@ -97,40 +97,52 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
 
     public func hiddenStates(_ sequences: [[Int32]], observer: ForwardObserver? = nil) -> FloatBuffer {
         lock.lock(); defer { lock.unlock() }
-        let c = config
         let T = sequences.first?.count ?? 0, rows = sequences.count * T
-        let H = c.hiddenSize, I = c.intermediateSize, qkvDim = c.qDim + 2 * c.kvDim
-        let h = FloatBuffer(count: rows * H, zeroed: false)
+        let h = FloatBuffer(count: rows * config.hiddenSize, zeroed: false)
         head.embed(sequences.flatMap { $0 }, into: h.pointer)
+        for li in layers.indices { layer(li, hidden: h.pointer, batch: sequences.count, seqLen: T, observer: observer) }
+        forward.rmsNorm(h.pointer, rows: rows, weight: head.finalNorm.pointer, out: h.pointer)
+        return h
+    }
+
+    public func embed(_ tokens: [Int32], into out: UnsafeMutablePointer<Float>) { head.embed(tokens, into: out) }
+
+    /// Runs decoder layer `index` alone, in place, on `hidden` (one sequence of `seqLen` rows).
+    public func runLayer(_ index: Int, hidden: UnsafeMutablePointer<Float>, seqLen: Int) {
+        lock.lock(); defer { lock.unlock() }
+        layer(index, hidden: hidden, batch: 1, seqLen: seqLen, observer: nil)
+    }
+
+    /// One decoder layer in place on `h` (batch × seqLen rows); the caller holds `lock`.
+    private func layer(_ li: Int, hidden h: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int, observer: ForwardObserver?) {
+        let c = config, L = layers[li]
+        let rows = batch * T
+        let H = c.hiddenSize, I = c.intermediateSize, qkvDim = c.qDim + 2 * c.kvDim
         if cached == nil || cached!.rows < rows || cached!.seqLen < T {
             cached = (rows, T, LlamaForward.Workspace(config: c, rows: rows, seqLen: T, threads: forward.threads),
                       FloatBuffer(count: rows * max(H, I, c.qDim)), FloatBuffer(count: rows * max(2 * I, qkvDim, H)))
         }
         let (ws, scratch, acc) = (cached!.ws, cached!.scratch, cached!.acc)
         let th = forward.threads
-        for (li, L) in layers.enumerated() {
-            func run(_ lin: Int4FP8Linear, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool = false) {
-                lin.forward(x: x, rows: rows, y: y, ldy: ldy, accumulate: accumulate, scratch: scratch.pointer, acc: acc.pointer,
-                            activationsFP8: activationsFP8, outputBF16: outputBF16, threads: th)
-            }
-            forward.rmsNorm(h.pointer, rows: rows, weight: L.inputNorm.pointer, out: ws.xn.pointer)
-            observer?.observe(.attentionInput, layer: li, ActivationView(base: ws.xn.pointer, rows: rows, cols: H, rowStride: H))
-            run(L.qkv, ws.xn.pointer, ws.qkv.pointer, ldy: qkvDim)
-            forward.applyRope(ws.qkv.pointer, rows: rows, seqLen: T)
-            quantizeAttentionInputs(L, qkv: ws.qkv.pointer, rows: rows)
-            attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: sequences.count, seqLen: T)
-            run(L.o, ws.att.pointer, h.pointer, ldy: H, accumulate: true)
-            forward.rmsNorm(h.pointer, rows: rows, weight: L.postAttentionNorm.pointer, out: ws.xn.pointer)
-            run(L.gateUp, ws.xn.pointer, ws.gateUp.pointer, ldy: 2 * I)
-            let gu = SendablePointer(ws.gateUp.pointer), act = SendablePointer(ws.act.pointer)
-            Parallel.forEachChunk(rows, chunk: 16, threads: th) { r in
-                for row in r { fq_swiglu(gu.p + row * 2 * I, gu.p + row * 2 * I + I, act.p + row * I, I) }
-            }
-            run(L.down, ws.act.pointer, h.pointer, ldy: H, accumulate: true)
-            observer?.observe(.layerOutput, layer: li, ActivationView(base: h.pointer, rows: rows, cols: H, rowStride: H))
+        func run(_ lin: Int4FP8Linear, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool = false) {
+            lin.forward(x: x, rows: rows, y: y, ldy: ldy, accumulate: accumulate, scratch: scratch.pointer, acc: acc.pointer,
+                        activationsFP8: activationsFP8, outputBF16: outputBF16, threads: th)
         }
-        forward.rmsNorm(h.pointer, rows: rows, weight: head.finalNorm.pointer, out: h.pointer)
-        return h
+        forward.rmsNorm(h, rows: rows, weight: L.inputNorm.pointer, out: ws.xn.pointer)
+        observer?.observe(.attentionInput, layer: li, ActivationView(base: ws.xn.pointer, rows: rows, cols: H, rowStride: H))
+        run(L.qkv, ws.xn.pointer, ws.qkv.pointer, ldy: qkvDim)
+        forward.applyRope(ws.qkv.pointer, rows: rows, seqLen: T)
+        quantizeAttentionInputs(L, qkv: ws.qkv.pointer, rows: rows)
+        attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: T)
+        run(L.o, ws.att.pointer, h, ldy: H, accumulate: true)
+        forward.rmsNorm(h, rows: rows, weight: L.postAttentionNorm.pointer, out: ws.xn.pointer)
+        run(L.gateUp, ws.xn.pointer, ws.gateUp.pointer, ldy: 2 * I)
+        let gu = SendablePointer(ws.gateUp.pointer), act = SendablePointer(ws.act.pointer)
+        Parallel.forEachChunk(rows, chunk: 16, threads: th) { r in
+            for row in r { fq_swiglu(gu.p + row * 2 * I, gu.p + row * 2 * I + I, act.p + row * I, I) }
+        }
+        run(L.down, ws.act.pointer, h, ldy: H, accumulate: true)
+        observer?.observe(.layerOutput, layer: li, ActivationView(base: h, rows: rows, cols: H, rowStride: H))
     }
 
     /// Causal GQA attention, FP32, on the dequantized Q/K/V, in the fixed summation order of

@@ -56,8 +56,9 @@ struct Compare: ParsableCommand {
         abstract: "Run a baseline and one or more models on the same windows and report what each lost.",
         discussion: """
         Per model: perplexity under both protocols, Δppl against the baseline, mean and 99th-percentile \
-        KL(baseline ‖ model) of the next-token distributions, top-1 agreement and the relative error of \
-        the residual stream after every decoder layer. --report BASE writes BASE.json, BASE.md and a \
+        KL(baseline ‖ model) of the next-token distributions, top-1 agreement, the relative error of \
+        the residual stream after every decoder layer, and the error each layer adds on its own (run alone \
+        on the baseline's input to it). --report BASE writes BASE.json, BASE.md and a \
         self-contained BASE.html with SVG charts. Folders are HF checkpoints (FP32 reference) or \
         fireq-packed folders (INT4-FP8 runtime), detected from their files.
         """)

@@ -111,6 +111,8 @@ import Testing
         #expect(m["delta_perplexity"]?.doubleValue == 0)
         #expect(m["layer_relative_error"]?.arrayValue?.count == 30)
         #expect(m["layer_relative_error"]?.arrayValue?.allSatisfy { $0.doubleValue == 0 } == true)
+        #expect(m["layer_isolated_error"]?.arrayValue?.count == 30)
+        #expect(m["layer_isolated_error"]?.arrayValue?.allSatisfy { $0.doubleValue == 0 } == true)
         for p in ["all", "llamacpp"] {
             let e = try CLI.run(["eval", "--model", TestPaths.model, "--text", Self.wiki, "--context", "128", "--windows", "2",
                                  "--protocol", p, "--json"])
@@ -135,7 +137,7 @@ import Testing
             svgs += 1
             rest = rest[b.upperBound...]
         }
-        #expect(svgs == 2)
+        #expect(svgs == 3)
         // `fireq report` re-renders the saved JSON to the same JSON.
         let rr = try CLI.run(["report", base + ".json", "--out", base + "-again"])
         #expect(rr.status == 0, "\(rr.stderr)")
