@@ -18,6 +18,10 @@ public struct Quantizer {
     public static func run(modelDir: String, statsPath: String, recipe: Recipe, recipeJSON: String, outDir: String,
                            toolVersion: String, threads: Int = 1, force: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> Summary {
         let fm = FileManager.default
+        if URL(fileURLWithPath: outDir).standardizedFileURL.resolvingSymlinksInPath().path
+            == URL(fileURLWithPath: modelDir).standardizedFileURL.resolvingSymlinksInPath().path {
+            throw QuantizationError.packed(path: outDir, reason: "is the source model's folder; choose another output folder")
+        }
         let config = try LlamaConfig(directory: modelDir)
         let ckpt = try Checkpoint(directory: modelDir)
         try LlamaTensorNames.validate(ckpt, config: config)

@@ -57,6 +57,10 @@ struct Convert: ParsableCommand {
         do {
             let fm = FileManager.default
             let log = ProgressLog(enabled: true)
+            func canonical(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.resolvingSymlinksInPath().path }
+            if canonical(out) == canonical(modelOptions.model) {
+                throw CLIError("\(out): is the source model's folder; choose another output folder.")
+            }
             if fm.fileExists(atPath: out) && !force { throw CLIError("\(out): already exists (pass --force to replace it).") }
             let parent = (out as NSString).deletingLastPathComponent.isEmpty ? "." : (out as NSString).deletingLastPathComponent
             guard fm.isWritableFile(atPath: parent) else { throw CLIError("\(out): cannot write the output: the folder '\(parent)' does not exist or is not writable.") }

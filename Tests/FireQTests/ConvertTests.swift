@@ -84,6 +84,17 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: work), "the work folder is removed after success without --keep-work")
     }
 
+    /// The source folder is never an output, even with --force.
+    @Test func outputIsNotTheSource() throws {
+        try TestPaths.requireModel()
+        try CLITests.expectFailure(Self.convertArgs(out: TestPaths.model + "/", extra: ["--force"]),
+                                   mentions: ["is the source model's folder"])
+        try CLITests.expectFailure(["quantize", "--model", TestPaths.model, "--stats", "/nonexistent.h5", "--recipe",
+                                    QuantizeTests.recipes + "/fireq.json", "--out", TestPaths.model, "--force"],
+                                   mentions: ["is the source model's folder"])
+        #expect(FileManager.default.fileExists(atPath: TestPaths.model + "/model.safetensors"))
+    }
+
     /// A conversion whose loss exceeds the threshold exits 3 and publishes nothing.
     @Test func thresholdFailsTheJob() throws {
         try TestPaths.requireModel()
