@@ -70,16 +70,7 @@ struct Compare: ParsableCommand {
     @Option(name: .long, help: "Display name of each --model, in order (default: its recipe name or folder name).")
     var label: [String] = []
     @OptionGroup var compute: ComputeOptions
-    @Option(name: .long, help: "Text file to evaluate on.")
-    var text: String
-    @Option(name: .long, help: "Window length in tokens.")
-    var context: Int = 512
-    @Option(name: .long, help: "Evaluate at most this many windows (default: all).")
-    var windows: Int?
-    @Option(name: .long, help: "Tokens scored for the headline perplexity, KL and top-1: all | llamacpp (both perplexities are always reported).")
-    var `protocol`: String = "all"
-    @Flag(name: .long, help: "Start every window with the model's BOS token.")
-    var bos = false
+    @OptionGroup var window: WindowOptions
     @Option(name: .long, help: "Write BASE.json, BASE.md and BASE.html.")
     var report: String?
     @Option(name: .long, help: "Report title.")
@@ -90,11 +81,7 @@ struct Compare: ParsableCommand {
     func validate() throws {
         guard !model.isEmpty else { throw ValidationError("Give at least one --model.") }
         guard label.isEmpty || label.count == model.count else { throw ValidationError("Give one --label per --model, or none.") }
-        guard context >= 4 else { throw ValidationError("--context must be at least 4.") }
-        if let windows, windows < 1 { throw ValidationError("--windows must be at least 1.") }
-        guard PerplexityProtocol(rawValue: `protocol`) != nil else {
-            throw ValidationError("--protocol must be one of: \(PerplexityProtocol.allCases.map(\.rawValue).joined(separator: ", ")).")
-        }
+        guard window.context >= 4 else { throw ValidationError("--context must be at least 4.") }
         for d in [baseline] + model {
             var isDir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: d, isDirectory: &isDir), isDir.boolValue else { throw ValidationError("'\(d)' is not a folder.") }
@@ -106,23 +93,17 @@ struct Compare: ParsableCommand {
             let log = ProgressLog(enabled: true)
             if let report { try checkWritable(report) }
             let tok = try Tokenizer(directory: baseline)
+            let text = window.text
             let raw = try readText(text)
             let base = try LoadedModel.open(baseline, label: nil, threads: compute.threads)
             var models: [LoadedModel] = []
             for (i, d) in model.enumerated() { models.append(try LoadedModel.open(d, label: label.isEmpty ? nil : label[i], threads: compute.threads)) }
-            if context > base.model.config.maxPositionEmbeddings {
-                throw CLIError("--context \(context) exceeds the model's max_position_embeddings (\(base.model.config.maxPositionEmbeddings)).")
-            }
-            var bosID: Int32? = nil
-            if bos {
-                guard let b = base.model.config.bosTokenID else { throw CLIError("\(baseline)/config.json: --bos needs a bos_token_id.") }
-                bosID = Int32(b)
-            }
+            let bosID = try window.check(base.model.config, modelPath: baseline)
             let ids = tok.encodeParallel(raw)
             let t0 = Date()
             let result = try Comparison.run(baseline: base.model, models: models.map { ($0.provenance.label, $0.model) },
-                                            baselineName: baseline, tokens: ids, context: context, maxWindows: windows,
-                                            scoring: PerplexityProtocol(rawValue: `protocol`)!, bos: bosID, source: text,
+                                            baselineName: baseline, tokens: ids, context: window.context, maxWindows: window.windows,
+                                            scoring: window.scoring, bos: bosID, source: text,
                                             threads: compute.threads) { done, total in
                 log.progress(done: done, total: total, started: t0, label: "windows")
             }

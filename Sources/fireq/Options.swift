@@ -1,5 +1,7 @@
 import ArgumentParser
+import Evaluation
 import Foundation
+import LlamaReference
 
 struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Hugging Face model folder (config.json, *.safetensors, tokenizer.json).")
@@ -47,4 +49,38 @@ struct CLIError: Error, CustomStringConvertible {
 
 func printJSON(_ pairs: [(String, String)]) {
     print("{" + pairs.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
+}
+
+/// The perplexity protocol of `eval` and `compare`: which text, how it is windowed and scored.
+struct WindowOptions: ParsableArguments {
+    @Option(name: .long, help: "Text file to evaluate on.")
+    var text: String
+    @Option(name: .long, help: "Window length in tokens.")
+    var context: Int = 512
+    @Option(name: .long, help: "Evaluate at most this many windows (default: all).")
+    var windows: Int?
+    @Option(name: .long, help: "Which tokens are scored: all | llamacpp (second half of each window, as llama.cpp).")
+    var `protocol`: String = "all"
+    @Flag(name: .long, help: "Start every window with the model's BOS token.")
+    var bos = false
+
+    func validate() throws {
+        guard context >= 2 else { throw ValidationError("--context must be at least 2.") }
+        if let windows, windows < 1 { throw ValidationError("--windows must be at least 1.") }
+        guard PerplexityProtocol(rawValue: `protocol`) != nil else {
+            throw ValidationError("--protocol must be one of: \(PerplexityProtocol.allCases.map(\.rawValue).joined(separator: ", ")).")
+        }
+    }
+
+    var scoring: PerplexityProtocol { PerplexityProtocol(rawValue: `protocol`)! }
+
+    /// Checks --context against the model and resolves --bos to its token id.
+    func check(_ config: LlamaConfig, modelPath: String) throws -> Int32? {
+        if context > config.maxPositionEmbeddings {
+            throw CLIError("--context \(context) exceeds the model's max_position_embeddings (\(config.maxPositionEmbeddings)).")
+        }
+        guard bos else { return nil }
+        guard let b = config.bosTokenID else { throw CLIError("\(modelPath)/config.json: --bos needs a bos_token_id.") }
+        return Int32(b)
+    }
 }
