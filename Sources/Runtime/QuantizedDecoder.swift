@@ -38,7 +38,7 @@ public final class QuantizedDecoder {
     public func step(_ token: Int32) -> [Float] {
         precondition(position < capacity, "decoder is full")
         let m = model, c = m.config, f = m.forward
-        let H = c.hiddenSize, qkvDim = c.qDim + 2 * c.kvDim, I = c.intermediateSize, D = c.headDim, half = D / 2
+        let I = c.intermediateSize, D = c.headDim, half = D / 2
         m.head.embed([token], into: h.pointer)
         var cosT = [Float](repeating: 0, count: half), sinT = cosT
         f.rope.table(position: position, cos: &cosT, sin: &sinT)
@@ -60,7 +60,6 @@ public final class QuantizedDecoder {
             fq_swiglu(gu.pointer, gu.pointer + I, act.pointer, I)
             run(L.down, act.pointer, h.pointer, accumulate: true)
         }
-        _ = qkvDim
         f.rmsNorm(h.pointer, rows: 1, weight: m.head.finalNorm.pointer, out: xn.pointer)
         var logits = [Float](repeating: 0, count: c.vocabSize)
         logits.withUnsafeMutableBufferPointer { m.head.logits(hidden: xn.pointer, rows: 1, out: $0.baseAddress!) }

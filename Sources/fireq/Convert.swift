@@ -85,22 +85,26 @@ struct Convert: ParsableCommand {
                 "calibrate", tool, modelHash, c.source.kind, sourceHash, "\(c.samples)", "\(c.seqLen)", "\(c.shuffle)", "\(c.seed)",
                 "\(c.temperature)", "\(c.topP)"])
             let statsRecord = StageRecord(path: W + "/stats.stage.json", name: "calibration")
-            if try statsRecord.isCurrent(key: calKey, outputs: [stats], log: log) {
+            let statsHashes: [String: String]
+            if let h = try statsRecord.current(key: calKey, outputs: [stats], log: log) {
                 log.line("[1/3] calibration: up to date (\(stats)), skipped")
+                statsHashes = h
             } else {
                 log.line("[1/3] calibration")
                 try runCalibration(modelDir: modelOptions.model, calibration: calibration, threads: compute.threads, out: stats)
-                try statsRecord.write(key: calKey, outputs: [stats])
+                statsHashes = try statsRecord.write(key: calKey, outputs: [stats])
             }
 
             // Stage 2: quantization.
             let packed = W + "/packed"
-            let statsHash = try fileSHA256(stats)
+            let statsHash = statsHashes["stats.h5"]!
             let qKey = StageRecord.key(["quantize", tool, modelHash, statsHash, recipeJSON])
             let packedRecord = StageRecord(path: W + "/packed.stage.json", name: "quantization")
             let packedFiles = [packed + "/model.safetensors", packed + "/config.json", packed + "/tokenizer.json"]
-            if try packedRecord.isCurrent(key: qKey, outputs: packedFiles, log: log) {
+            let packedHashes: [String: String]
+            if let h = try packedRecord.current(key: qKey, outputs: packedFiles, log: log) {
                 log.line("[2/3] quantization: up to date (\(packed)), skipped")
+                packedHashes = h
             } else {
                 log.line("[2/3] quantization with recipe '\(r.name)'")
                 let t0 = Date()
@@ -108,7 +112,7 @@ struct Convert: ParsableCommand {
                                       toolVersion: tool, threads: compute.threads, force: true) { done, total in
                     log.progress(done: done, total: total, started: t0, label: "layers")
                 }
-                try packedRecord.write(key: qKey, outputs: packedFiles)
+                packedHashes = try packedRecord.write(key: qKey, outputs: packedFiles)
             }
 
             // Stage 3: smoke evaluation on held-out text, and the report.
@@ -127,10 +131,10 @@ struct Convert: ParsableCommand {
             }
             let reportBase = W + "/report"
             let reportFiles = [reportBase + ".json", reportBase + ".md", reportBase + ".html"]
-            let evalKey = StageRecord.key(["smoke", tool, modelHash, try fileSHA256(packed + "/model.safetensors"),
+            let evalKey = StageRecord.key(["smoke", tool, modelHash, packedHashes["model.safetensors"]!,
                                            SHA256.hex(Array(evalRaw.utf8)), "\(evalText == nil)", "\(evalContext)", "\(evalWindows)", "\(maxDeltaPPL)"])
             let evalRecord = StageRecord(path: W + "/report.stage.json", name: "smoke evaluation")
-            if try evalRecord.isCurrent(key: evalKey, outputs: reportFiles, log: log) {
+            if try evalRecord.current(key: evalKey, outputs: reportFiles, log: log) != nil {
                 log.line("[3/3] smoke evaluation: up to date (\(reportBase).json), skipped")
             } else {
                 log.line("[3/3] smoke evaluation: \(evalWindows) × \(evalContext) tokens of \(heldOut)")
@@ -148,7 +152,7 @@ struct Convert: ParsableCommand {
                                         environment: .current(toolVersion: tool, threads: compute.threads), notes: notes(for: base.model.config))
                 rep.threshold = LossThreshold(maxDeltaPerplexityPercent: maxDeltaPPL, passed: rep.deltaPercent(0) <= maxDeltaPPL)
                 try rep.write(base: reportBase)
-                try evalRecord.write(key: evalKey, outputs: reportFiles)
+                _ = try evalRecord.write(key: evalKey, outputs: reportFiles)
             }
             guard let data = fm.contents(atPath: reportBase + ".json"), let j = try? JSONParser.parse(data),
                   let m = j["models"]?.arrayValue?.first, let delta = m["delta_perplexity_percent"]?.doubleValue,
@@ -194,32 +198,42 @@ struct StageRecord {
         SHA256.hex(Array(parts.map { "\($0.utf8.count):\($0)" }.joined().utf8))
     }
 
-    /// True when the record exists, its key matches and every output still has its recorded hash.
-    func isCurrent(key: String, outputs: [String], log: ProgressLog) throws -> Bool {
-        guard let data = FileManager.default.contents(atPath: path) else { return false }
+    /// The outputs' hashes (by file name) when the record exists, its key matches and every output
+    /// still has its recorded hash; nil when the stage must run.
+    func current(key: String, outputs: [String], log: ProgressLog) throws -> [String: String]? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
         guard let j = try? JSONParser.parse(data), let k = j["key"]?.stringValue, let o = j["outputs"]?.objectValue else {
             log.line("\(name): the stage record \(path) is unreadable; recomputing")
-            return false
+            return nil
         }
         guard k == key else {
             log.line("\(name): inputs changed since the last run; recomputing")
-            return false
+            return nil
         }
+        var hashes: [String: String] = [:]
         for f in outputs {
-            guard FileManager.default.fileExists(atPath: f), let h = o[(f as NSString).lastPathComponent]?.stringValue, h == (try? fileSHA256(f)) else {
+            let file = (f as NSString).lastPathComponent
+            guard FileManager.default.fileExists(atPath: f), let h = o[file]?.stringValue, h == (try? fileSHA256(f)) else {
                 log.line("\(name): \(f) is missing or changed; recomputing")
-                return false
+                return nil
             }
+            hashes[file] = h
         }
-        return true
+        return hashes
     }
 
-    func write(key: String, outputs: [String]) throws {
-        var o = JSONObject()
-        for f in outputs { o[(f as NSString).lastPathComponent] = .string(try fileSHA256(f)) }
+    /// Records the stage as finished; returns the outputs' hashes (by file name).
+    func write(key: String, outputs: [String]) throws -> [String: String] {
+        var o = JSONObject(), hashes: [String: String] = [:]
+        for f in outputs {
+            let file = (f as NSString).lastPathComponent
+            hashes[file] = try fileSHA256(f)
+            o[file] = .string(hashes[file]!)
+        }
         let text = JSONWriter.pretty(.object(JSONObject([("stage", .string(name)), ("key", .string(key)), ("outputs", .object(o)),
                                                          ("finished", .string(ISO8601DateFormatter().string(from: Date())))])))
         try AtomicFile.write(to: path) { (h) throws(TensorStoreError) in try h.write(Data(text.utf8), path: path) }
+        return hashes
     }
 
     /// Temporary files and folders a killed run left behind (`*.tmp-PID…`).
