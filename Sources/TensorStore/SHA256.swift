@@ -98,3 +98,13 @@ extension Checkpoint {
         return s.finalizeHex()
     }
 }
+
+extension SHA256 {
+    /// SHA-256 of a file's bytes (mapped, not read into memory), hex.
+    public static func fileHex(_ path: String) throws(TensorStoreError) -> String {
+        let f = try MappedFile(path: path)
+        var s = SHA256()
+        if let base = f.base { s.update(UnsafeRawBufferPointer(start: base, count: f.size)) }
+        return s.finalizeHex()
+    }
+}

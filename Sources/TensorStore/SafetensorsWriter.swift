@@ -88,8 +88,17 @@ public enum AtomicFile {
         let fh: FileHandle
         init(_ fh: FileHandle) { self.fh = fh }
         public func write(_ data: Data, path: String) throws(TensorStoreError) {
-            do { try fh.write(contentsOf: data) } catch { throw .writeFailed(path: path, reason: "\(error.localizedDescription)") }
+            do { try fh.write(contentsOf: data) } catch { throw .writeFailed(path: path, reason: AtomicFile.reason(error)) }
         }
+    }
+
+    /// The operating system's words for a failed write ("No space left on device", "File too
+    /// large"), not Foundation's generic "The operation could not be completed".
+    public static func reason(_ error: Error) -> String {
+        let ns = error as NSError
+        if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(u.code))) }
+        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
+        return error.localizedDescription
     }
 
     public static func write(to path: String, _ body: (Handle) throws(TensorStoreError) -> Void) throws(TensorStoreError) {
@@ -107,7 +116,7 @@ public enum AtomicFile {
             } catch let e as TensorStoreError {
                 try? fh.close(); throw e
             } catch {
-                try? fh.close(); throw TensorStoreError.writeFailed(path: path, reason: error.localizedDescription)
+                try? fh.close(); throw TensorStoreError.writeFailed(path: path, reason: reason(error))
             }
             if rename(tmp, path) != 0 {
                 throw TensorStoreError.writeFailed(path: path, reason: String(cString: strerror(errno)))

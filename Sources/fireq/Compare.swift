@@ -20,19 +20,20 @@ struct LoadedModel {
     }
 
     /// An HF folder runs on the FP32 reference, a fireq-packed folder on the INT4-FP8 runtime.
-    static func open(_ dir: String, label: String?, threads: Int) throws -> LoadedModel {
+    static func open(_ dir: String, label: String?, threads: Int, numerics: RuntimeNumerics = .fireq) throws -> LoadedModel {
         let base = (dir as NSString).lastPathComponent
         if isPacked(dir) {
             let pm = try PackedModel(directory: dir)
-            let model = try QuantizedModel(directory: dir, threads: threads)
+            let model = try QuantizedModel(directory: dir, threads: threads, numerics: numerics)
             let recipeName = pm.recipe["name"]?.stringValue ?? "?"
-            var fields: [(String, String)] = [("recipe", recipeName)]
+            var fields: [(String, String)] = [("recipe", recipeName), ("numerics", numerics.rawValue)]
             if let r = pm.metadata["fireq.recipe"] { fields.append(("recipe_sha256", SHA256.hex(Array(r.utf8)))) }
             fields.append(("stats_sha256", pm.metadata["fireq.stats_sha256"] ?? "?"))
             fields.append(("source_model_sha256", pm.metadata["fireq.source_model_sha256"] ?? "?"))
             fields.append(("packed_file_sha256", try fileSHA256(pm.weightsPath)))
             fields.append(("written_by", "fireq " + (pm.metadata["fireq.tool_version"] ?? "?")))
-            return LoadedModel(model: model, provenance: ModelProvenance(label: label ?? recipeName, path: dir, engine: "int4-fp8-runtime", fields: fields))
+            let name = numerics == .fireq ? recipeName : "\(recipeName) (\(numerics.rawValue))"
+            return LoadedModel(model: model, provenance: ModelProvenance(label: label ?? name, path: dir, engine: "int4-fp8-runtime", fields: fields))
         }
         let model = try LlamaModel(directory: dir, threads: threads)
         let ckpt = try Checkpoint(directory: dir)
@@ -44,12 +45,7 @@ struct LoadedModel {
 }
 
 /// SHA-256 of a file's bytes (mapped, not read into memory).
-func fileSHA256(_ path: String) throws -> String {
-    let f = try MappedFile(path: path)
-    var s = SHA256()
-    if let base = f.base { s.update(UnsafeRawBufferPointer(start: base, count: f.size)) }
-    return s.finalizeHex()
-}
+func fileSHA256(_ path: String) throws -> String { try SHA256.fileHex(path) }
 
 struct Compare: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -71,6 +67,7 @@ struct Compare: ParsableCommand {
     var label: [String] = []
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var window: WindowOptions
+    @OptionGroup var numerics: NumericsOption
     @Option(name: .long, help: "Write BASE.json, BASE.md and BASE.html.")
     var report: String?
     @Option(name: .long, help: "Report title.")
@@ -97,7 +94,7 @@ struct Compare: ParsableCommand {
             let raw = try readText(text)
             let base = try LoadedModel.open(baseline, label: nil, threads: compute.threads)
             var models: [LoadedModel] = []
-            for (i, d) in model.enumerated() { models.append(try LoadedModel.open(d, label: label.isEmpty ? nil : label[i], threads: compute.threads)) }
+            for (i, d) in model.enumerated() { models.append(try LoadedModel.open(d, label: label.isEmpty ? nil : label[i], threads: compute.threads, numerics: numerics.value)) }
             let bosID = try window.check(base.model.config, modelPath: baseline)
             let ids = tok.encodeParallel(raw)
             let t0 = Date()

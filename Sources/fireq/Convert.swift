@@ -1,6 +1,7 @@
 import ArgumentParser
 import CalibrationStats
 import Evaluation
+import Exports
 import Foundation
 import JSONSupport
 import LlamaReference
@@ -41,13 +42,31 @@ struct Convert: ParsableCommand {
     var work: String?
     @Flag(name: .customLong("keep-work"), help: "Keep the work folder after a successful conversion.")
     var keepWork = false
-    @Flag(name: .long, help: "Replace an existing output folder.")
+    @Option(name: .long, help: "Also export for other runtimes, published next to OUT (OUT.gguf, OUT.compressed-tensors, OUT.mlx): a comma-separated list of gguf, compressed-tensors, mlx.")
+    var export: String?
+    @Option(name: .customLong("gguf-metadata"), help: "JSON object of general.* keys for the GGUF export (as fireq export --metadata).")
+    var ggufMetadata: String?
+    @Flag(name: .long, help: "Replace an existing output folder (and existing exports).")
     var force = false
+
+    /// The --export formats, in the order given.
+    var exportFormats: [ExportFormat] {
+        (export ?? "").split(separator: ",").compactMap { ExportFormat(rawValue: $0.trimmingCharacters(in: .whitespaces)) }
+    }
+
+    /// Where an export is published: next to OUT.
+    func exportDestination(_ f: ExportFormat) -> String { out + (f == .gguf ? ".gguf" : "." + f.rawValue) }
 
     func validate() throws {
         guard evalContext >= 4 else { throw ValidationError("--eval-context must be at least 4.") }
         guard evalWindows >= 1 else { throw ValidationError("--eval-windows must be at least 1.") }
         guard maxDeltaPPL > 0 else { throw ValidationError("--max-delta-ppl must be positive.") }
+        if let export {
+            for f in export.split(separator: ",") where ExportFormat(rawValue: f.trimmingCharacters(in: .whitespaces)) == nil {
+                throw ValidationError("--export: '\(f)' is not one of \(ExportFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
+            }
+        }
+        if ggufMetadata != nil && !exportFormats.contains(.gguf) { throw ValidationError("--gguf-metadata needs --export gguf.") }
         if evalText == nil && (calibration.text == nil || calibration.shuffle) {
             throw ValidationError("Give --eval-text: the default held-out text is the --text calibration file after its in-order calibration windows.")
         }
@@ -62,12 +81,19 @@ struct Convert: ParsableCommand {
                 throw CLIError("\(out): is the source model's folder; choose another output folder.")
             }
             if fm.fileExists(atPath: out) && !force { throw CLIError("\(out): already exists (pass --force to replace it).") }
+            for f in exportFormats where fm.fileExists(atPath: exportDestination(f)) && !force {
+                throw CLIError("\(exportDestination(f)): already exists (pass --force to replace it).")
+            }
+            let overrides = try ggufMetadata.map { try Exporter.ggufMetadata(fromJSONFile: $0) } ?? []
             let parent = (out as NSString).deletingLastPathComponent.isEmpty ? "." : (out as NSString).deletingLastPathComponent
             guard fm.isWritableFile(atPath: parent) else { throw CLIError("\(out): cannot write the output: the folder '\(parent)' does not exist or is not writable.") }
             let W = work ?? (out + ".fireq-work")
             try createFolder(W)
             StageRecord.removeLeftovers(in: W)
             StageRecord.removeLeftovers(in: parent, prefix: "." + (out as NSString).lastPathComponent + ".tmp-")
+            for f in exportFormats {
+                StageRecord.removeLeftovers(in: parent, prefix: "." + (exportDestination(f) as NSString).lastPathComponent + ".tmp-")
+            }
             let started = Date()
 
             let r = try recipe.map { try Recipe.load($0) } ?? Recipe()
@@ -167,6 +193,26 @@ struct Convert: ParsableCommand {
             }
             log.line("\(summary): passed")
 
+            // Export stages: each a re-expression of the packed folder, recorded like the others.
+            var exports: [(ExportFormat, String)] = []
+            for f in exportFormats {
+                let path = W + "/export." + (f == .gguf ? "gguf" : f.rawValue)
+                let outputs = f.isFile ? [path] : [path + "/model.safetensors", path + "/config.json"]
+                let key = StageRecord.key(["export", tool, f.rawValue, packedHashes["model.safetensors"]!,
+                                           try ggufMetadata.map { try fileSHA256($0) } ?? "none"])
+                let record = StageRecord(path: W + "/export-\(f.rawValue).stage.json", name: "\(f.rawValue) export")
+                if try record.current(key: key, outputs: outputs, log: log) != nil {
+                    log.line("[export] \(f.rawValue): up to date (\(path)), skipped")
+                } else {
+                    log.line("[export] \(f.rawValue)")
+                    let s = try Exporter.export(packedDir: packed, format: f, out: path, force: true,
+                                                ggufMetadata: f == .gguf ? overrides : [], toolVersion: tool)
+                    printExportSummary(s)
+                    _ = try record.write(key: key, outputs: outputs)
+                }
+                exports.append((f, path))
+            }
+
             // Publish: assemble OUT beside it, then rename into place.
             let tmp = parent + "/." + (out as NSString).lastPathComponent + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
             try? fm.removeItem(atPath: tmp)
@@ -177,6 +223,18 @@ struct Convert: ParsableCommand {
             if fm.fileExists(atPath: out) { try fm.moveItem(atPath: out, toPath: old) }
             try fm.moveItem(atPath: tmp, toPath: out)
             try? fm.removeItem(atPath: old)
+            for (f, path) in exports {
+                // Each export is copied beside its destination, then renamed into place (an old one aside first).
+                let dest = exportDestination(f), name = (dest as NSString).lastPathComponent
+                let tmpE = parent + "/." + name + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
+                let oldE = parent + "/." + name + ".tmp-old-\(ProcessInfo.processInfo.processIdentifier)"
+                try? fm.removeItem(atPath: tmpE)
+                try fm.copyItem(atPath: path, toPath: tmpE)
+                if fm.fileExists(atPath: dest) { try fm.moveItem(atPath: dest, toPath: oldE) }
+                try fm.moveItem(atPath: tmpE, toPath: dest)
+                try? fm.removeItem(atPath: oldE)
+                log.line("wrote \(dest)")
+            }
             if !keepWork { try? fm.removeItem(atPath: W) }
             log.line(String(format: "wrote %@ (report: %@/report.html) in %.1f s", out, out, Date().timeIntervalSince(started)))
         } catch { fail(error) }

@@ -18,6 +18,7 @@ struct Eval: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var window: WindowOptions
+    @OptionGroup var numerics: NumericsOption
     @Flag(name: .long, help: "Print one JSON object instead of text.")
     var json = false
 
@@ -27,8 +28,11 @@ struct Eval: ParsableCommand {
             let tok = try Tokenizer(directory: modelOptions.model)
             // A fireq-packed folder runs on the INT4-FP8 runtime; any other HF folder on the FP32 reference.
             let packed = LoadedModel.isPacked(modelOptions.model)
+            if !packed && numerics.value != .fireq {
+                throw CLIError("--numerics \(numerics.value.rawValue) applies to fireq-packed folders; \(modelOptions.model) is an HF checkpoint (FP32 reference).")
+            }
             let model: any CausalLanguageModel = packed
-                ? try QuantizedModel(directory: modelOptions.model, threads: compute.threads)
+                ? try QuantizedModel(directory: modelOptions.model, threads: compute.threads, numerics: numerics.value)
                 : try LlamaModel(directory: modelOptions.model, threads: compute.threads)
             let bosID = try window.check(model.config, modelPath: modelOptions.model)
             let (text, context, `protocol`, bos) = (window.text, window.context, window.protocol, window.bos)
@@ -50,6 +54,7 @@ struct Eval: ParsableCommand {
                     ("tokens_per_second", "\(r.tokensPerSecond)"), ("eval_seconds", "\(r.seconds)"),
                     ("load_seconds", "\(loaded.timeIntervalSince(started))"), ("threads", "\(compute.threads)"),
                     ("engine", packed ? "\"int4-fp8-runtime\"" : "\"fp32-reference\""),
+                    ("numerics", packed ? "\"\(numerics.value.rawValue)\"" : "null"),
                 ])
             } else {
                 print(String(format: "perplexity %.4f  (mean NLL %.6f over %d tokens, %d windows of %d, protocol %@)",

@@ -2,6 +2,7 @@ import ArgumentParser
 import Evaluation
 import Foundation
 import LlamaReference
+import Runtime
 
 struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Hugging Face model folder (config.json, *.safetensors, tokenizer.json).")
@@ -13,6 +14,20 @@ struct ModelOptions: ParsableArguments {
             throw ValidationError("--model '\(model)' is not a folder.")
         }
     }
+}
+
+/// Which numerics a packed model runs with (`eval`, `compare`).
+struct NumericsOption: ParsableArguments {
+    @Option(name: .long, help: "Packed models: fireq (the recipe's full numerics) | weights-only (what the exports carry: q·s·(1/P) weights, FP32 activations and Q/K/V) | weights-fp8act (weights-only plus FP8 per-token input activations).")
+    var numerics: String = RuntimeNumerics.fireq.rawValue
+
+    func validate() throws {
+        guard RuntimeNumerics(rawValue: numerics) != nil else {
+            throw ValidationError("--numerics must be one of: \(RuntimeNumerics.allCases.map(\.rawValue).joined(separator: ", ")).")
+        }
+    }
+
+    var value: RuntimeNumerics { RuntimeNumerics(rawValue: numerics)! }
 }
 
 struct ComputeOptions: ParsableArguments {

@@ -58,9 +58,14 @@ enum CLI {
 
     struct Result { let status: Int32; let stdout: String; let stderr: String }
 
-    static func run(_ args: [String], stdin: String? = nil) throws -> Result {
+    /// Runs `bash -c script` with $0, $1, … = `args` (for limits such as `ulimit -f`).
+    static func shell(_ script: String, _ args: [String]) throws -> Result {
+        try run(["-c", script] + args, executable: "/bin/bash")
+    }
+
+    static func run(_ args: [String], stdin: String? = nil, executable: String? = nil) throws -> Result {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
+        p.executableURL = URL(fileURLWithPath: executable ?? binary)
         p.arguments = args
         let out = Pipe(), err = Pipe()
         p.standardOutput = out

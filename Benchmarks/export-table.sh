@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Perplexity of each export in its own runtime next to what fireq predicts (docs/exports.md):
+# one packed model of the default model (paper recipe, 10 × 2048 calibration tokens; the main
+# job's, or made here), exported to GGUF, compressed-tensors and MLX, then run on the same
+# WikiText-2 windows (context 512, protocol 'all' and llama.cpp's) by llama.cpp (llama-cpp-python),
+# transformers + compressed-tensors (torch CPU; as exported = W4A8-FP8, and W4A16) and mlx-lm
+# (CPU, float32), and by `fireq eval` with --numerics fireq | weights-only | weights-fp8act.
+# Usage: bash Benchmarks/export-table.sh [windows] [mlx_windows]   (defaults 40 and 4: MLX's Linux
+# CPU build takes about a minute per 512-token window)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+w=${1:-40}
+wm=${2:-4}
+model=.cache/models/smollm2-135m-instruct
+work=.cache/export-table
+packed=.cache/main-job/smollm2-fireq
+text=../shared/data/wikitext-2-raw-test.raw
+bin=.build/release/fireq
+py=.cache/venv/bin/python
+mkdir -p "$work" docs
+[ -x "$bin" ] || swift build -c release
+[ -f "$model/model.safetensors" ] || bash Scripts/fetch-default-model.sh
+"$py" -m pip install -q --disable-pip-version-check -r Scripts/requirements-model.txt -r Scripts/requirements-runtimes.txt
+if [ ! -f "$packed/model.safetensors" ]; then
+  packed=$work/packed
+  [ -f "$work/stats.h5" ] || $bin calibrate --model "$model" --text ../shared/data/tinyshakespeare.txt --samples 10 --seq-len 2048 --out "$work/stats.h5"
+  [ -f "$packed/model.safetensors" ] || $bin quantize --model "$model" --stats "$work/stats.h5" --recipe Calibration/recipes/fireq.json --out "$packed"
+fi
+for f in gguf compressed-tensors mlx; do
+  $bin export "$packed" --format $f --out "$work/export.$f" --force > "$work/export.$f.txt"
+done
+run_fireq() {  # numerics windows protocol
+  $bin eval --model "$packed" --text "$text" --context 512 --windows "$2" --numerics "$1" --protocol "$3" --json
+}
+run_rt() {  # runtime export windows protocol
+  "$py" Scripts/runtime_perplexity.py --runtime "$1" --export "$2" --fireq $bin --tokenizer "$packed" --text "$text" \
+    --context 512 --windows "$3" --protocol "$4"
+}
+: > "$work/rows.jsonl"
+for proto in all llamacpp; do
+  for n in fireq weights-only weights-fp8act; do
+    echo "{\"row\": \"fireq eval --numerics $n\", \"windows\": $w, \"result\": $(run_fireq $n $w $proto)}" >> "$work/rows.jsonl"
+  done
+  echo "{\"row\": \"fireq eval --numerics weights-only\", \"windows\": $wm, \"result\": $(run_fireq weights-only $wm $proto)}" >> "$work/rows.jsonl"
+  echo "{\"row\": \"llama.cpp (GGUF Q4_0)\", \"windows\": $w, \"result\": $(run_rt llama.cpp "$work/export.gguf" $w $proto)}" >> "$work/rows.jsonl"
+  echo "{\"row\": \"transformers (compressed-tensors, as exported: W4A8-FP8)\", \"windows\": $w, \"result\": $(run_rt transformers "$work/export.compressed-tensors" $w $proto)}" >> "$work/rows.jsonl"
+  echo "{\"row\": \"transformers (compressed-tensors, W4A16)\", \"windows\": $w, \"result\": $(run_rt transformers-w4a16 "$work/export.compressed-tensors" $w $proto)}" >> "$work/rows.jsonl"
+  echo "{\"row\": \"mlx-lm (MLX affine 4-bit, float32)\", \"windows\": $wm, \"result\": $(run_rt mlx "$work/export.mlx" $wm $proto)}" >> "$work/rows.jsonl"
+done
+"$py" - "$work/rows.jsonl" "$packed" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+ref = {(r["windows"], r["result"]["protocol"]): r["result"]["perplexity"] for r in rows if r["row"] == "fireq eval --numerics weights-only"}
+print(f"Packed model: `{sys.argv[2]}`; WikiText-2 raw test, context 512.\n")
+print("| engine | windows | ppl, protocol all | vs weights-only | ppl, llama.cpp protocol | vs weights-only | seconds (all) |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+seen = []
+for r in rows:
+    key = (r["row"], r["windows"])
+    if key in seen:
+        continue
+    seen.append(key)
+    cells = []
+    secs = ""
+    for proto in ("all", "llamacpp"):
+        x = next(q["result"] for q in rows if (q["row"], q["windows"]) == key and q["result"]["protocol"] == proto)
+        base = ref[(r["windows"], proto)]
+        cells += [f"{x['perplexity']:.3f}", f"{100 * (x['perplexity'] / base - 1):+.2f} %"]
+        if proto == "all":
+            secs = str(x.get("seconds", x.get("eval_seconds", "")))
+            if isinstance(x.get("eval_seconds"), float):
+                secs = f"{x['eval_seconds']:.1f}"
+    print(f"| {r['row']} | {r['windows']} | " + " | ".join(cells) + f" | {secs} |")
+PY

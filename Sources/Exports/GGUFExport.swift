@@ -1,0 +1,237 @@
+import Foundation
+import JSONSupport
+import LlamaReference
+import LowPrecision
+import PackedFormat
+import TensorStore
+
+/// GGUF v3, architecture `llama`, linears as Q4_0 (Formats/exports.md "GGUF").
+public enum GGUFExport {
+    /// HF → GGUF names of one decoder layer's tensors (llama.cpp `tensor_mapping.py`).
+    static let layerNames: [(hf: String, gguf: String)] = [
+        ("input_layernorm.weight", "attn_norm.weight"),
+        ("mlp.down_proj.weight", "ffn_down.weight"),
+        ("mlp.gate_proj.weight", "ffn_gate.weight"),
+        ("mlp.up_proj.weight", "ffn_up.weight"),
+        ("post_attention_layernorm.weight", "ffn_norm.weight"),
+        ("self_attn.k_proj.weight", "attn_k.weight"),
+        ("self_attn.o_proj.weight", "attn_output.weight"),
+        ("self_attn.q_proj.weight", "attn_q.weight"),
+        ("self_attn.v_proj.weight", "attn_v.weight"),
+    ]
+
+    /// One tensor of the export: where its values come from.
+    enum Source {
+        case quantized(linear: String, permuteHeads: Int?)   // packed linear (without .weight)
+        case stored(String, permuteHeads: Int?)               // unquantized tensor in its stored dtype
+        case widened(String)                                  // norm weight widened to F32
+    }
+
+    static func export(_ src: ExportSource, to out: String, metadata overrides: [(String, GGUFValue)], toolVersion: String) throws -> ExportSummary {
+        let c = src.config
+        guard c.architecture == .llama || c.architecture == .mistral else {
+            throw ExportError(path: src.directory + "/config.json", reason: "architecture \(c.architecture.rawValue) has no GGUF export here (llama and mistral only)")
+        }
+        if case .llama3 = c.ropeScaling {
+            throw ExportError(path: src.directory + "/config.json", reason: "llama3 RoPE scaling needs llama.cpp's rope_freqs tensor, which this exporter does not write")
+        }
+        // Tensor plan, in HF-name order (llama.cpp's converter order).
+        var plan: [(hf: String, gguf: String, source: Source)] = []
+        plan.append(("model.embed_tokens.weight", "token_embd.weight", .stored("model.embed_tokens.weight", permuteHeads: nil)))
+        var layers: [(hf: String, gguf: String, source: Source)] = []
+        for i in 0..<c.layerCount {
+            for (hf, gg) in layerNames {
+                let name = "model.layers.\(i).\(hf)"
+                let base = String(name.dropLast(".weight".count))
+                let heads: Int? = hf.hasPrefix("self_attn.q_proj") ? c.headCount : hf.hasPrefix("self_attn.k_proj") ? c.kvHeadCount : nil
+                let source: Source = hf.hasSuffix("layernorm.weight") ? .widened(name)
+                    : src.linearNames.contains(base) ? .quantized(linear: base, permuteHeads: heads) : .stored(name, permuteHeads: heads)
+                layers.append((name, "blk.\(i).\(gg)", source))
+            }
+        }
+        plan += layers.sorted { $0.hf < $1.hf }
+        plan.append(("model.norm.weight", "output_norm.weight", .widened("model.norm.weight")))
+        if !c.tieWordEmbeddings { plan.append(("lm_head.weight", "output.weight", .stored("lm_head.weight", permuteHeads: nil))) }
+        plan.sort { $0.hf < $1.hf }
+        if c.attentionBias || src.packed.file.tensorNames.contains(where: { $0.hasSuffix(".bias") }) {
+            throw ExportError(path: src.weightsPath, reason: "has linear biases, which the GGUF llama export does not carry")
+        }
+
+        var writer = GGUFWriter()
+        var groups = 0
+        for p in plan {
+            let info: TensorInfo
+            switch p.source {
+            case .quantized(let l, _):
+                guard let w = src.packed.file.info(l + ".weight"), let s = src.packed.file.info(l + ".weight_scale") else {
+                    throw ExportError(path: src.weightsPath, reason: "quantized linear '\(l)' is incomplete")
+                }
+                let n = w.shape[0], k = w.shape[1] * 8, g = k / s.shape[1]
+                guard g % 32 == 0 else {
+                    throw ExportError(path: src.weightsPath, reason: "'\(l)' has group size \(g); GGUF Q4_0 blocks hold 32 weights, so the group size must be a multiple of 32")
+                }
+                groups += n * (k / g)
+                writer.tensors.append(.init(name: p.gguf, shape: [n, k], type: .q4_0))
+                continue
+            case .stored(let name, _): guard let t = src.packed.file.info(name) else { throw ExportError(path: src.weightsPath, reason: "tensor '\(name)' is missing") }; info = t
+            case .widened(let name): guard let t = src.packed.file.info(name) else { throw ExportError(path: src.weightsPath, reason: "tensor '\(name)' is missing") }; info = t
+            }
+            let type: GGMLType
+            if case .widened = p.source { type = .f32 } else {
+                switch info.dtype {
+                case .f16: type = .f16
+                case .bf16: type = .bf16
+                case .f32: type = .f32
+                default: throw ExportError(path: src.weightsPath, reason: "tensor '\(info.name)' has dtype \(info.dtype.rawValue), which GGUF cannot store here")
+                }
+            }
+            writer.tensors.append(.init(name: p.gguf, shape: info.shape, type: type))
+        }
+
+        let notCarried = src.runtimeOnlyNumerics(activationsCarried: false)
+        writer.keyValues = try keyValues(src, overrides: overrides, notCarried: notCarried, toolVersion: toolVersion)
+        let inexact = InexactCounter()
+        let inexactIndex = writer.keyValues.firstIndex { $0.0 == "fireq.inexact_scale_groups" }!
+        // The count is known only after the blocks are made: count first (cheap), then write.
+        for p in plan { if case .quantized(let l, _) = p.source { inexact.add(try countInexact(src.linear(l))) } }
+        writer.keyValues[inexactIndex].1 = .u32(UInt32(inexact.value))
+
+        try writer.write(to: out) { i in
+            switch plan[i].source {
+            case .quantized(let l, let heads):
+                return q4_0Blocks(try src.linear(l), permuteHeads: heads)
+            case .stored(let name, let heads):
+                let (t, bytes) = try src.raw(name)
+                guard let heads else { return bytes }
+                return permuteRows(bytes, rows: t.shape[0], rowBytes: bytes.count / t.shape[0], heads: heads)
+            case .widened(let name):
+                var out: [UInt8] = []
+                for v in try src.packed.file.float32(name) { Bytes.append(v.bitPattern, to: &out) }
+                return out
+            }
+        }
+        let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
+        return ExportSummary(format: .gguf, path: out, notCarried: notCarried, inexactScaleGroups: inexact.value, groups: groups,
+                             scaleType: "F16", bytes: size)
+    }
+
+    final class InexactCounter { var value = 0; func add(_ n: Int) { value += n } }
+
+    /// Groups whose d = FP16(s_g/P) differs from s_g/P.
+    public static func countInexact(_ l: PackedLinear) -> Int {
+        l.scales.reduce(0) { n, s in
+            let d = s * l.perTensorScaleInv
+            return n + (FP16.decode(FP16.encode(d)) == d ? 0 : 1)
+        }
+    }
+
+    /// GGUF row r of a q/k projection holds HF row perm(r): inside each head of D rows, GGUF row
+    /// 2j is HF row j and GGUF row 2j+1 is HF row j + D/2 (llama.cpp's converter `permute`).
+    public static func hfRow(_ r: Int, rows: Int, heads: Int) -> Int {
+        let d = rows / heads, h = r / d, j = r % d
+        return h * d + (j % 2 == 0 ? j / 2 : j / 2 + d / 2)
+    }
+
+    static func permuteRows(_ bytes: [UInt8], rows: Int, rowBytes: Int, heads: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: bytes.count)
+        for r in 0..<rows {
+            let s = hfRow(r, rows: rows, heads: heads)
+            out.replaceSubrange((r * rowBytes)..<((r + 1) * rowBytes), with: bytes[(s * rowBytes)..<((s + 1) * rowBytes)])
+        }
+        return out
+    }
+
+    /// The linear as ggml `block_q4_0` rows (18 bytes per 32 weights): d = FP16(s_g/P), then
+    /// weight j in the low nibble of qs[j] and weight j + 16 in its high nibble, as q + 8.
+    public static func q4_0Blocks(_ l: PackedLinear, permuteHeads: Int?) -> [UInt8] {
+        let blocksPerRow = l.k / 32, groups = l.k / l.groupSize
+        var out = [UInt8](repeating: 0, count: l.n * blocksPerRow * 18)
+        for r in 0..<l.n {
+            let s = permuteHeads.map { hfRow(r, rows: l.n, heads: $0) } ?? r
+            for b in 0..<blocksPerRow {
+                let o = (r * blocksPerRow + b) * 18
+                let d = FP16.encode(l.scales[s * groups + b * 32 / l.groupSize] * l.perTensorScaleInv)
+                out[o] = UInt8(d & 0xFF); out[o + 1] = UInt8(d >> 8)
+                let q = s * l.k + b * 32
+                for j in 0..<16 {
+                    let lo = UInt8(Int(l.q[q + j]) + 8), hi = UInt8(Int(l.q[q + j + 16]) + 8)
+                    out[o + 2 + j] = lo | (hi << 4)
+                }
+            }
+        }
+        return out
+    }
+
+    // MARK: - Metadata
+
+    static func keyValues(_ src: ExportSource, overrides: [(String, GGUFValue)], notCarried: [String], toolVersion: String) throws -> [(String, GGUFValue)] {
+        let c = src.config
+        var kv: [(String, GGUFValue)] = [("general.architecture", .string("llama")), ("general.type", .string("model"))]
+        let folderName = ((src.directory as NSString).standardizingPath as NSString).lastPathComponent
+        let name = src.configJSON["_name_or_path"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? folderName
+        kv.append(("general.name", .string(name)))
+        for (k, v) in overrides {
+            if let i = kv.firstIndex(where: { $0.0 == k }) { kv[i].1 = v } else { kv.append((k, v)) }
+        }
+        func u32(_ k: String, _ v: Int) { kv.append((k, .u32(UInt32(v)))) }
+        u32("llama.block_count", c.layerCount)
+        u32("llama.context_length", c.maxPositionEmbeddings)
+        u32("llama.embedding_length", c.hiddenSize)
+        u32("llama.feed_forward_length", c.intermediateSize)
+        u32("llama.attention.head_count", c.headCount)
+        u32("llama.attention.head_count_kv", c.kvHeadCount)
+        kv.append(("llama.rope.freq_base", .f32(Float(c.ropeTheta))))
+        kv.append(("llama.attention.layer_norm_rms_epsilon", .f32(c.rmsNormEps)))
+        if case .linear(let f) = c.ropeScaling {
+            kv.append(("llama.rope.scaling.type", .string("linear")))
+            kv.append(("llama.rope.scaling.factor", .f32(Float(f))))
+        }
+        u32("general.file_type", 2)   // LLAMA_FTYPE_MOSTLY_Q4_0
+        u32("llama.vocab_size", c.vocabSize)
+        u32("llama.rope.dimension_count", c.headDim)
+        if c.headDim != c.hiddenSize / c.headCount {
+            u32("llama.attention.key_length", c.headDim)
+            u32("llama.attention.value_length", c.headDim)
+        }
+        kv += try GGUFTokenizer.keyValues(src)
+        u32("general.quantization_version", 2)
+        let meta = src.packed.metadata
+        kv.append(("fireq.recipe", .string(meta["fireq.recipe"] ?? "")))
+        kv.append(("fireq.source_model_sha256", .string(meta["fireq.source_model_sha256"] ?? "")))
+        kv.append(("fireq.packed_sha256", .string(try SHA256.fileHex(src.weightsPath))))
+        kv.append(("fireq.tool_version", .string(toolVersion)))
+        kv.append(("fireq.not_carried", .stringArray(notCarried)))
+        kv.append(("fireq.inexact_scale_groups", .u32(0)))
+        return kv
+    }
+
+    /// Parses a `--metadata` override file: a JSON object of `general.*` keys.
+    public static func overrides(fromJSONFile path: String) throws -> [(String, GGUFValue)] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ExportError(path: path, reason: "cannot be read")
+        }
+        let j: JSONValue
+        do { j = try JSONParser.parse(data) } catch { throw ExportError(path: path, reason: "is not valid JSON (\(error))") }
+        guard let o = j.objectValue else { throw ExportError(path: path, reason: "must hold a JSON object of GGUF keys") }
+        var out: [(String, GGUFValue)] = []
+        for (k, v) in o.pairs {
+            guard k.hasPrefix("general."), !["general.architecture", "general.file_type", "general.quantization_version", "general.alignment"].contains(k) else {
+                throw ExportError(path: path, reason: "key '\(k)' cannot be overridden (only general.* identity keys such as general.name, general.license)")
+            }
+            switch v {
+            case .string(let s): out.append((k, .string(s)))
+            case .bool(let b): out.append((k, .bool(b)))
+            case .number:
+                if let i = v.intValue, i >= 0, i <= Int(UInt32.max) { out.append((k, .u32(UInt32(i)))) }
+                else if let d = v.doubleValue { out.append((k, .f32(Float(d)))) }
+            case .array(let a):
+                let strings = a.compactMap(\.stringValue)
+                guard strings.count == a.count else { throw ExportError(path: path, reason: "key '\(k)': arrays must hold strings") }
+                out.append((k, .stringArray(strings)))
+            default: throw ExportError(path: path, reason: "key '\(k)' has \(v.kindDescription), expected a string, number, boolean or array of strings")
+            }
+        }
+        return out
+    }
+}
+

@@ -1,0 +1,91 @@
+import Foundation
+import JSONSupport
+
+/// The `tokenizer.*` keys of a GGUF export, from the packed folder's tokenizer.json,
+/// tokenizer_config.json and config.json (Formats/exports.md, as llama.cpp's converter writes
+/// them for byte-level BPE vocabularies).
+enum GGUFTokenizer {
+    /// llama.cpp token types (llama-vocab.h `llama_token_type`).
+    static let normal: Int32 = 1, control: Int32 = 3, userDefined: Int32 = 4
+
+    static func keyValues(_ src: ExportSource) throws -> [(String, GGUFValue)] {
+        let path = src.directory + "/tokenizer.json"
+        guard let tj = try src.jsonFile("tokenizer.json") else {
+            throw ExportError(path: path, reason: "is missing; the GGUF export embeds the tokenizer")
+        }
+        let tc = try src.jsonFile("tokenizer_config.json")
+        guard let model = tj["model"], model["type"]?.stringValue == "BPE", let vocab = model["vocab"]?.objectValue else {
+            throw ExportError(path: path, reason: "is not a BPE tokenizer; the GGUF export writes byte-level BPE ('gpt2') vocabularies only")
+        }
+        let pre = try preTokenizerName(tj["pre_tokenizer"], path: path)
+
+        // Tokens by id: the model vocabulary, then the added tokens (which may extend it).
+        let n = src.config.vocabSize
+        var tokens = [String?](repeating: nil, count: n)
+        var types = [Int32](repeating: normal, count: n)
+        for (token, idValue) in vocab.pairs {
+            guard let id = idValue.intValue, id >= 0, id < n else {
+                throw ExportError(path: path, reason: "vocabulary entry '\(token)' has id \(idValue) outside the model's vocab_size \(n)")
+            }
+            tokens[id] = token
+        }
+        var idOf: [String: Int] = [:]
+        for (token, idValue) in vocab.pairs { idOf[token] = idValue.intValue }
+        for a in tj["added_tokens"]?.arrayValue ?? [] {
+            guard let id = a["id"]?.intValue, let content = a["content"]?.stringValue, id >= 0, id < n else {
+                throw ExportError(path: path, reason: "an added token has no valid id and content within vocab_size \(n)")
+            }
+            tokens[id] = content
+            idOf[content] = id
+            types[id] = a["special"]?.boolValue == true ? control : userDefined
+        }
+        let tokenStrings = tokens.enumerated().map { $0.element ?? "[PAD\($0.offset)]" }
+
+        var merges: [String] = []
+        for m in model["merges"]?.arrayValue ?? [] {
+            if let s = m.stringValue { merges.append(s) }
+            else if let pair = m.arrayValue, pair.count == 2, let a = pair[0].stringValue, let b = pair[1].stringValue { merges.append(a + " " + b) }
+            else { throw ExportError(path: path, reason: "model.merges holds \(m.kindDescription), expected \"a b\" strings or [a, b] pairs") }
+        }
+
+        var kv: [(String, GGUFValue)] = []
+        let addPrefix = tc?["add_prefix_space"]?.boolValue ?? false
+        kv.append(("tokenizer.ggml.add_space_prefix", .bool(addPrefix)))
+        kv.append(("tokenizer.ggml.add_bos_token", .bool(tc?["add_bos_token"]?.boolValue ?? false)))
+        kv.append(("tokenizer.ggml.model", .string("gpt2")))
+        kv.append(("tokenizer.ggml.pre", .string(pre)))
+        kv.append(("tokenizer.ggml.tokens", .stringArray(tokenStrings)))
+        kv.append(("tokenizer.ggml.token_type", .i32Array(types)))
+        kv.append(("tokenizer.ggml.merges", .stringArray(merges)))
+        // Special ids: tokenizer_config's token strings looked up in the vocabulary, else config.json's ids.
+        func special(_ tokenKey: String, _ configKey: String?) -> Int? {
+            let v = tc?[tokenKey]
+            if let s = v?.stringValue ?? v?["content"]?.stringValue, let id = idOf[s] { return id }
+            return configKey.flatMap { src.configJSON[$0]?.intValue }
+        }
+        for (key, tokenKey, configKey) in [("bos_token_id", "bos_token", "bos_token_id"), ("eos_token_id", "eos_token", "eos_token_id"),
+                                           ("unknown_token_id", "unk_token", nil), ("padding_token_id", "pad_token", "pad_token_id")] {
+            if let id = special(tokenKey, configKey) { kv.append(("tokenizer.ggml." + key, .u32(UInt32(id)))) }
+        }
+        if let t = tc?["chat_template"]?.stringValue {
+            kv.append(("tokenizer.chat_template", .string(t)))
+        } else if let data = FileManager.default.contents(atPath: src.directory + "/chat_template.jinja"), let t = String(data: data, encoding: .utf8) {
+            kv.append(("tokenizer.chat_template", .string(t)))
+        }
+        return kv
+    }
+
+    /// llama.cpp's name for the pre-tokenizer (its converter recognises it by hashing how a test
+    /// string splits; here by the tokenizer.json structure that gives those splits).
+    static func preTokenizerName(_ p: JSONValue?, path: String) throws -> String {
+        func isByteLevel(_ v: JSONValue?) -> Bool {
+            v?["type"]?.stringValue == "ByteLevel" && (v?["use_regex"]?.boolValue ?? true) && !(v?["add_prefix_space"]?.boolValue ?? false)
+        }
+        if isByteLevel(p) { return "gpt-2" }
+        if p?["type"]?.stringValue == "Sequence", let parts = p?["pretokenizers"]?.arrayValue, parts.count == 2,
+           parts[0]["type"]?.stringValue == "Digits", parts[0]["individual_digits"]?.boolValue == true, isByteLevel(parts[1]) {
+            return "smollm"
+        }
+        throw ExportError(path: path, reason: "its pre_tokenizer has no llama.cpp pre-tokenizer name this exporter knows (gpt-2: ByteLevel; smollm: Digits(individual) + ByteLevel), so llama.cpp would split text differently")
+    }
+}
