@@ -38,38 +38,33 @@ run_rt() {  # runtime export windows protocol
     --context 512 --windows "$3" --protocol "$4"
 }
 : > "$work/rows.jsonl"
-for proto in all llamacpp; do
-  for n in fireq weights-only weights-fp8act; do
-    echo "{\"row\": \"fireq eval --numerics $n\", \"windows\": $w, \"result\": $(run_fireq $n $w $proto)}" >> "$work/rows.jsonl"
-  done
-  echo "{\"row\": \"fireq eval --numerics weights-only\", \"windows\": $wm, \"result\": $(run_fireq weights-only $wm $proto)}" >> "$work/rows.jsonl"
-  echo "{\"row\": \"llama.cpp (GGUF Q4_0)\", \"windows\": $w, \"result\": $(run_rt llama.cpp "$work/export.gguf" $w $proto)}" >> "$work/rows.jsonl"
-  echo "{\"row\": \"transformers (compressed-tensors, as exported: W4A8-FP8)\", \"windows\": $w, \"result\": $(run_rt transformers "$work/export.compressed-tensors" $w $proto)}" >> "$work/rows.jsonl"
-  echo "{\"row\": \"transformers (compressed-tensors, W4A16)\", \"windows\": $w, \"result\": $(run_rt transformers-w4a16 "$work/export.compressed-tensors" $w $proto)}" >> "$work/rows.jsonl"
-  echo "{\"row\": \"mlx-lm (MLX affine 4-bit, float32)\", \"windows\": $wm, \"result\": $(run_rt mlx "$work/export.mlx" $wm $proto)}" >> "$work/rows.jsonl"
+row() { echo "{\"row\": \"$1\", \"windows\": $2, \"all\": $3, \"llamacpp\": $4}" >> "$work/rows.jsonl"; }
+for n in fireq weights-only weights-fp8act; do
+  row "fireq eval --numerics $n" $w "$(run_fireq $n $w all)" "$(run_fireq $n $w llamacpp)"
 done
+row "fireq eval --numerics weights-only" $wm "$(run_fireq weights-only $wm all)" "$(run_fireq weights-only $wm llamacpp)"
+# One pass per runtime; both protocols come from the same logits.
+rt_row() {  # label runtime export windows
+  local j; j=$(run_rt "$2" "$3" "$4" all)
+  row "$1" "$4" "$j" "{\"perplexity\": $(echo "$j" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["perplexity_llamacpp"])')}"
+}
+rt_row "llama.cpp (GGUF Q4_0)" llama.cpp "$work/export.gguf" $w
+rt_row "transformers (compressed-tensors as exported: W4A8-FP8)" transformers "$work/export.compressed-tensors" $w
+rt_row "transformers (compressed-tensors, W4A16)" transformers-w4a16 "$work/export.compressed-tensors" $w
+rt_row "mlx-lm (MLX affine 4-bit, float32)" mlx "$work/export.mlx" $wm
 "$py" - "$work/rows.jsonl" "$packed" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-ref = {(r["windows"], r["result"]["protocol"]): r["result"]["perplexity"] for r in rows if r["row"] == "fireq eval --numerics weights-only"}
-print(f"Packed model: `{sys.argv[2]}`; WikiText-2 raw test, context 512.\n")
-print("| engine | windows | ppl, protocol all | vs weights-only | ppl, llama.cpp protocol | vs weights-only | seconds (all) |")
+ref = {r["windows"]: r for r in rows if r["row"] == "fireq eval --numerics weights-only"}
+print(f"Packed model: `{sys.argv[2]}`; WikiText-2 raw test, context 512, the same windows for every engine.\n")
+print("| engine | windows | ppl, protocol all | vs weights-only | ppl, llama.cpp protocol | vs weights-only | seconds |")
 print("|---|---:|---:|---:|---:|---:|---:|")
-seen = []
 for r in rows:
-    key = (r["row"], r["windows"])
-    if key in seen:
-        continue
-    seen.append(key)
+    base = ref[r["windows"]]
     cells = []
-    secs = ""
-    for proto in ("all", "llamacpp"):
-        x = next(q["result"] for q in rows if (q["row"], q["windows"]) == key and q["result"]["protocol"] == proto)
-        base = ref[(r["windows"], proto)]
-        cells += [f"{x['perplexity']:.3f}", f"{100 * (x['perplexity'] / base - 1):+.2f} %"]
-        if proto == "all":
-            secs = str(x.get("seconds", x.get("eval_seconds", "")))
-            if isinstance(x.get("eval_seconds"), float):
-                secs = f"{x['eval_seconds']:.1f}"
-    print(f"| {r['row']} | {r['windows']} | " + " | ".join(cells) + f" | {secs} |")
+    for p in ("all", "llamacpp"):
+        x, b = r[p]["perplexity"], base[p]["perplexity"]
+        cells += [f"{x:.3f}", "–" if r is base else f"{100 * (x / b - 1):+.2f} %"]
+    secs = r["all"].get("seconds", r["all"].get("eval_seconds"))
+    print(f"| {r['row']} | {r['windows']} | " + " | ".join(cells) + f" | {secs:.0f} |")
 PY

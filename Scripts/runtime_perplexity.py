@@ -8,7 +8,7 @@ The text is tokenized by `fireq tokenize` (equal to HF tokenizers), cut into non
 windows of --context tokens from token 0 (no BOS), and every token but the first of each window is
 scored from float64 log-softmax of the runtime's logits (fireq's protocol 'all'; with
 --protocol llamacpp only the second half of each window, as llama-perplexity). Prints one JSON
-object. Runtimes (pinned in Scripts/requirements-runtimes.txt and requirements-model.txt):
+object, with the other protocol's perplexity from the same logits as `perplexity_<protocol>`. Runtimes (pinned in Scripts/requirements-runtimes.txt and requirements-model.txt):
 
 * llama.cpp: llama-cpp-python, the GGUF export, all threads;
 * transformers: the compressed-tensors export as declared (INT4 weights, FP8 per-token input
@@ -129,8 +129,10 @@ def main():
     else:
         logits = mlx_logits(mlx_model(a.export), windows)
     ppl, nll, n = perplexity(logits, windows, a.protocol)
+    other = "llamacpp" if a.protocol == "all" else "all"
     print(json.dumps({"runtime": a.runtime, "export": a.export, "perplexity": ppl, "mean_nll": nll, "scored_tokens": n,
                       "windows": len(windows), "context": a.context, "protocol": a.protocol,
+                      f"perplexity_{other}": perplexity(logits, windows, other)[0],
                       "seconds": round(time.time() - t0, 1)}))
 
 

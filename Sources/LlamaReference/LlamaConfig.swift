@@ -118,22 +118,55 @@ public struct LlamaConfig: Sendable, Equatable {
         headDim = try int("head_dim", default: hiddenSize / headCount)
         guard headDim % 2 == 0 else { throw .invalidKey(path: path, key: "head_dim", reason: "must be even for RoPE, found \(headDim)") }
         rmsNormEps = Float(try double("rms_norm_eps", default: 1e-6))
-        ropeTheta = try double("rope_theta", default: 10000)
+        // RoPE: transformers < 5 writes top-level rope_theta / rope_scaling; 5.x writes one
+        // rope_parameters object {rope_type, rope_theta, factor, ...}. Both are read; a value the
+        // file states in a form we do not understand is refused by name, never defaulted.
+        let params = o["rope_parameters"].flatMap { $0.isNull ? nil : $0 }
+        if let params {
+            guard let po = params.objectValue else { throw .invalidKey(path: path, key: "rope_parameters", reason: "must be an object or null") }
+            if po["rope_type"] == nil && po["type"] == nil && po.pairs.contains(where: { $0.value.objectValue != nil }) {
+                throw .unsupported(path: path, key: "rope_parameters", value: "per attention type (\(po.keys.joined(separator: ", ")))",
+                                   supported: "one object with rope_type and rope_theta")
+            }
+            guard let t = po["rope_theta"]?.doubleValue, t.isFinite, t > 0 else {
+                throw .invalidKey(path: path, key: "rope_parameters.rope_theta", reason: "must be a positive number")
+            }
+            if let top = o["rope_theta"], !top.isNull, top.doubleValue != t {
+                throw .invalidKey(path: path, key: "rope_theta", reason: "(\(top.doubleValue.map { "\($0)" } ?? top.kindDescription)) contradicts rope_parameters.rope_theta (\(t))")
+            }
+            if let top = o["rope_scaling"], !top.isNull {
+                throw .invalidKey(path: path, key: "rope_scaling", reason: "is given next to rope_parameters; keep one of the two")
+            }
+            ropeTheta = t
+        } else {
+            ropeTheta = try double("rope_theta", default: 10000)
+        }
         tieWordEmbeddings = try bool("tie_word_embeddings", default: arch == .qwen2 ? false : false)
         attentionBias = arch == .qwen2 ? true : try bool("attention_bias", default: false)
         vocabSize = try int("vocab_size")
         maxPositionEmbeddings = try int("max_position_embeddings", default: 2048)
         bosTokenID = o["bos_token_id"]?.intValue
         eosTokenID = o["eos_token_id"]?.intValue
-        ropeScaling = try Self.parseRopeScaling(o["rope_scaling"], path: path)
+        ropeScaling = params != nil ? try Self.parseRopeScaling(params, path: path, key: "rope_parameters")
+                                    : try Self.parseRopeScaling(o["rope_scaling"], path: path, key: "rope_scaling")
     }
 
-    private static func parseRopeScaling(_ v: JSONValue?, path: String) throws(ModelError) -> RopeScaling {
+    /// Keys a RoPE object may hold for each type we implement; any other key is refused by name.
+    static let ropeKeys: [String: Set<String>] = [
+        "default": ["rope_type", "type", "rope_theta"],
+        "linear": ["rope_type", "type", "rope_theta", "factor"],
+        "llama3": ["rope_type", "type", "rope_theta", "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"],
+    ]
+
+    private static func parseRopeScaling(_ v: JSONValue?, path: String, key: String) throws(ModelError) -> RopeScaling {
         guard let v, !v.isNull else { return .none }
-        guard let o = v.objectValue else { throw .invalidKey(path: path, key: "rope_scaling", reason: "must be an object or null") }
-        let type = o["rope_type"]?.stringValue ?? o["type"]?.stringValue ?? "missing"
+        guard let o = v.objectValue else { throw .invalidKey(path: path, key: key, reason: "must be an object or null") }
+        let type = o["rope_type"]?.stringValue ?? o["type"]?.stringValue ?? (key == "rope_parameters" ? "default" : "missing")
+        if let allowed = ropeKeys[type], let extra = o.keys.first(where: { !allowed.contains($0) }) {
+            throw .unsupported(path: path, key: "\(key).\(extra)", value: "for rope_type '\(type)'", supported: allowed.sorted().joined(separator: ", "))
+        }
         func num(_ k: String) throws(ModelError) -> Double {
-            guard let x = o[k]?.doubleValue else { throw .invalidKey(path: path, key: "rope_scaling.\(k)", reason: "must be a number") }
+            guard let x = o[k]?.doubleValue else { throw .invalidKey(path: path, key: "\(key).\(k)", reason: "must be a number") }
             return x
         }
         switch type {
@@ -141,12 +174,12 @@ public struct LlamaConfig: Sendable, Equatable {
         case "linear": return .linear(factor: try num("factor"))
         case "llama3":
             guard let orig = o["original_max_position_embeddings"]?.intValue else {
-                throw .invalidKey(path: path, key: "rope_scaling.original_max_position_embeddings", reason: "must be an integer")
+                throw .invalidKey(path: path, key: "\(key).original_max_position_embeddings", reason: "must be an integer")
             }
             return .llama3(factor: try num("factor"), lowFreqFactor: try num("low_freq_factor"),
                            highFreqFactor: try num("high_freq_factor"), originalMaxPositions: orig)
         default:
-            throw .unsupported(path: path, key: "rope_scaling type", value: "'\(type)'", supported: "none, default, linear, llama3")
+            throw .unsupported(path: path, key: "\(key) type", value: "'\(type)'", supported: "none, default, linear, llama3")
         }
     }
 }

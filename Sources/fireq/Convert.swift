@@ -84,7 +84,13 @@ struct Convert: ParsableCommand {
             for f in exportFormats where fm.fileExists(atPath: exportDestination(f)) && !force {
                 throw CLIError("\(exportDestination(f)): already exists (pass --force to replace it).")
             }
-            let overrides = try ggufMetadata.map { try Exporter.ggufMetadata(fromJSONFile: $0) } ?? []
+            var overrides = try ggufMetadata.map { try Exporter.ggufMetadata(fromJSONFile: $0) } ?? []
+            // The GGUF's general.name defaults as `fireq export OUT` would give it: config.json's
+            // _name_or_path, else OUT's folder name (not the work folder's).
+            let nameOrPath = (fm.contents(atPath: modelOptions.model + "/config.json").flatMap { try? JSONParser.parse($0) })?["_name_or_path"]?.stringValue ?? ""
+            if nameOrPath.isEmpty && !overrides.contains(where: { $0.0 == "general.name" }) {
+                overrides.insert(("general.name", .string((out as NSString).lastPathComponent)), at: 0)
+            }
             let parent = (out as NSString).deletingLastPathComponent.isEmpty ? "." : (out as NSString).deletingLastPathComponent
             guard fm.isWritableFile(atPath: parent) else { throw CLIError("\(out): cannot write the output: the folder '\(parent)' does not exist or is not writable.") }
             let W = work ?? (out + ".fireq-work")
@@ -199,7 +205,7 @@ struct Convert: ParsableCommand {
                 let path = W + "/export." + (f == .gguf ? "gguf" : f.rawValue)
                 let outputs = f.isFile ? [path] : [path + "/model.safetensors", path + "/config.json"]
                 let key = StageRecord.key(["export", tool, f.rawValue, packedHashes["model.safetensors"]!,
-                                           try ggufMetadata.map { try fileSHA256($0) } ?? "none"])
+                                           try ggufMetadata.map { try fileSHA256($0) } ?? "none", (out as NSString).lastPathComponent])
                 let record = StageRecord(path: W + "/export-\(f.rawValue).stage.json", name: "\(f.rawValue) export")
                 if try record.current(key: key, outputs: outputs, log: log) != nil {
                     log.line("[export] \(f.rawValue): up to date (\(path)), skipped")

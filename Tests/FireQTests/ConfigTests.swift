@@ -58,4 +58,40 @@ import Testing
             _ = try LlamaConfig(directory: dir)
         } throws: { e in "\(e)".contains(dir + "/config.json: not valid JSON: invalid JSON at byte 18") }
     }
+
+    /// transformers 5.x writes RoPE as one `rope_parameters` object; it is read, not defaulted.
+    static let v5 = base.replacingOccurrences(of: #","rope_theta":100000.0"#, with: "")
+    static func parseV5(_ extra: String) throws -> LlamaConfig {
+        try LlamaConfig(json: try JSONParser.parse(v5 + extra + "}"), path: "/m/config.json")
+    }
+
+    @Test func ropeParametersOfTransformers5() throws {
+        let plain = try Self.parseV5(#","rope_parameters":{"rope_type":"default","rope_theta":100000.0}"#)
+        #expect(plain.ropeTheta == 100000 && plain.ropeScaling == .none)
+        #expect(plain == (try Self.parse("")))
+        let l3 = try Self.parseV5(#","rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,"factor":32.0,"high_freq_factor":4.0,"low_freq_factor":1.0,"original_max_position_embeddings":8192}"#)
+        #expect(l3.ropeTheta == 500000 && l3.ropeScaling == .llama3(factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192))
+        let lin = try Self.parseV5(#","rope_parameters":{"rope_type":"linear","rope_theta":10000.0,"factor":2.0}"#)
+        #expect(lin.ropeTheta == 10000 && lin.ropeScaling == .linear(factor: 2))
+    }
+
+    @Test func ropeValuesWeDoNotUnderstandAreRefusedByName() {
+        func fails(_ extra: String, _ mentions: String...) {
+            #expect {
+                _ = try Self.parseV5(extra)
+            } throws: { e in
+                let d = "\(e)"
+                return d.hasPrefix("/m/config.json: ") && mentions.allSatisfy { d.contains($0) }
+            }
+        }
+        fails(#","rope_parameters":{"rope_type":"yarn","rope_theta":10000.0,"factor":4.0}"#, "rope_parameters type 'yarn'")
+        fails(#","rope_parameters":{"rope_type":"default","rope_theta":10000.0,"partial_rotary_factor":0.5}"#, "rope_parameters.partial_rotary_factor")
+        fails(#","rope_parameters":{"rope_type":"default"}"#, "rope_parameters.rope_theta", "positive number")
+        fails(#","rope_parameters":{"full_attention":{"rope_type":"default","rope_theta":10000.0}}"#, "per attention type")
+        fails(#","rope_theta":10000.0,"rope_parameters":{"rope_type":"default","rope_theta":500000.0}"#, "contradicts rope_parameters.rope_theta")
+        fails(#","rope_parameters":{"rope_type":"linear","rope_theta":10000.0,"factor":2.0},"rope_scaling":{"rope_type":"linear","factor":2.0}"#, "rope_scaling", "next to rope_parameters")
+        #expect {
+            _ = try Self.parse(#","rope_scaling":{"rope_type":"linear","factor":2.0,"finetuned":true}"#)
+        } throws: { e in "\(e)".contains("rope_scaling.finetuned") }
+    }
 }

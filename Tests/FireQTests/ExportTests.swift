@@ -122,6 +122,38 @@ import Testing
         }
     }
 
+    /// `convert --export`: each export is a recorded stage (a rerun skips it, a damaged one is
+    /// rebuilt) and is published next to OUT with the same bytes `fireq export` writes.
+    @Test func convertPublishesExportsAsStages() throws {
+        try TestPaths.requireModel()
+        let d = TestPaths.tempDir(), out = d + "/m"
+        let args = ConvertTests.convertArgs(out: out, extra: ["--export", "gguf,compressed-tensors", "--keep-work"])
+        let r = try CLI.run(args)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("not carried: INT4 K/V"), "\(r.stdout)")
+        let direct = try CLI.run(["export", out, "--format", "gguf", "--out", d + "/direct.gguf"])
+        #expect(direct.status == 0, "\(direct.stderr)")
+        #expect(TestPaths.read(out + ".gguf") == TestPaths.read(d + "/direct.gguf"), "convert's GGUF equals fireq export's")
+        #expect(FileManager.default.fileExists(atPath: out + ".compressed-tensors/model.safetensors"))
+        #expect(!FileManager.default.fileExists(atPath: out + ".mlx"))
+
+        let again = try CLI.run(args + ["--force"])
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stderr.contains("[export] gguf: up to date") && again.stderr.contains("[export] compressed-tensors: up to date"), "\(again.stderr)")
+        // A damaged stage output is rebuilt.
+        let work = out + ".fireq-work/export.gguf"
+        let h = FileHandle(forUpdatingAtPath: work)!
+        try h.seek(toOffset: 1000); try h.write(contentsOf: Data([0xFF, 0xFF])); try h.close()
+        let third = try CLI.run(args + ["--force"])
+        #expect(third.status == 0, "\(third.stderr)")
+        #expect(third.stderr.contains("changed; recomputing") && !third.stderr.contains("[export] gguf: up to date"), "\(third.stderr)")
+        #expect(TestPaths.read(out + ".gguf") == TestPaths.read(d + "/direct.gguf"))
+        // Without --force an existing export is refused before any work.
+        _ = FileManager.default.createFile(atPath: d + "/n.gguf", contents: Data("keep".utf8))
+        try CLITests.expectFailure(ConvertTests.convertArgs(out: d + "/n", extra: ["--export", "gguf"]), mentions: [d + "/n.gguf", "--force"])
+        #expect(TestPaths.read(d + "/n.gguf") == Data("keep".utf8) && !FileManager.default.fileExists(atPath: d + "/n"))
+    }
+
     @Test func weightsOnlyNumericsNeedsAPackedFolder() throws {
         try TestPaths.requireModel()
         try CLITests.expectFailure(CLITests.evalArgs(TestPaths.model) + ["--numerics", "weights-only"], mentions: ["--numerics weights-only", "HF checkpoint"])
