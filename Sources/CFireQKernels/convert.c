@@ -1,5 +1,7 @@
 // Bulk 16-bit -> float32 widening with run-time ISA dispatch.
 #include "CFireQKernels.h"
+#include <stdlib.h>
+#include <string.h>
 #include <string.h>
 #include <immintrin.h>
 
@@ -59,11 +61,31 @@ static void bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t n) {
     fq_bf16_to_f32_ref(src + i, dst + i, n - i);
 }
 
-int fq_isa_level(void) {
+int fq_cpu_isa_level(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return 2;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma")) return 1;
     return 0;
+}
+
+int fq_isa_requested(void) {
+    const char *e = getenv("FIREQ_ISA");
+    if (e == NULL || *e == 0) return -1;
+    if (strcmp(e, "portable") == 0) return 0;
+    if (strcmp(e, "avx2") == 0) return 1;
+    if (strcmp(e, "avx512") == 0) return 2;
+    return -2;
+}
+
+int fq_isa_level(void) {
+    // Read once; every caller sees the same level (a benign race writes the same value).
+    static volatile int cached = -1;
+    int c = cached;
+    if (c >= 0) return c;
+    int hw = fq_cpu_isa_level(), want = fq_isa_requested();
+    c = (want >= 0 && want < hw) ? want : hw;
+    cached = c;
+    return c;
 }
 
 void fq_f16_to_f32(const uint16_t *src, float *dst, size_t n) {

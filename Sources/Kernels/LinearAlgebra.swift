@@ -7,8 +7,9 @@ import COpenBLAS
 /// output element is one FMA chain over k, so results do not depend on blocking, thread count or
 /// instruction set (AVX2 and portable paths agree bit for bit; tests pin them). Measured on this
 /// machine (2-core AMD EPYC, AVX2): on par with OpenBLAS 0.3.21 single-threaded SGEMM,
-/// ~80–90 GFLOP/s per core at 512×1536×576 (Benchmarks/README.md). Attention's small per-head
-/// products go through OpenBLAS with shapes that do not depend on the thread count.
+/// ~80–90 GFLOP/s per core at 512×1536×576 (Benchmarks/README.md). Attention runs on the
+/// fixed-order kernels (`LlamaForward.attention`); OpenBLAS is linked only as the benchmarks'
+/// baseline, since its kernels (and so its rounding) differ from one CPU to another.
 public enum LinearAlgebra {
     /// Pins OpenBLAS to one thread per call (we parallelise across calls).
     public static func configureBLAS() {
@@ -37,21 +38,5 @@ public enum LinearAlgebra {
             fq_sgemm_packed(xs.p, ldx, m, w.storage.pointer, w.rows, w.cols, r.lowerBound, r.upperBound,
                             ys.p, ldy, accumulate ? 1 : 0)
         }
-    }
-
-    /// C[m, n] = alpha · A[m, k] · B[n, k]ᵀ, single-threaded (used inside parallel attention).
-    @inline(__always)
-    public static func gemmNT(m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
-                       b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k),
-                    alpha, a, Int32(lda), b, Int32(ldb), 0, c, Int32(ldc))
-    }
-
-    /// C[m, n] = A[m, k] · B[k, n], single-threaded.
-    @inline(__always)
-    public static func gemmNN(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-                       b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k),
-                    1, a, Int32(lda), b, Int32(ldb), 0, c, Int32(ldc))
     }
 }

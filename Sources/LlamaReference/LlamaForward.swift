@@ -11,8 +11,6 @@ public struct LlamaForward: Sendable {
     public let config: LlamaConfig
     public let rope: Rope
     public let threads: Int
-    /// Query rows per attention block (causal: a block reads keys 0..<its end only).
-    static let attentionBlock = 128
 
     public init(config: LlamaConfig, threads: Int) {
         self.config = config
@@ -45,12 +43,10 @@ public struct LlamaForward: Sendable {
         public let att: FloatBuffer    // (rows, qDim)
         public let gateUp: FloatBuffer // (rows, 2 inter)
         public let act: FloatBuffer    // (rows, inter)
-        public let scores: FloatBuffer // (threads, attentionBlock, seqLen) attention scratch
         let seqLen: Int
         /// Scratch for batches of up to `rows` rows whose sequences are at most `seqLen` long.
         public init(config c: LlamaConfig, rows: Int, seqLen: Int, threads: Int) {
             self.seqLen = seqLen
-            scores = FloatBuffer(count: max(1, threads) * LlamaForward.attentionBlock * seqLen)
             self.rows = rows
             xn = FloatBuffer(count: rows * c.hiddenSize)
             qkv = FloatBuffer(count: rows * (c.qDim + 2 * c.kvDim))
@@ -86,7 +82,7 @@ public struct LlamaForward: Sendable {
             observer.observe(.qPostRope, layer: li, ActivationView(base: q, rows: rows, cols: c.qDim, rowStride: qkvDim))
             observer.observe(.kPostRope, layer: li, ActivationView(base: k, rows: rows, cols: c.kvDim, rowStride: qkvDim))
         }
-        attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: seqLen, scratch: ws.scores)
+        attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: seqLen)
         observer?.observe(.oProjInput, layer: li, ActivationView(base: ws.att.pointer, rows: rows, cols: c.qDim, rowStride: c.qDim))
         LinearAlgebra.linear(x: ws.att.pointer, ldx: c.qDim, m: rows, w: L.o, y: hidden, ldy: H, accumulate: true, threads: threads)
         // MLP block.
@@ -120,40 +116,46 @@ public struct LlamaForward: Sendable {
         }
     }
 
-    /// Causal GQA attention: out[:, h] = softmax(q_h k_gᵀ / sqrt(D)) v_g with g = h / (H/Hkv).
-    public func attention(qkv: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int, scratch: FloatBuffer) {
-        let c = config
-        let D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim, group = c.headCount / c.kvHeadCount
+    /// Causal GQA attention, FP32: out[:, h] = softmax(q_h k_gᵀ / sqrt(D)) v_g with g = h / (H/Hkv),
+    /// in the fixed summation order of `fq_attn_scores` / `fq_attn_pv` (every score one FMA chain
+    /// over d, every output one chain over t): per (sequence, head, block of 64 queries), the
+    /// block's keys are transposed once, then each query gets its scores, a max-shifted softmax
+    /// over its i + 1 keys and its P·V. The same on every CPU and thread count (no BLAS, whose
+    /// kernels differ per CPU); both engines use it, and `QuantizedDecoder` reproduces it bit for bit.
+    public func attention(qkv: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int) {
+        let c = config, D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim, group = c.headCount / c.kvHeadCount
         let scale = 1 / Float(D).squareRoot()
-        let blk = Self.attentionBlock
-        let blocks = (T + blk - 1) / blk
+        let blk = 64, blocks = (T + blk - 1) / blk
+        let ktBuf = FloatBuffer(count: threads * D * T), sBuf = FloatBuffer(count: threads * 2 * T)
         let src = SendablePointer(UnsafeMutablePointer(mutating: qkv)), dst = SendablePointer(out)
-        // Work items: (sequence, head, query block), largest blocks first for balance.
-        let items = batch * c.headCount * blocks
-        precondition(scratch.count >= threads * blk * T)
-        let scratchBase = SendablePointer(scratch.pointer)
-        Parallel.forEachChunkWithWorker(items, chunk: 1, threads: threads) { r, worker in
+        let kts = SendablePointer(ktBuf.pointer), ss = SendablePointer(sBuf.pointer)
+        Parallel.forEachChunkWithWorker(batch * c.headCount * blocks, chunk: 1, threads: threads) { r, worker in
             let item = r.lowerBound
-            let blockIndex = blocks - 1 - item % blocks
-            let h = (item / blocks) % c.headCount
-            let b = item / (blocks * c.headCount)
-            let g = h / group
+            let blockIndex = blocks - 1 - item % blocks          // largest blocks first
+            let h = (item / blocks) % c.headCount, b = item / (blocks * c.headCount), g = h / group
             let i0 = blockIndex * blk, i1 = min(T, i0 + blk)
-            let m = i1 - i0
-            let scores = scratchBase.p + worker * blk * T
-            let rowBase = b * T
-            let qp = src.p + (rowBase + i0) * qkvDim + h * D
-            let kp = src.p + rowBase * qkvDim + c.qDim + g * D
-            let vp = src.p + rowBase * qkvDim + c.qDim + c.kvDim + g * D
-            LinearAlgebra.gemmNT(m: m, n: i1, k: D, alpha: scale, a: qp, lda: qkvDim, b: kp, ldb: qkvDim, c: scores, ldc: i1)
-            for i in 0..<m {
-                let row = scores + i * i1
-                let valid = i0 + i + 1
-                fq_softmax_inplace(row, valid)
-                if valid < i1 { (row + valid).update(repeating: 0, count: i1 - valid) }
+            let kt = kts.p + worker * D * T, s = ss.p + worker * 2 * T
+            let rows = src.p + b * T * qkvDim
+            fq_transpose(rows + c.qDim + g * D, qkvDim, i1, D, kt, i1)
+            let v = rows + c.qDim + c.kvDim + g * D
+            var i = i0
+            while i < i1 {
+                // Queries i and i + 1 share one pass over the keys (each score is its own fixed chain).
+                let s2 = s + T
+                let pair = i + 1 < i1
+                if pair {
+                    fq_attn_scores2(rows + i * qkvDim + h * D, rows + (i + 1) * qkvDim + h * D, kt, i1, D, i + 1, scale, s, s2)
+                    fq_attn_scores(rows + (i + 1) * qkvDim + h * D, kt + (i + 1), i1, D, 1, scale, s2 + i + 1)
+                } else {
+                    fq_attn_scores(rows + i * qkvDim + h * D, kt, i1, D, i + 1, scale, s)
+                }
+                for (j, sc) in (pair ? [(i, s), (i + 1, s2)] : [(i, s)]) {
+                    fq_softmax_inplace(sc, j + 1)
+                    fq_attn_pv(sc, j + 1, v, qkvDim, D, dst.p + (b * T + j) * c.qDim + h * D)
+                }
+                i += pair ? 2 : 1
             }
-            LinearAlgebra.gemmNN(m: m, n: D, k: i1, a: scores, lda: i1, b: vp, ldb: qkvDim,
-                                 c: dst.p + (rowBase + i0) * c.qDim + h * D, ldc: c.qDim)
         }
     }
+
 }

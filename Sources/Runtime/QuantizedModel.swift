@@ -149,7 +149,7 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         run(L.qkv, ws.xn.pointer, ws.qkv.pointer, ldy: qkvDim)
         forward.applyRope(ws.qkv.pointer, rows: rows, seqLen: T)
         quantizeAttentionInputs(L, qkv: ws.qkv.pointer, rows: rows)
-        attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: T)
+        forward.attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: T)
         run(L.o, ws.att.pointer, h, ldy: H, accumulate: true)
         forward.rmsNorm(h, rows: rows, weight: L.postAttentionNorm.pointer, out: ws.xn.pointer)
         run(L.gateUp, ws.xn.pointer, ws.gateUp.pointer, ldy: 2 * I)
@@ -159,47 +159,6 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         }
         run(L.down, ws.act.pointer, h, ldy: H, accumulate: true)
         observer?.observe(.layerOutput, layer: li, ActivationView(base: h, rows: rows, cols: H, rowStride: H))
-    }
-
-    /// Causal GQA attention, FP32, on the dequantized Q/K/V, in the fixed summation order of
-    /// `fq_attn_scores` / `fq_attn_pv` (so `QuantizedDecoder` reproduces it bit for bit): per
-    /// (sequence, head, block of 64 queries), the block's keys are transposed once, then each query
-    /// gets its scores, a max-shifted softmax over its i + 1 keys and its P·V.
-    func attention(qkv: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int) {
-        let c = config, D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim, group = c.headCount / c.kvHeadCount
-        let scale = 1 / Float(D).squareRoot()
-        let blk = 64, blocks = (T + blk - 1) / blk
-        let threads = forward.threads
-        let ktBuf = FloatBuffer(count: threads * D * T), sBuf = FloatBuffer(count: threads * 2 * T)
-        let src = SendablePointer(UnsafeMutablePointer(mutating: qkv)), dst = SendablePointer(out)
-        let kts = SendablePointer(ktBuf.pointer), ss = SendablePointer(sBuf.pointer)
-        Parallel.forEachChunkWithWorker(batch * c.headCount * blocks, chunk: 1, threads: threads) { r, worker in
-            let item = r.lowerBound
-            let blockIndex = blocks - 1 - item % blocks          // largest blocks first
-            let h = (item / blocks) % c.headCount, b = item / (blocks * c.headCount), g = h / group
-            let i0 = blockIndex * blk, i1 = min(T, i0 + blk)
-            let kt = kts.p + worker * D * T, s = ss.p + worker * 2 * T
-            let rows = src.p + b * T * qkvDim
-            fq_transpose(rows + c.qDim + g * D, qkvDim, i1, D, kt, i1)
-            let v = rows + c.qDim + c.kvDim + g * D
-            var i = i0
-            while i < i1 {
-                // Queries i and i + 1 share one pass over the keys (each score is its own fixed chain).
-                let s2 = s + T
-                let pair = i + 1 < i1
-                if pair {
-                    fq_attn_scores2(rows + i * qkvDim + h * D, rows + (i + 1) * qkvDim + h * D, kt, i1, D, i + 1, scale, s, s2)
-                    fq_attn_scores(rows + (i + 1) * qkvDim + h * D, kt + (i + 1), i1, D, 1, scale, s2 + i + 1)
-                } else {
-                    fq_attn_scores(rows + i * qkvDim + h * D, kt, i1, D, i + 1, scale, s)
-                }
-                for (j, sc) in (pair ? [(i, s), (i + 1, s2)] : [(i, s)]) {
-                    fq_softmax_inplace(sc, j + 1)
-                    fq_attn_pv(sc, j + 1, v, qkvDim, D, dst.p + (b * T + j) * c.qDim + h * D)
-                }
-                i += pair ? 2 : 1
-            }
-        }
     }
 
     /// Post-RoPE S, then Q → FP8 per (token, head) and K, V → INT4 per (token, KV head) (§3.3),

@@ -63,10 +63,11 @@ enum CLI {
         try run(["-c", script] + args, executable: "/bin/bash")
     }
 
-    static func run(_ args: [String], stdin: String? = nil, executable: String? = nil) throws -> Result {
+    static func run(_ args: [String], stdin: String? = nil, executable: String? = nil, environment: [String: String] = [:]) throws -> Result {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable ?? binary)
         p.arguments = args
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

@@ -4,7 +4,13 @@
 #include <stdint.h>
 
 /// Which instruction-set level the dispatcher picked (for reports): 0 portable, 1 AVX2+F16C, 2 AVX-512.
+/// The environment variable FIREQ_ISA=portable|avx2|avx512 lowers it (read once per process; a
+/// level above the CPU's is never used: the CLI refuses it with fq_isa_requested / fq_cpu_isa_level).
 int fq_isa_level(void);
+/// The level this CPU supports, whatever FIREQ_ISA says.
+int fq_cpu_isa_level(void);
+/// FIREQ_ISA as a level: -1 unset, 0 portable, 1 avx2, 2 avx512, -2 an unknown value.
+int fq_isa_requested(void);
 
 /// Widen n IEEE binary16 values to float32 (exact). Dispatches F16C / portable at run time.
 void fq_f16_to_f32(const uint16_t *src, float *dst, size_t n);
