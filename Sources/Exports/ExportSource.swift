@@ -96,9 +96,9 @@ final class ExportSource {
         return out
     }
 
-    /// Reads one quantized linear, checking it against the config.
-    func linear(_ name: String) throws -> PackedLinear {
-        try packed.linear(name)
+    /// Reads one quantized linear (`codes: false`: its scales only).
+    func linear(_ name: String, codes: Bool = true) throws -> PackedLinear {
+        try packed.linear(name, codes: codes)
     }
 
     /// Source-precision bytes and dtype of an unquantized tensor.

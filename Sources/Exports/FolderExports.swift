@@ -35,7 +35,8 @@ enum FolderExport {
         let sourceDType = file.info("model.embed_tokens.weight")?.dtype ?? .f16
         var scaleDType: DType = format == .compressedTensors ? .bf16 : sourceDType
         var linears: [String: PackedLinear] = [:]
-        for l in src.linearNames { linears[l] = try src.linear(l) }
+        // Scales only: the codes are copied as packed bytes (one bit flip per nibble), never unpacked.
+        for l in src.linearNames { linears[l] = try src.linear(l, codes: false) }
         func exact(_ v: Float, _ d: DType) -> Bool {
             switch d {
             case .f16: return FP16.decode(FP16.encode(v)) == v

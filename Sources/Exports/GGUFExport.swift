@@ -49,7 +49,7 @@ public enum GGUFExport {
                 layers.append((name, "blk.\(i).\(gg)", source))
             }
         }
-        plan += layers.sorted { $0.hf < $1.hf }
+        plan += layers
         plan.append(("model.norm.weight", "output_norm.weight", .widened("model.norm.weight")))
         if !c.tieWordEmbeddings { plan.append(("lm_head.weight", "output.weight", .stored("lm_head.weight", permuteHeads: nil))) }
         plan.sort { $0.hf < $1.hf }
@@ -89,12 +89,10 @@ public enum GGUFExport {
         }
 
         let notCarried = src.runtimeOnlyNumerics(activationsCarried: false)
-        writer.keyValues = try keyValues(src, overrides: overrides, notCarried: notCarried, toolVersion: toolVersion)
-        let inexact = InexactCounter()
-        let inexactIndex = writer.keyValues.firstIndex { $0.0 == "fireq.inexact_scale_groups" }!
-        // The count is known only after the blocks are made: count first (cheap), then write.
-        for p in plan { if case .quantized(let l, _) = p.source { inexact.add(try countInexact(src.linear(l))) } }
-        writer.keyValues[inexactIndex].1 = .u32(UInt32(inexact.value))
+        // Scales FP16 cannot hold exactly, counted before writing (the count is a header key).
+        var inexact = 0
+        for p in plan { if case .quantized(let l, _) = p.source { inexact += try countInexact(src.linear(l, codes: false)) } }
+        writer.keyValues = try keyValues(src, overrides: overrides, notCarried: notCarried, inexact: inexact, toolVersion: toolVersion)
 
         try writer.write(to: out) { i in
             switch plan[i].source {
@@ -111,11 +109,9 @@ public enum GGUFExport {
             }
         }
         let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
-        return ExportSummary(format: .gguf, path: out, notCarried: notCarried, inexactScaleGroups: inexact.value, groups: groups,
+        return ExportSummary(format: .gguf, path: out, notCarried: notCarried, inexactScaleGroups: inexact, groups: groups,
                              scaleType: "F16", bytes: size)
     }
-
-    final class InexactCounter { var value = 0; func add(_ n: Int) { value += n } }
 
     /// Groups whose d = FP16(s_g/P) differs from s_g/P.
     public static func countInexact(_ l: PackedLinear) -> Int {
@@ -164,7 +160,8 @@ public enum GGUFExport {
 
     // MARK: - Metadata
 
-    static func keyValues(_ src: ExportSource, overrides: [(String, GGUFValue)], notCarried: [String], toolVersion: String) throws -> [(String, GGUFValue)] {
+    static func keyValues(_ src: ExportSource, overrides: [(String, GGUFValue)], notCarried: [String], inexact: Int,
+                          toolVersion: String) throws -> [(String, GGUFValue)] {
         let c = src.config
         var kv: [(String, GGUFValue)] = [("general.architecture", .string("llama")), ("general.type", .string("model"))]
         let folderName = ((src.directory as NSString).standardizingPath as NSString).lastPathComponent
@@ -201,7 +198,7 @@ public enum GGUFExport {
         kv.append(("fireq.packed_sha256", .string(try SHA256.fileHex(src.weightsPath))))
         kv.append(("fireq.tool_version", .string(toolVersion)))
         kv.append(("fireq.not_carried", .stringArray(notCarried)))
-        kv.append(("fireq.inexact_scale_groups", .u32(0)))
+        kv.append(("fireq.inexact_scale_groups", .u32(UInt32(inexact))))
         return kv
     }
 

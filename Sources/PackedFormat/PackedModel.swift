@@ -60,8 +60,9 @@ public final class PackedModel: @unchecked Sendable {
         file.tensorNames.filter { $0.hasSuffix(".weight_scale") }.map { String($0.dropLast(".weight_scale".count)) }.sorted()
     }
 
-    /// Reads one quantized linear layer.
-    public func linear(_ name: String) throws -> PackedLinear {
+    /// Reads one quantized linear layer; `codes: false` skips unpacking the INT4 codes (`q` is
+    /// then empty), for callers that need only the scales.
+    public func linear(_ name: String, codes: Bool = true) throws -> PackedLinear {
         guard let w = file.info(name + ".weight"), let s = file.info(name + ".weight_scale"), let p = file.info(name + ".per_tensor_scale_inv") else {
             throw PackedError(path: weightsPath, reason: "quantized linear '\(name)' is incomplete")
         }
@@ -70,7 +71,7 @@ public final class PackedModel: @unchecked Sendable {
             throw PackedError(path: weightsPath, reason: "quantized linear '\(name)' has inconsistent shapes or dtypes")
         }
         let n = w.shape[0], k = w.shape[1] * 8, g = k / s.shape[1]
-        let q = PackedFormat.unpackInt4(file.rawBytes(w), n: n, k: k)
+        let q = codes ? PackedFormat.unpackInt4(file.rawBytes(w), n: n, k: k) : []
         let sraw = file.rawBytes(s)
         let scales: [Float]
         let format: String
