@@ -8,6 +8,8 @@ static inline hid_t fq_h5t_native_int64(void) { return H5T_NATIVE_INT64; }
 static inline hid_t fq_h5t_c_s1(void) { return H5T_C_S1; }
 static inline hid_t fq_h5p_default(void) { return H5P_DEFAULT; }
 static inline hid_t fq_h5p_dataset_create(void) { return H5P_DATASET_CREATE; }
+static inline hid_t fq_h5p_group_create(void) { return H5P_GROUP_CREATE; }
+static inline hid_t fq_h5p_file_create(void) { return H5P_FILE_CREATE; }
 static inline hid_t fq_h5s_all(void) { return H5S_ALL; }
 static inline size_t fq_h5t_variable(void) { return H5T_VARIABLE; }
 static inline unsigned fq_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }

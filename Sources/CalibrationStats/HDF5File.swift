@@ -36,7 +36,11 @@ public final class HDF5File {
 
     public static func create(_ path: String) throws(CalibrationError) -> HDF5File {
         fq_h5_quiet()
-        let id = H5Fcreate(path, fq_h5f_acc_trunc(), fq_h5p_default(), fq_h5p_default())
+        // No object modification times: the same statistics give the same bytes on every run.
+        let fcpl = H5Pcreate(fq_h5p_file_create())
+        H5Pset_obj_track_times(fcpl, false)
+        defer { H5Pclose(fcpl) }
+        let id = H5Fcreate(path, fq_h5f_acc_trunc(), fcpl, fq_h5p_default())
         guard id >= 0 else { throw .hdf5(path: path, operation: "creating the file") }
         return HDF5File(path: path, id: id)
     }
@@ -57,7 +61,10 @@ public final class HDF5File {
         for part in groupPath.split(separator: "/") {
             current += (current.isEmpty ? "" : "/") + part
             if H5Lexists(id, current, fq_h5p_default()) > 0 { continue }
-            let g = H5Gcreate2(id, current, fq_h5p_default(), fq_h5p_default(), fq_h5p_default())
+            let gcpl = H5Pcreate(fq_h5p_group_create())
+            H5Pset_obj_track_times(gcpl, false)
+            let g = H5Gcreate2(id, current, fq_h5p_default(), gcpl, fq_h5p_default())
+            H5Pclose(gcpl)
             guard g >= 0 else { throw .hdf5(path: path, operation: "creating group '\(current)'") }
             H5Gclose(g)
         }
@@ -81,6 +88,7 @@ public final class HDF5File {
         defer { H5Sclose(space); H5Pclose(dcpl) }
         H5Pset_chunk(dcpl, Int32(dims.count), &dims)
         H5Pset_deflate(dcpl, 4)
+        H5Pset_obj_track_times(dcpl, false)
         let ds = H5Dcreate2(id, name, fq_h5t_native_float(), space, fq_h5p_default(), dcpl, fq_h5p_default())
         guard ds >= 0 else { throw .hdf5(path: path, operation: "creating dataset '\(name)'") }
         defer { H5Dclose(ds) }
@@ -95,8 +103,10 @@ public final class HDF5File {
         precondition(shape.reduce(1, *) == values.count)
         var dims = shape.map { hsize_t($0) }
         let space = H5Screate_simple(Int32(dims.count), &dims, nil)
-        defer { H5Sclose(space) }
-        let ds = H5Dcreate2(id, name, fq_h5t_native_int32(), space, fq_h5p_default(), fq_h5p_default(), fq_h5p_default())
+        let dcpl = H5Pcreate(fq_h5p_dataset_create())
+        H5Pset_obj_track_times(dcpl, false)
+        defer { H5Sclose(space); H5Pclose(dcpl) }
+        let ds = H5Dcreate2(id, name, fq_h5t_native_int32(), space, fq_h5p_default(), dcpl, fq_h5p_default())
         guard ds >= 0 else { throw .hdf5(path: path, operation: "creating dataset '\(name)'") }
         defer { H5Dclose(ds) }
         let status = values.withUnsafeBufferPointer {

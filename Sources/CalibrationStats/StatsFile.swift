@@ -87,7 +87,7 @@ public enum StatsFile {
     }
 
     public static let attributeNames = ["format", "format_version", "tool_version", "model_sha256", "model_path", "source_kind",
-                                        "source_path", "source_sha256", "samples", "seq_len", "selection", "seed", "tokens", "created",
+                                        "source_path", "source_sha256", "samples", "seq_len", "selection", "seed", "tokens",
                                         "layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size"]
 
     /// Reads a statistics file written for a model of shape `config`, checking format and shapes.

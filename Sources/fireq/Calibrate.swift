@@ -95,13 +95,12 @@ func runCalibration(modelDir: String, calibration: CalibrationOptions, threads: 
     }
     log.line("calibrating \(modelDir) on \(windows.windows.count) × \(calibration.seqLen) tokens of \(calibration.source.path)")
     let hash = try calibrator.modelHash()
-    let iso = ISO8601DateFormatter()
     let attrs: [String: String] = [
         "tool_version": FireQVersion.string, "model_sha256": hash, "model_path": modelDir,
         "source_kind": calibration.source.kind, "source_path": calibration.source.path, "source_sha256": windows.sourceSHA256,
         "samples": String(calibration.samples), "seq_len": String(calibration.seqLen),
         "selection": calibration.generate ? "generated" : (windows.shuffled ? "shuffled" : "in-order"), "seed": String(windows.seed),
-        "tokens": String(calibration.samples * calibration.seqLen), "created": iso.string(from: Date()),
+        "tokens": String(calibration.samples * calibration.seqLen),
     ]
     let writer = try StatsFile.Writer(path: out, config: c, attributes: attrs)
     let t0 = Date()

@@ -19,6 +19,7 @@ import Testing
         let d = TestPaths.tempDir()
         let text = TestPaths.sharedData + "/tinyshakespeare.txt", wiki = TestPaths.sharedData + "/wikitext-2-raw-test.raw"
         var stats: [String: [LayerStatistics]] = [:], tensors: [String: [String: [UInt8]]] = [:], ppl: [String: [String]] = [:]
+        var files: [String: (stats: Data, packed: Data)] = [:]
         let config = try LlamaConfig(directory: TestPaths.model)
         print("kernel paths on this CPU: \(Self.paths.joined(separator: ", "))")
         for isa in Self.paths {
@@ -31,6 +32,7 @@ import Testing
             stats[isa] = try StatsFile.read(s, config: config).layers
             let q = try CLI.run(["quantize", "--model", TestPaths.model, "--stats", s, "--recipe", QuantizeTests.recipes + "/fireq.json", "--out", p], environment: env)
             #expect(q.status == 0, "\(isa): \(q.stderr)")
+            files[isa] = (TestPaths.read(s), TestPaths.read(p + "/model.safetensors"))
             let f = try SafetensorsFile(path: p + "/model.safetensors")
             tensors[isa] = Dictionary(uniqueKeysWithValues: f.tensors.map { ($0.name, Array(f.rawBytes($0))) })
             var digits: [String] = []
@@ -47,6 +49,9 @@ import Testing
         for isa in Self.paths.dropFirst() {
             #expect(stats[isa] == stats[first], "statistics differ between \(first) and \(isa)")
             #expect(tensors[isa] == tensors[first], "packed tensors differ between \(first) and \(isa)")
+            // Whole files too: no time stamps, so the statistics file and its hash in the packed metadata repeat.
+            #expect(files[isa]!.stats == files[first]!.stats, "statistics file bytes differ between \(first) and \(isa)")
+            #expect(files[isa]!.packed == files[first]!.packed, "packed file bytes differ between \(first) and \(isa)")
             #expect(ppl[isa] == ppl[first], "perplexities differ between \(first) and \(isa): \(ppl[first]!) vs \(ppl[isa]!)")
         }
     }
