@@ -179,10 +179,10 @@ enum Publish {
         }
     }
 
-    /// Copies `file` from `source` into `dir` when it exists.
-    static func copyCompanions(from source: String, to dir: String, skipping: Set<String> = []) throws {
+    /// Copies the companion files (tokenizer, generation config, …) from `source` into `dir`, those present.
+    static func copyCompanions(from source: String, to dir: String) throws {
         let fm = FileManager.default
-        for f in ExportSource.companionFiles where !skipping.contains(f) && fm.fileExists(atPath: source + "/" + f) {
+        for f in ExportSource.companionFiles where fm.fileExists(atPath: source + "/" + f) {
             do { try fm.copyItem(atPath: source + "/" + f, toPath: dir + "/" + f) } catch {
                 throw ExportError(path: dir + "/" + f, reason: "cannot be written (\(error.localizedDescription))")
             }

@@ -166,10 +166,9 @@ public enum Exporter {
         let src = try ExportSource(directory: packedDir)
         switch format {
         case .gguf:
-            if FileManager.default.fileExists(atPath: out) {
-                var isDir: ObjCBool = false
-                FileManager.default.fileExists(atPath: out, isDirectory: &isDir)
-                if isDir.boolValue { throw ExportError(path: out, reason: "is a folder; a GGUF export is one file") }
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: out, isDirectory: &isDir), isDir.boolValue {
+                throw ExportError(path: out, reason: "is a folder; a GGUF export is one file")
             }
             return try GGUFExport.export(src, to: out, metadata: ggufMetadata, toolVersion: toolVersion)
         case .compressedTensors, .mlx:

@@ -219,31 +219,30 @@ struct Convert: ParsableCommand {
                 exports.append((f, path))
             }
 
-            // Publish: assemble OUT beside it, then rename into place.
-            let tmp = parent + "/." + (out as NSString).lastPathComponent + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
-            try? fm.removeItem(atPath: tmp)
-            try fm.copyItem(atPath: packed, toPath: tmp)
-            for f in reportFiles { try fm.copyItem(atPath: f, toPath: tmp + "/" + (f as NSString).lastPathComponent) }
-            // A replaced folder is first renamed aside (atomic), so OUT is never half-deleted.
-            let old = parent + "/." + (out as NSString).lastPathComponent + ".tmp-old-\(ProcessInfo.processInfo.processIdentifier)"
-            if fm.fileExists(atPath: out) { try fm.moveItem(atPath: out, toPath: old) }
-            try fm.moveItem(atPath: tmp, toPath: out)
-            try? fm.removeItem(atPath: old)
+            // Publish OUT (packed folder + report), then each export next to it.
+            try publish(from: packed, extra: reportFiles, to: out, parent: parent)
             for (f, path) in exports {
-                // Each export is copied beside its destination, then renamed into place (an old one aside first).
-                let dest = exportDestination(f), name = (dest as NSString).lastPathComponent
-                let tmpE = parent + "/." + name + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
-                let oldE = parent + "/." + name + ".tmp-old-\(ProcessInfo.processInfo.processIdentifier)"
-                try? fm.removeItem(atPath: tmpE)
-                try fm.copyItem(atPath: path, toPath: tmpE)
-                if fm.fileExists(atPath: dest) { try fm.moveItem(atPath: dest, toPath: oldE) }
-                try fm.moveItem(atPath: tmpE, toPath: dest)
-                try? fm.removeItem(atPath: oldE)
-                log.line("wrote \(dest)")
+                try publish(from: path, to: exportDestination(f), parent: parent)
+                log.line("wrote \(exportDestination(f))")
             }
             if !keepWork { try? fm.removeItem(atPath: W) }
             log.line(String(format: "wrote %@ (report: %@/report.html) in %.1f s", out, out, Date().timeIntervalSince(started)))
         } catch { fail(error) }
+    }
+
+    /// Copies `source` (plus `extra` files into it, for a folder) beside `dest` under a temporary
+    /// name, then renames it into place; an existing `dest` is first renamed aside (atomic), so
+    /// `dest` is never half-deleted or half-written.
+    func publish(from source: String, extra: [String] = [], to dest: String, parent: String) throws {
+        let fm = FileManager.default
+        let name = (dest as NSString).lastPathComponent, pid = ProcessInfo.processInfo.processIdentifier
+        let tmp = parent + "/." + name + ".tmp-\(pid)", old = parent + "/." + name + ".tmp-old-\(pid)"
+        try? fm.removeItem(atPath: tmp)
+        try fm.copyItem(atPath: source, toPath: tmp)
+        for f in extra { try fm.copyItem(atPath: f, toPath: tmp + "/" + (f as NSString).lastPathComponent) }
+        if fm.fileExists(atPath: dest) { try fm.moveItem(atPath: dest, toPath: old) }
+        try fm.moveItem(atPath: tmp, toPath: dest)
+        try? fm.removeItem(atPath: old)
     }
 
     func createFolder(_ path: String) throws {
