@@ -1,4 +1,4 @@
-// Single-row products against weights stored as IEEE binary16 in the GEMM's panel layout
+// Single-row products against weights stored as IEEE binary16 or bfloat16 in the GEMM's panel layout
 // (32 rows per panel, k-major inside a panel): the decode path, where one token's GEMV is bound by
 // memory traffic and half-size weights halve it. Used only for weights whose values are exactly
 // representable in binary16 (every FP8 E4M3 value is), so each output is the very fmaf chain over
@@ -45,37 +45,40 @@ int fq_f32_to_f16_exact(const float *src, size_t n, uint16_t *dst) {
     return exact;
 }
 
-static inline float f16_value(uint16_t h) {
+static inline float h_value(uint16_t h, int bf16) {
     float out;
-    fq_f16_to_f32_ref(&h, &out, 1);
+    if (bf16) fq_bf16_to_f32_ref(&h, &out, 1); else fq_f16_to_f32_ref(&h, &out, 1);
     return out;
 }
 
-void fq_gemv_f16_ref(const float *x, const uint16_t *packed, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate) {
+void fq_gemv_h_ref(const float *x, const uint16_t *packed, int bf16, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate) {
     for (size_t p = p0; p < p1; p++) {
         const uint16_t *panel = packed + p * NR * k;
         for (size_t j = 0; j < NR; j++) {
             size_t row = p * NR + j;
             if (row >= n) break;
             float acc = 0.0f;
-            for (size_t kk = 0; kk < k; kk++) acc = fmaf(x[kk], f16_value(panel[kk * NR + j]), acc);
+            for (size_t kk = 0; kk < k; kk++) acc = fmaf(x[kk], h_value(panel[kk * NR + j], bf16), acc);
             y[row] = accumulate ? y[row] + acc : acc;
         }
     }
 }
 
 __attribute__((target("avx2,fma,f16c")))
-static void gemv_f16_avx2(const float *x, const uint16_t *packed, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate) {
+static void gemv_h_avx2(const float *x, const uint16_t *packed, int bf16, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate) {
     for (size_t p = p0; p < p1; p++) {
         const uint16_t *panel = packed + p * NR * k;
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
         for (size_t kk = 0; kk < k; kk++) {
             const uint16_t *w = panel + kk * NR;
             __m256 xv = _mm256_broadcast_ss(x + kk);
-            a0 = _mm256_fmadd_ps(xv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 0))), a0);
-            a1 = _mm256_fmadd_ps(xv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 8))), a1);
-            a2 = _mm256_fmadd_ps(xv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 16))), a2);
-            a3 = _mm256_fmadd_ps(xv, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 24))), a3);
+#define W(o) (bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + (o)))), 16)) \
+                   : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + (o)))))
+            a0 = _mm256_fmadd_ps(xv, W(0), a0);
+            a1 = _mm256_fmadd_ps(xv, W(8), a1);
+            a2 = _mm256_fmadd_ps(xv, W(16), a2);
+            a3 = _mm256_fmadd_ps(xv, W(24), a3);
+#undef W
         }
         float acc[NR];
         _mm256_storeu_ps(acc + 0, a0); _mm256_storeu_ps(acc + 8, a1);
@@ -88,12 +91,24 @@ static void gemv_f16_avx2(const float *x, const uint16_t *packed, size_t n, size
     }
 }
 
-void fq_gemv_f16_on(int path, const float *x, const uint16_t *packed, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate) {
+void fq_gemv_h_on(int path, const float *x, const uint16_t *packed, int bf16, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate) {
     int level = path >= 0 ? path : fq_isa_level();
-    if (level >= 1 && fq_isa_level() >= 1) gemv_f16_avx2(x, packed, n, k, p0, p1, y, accumulate);
-    else fq_gemv_f16_ref(x, packed, n, k, p0, p1, y, accumulate);
+    if (level >= 1 && fq_isa_level() >= 1) gemv_h_avx2(x, packed, bf16, n, k, p0, p1, y, accumulate);
+    else fq_gemv_h_ref(x, packed, bf16, n, k, p0, p1, y, accumulate);
 }
 
-void fq_gemv_f16(const float *x, const uint16_t *packed, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate) {
-    fq_gemv_f16_on(-1, x, packed, n, k, p0, p1, y, accumulate);
+void fq_gemv_h(const float *x, const uint16_t *packed, int bf16, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate) {
+    fq_gemv_h_on(-1, x, packed, bf16, n, k, p0, p1, y, accumulate);
+}
+
+/// Converts float32 to bfloat16; returns 0 when some value is not exact (or not finite).
+int fq_f32_to_bf16_exact(const float *src, size_t n, uint16_t *dst) {
+    int exact = 1;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &src[i], 4);
+        if ((b & 0xFFFFu) != 0 || (b & 0x7F800000u) == 0x7F800000u) exact = 0;
+        dst[i] = (uint16_t)(b >> 16);
+    }
+    return exact;
 }

@@ -7,6 +7,8 @@
 #include <math.h>
 #include <string.h>
 #include <immintrin.h>
+#include <stdlib.h>
+#include "fq_internal.h"
 
 #define NR 32   // columns per packed panel
 
@@ -20,6 +22,19 @@ void fq_sgemm_pack(const float *w, size_t n, size_t k, float *packed) {
             for (size_t j = 0; j < NR; j++) {
                 size_t col = p * NR + j;
                 dst[kk * NR + j] = col < n ? w[col * k + kk] : 0.0f;
+            }
+        }
+    }
+}
+
+void fq_pack16(const uint16_t *w, size_t n, size_t k, uint16_t *packed) {
+    size_t panels = (n + NR - 1) / NR;
+    for (size_t p = 0; p < panels; p++) {
+        uint16_t *dst = packed + p * NR * k;
+        for (size_t kk = 0; kk < k; kk++) {
+            for (size_t j = 0; j < NR; j++) {
+                size_t col = p * NR + j;
+                dst[kk * NR + j] = col < n ? w[col * k + kk] : 0;
             }
         }
     }
@@ -103,19 +118,22 @@ static void tile512_tail(const float *x, size_t ldx, size_t rows, const float *p
 }
 
 __attribute__((target("avx512f")))
+static void panel_avx512(const float *x, size_t ldx, size_t m, const float *panel, size_t valid, size_t k,
+                         float *y, size_t ldy, int accumulate) {
+    __mmask16 m0 = valid >= 16 ? 0xFFFF : (__mmask16)((1u << valid) - 1);
+    __mmask16 m1 = valid <= 16 ? 0 : (valid >= 32 ? 0xFFFF : (__mmask16)((1u << (valid - 16)) - 1));
+    for (size_t i = 0; i < m; i += MR512) {
+        size_t rows = m - i < MR512 ? m - i : MR512;
+        if (rows == MR512) tile512_full(x + i * ldx, ldx, panel, k, y + i * ldy, ldy, m0, m1, accumulate);
+        else tile512_tail(x + i * ldx, ldx, rows, panel, k, y + i * ldy, ldy, m0, m1, accumulate);
+    }
+}
+
 static void sgemm_avx512(const float *x, size_t ldx, size_t m, const float *packed, size_t n, size_t k,
                          size_t p0, size_t p1, float *y, size_t ldy, int accumulate) {
     for (size_t p = p0; p < p1; p++) {
-        const float *panel = packed + p * NR * k;
-        size_t col = p * NR;
-        size_t valid = n - col < NR ? n - col : NR;
-        __mmask16 m0 = valid >= 16 ? 0xFFFF : (__mmask16)((1u << valid) - 1);
-        __mmask16 m1 = valid <= 16 ? 0 : (valid >= 32 ? 0xFFFF : (__mmask16)((1u << (valid - 16)) - 1));
-        for (size_t i = 0; i < m; i += MR512) {
-            size_t rows = m - i < MR512 ? m - i : MR512;
-            if (rows == MR512) tile512_full(x + i * ldx, ldx, panel, k, y + i * ldy + col, ldy, m0, m1, accumulate);
-            else tile512_tail(x + i * ldx, ldx, rows, panel, k, y + i * ldy + col, ldy, m0, m1, accumulate);
-        }
+        size_t col = p * NR, valid = n - col < NR ? n - col : NR;
+        panel_avx512(x, ldx, m, packed + p * NR * k, valid, k, y + col, ldy, accumulate);
     }
 }
 
@@ -164,15 +182,31 @@ static void tile256(const float *x, size_t ldx, size_t rows, const float *panel,
 }
 
 __attribute__((target("avx2,fma")))
+static void panel_avx2(const float *x, size_t ldx, size_t m, const float *panel, size_t valid, size_t k,
+                       float *y, size_t ldy, int accumulate) {
+    for (size_t i = 0; i < m; i += MR256) {
+        size_t rows = m - i < MR256 ? m - i : MR256;
+        tile256(x + i * ldx, ldx, rows, panel, k, y + i * ldy, ldy, valid, accumulate);
+    }
+}
+
 static void sgemm_avx2(const float *x, size_t ldx, size_t m, const float *packed, size_t n, size_t k,
                        size_t p0, size_t p1, float *y, size_t ldy, int accumulate) {
     for (size_t p = p0; p < p1; p++) {
-        const float *panel = packed + p * NR * k;
-        size_t col = p * NR;
-        size_t valid = n - col < NR ? n - col : NR;
-        for (size_t i = 0; i < m; i += MR256) {
-            size_t rows = m - i < MR256 ? m - i : MR256;
-            tile256(x + i * ldx, ldx, rows, panel, k, y + i * ldy + col, ldy, valid, accumulate);
+        size_t col = p * NR, valid = n - col < NR ? n - col : NR;
+        panel_avx2(x, ldx, m, packed + p * NR * k, valid, k, y + col, ldy, accumulate);
+    }
+}
+
+static void panel_ref(const float *x, size_t ldx, size_t m, const float *panel, size_t valid, size_t k,
+                      float *y, size_t ldy, int accumulate) {
+    for (size_t i = 0; i < m; i++) {
+        const float *xr = x + i * ldx;
+        for (size_t j = 0; j < valid; j++) {
+            float acc = 0.0f;
+            for (size_t kk = 0; kk < k; kk++) acc = fmaf(xr[kk], panel[kk * NR + j], acc);
+            float *out = y + i * ldy + j;
+            *out = accumulate ? *out + acc : acc;
         }
     }
 }
@@ -208,4 +242,50 @@ void fq_sgemm_packed_on(int path, const float *x, size_t ldx, size_t m, const fl
     if (level >= 2 && fq_isa_level() >= 2) sgemm_avx512(x, ldx, m, packed, n, k, p0, p1, y, ldy, accumulate);
     else if (level >= 1 && fq_isa_level() >= 1) sgemm_avx2(x, ldx, m, packed, n, k, p0, p1, y, ldy, accumulate);
     else fq_sgemm_packed_ref(x, ldx, m, packed, n, k, p0, p1, y, ldy, accumulate);
+}
+
+int fq_sgemm_level(int path) {
+    int level = path >= 0 ? path : fq_isa_level();
+    if (path < 0 && level >= 2 && !avx512_self_check()) level = 1;
+    int hw = fq_isa_level();
+    return level < hw ? level : hw;
+}
+
+void fq_sgemm_panel(int level, const float *x, size_t ldx, size_t m, const float *panel, size_t valid, size_t k,
+                    float *y, size_t ldy, int accumulate) {
+    if (level >= 2) panel_avx512(x, ldx, m, panel, valid, k, y, ldy, accumulate);
+    else if (level >= 1) panel_avx2(x, ldx, m, panel, valid, k, y, ldy, accumulate);
+    else panel_ref(x, ldx, m, panel, valid, k, y, ldy, accumulate);
+}
+
+float *fq_thread_buffer(int slot, size_t count) {
+    static _Thread_local float *buffers[4];
+    static _Thread_local size_t capacity[4];
+    if (capacity[slot] < count) {
+        free(buffers[slot]);
+        size_t c = count + count / 4 + 1024;
+        buffers[slot] = (float *)aligned_alloc(64, (c * sizeof(float) + 63) & ~(size_t)63);
+        if (!buffers[slot]) abort();
+        capacity[slot] = c;
+    }
+    return buffers[slot];
+}
+
+// ---- 16-bit panels (binary16 or bfloat16), widened to FP32 one panel at a time --------------
+void fq_sgemm_packed16_on(int path, const float *x, size_t ldx, size_t m, const uint16_t *packed, int bf16, size_t n, size_t k,
+                          size_t p0, size_t p1, float *y, size_t ldy, int accumulate) {
+    int level = fq_sgemm_level(path);
+    float *panel = fq_thread_buffer(FQ_BUFFER_PANEL, NR * k);
+    for (size_t p = p0; p < p1; p++) {
+        const uint16_t *src = packed + p * NR * k;
+        if (bf16) { if (level >= 1) fq_bf16_to_f32(src, panel, NR * k); else fq_bf16_to_f32_ref(src, panel, NR * k); }
+        else { if (level >= 1) fq_f16_to_f32(src, panel, NR * k); else fq_f16_to_f32_ref(src, panel, NR * k); }
+        size_t col = p * NR, valid = n - col < NR ? n - col : NR;
+        fq_sgemm_panel(level, x, ldx, m, panel, valid, k, y + col, ldy, accumulate);
+    }
+}
+
+void fq_sgemm_packed16(const float *x, size_t ldx, size_t m, const uint16_t *packed, int bf16, size_t n, size_t k,
+                       size_t p0, size_t p1, float *y, size_t ldy, int accumulate) {
+    fq_sgemm_packed16_on(-1, x, ldx, m, packed, bf16, n, k, p0, p1, y, ldy, accumulate);
 }

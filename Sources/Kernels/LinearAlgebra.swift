@@ -24,19 +24,10 @@ public enum LinearAlgebra {
         guard m > 0, w.rows > 0 else { return }
         let xs = SendablePointer(UnsafeMutablePointer(mutating: x)), ys = SendablePointer(y)
         let panels = w.panels
-        // One row (decode): a GEMV on the binary16 copy of the panels, bit-identical to the GEMM.
-        if m == 1, let half = w.halfPanels() {
-            let hp = SendablePointer(UnsafeMutablePointer(mutating: half))
-            let chunk = max(1, (panels + 4 * threads - 1) / (4 * threads))
-            Parallel.forEachChunk(panels, chunk: chunk, threads: threads) { r in
-                fq_gemv_f16(xs.p, hp.p, w.rows, w.cols, r.lowerBound, r.upperBound, ys.p, accumulate ? 1 : 0)
-            }
-            return
-        }
-        let perThread = (panels + threads - 1) / threads
-        Parallel.forEachChunk(panels, chunk: max(1, perThread), threads: threads) { r in
-            fq_sgemm_packed(xs.p, ldx, m, w.storage.pointer, w.rows, w.cols, r.lowerBound, r.upperBound,
-                            ys.p, ldy, accumulate ? 1 : 0)
+        // One row (decode) is bound by memory traffic: smaller chunks spread it over the threads.
+        let chunk = m == 1 ? max(1, (panels + 4 * threads - 1) / (4 * threads)) : max(1, (panels + threads - 1) / threads)
+        Parallel.forEachChunk(panels, chunk: chunk, threads: threads) { r in
+            w.multiply(x: xs.p, ldx: ldx, m: m, panels: r, y: ys.p, ldy: ldy, accumulate: accumulate)
         }
     }
 }

@@ -4,53 +4,93 @@ import Foundation
 /// A weight matrix W (rows × cols, i.e. [out, in]) stored in the panel layout of
 /// `fq_sgemm_packed` (CFireQKernels.h): panels of 32 rows, each [cols][32], zero-padded.
 /// Packed once at load time, so GEMMs never re-pack weights.
+///
+/// Weights whose every value is exact in IEEE binary16 or bfloat16 (an F16/BF16 checkpoint's,
+/// expanded FP8 values) are kept in 16 bits, so a model needs about its file size in memory, not
+/// twice it; the kernels widen one panel at a time to FP32 and run the same FMA chains, so the
+/// results are bit-identical to FP32 panels (tests pin them).
 public final class PackedMatrix: @unchecked Sendable {
     public static let panelWidth = 32
+    public enum Storage: String, Sendable { case f32, f16, bf16 }
     public let rows: Int
     public let cols: Int
-    public let storage: FloatBuffer
+    public let storage: Storage
+    /// The panels: Float32 values for `.f32`, 16-bit patterns otherwise.
+    private let f32: UnsafeMutablePointer<Float>?
+    private let half: UnsafeMutablePointer<UInt16>?
 
-    /// Packs a row-major (rows, cols) matrix.
-    public init(rowMajor w: UnsafePointer<Float>, rows: Int, cols: Int) {
+    /// Packs a row-major (rows, cols) FP32 matrix, in 16 bits when every value is exact there
+    /// (binary16 first, then bfloat16) unless `narrow` is false.
+    public init(rowMajor w: UnsafePointer<Float>, rows: Int, cols: Int, narrow: Bool = true) {
         self.rows = rows
         self.cols = cols
-        storage = FloatBuffer(count: fq_sgemm_packed_count(rows, cols), zeroed: false)
-        fq_sgemm_pack(w, rows, cols, storage.pointer)
+        let count = fq_sgemm_packed_count(rows, cols)
+        let p = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        fq_sgemm_pack(w, rows, cols, p)
+        if narrow {
+            let h = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
+            if fq_f32_to_f16_exact(p, count, h) == 1 {
+                p.deallocate(); storage = .f16; f32 = nil; half = h; return
+            }
+            if fq_f32_to_bf16_exact(p, count, h) == 1 {
+                p.deallocate(); storage = .bf16; f32 = nil; half = h; return
+            }
+            h.deallocate()
+        }
+        storage = .f32; f32 = p; half = nil
     }
+
+    /// Packs a row-major (rows, cols) matrix of little-endian 16-bit values (binary16, or
+    /// bfloat16 when `bf16`) without widening it.
+    public init(rowMajor16 w: UnsafeRawPointer, bf16: Bool, rows: Int, cols: Int) {
+        self.rows = rows
+        self.cols = cols
+        let count = fq_sgemm_packed_count(rows, cols)
+        let h = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
+        fq_pack16(w.assumingMemoryBound(to: UInt16.self), rows, cols, h)
+        storage = bf16 ? .bf16 : .f16; f32 = nil; half = h
+    }
+
+    deinit { f32?.deallocate(); half?.deallocate() }
 
     public var panels: Int { (rows + Self.panelWidth - 1) / Self.panelWidth }
+    /// Bytes the panels occupy.
+    public var byteCount: Int { fq_sgemm_packed_count(rows, cols) * (storage == .f32 ? 4 : 2) }
 
-    private let halfLock = NSLock()
-    private var halfState: (tried: Bool, storage: UnsafeMutablePointer<UInt16>?) = (false, nil)
+    /// `FIREQ_DECODE_GEMV=0` in the environment sends single rows through the GEMM (benchmark baseline).
+    static let gemvEnabled = ProcessInfo.processInfo.environment["FIREQ_DECODE_GEMV"] != "0"
 
-    /// The same panels in binary16, made on first use, when every value is exact in binary16 (an
-    /// F16 checkpoint's weights, every FP8 E4M3 value); nil otherwise. The single-row (decode)
-    /// GEMV reads these: half the memory traffic, the same result bit for bit.
-    /// `FIREQ_DECODE_GEMV=0` in the environment turns the path off (benchmark baseline).
-    public func halfPanels() -> UnsafePointer<UInt16>? {
-        halfLock.lock(); defer { halfLock.unlock() }
-        if !halfState.tried && Self.halfGEMVEnabled {
-            halfState.tried = true
-            let count = fq_gemv_f16_count(rows, cols)
-            let p = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
-            if fq_f32_to_f16_exact(storage.pointer, count, p) == 1 { halfState.storage = p } else { p.deallocate() }
+    /// y[i, c] (+)= Σ_k x[i, k]·W[c, k] for the columns of panels p0 ..< p1 (one thread's share).
+    public func multiply(x: UnsafePointer<Float>, ldx: Int, m: Int, panels p: Range<Int>, y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool) {
+        let acc: Int32 = accumulate ? 1 : 0
+        if let f32 {
+            fq_sgemm_packed(x, ldx, m, f32, rows, cols, p.lowerBound, p.upperBound, y, ldy, acc)
+        } else if let half {
+            let bf: Int32 = storage == .bf16 ? 1 : 0
+            if m == 1 && Self.gemvEnabled {
+                fq_gemv_h(x, half, bf, rows, cols, p.lowerBound, p.upperBound, y, acc)
+            } else {
+                fq_sgemm_packed16(x, ldx, m, half, bf, rows, cols, p.lowerBound, p.upperBound, y, ldy, acc)
+            }
         }
-        return halfState.storage.map { UnsafePointer($0) }
     }
-
-    static let halfGEMVEnabled = ProcessInfo.processInfo.environment["FIREQ_DECODE_GEMV"] != "0"
-
-    deinit { halfState.storage?.deallocate() }
 
     /// W[r, c].
     @inline(__always) public func element(_ r: Int, _ c: Int) -> Float {
-        storage.pointer[(r / Self.panelWidth) * Self.panelWidth * cols + c * Self.panelWidth + r % Self.panelWidth]
+        let i = (r / Self.panelWidth) * Self.panelWidth * cols + c * Self.panelWidth + r % Self.panelWidth
+        return value(i)
+    }
+
+    @inline(__always) private func value(_ i: Int) -> Float {
+        if let f32 { return f32[i] }
+        let h = half![i]
+        return storage == .bf16 ? Float(bitPattern: UInt32(h) << 16) : Float(Float16(bitPattern: h))
     }
 
     /// Copies row r (cols values) into `out` (an embedding lookup when W is the embedding table).
     public func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
-        let base = storage.pointer + (r / Self.panelWidth) * Self.panelWidth * cols + r % Self.panelWidth
-        for c in 0..<cols { out[c] = base[c * Self.panelWidth] }
+        let base = (r / Self.panelWidth) * Self.panelWidth * cols + r % Self.panelWidth
+        for c in 0..<cols { out[c] = value(base + c * Self.panelWidth) }
     }
 
     /// The matrix back in row-major order (for tests and tools).

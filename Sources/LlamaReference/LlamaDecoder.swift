@@ -30,10 +30,6 @@ public final class LlamaDecoder {
         gu = FloatBuffer(count: batch * 2 * c.intermediateSize)
         act = FloatBuffer(count: batch * c.intermediateSize)
         scores = FloatBuffer(count: batch * c.headCount * capacity)
-        if batch == 1 {   // single-row steps read the binary16 panels: make them now, not in the first step
-            for L in model.layers { for w in [L.qkv, L.o, L.gateUp, L.down] { _ = w.halfPanels() } }
-            _ = model.lmHead.halfPanels()
-        }
     }
 
     /// Feeds one token per sequence at the current position; returns logits (batch, vocab).

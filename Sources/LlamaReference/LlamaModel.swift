@@ -39,8 +39,14 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         let ckpt = try Checkpoint(directory: directory)
         try LlamaTensorNames.validate(ckpt, config: config)
         func packed(_ name: String) throws -> PackedMatrix {
-            let w = try ckpt.float32(name, shape: [config.vocabSize, config.hiddenSize])
-            return w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: config.vocabSize, cols: config.hiddenSize) }
+            let (rows, cols) = (config.vocabSize, config.hiddenSize)
+            let (f, t) = try ckpt.file(for: name)
+            if (t.dtype == .f16 || t.dtype == .bf16) && t.shape == [rows, cols] {
+                defer { f.releasePages(t) }   // kept in 16 bits, as stored
+                return PackedMatrix(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols)
+            }
+            let w = try ckpt.float32(name, shape: [rows, cols])
+            return w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
         }
         let embed = try packed(LlamaTensorNames.embed)
         var layers: [LlamaLayerWeights] = []

@@ -6,8 +6,8 @@ import LlamaReference
 /// KV-cached single-token decoding on the INT4-FP8 runtime: the same numerics as
 /// `QuantizedModel.hiddenStates` (FP8 activations, INT4×FP8 linears, post-RoPE S, FP8 Q, INT4 K/V
 /// cached as their dequantized values), one token per step. Its linears and lm_head take the
-/// single-row path (`LinearAlgebra.linear` with m = 1: a GEMV on binary16 copies of the weight
-/// panels, bit-identical to the GEMM); attention runs over the cached keys with a max-shifted FP32
+/// single-row paths (the INT4 kernels decode the codes in registers; lm_head is a GEMV on its 16-bit
+/// panels; both bit-identical to the GEMM); attention runs over the cached keys with a max-shifted FP32
 /// softmax. A test pins its logits to the full forward pass.
 public final class QuantizedDecoder {
     public let model: QuantizedModel
@@ -29,9 +29,6 @@ public final class QuantizedDecoder {
         gu = FloatBuffer(count: 2 * I); act = FloatBuffer(count: I)
         scratch = FloatBuffer(count: max(H, I, c.qDim)); acc = FloatBuffer(count: max(2 * I, qkvDim, H))
         scores = FloatBuffer(count: c.headCount * capacity)
-        // Make the binary16 decode panels now, so the first step does not pay for them.
-        for L in model.layers { for lin in [L.qkv, L.o, L.gateUp, L.down] { _ = lin.weights.halfPanels() } }
-        _ = model.head.lmHead.halfPanels()
     }
 
     /// Feeds one token at the current position; returns its logits (vocab).

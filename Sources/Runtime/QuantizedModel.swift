@@ -78,7 +78,7 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
                 return (try packed.linear(p + n), bias)
             }
             func lin(_ names: String...) throws -> Int4FP8Linear {
-                Int4FP8Linear(fusing: try names.map(part), fp8Rerounding: reround)
+                try Int4FP8Linear(fusing: try names.map(part), fp8Rerounding: reround)
             }
             let s = p + "self_attn.qkv_supply."
             layers.append(QuantizedLayer(
@@ -92,13 +92,17 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
             release(prefix: p)
         }
         self.layers = layers
-        let embedValues = try f.float32("model.embed_tokens.weight")
-        let embed = embedValues.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: c.vocabSize, cols: c.hiddenSize) }
-        let lmHead: PackedMatrix
-        if c.tieWordEmbeddings { lmHead = embed } else {
-            let w = try f.float32("lm_head.weight")
-            lmHead = w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: c.vocabSize, cols: c.hiddenSize) }
+        // Embedding and lm_head stay in their stored 16 bits (widened panel by panel in the kernels).
+        func matrix(_ name: String) throws -> PackedMatrix {
+            let (rows, cols) = (c.vocabSize, c.hiddenSize)
+            if let t = f.info(name), t.dtype == .f16 || t.dtype == .bf16, t.shape == [rows, cols] {
+                return PackedMatrix(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols)
+            }
+            let w = try f.float32(name)
+            return w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
         }
+        let embed = try matrix("model.embed_tokens.weight")
+        let lmHead = c.tieWordEmbeddings ? embed : try matrix("lm_head.weight")
         head = LlamaModel(config: c, embed: embed, layers: [], finalNorm: try vec("model.norm.weight"), lmHead: lmHead, threads: threads)
         release(prefix: "")
     }

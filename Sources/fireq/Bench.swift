@@ -71,7 +71,7 @@ struct Bench: ParsableCommand {
             let w = (0..<(n * k)).map { _ in Float.random(in: -0.05...0.05, using: &rng) }
             let x = (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &rng) }
             let qw = Int4Groups.quantize(w, rows: n, k: k, groupSize: 64)
-            let layer = Int4FP8Linear(PackedLinear(name: "b", n: n, k: k, groupSize: 64, q: qw.q, scales: qw.scales, scaleFormat: "fp8_e4m3", perTensorScaleInv: 1),
+            let layer = try Int4FP8Linear(PackedLinear(name: "b", n: n, k: k, groupSize: 64, q: qw.q, scales: qw.scales, scaleFormat: "fp8_e4m3", perTensorScaleInv: 1),
                                       fp8Rerounding: true)
             var y = [Float](repeating: 0, count: m * n), scratch = [Float](repeating: 0, count: m * k), acc = y
             let mine = x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in scratch.withUnsafeMutableBufferPointer { sp in

@@ -34,6 +34,7 @@ struct Eval: ParsableCommand {
             let model: any CausalLanguageModel = packed
                 ? try QuantizedModel(directory: modelOptions.model, threads: compute.threads, numerics: numerics.value)
                 : try LlamaModel(directory: modelOptions.model, threads: compute.threads)
+            let residentAfterLoad = residentBytes()
             let bosID = try window.check(model.config, modelPath: modelOptions.model)
             let (text, context, `protocol`, bos) = (window.text, window.context, window.protocol, window.bos)
             let ids = tok.encodeParallel(try readText(text))
@@ -55,6 +56,7 @@ struct Eval: ParsableCommand {
                     ("load_seconds", "\(loaded.timeIntervalSince(started))"), ("threads", "\(compute.threads)"),
                     ("engine", packed ? "\"int4-fp8-runtime\"" : "\"fp32-reference\""),
                     ("numerics", packed ? "\"\(numerics.value.rawValue)\"" : "null"),
+                    ("resident_bytes_after_load", "\(residentAfterLoad)"), ("weights_file_bytes", "\(weightsFileBytes(modelOptions.model))"),
                 ])
             } else {
                 print(String(format: "perplexity %.4f  (mean NLL %.6f over %d tokens, %d windows of %d, protocol %@)",
@@ -62,5 +64,21 @@ struct Eval: ParsableCommand {
                 print(String(format: "%.1f tokens/s on %d threads; load %.2f s", r.tokensPerSecond, compute.threads, loaded.timeIntervalSince(started)))
             }
         } catch { fail(error) }
+    }
+}
+
+/// Resident set size of this process now (VmRSS, /proc/self/statm), 0 where unavailable.
+func residentBytes() -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let f = s.split(separator: " ")
+    return f.count > 1 ? (Int(f[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE))) : 0
+}
+
+/// Bytes of the model's weight files (*.safetensors) in a folder.
+func weightsFileBytes(_ directory: String) -> Int {
+    let fm = FileManager.default
+    let names = (try? fm.contentsOfDirectory(atPath: directory)) ?? []
+    return names.filter { $0.hasSuffix(".safetensors") }.reduce(0) {
+        $0 + (((try? fm.attributesOfItem(atPath: directory + "/" + $1))?[.size] as? NSNumber)?.intValue ?? 0)
     }
 }

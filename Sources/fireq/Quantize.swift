@@ -57,8 +57,8 @@ struct Inspect: ParsableCommand {
                 var ts: [TensorData] = []
                 for name in m.linearNames {
                     // The runtime's own weights: its packed ŵ panels times each column's 1/P (exact: a power of two).
-                    let lin = Int4FP8Linear(try m.linear(name), fp8Rerounding: m.fp8Rerounding)
-                    var w = lin.weights.rowMajor()
+                    let lin = try Int4FP8Linear(try m.linear(name), fp8Rerounding: m.fp8Rerounding)
+                    var w = lin.weightValues()
                     for r in 0..<lin.n { for c in 0..<lin.k { w[r * lin.k + c] *= lin.columnScale[r] } }
                     ts.append(TensorData(name: name, float32: w, shape: [lin.n, lin.k]))
                 }

@@ -17,7 +17,7 @@ import Testing
         let p = Int4Groups.powerOfTwoScale(w, rows: n, k: k, groupSize: groupSize)
         let qw = Int4Groups.quantize(w.map { $0 * p }, rows: n, k: k, groupSize: groupSize)
         let packed = PackedLinear(name: "t", n: n, k: k, groupSize: groupSize, q: qw.q, scales: qw.scales, scaleFormat: "fp8_e4m3", perTensorScaleInv: 1 / p)
-        let layer = Int4FP8Linear(packed, fp8Rerounding: true)
+        let layer = try! Int4FP8Linear(packed, fp8Rerounding: true)
         var y = [Float](repeating: 0, count: rows * n), scratch = [Float](repeating: 0, count: rows * k), acc = y
         layer.forward(x: x, rows: rows, y: &y, scratch: &scratch, acc: &acc, threads: 2)
         // Literal spec in float64: σ, x_q = E4M3(x/σ), ŵ = E4M3(q·s), y = Σ x_q·ŵ · σ / P.
@@ -56,13 +56,13 @@ import Testing
         var g = KernelTests.LCG(s: 9)
         let x = (0..<(rows * k)).map { _ in g.next() }
         let biases: [[Float]?] = [nil, (0..<192).map { Float($0) / 100 }, nil]
-        let fused = Int4FP8Linear(fusing: zip(parts, biases).map { ($0, $1) }, fp8Rerounding: true)
+        let fused = try! Int4FP8Linear(fusing: zip(parts, biases).map { ($0, $1) }, fp8Rerounding: true)
         for bf16 in [false, true] {
             var y = [Float](repeating: 0, count: rows * fused.n), scratch = [Float](repeating: 0, count: rows * k), acc = y
             fused.forward(x: x, rows: rows, y: &y, scratch: &scratch, acc: &acc, outputBF16: bf16, threads: 2)
             var col = 0
             for (p, b) in zip(parts, biases) {
-                let one = Int4FP8Linear(p, fp8Rerounding: true, bias: b)
+                let one = try! Int4FP8Linear(p, fp8Rerounding: true, bias: b)
                 var y1 = [Float](repeating: 0, count: rows * p.n), a1 = y1
                 one.forward(x: x, rows: rows, y: &y1, scratch: &scratch, acc: &a1, outputBF16: bf16, threads: 1)
                 var diffs = 0
@@ -104,5 +104,123 @@ import Testing
         var bad = 0
         for x in xs where fq_round_bf16(x).bitPattern != BF16.round(x).bitPattern && !(x.isNaN && fq_round_bf16(x).isNaN) { bad += 1 }
         #expect(bad == 0)
+    }
+
+    // ---- resident INT4 weights and the canonical accumulation order (Formats/runtime-numerics.md) ----
+
+    /// The canonical chain written literally in Swift: per output, from +0, over the input pairs,
+    /// x[2kp+1]·ŵ[2kp+1] then x[2kp]·ŵ[2kp], each added with one rounding (an FMA).
+    static func canonical(x: [Float], m: Int, q: [Int8], scales: [Float], n: Int, k: Int, groupSize G: Int, reround: Bool) -> [Float] {
+        var y = [Float](repeating: 0, count: m * n)
+        func w(_ r: Int, _ c: Int) -> Float {
+            let v = Float(q[r * k + c]) * scales[r * (k / G) + c / G]
+            return reround ? FP8E4M3.round(v) : v
+        }
+        for i in 0..<m {
+            for r in 0..<n {
+                var acc: Float = 0
+                for kp in 0..<(k / 2) {
+                    acc = acc.addingProduct(x[i * k + 2 * kp + 1], w(r, 2 * kp + 1))
+                    acc = acc.addingProduct(x[i * k + 2 * kp], w(r, 2 * kp))
+                }
+                y[i * n + r] = acc
+            }
+        }
+        return y
+    }
+
+    /// Random codes with FP8 (or BF16) group scales, and inputs that are FP8 values (or any FP32).
+    static func int4Case(m: Int, n: Int, k: Int, G: Int, seed: UInt64, bf16Scales: Bool, fp8Inputs: Bool) -> (x: [Float], q: [Int8], s: [Float]) {
+        var g = KernelTests.LCG(s: seed)
+        let q = (0..<(n * k)).map { _ in Int8(max(-8, min(7, Int((g.next() * 8.5).rounded(.down))))) }
+        let big = seed % 3 == 0   // some cases with large scales (up to 100: past the table decode's 56)
+        let s = (0..<(n * (k / G))).map { _ -> Float in
+            let v = abs(g.next()) * (big ? 100 : 0.02) + 0x1p-9
+            return bf16Scales ? BF16.round(v) : max(FP8E4M3.round(v), 0x1p-9)
+        }
+        let x = (0..<(m * k)).map { _ -> Float in
+            let v = g.next() * (g.next() > 0.9 ? 300 : 2)
+            return fp8Inputs ? FP8E4M3.round(v) : v
+        }
+        return (x, q, s)
+    }
+
+    /// Every kernel path (AVX-512 BF16, AVX-512F, AVX2, portable; the ones this CPU lacks fall back)
+    /// equals the literal canonical chain bit for bit, split over panels, for FP8 and FP32 inputs,
+    /// FP8 and BF16 scales, with and without FP8 re-rounding; and the order is not the plain k order.
+    @Test(arguments: [(1, 64, 64, 64), (3, 70, 128, 32), (13, 96, 576, 64), (1, 576, 1536, 64), (29, 33, 192, 64), (12, 64, 256, 128), (1, 100, 192, 64), (2, 64, 128, 64)])
+    func int4KernelPathsEqualCanonical(m: Int, n: Int, k: Int, G: Int) {
+        var orderMatters = false
+        for (bf16Scales, fp8Inputs, reround) in [(false, true, true), (false, true, false), (true, true, false), (false, false, true), (true, false, false)] {
+            let c = Self.int4Case(m: m, n: n, k: k, G: G, seed: UInt64(m * 1000 + n + k), bf16Scales: bf16Scales, fp8Inputs: fp8Inputs)
+            let want = Self.canonical(x: c.x, m: m, q: c.q, scales: c.s, n: n, k: k, groupSize: G, reround: reround)
+            var codes = [UInt8](repeating: 0, count: fq_int4_codes_bytes(n, k))
+            var sc = [Float](repeating: 0, count: fq_int4_scales_count(n, k, G))
+            fq_int4_pack(c.q, c.s, n, k, G, &codes, &sc)
+            let exact = fq_int4_bf16_exact(sc, sc.count, reround ? 1 : 0)
+            #expect(exact == (bf16Scales && !reround ? 0 : 1), "BF16 scales make q·s inexact in BF16; FP8 scales never do")
+            var meta = [UInt16](repeating: 0, count: sc.count)
+            let tableOK = fq_int4_meta(sc, sc.count, reround ? 1 : 0, &meta) == 1
+            let big = c.s.contains { $0 > 56 }
+            #expect(tableOK == (!bf16Scales && !(reround && big)), "table decode: FP8 scales, and ≤ 56 when re-rounding")
+            let panels = (n + 31) / 32
+            for path: Int32 in [-1, 0, 1, 2, 3] {
+                for useMeta in tableOK ? [false, true] : [false] {
+                    var y = [Float](repeating: .nan, count: m * n)
+                    let ok: Int32 = fp8Inputs && exact == 1 ? 1 : 0
+                    meta.withUnsafeBufferPointer { mp in
+                        let mt = useMeta ? mp.baseAddress : nil
+                        fq_int4_gemm_on(path, c.x, k, m, codes, sc, mt, n, k, G, reround ? 1 : 0, ok, 0, panels / 2, &y, n)
+                        fq_int4_gemm_on(path, c.x, k, m, codes, sc, mt, n, k, G, reround ? 1 : 0, ok, panels / 2, panels, &y, n)
+                    }
+                    let bad = zip(want, y).filter { $0.bitPattern != $1.bitPattern }.count
+                    #expect(bad == 0, "m \(m) n \(n) k \(k) G \(G) path \(path) (resolved \(fq_int4_level(path, ok))) table \(useMeta) bf16 scales \(bf16Scales) fp8 x \(fp8Inputs) reround \(reround): \(bad) differ")
+                }
+            }
+            // the plain k-order chain gives other bits somewhere: the pair order is what is pinned
+            for i in 0..<m where !orderMatters {
+                for r in 0..<n {
+                    var acc: Float = 0
+                    for kk in 0..<k {
+                        let v = Float(c.q[r * k + kk]) * c.s[r * (k / G) + kk / G]
+                        acc = acc.addingProduct(c.x[i * k + kk], reround ? FP8E4M3.round(v) : v)
+                    }
+                    if acc.bitPattern != want[i * n + r].bitPattern { orderMatters = true; break }
+                }
+            }
+        }
+        #expect(orderMatters || k <= 64)
+    }
+
+    /// The layer with resident codes equals the layer with expanded binary16 weights (the benchmark
+    /// baseline) bit for bit, for one row (decode) and many, fused, with FP8 and FP32 inputs.
+    @Test func residentEqualsExpanded() throws {
+        let k = 576
+        let parts = [Self.randomLinear(n: 576, k: k, seed: 11, scale: 0.05), Self.randomLinear(n: 192, k: k, seed: 12, scale: 3e-3)]
+        let resident = try Int4FP8Linear(fusing: parts.map { ($0, nil) }, fp8Rerounding: true, resident: true)
+        let expanded = try Int4FP8Linear(fusing: parts.map { ($0, nil) }, fp8Rerounding: true, resident: false)
+        #expect(resident.expanded == nil && expanded.expanded?.storage == .f16)
+        #expect(resident.weightValues() == expanded.weightValues())
+        #expect(resident.weightBytes * 3 < expanded.weightBytes, "\(resident.weightBytes) vs \(expanded.weightBytes)")
+        for rows in [1, 37] {
+            var g = KernelTests.LCG(s: UInt64(rows))
+            let x = (0..<(rows * k)).map { _ in g.next() * 3 }
+            for fp8 in [true, false] {
+                var outs: [[Float]] = []
+                for layer in [resident, expanded] {
+                    var y = [Float](repeating: 0, count: rows * layer.n), scratch = [Float](repeating: 0, count: rows * k), acc = y
+                    layer.forward(x: x, rows: rows, y: &y, scratch: &scratch, acc: &acc, activationsFP8: fp8, threads: 2)
+                    outs.append(y)
+                }
+                #expect(zip(outs[0], outs[1]).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "rows \(rows) fp8 \(fp8)")
+            }
+        }
+        // linears with different group sizes fuse at their gcd
+        let coarse = PackedLinear(name: "c", n: 64, k: k, groupSize: 192, q: [Int8](repeating: 3, count: 64 * k),
+                                  scales: [Float](repeating: 0.5, count: 64 * 3), scaleFormat: "fp8_e4m3", perTensorScaleInv: 1)
+        let mixed = try Int4FP8Linear(fusing: [(parts[1], nil), (coarse, nil)], fp8Rerounding: false)
+        #expect(mixed.groupSize == 64)
+        let wv = mixed.weightValues()
+        #expect(wv[192 * k + 100] == 1.5 && wv[(192 + 63) * k + 575] == 1.5)
     }
 }

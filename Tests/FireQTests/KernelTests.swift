@@ -1,5 +1,6 @@
 import CFireQKernels
 import Foundation
+import Kernels
 import LowPrecision
 import Testing
 
@@ -52,40 +53,79 @@ import Testing
 
     /// The decode GEMV on binary16 panels equals the GEMM on the same (binary16-exact) values, bit
     /// for bit, on every path, with and without accumulation.
-    @Test func halfGEMVEqualsGEMM() {
+    /// 16-bit panels (binary16 and bfloat16): the GEMM (widened panel by panel) and the single-row
+    /// GEMV equal the FP32 GEMM on the same values bit for bit, on every path, split over panels.
+    @Test(arguments: [false, true])
+    func sixteenBitPanelsEqualFP32(bf16: Bool) {
         var shapes: [(Int, Int)] = Self.sizes.map { ($0, $0) } + Self.sizes.map { (37, $0) } + Self.sizes.map { ($0, 70) }
         shapes += [(576, 1536), (1536, 576), (960, 576), (49152, 576)]
         for (n, k) in shapes {
-            var g = LCG(s: UInt64(n * 7919 + k))
-            // Values exact in binary16: random finite half-precision bit patterns (normals and subnormals).
+            var g = LCG(s: UInt64(n * 7919 + k + (bf16 ? 1 : 0)))
+            // Values exact in 16 bits: random finite bit patterns (normals and subnormals).
             let w = (0..<(n * k)).map { _ -> Float in
-                var h: Float16
-                repeat { h = Float16(bitPattern: UInt16(truncatingIfNeeded: Int64((g.next() + 1) * 32767.5))) } while !h.isFinite
-                return Float(h)
+                while true {
+                    let bits = UInt16(truncatingIfNeeded: Int64((g.next() + 1) * 32767.5))
+                    let v = bf16 ? Float(bitPattern: UInt32(bits) << 16) : Float(Float16(bitPattern: bits))
+                    if v.isFinite && (!bf16 || abs(v) < 1e30) { return v }
+                }
             }
-            let x = (0..<k).map { _ in g.next() }
-            let y0 = (0..<n).map { _ in g.next() }
+            let m = n > 4096 ? 3 : 13
+            let x = (0..<(m * k)).map { _ in g.next() }
+            let y0 = (0..<(m * n)).map { _ in g.next() }
             var packed = [Float](repeating: 0, count: fq_sgemm_packed_count(n, k))
             fq_sgemm_pack(w, n, k, &packed)
             var half = [UInt16](repeating: 0, count: fq_gemv_f16_count(n, k))
-            #expect(fq_f32_to_f16_exact(packed, packed.count, &half) == 1)
+            #expect((bf16 ? fq_f32_to_bf16_exact(packed, packed.count, &half) : fq_f32_to_f16_exact(packed, packed.count, &half)) == 1)
+            // the same panels packed straight from 16-bit row-major values
+            let raw = w.map { bf16 ? UInt16($0.bitPattern >> 16) : Float16($0).bitPattern }
+            var direct = [UInt16](repeating: 1, count: half.count)
+            fq_pack16(raw, n, k, &direct)
+            #expect(direct == half, "n \(n) k \(k)")
             let panels = (n + 31) / 32
             for acc: Int32 in [0, 1] {
-                var ref = y0
-                fq_sgemm_packed_ref(x, k, 1, packed, n, k, 0, panels, &ref, n, acc)
-                for path: Int32 in [0, 1] {
-                    var y = y0
-                    fq_gemv_f16_on(path, x, half, n, k, 0, panels / 2, &y, acc)
-                    fq_gemv_f16_on(path, x, half, n, k, panels / 2, panels, &y, acc)
-                    #expect(zip(ref, y).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "n \(n) k \(k) path \(path) accumulate \(acc)")
+                var ref1 = y0, ref = y0
+                fq_sgemm_packed_ref(x, k, 1, packed, n, k, 0, panels, &ref1, n, acc)
+                fq_sgemm_packed_ref(x, k, m, packed, n, k, 0, panels, &ref, n, acc)
+                for path: Int32 in [0, 1, 2] {
+                    var y = y0, y1 = y0
+                    fq_sgemm_packed16_on(path, x, k, m, half, bf16 ? 1 : 0, n, k, 0, panels / 2, &y, n, acc)
+                    fq_sgemm_packed16_on(path, x, k, m, half, bf16 ? 1 : 0, n, k, panels / 2, panels, &y, n, acc)
+                    #expect(zip(ref, y).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "GEMM n \(n) k \(k) path \(path) accumulate \(acc)")
+                    if path > 1 { continue }
+                    fq_gemv_h_on(path, x, half, bf16 ? 1 : 0, n, k, 0, panels / 2, &y1, acc)
+                    fq_gemv_h_on(path, x, half, bf16 ? 1 : 0, n, k, panels / 2, panels, &y1, acc)
+                    #expect(zip(ref1.prefix(n), y1.prefix(n)).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "GEMV n \(n) k \(k) path \(path) accumulate \(acc)")
                 }
             }
         }
-        // Values that binary16 cannot hold are refused.
+        // Values 16 bits cannot hold are refused.
         var out = [UInt16](repeating: 0, count: 1)
         for v: Float in [1.0 / 3, 70000, 0x1p-25, 1 + 0x1p-11] { #expect(fq_f32_to_f16_exact([v], 1, &out) == 0, "\(v)") }
         for v: Float in [0.5, -448, 0x1p-24, 65504, 0x1.ffcp-1] {
             #expect(fq_f32_to_f16_exact([v], 1, &out) == 1 && out[0] == Float16(v).bitPattern, "\(v)")
+        }
+        for v: Float in [1.0 / 3, 1 + 0x1p-8, .infinity, .nan] { #expect(fq_f32_to_bf16_exact([v], 1, &out) == 0, "\(v)") }
+        for v: Float in [0.5, -448, 1 + 0x1p-7, 0x1p-130, 0x1.fep127] {
+            #expect(fq_f32_to_bf16_exact([v], 1, &out) == 1 && out[0] == UInt16(v.bitPattern >> 16), "\(v)")
+        }
+    }
+
+    /// PackedMatrix keeps exact 16-bit weights in 16 bits (binary16 first), other weights in FP32,
+    /// and multiplies identically either way.
+    @Test func packedMatrixStorage() {
+        let f16: [Float] = (0..<(40 * 64)).map { Float(Float16(Float($0 % 97) / 17)) }
+        let bf16: [Float] = f16.enumerated().map { $0.offset == 5 ? 0x1p70 : Float(bitPattern: $0.element.bitPattern & 0xFFFF0000) }
+        let f32: [Float] = f16.enumerated().map { $0.offset == 7 ? 1.0 / 3 : $0.element }
+        for (w, want) in [(f16, PackedMatrix.Storage.f16), (bf16, .bf16), (f32, .f32)] {
+            let m = w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: 40, cols: 64) }
+            let wide = w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: 40, cols: 64, narrow: false) }
+            #expect(m.storage == want && wide.storage == .f32)
+            #expect(m.rowMajor() == w && m.element(33, 5) == w[33 * 64 + 5])
+            let x = (0..<(3 * 64)).map { Float($0) / 7 }
+            var a = [Float](repeating: 0, count: 3 * 40), b = a
+            m.multiply(x: x, ldx: 64, m: 3, panels: 0..<2, y: &a, ldy: 40, accumulate: false)
+            wide.multiply(x: x, ldx: 64, m: 3, panels: 0..<2, y: &b, ldy: 40, accumulate: false)
+            #expect(a == b)
         }
     }
 

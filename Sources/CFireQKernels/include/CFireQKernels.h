@@ -78,18 +78,67 @@ float fq_round_bf16(float x);
 void fq_linear_epilogue(const float *acc, size_t rows, size_t n, const float *sigma, const float *col_scale,
                         const float *bias, int bf16, float *y, size_t ldy, int accumulate);
 
-// ---- decode-path GEMV on binary16 weights (gemv.c) ------------------------------------------
-// W [n, k] packed as binary16 in the GEMM's layout (panels of 32 rows, k-major). y[c] (+)=
-// Σ_k x[k]·W[c, k] for the rows of panels p0 ..< p1, each one fmaf chain over k from 0: the value
-// fq_sgemm_packed computes for that row of x when W's values are exact in binary16.
-// The panels are the elementwise binary16 conversion of fq_sgemm_pack's FP32 panels.
+// ---- INT4 weights resident, decoded in the kernels (int4gemm.c; Formats/runtime-numerics.md) ----
+// Panels of 32 output rows: codes[p][k/2][32] bytes (low nibble q[2kp]+8, high nibble q[2kp+1]+8),
+// scales[p][k/G][32] FP32 group scales. ŵ = q·s, or E4M3(q·s) when `reround`.
+// y[i, c] = the canonical chain over input pairs: acc = fma(x[2kp+1], ŵ[2kp+1], acc), then
+// fma(x[2kp], ŵ[2kp], acc), from +0 (what AVX-512 BF16's vdpbf16ps computes with exact products).
+// Needs k even and G | k, G even. y is written (not accumulated); rows `ldy` apart.
+size_t fq_int4_codes_bytes(size_t n, size_t k);
+size_t fq_int4_scales_count(size_t n, size_t k, size_t G);
+/// q [n, k] in −8 … 7, s [n, k/G] the group scales' FP32 values.
+void fq_int4_pack(const int8_t *q, const float *s, size_t n, size_t k, size_t G, uint8_t *codes, float *scales);
+/// ŵ of a code nibble (q + 8) and a scale.
+float fq_int4_weight(unsigned nibble, float s, int reround);
+/// 1 when every weight value of these scales is exact in BF16 and not subnormal (the BF16 path's
+/// precondition on the weights; x must hold BF16-exact values too, e.g. FP8 E4M3 activations).
+int fq_int4_bf16_exact(const float *scales, size_t count, int reround);
+int fq_cpu_has_avx512bf16(void);
+/// The BF16 path's table decode (int4gemm.c): meta[i] for each scale (same layout as `scales`)
+/// when every scale is s = M·2^E with M odd ≤ 15 (every FP8 value) and, with re-rounding, s ≤ 56;
+/// returns 0 (meta unusable: pass NULL, the arithmetic decode runs) otherwise.
+int fq_int4_meta(const float *scales, size_t count, int reround, uint16_t *meta);
+/// The path a request resolves to: 0 portable, 1 AVX2+FMA, 2 AVX-512F, 3 AVX-512 BF16 (needs bf16_ok).
+int fq_int4_level(int path, int bf16_ok);
+/// bf16_ok: x's values and the weights are exact in BF16 (enables path 3); meta from fq_int4_meta or NULL.
+void fq_int4_gemm(const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales, const uint16_t *meta,
+                  size_t n, size_t k, size_t G, int reround, int bf16_ok, size_t p0, size_t p1, float *y, size_t ldy);
+void fq_int4_gemm_ref(const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales,
+                      size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1, float *y, size_t ldy);
+/// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2+FMA, 2 AVX-512F, 3 AVX-512 BF16
+/// (a path the CPU lacks falls back to the next lower one).
+void fq_int4_gemm_on(int path, const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales, const uint16_t *meta,
+                     size_t n, size_t k, size_t G, int reround, int bf16_ok, size_t p0, size_t p1, float *y, size_t ldy);
+
+// ---- persistent thread pool (pool.c) ---------------------------------------------------------
+typedef void (*fq_pool_task)(void *ctx, size_t chunk, int worker);
+/// Runs fn(ctx, c, worker) for every chunk c < chunks on up to `threads` threads (the caller is
+/// worker 0; workers spin briefly between jobs, then sleep). Returns 0 without running anything
+/// when the pool is busy (another caller, or a nested call): the caller runs the loop otherwise.
+int fq_pool_run(int threads, size_t chunks, fq_pool_task fn, void *ctx);
+
+// ---- 16-bit weight panels (sgemm.c, gemv.c) ---------------------------------------------------
+// W [n, k] packed in the GEMM's layout (panels of 32 rows, k-major) as IEEE binary16 (bf16 = 0) or
+// bfloat16 (bf16 = 1): weights that are exact in 16 bits (an F16/BF16 checkpoint's, every FP8 E4M3
+// value) stay at their stored size. Each output is the fmaf chain over k = 0 … K−1 from 0 that
+// fq_sgemm_packed computes on the FP32 values, bit for bit, on every path.
 size_t fq_gemv_f16_count(size_t n, size_t k);
 /// dst[i] = binary16(src[i]) for n floats; returns 1 when every value is exact (else 0: do not use dst).
 int fq_f32_to_f16_exact(const float *src, size_t n, uint16_t *dst);
-void fq_gemv_f16(const float *x, const uint16_t *packed, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate);
-void fq_gemv_f16_ref(const float *x, const uint16_t *packed, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate);
+/// dst[i] = bfloat16(src[i]) (truncated); returns 1 when every value is exact and finite.
+int fq_f32_to_bf16_exact(const float *src, size_t n, uint16_t *dst);
+/// Packs a row-major [n, k] matrix of 16-bit values into that layout (zero beyond n).
+void fq_pack16(const uint16_t *w, size_t n, size_t k, uint16_t *packed);
+/// GEMM (any m): each panel is widened to FP32 into a per-thread buffer, then run by the FP32 tiles.
+void fq_sgemm_packed16(const float *x, size_t ldx, size_t m, const uint16_t *packed, int bf16, size_t n, size_t k,
+                       size_t p0, size_t p1, float *y, size_t ldy, int accumulate);
+void fq_sgemm_packed16_on(int path, const float *x, size_t ldx, size_t m, const uint16_t *packed, int bf16, size_t n, size_t k,
+                          size_t p0, size_t p1, float *y, size_t ldy, int accumulate);
+/// Single row (decode): y[c] (+)= Σ_k x[k]·W[c, k] for the rows of panels p0 ..< p1.
+void fq_gemv_h(const float *x, const uint16_t *packed, int bf16, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate);
+void fq_gemv_h_ref(const float *x, const uint16_t *packed, int bf16, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate);
 /// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2+FMA+F16C.
-void fq_gemv_f16_on(int path, const float *x, const uint16_t *packed, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate);
+void fq_gemv_h_on(int path, const float *x, const uint16_t *packed, int bf16, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate);
 
 // ---- attention in a fixed summation order (attention.c) --------------------------------------
 /// s[t] = (fmaf chain over d = 0 … D−1 from 0 of q[d]·KT[d·ldkt + t])·scale for t < n (keys transposed).

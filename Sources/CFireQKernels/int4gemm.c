@@ -1,0 +1,529 @@
+// INT4 weights resident in memory, decoded inside the kernels (Formats/runtime-numerics.md).
+//
+// Layout (made at load from a packed folder's codes and group scales): panels of 32 output rows.
+//   codes[p][kp][j]  one byte per (row 32p + j, input pair kp): low nibble q[2kp] + 8, high nibble
+//                    q[2kp + 1] + 8 (0x88, i.e. q = 0, beyond n);
+//   scales[p][g][j]  the FP32 value of the group scale s of row 32p + j, input group g (0 beyond n).
+// The weight value is ŵ = q·s (exact in FP32), or E4M3(q·s) when the recipe re-rounds to FP8.
+//
+// The canonical accumulation order (every path, bit for bit): each output is one chain over the
+// input pairs kp = 0 … k/2 − 1 starting from +0, adding x[2kp+1]·ŵ[2kp+1] and then x[2kp]·ŵ[2kp],
+// each addition a fused multiply-add (one rounding to nearest even). That is what AVX-512 BF16's
+// vdpbf16ps computes per lane when the products are exact (FP8 × INT4-derived values in BF16), and
+// it is the plain FP32 FMA chain over the pair-swapped input order k' = k XOR 1, which the AVX2,
+// AVX-512F and portable paths run on FP32 values.
+#pragma STDC FP_CONTRACT OFF
+#include "CFireQKernels.h"
+#include "fq_internal.h"
+#include <math.h>
+#include <string.h>
+#include <immintrin.h>
+
+#define NR 32
+
+int fq_cpu_has_avx512vbmi(void);
+
+size_t fq_int4_codes_bytes(size_t n, size_t k) { return ((n + NR - 1) / NR) * NR * (k / 2); }
+size_t fq_int4_scales_count(size_t n, size_t k, size_t G) { return ((n + NR - 1) / NR) * NR * (k / G); }
+
+void fq_int4_pack(const int8_t *q, const float *s, size_t n, size_t k, size_t G, uint8_t *codes, float *scales) {
+    size_t panels = (n + NR - 1) / NR, groups = k / G, pairs = k / 2;
+    for (size_t p = 0; p < panels; p++) {
+        uint8_t *c = codes + p * NR * pairs;
+        float *sc = scales + p * NR * groups;
+        for (size_t j = 0; j < NR; j++) {
+            size_t row = p * NR + j;
+            for (size_t kp = 0; kp < pairs; kp++) {
+                uint8_t b = 0x88;
+                if (row < n) b = (uint8_t)((q[row * k + 2 * kp] + 8) | ((q[row * k + 2 * kp + 1] + 8) << 4));
+                c[kp * NR + j] = b;
+            }
+            for (size_t g = 0; g < groups; g++) sc[g * NR + j] = row < n ? s[row * groups + g] : 0.0f;
+        }
+    }
+}
+
+static inline float weight_value(unsigned nibble, float s, int reround) {
+    float w = (float)((int)nibble - 8) * s;
+    return reround ? fq_round_e4m3_ref(w) : w;
+}
+
+float fq_int4_weight(unsigned nibble, float s, int reround) { return weight_value(nibble & 15u, s, reround); }
+
+int fq_int4_bf16_exact(const float *scales, size_t count, int reround) {
+    for (size_t i = 0; i < count; i++) {
+        for (unsigned c = 0; c < 16; c++) {
+            float w = weight_value(c, scales[i], reround);
+            uint32_t b;
+            memcpy(&b, &w, 4);
+            // exact in BF16, finite, and not subnormal (vdpbf16ps treats subnormal inputs as 0)
+            if ((b & 0xFFFFu) != 0 || (b & 0x7F800000u) == 0x7F800000u || (w != 0.0f && (b & 0x7F800000u) == 0)) return 0;
+        }
+    }
+    return 1;
+}
+
+// ---- portable reference: the canonical order written directly --------------------------------
+void fq_int4_gemm_ref(const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales,
+                      size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1, float *y, size_t ldy) {
+    size_t pairs = k / 2, groups = k / G;
+    for (size_t p = p0; p < p1; p++) {
+        const uint8_t *c = codes + p * NR * pairs;
+        const float *sc = scales + p * NR * groups;
+        for (size_t j = 0; j < NR && p * NR + j < n; j++) {
+            for (size_t i = 0; i < m; i++) {
+                const float *xr = x + i * ldx;
+                float acc = 0.0f;
+                for (size_t kp = 0; kp < pairs; kp++) {
+                    uint8_t b = c[kp * NR + j];
+                    float s = sc[(2 * kp / G) * NR + j];
+                    acc = fmaf(xr[2 * kp + 1], weight_value(b >> 4, s, reround), acc);
+                    acc = fmaf(xr[2 * kp], weight_value(b & 15u, s, reround), acc);
+                }
+                y[i * ldy + p * NR + j] = acc;
+            }
+        }
+    }
+}
+
+// ---- FP32 paths: decode a panel into the pair-swapped FP32 layout, run the FP32 GEMM tiles -------
+// out[k'][j] = ŵ[row 32p + j][k' XOR 1].
+static void decode_f32_ref(const uint8_t *c, const float *sc, size_t k, size_t G, int reround, float *out) {
+    for (size_t kp = 0; kp < k / 2; kp++) {
+        for (size_t j = 0; j < NR; j++) {
+            uint8_t b = c[kp * NR + j];
+            float s = sc[(2 * kp / G) * NR + j];
+            out[(2 * kp) * NR + j] = weight_value(b >> 4, s, reround);
+            out[(2 * kp + 1) * NR + j] = weight_value(b & 15u, s, reround);
+        }
+    }
+}
+
+// E4M3 rounding of finite floats (ties to even, saturating at ±448), as in fq_round_e4m3_ref.
+__attribute__((target("avx2,fma")))
+static inline __m256 e4m3_avx2(__m256 v) {
+    const __m256i absmask = _mm256_set1_epi32(0x7FFFFFFF), signmask = _mm256_set1_epi32((int)0x80000000u);
+    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7FFFF), keep = _mm256_set1_epi32((int)0xFFF00000u);
+    __m256i b = _mm256_castps_si256(v);
+    __m256i a = _mm256_and_si256(b, absmask), sign = _mm256_and_si256(b, signmask);
+    __m256 ax = _mm256_castsi256_ps(a);
+    __m256 sub = _mm256_sub_ps(_mm256_add_ps(ax, _mm256_set1_ps(24576.0f)), _mm256_set1_ps(24576.0f));
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(a, 20), one);
+    __m256i nor = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(a, bias), lsb), keep);
+    __m256 r = _mm256_blendv_ps(_mm256_castsi256_ps(nor), sub, _mm256_cmp_ps(ax, _mm256_set1_ps(0x1p-6f), _CMP_LT_OQ));
+    r = _mm256_min_ps(r, _mm256_set1_ps(448.0f));
+    return _mm256_or_ps(r, _mm256_castsi256_ps(sign));
+}
+
+__attribute__((target("avx2,fma")))
+static void decode_f32_avx2(const uint8_t *c, const float *sc, size_t k, size_t G, int reround, float *out) {
+    const __m256i low = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
+    for (size_t kp = 0; kp < k / 2; kp++) {
+        const float *s = sc + (2 * kp / G) * NR;
+        for (size_t q = 0; q < NR; q += 8) {
+            __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(c + kp * NR + q)));
+            __m256 sv = _mm256_loadu_ps(s + q);
+            __m256 lo = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(b, low), eight)), sv);
+            __m256 hi = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(b, 4), eight)), sv);
+            if (reround) { lo = e4m3_avx2(lo); hi = e4m3_avx2(hi); }
+            _mm256_storeu_ps(out + (2 * kp) * NR + q, hi);
+            _mm256_storeu_ps(out + (2 * kp + 1) * NR + q, lo);
+        }
+    }
+}
+
+// E4M3 rounding of non-negative exact products v = |q|·s, as fq_round_e4m3_ref: adding and
+// subtracting c = 2^(e+20) (e = v's exponent, at least −6: below 2^−6 E4M3's quantum is 2^−9)
+// rounds v to 4 significant bits, ties to even; then saturate at 448.
+__attribute__((target("avx512f,avx512bw")))
+static inline __m512 e4m3_magnitude_avx512(__m512 v) {
+    __m512i e = _mm512_max_epu32(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7F800000)), _mm512_set1_epi32(121 << 23));
+    __m512 c = _mm512_castsi512_ps(_mm512_add_epi32(e, _mm512_set1_epi32(20 << 23)));
+    return _mm512_min_ps(_mm512_sub_ps(_mm512_add_ps(v, c), c), _mm512_set1_ps(448.0f));
+}
+
+// 16 rows' (lo, hi) weights of one input pair, from 16 code bytes and 16 scales: |q| from a
+// 16-entry table (vpermps reads the low 4 bits of each index), times s, rounded when asked, then
+// the sign of q (nibble < 8) put back.
+__attribute__((target("avx512f,avx512bw")))
+static inline void decode16_avx512(const uint8_t *c, __m512 sv, int reround, __m512 *lo, __m512 *hi) {
+    const __m512 mag = _mm512_setr_ps(8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6, 7);
+    __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)c));
+    __m512i bh = _mm512_srli_epi32(b, 4);
+    __m512 l = _mm512_mul_ps(_mm512_permutexvar_ps(b, mag), sv);
+    __m512 h = _mm512_mul_ps(_mm512_permutexvar_ps(bh, mag), sv);
+    if (reround) { l = e4m3_magnitude_avx512(l); h = e4m3_magnitude_avx512(h); }
+    // sign bit 31 where the nibble's bit 3 is clear (q < 0)
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    __m512i sl = _mm512_andnot_si512(_mm512_slli_epi32(b, 28), sign), sh = _mm512_andnot_si512(_mm512_slli_epi32(b, 24), sign);
+    *lo = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(l), sl));
+    *hi = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(h), sh));
+}
+
+__attribute__((target("avx512f,avx512bw")))
+static void decode_f32_avx512(const uint8_t *c, const float *sc, size_t k, size_t G, int reround, float *out) {
+    for (size_t g = 0; g < k / G; g++) {
+        __m512 s0 = _mm512_loadu_ps(sc + g * NR), s1 = _mm512_loadu_ps(sc + g * NR + 16);
+        for (size_t kp = g * G / 2; kp < (g + 1) * G / 2; kp++) {
+            __m512 lo, hi;
+            decode16_avx512(c + kp * NR, s0, reround, &lo, &hi);
+            _mm512_storeu_ps(out + (2 * kp) * NR, hi);
+            _mm512_storeu_ps(out + (2 * kp + 1) * NR, lo);
+            decode16_avx512(c + kp * NR + 16, s1, reround, &lo, &hi);
+            _mm512_storeu_ps(out + (2 * kp) * NR + 16, hi);
+            _mm512_storeu_ps(out + (2 * kp + 1) * NR + 16, lo);
+        }
+    }
+}
+
+static void gemm_f32_paths(int level, const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales,
+                           size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1, float *y, size_t ldy) {
+    size_t pairs = k / 2, groups = k / G;
+    // x with each input pair swapped (x'[k'] = x[k' XOR 1]), once per call.
+    float *xs = fq_thread_buffer(FQ_BUFFER_X, m * k);
+    for (size_t i = 0; i < m; i++) {
+        const float *src = x + i * ldx;
+        float *dst = xs + i * k;
+        for (size_t kp = 0; kp < pairs; kp++) { dst[2 * kp] = src[2 * kp + 1]; dst[2 * kp + 1] = src[2 * kp]; }
+    }
+    float *panel = fq_thread_buffer(FQ_BUFFER_PANEL, NR * k);
+    for (size_t p = p0; p < p1; p++) {
+        const uint8_t *c = codes + p * NR * pairs;
+        const float *sc = scales + p * NR * groups;
+        if (level >= 2) decode_f32_avx512(c, sc, k, G, reround, panel);
+        else if (level >= 1) decode_f32_avx2(c, sc, k, G, reround, panel);
+        else decode_f32_ref(c, sc, k, G, reround, panel);
+        size_t col = p * NR, valid = n - col < NR ? n - col : NR;
+        fq_sgemm_panel(level, xs, k, m, panel, valid, k, y + col, ldy, 0);
+    }
+}
+
+// ---- table decode for the BF16 path --------------------------------------------------------------
+// An FP8 group scale is s = M·2^E with M odd, 1 ≤ M ≤ 15. Every product q·s is then (q·M)·2^E, and
+// E4M3 rounding of it is R(q·M)·2^E with R rounding an integer of |q·M| ≤ 120 to 4 significant bits:
+// a subnormal result (below 2^−6) only arises for subnormal s (E = −9, |q·M| < 8), and there it is
+// an exact multiple of 2^−9 that R leaves alone; in the normal range rounding commutes with powers
+// of two; saturation cannot occur while 8·s ≤ 448. So ŵ's BF16 pattern is a table entry
+// bf16(R(q·M)) (or bf16(q·M) without re-rounding), indexed by (class (M−1)/2, code nibble), plus E
+// added to its exponent field (zero stays zero). Per (row, group): meta = class·16 | (E as int8) << 8.
+
+static uint16_t bf16_table[2][128];
+static uint8_t bf16_low[2][128], bf16_high[2][128];   // the table's low and high bytes
+static volatile int bf16_table_ready;
+
+static void build_tables(void) {
+    if (bf16_table_ready) return;
+    for (int rr = 0; rr < 2; rr++)
+        for (int c = 0; c < 8; c++)
+            for (int nib = 0; nib < 16; nib++) {
+                float v = (float)((nib - 8) * (2 * c + 1));
+                if (rr) v = fq_round_e4m3_ref(v);
+                uint32_t b;
+                memcpy(&b, &v, 4);
+                bf16_table[rr][c * 16 + nib] = (uint16_t)(b >> 16);
+                bf16_low[rr][c * 16 + nib] = (uint8_t)(b >> 16);
+                bf16_high[rr][c * 16 + nib] = (uint8_t)(b >> 24);
+            }
+    __atomic_store_n(&bf16_table_ready, 1, __ATOMIC_RELEASE);
+}
+
+int fq_int4_meta(const float *scales, size_t count, int reround, uint16_t *meta) {
+    build_tables();
+    for (size_t i = 0; i < count; i++) {
+        float s = scales[i];
+        if (s == 0.0f) { meta[i] = 0; continue; }                 // padding rows (their codes are q = 0)
+        if (!(s > 0.0f) || (reround && s > 56.0f)) return 0;
+        int e;
+        float m = frexpf(s, &e);                                  // s = m·2^e, m in [0.5, 1)
+        int E = e - 4;
+        float M = ldexpf(m, 4);                                   // s = M·2^E, M in [8, 16)
+        while (M == floorf(M) && fmodf(M, 2.0f) == 0.0f) { M /= 2; E += 1; }
+        if (M != floorf(M) || M > 15.0f || E < -100 || E > 100) return 0;
+        int c = ((int)M - 1) / 2;
+        meta[i] = (uint16_t)((c * 16) | ((uint16_t)(uint8_t)(int8_t)E << 8));
+    }
+    return 1;
+}
+
+// Per-group broadcasts for 16 rows: class·16 in both words of each dword, E<<7 in both words.
+__attribute__((target("avx512f,avx512bw")))
+static inline void meta16(const uint16_t *meta, __m512i *classpair, __m512i *exppair) {
+    __m512i m = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)meta));
+    __m512i c = _mm512_and_si512(m, _mm512_set1_epi32(0xF0));
+    *classpair = _mm512_or_si512(c, _mm512_slli_epi32(c, 16));
+    __m512i e7 = _mm512_slli_epi32(_mm512_srai_epi32(_mm512_slli_epi32(m, 16), 24), 7);
+    *exppair = _mm512_or_si512(_mm512_and_si512(e7, _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(e7, 16));
+}
+
+// 16 rows' BF16 pairs (ŵ[2kp] low word, ŵ[2kp+1] high word) of one input pair, by table.
+__attribute__((target("avx512f,avx512bw")))
+static inline __m512i decode16_table(const uint8_t *c, __m512i classpair, __m512i exppair,
+                                     __m512i t0, __m512i t1, __m512i t2, __m512i t3) {
+    __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)c));
+    __m512i t = _mm512_or_si512(b, _mm512_slli_epi32(b, 12));
+    __m512i idx = _mm512_ternarylogic_epi32(t, _mm512_set1_epi32(0x000F000F), classpair, 0xEA);   // (t & mask) | class
+    __m512i wa = _mm512_permutex2var_epi16(t0, idx, t1), wb = _mm512_permutex2var_epi16(t2, idx, t3);
+    __m512i w = _mm512_mask_mov_epi16(wa, _mm512_test_epi16_mask(idx, _mm512_set1_epi16(0x40)), wb);
+    return _mm512_mask_add_epi16(w, _mm512_test_epi16_mask(w, _mm512_set1_epi16(0x7FFF)), w, exppair);
+}
+
+// Two input pairs (64 code bytes: pairs kp, kp+1 of 32 rows) at once, with byte tables (VBMI):
+// the nibbles are split once, a byte permute lays out (lo, lo, hi, hi) per row, the class is or-ed
+// in, and two 128-entry byte lookups give each BF16 pattern's low and high bytes.
+typedef struct { __m512i l0, l1, h0, h1, sel[4]; } table_regs;
+
+__attribute__((target("avx512f,avx512bw,avx512vbmi")))
+static inline table_regs load_table_regs(int reround) {
+    table_regs t;
+    const uint8_t *lo = bf16_low[reround ? 1 : 0], *hi = bf16_high[reround ? 1 : 0];
+    t.l0 = _mm512_loadu_si512((const void *)lo); t.l1 = _mm512_loadu_si512((const void *)(lo + 64));
+    t.h0 = _mm512_loadu_si512((const void *)hi); t.h1 = _mm512_loadu_si512((const void *)(hi + 64));
+    for (int q = 0; q < 4; q++) {
+        uint8_t idx[64];
+        for (int j = 0; j < 16; j++) {
+            int src = q * 16 + j;            // (pair q/2, rows 16·(q%2) + j) within the 64 code bytes
+            idx[4 * j] = (uint8_t)src; idx[4 * j + 1] = (uint8_t)src;
+            idx[4 * j + 2] = (uint8_t)(64 + src); idx[4 * j + 3] = (uint8_t)(64 + src);
+        }
+        t.sel[q] = _mm512_loadu_si512((const void *)idx);
+    }
+    return t;
+}
+
+// class·16 in every byte of each row's dword (16 rows), and E<<7 in both words.
+__attribute__((target("avx512f,avx512bw,avx512vbmi")))
+static inline void meta16_bytes(const uint16_t *meta, __m512i *classbytes, __m512i *exppair) {
+    __m512i m = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)meta));
+    __m512i c = _mm512_and_si512(m, _mm512_set1_epi32(0xF0));
+    *classbytes = _mm512_mullo_epi32(c, _mm512_set1_epi32(0x01010101));
+    __m512i e7 = _mm512_slli_epi32(_mm512_srai_epi32(_mm512_slli_epi32(m, 16), 24), 7);
+    *exppair = _mm512_or_si512(_mm512_and_si512(e7, _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(e7, 16));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vbmi")))
+static inline void decode2_table(const uint8_t *c64, const table_regs *t, __m512i cA, __m512i eA, __m512i cB, __m512i eB, __m512i out[4]) {
+    __m512i b = _mm512_loadu_si512((const void *)c64);
+    __m512i lo = _mm512_and_si512(b, _mm512_set1_epi8(0x0F));
+    __m512i hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), _mm512_set1_epi8(0x0F));
+    for (int q = 0; q < 4; q++) {
+        __m512i idx = _mm512_or_si512(_mm512_permutex2var_epi8(lo, t->sel[q], hi), (q & 1) ? cB : cA);
+        __m512i wl = _mm512_permutex2var_epi8(t->l0, idx, t->l1), wh = _mm512_permutex2var_epi8(t->h0, idx, t->h1);
+        __m512i w = _mm512_mask_blend_epi8((__mmask64)0xAAAAAAAAAAAAAAAAull, wl, wh);
+        out[q] = _mm512_mask_add_epi16(w, _mm512_test_epi16_mask(w, _mm512_set1_epi16(0x7FFF)), w, (q & 1) ? eB : eA);
+    }
+}
+
+// ---- AVX-512 BF16 ----------------------------------------------------------------------------
+// A decoded panel holds, per input pair, 32 dwords: (BF16 ŵ[2kp] low, BF16 ŵ[2kp+1] high) for
+// rows j = 0 … 31; x is converted to BF16 pairs. vdpbf16ps then adds, per lane, the odd product and
+// then the even one, each rounded to nearest even: the canonical order (both operands are exact in
+// BF16 and their products exact in FP32, checked at load by fq_int4_bf16_exact).
+
+__attribute__((target("avx512f,avx512bw")))
+static inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
+    // exact values: the BF16 pattern is the FP32 pattern's upper half
+    return _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(hi), _mm512_set1_epi32((int)0xFFFF0000u)),
+                           _mm512_srli_epi32(_mm512_castps_si512(lo), 16));
+}
+
+__attribute__((target("avx512f,avx512bw")))
+static void decode_bf16_avx512(const uint8_t *c, const float *sc, const uint16_t *meta, size_t k, size_t G, int reround, uint32_t *out) {
+    if (meta) {
+        const uint16_t *tab = bf16_table[reround ? 1 : 0];
+        __m512i t0 = _mm512_loadu_si512((const void *)tab), t1 = _mm512_loadu_si512((const void *)(tab + 32));
+        __m512i t2 = _mm512_loadu_si512((const void *)(tab + 64)), t3 = _mm512_loadu_si512((const void *)(tab + 96));
+        for (size_t g = 0; g < k / G; g++) {
+            __m512i c0, e0, c1, e1;
+            meta16(meta + g * NR, &c0, &e0);
+            meta16(meta + g * NR + 16, &c1, &e1);
+            for (size_t kp = g * G / 2; kp < (g + 1) * G / 2; kp++) {
+                _mm512_storeu_si512((void *)(out + kp * NR), decode16_table(c + kp * NR, c0, e0, t0, t1, t2, t3));
+                _mm512_storeu_si512((void *)(out + kp * NR + 16), decode16_table(c + kp * NR + 16, c1, e1, t0, t1, t2, t3));
+            }
+        }
+        return;
+    }
+    for (size_t g = 0; g < k / G; g++) {
+        __m512 s0 = _mm512_loadu_ps(sc + g * NR), s1 = _mm512_loadu_ps(sc + g * NR + 16);
+        for (size_t kp = g * G / 2; kp < (g + 1) * G / 2; kp++) {
+            __m512 lo, hi;
+            decode16_avx512(c + kp * NR, s0, reround, &lo, &hi);
+            _mm512_storeu_si512((void *)(out + kp * NR), bf16_pairs(lo, hi));
+            decode16_avx512(c + kp * NR + 16, s1, reround, &lo, &hi);
+            _mm512_storeu_si512((void *)(out + kp * NR + 16), bf16_pairs(lo, hi));
+        }
+    }
+}
+
+#define MRB 12
+
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+static inline void store_bf(float *out, __m512 acc, __mmask16 mask) { _mm512_mask_storeu_ps(out, mask, acc); }
+
+#define DP(a, xv, w) a = _mm512_dpbf16_ps(a, (__m512bh)(xv), (__m512bh)(w))
+
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+static void tile_bf16_full(const uint32_t *x, size_t ldx, const uint32_t *panel, size_t pairs,
+                           float *y, size_t ldy, __mmask16 m0, __mmask16 m1) {
+#define DECL(r) __m512 a##r##0 = _mm512_setzero_ps(), a##r##1 = _mm512_setzero_ps();
+    DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5) DECL(6) DECL(7) DECL(8) DECL(9) DECL(10) DECL(11)
+#undef DECL
+    for (size_t kp = 0; kp < pairs; kp++) {
+        __m512i w0 = _mm512_loadu_si512((const void *)(panel + kp * NR)), w1 = _mm512_loadu_si512((const void *)(panel + kp * NR + 16));
+#define ROW(r) { __m512i xv = _mm512_set1_epi32((int)x[(r) * ldx + kp]); DP(a##r##0, xv, w0); DP(a##r##1, xv, w1); }
+        ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7) ROW(8) ROW(9) ROW(10) ROW(11)
+#undef ROW
+    }
+#define STORE(r) store_bf(y + (r) * ldy, a##r##0, m0); store_bf(y + (r) * ldy + 16, a##r##1, m1);
+    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7) STORE(8) STORE(9) STORE(10) STORE(11)
+#undef STORE
+}
+
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+static void tile_bf16_tail(const uint32_t *x, size_t ldx, size_t rows, const uint32_t *panel, size_t pairs,
+                           float *y, size_t ldy, __mmask16 m0, __mmask16 m1) {
+    for (size_t r0 = 0; r0 < rows; r0 += 4) {
+        size_t nr = rows - r0 < 4 ? rows - r0 : 4;
+        const uint32_t *xr = x + r0 * ldx;
+        size_t s1 = nr > 1 ? ldx : 0, s2 = nr > 2 ? 2 * ldx : 0, s3 = nr > 3 ? 3 * ldx : 0;
+        __m512 a00 = _mm512_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+        for (size_t kp = 0; kp < pairs; kp++) {
+            __m512i w0 = _mm512_loadu_si512((const void *)(panel + kp * NR)), w1 = _mm512_loadu_si512((const void *)(panel + kp * NR + 16));
+            __m512i v0 = _mm512_set1_epi32((int)xr[kp]), v1 = _mm512_set1_epi32((int)xr[s1 + kp]);
+            __m512i v2 = _mm512_set1_epi32((int)xr[s2 + kp]), v3 = _mm512_set1_epi32((int)xr[s3 + kp]);
+            DP(a00, v0, w0); DP(a01, v0, w1); DP(a10, v1, w0); DP(a11, v1, w1);
+            DP(a20, v2, w0); DP(a21, v2, w1); DP(a30, v3, w0); DP(a31, v3, w1);
+        }
+        float *yr = y + r0 * ldy;
+        store_bf(yr, a00, m0); store_bf(yr + 16, a01, m1);
+        if (nr > 1) { store_bf(yr + ldy, a10, m0); store_bf(yr + ldy + 16, a11, m1); }
+        if (nr > 2) { store_bf(yr + 2 * ldy, a20, m0); store_bf(yr + 2 * ldy + 16, a21, m1); }
+        if (nr > 3) { store_bf(yr + 3 * ldy, a30, m0); store_bf(yr + 3 * ldy + 16, a31, m1); }
+    }
+}
+
+// One row (decode): the codes are decoded in registers, never written out.
+__attribute__((target("avx512f,avx512bw,avx512bf16,avx512vbmi")))
+static void gemv_bf16_direct(const uint32_t *x, const uint8_t *codes, const float *scales, const uint16_t *meta,
+                             size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1, float *y) {
+    size_t pairs = k / 2, groups = k / G;
+    const uint16_t *tab = bf16_table[reround ? 1 : 0];
+    __m512i t0 = _mm512_loadu_si512((const void *)tab), t1 = _mm512_loadu_si512((const void *)(tab + 32));
+    __m512i t2 = _mm512_loadu_si512((const void *)(tab + 64)), t3 = _mm512_loadu_si512((const void *)(tab + 96));
+    size_t p = p0;
+    if (meta && G % 4 == 0 && fq_cpu_has_avx512vbmi()) {
+        table_regs tr = load_table_regs(reround);
+        for (; p < p1; p++) {
+            const uint8_t *c = codes + p * NR * pairs;
+            const uint16_t *mt = meta + p * NR * groups;
+            __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+            for (size_t g = 0; g < groups; g++) {
+                __m512i cA, eA, cB, eB, w[4];
+                meta16_bytes(mt + g * NR, &cA, &eA);
+                meta16_bytes(mt + g * NR + 16, &cB, &eB);
+                for (size_t kp = g * G / 2; kp < (g + 1) * G / 2; kp += 2) {
+                    decode2_table(c + kp * NR, &tr, cA, eA, cB, eB, w);
+                    __m512i x0 = _mm512_set1_epi32((int)x[kp]), x1 = _mm512_set1_epi32((int)x[kp + 1]);
+                    DP(a0, x0, w[0]); DP(a1, x0, w[1]);
+                    DP(a0, x1, w[2]); DP(a1, x1, w[3]);
+                }
+            }
+            size_t col = p * NR, valid = n - col < NR ? n - col : NR;
+            __mmask16 m0 = valid >= 16 ? 0xFFFF : (__mmask16)((1u << valid) - 1);
+            __mmask16 m1 = valid <= 16 ? 0 : (valid >= 32 ? 0xFFFF : (__mmask16)((1u << (valid - 16)) - 1));
+            store_bf(y + col, a0, m0);
+            store_bf(y + col + 16, a1, m1);
+        }
+    }
+    for (; p < p1; p++) {
+        const uint8_t *c = codes + p * NR * pairs;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        if (meta) {
+            const uint16_t *mt = meta + p * NR * groups;
+            for (size_t g = 0; g < groups; g++) {
+                __m512i c0, e0, c1, e1;
+                meta16(mt + g * NR, &c0, &e0);
+                meta16(mt + g * NR + 16, &c1, &e1);
+                for (size_t kp = g * G / 2; kp < (g + 1) * G / 2; kp++) {
+                    __m512i xv = _mm512_set1_epi32((int)x[kp]);
+                    DP(a0, xv, decode16_table(c + kp * NR, c0, e0, t0, t1, t2, t3));
+                    DP(a1, xv, decode16_table(c + kp * NR + 16, c1, e1, t0, t1, t2, t3));
+                }
+            }
+        } else {
+            const float *sc = scales + p * NR * groups;
+            for (size_t g = 0; g < groups; g++) {
+                __m512 s0 = _mm512_loadu_ps(sc + g * NR), s1 = _mm512_loadu_ps(sc + g * NR + 16);
+                for (size_t kp = g * G / 2; kp < (g + 1) * G / 2; kp++) {
+                    __m512 lo0, hi0, lo1, hi1;
+                    decode16_avx512(c + kp * NR, s0, reround, &lo0, &hi0);
+                    decode16_avx512(c + kp * NR + 16, s1, reround, &lo1, &hi1);
+                    __m512i xv = _mm512_set1_epi32((int)x[kp]);
+                    DP(a0, xv, bf16_pairs(lo0, hi0));
+                    DP(a1, xv, bf16_pairs(lo1, hi1));
+                }
+            }
+        }
+        size_t col = p * NR, valid = n - col < NR ? n - col : NR;
+        __mmask16 m0 = valid >= 16 ? 0xFFFF : (__mmask16)((1u << valid) - 1);
+        __mmask16 m1 = valid <= 16 ? 0 : (valid >= 32 ? 0xFFFF : (__mmask16)((1u << (valid - 16)) - 1));
+        store_bf(y + col, a0, m0);
+        store_bf(y + col + 16, a1, m1);
+    }
+}
+#undef DP
+
+static void gemm_bf16(const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales, const uint16_t *meta,
+                      size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1, float *y, size_t ldy) {
+    build_tables();
+    size_t pairs = k / 2, groups = k / G;
+    // x as BF16 pairs (x[2kp] low, x[2kp+1] high): exact, the caller guarantees BF16 values.
+    uint32_t *xb = (uint32_t *)fq_thread_buffer(FQ_BUFFER_X, m * pairs);
+    for (size_t i = 0; i < m; i++) {
+        const uint32_t *src = (const uint32_t *)(x + i * ldx);
+        for (size_t kp = 0; kp < pairs; kp++) xb[i * pairs + kp] = (src[2 * kp] >> 16) | (src[2 * kp + 1] & 0xFFFF0000u);
+    }
+    if (m == 1) { gemv_bf16_direct(xb, codes, scales, meta, n, k, G, reround, p0, p1, y); return; }
+    uint32_t *panel = (uint32_t *)fq_thread_buffer(FQ_BUFFER_PANEL, NR * pairs);
+    for (size_t p = p0; p < p1; p++) {
+        decode_bf16_avx512(codes + p * NR * pairs, scales + p * NR * groups, meta ? meta + p * NR * groups : NULL, k, G, reround, panel);
+        size_t col = p * NR, valid = n - col < NR ? n - col : NR;
+        __mmask16 m0 = valid >= 16 ? 0xFFFF : (__mmask16)((1u << valid) - 1);
+        __mmask16 m1 = valid <= 16 ? 0 : (valid >= 32 ? 0xFFFF : (__mmask16)((1u << (valid - 16)) - 1));
+        for (size_t i = 0; i < m; i += MRB) {
+            size_t rows = m - i < MRB ? m - i : MRB;
+            if (rows == MRB) tile_bf16_full(xb + i * pairs, pairs, panel, pairs, y + i * ldy + col, ldy, m0, m1);
+            else tile_bf16_tail(xb + i * pairs, pairs, rows, panel, pairs, y + i * ldy + col, ldy, m0, m1);
+        }
+    }
+}
+
+int fq_cpu_has_avx512vbmi(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vbmi");
+}
+
+int fq_cpu_has_avx512bf16(void) {
+    __builtin_cpu_init();
+    return fq_cpu_isa_level() >= 2 && __builtin_cpu_supports("avx512bf16");
+}
+
+int fq_int4_level(int path, int bf16_ok) {
+    int level = path >= 0 ? path : 3;
+    if (level >= 3 && !(bf16_ok && fq_isa_level() >= 2 && fq_cpu_has_avx512bf16())) level = 2;
+    if (level <= 2) level = fq_sgemm_level(level == 2 && path < 0 ? -1 : level);
+    return level;
+}
+
+void fq_int4_gemm_on(int path, const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales, const uint16_t *meta,
+                     size_t n, size_t k, size_t G, int reround, int bf16_ok, size_t p0, size_t p1, float *y, size_t ldy) {
+    if (m == 0 || p0 >= p1) return;
+    int level = fq_int4_level(path, bf16_ok);
+    if (level >= 3) gemm_bf16(x, ldx, m, codes, scales, meta, n, k, G, reround, p0, p1, y, ldy);
+    else gemm_f32_paths(level, x, ldx, m, codes, scales, n, k, G, reround, p0, p1, y, ldy);
+}
+
+void fq_int4_gemm(const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales, const uint16_t *meta,
+                  size_t n, size_t k, size_t G, int reround, int bf16_ok, size_t p0, size_t p1, float *y, size_t ldy) {
+    fq_int4_gemm_on(-1, x, ldx, m, codes, scales, meta, n, k, G, reround, bf16_ok, p0, p1, y, ldy);
+}
