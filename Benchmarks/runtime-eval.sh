@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# INT4-FP8 runtime against its baselines, in one run (issue #5):
-#   1. `fireq bench`: the INT4×FP8 linear (FP8 activation quantization + GEMM + epilogue) and the
-#      lm_head GEMM against OpenBLAS SGEMM at the model's shapes (medians of 7);
-#   2. perplexity throughput at context 512 on 2 threads, 20 windows of WikiText-2: the packed
+# INT4-FP8 runtime against its baselines, in one run (issues #5, #14):
+#   1. `fireq bench`: the INT4×FP8 linear (FP8 activation quantization + GEMM on the resident INT4
+#      codes + epilogue) and the lm_head GEMM against OpenBLAS SGEMM at the model's shapes
+#      (medians of 7);
+#   2. perplexity throughput at context 512 on 2 threads, 40 windows of WikiText-2: the packed
 #      FireQ model on the runtime and the FP32 reference, alternating, 3 runs each; medians, ratio,
-#      and peak RSS;
-#   3. single-token decode (`fireq generate`, 128 greedy tokens after a short prompt, 2 threads):
-#      the runtime's KV-cached decoder and the FP32 reference decoder, each with its single-row
-#      binary16 GEMV and with it turned off (FIREQ_DECODE_GEMV=0: the FP32 GEMM with m = 1, the
-#      baseline), 3 runs each, medians.
+#      peak RSS, and resident memory right after loading against the weight files' bytes;
+#   3. single-token decode (`fireq generate`, 128 greedy tokens after a short prompt, 2 threads),
+#      3 runs each, medians: the runtime as it is (INT4 codes resident, decoded in registers;
+#      persistent thread pool), the previous runtime (FIREQ_INT4_RESIDENT=0 FIREQ_POOL=0: ŵ
+#      expanded to binary16 panels, Dispatch threads — "today's binary16 decoder" of issue #14),
+#      the expanded weights with the pool (FIREQ_INT4_RESIDENT=0), and the FP32 reference decoder;
+#   4. the packed model's perplexity (2 windows) on every kernel path the CPU has: equal digits.
 # Needs the default model; builds a FireQ packed model in .cache/bench if missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,28 +29,31 @@ fi
 $bin bench --threads 2
 for i in 1 2 3; do
   for m in "$model" "$packed"; do
-    /usr/bin/time -f "%M" -o .cache/bench/rss.txt $bin eval --model "$m" --text "$text" --context 512 --windows 20 --threads 2 --json \
+    /usr/bin/time -f "%M" -o .cache/bench/rss.txt $bin eval --model "$m" --text "$text" --context 512 --windows 40 --threads 2 --json \
       > .cache/bench/eval.json
-    python3 -c "import json,sys; j=json.load(open('.cache/bench/eval.json')); print(j['engine'], j['tokens_per_second'], j['perplexity'], open('.cache/bench/rss.txt').read().split()[-1])"
+    python3 -c "import json,sys; j=json.load(open('.cache/bench/eval.json')); print(j['engine'], j['tokens_per_second'], j['perplexity'], open('.cache/bench/rss.txt').read().split()[-1], j['resident_bytes_after_load'], j['weights_file_bytes'])"
   done
 done | tee .cache/bench/runs.txt
 python3 - .cache/bench/runs.txt <<'PY'
 import sys, statistics
 runs = {}
 for line in open(sys.argv[1]):
-    e, tps, ppl, rss = line.split()
-    runs.setdefault(e, []).append((float(tps), float(ppl), int(rss) // 1024))
+    e, tps, ppl, rss, loaded, files = line.split()
+    runs.setdefault(e, []).append((float(tps), float(ppl), int(rss) // 1024, int(loaded) / 2**20, int(files) / 2**20))
 for e, r in runs.items():
-    print(f"{e}: tokens/s {[round(x[0], 1) for x in r]} median {statistics.median(x[0] for x in r):.1f}; ppl {r[0][1]:.4f}; peak RSS {max(x[2] for x in r)} MiB")
+    print(f"{e}: tokens/s {[round(x[0], 1) for x in r]} median {statistics.median(x[0] for x in r):.1f}; ppl {r[0][1]:.4f}; "
+          f"peak RSS {max(x[2] for x in r)} MiB; resident after load {r[0][3]:.0f} MiB for {r[0][4]:.0f} MiB of weight files "
+          f"({r[0][3] / r[0][4]:.2f}x)")
 q, f = (statistics.median(x[0] for x in runs[k]) for k in ("int4-fp8-runtime", "fp32-reference"))
-print(f"runtime / FP32 reference throughput: {q / f:.2f}x")
+rq, rf = (max(x[2] for x in runs[k]) for k in ("int4-fp8-runtime", "fp32-reference"))
+print(f"runtime / FP32 reference throughput: {q / f:.2f}x; peak RSS runtime / reference: {rq / rf:.2f}x")
 PY
 for i in 1 2 3; do
-  for gemv in 1 0; do
-    for m in "$model" "$packed"; do
-      FIREQ_DECODE_GEMV=$gemv $bin generate --model "$m" --prompt "The history of the city begins" --max-tokens 128 --no-stop-at-eos \
-        --threads 2 2>&1 >/dev/null | sed -n "s/^\([a-z0-9-]*\): .*generated \([0-9]*\) tokens \([0-9.]*\) tokens\/s.*/\1-gemv$gemv \3/p"
-    done
+  for variant in "int4-resident:" "previous-binary16:FIREQ_INT4_RESIDENT=0 FIREQ_POOL=0" "binary16-with-pool:FIREQ_INT4_RESIDENT=0" "fp32-reference:"; do
+    name=${variant%%:*}; envs=${variant#*:}
+    m=$packed; [ "$name" = fp32-reference ] && m=$model
+    env $envs X=1 $bin generate --model "$m" --prompt "The history of the city begins" --max-tokens 128 --no-stop-at-eos \
+      --threads 2 2>&1 >/dev/null | sed -n "s/.*generated \([0-9]*\) tokens \([0-9.]*\) tokens\/s.*/$name \2/p"
   done
 done | tee .cache/bench/decode.txt
 python3 - .cache/bench/decode.txt <<'PY'
@@ -59,6 +65,10 @@ for line in open(sys.argv[1]):
 for e, r in runs.items():
     print(f"decode {e}: tokens/s {r} median {statistics.median(r):.1f}")
 m = {k: statistics.median(v) for k, v in runs.items()}
-print(f"decode, runtime with GEMV / without: {m['int4-fp8-runtime-gemv1'] / m['int4-fp8-runtime-gemv0']:.2f}x; "
-      f"runtime / FP32 reference decoder (both with GEMV): {m['int4-fp8-runtime-gemv1'] / m['fp32-reference-gemv1']:.2f}x")
+print(f"decode, INT4-resident runtime / previous binary16 decoder: {m['int4-resident'] / m['previous-binary16']:.2f}x; "
+      f"/ binary16 with the pool: {m['int4-resident'] / m['binary16-with-pool']:.2f}x; / FP32 reference decoder: {m['int4-resident'] / m['fp32-reference']:.2f}x")
 PY
+for isa in avx512 avx2 portable; do
+  FIREQ_ISA=$isa $bin eval --model "$packed" --text "$text" --context 512 --windows 2 --threads 2 --json 2>/dev/null \
+    | python3 -c "import json,sys; j=json.load(sys.stdin); print('$isa', repr(j['perplexity']), repr(j['mean_nll']))" || echo "$isa: not on this CPU"
+done

@@ -44,9 +44,26 @@ float fq_quantize_fp8_row_ref(const float *x, size_t n, float *out) {
     return sigma;
 }
 
+// max|x| in any order is the same value (max is exact and order-free for finite inputs).
+__attribute__((target("avx2,fma")))
+static float absmax_avx2(const float *x, size_t n) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        m0 = _mm256_max_ps(m0, _mm256_and_ps(_mm256_loadu_ps(x + i), absmask));
+        m1 = _mm256_max_ps(m1, _mm256_and_ps(_mm256_loadu_ps(x + i + 8), absmask));
+    }
+    float t[8], m = 0.0f;
+    _mm256_storeu_ps(t, _mm256_max_ps(m0, m1));
+    for (int j = 0; j < 8; j++) m = t[j] > m ? t[j] : m;
+    for (; i < n; i++) { float a = fabsf(x[i]); m = a > m ? a : m; }
+    return m;
+}
+
 __attribute__((target("avx2,fma")))
 static float quantize_row_avx2(const float *x, size_t n, float *out) {
-    float m = absmax_of(x, n);
+    float m = absmax_avx2(x, n);
     float sigma = m > 0.0f ? m / 448.0f : 1.0f;
     const __m256 vs = _mm256_set1_ps(sigma);
     const __m256i absmask = _mm256_set1_epi32(0x7FFFFFFF), signmask = _mm256_set1_epi32((int)0x80000000u);
@@ -70,8 +87,36 @@ static float quantize_row_avx2(const float *x, size_t n, float *out) {
     return sigma;
 }
 
+__attribute__((target("avx512f,avx512bw")))
+static float quantize_row_avx512(const float *x, size_t n, float *out) {
+    __m512 mv = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) mv = _mm512_max_ps(mv, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+    float m = _mm512_reduce_max_ps(mv);
+    for (; i < n; i++) { float a = fabsf(x[i]); m = a > m ? a : m; }
+    float sigma = m > 0.0f ? m / 448.0f : 1.0f;
+    const __m512 vs = _mm512_set1_ps(sigma);
+    const __m512i absmask = _mm512_set1_epi32(0x7FFFFFFF), signmask = _mm512_set1_epi32((int)0x80000000u);
+    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7FFFF), keep = _mm512_set1_epi32((int)0xFFF00000u);
+    for (i = 0; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_div_ps(_mm512_loadu_ps(x + i), vs);
+        __m512i b = _mm512_castps_si512(v);
+        __m512i a = _mm512_and_si512(b, absmask), sign = _mm512_and_si512(b, signmask);
+        __m512 ax = _mm512_castsi512_ps(a);
+        __m512 sub = _mm512_sub_ps(_mm512_add_ps(ax, _mm512_set1_ps(24576.0f)), _mm512_set1_ps(24576.0f));
+        __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(a, 20), one);
+        __m512i nor = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(a, bias), lsb), keep);
+        __mmask16 small = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0x1p-6f), _CMP_LT_OQ);
+        __m512 r = _mm512_min_ps(_mm512_mask_blend_ps(small, _mm512_castsi512_ps(nor), sub), _mm512_set1_ps(448.0f));
+        _mm512_storeu_ps(out + i, _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r), sign)));
+    }
+    for (; i < n; i++) out[i] = fq_round_e4m3_ref(x[i] / sigma);
+    return sigma;
+}
+
 float fq_quantize_fp8_row_on(int path, const float *x, size_t n, float *out) {
-    int level = path >= 0 ? path : 1;
+    int level = path >= 0 ? path : 2;
+    if (level >= 2 && fq_isa_level() >= 2) return quantize_row_avx512(x, n, out);
     if (level >= 1 && fq_isa_level() >= 1) return quantize_row_avx2(x, n, out);
     return fq_quantize_fp8_row_ref(x, n, out);
 }

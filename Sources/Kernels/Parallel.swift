@@ -1,3 +1,4 @@
+import CFireQKernels
 import Foundation
 
 /// Data-parallel loops whose results do not depend on the thread count: work is cut into
@@ -16,8 +17,19 @@ public enum Parallel {
             while s < count { body(s..<min(count, s + chunk), 0); s += chunk }
             return
         }
+        let usePool = Self.poolEnabled
         withoutActuallyEscaping(body) { body in
             let box = UnsafeWorkerBody(body)
+            if usePool {
+                let job = PoolJob(body: box.body, count: count, chunk: chunk)
+                let ran = withExtendedLifetime(job) {
+                    fq_pool_run(Int32(threads), chunks, { ctx, c, worker in
+                        let job = Unmanaged<PoolJob>.fromOpaque(ctx!).takeUnretainedValue()
+                        job.body((c * job.chunk)..<min(job.count, (c + 1) * job.chunk), Int(worker))
+                    }, Unmanaged.passUnretained(job).toOpaque())
+                }
+                if ran == 1 { return }
+            }
             let workers = min(threads, chunks)
             let next = AtomicCounter()
             DispatchQueue.concurrentPerform(iterations: workers) { w in
@@ -28,6 +40,14 @@ public enum Parallel {
                 }
             }
         }
+    }
+
+    /// `FIREQ_POOL=0` uses Dispatch's concurrentPerform for every loop (the previous behaviour).
+    static let poolEnabled = ProcessInfo.processInfo.environment["FIREQ_POOL"] != "0"
+
+    private final class PoolJob {
+        let body: (Range<Int>, Int) -> Void, count: Int, chunk: Int
+        init(body: @escaping (Range<Int>, Int) -> Void, count: Int, chunk: Int) { self.body = body; self.count = count; self.chunk = chunk }
     }
 
     private struct UnsafeWorkerBody: @unchecked Sendable {

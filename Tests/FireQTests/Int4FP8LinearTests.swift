@@ -100,7 +100,7 @@ import Testing
         }
         var xs: [Float] = [0, -0, .infinity, -.infinity, .nan, .greatestFiniteMagnitude, .leastNonzeroMagnitude, 1, 1.00390625, 1.01171875]
         var g = KernelTests.LCG(s: 5)
-        for _ in 0..<100_000 { xs.append(Float(bitPattern: UInt32(truncatingIfNeeded: Int64((g.next() + 1) * 2_147_483_647)))) }
+        for _ in 0..<100_000 { xs.append(Float(bitPattern: UInt32(truncatingIfNeeded: Int64(Double(g.next() + 1) * 2_147_483_647)))) }
         var bad = 0
         for x in xs where fq_round_bf16(x).bitPattern != BF16.round(x).bitPattern && !(x.isNaN && fq_round_bf16(x).isNaN) { bad += 1 }
         #expect(bad == 0)

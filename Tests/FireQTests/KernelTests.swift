@@ -237,9 +237,10 @@ import Testing
         for n in KernelTests.sizes + [576, 1536] {
             var g = KernelTests.LCG(s: UInt64(n) * 7)
             let x = (0..<n).map { _ in g.next() * Float(n % 5 + 1) * (n % 3 == 0 ? 1e-3 : 10) }
-            var a = [Float](repeating: 0, count: n), b = a
-            let sa = fq_quantize_fp8_row_on(1, x, n, &a), sb = fq_quantize_fp8_row_on(0, x, n, &b)
-            #expect(sa == sb && a.map(\.bitPattern) == b.map(\.bitPattern), "n \(n)")
+            var a = [Float](repeating: 0, count: n), b = a, c = a
+            let sa = fq_quantize_fp8_row_on(1, x, n, &a), sb = fq_quantize_fp8_row_on(0, x, n, &b), sc = fq_quantize_fp8_row_on(2, x, n, &c)
+            #expect(sa == sb && a.map(\.bitPattern) == b.map(\.bitPattern), "AVX2 n \(n)")
+            #expect(sc == sb && c.map(\.bitPattern) == b.map(\.bitPattern), "AVX-512 n \(n)")
             let m = x.map(abs).max()!
             #expect(sa == m / 448)
             #expect(a.allSatisfy { FP8E4M3.round($0) == $0 && abs($0) <= 448 })

@@ -67,7 +67,7 @@ float fq_round_e4m3_ref(float x);
 /// Quantizes one token row: σ = max|x|/448 (1 if x = 0), out = E4M3(x/σ); returns σ.
 float fq_quantize_fp8_row(const float *x, size_t n, float *out);
 float fq_quantize_fp8_row_ref(const float *x, size_t n, float *out);
-/// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2.
+/// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2, 2 AVX-512.
 float fq_quantize_fp8_row_on(int path, const float *x, size_t n, float *out);
 
 /// Nearest bfloat16 value of x (ties to even; NaN stays NaN), as Float32.
