@@ -5,7 +5,8 @@
 # BF16 source on the FP32 reference and of the packed folder on the INT4-FP8 runtime (4 windows of
 # 256); wall time and peak RSS of every step, the runtime's resident bytes after load against the
 # packed folder's bytes, and the growth from 2 to 4 layers (per layer).
-# Needs ~15 GB of disk under .cache/rehearsal; ~10 minutes on 2 cores.
+# Needs ~8 GB of free disk under .cache/rehearsal (each size is deleted after it is measured,
+# unless KEEP=1); ~10 minutes on 2 cores.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -39,6 +40,7 @@ print(f"layers {sys.argv[3]}: packed folder {q['weights_file_bytes'] / 2**20:.0f
       f"BF16 source {f['weights_file_bytes'] / 2**20:.0f} MiB, FP32 reference resident after load {f['resident_bytes_after_load'] / 2**20:.0f} MiB "
       f"({f['resident_bytes_after_load'] / f['weights_file_bytes']:.3f}x); tokens/s runtime {q['tokens_per_second']:.1f}, reference {f['tokens_per_second']:.1f}")
 PY
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$m" "$m.fireq" "$m.stats.h5"   # ~5-7 GB per size; KEEP=1 keeps them
 done
 $py - "$results" <<'PY'
 import sys

@@ -15,6 +15,11 @@ mkdir -p .cache/golden
 if [ ! -f .cache/golden/codecs.bin ]; then
   .cache/venv/bin/python Scripts/make_codec_golden.py .cache/golden/codecs.bin
 fi
+# Every temporary file of the run (tests' folders, swift's, pytest's) under one folder in the
+# clone, removed when the run ends, passed or not (they are ~0.8 GB per converted model).
+export TMPDIR="$root/.cache/test-tmp/run-$$"
+mkdir -p "$TMPDIR"
+trap 'rm -rf "$TMPDIR"' EXIT
 swift test -c release "$@"
 
 stats=$(mktemp -d)/stats.h5
@@ -32,5 +37,4 @@ tmp=$(dirname "$stats")
   --out "$tmp/packed-bf16" 2>/dev/null
 FIREQ_STATS="$stats" FIREQ_PACKED="$(dirname "$stats")/packed" FIREQ_DEQUANT="$(dirname "$stats")/dequant.safetensors" \
   FIREQ_BIN="$root/.build/release/fireq" FIREQ_MODEL="$root/.cache/models/smollm2-135m-instruct" FIREQ_PACKED_BF16="$tmp/packed-bf16" \
-  .cache/venv/bin/python -m pytest -q Tests/python
-rm -rf "$(dirname "$stats")"
+  .cache/venv/bin/python -m pytest -q -p no:cacheprovider --basetemp "$TMPDIR/pytest" Tests/python

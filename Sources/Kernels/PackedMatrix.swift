@@ -42,12 +42,23 @@ public final class PackedMatrix: @unchecked Sendable {
 
     /// Packs a row-major (rows, cols) matrix of little-endian 16-bit values (binary16, or
     /// bfloat16 when `bf16`) without widening it.
-    public init(rowMajor16 w: UnsafeRawPointer, bf16: Bool, rows: Int, cols: Int) {
+    /// `consumed(bytes)` is called after each block of rows is packed with the byte range of `w`
+    /// read so far, so a caller reading from a mapped file can hand those pages back at once
+    /// (an 8B-shape embedding is 1 GB: mapped source plus packed copy would double it).
+    public init(rowMajor16 w: UnsafeRawPointer, bf16: Bool, rows: Int, cols: Int, consumed: ((Range<Int>) -> Void)? = nil) {
         self.rows = rows
         self.cols = cols
         let count = fq_sgemm_packed_count(rows, cols)
         let h = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
-        fq_pack16(w.assumingMemoryBound(to: UInt16.self), rows, cols, h)
+        let src = w.assumingMemoryBound(to: UInt16.self)
+        let block = Self.panelWidth * max(1, (1 << 22) / max(1, Self.panelWidth * cols))   // ~8 MB of rows
+        var r0 = 0
+        while r0 < rows {
+            let n = min(block, rows - r0)
+            fq_pack16(src + r0 * cols, n, cols, h + r0 * cols)   // r0 is a multiple of 32: whole panels
+            consumed?((2 * r0 * cols)..<(2 * (r0 + n) * cols))
+            r0 += n
+        }
         storage = bf16 ? .bf16 : .f16; f32 = nil; half = h
     }
 

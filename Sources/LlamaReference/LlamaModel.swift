@@ -43,7 +43,9 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
             let (f, t) = try ckpt.file(for: name)
             if (t.dtype == .f16 || t.dtype == .bf16) && t.shape == [rows, cols] {
                 defer { f.releasePages(t) }   // kept in 16 bits, as stored
-                return PackedMatrix(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols)
+                return PackedMatrix(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols) {
+                    f.releasePages(t, bytes: $0)
+                }
             }
             let w = try ckpt.float32(name, shape: [rows, cols])
             return w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }

@@ -70,7 +70,8 @@ public final class LlamaLayerWeights: @unchecked Sendable {
         self.qkv = qkv; self.qkvBias = qkvBias; self.o = o; self.gateUp = gateUp; self.down = down
     }
 
-    /// Loads layer `i` from the checkpoint (widened to FP32; mapped pages released afterwards).
+    /// Loads layer `i` from the checkpoint (16-bit weights kept in 16 bits, others FP32; mapped pages
+    /// released afterwards).
     public static func load(_ ckpt: Checkpoint, layer i: Int, config c: LlamaConfig) throws(TensorStoreError) -> LlamaLayerWeights {
         typealias N = LlamaTensorNames
         func vec(_ part: String, _ n: Int) throws(TensorStoreError) -> FloatBuffer {
@@ -92,6 +93,24 @@ public final class LlamaLayerWeights: @unchecked Sendable {
             return buf
         }
         func packed(_ parts: [(String, Int)], cols: Int) throws(TensorStoreError) -> PackedMatrix {
+            // All parts F16 (or all BF16): stacked and packed in 16 bits, never widened (a fused
+            // 8B-shape gate/up would otherwise pass through ~1 GB of FP32 copies).
+            var located: [(SafetensorsFile, TensorInfo)] = []
+            for (name, _) in parts { located.append(try ckpt.file(for: N.layer(i, name))) }
+            let dtypes = Set(located.map(\.1.dtype))
+            if dtypes.count == 1, let d = dtypes.first, d == .f16 || d == .bf16,
+               zip(located, parts).allSatisfy({ $0.0.1.shape == [$0.1.1, cols] }) {
+                let rows = parts.reduce(0) { $0 + $1.1 }
+                let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, rows * cols * 2), alignment: 64)
+                defer { buf.deallocate() }
+                var off = 0
+                for (f, t) in located {
+                    (buf + off).copyMemory(from: f.rawBytes(t).baseAddress!, byteCount: t.byteCount)
+                    f.releasePages(t)
+                    off += t.byteCount
+                }
+                return PackedMatrix(rowMajor16: buf, bf16: d == .bf16, rows: rows, cols: cols)
+            }
             let b = try stack(parts, cols: cols)
             return PackedMatrix(rowMajor: b.pointer, rows: b.count / cols, cols: cols)
         }

@@ -96,7 +96,10 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         func matrix(_ name: String) throws -> PackedMatrix {
             let (rows, cols) = (c.vocabSize, c.hiddenSize)
             if let t = f.info(name), t.dtype == .f16 || t.dtype == .bf16, t.shape == [rows, cols] {
-                return PackedMatrix(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols)
+                defer { f.releasePages(t) }   // the file's pages go as soon as the copy is made
+                return PackedMatrix(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols) {
+                    f.releasePages(t, bytes: $0)
+                }
             }
             let w = try f.float32(name)
             return w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }

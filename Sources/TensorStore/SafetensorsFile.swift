@@ -1,3 +1,4 @@
+import Foundation
 import JSONSupport
 import LowPrecision
 
@@ -143,6 +144,14 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// Lets the OS drop the pages of a tensor that has been copied out (keeps peak RSS low).
     public func releasePages(_ t: TensorInfo) {
         file.release(offset: dataOffset + t.begin, count: t.byteCount)
+    }
+
+    /// Hands back the pages of bytes `range` of tensor t's data (whole pages inside it only).
+    public func releasePages(_ t: TensorInfo, bytes range: Range<Int>) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = dataOffset + t.begin + range.lowerBound, end = dataOffset + t.begin + range.upperBound
+        let first = (start + page - 1) / page * page, last = end / page * page
+        if last > first { file.release(offset: first, count: last - first) }
     }
 
     /// Reads a floating-point tensor (F32, F16, BF16, F8) widened to Float32 into `dst`.
