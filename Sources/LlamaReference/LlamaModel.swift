@@ -58,6 +58,13 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         self.init(config: config, embed: embed, layers: layers, finalNorm: norm, lmHead: head, threads: threads)
     }
 
+    /// Bytes of weights held in memory (packed panels, 16-bit where exact, and norms).
+    public var residentWeightBytes: Int {
+        let linears = layers.reduce(0) { $0 + $1.qkv.byteCount + $1.o.byteCount + $1.gateUp.byteCount + $1.down.byteCount }
+        let norms = 4 * config.hiddenSize * (2 * config.layerCount + 1)
+        return linears + embed.byteCount + (config.tieWordEmbeddings ? 0 : lmHead.byteCount) + norms
+    }
+
     /// Copies the embeddings of `tokens` into `out` (tokens.count, hidden). Ids must be < vocab.
     public func embed(_ tokens: [Int32], into out: UnsafeMutablePointer<Float>) {
         let h = config.hiddenSize

@@ -110,6 +110,13 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         release(prefix: "")
     }
 
+    /// Bytes of weights held in memory: INT4 codes and scales, 16-bit embedding / lm_head, norms.
+    public var residentWeightBytes: Int {
+        let linears = layers.reduce(0) { $0 + [$1.qkv, $1.o, $1.gateUp, $1.down].reduce(0) { $0 + $1.weightBytes } }
+        let norms = 4 * config.hiddenSize * (2 * config.layerCount + 1)
+        return linears + head.embed.byteCount + (config.tieWordEmbeddings ? 0 : head.lmHead.byteCount) + norms
+    }
+
     public func logits(hidden: UnsafePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>) {
         head.logits(hidden: hidden, rows: rows, out: out)
     }

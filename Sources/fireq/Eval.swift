@@ -56,7 +56,8 @@ struct Eval: ParsableCommand {
                     ("load_seconds", "\(loaded.timeIntervalSince(started))"), ("threads", "\(compute.threads)"),
                     ("engine", packed ? "\"int4-fp8-runtime\"" : "\"fp32-reference\""),
                     ("numerics", packed ? "\"\(numerics.value.rawValue)\"" : "null"),
-                    ("resident_bytes_after_load", "\(residentAfterLoad)"), ("weights_file_bytes", "\(weightsFileBytes(modelOptions.model))"),
+                    ("resident_bytes_after_load", "\(residentAfterLoad)"),
+                    ("model_weight_bytes_in_memory", "\((model as? QuantizedModel)?.residentWeightBytes ?? (model as? LlamaModel)?.residentWeightBytes ?? 0)"), ("weights_file_bytes", "\(weightsFileBytes(modelOptions.model))"),
                 ])
             } else {
                 print(String(format: "perplexity %.4f  (mean NLL %.6f over %d tokens, %d windows of %d, protocol %@)",

@@ -21,7 +21,8 @@ import Testing
         var stats: [String: [LayerStatistics]] = [:], tensors: [String: [String: [UInt8]]] = [:], ppl: [String: [String]] = [:]
         var files: [String: (stats: Data, packed: Data, gguf: Data)] = [:]
         let config = try LlamaConfig(directory: TestPaths.model)
-        print("kernel paths on this CPU: \(Self.paths.joined(separator: ", "))")
+        print("kernel paths on this CPU: \(Self.paths.joined(separator: ", "))"
+              + (fq_cpu_has_avx512bf16() == 1 ? " (avx512 with BF16: vdpbf16ps INT4×FP8 kernels)" : fq_cpu_isa_level() >= 2 ? " (avx512 without BF16: FP32 INT4×FP8 kernels)" : ""))
         for isa in Self.paths {
             // OpenBLAS picks its kernels per CPU, not by FIREQ_ISA: pin it to a different core type
             // per path too, so any numerics still going through BLAS would show up here.

@@ -98,6 +98,10 @@ import Testing
                                  "--context", "256", "--windows", "3", "--json"])
             #expect(r.status == 0, "\(r.stderr)")
             let o = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+            // Weights stay at about their stored size in memory (issue #14): 16-bit checkpoints as
+            // stored, packed folders as INT4 codes + FP32 group scales + table-decode metadata.
+            let held = o["model_weight_bytes_in_memory"] as! Int, files = o["weights_file_bytes"] as! Int
+            #expect(held >= files * 99 / 100 && held <= files * 5 / 4, "\(dir): \(held) bytes held for \(files) in files")
             return (o["perplexity"] as! Double, o["engine"] as! String)
         }
         for name in ["fireq", "rtn"] {
