@@ -5,6 +5,7 @@
 // one for every input (tests check both against the Swift codec over all E4M3 ties).
 #pragma STDC FP_CONTRACT OFF
 #include "CFireQKernels.h"
+#include "fq_internal.h"
 #include <math.h>
 #include <string.h>
 #include <immintrin.h>
@@ -66,23 +67,8 @@ static float quantize_row_avx2(const float *x, size_t n, float *out) {
     float m = absmax_avx2(x, n);
     float sigma = m > 0.0f ? m / 448.0f : 1.0f;
     const __m256 vs = _mm256_set1_ps(sigma);
-    const __m256i absmask = _mm256_set1_epi32(0x7FFFFFFF), signmask = _mm256_set1_epi32((int)0x80000000u);
-    const __m256 subnormal_limit = _mm256_set1_ps(0x1p-6f), magic = _mm256_set1_ps(24576.0f), maxv = _mm256_set1_ps(448.0f);
-    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7FFFF), keep = _mm256_set1_epi32((int)0xFFF00000u);
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), vs);
-        __m256i b = _mm256_castps_si256(v);
-        __m256i a = _mm256_and_si256(b, absmask);
-        __m256i sign = _mm256_and_si256(b, signmask);
-        __m256 ax = _mm256_castsi256_ps(a);
-        __m256 sub = _mm256_sub_ps(_mm256_add_ps(ax, magic), magic);
-        __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(a, 20), one);
-        __m256i nor = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(a, bias), lsb), keep);
-        __m256 r = _mm256_blendv_ps(_mm256_castsi256_ps(nor), sub, _mm256_cmp_ps(ax, subnormal_limit, _CMP_LT_OQ));
-        r = _mm256_min_ps(r, maxv);
-        _mm256_storeu_ps(out + i, _mm256_or_ps(r, _mm256_castsi256_ps(sign)));
-    }
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, fq_e4m3_avx2(_mm256_div_ps(_mm256_loadu_ps(x + i), vs)));
     for (; i < n; i++) out[i] = fq_round_e4m3_ref(x[i] / sigma);
     return sigma;
 }
@@ -96,20 +82,7 @@ static float quantize_row_avx512(const float *x, size_t n, float *out) {
     for (; i < n; i++) { float a = fabsf(x[i]); m = a > m ? a : m; }
     float sigma = m > 0.0f ? m / 448.0f : 1.0f;
     const __m512 vs = _mm512_set1_ps(sigma);
-    const __m512i absmask = _mm512_set1_epi32(0x7FFFFFFF), signmask = _mm512_set1_epi32((int)0x80000000u);
-    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7FFFF), keep = _mm512_set1_epi32((int)0xFFF00000u);
-    for (i = 0; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_div_ps(_mm512_loadu_ps(x + i), vs);
-        __m512i b = _mm512_castps_si512(v);
-        __m512i a = _mm512_and_si512(b, absmask), sign = _mm512_and_si512(b, signmask);
-        __m512 ax = _mm512_castsi512_ps(a);
-        __m512 sub = _mm512_sub_ps(_mm512_add_ps(ax, _mm512_set1_ps(24576.0f)), _mm512_set1_ps(24576.0f));
-        __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(a, 20), one);
-        __m512i nor = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(a, bias), lsb), keep);
-        __mmask16 small = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0x1p-6f), _CMP_LT_OQ);
-        __m512 r = _mm512_min_ps(_mm512_mask_blend_ps(small, _mm512_castsi512_ps(nor), sub), _mm512_set1_ps(448.0f));
-        _mm512_storeu_ps(out + i, _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r), sign)));
-    }
+    for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, fq_e4m3_avx512(_mm512_div_ps(_mm512_loadu_ps(x + i), vs)));
     for (; i < n; i++) out[i] = fq_round_e4m3_ref(x[i] / sigma);
     return sigma;
 }

@@ -14,4 +14,35 @@ void fq_sgemm_panel(int level, const float *x, size_t ldx, size_t m, const float
 /// A per-thread scratch buffer of at least `count` floats (64-byte aligned), kept for reuse.
 enum { FQ_BUFFER_PANEL = 0, FQ_BUFFER_X = 1, FQ_BUFFER_PANEL2 = 2 };
 float *fq_thread_buffer(int slot, size_t count);
+
+#include <immintrin.h>
+// E4M3 rounding of finite floats, vectorised (ties to even, saturating at ±448), bit for bit as
+// fq_round_e4m3_ref: below 2^-6 add and subtract 1.5·2^14 (quantum 2^-9), above keep 3 mantissa
+// bits with an integer round-to-nearest-even on the 20 dropped bits.
+__attribute__((target("avx2,fma")))
+static inline __m256 fq_e4m3_avx2(__m256 v) {
+    const __m256i absmask = _mm256_set1_epi32(0x7FFFFFFF), signmask = _mm256_set1_epi32((int)0x80000000u);
+    __m256i b = _mm256_castps_si256(v);
+    __m256i a = _mm256_and_si256(b, absmask), sign = _mm256_and_si256(b, signmask);
+    __m256 ax = _mm256_castsi256_ps(a);
+    __m256 sub = _mm256_sub_ps(_mm256_add_ps(ax, _mm256_set1_ps(24576.0f)), _mm256_set1_ps(24576.0f));
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(a, 20), _mm256_set1_epi32(1));
+    __m256i nor = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(a, _mm256_set1_epi32(0x7FFFF)), lsb), _mm256_set1_epi32((int)0xFFF00000u));
+    __m256 r = _mm256_blendv_ps(_mm256_castsi256_ps(nor), sub, _mm256_cmp_ps(ax, _mm256_set1_ps(0x1p-6f), _CMP_LT_OQ));
+    r = _mm256_min_ps(r, _mm256_set1_ps(448.0f));
+    return _mm256_or_ps(r, _mm256_castsi256_ps(sign));
+}
+
+__attribute__((target("avx512f,avx512bw")))
+static inline __m512 fq_e4m3_avx512(__m512 v) {
+    __m512i b = _mm512_castps_si512(v);
+    __m512i a = _mm512_and_si512(b, _mm512_set1_epi32(0x7FFFFFFF)), sign = _mm512_and_si512(b, _mm512_set1_epi32((int)0x80000000u));
+    __m512 ax = _mm512_castsi512_ps(a);
+    __m512 sub = _mm512_sub_ps(_mm512_add_ps(ax, _mm512_set1_ps(24576.0f)), _mm512_set1_ps(24576.0f));
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(a, 20), _mm512_set1_epi32(1));
+    __m512i nor = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(a, _mm512_set1_epi32(0x7FFFF)), lsb), _mm512_set1_epi32((int)0xFFF00000u));
+    __mmask16 small = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0x1p-6f), _CMP_LT_OQ);
+    __m512 r = _mm512_min_ps(_mm512_mask_blend_ps(small, _mm512_castsi512_ps(nor), sub), _mm512_set1_ps(448.0f));
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r), sign));
+}
 #endif

@@ -99,22 +99,6 @@ static void decode_f32_ref(const uint8_t *c, const float *sc, size_t k, size_t G
     }
 }
 
-// E4M3 rounding of finite floats (ties to even, saturating at ±448), as in fq_round_e4m3_ref.
-__attribute__((target("avx2,fma")))
-static inline __m256 e4m3_avx2(__m256 v) {
-    const __m256i absmask = _mm256_set1_epi32(0x7FFFFFFF), signmask = _mm256_set1_epi32((int)0x80000000u);
-    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7FFFF), keep = _mm256_set1_epi32((int)0xFFF00000u);
-    __m256i b = _mm256_castps_si256(v);
-    __m256i a = _mm256_and_si256(b, absmask), sign = _mm256_and_si256(b, signmask);
-    __m256 ax = _mm256_castsi256_ps(a);
-    __m256 sub = _mm256_sub_ps(_mm256_add_ps(ax, _mm256_set1_ps(24576.0f)), _mm256_set1_ps(24576.0f));
-    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(a, 20), one);
-    __m256i nor = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(a, bias), lsb), keep);
-    __m256 r = _mm256_blendv_ps(_mm256_castsi256_ps(nor), sub, _mm256_cmp_ps(ax, _mm256_set1_ps(0x1p-6f), _CMP_LT_OQ));
-    r = _mm256_min_ps(r, _mm256_set1_ps(448.0f));
-    return _mm256_or_ps(r, _mm256_castsi256_ps(sign));
-}
-
 __attribute__((target("avx2,fma")))
 static void decode_f32_avx2(const uint8_t *c, const float *sc, size_t k, size_t G, int reround, float *out) {
     const __m256i low = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
@@ -125,7 +109,7 @@ static void decode_f32_avx2(const uint8_t *c, const float *sc, size_t k, size_t 
             __m256 sv = _mm256_loadu_ps(s + q);
             __m256 lo = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(b, low), eight)), sv);
             __m256 hi = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(b, 4), eight)), sv);
-            if (reround) { lo = e4m3_avx2(lo); hi = e4m3_avx2(hi); }
+            if (reround) { lo = fq_e4m3_avx2(lo); hi = fq_e4m3_avx2(hi); }
             _mm256_storeu_ps(out + (2 * kp) * NR + q, hi);
             _mm256_storeu_ps(out + (2 * kp + 1) * NR + q, lo);
         }

@@ -148,7 +148,7 @@ import Testing
     /// Every kernel path (AVX-512 BF16, AVX-512F, AVX2, portable; the ones this CPU lacks fall back)
     /// equals the literal canonical chain bit for bit, split over panels, for FP8 and FP32 inputs,
     /// FP8 and BF16 scales, with and without FP8 re-rounding; and the order is not the plain k order.
-    @Test(arguments: [(1, 64, 64, 64), (3, 70, 128, 32), (13, 96, 576, 64), (1, 576, 1536, 64), (29, 33, 192, 64), (12, 64, 256, 128), (1, 100, 192, 64), (2, 64, 128, 64)])
+    @Test(arguments: [(1, 64, 64, 64), (3, 70, 128, 32), (13, 96, 576, 64), (1, 576, 1536, 64), (29, 33, 192, 64), (12, 64, 256, 128), (1, 100, 192, 64), (2, 64, 128, 64), (1, 40, 96, 6), (5, 40, 96, 6)])
     func int4KernelPathsEqualCanonical(m: Int, n: Int, k: Int, G: Int) {
         var orderMatters = false
         for (bf16Scales, fp8Inputs, reround) in [(false, true, true), (false, true, false), (true, true, false), (false, false, true), (true, false, false)] {
