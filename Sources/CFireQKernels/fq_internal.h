@@ -12,7 +12,7 @@ int fq_sgemm_level(int path);
 void fq_sgemm_panel(int level, const float *x, size_t ldx, size_t m, const float *panel, size_t valid, size_t k,
                     float *y, size_t ldy, int accumulate);
 /// A per-thread scratch buffer of at least `count` floats (64-byte aligned), kept for reuse.
-enum { FQ_BUFFER_PANEL = 0, FQ_BUFFER_X = 1, FQ_BUFFER_PANEL2 = 2 };
+enum { FQ_BUFFER_PANEL = 0, FQ_BUFFER_X = 1 };
 float *fq_thread_buffer(int slot, size_t count);
 
 #include <immintrin.h>

@@ -274,14 +274,12 @@ static inline table_regs load_table_regs(int reround) {
     return t;
 }
 
-// class·16 in every byte of each row's dword (16 rows), and E<<7 in both words.
+// class·16 in every byte of each row's dword (16 rows), and E<<7 in both words (as meta16).
 __attribute__((target("avx512f,avx512bw,avx512vbmi")))
 static inline void meta16_bytes(const uint16_t *meta, __m512i *classbytes, __m512i *exppair) {
-    __m512i m = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)meta));
-    __m512i c = _mm512_and_si512(m, _mm512_set1_epi32(0xF0));
-    *classbytes = _mm512_mullo_epi32(c, _mm512_set1_epi32(0x01010101));
-    __m512i e7 = _mm512_slli_epi32(_mm512_srai_epi32(_mm512_slli_epi32(m, 16), 24), 7);
-    *exppair = _mm512_or_si512(_mm512_and_si512(e7, _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(e7, 16));
+    __m512i classpair;
+    meta16(meta, &classpair, exppair);
+    *classbytes = _mm512_mullo_epi32(_mm512_and_si512(classpair, _mm512_set1_epi32(0xF0)), _mm512_set1_epi32(0x01010101));
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vbmi")))
