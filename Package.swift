@@ -6,7 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "fireq", targets: ["fireq"]),
-        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "Kernels", "Runtime", "TensorStore", "Tokenizer", "LlamaReference", "CalibrationStats", "Quantization", "PackedFormat", "Evaluation", "Reports", "Exports"]),
+        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "Kernels", "Runtime", "TensorStore", "Tokenizer", "LlamaReference", "CalibrationStats", "Quantization", "PackedFormat", "Evaluation", "Reports", "Exports", "Pipelines"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -37,12 +37,14 @@ let package = Package(
         .target(name: "Exports", dependencies: ["PackedFormat", "LlamaReference", "TensorStore", "LowPrecision", "JSONSupport"]),
         .target(name: "Evaluation", dependencies: ["LlamaReference", "Tokenizer", "CFireQKernels"]),
         .target(name: "Reports", dependencies: ["Evaluation", "JSONSupport", "TensorStore", "CFireQKernels"]),
+        // What the CLI, the tests and the batch runner share: convert's stages, batch manifests.
+        .target(name: "Pipelines", dependencies: ["Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "JSONSupport"]),
         .executableTarget(name: "fireq", dependencies: [
-            "Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS", "JSONSupport",
+            "Pipelines", "Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS", "JSONSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "FireQTests", dependencies: [
-            "JSONSupport", "LowPrecision", "Kernels", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels", "Runtime", "CalibrationStats", "Quantization", "PackedFormat", "Reports", "Exports",
+            "JSONSupport", "LowPrecision", "Kernels", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels", "Runtime", "CalibrationStats", "Quantization", "PackedFormat", "Reports", "Exports", "Pipelines",
         ]),
     ],
     swiftLanguageModes: [.v6]

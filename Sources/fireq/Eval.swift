@@ -1,6 +1,7 @@
 import ArgumentParser
 import Evaluation
 import Foundation
+import Pipelines
 import LlamaReference
 import Runtime
 import Tokenizer

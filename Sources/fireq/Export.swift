@@ -1,6 +1,7 @@
 import ArgumentParser
 import Exports
 import Foundation
+import Pipelines
 
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -44,6 +45,5 @@ struct Export: ParsableCommand {
 
 /// The lines `fireq export` and `fireq convert --export` print for one export.
 func printExportSummary(_ s: ExportSummary) {
-    print("\(s.format.rawValue): \(s.groups) INT4 groups, scales as \(s.scaleType); \(s.inexactScaleGroups) group scale(s) not exact in \(s.scaleType)")
-    for line in s.notCarried { print("not carried: \(line)") }
+    for line in ExportSummaryLine(s).lines { print(line) }
 }

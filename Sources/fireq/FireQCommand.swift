@@ -1,6 +1,7 @@
 import ArgumentParser
 import CFireQKernels
 import Foundation
+import Pipelines
 
 @main
 struct FireQ: ParsableCommand {
@@ -8,7 +9,7 @@ struct FireQ: ParsableCommand {
         commandName: "fireq",
         abstract: "FireQ post-training quantization toolkit: converts Llama-family checkpoints to INT4-FP8 (W4A8KV4) and measures what it cost.",
         version: FireQVersion.string,
-        subcommands: [Convert.self, Export.self, Eval.self, Compare.self, Report.self, Generate.self, Tokenize.self, Calibrate.self, Quantize.self, Inspect.self, Bench.self, StackLayers.self])
+        subcommands: [Convert.self, Batch.self, Export.self, Eval.self, Compare.self, Report.self, Generate.self, Tokenize.self, Calibrate.self, Quantize.self, Inspect.self, Bench.self, StackLayers.self])
 }
 
 extension FireQ {
@@ -24,8 +25,4 @@ extension FireQ {
         }
         self.main(nil)
     }
-}
-
-enum FireQVersion {
-    static let string = "0.1.0"
 }

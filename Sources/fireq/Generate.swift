@@ -1,6 +1,7 @@
 import ArgumentParser
 import CalibrationStats
 import Foundation
+import Pipelines
 import LlamaReference
 import Runtime
 import Tokenizer

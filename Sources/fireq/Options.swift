@@ -1,6 +1,7 @@
 import ArgumentParser
 import Evaluation
 import Foundation
+import Pipelines
 import LlamaReference
 import Runtime
 
@@ -44,17 +45,6 @@ func fail(_ error: Error) -> Never {
     let text = String(describing: error)
     FileHandle.standardError.write(Data(("error: " + text + "\n").utf8))
     Foundation.exit(1)
-}
-
-/// Reads a whole file as UTF-8 text, with a one-sentence error when it cannot.
-func readText(_ path: String) throws -> String {
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw CLIError("\(path): cannot read the file (missing or not readable).")
-    }
-    guard let s = String(validating: data, as: UTF8.self) else {
-        throw CLIError("\(path): the file is not valid UTF-8 text.")
-    }
-    return s
 }
 
 struct CLIError: Error, CustomStringConvertible {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Pipelines
 import JSONSupport
 import PackedFormat
 import Quantization

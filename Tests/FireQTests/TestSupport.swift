@@ -63,8 +63,10 @@ enum CLI {
         try run(["-c", script] + args, executable: "/bin/bash")
     }
 
-    static func run(_ args: [String], stdin: String? = nil, executable: String? = nil, environment: [String: String] = [:]) throws -> Result {
+    static func run(_ args: [String], stdin: String? = nil, executable: String? = nil, environment: [String: String] = [:],
+                    cwd: String? = nil) throws -> Result {
         let p = Process()
+        if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
         p.executableURL = URL(fileURLWithPath: executable ?? binary)
         p.arguments = args
         if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# End-to-end test of `fireq batch` on a real one-node Slurm cluster (Debian's slurm-wlm + munge),
+# as root, start to finish on a fresh machine:
+#   1. installs slurm-wlm and munge (apt) if missing; builds fireq (release) and the default model
+#      if missing;
+#   2. starts a private munged (own key and socket) and a one-node cluster for this host
+#      (slurmctld + slurmd, config in .cache/slurm-e2e, nothing written under /etc);
+#   3. writes a 3-entry manifest (default model × fireq, rtn, smoothquant; small calibration),
+#      checks it, submits `fireq batch slurm`'s array job;
+#   4. cancels entry 1 with scancel once its calibration stage has finished, checks that the batch
+#      report calls it interrupted, resubmits it (sbatch --array=1) and checks that it resumed
+#      (calibration found up to date);
+#   5. waits, then checks: three outputs, `fireq inspect --verify` passes on each, the summary
+#      lists three passes;
+#   6. stops every daemon it started (also on failure).
+# Usage: bash Scripts/slurm-e2e.sh        (exit 0: every check passed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+START=$(date +%s)
+say() { echo "[slurm-e2e $(( $(date +%s) - START ))s] $*"; }
+die() { say "FAILED: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (slurmd launches the tasks; munged and the daemons are started by hand)"
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! command -v sbatch >/dev/null; then
+    say "installing slurm-wlm and munge"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+fi
+MODEL=$ROOT/.cache/models/smollm2-135m-instruct
+[ -f "$MODEL/model.safetensors" ] || bash Scripts/fetch-default-model.sh
+[ -x .build/release/fireq ] || swift build -c release
+swift build -c release 2>&1 | tail -1
+FIREQ=$ROOT/.build/release/fireq
+
+W=$ROOT/.cache/slurm-e2e
+HOST=$(hostname -s)
+CPUS=$(nproc)
+MEM=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
+
+stop_all() {
+    for p in slurmd slurmctld munged; do
+        [ -f "$W/$p.pid" ] && kill "$(cat "$W/$p.pid")" 2>/dev/null || true
+    done
+    sleep 1
+    for p in slurmd slurmctld munged; do
+        [ -f "$W/$p.pid" ] && kill -9 "$(cat "$W/$p.pid")" 2>/dev/null || true
+    done
+}
+# Daemons of an earlier run that died with its shell.
+[ -d "$W" ] && stop_all
+rm -rf "$W"
+mkdir -p "$W"/{ctld,spool,munge,out}
+trap 'stop_all; say "daemons stopped"' EXIT
+
+say "munged (private key and socket)"
+mungekey --create --keyfile="$W/munge/munge.key" --force
+chmod 600 "$W/munge/munge.key"
+munged --force --key-file="$W/munge/munge.key" --socket="$W/munge/munge.socket" \
+       --pid-file="$W/munged.pid" --log-file="$W/munged.log" --seed-file="$W/munge/munge.seed"
+
+cat > "$W/slurm.conf" <<EOF
+ClusterName=fireq-e2e
+SlurmctldHost=$HOST
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$W/munge/munge.socket
+CryptoType=crypto/munge
+StateSaveLocation=$W/ctld
+SlurmdSpoolDir=$W/spool
+SlurmctldPidFile=$W/slurmctld.pid
+SlurmdPidFile=$W/slurmd.pid
+SlurmctldLogFile=$W/slurmctld.log
+SlurmdLogFile=$W/slurmd.log
+SlurmctldPort=16817
+SlurmdPort=16818
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+MpiDefault=none
+ReturnToService=2
+KillWait=5
+NodeName=$HOST CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
+PartitionName=e2e Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+EOF
+export SLURM_CONF=$W/slurm.conf
+say "slurmctld and slurmd for node $HOST ($CPUS CPUs)"
+slurmctld -i
+slurmd
+for _ in $(seq 60); do
+    state=$(sinfo -h -n "$HOST" -o %T 2>/dev/null || true)
+    [ "$state" = idle ] && break
+    sleep 1
+done
+[ "$state" = idle ] || { tail -20 "$W/slurmctld.log" "$W/slurmd.log"; die "node $HOST is '$state', not idle"; }
+say "cluster up: $(sinfo -h -o '%P %D %T %C')"
+
+SHK=$(cd "$ROOT/../shared/data" && pwd)/tinyshakespeare.txt
+[ -f "$SHK" ] || die "$SHK is missing (../shared/data beside the clone)"
+M=$W/batch.jsonl
+common='"text": "'$SHK'", "samples": 4, "seq_len": 128, "eval_context": 128, "eval_windows": 2, "max_delta_ppl": 1000'
+cat > "$M" <<EOF
+{"id": "fireq", "model": "$MODEL", "out": "out/fireq", $common}
+{"id": "rtn", "model": "$MODEL", "out": "out/rtn", "recipe": "$ROOT/Calibration/recipes/rtn.json", $common}
+{"id": "smoothquant", "model": "$MODEL", "out": "out/smoothquant", "recipe": "$ROOT/Calibration/recipes/smoothquant.json", $common}
+EOF
+"$FIREQ" batch check "$M"
+"$FIREQ" batch slurm "$M" --partition e2e --cpus-per-task 1 --max-parallel "$CPUS" --time 30:00 > "$W/batch.sbatch"
+grep -q -- "--array=0-2%$CPUS" "$W/batch.sbatch" || die "the array directive is missing"
+JOB=$(sbatch --parsable "$W/batch.sbatch")
+say "submitted array job $JOB"
+
+# Cancel entry 1 once its calibration stage is recorded (it is then quantizing or evaluating).
+LOG1=$M.fireq-batch/logs/1.log
+for _ in $(seq 600); do
+    grep -q '^\[2/3\] quantization' "$LOG1" 2>/dev/null && break
+    sleep 0.2
+done
+grep -q '^\[2/3\] quantization' "$LOG1" || { cat "$LOG1" || true; die "entry 1 never reached quantization"; }
+scancel "${JOB}_1"
+say "cancelled ${JOB}_1 after its calibration"
+for _ in $(seq 120); do
+    squeue -h -j "${JOB}_1" 2>/dev/null | grep -q . || break
+    sleep 0.5
+done
+[ -d "$W/out/rtn" ] && die "the cancelled entry published its output"
+"$FIREQ" batch report "$M" --out "$W/after-cancel"
+python3 - "$W/after-cancel.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s = {e["index"]: e["status"] for e in r["entries"]}
+assert s[1] == "interrupted", f"entry 1 after scancel: {s[1]}"
+print("after scancel, entry 1 is", s[1])
+EOF
+
+JOB2=$(sbatch --parsable --array=1 "$W/batch.sbatch")
+say "resubmitted entry 1 as job $JOB2"
+for _ in $(seq 900); do
+    [ -z "$(squeue -h -u root 2>/dev/null)" ] && break
+    sleep 1
+done
+[ -z "$(squeue -h -u root)" ] || die "jobs still queued after 15 minutes: $(squeue -h)"
+grep -q 'calibration: up to date' "$LOG1" || { cat "$LOG1"; die "entry 1 did not resume (calibration recomputed)"; }
+say "entry 1 resumed: $(grep -c '== fireq batch: entry 1' "$LOG1") attempts in its log, calibration skipped on the second"
+
+for o in fireq rtn smoothquant; do
+    [ -f "$W/out/$o/model.safetensors" ] || die "out/$o is missing"
+    "$FIREQ" inspect "$W/out/$o" --verify > /dev/null || die "inspect --verify failed on out/$o"
+done
+say "three outputs, inspect --verify passes on each"
+"$FIREQ" batch report "$M" --out "$W/summary"
+python3 - "$W/summary.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["counts"] == {"passed": 3}, r["counts"]
+for e in r["entries"]:
+    assert e["status"] == "passed" and e["exit_status"] == 0, e
+    assert e["perplexity_all"] > e["baseline_perplexity_all"] > 1, e
+print("summary:", ", ".join(f'{e["id"]} {e["delta_perplexity_all_percent"]:+.1f} %' for e in sorted(r["entries"], key=lambda e: e["index"])))
+EOF
+say "PASSED in $(( $(date +%s) - START )) s (summary: $W/summary.html)"
