@@ -92,8 +92,8 @@ def mlx_model(path):
     from mlx_lm.utils import load_model
     from pathlib import Path
     model, _ = load_model(Path(path))
-    # MLX's float16 is slow on x86: compute in float32 (scales and unquantized tensors widen exactly).
-    model.update(tree_map(lambda p: p.astype(mx.float32) if p.dtype == mx.float16 else p, model.parameters()))
+    # MLX's float16 and bfloat16 are slow on x86: compute in float32 (scales and unquantized tensors widen exactly).
+    model.update(tree_map(lambda p: p.astype(mx.float32) if p.dtype in (mx.float16, mx.bfloat16) else p, model.parameters()))
     return model
 
 

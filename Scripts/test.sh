@@ -15,6 +15,15 @@ mkdir -p .cache/golden
 if [ ! -f .cache/golden/codecs.bin ]; then
   .cache/venv/bin/python Scripts/make_codec_golden.py .cache/golden/codecs.bin
 fi
+# Small random-weight checkpoints of each family, saved by transformers with its logits as goldens
+# (FamilyTests, test_families.py); remade when the script changes.
+fam_stamp=$(sha256sum Scripts/make_family_checkpoints.py | cut -c1-64)
+if [ "$(cat .cache/families/.made-by 2>/dev/null)" != "$fam_stamp" ]; then
+  rm -rf .cache/families
+  .cache/venv/bin/python Scripts/make_family_checkpoints.py .cache/families >/dev/null 2>&1 \
+    || .cache/venv/bin/python Scripts/make_family_checkpoints.py .cache/families
+  echo "$fam_stamp" > .cache/families/.made-by
+fi
 # Every temporary file of the run (tests' folders, swift's, pytest's) under one folder in the
 # clone, removed when the run ends, passed or not (they are ~0.8 GB per converted model).
 export TMPDIR="$root/.cache/test-tmp/run-$$"
@@ -37,4 +46,5 @@ tmp=$(dirname "$stats")
   --out "$tmp/packed-bf16" 2>/dev/null
 FIREQ_STATS="$stats" FIREQ_PACKED="$(dirname "$stats")/packed" FIREQ_DEQUANT="$(dirname "$stats")/dequant.safetensors" \
   FIREQ_BIN="$root/.build/release/fireq" FIREQ_MODEL="$root/.cache/models/smollm2-135m-instruct" FIREQ_PACKED_BF16="$tmp/packed-bf16" \
+  FIREQ_FAMILIES="$root/.cache/families" \
   .cache/venv/bin/python -m pytest -q -p no:cacheprovider --basetemp "$TMPDIR/pytest" Tests/python

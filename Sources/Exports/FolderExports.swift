@@ -102,6 +102,7 @@ enum FolderExport {
             for l in skippedLinears { q[l] = .bool(false) }
             config["quantization"] = .object(q)
             config["quantization_config"] = .object(q)
+            config = Self.legacyRope(config)
         case .gguf: preconditionFailure()
         }
         let exportInfo = JSONObject([
@@ -120,6 +121,25 @@ enum FolderExport {
         let size = (try? FileManager.default.attributesOfItem(atPath: out + "/model.safetensors")[.size] as? Int) ?? 0
         return ExportSummary(format: format, path: out, notCarried: notCarried, inexactScaleGroups: inexact, groups: groups,
                              scaleType: scaleDType.rawValue, bytes: size)
+    }
+
+    /// transformers 5.x's `rope_parameters` rewritten as top-level `rope_theta` / `rope_scaling`
+    /// (what mlx-lm reads; it silently defaults both otherwise). Key order is kept.
+    static func legacyRope(_ config: JSONObject) -> JSONObject {
+        guard let p = config["rope_parameters"]?.objectValue else { return config }
+        let type = p["rope_type"]?.stringValue ?? p["type"]?.stringValue ?? "default"
+        var scaling = JSONObject()
+        for (k, v) in p.pairs where k != "rope_theta" && k != "type" { scaling[k] = v }
+        var out = JSONObject()
+        for (k, v) in config.pairs {
+            if k == "rope_parameters" {
+                out["rope_theta"] = p["rope_theta"] ?? .null
+                out["rope_scaling"] = type == "default" ? .null : .object(scaling)
+            } else if k != "rope_theta" && k != "rope_scaling" {
+                out[k] = v
+            }
+        }
+        return out
     }
 
     /// compressed-tensors `quantization_config`: one config group per group size (the recipe's

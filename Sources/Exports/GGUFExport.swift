@@ -25,15 +25,13 @@ public enum GGUFExport {
         case quantized(linear: String, permuteHeads: Int?)   // packed linear (without .weight)
         case stored(String, permuteHeads: Int?)               // unquantized tensor in its stored dtype
         case widened(String)                                  // norm weight widened to F32
+        case values([Float])                                  // computed F32 values (rope_freqs)
     }
 
     static func export(_ src: ExportSource, to out: String, metadata overrides: [(String, GGUFValue)], toolVersion: String) throws -> ExportSummary {
         let c = src.config
         guard c.architecture == .llama || c.architecture == .mistral else {
             throw ExportError(path: src.directory + "/config.json", reason: "architecture \(c.architecture.rawValue) has no GGUF export here (llama and mistral only)")
-        }
-        if case .llama3 = c.ropeScaling {
-            throw ExportError(path: src.directory + "/config.json", reason: "llama3 RoPE scaling needs llama.cpp's rope_freqs tensor, which this exporter does not write")
         }
         // Tensor plan, in HF-name order (llama.cpp's converter order).
         var plan: [(hf: String, gguf: String, source: Source)] = []
@@ -53,6 +51,9 @@ public enum GGUFExport {
         plan.append(("model.norm.weight", "output_norm.weight", .widened("model.norm.weight")))
         if !c.tieWordEmbeddings { plan.append(("lm_head.weight", "output.weight", .stored("lm_head.weight", permuteHeads: nil))) }
         plan.sort { $0.hf < $1.hf }
+        // llama3 RoPE scaling: llama.cpp divides each frequency by rope_freqs[j] (its converter
+        // writes this tensor first, before the checkpoint's own).
+        if let factors = Self.ropeFreqFactors(c) { plan.insert(("", "rope_freqs.weight", .values(factors)), at: 0) }
         if c.attentionBias || src.packed.file.tensorNames.contains(where: { $0.hasSuffix(".bias") }) {
             throw ExportError(path: src.weightsPath, reason: "has linear biases, which the GGUF llama export does not carry")
         }
@@ -75,6 +76,9 @@ public enum GGUFExport {
                 continue
             case .stored(let name, _): guard let t = src.packed.file.info(name) else { throw ExportError(path: src.weightsPath, reason: "tensor '\(name)' is missing") }; info = t
             case .widened(let name): guard let t = src.packed.file.info(name) else { throw ExportError(path: src.weightsPath, reason: "tensor '\(name)' is missing") }; info = t
+            case .values(let v):
+                writer.tensors.append(.init(name: p.gguf, shape: [v.count], type: .f32))
+                continue
             }
             let type: GGMLType
             if case .widened = p.source { type = .f32 } else {
@@ -106,11 +110,32 @@ public enum GGUFExport {
                 var out: [UInt8] = []
                 for v in try src.packed.file.float32(name) { Bytes.append(v.bitPattern, to: &out) }
                 return out
+            case .values(let v):
+                var out: [UInt8] = []
+                for x in v { Bytes.append(x.bitPattern, to: &out) }
+                return out
             }
         }
         let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
         return ExportSummary(format: .gguf, path: out, notCarried: notCarried, inexactScaleGroups: inexact, groups: groups,
                              scaleType: "F16", bytes: size)
+    }
+
+    /// llama.cpp's `rope_freqs` for llama3 RoPE scaling, as its converter computes them: for each
+    /// frequency f_j = 1 / θ^(2j/D) (FP32), with wavelength λ = 2π / f_j: 1 when λ < L/high,
+    /// `factor` when λ > L/low, else 1 / ((1 − s)/factor + s) with s = (L/λ − low)/(high − low)
+    /// (L = original_max_position_embeddings); rounded once to FP32. nil without llama3 scaling.
+    public static func ropeFreqFactors(_ c: LlamaConfig) -> [Float]? {
+        guard case .llama3(let factor, let low, let high, let orig) = c.ropeScaling else { return nil }
+        let L = Double(orig), lowWavelen = L / low, highWavelen = L / high
+        return (0..<(c.headDim / 2)).map { j in
+            let f = 1 / powf(Float(c.ropeTheta), Float(2 * j) / Float(c.headDim))
+            let wavelen = 2 * Double.pi / Double(f)
+            if wavelen < highWavelen { return 1 }
+            if wavelen > lowWavelen { return Float(factor) }
+            let smooth = (L / wavelen - low) / (high - low)
+            return Float(1 / ((1 - smooth) / factor + smooth))
+        }
     }
 
     /// Groups whose d = FP16(s_g/P) differs from s_g/P.

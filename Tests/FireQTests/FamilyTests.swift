@@ -1,0 +1,70 @@
+import Foundation
+import LlamaReference
+import TensorStore
+import Testing
+import Tokenizer
+
+/// Every supported family against transformers itself (issue #11): small random-weight
+/// checkpoints saved by transformers 5.x (`rope_parameters` configs, BF16/F16 weights) by
+/// Scripts/make_family_checkpoints.py, with transformers' FP32 logits as goldens; and the whole
+/// pipeline (calibrate → quantize → smoke evaluation → every export the family has) on each.
+@Suite(.serialized) struct FamilyTests {
+    static let folder = TestPaths.root + "/.cache/families"
+    static let families = ["llama3", "qwen2", "mistral"]
+    static let hint = "bash Scripts/test.sh builds them (.cache/venv/bin/python Scripts/make_family_checkpoints.py .cache/families)"
+
+    /// Our FP32 forward pass gives transformers' logits (float32, eager attention) within 1e-4 of
+    /// the largest logit, and our tokenizer the `tokenizers` ids of the same text.
+    @Test(arguments: families) func fp32LogitsMatchTransformers(_ family: String) throws {
+        let dir = Self.folder + "/" + family
+        try TestPaths.require(dir + "/golden.safetensors", hint: Self.hint)
+        let golden = try SafetensorsFile(path: dir + "/golden.safetensors")
+        let idsInfo = try #require(golden.info("input_ids"))
+        let ids = Array(golden.rawBytes(idsInfo).bindMemory(to: Int32.self))
+        let want = try golden.float32("logits")
+        let text = try String(contentsOfFile: Self.folder + "/golden-text.txt", encoding: .utf8)
+        #expect(try Tokenizer(directory: dir).encode(text) == ids, "tokenizer ids")
+
+        let model = try LlamaModel(directory: dir, threads: 2)
+        let V = model.config.vocabSize
+        let got = model.logits(ids)
+        #expect(got.count == ids.count * V && want.count == got.count)
+        var maxDiff: Float = 0, maxRef: Float = 0
+        for i in 0..<got.count {
+            maxDiff = max(maxDiff, abs(got[i] - want[i]))
+            maxRef = max(maxRef, abs(want[i]))
+        }
+        #expect(maxRef > 0.05, "the golden logits are not degenerate (\(maxRef))")
+        #expect(maxDiff / maxRef <= 1e-4, "\(family): max |Δlogit| \(maxDiff) of max |logit| \(maxRef)")
+        // Next-token argmax agrees everywhere (a coarse check a wrong RoPE or bias would fail).
+        var agree = 0
+        for t in 0..<ids.count {
+            let a = (0..<V).max { got[t * V + $0] < got[t * V + $1] }!, b = (0..<V).max { want[t * V + $0] < want[t * V + $1] }!
+            if a == b { agree += 1 }
+        }
+        #expect(agree == ids.count, "\(family): argmax agrees on \(agree) of \(ids.count) positions")
+    }
+
+    /// calibrate → quantize → smoke evaluation → exports, through `fireq convert`, on every family;
+    /// the packed folder verifies and each export the family supports is published.
+    @Test(arguments: families) func pipelineRunsOnEveryFamily(_ family: String) throws {
+        let dir = Self.folder + "/" + family
+        try TestPaths.require(dir + "/model.safetensors", hint: Self.hint)
+        let out = TestPaths.tempDir() + "/" + family + "-fireq"
+        // GGUF carries the llama architecture only (Formats/exports.md): Qwen2's biases have no place there.
+        let exports = family == "qwen2" ? "compressed-tensors,mlx" : "gguf,compressed-tensors,mlx"
+        let r = try CLI.run(["convert", "--model", dir, "--out", out, "--text", ConvertTests.shakespeare, "--samples", "2", "--seq-len", "64",
+                             "--eval-context", "64", "--eval-windows", "2", "--max-delta-ppl", "1000", "--threads", "2", "--export", exports])
+        #expect(r.status == 0, "\(family): \(r.stderr)")
+        guard r.status == 0 else { return }
+        #expect(try CLI.run(["inspect", out, "--verify"]).status == 0)
+        for e in exports.split(separator: ",") {
+            let path = out + (e == "gguf" ? ".gguf" : "." + e)
+            #expect(FileManager.default.fileExists(atPath: path), "\(family): \(path)")
+        }
+        let rep = try ConvertTests.json(out + "/report.json")
+        let ppl = try #require(rep["models"]?.arrayValue?.first?["perplexity"]?.doubleValue)
+        let base = try #require(rep["baseline"]?["perplexity"]?.doubleValue)
+        #expect(ppl.isFinite && base.isFinite && ppl > 1 && base > 1, "\(family): \(base) → \(ppl)")
+    }
+}
