@@ -10,6 +10,7 @@ Usage:  python3 fireq_packed_reader.py PACKED_DIR [--out dequantized.npz]
 Needs numpy and ml_dtypes (pinned in Scripts/requirements-model.txt).
 """
 import json
+import os
 import struct
 import sys
 import zlib
@@ -48,8 +49,7 @@ def read_safetensors(path):
     return meta, tensors
 
 
-def open_packed(directory):
-    path = f"{directory}/model.safetensors"
+def _open_file(path):
     meta, tensors = read_safetensors(path)
     if meta.get("fireq.format") != "fireq-packed":
         raise PackedError(f"{path}: not a fireq-packed file")
@@ -62,6 +62,34 @@ def open_packed(directory):
         got = f"{zlib.crc32(raw) & 0xFFFFFFFF:08x}"
         if got != crc[name]:
             raise PackedError(f"{path}: crc32 mismatch in {name}")
+    return meta, tensors
+
+
+def open_packed(directory):
+    """(metadata, tensors) of a packed folder: one model.safetensors, or the shards named by
+    model.safetensors.index.json (the metadata is the shards' shared keys; fireq.crc32 then
+    covers every tensor)."""
+    index = f"{directory}/model.safetensors.index.json"
+    single = f"{directory}/model.safetensors"
+    if os.path.exists(single) or not os.path.exists(index):
+        meta, tensors = _open_file(single)
+    else:
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        meta, tensors, crc = None, {}, {}
+        for shard in sorted(set(weight_map.values())):
+            m, t = _open_file(f"{directory}/{shard}")
+            for name in t:
+                if weight_map.get(name) != shard:
+                    raise PackedError(f"{directory}/{shard}: tensor {name} is not mapped to this shard by the index")
+            crc.update(json.loads(m.pop("fireq.crc32")))
+            if meta is not None and m != meta:
+                raise PackedError(f"{directory}/{shard}: metadata differs from the other shards'")
+            meta = m
+            tensors.update(t)
+        if set(weight_map) != set(tensors):
+            raise PackedError(f"{index}: weight_map and the shards' tensors differ")
+        meta["fireq.crc32"] = json.dumps(crc, sort_keys=True)
     for f in ["config.json", "tokenizer.json"]:
         open(f"{directory}/{f}").close()
     return meta, tensors

@@ -16,6 +16,8 @@ Families (reduced sizes, real features):
            hidden 128 and 4 heads), BF16
   qwen2    Qwen2ForCausalLM, q/k/v biases, tied embeddings, rope_theta 1e6, BF16
   mistral  MistralForCausalLM, no sliding window, untied, F16
+  qwen3    Qwen3ForCausalLM, per-head RMSNorm of q and k before RoPE (q_norm, k_norm), explicit
+           head_dim 64, tied, BF16
 Weights: transformers' own initialisation (normal, std 0.02) with a fixed seed, then made to
 behave like a trained model's in the ways the checks need: embeddings and lm_head ×10 (peaked
 next-token distributions), q_proj/k_proj ×5 (attention far from uniform, so RoPE matters), every
@@ -49,6 +51,9 @@ FAMILIES = {
         use_sliding_window=False, rms_norm_eps=1e-6)),
     "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM, torch.float16, dict(
         tie_word_embeddings=False, sliding_window=None, rope_parameters=dict(rope_type="default", rope_theta=1000000.0))),
+    "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, torch.bfloat16, dict(
+        head_dim=64, tie_word_embeddings=True, use_sliding_window=False, rms_norm_eps=1e-6,
+        rope_parameters=dict(rope_type="default", rope_theta=1000000.0))),
 }
 
 
@@ -62,7 +67,9 @@ def build(name, out, tok_dir, text_ids, seed):
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if n.endswith("norm.weight"):
+            if n.endswith(("q_norm.weight", "k_norm.weight")):
+                p.copy_(torch.rand(p.shape, generator=g) * 2 + 0.5)   # per-channel spread: the pre-RoPE factors matter
+            elif n.endswith("norm.weight"):
                 p.copy_(torch.rand(p.shape, generator=g) + 0.5)
             elif n.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias")):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)

@@ -36,6 +36,9 @@ stats=$(mktemp -d)/stats.h5
   --text ../shared/data/tinyshakespeare.txt --samples 2 --seq-len 256 --out "$stats" 2>/dev/null
 .build/release/fireq quantize --model .cache/models/smollm2-135m-instruct --stats "$stats" \
   --recipe Calibration/recipes/fireq.json --out "$(dirname "$stats")/packed" 2>/dev/null
+# The same model cut into shards (the embedding alone is 56 MB: 3 shards at 30 MB).
+.build/release/fireq quantize --model .cache/models/smollm2-135m-instruct --stats "$stats" \
+  --recipe Calibration/recipes/fireq.json --max-shard-size 30MB --out "$(dirname "$stats")/packed-sharded" 2>/dev/null
 .build/release/fireq inspect "$(dirname "$stats")/packed" --dequantize-to "$(dirname "$stats")/dequant.safetensors" >/dev/null
 # The same from a BF16 copy of the model (the export tests' second source).
 tmp=$(dirname "$stats")
@@ -46,5 +49,5 @@ tmp=$(dirname "$stats")
   --out "$tmp/packed-bf16" 2>/dev/null
 FIREQ_STATS="$stats" FIREQ_PACKED="$(dirname "$stats")/packed" FIREQ_DEQUANT="$(dirname "$stats")/dequant.safetensors" \
   FIREQ_BIN="$root/.build/release/fireq" FIREQ_MODEL="$root/.cache/models/smollm2-135m-instruct" FIREQ_PACKED_BF16="$tmp/packed-bf16" \
-  FIREQ_FAMILIES="$root/.cache/families" \
+  FIREQ_FAMILIES="$root/.cache/families" FIREQ_PACKED_SHARDED="$(dirname "$stats")/packed-sharded" \
   .cache/venv/bin/python -m pytest -q -p no:cacheprovider --basetemp "$TMPDIR/pytest" Tests/python

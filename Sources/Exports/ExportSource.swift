@@ -50,8 +50,8 @@ final class ExportSource {
     init(directory: String) throws {
         self.directory = directory
         let fm = FileManager.default
-        guard fm.fileExists(atPath: directory + "/model.safetensors") else {
-            throw ExportError(path: directory, reason: "is not a fireq-packed folder (no model.safetensors); run fireq quantize or fireq convert first")
+        guard !PackedModel.weightFileNames(in: directory).isEmpty else {
+            throw ExportError(path: directory, reason: "is not a fireq-packed folder (no model.safetensors or model.safetensors.index.json); run fireq quantize or fireq convert first")
         }
         packed = try PackedModel(directory: directory)
         try packed.verify()

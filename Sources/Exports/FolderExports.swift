@@ -107,7 +107,7 @@ enum FolderExport {
         }
         let exportInfo = JSONObject([
             ("format", .string(format.rawValue)), ("source_packed", .string(src.directory)),
-            ("packed_sha256", .string(try SHA256.fileHex(src.weightsPath))),
+            ("packed_sha256", .string(try src.packed.contentSHA256())),
             ("recipe", .string(src.recipe["name"]?.stringValue ?? "")), ("group_size", .int(defaultGroup)),
             ("not_carried", .array(notCarried.map { .string($0) })), ("inexact_scale_groups", .int(inexact)),
             ("scale_dtype", .string(scaleDType.rawValue)), ("tool_version", .string(toolVersion)),

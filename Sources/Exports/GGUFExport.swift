@@ -220,7 +220,7 @@ public enum GGUFExport {
         let meta = src.packed.metadata
         kv.append(("fireq.recipe", .string(meta["fireq.recipe"] ?? "")))
         kv.append(("fireq.source_model_sha256", .string(meta["fireq.source_model_sha256"] ?? "")))
-        kv.append(("fireq.packed_sha256", .string(try SHA256.fileHex(src.weightsPath))))
+        kv.append(("fireq.packed_sha256", .string(try src.packed.contentSHA256())))
         kv.append(("fireq.tool_version", .string(toolVersion)))
         kv.append(("fireq.not_carried", .stringArray(notCarried)))
         kv.append(("fireq.inexact_scale_groups", .u32(UInt32(inexact))))

@@ -29,7 +29,7 @@ public enum RopeScaling: Sendable, Equatable {
 /// HF JSON names appear only in `init(json:path:)`.
 public struct LlamaConfig: Sendable, Equatable {
     public enum Architecture: String, Sendable, CaseIterable {
-        case llama = "LlamaForCausalLM", mistral = "MistralForCausalLM", qwen2 = "Qwen2ForCausalLM"
+        case llama = "LlamaForCausalLM", mistral = "MistralForCausalLM", qwen2 = "Qwen2ForCausalLM", qwen3 = "Qwen3ForCausalLM"
     }
     public var architecture: Architecture
     public var hiddenSize: Int
@@ -44,6 +44,8 @@ public struct LlamaConfig: Sendable, Equatable {
     public var tieWordEmbeddings: Bool
     /// q/k/v projections carry biases (Qwen2 always; Llama when `attention_bias`).
     public var attentionBias: Bool
+    /// Per-head RMSNorm of q and k between the projection and RoPE (`q_norm`, `k_norm`: Qwen3).
+    public var qkNorm: Bool
     public var vocabSize: Int
     public var maxPositionEmbeddings: Int
     public var bosTokenID: Int?
@@ -98,8 +100,12 @@ public struct LlamaConfig: Sendable, Equatable {
         if arch == .mistral, let sw = o["sliding_window"], !sw.isNull {
             throw .unsupported(path: path, key: "sliding_window", value: sw.intValue.map(String.init) ?? "set", supported: "null (no sliding-window attention)")
         }
-        if arch == .qwen2, try bool("use_sliding_window", default: false) {
+        if arch == .qwen2 || arch == .qwen3, try bool("use_sliding_window", default: false) {
             throw .unsupported(path: path, key: "use_sliding_window", value: "true", supported: "false")
+        }
+        if let types = o["layer_types"]?.arrayValue, let other = types.first(where: { $0.stringValue != "full_attention" }) {
+            throw .unsupported(path: path, key: "layer_types", value: other.stringValue.map { "'\($0)'" } ?? other.kindDescription,
+                               supported: "full_attention (no sliding-window layers)")
         }
         if let tp = o["pretraining_tp"]?.intValue, tp != 1 {
             throw .unsupported(path: path, key: "pretraining_tp", value: String(tp), supported: "1")
@@ -143,6 +149,7 @@ public struct LlamaConfig: Sendable, Equatable {
         }
         tieWordEmbeddings = try bool("tie_word_embeddings", default: arch == .qwen2 ? false : false)
         attentionBias = arch == .qwen2 ? true : try bool("attention_bias", default: false)
+        qkNorm = arch == .qwen3
         vocabSize = try int("vocab_size")
         maxPositionEmbeddings = try int("max_position_embeddings", default: 2048)
         bosTokenID = o["bos_token_id"]?.intValue

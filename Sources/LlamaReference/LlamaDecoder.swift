@@ -45,6 +45,7 @@ public final class LlamaDecoder {
             f.rmsNorm(h.pointer, rows: batch, weight: L.inputNorm.pointer, out: xn.pointer)
             LinearAlgebra.linear(x: xn.pointer, ldx: H, m: batch, w: L.qkv, y: qkv.pointer, ldy: qkvDim, threads: f.threads)
             if let b = L.qkvBias { for r in 0..<batch { for j in 0..<qkvDim { qkv.pointer[r * qkvDim + j] += b.pointer[j] } } }
+            if let qn = L.qNorm, let kn = L.kNorm { f.headNorms(qkv.pointer, rows: batch, qNorm: qn.pointer, kNorm: kn.pointer) }
             for r in 0..<batch {
                 let row = qkv.pointer + r * qkvDim
                 for hh in 0..<(c.headCount + c.kvHeadCount) { Rope.rotate(row + hh * D, half: half, cos: cosT, sin: sinT) }

@@ -21,18 +21,25 @@ public struct LlamaForward: Sendable {
 
     /// out[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) · γ  (transformers LlamaRMSNorm, FP32).
     public func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, weight: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
-        let h = config.hiddenSize
-        let eps = config.rmsNormEps
+        Self.rmsNorm(x, rows: rows, width: config.hiddenSize, eps: config.rmsNormEps, weight: weight, out: out, threads: threads)
+    }
+
+    /// RMSNorm of `rows` vectors of `width` (sum of squares in Double, as HF's FP32 mean within
+    /// FP32 rounding), in place allowed; the same function for hidden rows and Qwen3's q/k heads.
+    public static func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, width h: Int, eps: Float, weight: UnsafePointer<Float>,
+                               out: UnsafeMutablePointer<Float>, threads: Int) {
         let xs = SendablePointer(UnsafeMutablePointer(mutating: x)), ws = SendablePointer(UnsafeMutablePointer(mutating: weight)), os = SendablePointer(out)
         Parallel.forEachChunk(rows, chunk: 16, threads: threads) { r in
-            for row in r {
-                let xr = xs.p + row * h, orow = os.p + row * h
-                var ss: Double = 0
-                for j in 0..<h { ss += Double(xr[j]) * Double(xr[j]) }
-                let inv = Float(1 / (Double(Float(ss / Double(h)) + eps)).squareRoot())
-                for j in 0..<h { orow[j] = ws.p[j] * (xr[j] * inv) }
-            }
+            for row in r { rmsNormRow(xs.p + row * h, width: h, eps: eps, weight: ws.p, out: os.p + row * h) }
         }
+    }
+
+    @inline(__always)
+    static func rmsNormRow(_ xr: UnsafePointer<Float>, width h: Int, eps: Float, weight: UnsafePointer<Float>, out orow: UnsafeMutablePointer<Float>) {
+        var ss: Double = 0
+        for j in 0..<h { ss += Double(xr[j]) * Double(xr[j]) }
+        let inv = Float(1 / (Double(Float(ss / Double(h)) + eps)).squareRoot())
+        for j in 0..<h { orow[j] = weight[j] * (xr[j] * inv) }
     }
 
     /// Scratch space for one layer over `rows` rows.
@@ -72,6 +79,7 @@ public struct LlamaForward: Sendable {
             for r in 0..<rows { let p = ws.qkv.pointer + r * qkvDim; for j in 0..<qkvDim { p[j] += b.pointer[j] } }
         }
         let q = ws.qkv.pointer, k = ws.qkv.pointer + c.qDim, v = ws.qkv.pointer + c.qDim + c.kvDim
+        if let qn = L.qNorm, let kn = L.kNorm { headNorms(ws.qkv.pointer, rows: rows, qNorm: qn.pointer, kNorm: kn.pointer) }
         if let observer {
             observer.observe(.qPreRope, layer: li, ActivationView(base: q, rows: rows, cols: c.qDim, rowStride: qkvDim))
             observer.observe(.kPreRope, layer: li, ActivationView(base: k, rows: rows, cols: c.kvDim, rowStride: qkvDim))
@@ -96,6 +104,19 @@ public struct LlamaForward: Sendable {
         observer?.observe(.downProjInput, layer: li, ActivationView(base: ws.act.pointer, rows: rows, cols: I, rowStride: I))
         LinearAlgebra.linear(x: ws.act.pointer, ldx: I, m: rows, w: L.down, y: hidden, ldy: H, accumulate: true, threads: threads)
         observer?.observe(.layerOutput, layer: li, ActivationView(base: hidden, rows: rows, cols: H, rowStride: H))
+    }
+
+    /// Qwen3's per-head RMSNorm of q and k (before RoPE), in place on every qkv row.
+    public func headNorms(_ qkv: UnsafeMutablePointer<Float>, rows: Int, qNorm: UnsafePointer<Float>, kNorm: UnsafePointer<Float>) {
+        let c = config, qkvDim = c.qDim + 2 * c.kvDim, D = c.headDim, eps = c.rmsNormEps
+        let p = SendablePointer(qkv), qn = SendablePointer(UnsafeMutablePointer(mutating: qNorm)), kn = SendablePointer(UnsafeMutablePointer(mutating: kNorm))
+        Parallel.forEachChunk(rows, chunk: 16, threads: threads) { r in
+            for row in r {
+                let q = p.p + row * qkvDim
+                for h in 0..<c.headCount { Self.rmsNormRow(q + h * D, width: D, eps: eps, weight: qn.p, out: q + h * D) }
+                for h in 0..<c.kvHeadCount { Self.rmsNormRow(q + c.qDim + h * D, width: D, eps: eps, weight: kn.p, out: q + c.qDim + h * D) }
+            }
+        }
     }
 
     /// RoPE on the q and k parts of every qkv row; the position of row r is r mod seqLen.

@@ -10,6 +10,7 @@ public enum LlamaTensorNames {
     public static let postAttentionNorm = "post_attention_layernorm.weight"
     public static let q = "self_attn.q_proj", k = "self_attn.k_proj", v = "self_attn.v_proj", o = "self_attn.o_proj"
     public static let gate = "mlp.gate_proj", up = "mlp.up_proj", down = "mlp.down_proj"
+    public static let qNorm = "self_attn.q_norm.weight", kNorm = "self_attn.k_norm.weight"
 
     /// Every tensor a checkpoint of `config` must hold (and may hold nothing else, except
     /// `rotary_emb.inv_freq` buffers some exporters leave in).
@@ -26,6 +27,10 @@ public enum LlamaTensorNames {
             m[layer(i, gate + ".weight")] = [c.intermediateSize, c.hiddenSize]
             m[layer(i, up + ".weight")] = [c.intermediateSize, c.hiddenSize]
             m[layer(i, down + ".weight")] = [c.hiddenSize, c.intermediateSize]
+            if c.qkNorm {
+                m[layer(i, qNorm)] = [c.headDim]
+                m[layer(i, kNorm)] = [c.headDim]
+            }
             if c.attentionBias {
                 m[layer(i, q + ".bias")] = [c.qDim]
                 m[layer(i, k + ".bias")] = [c.kvDim]
@@ -63,11 +68,14 @@ public final class LlamaLayerWeights: @unchecked Sendable {
     public let o: PackedMatrix             // (hidden, qDim)
     public let gateUp: PackedMatrix        // (2 inter, hidden)
     public let down: PackedMatrix          // (hidden, inter)
+    /// Per-head q / k RMSNorm weights (headDim each), Qwen3.
+    public let qNorm: FloatBuffer?, kNorm: FloatBuffer?
 
     public init(index: Int, inputNorm: FloatBuffer, postAttentionNorm: FloatBuffer, qkv: PackedMatrix, qkvBias: FloatBuffer?,
-                o: PackedMatrix, gateUp: PackedMatrix, down: PackedMatrix) {
+                o: PackedMatrix, gateUp: PackedMatrix, down: PackedMatrix, qNorm: FloatBuffer? = nil, kNorm: FloatBuffer? = nil) {
         self.index = index; self.inputNorm = inputNorm; self.postAttentionNorm = postAttentionNorm
         self.qkv = qkv; self.qkvBias = qkvBias; self.o = o; self.gateUp = gateUp; self.down = down
+        self.qNorm = qNorm; self.kNorm = kNorm
     }
 
     /// Loads layer `i` from the checkpoint (16-bit weights kept in 16 bits, others FP32; mapped pages
@@ -123,6 +131,7 @@ public final class LlamaLayerWeights: @unchecked Sendable {
             qkv: qkv, qkvBias: bias,
             o: try packed([(N.o + ".weight", c.hiddenSize)], cols: c.qDim),
             gateUp: try packed([(N.gate + ".weight", c.intermediateSize), (N.up + ".weight", c.intermediateSize)], cols: c.hiddenSize),
-            down: try packed([(N.down + ".weight", c.hiddenSize)], cols: c.intermediateSize))
+            down: try packed([(N.down + ".weight", c.hiddenSize)], cols: c.intermediateSize),
+            qNorm: c.qkNorm ? try vec(N.qNorm, c.headDim) : nil, kNorm: c.qkNorm ? try vec(N.kNorm, c.headDim) : nil)
     }
 }

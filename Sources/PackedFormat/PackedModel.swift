@@ -3,44 +3,119 @@ import JSONSupport
 import LowPrecision
 import TensorStore
 
+/// The tensors of a packed folder, in one `model.safetensors` or in shards named by
+/// `model.safetensors.index.json` (Formats/fireq-packed-v1.md "Shards"): the subset of
+/// `SafetensorsFile`'s interface the runtime and the exports use, over every file.
+public final class PackedTensors: @unchecked Sendable {
+    public let checkpoint: Checkpoint
+    /// Every tensor, sorted by name.
+    public let tensors: [TensorInfo]
+
+    init(_ c: Checkpoint) {
+        checkpoint = c
+        tensors = c.tensorNames.compactMap { c.info($0) }
+    }
+
+    public var tensorNames: [String] { tensors.map(\.name) }
+    public func info(_ name: String) -> TensorInfo? { checkpoint.info(name) }
+    private func file(_ t: TensorInfo) -> SafetensorsFile { try! checkpoint.file(for: t.name).0 }
+    public func rawBytes(_ t: TensorInfo) -> UnsafeRawBufferPointer { file(t).rawBytes(t) }
+    public func releasePages(_ t: TensorInfo) { file(t).releasePages(t) }
+    public func releasePages(_ t: TensorInfo, bytes range: Range<Int>) { file(t).releasePages(t, bytes: range) }
+    public func float32(_ name: String) throws(TensorStoreError) -> [Float] { try checkpoint.file(for: name).0.float32(name) }
+    public func readFloat32(_ t: TensorInfo, into dst: UnsafeMutablePointer<Float>) throws(TensorStoreError) {
+        try file(t).readFloat32(t, into: dst)
+    }
+}
+
 /// A packed model folder opened for reading (Formats/fireq-packed-v1.md).
 public final class PackedModel: @unchecked Sendable {
     public let directory: String
-    public let file: SafetensorsFile
+    public let file: PackedTensors
+    /// The shared `fireq.*` metadata (identical in every shard except `fireq.crc32`).
     public let metadata: [String: String]
     public let recipe: JSONValue
     public let crc: [String: String]
+    /// The weight files: `model.safetensors`, or the index followed by the shards.
+    public let weightFiles: [String]
 
-    public var weightsPath: String { directory + "/model.safetensors" }
+    /// `model.safetensors`, or `model.safetensors.index.json` when sharded (for messages).
+    public var weightsPath: String { weightFiles[0] }
+    public var sharded: Bool { weightFiles.count > 1 }
+
+    /// Whether `dir` holds a packed model (single file or shards), without validating it.
+    public static func isPacked(_ dir: String) -> Bool {
+        if let f = try? SafetensorsFile(path: dir + "/model.safetensors") { return f.metadata["fireq.format"] == PackedFormat.name }
+        guard let d = FileManager.default.contents(atPath: dir + "/model.safetensors.index.json"), let j = try? JSONParser.parse(d) else { return false }
+        return j["metadata"]?["fireq.format"]?.stringValue == PackedFormat.name
+    }
+
+    /// The weight file names of a packed folder as it stands on disk (empty when there is none).
+    public static func weightFileNames(in dir: String) -> [String] {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: dir + "/model.safetensors") { return ["model.safetensors"] }
+        guard let d = fm.contents(atPath: dir + "/model.safetensors.index.json"), let j = try? JSONParser.parse(d),
+              let map = j["weight_map"]?.objectValue else { return [] }
+        return ["model.safetensors.index.json"] + Set(map.pairs.compactMap { $0.value.stringValue }).sorted()
+    }
 
     public init(directory: String) throws {
         self.directory = directory
-        let path = directory + "/model.safetensors"
-        file = try SafetensorsFile(path: path)
-        metadata = file.metadata
-        guard metadata["fireq.format"] == PackedFormat.name else {
-            throw PackedError(path: path, reason: "is not a \(PackedFormat.name) file (no fireq.format metadata)")
+        let ckpt: Checkpoint
+        do { ckpt = try Checkpoint(directory: directory) } catch { throw PackedError(path: directory, reason: "\(error)".trimmingCharacters(in: CharacterSet(charactersIn: "."))) }
+        let names = Self.weightFileNames(in: directory)
+        weightFiles = names.map { directory + "/" + $0 }
+        var crc: [String: String] = [:]
+        var shared: [String: String]? = nil
+        for f in ckpt.files {
+            let path = f.path
+            var m = f.metadata
+            guard m["fireq.format"] == PackedFormat.name else {
+                throw PackedError(path: path, reason: "is not a \(PackedFormat.name) file (no fireq.format metadata)")
+            }
+            guard m["fireq.version"] == PackedFormat.version else {
+                throw PackedError(path: path, reason: "has \(PackedFormat.name) version \(m["fireq.version"] ?? "?"), this tool reads version \(PackedFormat.version)")
+            }
+            guard let c = m["fireq.crc32"], let cj = try? JSONParser.parse(c), let co = cj.objectValue else {
+                throw PackedError(path: path, reason: "metadata fireq.crc32 is missing or not a JSON object")
+            }
+            let here = Set(f.tensorNames)
+            for (k, v) in co.pairs {
+                guard here.contains(k) else { throw PackedError(path: path, reason: "tensor '\(k)' listed in fireq.crc32 is missing") }
+                crc[k] = v.stringValue ?? ""
+            }
+            if let extra = f.tensorNames.sorted().first(where: { co[$0] == nil }) {
+                throw PackedError(path: path, reason: "tensor '\(extra)' has no crc32 in the metadata")
+            }
+            m["fireq.crc32"] = nil
+            if let s = shared, s != m {
+                let key = Set(s.keys).union(m.keys).sorted().first { s[$0] != m[$0] } ?? "?"
+                throw PackedError(path: path, reason: "metadata \(key) differs from the first shard's; the shards are not one model")
+            }
+            shared = m
         }
-        guard metadata["fireq.version"] == PackedFormat.version else {
-            throw PackedError(path: path, reason: "has \(PackedFormat.name) version \(metadata["fireq.version"] ?? "?"), this tool reads version \(PackedFormat.version)")
-        }
+        var meta = shared ?? [:]
+        meta["fireq.crc32"] = ckpt.files.first?.metadata["fireq.crc32"]
+        metadata = meta
         guard let r = metadata["fireq.recipe"], let rj = try? JSONParser.parse(r) else {
-            throw PackedError(path: path, reason: "metadata fireq.recipe is missing or not JSON")
+            throw PackedError(path: weightFiles[0], reason: "metadata fireq.recipe is missing or not JSON")
         }
         recipe = rj
-        guard let c = metadata["fireq.crc32"], let cj = try? JSONParser.parse(c), let co = cj.objectValue else {
-            throw PackedError(path: path, reason: "metadata fireq.crc32 is missing or not a JSON object")
-        }
-        var crc: [String: String] = [:]
-        for (k, v) in co.pairs { crc[k] = v.stringValue ?? "" }
         self.crc = crc
-        let names = Set(file.tensorNames)
-        if let missing = crc.keys.sorted().first(where: { !names.contains($0) }) {
-            throw PackedError(path: path, reason: "tensor '\(missing)' listed in fireq.crc32 is missing")
-        }
-        if let extra = names.sorted().first(where: { crc[$0] == nil }) {
-            throw PackedError(path: path, reason: "tensor '\(extra)' has no crc32 in the metadata")
-        }
+        file = PackedTensors(ckpt)
+    }
+
+    /// SHA-256 identifying the weights: the file's own for one `model.safetensors`; for shards,
+    /// of the lines "NAME SHA256\n" of the index and each shard, in `weightFiles` order.
+    public func contentSHA256() throws -> String {
+        try Self.contentSHA256(directory: directory, names: weightFiles.map { ($0 as NSString).lastPathComponent })
+    }
+
+    public static func contentSHA256(directory: String, names: [String]) throws -> String {
+        if names == ["model.safetensors"] { return try SHA256.fileHex(directory + "/model.safetensors") }
+        var lines = ""
+        for n in names { lines += "\(n) \(try SHA256.fileHex(directory + "/" + n))\n" }
+        return SHA256.hex(Array(lines.utf8))
     }
 
     /// Checks every tensor's crc32; throws on the first mismatch.
@@ -48,7 +123,8 @@ public final class PackedModel: @unchecked Sendable {
         for t in file.tensors {
             let got = PackedFormat.crc32Hex(file.rawBytes(t))
             if got != crc[t.name] {
-                throw PackedError(path: weightsPath, reason: "crc32 mismatch in tensor '\(t.name)' (stored \(crc[t.name]!), computed \(got)); the file is corrupt")
+                let path = (try? file.checkpoint.file(for: t.name).0.path) ?? weightsPath
+                throw PackedError(path: path, reason: "crc32 mismatch in tensor '\(t.name)' (stored \(crc[t.name]!), computed \(got)); the file is corrupt")
             }
         }
     }

@@ -111,7 +111,7 @@ public struct BatchManifest: Sendable {
     static let pathKeys: Set = ["model", "out", "recipe", "text", "jsonl", "tokens", "eval_text", "gguf_metadata", "work"]
     static let allKeys: [String] = ["id", "model", "out", "recipe", "text", "jsonl", "tokens", "generate", "temperature", "top_p",
                                     "samples", "seq_len", "shuffle", "seed", "eval_text", "eval_context", "eval_windows",
-                                    "max_delta_ppl", "export", "gguf_metadata", "work", "keep_work", "force"]
+                                    "max_delta_ppl", "export", "gguf_metadata", "work", "keep_work", "force", "max_shard_size"]
 
     private func parseEntry(_ bytes: ArraySlice<UInt8>, line: Int, index: Int, problems: inout [String]) -> BatchEntry? {
         let start = problems.count
@@ -196,6 +196,10 @@ public struct BatchManifest: Sendable {
         job.work = str("work")
         job.keepWork = bool("keep_work") ?? false
         job.force = bool("force") ?? false
+        if let v = o["max_shard_size"] {
+            if let b = v.intValue ?? v.stringValue.flatMap(parseByteSize), b >= 1 << 20 { job.maxShardBytes = b }
+            else { problems.append("\"max_shard_size\" must be a size of at least 1 MiB (\"5GB\", \"500MB\", \"2GiB\" or bytes), not \(Self.show(v)).") }
+        }
         if model != nil && out != nil {
             do { try job.validate(name: SettingNames.manifestKey) } catch { problems.append(String(describing: error)) }
         }

@@ -1,4 +1,5 @@
 import Foundation
+import PackedFormat
 import JSONSupport
 import Reports
 
@@ -74,8 +75,9 @@ public struct BatchReport: Sendable {
                 r.klMean = mo["kl_mean"]?.doubleValue
                 r.top1 = mo["top1_agreement"]?.doubleValue
                 r.packedSHA256 = r.packedSHA256 ?? mo["packed_file_sha256"]?.stringValue
-                let packed = parentFolder(rep) + (r.status == "passed" ? "" : "/packed") + "/model.safetensors"
-                r.packedBytes = (try? fm.attributesOfItem(atPath: packed))?[.size] as? Int
+                let packed = parentFolder(rep) + (r.status == "passed" ? "" : "/packed")
+                let sizes = PackedModel.weightFileNames(in: packed).compactMap { (try? fm.attributesOfItem(atPath: packed + "/" + $0))?[.size] as? Int }
+                r.packedBytes = sizes.isEmpty ? nil : sizes.reduce(0, +)
             }
             return r
         }

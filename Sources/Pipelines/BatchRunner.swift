@@ -1,5 +1,6 @@
 import Exports
 import Foundation
+import PackedFormat
 import JSONSupport
 import TensorStore
 
@@ -127,7 +128,7 @@ public enum BatchRunner {
 
         // Done already: OUT published by this same entry, bytes unchanged.
         if let p = previous, p.status == "passed", p.entrySHA256 == e.sha256, let h = p.packedSHA256,
-           (try? fileSHA256(e.job.out + "/model.safetensors")) == h {
+           (try? PackedModel.contentSHA256(directory: e.job.out, names: PackedModel.weightFileNames(in: e.job.out))) == h {
             log.line("\(e.job.out): up to date (this entry passed before and its model is unchanged), skipped")
             return 0
         }

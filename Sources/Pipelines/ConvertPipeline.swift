@@ -4,6 +4,7 @@ import Exports
 import Foundation
 import JSONSupport
 import LlamaReference
+import PackedFormat
 import Quantization
 import Reports
 import TensorStore
@@ -25,6 +26,8 @@ public struct ConvertJob: Sendable, Equatable {
     public var exports: [ExportFormat] = []
     public var ggufMetadata: String?
     public var force = false
+    /// Largest packed shard (Quantizer.defaultMaxShardBytes unless given).
+    public var maxShardBytes = Quantizer.defaultMaxShardBytes
 
     public init(model: String, out: String) {
         self.model = model
@@ -44,6 +47,7 @@ public struct ConvertJob: Sendable, Equatable {
         guard evalWindows >= 1 else { throw PipelineError("\(name("eval-windows")) must be at least 1.") }
         guard maxDeltaPPL > 0, maxDeltaPPL.isFinite else { throw PipelineError("\(name("max-delta-ppl")) must be positive.") }
         if ggufMetadata != nil && !exports.contains(.gguf) { throw PipelineError("\(name("gguf-metadata")) needs \(name("export")) gguf.") }
+        guard maxShardBytes >= 1 << 20 else { throw PipelineError("\(name("max-shard-size")) must be at least 1 MiB.") }
         if evalText == nil && (calibration.text == nil || calibration.shuffle) {
             throw PipelineError("Give \(name("eval-text")): the default held-out text is the \(name("text")) calibration file after its in-order calibration windows.")
         }
@@ -147,7 +151,10 @@ public enum ConvertPipeline {
         let statsHash = statsHashes["stats.h5"]!
         let qKey = StageRecord.key(["quantize", tool, modelHash, statsHash, recipeJSON])
         let packedRecord = StageRecord(path: W + "/packed.stage.json", name: "quantization")
-        let packedFiles = [packed + "/model.safetensors", packed + "/config.json", packed + "/tokenizer.json"]
+        // The weight files as the folder stands (one model.safetensors, or an index and shards).
+        var weightNames = PackedModel.weightFileNames(in: packed)
+        if weightNames.isEmpty { weightNames = ["model.safetensors"] }
+        var packedFiles = weightNames.map { packed + "/" + $0 } + [packed + "/config.json", packed + "/tokenizer.json"]
         let packedHashes: [String: String]
         if let h = try packedRecord.current(key: qKey, outputs: packedFiles, log: log) {
             log.line("[2/3] quantization: up to date (\(packed)), skipped")
@@ -157,12 +164,20 @@ public enum ConvertPipeline {
             log.line("[2/3] quantization with recipe '\(r.name)'")
             let t0 = Date()
             _ = try Quantizer.run(modelDir: job.model, statsPath: stats, recipe: r, recipeJSON: recipeJSON, outDir: packed,
-                                  toolVersion: tool, threads: job.threads, force: true) { done, total in
+                                  toolVersion: tool, threads: job.threads, force: true, maxShardBytes: job.maxShardBytes) { done, total in
                 log.progress(done: done, total: total, started: t0, label: "layers")
             }
             let s = Date().timeIntervalSince(t0)
+            weightNames = PackedModel.weightFileNames(in: packed)
+            packedFiles = weightNames.map { packed + "/" + $0 } + [packed + "/config.json", packed + "/tokenizer.json"]
             packedHashes = try packedRecord.write(key: qKey, outputs: packedFiles, seconds: s)
             stages.append(StageTiming(name: "quantization", seconds: s, skipped: false))
+        }
+
+        // The packed weights' identity (PackedModel.contentSHA256, from the recorded hashes).
+        let packedSHA: String
+        if weightNames == ["model.safetensors"] { packedSHA = packedHashes["model.safetensors"]! } else {
+            packedSHA = SHA256.hex(Array(weightNames.map { "\($0) \(packedHashes[$0]!)\n" }.joined().utf8))
         }
 
         // Stage 3: smoke evaluation on held-out text, and the report.
@@ -181,7 +196,7 @@ public enum ConvertPipeline {
         }
         let reportBase = W + "/report"
         let reportFiles = [reportBase + ".json", reportBase + ".md", reportBase + ".html"]
-        let evalKey = StageRecord.key(["smoke", tool, modelHash, packedHashes["model.safetensors"]!,
+        let evalKey = StageRecord.key(["smoke", tool, modelHash, packedSHA,
                                        SHA256.hex(Array(evalRaw.utf8)), "\(job.evalText == nil)", "\(job.evalContext)", "\(job.evalWindows)", "\(job.maxDeltaPPL)"])
         let evalRecord = StageRecord(path: W + "/report.stage.json", name: "smoke evaluation")
         if let h = try evalRecord.current(key: evalKey, outputs: reportFiles, log: log) {
@@ -215,7 +230,7 @@ public enum ConvertPipeline {
         let summary = String(format: "smoke evaluation: ppl %.3f → %.3f (%@%.1f %%, threshold %g %%)", basePPL, ppl, delta >= 0 ? "+" : "", delta, job.maxDeltaPPL)
         var outcome = ConvertOutcome(passed: delta <= job.maxDeltaPPL, basePerplexity: basePPL, perplexity: ppl, deltaPercent: delta,
                                      summary: summary, failure: nil, reportJSON: reportBase + ".json", stages: stages, seconds: 0,
-                                     packedSHA256: packedHashes["model.safetensors"]!)
+                                     packedSHA256: packedSHA)
         guard outcome.passed else {
             log.line("\(summary): FAILED")
             outcome.failure = "\(out): not written: the perplexity rose by \(String(format: "%.1f", delta)) %, more than \(name("max-delta-ppl")) \(String(format: "%g", job.maxDeltaPPL)) %; the converted model and report.html stay in \(W)."
@@ -229,7 +244,7 @@ public enum ConvertPipeline {
         for f in job.exports {
             let path = W + "/export." + (f == .gguf ? "gguf" : f.rawValue)
             let outputs = f.isFile ? [path] : [path + "/model.safetensors", path + "/config.json"]
-            let key = StageRecord.key(["export", tool, f.rawValue, packedHashes["model.safetensors"]!,
+            let key = StageRecord.key(["export", tool, f.rawValue, packedSHA,
                                        try job.ggufMetadata.map { try fileSHA256($0) } ?? "none", (out as NSString).lastPathComponent])
             let record = StageRecord(path: W + "/export-\(f.rawValue).stage.json", name: "\(f.rawValue) export")
             if let h = try record.current(key: key, outputs: outputs, log: log) {
@@ -248,10 +263,11 @@ public enum ConvertPipeline {
             exports.append((f, path))
         }
 
-        // Publish OUT (packed folder + report), then each export next to it.
-        try publish(from: packed, extra: reportFiles, to: out, parent: parent)
+        // Publish OUT (packed folder + report), then each export next to it: moved out of the work
+        // folder when it is not kept (no second copy of a model on disk), copied otherwise.
+        try publish(from: packed, extra: reportFiles, to: out, parent: parent, move: !job.keepWork)
         for (f, path) in exports {
-            try publish(from: path, to: job.exportDestination(f), parent: parent)
+            try publish(from: path, to: job.exportDestination(f), parent: parent, move: !job.keepWork)
             log.line("wrote \(job.exportDestination(f))")
         }
         if !job.keepWork { try? fm.removeItem(atPath: W) }
@@ -262,15 +278,16 @@ public enum ConvertPipeline {
         return outcome
     }
 
-    /// Copies `source` (plus `extra` files into it, for a folder) beside `dest` under a temporary
-    /// name, then renames it into place; an existing `dest` is first renamed aside (atomic), so
-    /// `dest` is never half-deleted or half-written.
-    static func publish(from source: String, extra: [String] = [], to dest: String, parent: String) throws {
+    /// Copies (or, with `move`, renames; copies when the work folder is on another file system)
+    /// `source` (plus `extra` files into it, for a folder) beside `dest` under a temporary name,
+    /// then renames it into place; an existing `dest` is first renamed aside (atomic), so `dest`
+    /// is never half-deleted or half-written.
+    static func publish(from source: String, extra: [String] = [], to dest: String, parent: String, move: Bool = false) throws {
         let fm = FileManager.default
         let name = (dest as NSString).lastPathComponent, pid = ProcessInfo.processInfo.processIdentifier
         let tmp = parent + "/." + name + ".tmp-\(pid)", old = parent + "/." + name + ".tmp-old-\(pid)"
         try? fm.removeItem(atPath: tmp)
-        try fm.copyItem(atPath: source, toPath: tmp)
+        if !(move && rename(source, tmp) == 0) { try fm.copyItem(atPath: source, toPath: tmp) }
         for f in extra { try fm.copyItem(atPath: f, toPath: tmp + "/" + (f as NSString).lastPathComponent) }
         if fm.fileExists(atPath: dest) { try fm.moveItem(atPath: dest, toPath: old) }
         try fm.moveItem(atPath: tmp, toPath: dest)

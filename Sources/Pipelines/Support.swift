@@ -94,7 +94,7 @@ public struct LoadedModel {
     public var packed: Bool { provenance.engine == "int4-fp8-runtime" }
 
     public static func isPacked(_ dir: String) -> Bool {
-        (try? SafetensorsFile(path: dir + "/model.safetensors"))?.metadata["fireq.format"] == PackedFormat.name
+        PackedModel.isPacked(dir)
     }
 
     /// An HF folder runs on the FP32 reference, a fireq-packed folder on the INT4-FP8 runtime.
@@ -108,7 +108,7 @@ public struct LoadedModel {
             if let r = pm.metadata["fireq.recipe"] { fields.append(("recipe_sha256", SHA256.hex(Array(r.utf8)))) }
             fields.append(("stats_sha256", pm.metadata["fireq.stats_sha256"] ?? "?"))
             fields.append(("source_model_sha256", pm.metadata["fireq.source_model_sha256"] ?? "?"))
-            fields.append(("packed_file_sha256", try fileSHA256(pm.weightsPath)))
+            fields.append(("packed_file_sha256", try pm.contentSHA256()))
             fields.append(("written_by", "fireq " + (pm.metadata["fireq.tool_version"] ?? "?")))
             let name = numerics == .fireq ? recipeName : "\(recipeName) (\(numerics.rawValue))"
             return LoadedModel(model: model, provenance: ModelProvenance(label: label ?? name, path: dir, engine: "int4-fp8-runtime", fields: fields))

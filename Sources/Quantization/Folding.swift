@@ -8,11 +8,13 @@ public struct RowMajorLayer: Sendable, Equatable {
     public var q: [Float], k: [Float], v: [Float], o: [Float]
     public var gate: [Float], up: [Float], down: [Float]
     public var qBias: [Float]?, kBias: [Float]?, vBias: [Float]?
+    /// Qwen3's per-head q / k RMSNorm weights (headDim each, shared by all heads).
+    public var qNorm: [Float]? = nil, kNorm: [Float]? = nil
 
     public static func load(_ ckpt: Checkpoint, layer i: Int, config c: LlamaConfig) throws(TensorStoreError) -> RowMajorLayer {
         typealias N = LlamaTensorNames
         func t(_ part: String, _ shape: [Int]) throws(TensorStoreError) -> [Float] { try ckpt.float32(N.layer(i, part), shape: shape) }
-        return RowMajorLayer(
+        var L = RowMajorLayer(
             inputNorm: try t(N.inputNorm, [c.hiddenSize]), postAttentionNorm: try t(N.postAttentionNorm, [c.hiddenSize]),
             q: try t(N.q + ".weight", [c.qDim, c.hiddenSize]), k: try t(N.k + ".weight", [c.kvDim, c.hiddenSize]),
             v: try t(N.v + ".weight", [c.kvDim, c.hiddenSize]), o: try t(N.o + ".weight", [c.hiddenSize, c.qDim]),
@@ -21,6 +23,11 @@ public struct RowMajorLayer: Sendable, Equatable {
             qBias: c.attentionBias ? try t(N.q + ".bias", [c.qDim]) : nil,
             kBias: c.attentionBias ? try t(N.k + ".bias", [c.kvDim]) : nil,
             vBias: c.attentionBias ? try t(N.v + ".bias", [c.kvDim]) : nil)
+        if c.qkNorm {
+            L.qNorm = try t(N.qNorm, [c.headDim])
+            L.kNorm = try t(N.kNorm, [c.headDim])
+        }
+        return L
     }
 
     /// Packs this layer for the FP32 reference forward pass.
@@ -33,7 +40,8 @@ public struct RowMajorLayer: Sendable, Equatable {
                                  qkv: pack(q + k + v, rows: c.qDim + 2 * c.kvDim, cols: c.hiddenSize), qkvBias: bias,
                                  o: pack(o, rows: c.hiddenSize, cols: c.qDim),
                                  gateUp: pack(gate + up, rows: 2 * c.intermediateSize, cols: c.hiddenSize),
-                                 down: pack(down, rows: c.hiddenSize, cols: c.intermediateSize))
+                                 down: pack(down, rows: c.hiddenSize, cols: c.intermediateSize),
+                                 qNorm: qNorm.map { FloatBuffer($0) }, kNorm: kNorm.map { FloatBuffer($0) })
     }
 }
 
@@ -52,6 +60,10 @@ public struct SmoothingPlan: Sendable, Equatable {
     /// Post-RoPE β and top-k (nil = off).
     public var postRopeBeta: Float? = 8
     public var postRopeTopK: Int = 8
+    /// One pre-RoPE factor per RoPE pair for all heads (the largest pair norm over KV heads)
+    /// instead of one per KV head: what Qwen3's shared q/k norm weights can carry (forced there);
+    /// a recipe option elsewhere, to measure what the sharing costs.
+    public var preRopeSharedHeads = false
     public init() {}
     public static let off: SmoothingPlan = {
         var p = SmoothingPlan(); p.gateUpC = 0; p.downC = 0; p.qkvC = 0; p.voScalar = 1; p.preRopeAlpha = nil; p.postRopeBeta = nil
@@ -120,8 +132,27 @@ public enum Folding {
                 }
             }
         }
-        if let alpha = plan.preRopeAlpha {
-            let nk = Smoothing.preRopeKeyFactors(pairNormMax: stats.kPreRopePairNormMax, kvHeads: c.kvHeadCount, headDim: D, alpha: alpha, excluded: excluded)
+        /// Head-shared pre-RoPE factors [D].
+        func sharedFactors(_ alpha: Float) -> [Float] {
+            let half = D / 2
+            let shared = (0..<half).map { j in (0..<c.kvHeadCount).map { stats.kPreRopePairNormMax[$0 * half + j] }.max() ?? 0 }
+            return Smoothing.preRopeKeyFactors(pairNormMax: shared, kvHeads: 1, headDim: D, alpha: alpha, excluded: Set(excluded.map { $0 % D }))
+        }
+        if let alpha = plan.preRopeAlpha, var kn = L.kNorm, var qn = L.qNorm {
+            // Qwen3: q_norm / k_norm sit between the projections and RoPE and would undo factors
+            // folded into q_proj / k_proj rows, and their weights are one vector for all heads.
+            // So the factors are head-shared (per RoPE pair: the largest key pair norm over the KV
+            // heads, no factor on a channel any head keeps for the post-RoPE S) and folded into
+            // the norm weights: k_norm × n, q_norm ÷ n. Pair-uniform, so RoPE commutes and q·k is
+            // unchanged (docs/accuracy.md "Qwen3").
+            let n = sharedFactors(alpha)
+            for j in 0..<D { kn[j] *= n[j]; qn[j] /= n[j] }
+            L.kNorm = kn
+            L.qNorm = qn
+        } else if let alpha = plan.preRopeAlpha {
+            let nk = plan.preRopeSharedHeads
+                ? Array((0..<c.kvHeadCount).map { _ in sharedFactors(alpha) }.joined())
+                : Smoothing.preRopeKeyFactors(pairNormMax: stats.kPreRopePairNormMax, kvHeads: c.kvHeadCount, headDim: D, alpha: alpha, excluded: excluded)
             let nq = Smoothing.queryFactors(keyFactors: nk, heads: c.headCount, kvHeads: c.kvHeadCount, headDim: D)
             scaleRows(&L.k, rows: c.kvDim, k: H, by: nk)
             scaleRows(&L.q, rows: c.qDim, k: H, by: nq)

@@ -13,10 +13,17 @@ public struct Quantizer {
         public var perTensorScales: [String: Float] = [:]
     }
 
+    /// Hugging Face's default `max_shard_size` (5 GB): the default model and anything up to ~9 B
+    /// parameters' packed size stays one `model.safetensors`.
+    public static let defaultMaxShardBytes = 5_000_000_000
+
     /// Quantizes `modelDir` with `recipe` and the statistics at `statsPath` into `outDir`
-    /// (written to a temporary folder beside it and renamed when complete).
+    /// (written to a temporary folder beside it and renamed when complete). Layers are written as
+    /// they are quantized (peak memory: one layer plus the embeddings), into shards of at most
+    /// `maxShardBytes` (a layer is never split; Formats/fireq-packed-v1.md "Shards").
     public static func run(modelDir: String, statsPath: String, recipe: Recipe, recipeJSON: String, outDir: String,
-                           toolVersion: String, threads: Int = 1, force: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> Summary {
+                           toolVersion: String, threads: Int = 1, force: Bool = false, maxShardBytes: Int = Quantizer.defaultMaxShardBytes,
+                           progress: ((Int, Int) -> Void)? = nil) throws -> Summary {
         let fm = FileManager.default
         if URL(fileURLWithPath: outDir).standardizedFileURL.resolvingSymlinksInPath().path
             == URL(fileURLWithPath: modelDir).standardizedFileURL.resolvingSymlinksInPath().path {
@@ -41,82 +48,13 @@ public struct Quantizer {
         }
         if fm.fileExists(atPath: outDir) && !force { throw QuantizationError.packed(path: outDir, reason: "already exists (pass --force to replace it)") }
         var summary = Summary()
-        var tensors: [TensorData] = []
-        func raw(_ name: String) throws {
-            let (f, t) = try ckpt.file(for: name)
-            tensors.append(TensorData(name: name, dtype: t.dtype, shape: t.shape, bytes: [UInt8](f.rawBytes(t))))
-            f.releasePages(t)
-        }
-        /// A modified 1-D tensor, stored in its source precision (F32 and BF16 stay, others become F16).
-        func stored(_ name: String, _ values: [Float], like source: String) throws {
-            let (_, t) = try ckpt.file(for: source)
-            let dtype: DType = t.dtype == .f32 || t.dtype == .bf16 ? t.dtype : .f16
-            tensors.append(TensorData(name: name, values: values, dtype: dtype, shape: [values.count]))
-        }
-        try raw(LlamaTensorNames.embed)
-        try raw(LlamaTensorNames.finalNorm)
-        if !c.tieWordEmbeddings { try raw(LlamaTensorNames.lmHead) }
-        for i in 0..<c.layerCount {
-            let prefix = "model.layers.\(i)."
-            if recipe.skipLayers.contains(i) {
-                for name in ckpt.tensorNames where name.hasPrefix(prefix) { try raw(name) }
-                progress?(i + 1, c.layerCount)
-                continue
-            }
-            var L = try RowMajorLayer.load(ckpt, layer: i, config: c)
-            if let a = recipe.smoothQuantAlpha { SmoothQuant.apply(alpha: a, to: &L, stats: stats.layers[i], config: c) }
-            let att = Folding.apply(recipe.smoothing, to: &L, stats: stats.layers[i], config: c)
-            try stored(prefix + LlamaTensorNames.inputNorm, L.inputNorm, like: prefix + LlamaTensorNames.inputNorm)
-            try stored(prefix + LlamaTensorNames.postAttentionNorm, L.postAttentionNorm, like: prefix + LlamaTensorNames.postAttentionNorm)
-            let mats: [(String, [Float], Int, Int)] = [
-                ("self_attn.q_proj", L.q, c.qDim, c.hiddenSize), ("self_attn.k_proj", L.k, c.kvDim, c.hiddenSize),
-                ("self_attn.v_proj", L.v, c.kvDim, c.hiddenSize), ("self_attn.o_proj", L.o, c.hiddenSize, c.qDim),
-                ("mlp.gate_proj", L.gate, c.intermediateSize, c.hiddenSize), ("mlp.up_proj", L.up, c.intermediateSize, c.hiddenSize),
-                ("mlp.down_proj", L.down, c.hiddenSize, c.intermediateSize)]
-            // The seven linears are independent: quantize them on `threads` threads, each result
-            // stored by index, so the output does not depend on the thread count.
-            let groupSizes = try mats.map { (n, _, _, k) throws -> Int in try recipe.groupSize(layer: i, name: prefix + n, k: k) }
-            let results = ResultSlots<PackedLinear>(count: mats.count)
-            Parallel.forEachChunk(mats.count, chunk: 1, threads: threads) { r in
-                for j in r {
-                    let (n, w, rows, k) = mats[j]
-                    let g = groupSizes[j]
-                    let p: Float = recipe.perTensorPowerOfTwo && recipe.scaleFormat == .fp8e4m3 ? Int4Groups.powerOfTwoScale(w, rows: rows, k: k, groupSize: g) : 1
-                    let qw = Int4Groups.quantize(p == 1 ? w : w.map { $0 * p }, rows: rows, k: k, groupSize: g, scaleFormat: recipe.scaleFormat)
-                    results.set(j, PackedLinear(name: prefix + n, n: rows, k: k, groupSize: g, q: qw.q, scales: qw.scales,
-                                                scaleFormat: recipe.scaleFormat.rawValue, perTensorScaleInv: 1 / p))
-                }
-            }
-            for packed in results.values {
-                let name = packed.name, rows = packed.n, k = packed.k, p = 1 / packed.perTensorScaleInv
-                let ts = packed.tensors()
-                tensors += ts
-                summary.linearBytes += ts.reduce(0) { $0 + $1.bytes.count }
-                summary.linearFP16Bytes += rows * k * 2
-                summary.perTensorScales[name] = p
-            }
-            if let b = L.qBias { try stored(prefix + "self_attn.q_proj.bias", b, like: prefix + "self_attn.q_proj.bias") }
-            if let b = L.kBias { try stored(prefix + "self_attn.k_proj.bias", b, like: prefix + "self_attn.k_proj.bias") }
-            if let b = L.vBias { try stored(prefix + "self_attn.v_proj.bias", b, like: prefix + "self_attn.v_proj.bias") }
-            if !att.keyChannels.isEmpty {
-                let s = prefix + "self_attn.qkv_supply."
-                tensors.append(TensorData(name: s + "post_k_smooth.top_k_indices", int32: att.keyChannels, shape: [att.keyChannels.count]))
-                tensors.append(TensorData(name: s + "post_k_smooth.smooth", values: att.keyScales, dtype: .bf16, shape: [att.keyScales.count]))
-                tensors.append(TensorData(name: s + "post_q_smooth.top_k_indices", int32: att.queryChannels, shape: [att.queryChannels.count]))
-                tensors.append(TensorData(name: s + "post_q_smooth.smooth", values: att.queryScales, dtype: .bf16, shape: [att.queryScales.count]))
-            }
-            progress?(i + 1, c.layerCount)
-        }
-        tensors.sort { $0.name < $1.name }
-        var crc = JSONObject()
-        for t in tensors { crc[t.name] = .string(t.bytes.withUnsafeBytes { PackedFormat.crc32Hex($0) }) }
         let cfgJSON = (try? JSONParser.parse(configBytes)).map { JSONWriter.serialize($0, sortedKeys: true) } ?? "{}"
-        let metadata: [String: String] = [
+        let common: [String: String] = [
             "fireq.format": PackedFormat.name, "fireq.version": PackedFormat.version, "fireq.config": cfgJSON,
             "fireq.recipe": recipeJSON, "fireq.source_model_sha256": modelHash, "fireq.stats_sha256": SHA256.hex(statsData),
-            "fireq.tool_version": toolVersion, "fireq.crc32": JSONWriter.serialize(.object(crc), sortedKeys: true),
+            "fireq.tool_version": toolVersion,
         ]
-        // Write everything into a temporary folder, then rename it into place.
+        // Everything is written into a temporary folder, then renamed into place.
         let parent = (outDir as NSString).deletingLastPathComponent.isEmpty ? "." : (outDir as NSString).deletingLastPathComponent
         let tmp = parent + "/." + (outDir as NSString).lastPathComponent + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
         try? fm.removeItem(atPath: tmp)
@@ -125,8 +63,94 @@ public struct Quantizer {
         } catch {
             throw QuantizationError.packed(path: outDir, reason: "cannot create the output folder (does '\(parent)' exist and is it writable?)")
         }
+        var crc: [String: String] = [:]
+        let writer = ShardedSafetensorsWriter(folder: tmp, maxShardBytes: maxShardBytes) { names in
+            var o = JSONObject()
+            for n in names { o[n] = .string(crc[n]!) }
+            var m = common
+            m["fireq.crc32"] = JSONWriter.serialize(.object(o), sortedKeys: true)
+            return m
+        }
+        /// One group of tensors (kept in one shard), each written as soon as it is given.
+        func emit(_ group: [TensorData]) throws {
+            try writer.beginGroup(bytes: group.reduce(0) { $0 + $1.bytes.count })
+            for t in group {
+                crc[t.name] = t.bytes.withUnsafeBytes { PackedFormat.crc32Hex($0) }
+                try writer.add(t)
+            }
+        }
+        func raw(_ name: String) throws -> TensorData {
+            let (f, t) = try ckpt.file(for: name)
+            defer { f.releasePages(t) }
+            return TensorData(name: name, dtype: t.dtype, shape: t.shape, bytes: [UInt8](f.rawBytes(t)))
+        }
+        /// A modified 1-D tensor, stored in its source precision (F32 and BF16 stay, others become F16).
+        func stored(_ name: String, _ values: [Float], like source: String) throws -> TensorData {
+            let (_, t) = try ckpt.file(for: source)
+            let dtype: DType = t.dtype == .f32 || t.dtype == .bf16 ? t.dtype : .f16
+            return TensorData(name: name, values: values, dtype: dtype, shape: [values.count])
+        }
         do {
-            try SafetensorsWriter.write(tensors, metadata: metadata, to: tmp + "/model.safetensors")
+            try emit([try raw(LlamaTensorNames.embed)])
+            try emit([try raw(LlamaTensorNames.finalNorm)])
+            if !c.tieWordEmbeddings { try emit([try raw(LlamaTensorNames.lmHead)]) }
+            for i in 0..<c.layerCount {
+                let prefix = "model.layers.\(i)."
+                var tensors: [TensorData] = []
+                if recipe.skipLayers.contains(i) {
+                    for name in ckpt.tensorNames where name.hasPrefix(prefix) { tensors.append(try raw(name)) }
+                    try emit(tensors)
+                    progress?(i + 1, c.layerCount)
+                    continue
+                }
+                var L = try RowMajorLayer.load(ckpt, layer: i, config: c)
+                if let a = recipe.smoothQuantAlpha { SmoothQuant.apply(alpha: a, to: &L, stats: stats.layers[i], config: c) }
+                let att = Folding.apply(recipe.smoothing, to: &L, stats: stats.layers[i], config: c)
+                tensors.append(try stored(prefix + LlamaTensorNames.inputNorm, L.inputNorm, like: prefix + LlamaTensorNames.inputNorm))
+                tensors.append(try stored(prefix + LlamaTensorNames.postAttentionNorm, L.postAttentionNorm, like: prefix + LlamaTensorNames.postAttentionNorm))
+                let mats: [(String, [Float], Int, Int)] = [
+                    ("self_attn.q_proj", L.q, c.qDim, c.hiddenSize), ("self_attn.k_proj", L.k, c.kvDim, c.hiddenSize),
+                    ("self_attn.v_proj", L.v, c.kvDim, c.hiddenSize), ("self_attn.o_proj", L.o, c.hiddenSize, c.qDim),
+                    ("mlp.gate_proj", L.gate, c.intermediateSize, c.hiddenSize), ("mlp.up_proj", L.up, c.intermediateSize, c.hiddenSize),
+                    ("mlp.down_proj", L.down, c.hiddenSize, c.intermediateSize)]
+                // The seven linears are independent: quantize them on `threads` threads, each result
+                // stored by index, so the output does not depend on the thread count.
+                let groupSizes = try mats.map { (n, _, _, k) throws -> Int in try recipe.groupSize(layer: i, name: prefix + n, k: k) }
+                let results = ResultSlots<PackedLinear>(count: mats.count)
+                Parallel.forEachChunk(mats.count, chunk: 1, threads: threads) { r in
+                    for j in r {
+                        let (n, w, rows, k) = mats[j]
+                        let g = groupSizes[j]
+                        let p: Float = recipe.perTensorPowerOfTwo && recipe.scaleFormat == .fp8e4m3 ? Int4Groups.powerOfTwoScale(w, rows: rows, k: k, groupSize: g) : 1
+                        let qw = Int4Groups.quantize(p == 1 ? w : w.map { $0 * p }, rows: rows, k: k, groupSize: g, scaleFormat: recipe.scaleFormat)
+                        results.set(j, PackedLinear(name: prefix + n, n: rows, k: k, groupSize: g, q: qw.q, scales: qw.scales,
+                                                    scaleFormat: recipe.scaleFormat.rawValue, perTensorScaleInv: 1 / p))
+                    }
+                }
+                for packed in results.values {
+                    let name = packed.name, rows = packed.n, k = packed.k, p = 1 / packed.perTensorScaleInv
+                    let ts = packed.tensors()
+                    tensors += ts
+                    summary.linearBytes += ts.reduce(0) { $0 + $1.bytes.count }
+                    summary.linearFP16Bytes += rows * k * 2
+                    summary.perTensorScales[name] = p
+                }
+                if let n = L.qNorm { tensors.append(try stored(prefix + LlamaTensorNames.qNorm, n, like: prefix + LlamaTensorNames.qNorm)) }
+                if let n = L.kNorm { tensors.append(try stored(prefix + LlamaTensorNames.kNorm, n, like: prefix + LlamaTensorNames.kNorm)) }
+                if let b = L.qBias { tensors.append(try stored(prefix + "self_attn.q_proj.bias", b, like: prefix + "self_attn.q_proj.bias")) }
+                if let b = L.kBias { tensors.append(try stored(prefix + "self_attn.k_proj.bias", b, like: prefix + "self_attn.k_proj.bias")) }
+                if let b = L.vBias { tensors.append(try stored(prefix + "self_attn.v_proj.bias", b, like: prefix + "self_attn.v_proj.bias")) }
+                if !att.keyChannels.isEmpty {
+                    let s = prefix + "self_attn.qkv_supply."
+                    tensors.append(TensorData(name: s + "post_k_smooth.top_k_indices", int32: att.keyChannels, shape: [att.keyChannels.count]))
+                    tensors.append(TensorData(name: s + "post_k_smooth.smooth", values: att.keyScales, dtype: .bf16, shape: [att.keyScales.count]))
+                    tensors.append(TensorData(name: s + "post_q_smooth.top_k_indices", int32: att.queryChannels, shape: [att.queryChannels.count]))
+                    tensors.append(TensorData(name: s + "post_q_smooth.smooth", values: att.queryScales, dtype: .bf16, shape: [att.queryScales.count]))
+                }
+                try emit(tensors)
+                progress?(i + 1, c.layerCount)
+            }
+            let files = try writer.finish(indexMetadata: ["fireq.format": PackedFormat.name, "fireq.version": PackedFormat.version])
             for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] where fm.fileExists(atPath: modelDir + "/" + f) {
                 try fm.copyItem(atPath: modelDir + "/" + f, toPath: tmp + "/" + f)
             }
@@ -135,11 +159,11 @@ public struct Quantizer {
             if fm.fileExists(atPath: outDir) { try fm.moveItem(atPath: outDir, toPath: old) }
             try fm.moveItem(atPath: tmp, toPath: outDir)
             try? fm.removeItem(atPath: old)
+            summary.totalBytes = files.reduce(0) { $0 + ((try? fm.attributesOfItem(atPath: outDir + "/" + $1)[.size] as? Int) ?? 0) }
         } catch {
             try? fm.removeItem(atPath: tmp)
             throw error
         }
-        summary.totalBytes = (try? fm.attributesOfItem(atPath: outDir + "/model.safetensors")[.size] as? Int) ?? 0
         summary.sourceBytes = ckpt.files.reduce(0) { $0 + ((try? fm.attributesOfItem(atPath: $1.path)[.size] as? Int) ?? 0) }
         return summary
     }

@@ -113,7 +113,8 @@ public struct Recipe: Sendable, Equatable {
             r.smoothQuantAlpha = try num(s, "smoothquant_alpha", "smoothing.")
         }
         if let a = try obj(root, "attention", "") {
-            try keys(a, ["pre_rope_alpha", "post_rope_beta", "post_rope_top_k", "q_format", "kv_bits"], "attention.")
+            try keys(a, ["pre_rope_alpha", "pre_rope_shared_heads", "post_rope_beta", "post_rope_top_k", "q_format", "kv_bits"], "attention.")
+            if let b = try bool(a, "pre_rope_shared_heads", "attention.") { r.smoothing.preRopeSharedHeads = b }
             if a["pre_rope_alpha"] != nil { r.smoothing.preRopeAlpha = try num(a, "pre_rope_alpha", "attention.") }
             if a["post_rope_beta"] != nil { r.smoothing.postRopeBeta = try num(a, "post_rope_beta", "attention.") }
             if let k = try int(a, "post_rope_top_k", "attention.") { r.smoothing.postRopeTopK = k }
@@ -161,7 +162,9 @@ public struct Recipe: Sendable, Equatable {
             ("activations", .object(JSONObject([("format", .string(activationsFP8 ? "fp8_e4m3" : "fp32")), ("output_bf16", .bool(outputBF16))]))),
             ("smoothing", .object(JSONObject([("gate_up_c", f(smoothing.gateUpC)), ("down_c", f(smoothing.downC)), ("qkv_c", f(smoothing.qkvC)),
                                               ("vo_scalar", f(smoothing.voScalar)), ("smoothquant_alpha", f(smoothQuantAlpha))]))),
-            ("attention", .object(JSONObject([("pre_rope_alpha", f(smoothing.preRopeAlpha)), ("post_rope_beta", f(smoothing.postRopeBeta)),
+            ("attention", .object(JSONObject([("pre_rope_alpha", f(smoothing.preRopeAlpha))]
+                                             + (smoothing.preRopeSharedHeads ? [("pre_rope_shared_heads", JSONValue.bool(true))] : [])
+                                             + [("post_rope_beta", f(smoothing.postRopeBeta)),
                                               ("post_rope_top_k", .int(smoothing.postRopeTopK)), ("q_format", .string(queryFP8 ? "fp8_e4m3" : "fp32")),
                                               ("kv_bits", kvInt4 ? .int(4) : .null)]))),
             ("layers", .object(JSONObject([("skip", .array(skipLayers.sorted().map { .int($0) })), ("group_size", .object(groups))]))),

@@ -46,6 +46,7 @@ public final class QuantizedDecoder {
             }
             f.rmsNorm(h.pointer, rows: 1, weight: L.inputNorm.pointer, out: xn.pointer)
             run(L.qkv, xn.pointer, qkv.pointer)
+            if let qn = L.qNorm, let kn = L.kNorm { f.headNorms(qkv.pointer, rows: 1, qNorm: qn.pointer, kNorm: kn.pointer) }
             for hh in 0..<(c.headCount + c.kvHeadCount) { Rope.rotate(qkv.pointer + hh * D, half: half, cos: cosT, sin: sinT) }
             m.quantizeAttentionInputs(L, qkv: qkv.pointer, rows: 1)
             for j in 0..<c.kvDim { keys[li].pointer[j * capacity + position] = qkv.pointer[c.qDim + j] }

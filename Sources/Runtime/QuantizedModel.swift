@@ -38,6 +38,8 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         /// q, k and v fused (one FP8 quantization of the input, one GEMM); gate and up likewise.
         let qkv: Int4FP8Linear, o: Int4FP8Linear, gateUp: Int4FP8Linear, down: Int4FP8Linear
         let keyChannels: [Int], keyScales: [Float], queryChannels: [Int], queryScales: [Float]
+        /// Qwen3's per-head q / k RMSNorm weights (with FireQ's pre-RoPE factors folded in).
+        let qNorm: FloatBuffer?, kNorm: FloatBuffer?
     }
 
     public let numerics: RuntimeNumerics
@@ -88,7 +90,8 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
                 keyChannels: try ints(s + "post_k_smooth.top_k_indices"),
                 keyScales: full && f.info(s + "post_k_smooth.smooth") != nil ? try f.float32(s + "post_k_smooth.smooth") : [],
                 queryChannels: try ints(s + "post_q_smooth.top_k_indices"),
-                queryScales: full && f.info(s + "post_q_smooth.smooth") != nil ? try f.float32(s + "post_q_smooth.smooth") : []))
+                queryScales: full && f.info(s + "post_q_smooth.smooth") != nil ? try f.float32(s + "post_q_smooth.smooth") : [],
+                qNorm: c.qkNorm ? try vec(p + "self_attn.q_norm.weight") : nil, kNorm: c.qkNorm ? try vec(p + "self_attn.k_norm.weight") : nil))
             release(prefix: p)
         }
         self.layers = layers
@@ -161,6 +164,7 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         forward.rmsNorm(h, rows: rows, weight: L.inputNorm.pointer, out: ws.xn.pointer)
         observer?.observe(.attentionInput, layer: li, ActivationView(base: ws.xn.pointer, rows: rows, cols: H, rowStride: H))
         run(L.qkv, ws.xn.pointer, ws.qkv.pointer, ldy: qkvDim)
+        if let qn = L.qNorm, let kn = L.kNorm { forward.headNorms(ws.qkv.pointer, rows: rows, qNorm: qn.pointer, kNorm: kn.pointer) }
         forward.applyRope(ws.qkv.pointer, rows: rows, seqLen: T)
         quantizeAttentionInputs(L, qkv: ws.qkv.pointer, rows: rows)
         forward.attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: T)

@@ -49,21 +49,26 @@ public struct TensorData: Sendable {
 public enum SafetensorsWriter {
     /// The header bytes (length prefix not included) for tensors in the given order.
     public static func header(for tensors: [TensorData], metadata: [String: String]) -> [UInt8] {
+        header(entries: tensors.map { ($0.name, $0.dtype, $0.shape, $0.bytes.count) }, metadata: metadata)
+    }
+
+    /// The header bytes for (name, dtype, shape, byte count) entries laid out in the given order.
+    public static func header(entries: [(name: String, dtype: DType, shape: [Int], bytes: Int)], metadata: [String: String]) -> [UInt8] {
         var obj = JSONObject()
         var meta = JSONObject()
         meta["format"] = .string("pt")
         for k in metadata.keys.sorted() where k != "format" { meta[k] = .string(metadata[k]!) }
         obj["__metadata__"] = .object(meta)
         var offset = 0
-        for t in tensors {
+        for t in entries {
             precondition(t.name != "__metadata__", "a tensor cannot be named __metadata__")
             precondition(obj[t.name] == nil, "duplicate tensor name \(t.name)")
             obj[t.name] = .object(JSONObject([
                 ("dtype", .string(t.dtype.rawValue)),
                 ("shape", .array(t.shape.map { .int($0) })),
-                ("data_offsets", .array([.int(offset), .int(offset + t.bytes.count)])),
+                ("data_offsets", .array([.int(offset), .int(offset + t.bytes)])),
             ]))
-            offset += t.bytes.count
+            offset += t.bytes
         }
         var bytes = Array(JSONWriter.serialize(.object(obj)).utf8)
         while (8 + bytes.count) % 8 != 0 { bytes.append(0x20) }

@@ -2,6 +2,8 @@ import ArgumentParser
 import Exports
 import Foundation
 import Pipelines
+import Quantization
+import TensorStore
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -42,6 +44,7 @@ struct Convert: ParsableCommand {
     var ggufMetadata: String?
     @Flag(name: .long, help: "Replace an existing output folder (and existing exports).")
     var force = false
+    @OptionGroup var shards: ShardOption
 
     var job: ConvertJob {
         var j = ConvertJob(model: modelOptions.model, out: out)
@@ -57,6 +60,7 @@ struct Convert: ParsableCommand {
         j.exports = (export ?? "").split(separator: ",").compactMap { ExportFormat(rawValue: $0.trimmingCharacters(in: .whitespaces)) }
         j.ggufMetadata = ggufMetadata
         j.force = force
+        j.maxShardBytes = parseByteSize(shards.maxShardSize) ?? Quantizer.defaultMaxShardBytes
         return j
     }
 

@@ -4,6 +4,7 @@ import Foundation
 import Pipelines
 import LlamaReference
 import Runtime
+import TensorStore
 
 struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Hugging Face model folder (config.json, *.safetensors, tokenizer.json).")
@@ -45,6 +46,20 @@ func fail(_ error: Error) -> Never {
     let text = String(describing: error)
     FileHandle.standardError.write(Data(("error: " + text + "\n").utf8))
     Foundation.exit(1)
+}
+
+/// `--max-shard-size` of quantize and convert.
+struct ShardOption: ParsableArguments {
+    @Option(name: .customLong("max-shard-size"), help: "Largest packed weight file, e.g. 5GB, 500MB, 2GiB or bytes; more layers are written as model-0000k-of-0000n.safetensors shards with model.safetensors.index.json (a layer is never split).")
+    var maxShardSize: String = "5GB"
+
+    func validate() throws {
+        guard let b = parseByteSize(maxShardSize), b >= 1 << 20 else {
+            throw ValidationError("--max-shard-size '\(maxShardSize)' is not a size of at least 1 MiB (e.g. 5GB, 500MB, 2GiB).")
+        }
+    }
+
+    var bytes: Int { parseByteSize(maxShardSize)! }
 }
 
 struct CLIError: Error, CustomStringConvertible {

@@ -22,6 +22,7 @@ struct Quantize: ParsableCommand {
     var out: String
     @Flag(name: .long, help: "Replace an existing output folder.")
     var force = false
+    @OptionGroup var shards: ShardOption
 
     func run() throws {
         do {
@@ -29,11 +30,13 @@ struct Quantize: ParsableCommand {
             let log = ProgressLog(enabled: true)
             let t0 = Date()
             let s = try Quantizer.run(modelDir: modelOptions.model, statsPath: stats, recipe: r, recipeJSON: r.canonicalJSON, outDir: out,
-                                      toolVersion: FireQVersion.string, threads: compute.threads, force: force) { done, total in
+                                      toolVersion: FireQVersion.string, threads: compute.threads, force: force,
+                                      maxShardBytes: shards.bytes) { done, total in
                 log.progress(done: done, total: total, started: t0, label: "layers")
             }
-            log.line(String(format: "wrote %@: linear weights %.3f× their FP16 bytes, whole model.safetensors %.3f× the source",
-                            out, Double(s.linearBytes) / Double(max(1, s.linearFP16Bytes)), Double(s.totalBytes) / Double(max(1, s.sourceBytes))))
+            let files = PackedModel.weightFileNames(in: out)
+            log.line(String(format: "wrote %@ (%@): linear weights %.3f× their FP16 bytes, whole model %.3f× the source",
+                            out, files.count == 1 ? files[0] : "\(files.count - 1) shards + index", Double(s.linearBytes) / Double(max(1, s.linearFP16Bytes)), Double(s.totalBytes) / Double(max(1, s.sourceBytes))))
         } catch { fail(error) }
     }
 }
@@ -86,13 +89,15 @@ struct Inspect: ParsableCommand {
                 ("stats_sha256", .string(m.metadata["fireq.stats_sha256"] ?? "")),
                 ("quantized_linears", .int(layers.count)), ("linear_bits_per_weight", .double(Double(qBytes * 8) / Double(max(weights, 1)))),
                 ("linear_size_vs_fp16", .double(Double(qBytes) / Double(max(fp16Bytes, 1)))), ("tensor_bytes", .int(total)),
-                ("verified", .bool(verify)), ("layers", .array(layers)),
+                ("verified", .bool(verify)), ("weight_files", .array(m.weightFiles.map { .string(($0 as NSString).lastPathComponent) })),
+                ("layers", .array(layers)),
             ])
             if json { print(JSONWriter.serialize(.object(summary))); return }
             print("\(directory): \(m.metadata["fireq.format"]!) v\(m.metadata["fireq.version"]!), recipe '\(m.recipe["name"]?.stringValue ?? "?")', written by fireq \(m.metadata["fireq.tool_version"] ?? "?")")
             print(String(format: "%d quantized linears, %.3f bits/weight, %.3f× their FP16 size; tensors %.1f MiB%@",
                          layers.count, Double(qBytes * 8) / Double(max(weights, 1)), Double(qBytes) / Double(max(fp16Bytes, 1)),
                          Double(total) / 1048576, verify ? "; every crc32 verified" : ""))
+            if m.sharded { print("\(m.weightFiles.count - 1) shards: " + m.weightFiles.dropFirst().map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")) }
             for l in layers {
                 print("  \(l["name"]!.stringValue!)  G=\(l["group_size"]!.intValue!)  P=\(JSONWriter.serialize(l["per_tensor_scale"]!))  \(l["scale_format"]!.stringValue!)")
             }

@@ -10,7 +10,7 @@ import Tokenizer
 /// pipeline (calibrate → quantize → smoke evaluation → every export the family has) on each.
 @Suite(.serialized) struct FamilyTests {
     static let folder = TestPaths.root + "/.cache/families"
-    static let families = ["llama3", "qwen2", "mistral"]
+    static let families = ["llama3", "qwen2", "mistral", "qwen3"]
     static let hint = "bash Scripts/test.sh builds them (.cache/venv/bin/python Scripts/make_family_checkpoints.py .cache/families)"
 
     /// Our FP32 forward pass gives transformers' logits (float32, eager attention) within 1e-4 of
@@ -51,8 +51,9 @@ import Tokenizer
         let dir = Self.folder + "/" + family
         try TestPaths.require(dir + "/model.safetensors", hint: Self.hint)
         let out = TestPaths.tempDir() + "/" + family + "-fireq"
-        // GGUF carries the llama architecture only (Formats/exports.md): Qwen2's biases have no place there.
-        let exports = family == "qwen2" ? "compressed-tensors,mlx" : "gguf,compressed-tensors,mlx"
+        // GGUF carries the llama architecture only (Formats/exports.md): Qwen2's biases and Qwen3's
+        // q/k norms have no place there.
+        let exports = family.hasPrefix("qwen") ? "compressed-tensors,mlx" : "gguf,compressed-tensors,mlx"
         let r = try CLI.run(["convert", "--model", dir, "--out", out, "--text", ConvertTests.shakespeare, "--samples", "2", "--seq-len", "64",
                              "--eval-context", "64", "--eval-windows", "2", "--max-delta-ppl", "1000", "--threads", "2", "--export", exports])
         #expect(r.status == 0, "\(family): \(r.stderr)")

@@ -44,3 +44,78 @@ import Tokenizer
         }
     }
 }
+
+/// Qwen3 (q_norm / k_norm between the projections and RoPE): FireQ's pre-RoPE factors are
+/// head-shared and folded into the norm weights (Folding.apply), so q·k of every query/key
+/// pair, after RoPE, is what it was, and the whole smoothed model keeps its logits.
+@Suite(.serialized) struct Qwen3FoldTests {
+    @Test func preRopeFactorsFoldIntoTheHeadNormsAndKeepQK() throws {
+        let dir = FamilyTests.folder + "/qwen3"
+        try TestPaths.require(dir + "/model.safetensors", hint: FamilyTests.hint)
+        let original = try LlamaModel(directory: dir, threads: 2)
+        let c = original.config
+        #expect(c.qkNorm && c.architecture == .qwen3)
+        let cal = try Calibrator(directory: dir, threads: 2)
+        let tok = try Tokenizer(directory: dir)
+        let w = try CalibrationWindows.load(.text(TestPaths.sharedData + "/tinyshakespeare.txt"), tokenizer: tok, vocabSize: c.vocabSize, samples: 2, seqLen: 64)
+        var stats: [LayerStatistics] = []
+        try cal.run(w.windows, onLayer: { stats.append($0) })
+        var layers: [LlamaLayerWeights] = []
+        let D = c.headDim
+        for i in 0..<c.layerCount {
+            var L = try RowMajorLayer.load(cal.checkpoint, layer: i, config: c)
+            let before = L
+            var plan = SmoothingPlan()
+            _ = Folding.apply(plan, to: &L, stats: stats[i], config: c)
+            // Only the norms carry the pre-RoPE factors: q_proj / k_proj rows are as the channel
+            // smoothing left them (compare with the same plan without pre-RoPE scaling).
+            var noPre = before
+            plan.preRopeAlpha = nil
+            _ = Folding.apply(plan, to: &noPre, stats: stats[i], config: c)
+            #expect(L.q == noPre.q && L.k == noPre.k, "layer \(i): projections untouched by the pre-RoPE factors")
+            let n = (0..<D).map { L.kNorm![$0] / noPre.kNorm![$0] }
+            #expect(n.contains { abs($0 - 1) > 1e-3 }, "layer \(i): some pre-RoPE factor differs from 1")
+            for j in 0..<D {
+                #expect(abs(L.qNorm![j] * n[j] - noPre.qNorm![j]) <= 1e-5 * abs(noPre.qNorm![j]), "q factor = 1 / k factor")
+                #expect(abs(n[j] - n[(j + D / 2) % D]) <= 1e-6 * n[j], "both channels of a RoPE pair share the factor")
+            }
+            layers.append(L.referenceWeights(index: i, config: c))
+        }
+        // q·k after RoPE, for every head and position of a window, before and after the folds.
+        let ids = Array(w.windows[0].prefix(48))
+        final class Taps: ForwardObserver, @unchecked Sendable {
+            var q: [Int: [Float]] = [:], k: [Int: [Float]] = [:]
+            func observe(_ tap: Tap, layer: Int, _ v: ActivationView) {
+                guard tap == .qPostRope || tap == .kPostRope else { return }
+                var out: [Float] = []
+                for r in 0..<v.rows { for j in 0..<v.cols { out.append(v.base[r * v.rowStride + j]) } }
+                if tap == .qPostRope { q[layer] = out } else { k[layer] = out }
+            }
+        }
+        let smoothed = LlamaModel(config: c, embed: original.embed, layers: layers, finalNorm: original.finalNorm, lmHead: original.lmHead, threads: 2)
+        let ta = Taps(), tb = Taps()
+        _ = original.hiddenStates([ids], observer: ta)
+        _ = smoothed.hiddenStates([ids], observer: tb)
+        let group = c.headCount / c.kvHeadCount, T = ids.count
+        for li in 0..<c.layerCount {
+            var worst: Float = 0, scale: Float = 0
+            for h in 0..<c.headCount {
+                let g = h / group
+                for a in 0..<T {
+                    for b in 0...a {
+                        var x: Float = 0, y: Float = 0
+                        for d in 0..<D {
+                            x += ta.q[li]![a * c.qDim + h * D + d] * ta.k[li]![b * c.kvDim + g * D + d]
+                            y += tb.q[li]![a * c.qDim + h * D + d] * tb.k[li]![b * c.kvDim + g * D + d]
+                        }
+                        worst = max(worst, abs(x - y)); scale = max(scale, abs(x))
+                    }
+                }
+            }
+            #expect(worst / scale <= 1e-4, "layer \(li): max |Δ q·k| \(worst) of max |q·k| \(scale)")
+        }
+        let a = original.logits(ids), b = smoothed.logits(ids)
+        let worst = zip(a, b).map { abs($0 - $1) }.max()!, scale = a.map(abs).max()!
+        #expect(worst / scale <= SmoothingFoldTests.relativeTolerance, "max |Δ| \(worst) of max |logit| \(scale)")
+    }
+}

@@ -32,9 +32,9 @@ SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "da
 WIKI = os.path.join(SHARED, "wikitext-2-raw-test.raw")
 SHAKESPEARE = os.path.join(SHARED, "tinyshakespeare.txt")
 CONTEXT, WINDOWS = 128, 2
-# GGUF carries the llama architecture (Llama, Mistral); Qwen2's biases have no place there.
+# GGUF carries the llama architecture (Llama, Mistral); Qwen2's biases and Qwen3's q/k norms have no place there.
 EXPORTS = {"llama3": ["gguf", "compressed-tensors", "mlx"], "qwen2": ["compressed-tensors", "mlx"],
-           "mistral": ["gguf", "compressed-tensors", "mlx"]}
+           "mistral": ["gguf", "compressed-tensors", "mlx"], "qwen3": ["compressed-tensors", "mlx"]}
 # llama.cpp multiplies Q4_0 weights by activations rounded to Q8_0 blocks and keeps an F16 KV
 # cache (measured here: 7e-5 for llama3); transformers and MLX compute in float32 like the
 # reference, only the summation order differs.

@@ -1,6 +1,7 @@
 """The Formats/ reference reader and the Swift dequantization agree bit for bit, and the reader
 rejects a corrupted file. Run by Scripts/test.sh with FIREQ_PACKED (a packed folder) and
 FIREQ_DEQUANT (Swift's `fireq inspect --dequantize-to` output)."""
+import json
 import os
 import shutil
 import sys
@@ -50,3 +51,23 @@ def test_flipped_byte_is_rejected():
             reader.open_packed(bad)
     finally:
         shutil.rmtree(d)
+
+
+def test_sharded_folder_reads_as_the_single_file():
+    """Formats/fireq-packed-v1.md "Shards": the same quantization with --max-shard-size 30MB is
+    three shards and an index, and reads as the same tensors, metadata and weights."""
+    sharded = os.environ["FIREQ_PACKED_SHARDED"]
+    names = sorted(os.listdir(sharded))
+    shards = [n for n in names if n.startswith("model-")]
+    assert shards == [f"model-0000{k}-of-00003.safetensors" for k in (1, 2, 3)] and "model.safetensors" not in names
+    index = json.load(open(os.path.join(sharded, "model.safetensors.index.json")))
+    assert index["metadata"]["fireq.format"] == "fireq-packed"
+    m1, t1 = reader.open_packed(PACKED)
+    m2, t2 = reader.open_packed(sharded)
+    assert set(t1) == set(t2) == set(index["weight_map"])
+    assert all(t1[k][2] == t2[k][2] for k in t1)
+    assert index["metadata"]["total_size"] == sum(len(t[2]) for t in t1.values())
+    assert {k: v for k, v in m1.items() if k != "fireq.crc32"} == {k: v for k, v in m2.items() if k != "fireq.crc32"}
+    assert json.loads(m1["fireq.crc32"]) == json.loads(m2["fireq.crc32"])
+    d1, d2 = reader.dequantize(m1, t1), reader.dequantize(m2, t2)
+    assert all(np.array_equal(d1[k], d2[k]) for k in d1)
