@@ -116,6 +116,23 @@ public enum ConvertPipeline {
         }
         let started = Date()
         var stages: [StageTiming] = []
+        /// A recorded stage: skipped when its record still matches `key` and `outputs()`, else
+        /// `body` runs and the record is written (with `outputs()` as they stand then). Returns
+        /// the outputs' hashes by file name.
+        func stage(_ record: StageRecord, key: String, timing: String, skipped: String, running: String,
+                   outputs: () -> [String], _ body: () throws -> Void) throws -> [String: String] {
+            if let h = try record.current(key: key, outputs: outputs(), log: log) {
+                log.line(skipped)
+                stages.append(StageTiming(name: timing, seconds: h.seconds, skipped: true))
+                return h.hashes
+            }
+            log.line(running)
+            let t0 = Date()
+            try body()
+            let s = Date().timeIntervalSince(t0)
+            stages.append(StageTiming(name: timing, seconds: s, skipped: false))
+            return try record.write(key: key, outputs: outputs(), seconds: s)
+        }
 
         let r = try job.recipe.map { try Recipe.load($0) } ?? Recipe()
         let recipeJSON = r.canonicalJSON
@@ -132,18 +149,9 @@ public enum ConvertPipeline {
             "calibrate", tool, modelHash, c.source.kind, sourceHash, "\(c.samples)", "\(c.seqLen)", "\(c.shuffle)", "\(c.seed)",
             "\(c.temperature)", "\(c.topP)"])
         let statsRecord = StageRecord(path: W + "/stats.stage.json", name: "calibration")
-        let statsHashes: [String: String]
-        if let h = try statsRecord.current(key: calKey, outputs: [stats], log: log) {
-            log.line("[1/3] calibration: up to date (\(stats)), skipped")
-            statsHashes = h.hashes
-            stages.append(StageTiming(name: "calibration", seconds: h.seconds, skipped: true))
-        } else {
-            log.line("[1/3] calibration")
-            let t0 = Date()
+        let statsHashes = try stage(statsRecord, key: calKey, timing: "calibration", skipped: "[1/3] calibration: up to date (\(stats)), skipped",
+                                    running: "[1/3] calibration", outputs: { [stats] }) {
             try CalibrationPipeline.run(modelDir: job.model, job: c, threads: job.threads, out: stats, log: log)
-            let s = Date().timeIntervalSince(t0)
-            statsHashes = try statsRecord.write(key: calKey, outputs: [stats], seconds: s)
-            stages.append(StageTiming(name: "calibration", seconds: s, skipped: false))
         }
 
         // Stage 2: quantization.
@@ -152,32 +160,24 @@ public enum ConvertPipeline {
         let qKey = StageRecord.key(["quantize", tool, modelHash, statsHash, recipeJSON])
         let packedRecord = StageRecord(path: W + "/packed.stage.json", name: "quantization")
         // The weight files as the folder stands (one model.safetensors, or an index and shards).
-        var weightNames = PackedModel.weightFileNames(in: packed)
-        if weightNames.isEmpty { weightNames = ["model.safetensors"] }
-        var packedFiles = weightNames.map { packed + "/" + $0 } + [packed + "/config.json", packed + "/tokenizer.json"]
-        let packedHashes: [String: String]
-        if let h = try packedRecord.current(key: qKey, outputs: packedFiles, log: log) {
-            log.line("[2/3] quantization: up to date (\(packed)), skipped")
-            packedHashes = h.hashes
-            stages.append(StageTiming(name: "quantization", seconds: h.seconds, skipped: true))
-        } else {
-            log.line("[2/3] quantization with recipe '\(r.name)'")
+        func weightNames() -> [String] {
+            let n = PackedModel.weightFileNames(in: packed)
+            return n.isEmpty ? ["model.safetensors"] : n
+        }
+        let packedHashes = try stage(packedRecord, key: qKey, timing: "quantization", skipped: "[2/3] quantization: up to date (\(packed)), skipped",
+                                     running: "[2/3] quantization with recipe '\(r.name)'",
+                                     outputs: { weightNames().map { packed + "/" + $0 } + [packed + "/config.json", packed + "/tokenizer.json"] }) {
             let t0 = Date()
             _ = try Quantizer.run(modelDir: job.model, statsPath: stats, recipe: r, recipeJSON: recipeJSON, outDir: packed,
                                   toolVersion: tool, threads: job.threads, force: true, maxShardBytes: job.maxShardBytes) { done, total in
                 log.progress(done: done, total: total, started: t0, label: "layers")
             }
-            let s = Date().timeIntervalSince(t0)
-            weightNames = PackedModel.weightFileNames(in: packed)
-            packedFiles = weightNames.map { packed + "/" + $0 } + [packed + "/config.json", packed + "/tokenizer.json"]
-            packedHashes = try packedRecord.write(key: qKey, outputs: packedFiles, seconds: s)
-            stages.append(StageTiming(name: "quantization", seconds: s, skipped: false))
         }
 
         // The packed weights' identity (PackedModel.contentSHA256, from the recorded hashes).
         let packedSHA: String
-        if weightNames == ["model.safetensors"] { packedSHA = packedHashes["model.safetensors"]! } else {
-            packedSHA = SHA256.hex(Array(weightNames.map { "\($0) \(packedHashes[$0]!)\n" }.joined().utf8))
+        if weightNames() == ["model.safetensors"] { packedSHA = packedHashes["model.safetensors"]! } else {
+            packedSHA = SHA256.hex(Array(weightNames().map { "\($0) \(packedHashes[$0]!)\n" }.joined().utf8))
         }
 
         // Stage 3: smoke evaluation on held-out text, and the report.
@@ -199,11 +199,8 @@ public enum ConvertPipeline {
         let evalKey = StageRecord.key(["smoke", tool, modelHash, packedSHA,
                                        SHA256.hex(Array(evalRaw.utf8)), "\(job.evalText == nil)", "\(job.evalContext)", "\(job.evalWindows)", "\(job.maxDeltaPPL)"])
         let evalRecord = StageRecord(path: W + "/report.stage.json", name: "smoke evaluation")
-        if let h = try evalRecord.current(key: evalKey, outputs: reportFiles, log: log) {
-            log.line("[3/3] smoke evaluation: up to date (\(reportBase).json), skipped")
-            stages.append(StageTiming(name: "smoke", seconds: h.seconds, skipped: true))
-        } else {
-            log.line("[3/3] smoke evaluation: \(job.evalWindows) × \(job.evalContext) tokens of \(heldOut)")
+        _ = try stage(evalRecord, key: evalKey, timing: "smoke", skipped: "[3/3] smoke evaluation: up to date (\(reportBase).json), skipped",
+                      running: "[3/3] smoke evaluation: \(job.evalWindows) × \(job.evalContext) tokens of \(heldOut)", outputs: { reportFiles }) {
             let t0 = Date()
             let base = try LoadedModel.open(job.model, label: "FP32 source", threads: job.threads)
             let quant = try LoadedModel.open(packed, label: r.name, threads: job.threads)
@@ -218,9 +215,6 @@ public enum ConvertPipeline {
                                     environment: .current(toolVersion: tool, threads: job.threads), notes: modelNotes(for: base.model.config))
             rep.threshold = LossThreshold(maxDeltaPerplexityPercent: job.maxDeltaPPL, passed: rep.deltaPercent(0) <= job.maxDeltaPPL)
             try rep.write(base: reportBase)
-            let s = Date().timeIntervalSince(t0)
-            _ = try evalRecord.write(key: evalKey, outputs: reportFiles, seconds: s)
-            stages.append(StageTiming(name: "smoke", seconds: s, skipped: false))
         }
         guard let data = fm.contents(atPath: reportBase + ".json"), let j = try? JSONParser.parse(data),
               let m = j["models"]?.arrayValue?.first, let delta = m["delta_perplexity_percent"]?.doubleValue,
@@ -247,18 +241,10 @@ public enum ConvertPipeline {
             let key = StageRecord.key(["export", tool, f.rawValue, packedSHA,
                                        try job.ggufMetadata.map { try fileSHA256($0) } ?? "none", (out as NSString).lastPathComponent])
             let record = StageRecord(path: W + "/export-\(f.rawValue).stage.json", name: "\(f.rawValue) export")
-            if let h = try record.current(key: key, outputs: outputs, log: log) {
-                log.line("[export] \(f.rawValue): up to date (\(path)), skipped")
-                stages.append(StageTiming(name: "export-" + f.rawValue, seconds: h.seconds, skipped: true))
-            } else {
-                log.line("[export] \(f.rawValue)")
-                let t0 = Date()
-                let s = try Exporter.export(packedDir: packed, format: f, out: path, force: true,
-                                            ggufMetadata: f == .gguf ? overrides : [], toolVersion: tool)
-                onExport(s)
-                let secs = Date().timeIntervalSince(t0)
-                _ = try record.write(key: key, outputs: outputs, seconds: secs)
-                stages.append(StageTiming(name: "export-" + f.rawValue, seconds: secs, skipped: false))
+            _ = try stage(record, key: key, timing: "export-" + f.rawValue, skipped: "[export] \(f.rawValue): up to date (\(path)), skipped",
+                          running: "[export] \(f.rawValue)", outputs: { outputs }) {
+                onExport(try Exporter.export(packedDir: packed, format: f, out: path, force: true,
+                                             ggufMetadata: f == .gguf ? overrides : [], toolVersion: tool))
             }
             exports.append((f, path))
         }
