@@ -71,7 +71,9 @@ def open_packed(directory):
     covers every tensor)."""
     index = f"{directory}/model.safetensors.index.json"
     single = f"{directory}/model.safetensors"
-    if os.path.exists(single) or not os.path.exists(index):
+    if os.path.exists(single) and os.path.exists(index):
+        raise PackedError(f"{directory}: holds both model.safetensors and model.safetensors.index.json")
+    if not os.path.exists(index):
         meta, tensors = _open_file(single)
     else:
         with open(index) as f:

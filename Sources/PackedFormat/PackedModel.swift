@@ -61,8 +61,11 @@ public final class PackedModel: @unchecked Sendable {
 
     public init(directory: String) throws {
         self.directory = directory
-        let ckpt: Checkpoint
-        do { ckpt = try Checkpoint(directory: directory) } catch { throw PackedError(path: directory, reason: "\(error)".trimmingCharacters(in: CharacterSet(charactersIn: "."))) }
+        let fm = FileManager.default
+        if fm.fileExists(atPath: directory + "/model.safetensors") && fm.fileExists(atPath: directory + "/model.safetensors.index.json") {
+            throw PackedError(path: directory, reason: "holds both model.safetensors and model.safetensors.index.json (one is stale); remove the one that does not belong")
+        }
+        let ckpt = try Checkpoint(directory: directory)   // its errors name the file
         let names = Self.weightFileNames(in: directory)
         weightFiles = names.map { directory + "/" + $0 }
         var crc: [String: String] = [:]

@@ -69,6 +69,11 @@ import Testing
         let info = try JSONParser.parse(TestPaths.read(d + "/b.ct/fireq-export.json"))
         #expect(info["packed_sha256"]?.stringValue == (try b.contentSHA256()))
 
+        // A folder with both layouts is refused (which one is stale cannot be told).
+        try FileManager.default.copyItem(atPath: d + "/single/model.safetensors", toPath: d + "/sharded/model.safetensors")
+        let both = try CLI.run(["inspect", d + "/sharded"])
+        #expect(both.status != 0 && both.stderr.contains("holds both model.safetensors and model.safetensors.index.json"), "\(both.stderr)")
+        try FileManager.default.removeItem(atPath: d + "/sharded/model.safetensors")
         // A damaged shard is named by inspect --verify.
         let victim = d + "/sharded/model-00002-of-00003.safetensors"
         var bytes = TestPaths.read(victim)
