@@ -61,6 +61,16 @@ public enum StatsFile {
             }
         }
 
+        /// Stores the calibration windows (dataset `tokens`, int32 [N, L]): what GPTQ streams
+        /// through the model again at quantization time.
+        public func writeTokens(_ windows: [[Int32]]) throws(CalibrationError) {
+            guard let L = windows.first?.count, windows.allSatisfy({ $0.count == L }) else { return }
+            do { try file.writeInt32("tokens", windows.flatMap { $0 }, shape: [windows.count, L]) } catch {
+                abandon()
+                throw error
+            }
+        }
+
         /// Closes the file and moves it under its final name.
         public func finish() throws(CalibrationError) {
             file.close()
@@ -84,6 +94,8 @@ public enum StatsFile {
     public struct Contents: Sendable {
         public let attributes: [String: String]
         public let layers: [LayerStatistics]
+        /// The calibration windows, when the file stores them (files from before 2026-12-03 do not).
+        public var tokens: [[Int32]]? = nil
     }
 
     public static let attributeNames = ["format", "format_version", "tool_version", "model_sha256", "model_path", "source_kind",
@@ -121,6 +133,19 @@ public enum StatsFile {
             }
             layers.append(s)
         }
-        return Contents(attributes: attrs, layers: layers)
+        var contents = Contents(attributes: attrs, layers: layers)
+        if f.exists("tokens") {
+            let info = try f.datasetInfo("tokens")
+            let n = Int(attrs["samples"] ?? "") ?? -1, L = Int(attrs["seq_len"] ?? "") ?? -1
+            guard info.isInteger, info.shape == [n, L] else {
+                throw .wrongDataset(path: path, name: "tokens", reason: "must be integers of shape [\(n), \(L)] (samples, seq_len), found \(info.shape)")
+            }
+            let flat = try f.readInt32("tokens", count: n * L)
+            guard flat.allSatisfy({ $0 >= 0 && Int($0) < c.vocabSize }) else {
+                throw .wrongDataset(path: path, name: "tokens", reason: "holds a token id outside the model's vocabulary (0 ..< \(c.vocabSize))")
+            }
+            contents.tokens = (0..<n).map { Array(flat[($0 * L)..<(($0 + 1) * L)]) }
+        }
+        return contents
     }
 }

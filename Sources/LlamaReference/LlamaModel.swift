@@ -38,24 +38,28 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         let config = try LlamaConfig(directory: directory)
         let ckpt = try Checkpoint(directory: directory)
         try LlamaTensorNames.validate(ckpt, config: config)
-        func packed(_ name: String) throws -> PackedMatrix {
-            let (rows, cols) = (config.vocabSize, config.hiddenSize)
-            let (f, t) = try ckpt.file(for: name)
-            if (t.dtype == .f16 || t.dtype == .bf16) && t.shape == [rows, cols] {
-                defer { f.releasePages(t) }   // kept in 16 bits, as stored
-                return PackedMatrix(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols) {
-                    f.releasePages(t, bytes: $0)
-                }
-            }
-            let w = try ckpt.float32(name, shape: [rows, cols])
-            return w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
-        }
+        func packed(_ name: String) throws -> PackedMatrix { try Self.vocabMatrix(ckpt, name: name, config: config) }
         let embed = try packed(LlamaTensorNames.embed)
         var layers: [LlamaLayerWeights] = []
         for i in 0..<config.layerCount { layers.append(try LlamaLayerWeights.load(ckpt, layer: i, config: config)) }
         let norm = FloatBuffer(try ckpt.float32(LlamaTensorNames.finalNorm, shape: [config.hiddenSize]))
         let head = config.tieWordEmbeddings ? embed : try packed(LlamaTensorNames.lmHead)
         self.init(config: config, embed: embed, layers: layers, finalNorm: norm, lmHead: head, threads: threads)
+    }
+
+    /// A (vocab, hidden) matrix (embeddings or lm_head) packed for row gathers and linears: F16 /
+    /// BF16 kept in 16 bits as stored, other dtypes widened to FP32.
+    public static func vocabMatrix(_ ckpt: Checkpoint, name: String, config: LlamaConfig) throws -> PackedMatrix {
+        let (rows, cols) = (config.vocabSize, config.hiddenSize)
+        let (f, t) = try ckpt.file(for: name)
+        if (t.dtype == .f16 || t.dtype == .bf16) && t.shape == [rows, cols] {
+            defer { f.releasePages(t) }   // kept in 16 bits, as stored
+            return PackedMatrix(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols) {
+                f.releasePages(t, bytes: $0)
+            }
+        }
+        let w = try ckpt.float32(name, shape: [rows, cols])
+        return w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
     }
 
     /// Bytes of weights held in memory (packed panels, 16-bit where exact, and norms).

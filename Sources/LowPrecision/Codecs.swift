@@ -35,6 +35,21 @@ public enum FP8E4M3 {
     /// Rounds to the nearest E4M3 value (saturating), returned as Float32.
     @inlinable public static func round(_ x: Float) -> Float { decode(encode(x)) }
     public static let decodeTable: [Float] = (0..<256).map { SmallFloatFormat.float8E4M3FN.decode(UInt32($0)) }
+
+    /// INT4 group scales a searched rounding tries for a group with absmax `a` (Formats/recipe-schema.md
+    /// `weights.scale_search`, runtime-numerics "K/V scale search"): the E4M3 values from the first
+    /// one ≥ a/7 (at most 448) down to the last one ≥ max(a/14, 2^-9), largest first; [2^-9] when
+    /// a/7 ≤ 2^-9.
+    public static func int4ScaleCandidates(absmax a: Float) -> [Float] {
+        let top = a / 7
+        guard top > minSubnormal else { return [minSubnormal] }
+        var code = Int(encode(top))            // positive codes ascend with their values (1 … 126)
+        if decode(UInt8(code)) < top && code < 126 { code += 1 }
+        let floor = Swift.max(top * 0.5, minSubnormal)
+        var out: [Float] = []
+        while code >= 1 && decode(UInt8(code)) >= floor { out.append(decode(UInt8(code))); code -= 1 }
+        return out.isEmpty ? [decode(UInt8(code + 1))] : out
+    }
 }
 
 public enum FP8E5M2 {

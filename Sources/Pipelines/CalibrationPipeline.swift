@@ -86,6 +86,7 @@ public enum CalibrationPipeline {
         let writer = try StatsFile.Writer(path: out, config: c, attributes: attrs)
         let t0 = Date()
         do {
+            try writer.writeTokens(windows.windows)
             try calibrator.run(windows.windows, onLayer: { try writer.write($0) }) { done, total in
                 log.progress(done: done, total: total, started: t0, label: "layers")
             }

@@ -134,7 +134,7 @@ public enum ConvertPipeline {
             return try record.write(key: key, outputs: outputs(), seconds: s)
         }
 
-        let r = try job.recipe.map { try Recipe.load($0) } ?? Recipe()
+        let r = try job.recipe.map { try Recipe.load($0) } ?? Recipe.plus
         let recipeJSON = r.canonicalJSON
         let calibrator = try Calibrator(directory: job.model, threads: job.threads)
         let modelHash = try calibrator.modelHash()

@@ -64,6 +64,10 @@ public struct SmoothingPlan: Sendable, Equatable {
     /// instead of one per KV head: what Qwen3's shared q/k norm weights can carry (forced there);
     /// a recipe option elsewhere, to measure what the sharing costs.
     public var preRopeSharedHeads = false
+    /// Rotate each KV head's V by the normalised Sylvester Hadamard matrix (v_proj rows), undone
+    /// in o_proj's columns: the attention output is unchanged, INT4 V and FP8 o_proj inputs see
+    /// the rotated (outlier-spread) values. Needs a power-of-two head_dim.
+    public var vHadamard = false
     public init() {}
     public static let off: SmoothingPlan = {
         var p = SmoothingPlan(); p.gateUpC = 0; p.downC = 0; p.qkvC = 0; p.voScalar = 1; p.preRopeAlpha = nil; p.postRopeBeta = nil
@@ -77,9 +81,58 @@ public struct AttentionSmoothing: Sendable, Equatable {
     public var keyChannels: [Int] = [], keyScales: [Float] = []
     /// Flat query channel indices and their scales s_q = 1/s_k of the KV head they read.
     public var queryChannels: [Int] = [], queryScales: [Float] = []
+    /// Per linear input, what the folds multiplied each input channel by (absent = 1): the
+    /// smoothed model's E[x²] is the source's times its square (scale search without GPTQ).
+    public var inputFactors: [InputTap: [Float]] = [:]
 }
 
 public enum Folding {
+    /// The normalised Sylvester Hadamard matrix of order n (a power of two), row-major:
+    /// entries ±1/√n, symmetric, H·H = I.
+    public static func hadamard(_ n: Int) -> [Double] {
+        precondition(n > 0 && n & (n - 1) == 0, "Hadamard order must be a power of two")
+        let norm = 1 / Double(n).squareRoot()
+        return (0..<(n * n)).map { idx in ((idx / n) & (idx % n)).nonzeroBitCount % 2 == 0 ? norm : -norm }
+    }
+
+    /// V ← R·V per KV head (v_proj rows and bias), o_proj ← o_proj·R per query head's columns
+    /// (R symmetric orthogonal, so o_proj·(R·a) = o_proj·a for every attention output a).
+    static func rotateV(_ L: inout RowMajorLayer, config c: LlamaConfig) {
+        let D = c.headDim, H = c.hiddenSize
+        let R = hadamard(D)
+        var v = L.v
+        for h in 0..<c.kvHeadCount {
+            for i in 0..<D {
+                for col in 0..<H {
+                    var acc = 0.0
+                    for j in 0..<D { acc += R[i * D + j] * Double(L.v[(h * D + j) * H + col]) }
+                    v[(h * D + i) * H + col] = Float(acc)
+                }
+            }
+        }
+        L.v = v
+        if let b = L.vBias {
+            L.vBias = (0..<c.kvDim).map { idx in
+                let (h, i) = (idx / D, idx % D)
+                var acc = 0.0
+                for j in 0..<D { acc += R[i * D + j] * Double(b[h * D + j]) }
+                return Float(acc)
+            }
+        }
+        var o = L.o
+        let Q = c.qDim
+        for r in 0..<H {
+            for hq in 0..<c.headCount {
+                for j in 0..<D {
+                    var acc = 0.0
+                    for i in 0..<D { acc += Double(L.o[r * Q + hq * D + i]) * R[i * D + j] }
+                    o[r * Q + hq * D + j] = Float(acc)
+                }
+            }
+        }
+        L.o = o
+    }
+
     /// Multiplies column j of a [rows, k] matrix by s[j].
     static func scaleColumns(_ w: inout [Float], rows: Int, k: Int, by s: [Float]) {
         for r in 0..<rows { for j in 0..<k { w[r * k + j] *= s[j] } }
@@ -93,16 +146,19 @@ public enum Folding {
     /// returns the run-time post-RoPE scales. `stats` supplies r (pre-RoPE) and m (post-RoPE).
     public static func apply(_ plan: SmoothingPlan, to L: inout RowMajorLayer, stats: LayerStatistics, config c: LlamaConfig) -> AttentionSmoothing {
         let H = c.hiddenSize, I = c.intermediateSize, D = c.headDim
+        var att = AttentionSmoothing()
         if plan.gateUpC > 0 {
             let s = Smoothing.channelScales(L.gate + L.up, rows: 2 * I, k: H, c: plan.gateUpC)
             scaleColumns(&L.gate, rows: I, k: H, by: s)
             scaleColumns(&L.up, rows: I, k: H, by: s)
             for j in 0..<H { L.postAttentionNorm[j] /= s[j] }
+            att.inputFactors[.mlp] = s.map { 1 / $0 }
         }
         if plan.downC > 0 {
             let s = Smoothing.channelScales(L.down, rows: H, k: I, c: plan.downC)
             scaleColumns(&L.down, rows: H, k: I, by: s)
             scaleRows(&L.up, rows: I, k: H, by: s.map { 1 / $0 })
+            att.inputFactors[.downProj] = s.map { 1 / $0 }
         }
         if plan.qkvC > 0 {
             let s = Smoothing.channelScales(L.q + L.k + L.v, rows: c.qDim + 2 * c.kvDim, k: H, c: plan.qkvC)
@@ -110,13 +166,15 @@ public enum Folding {
             scaleColumns(&L.k, rows: c.kvDim, k: H, by: s)
             scaleColumns(&L.v, rows: c.kvDim, k: H, by: s)
             for j in 0..<H { L.inputNorm[j] /= s[j] }
+            att.inputFactors[.attn] = s.map { 1 / $0 }
         }
         if plan.voScalar != 1 {
             L.v = L.v.map { $0 * plan.voScalar }
             L.vBias = L.vBias?.map { $0 * plan.voScalar }
             L.o = L.o.map { $0 / plan.voScalar }
+            att.inputFactors[.oProj] = [Float](repeating: plan.voScalar, count: c.qDim)
         }
-        var att = AttentionSmoothing()
+        if plan.vHadamard { rotateV(&L, config: c) }
         var excluded = Set<Int>()
         if let beta = plan.postRopeBeta {
             let channels = Smoothing.postRopeChannels(absmax: stats.kPostRopeAbsmax, kvHeads: c.kvHeadCount, headDim: D, topK: plan.postRopeTopK).flatMap { $0 }

@@ -46,6 +46,21 @@ public struct Quantizer {
         for i in 0..<c.layerCount where !recipe.skipLayers.contains(i) {
             for (n, k) in shapes { _ = try recipe.groupSize(layer: i, name: "model.layers.\(i).\(n)", k: k) }
         }
+        if recipe.smoothing.vHadamard && (c.headDim & (c.headDim - 1)) != 0 {
+            throw QuantizationError.recipe(path: recipe.name, key: "smoothing.v_hadamard",
+                                           reason: "needs a power-of-two head_dim (this model's is \(c.headDim))")
+        }
+        if recipe.qkHadamard && (c.headDim & (c.headDim - 1)) != 0 {
+            throw QuantizationError.recipe(path: recipe.name, key: "attention.qk_hadamard",
+                                           reason: "needs a power-of-two head_dim (this model's is \(c.headDim))")
+        }
+        if let g = recipe.kvGroupSize, c.headDim % g != 0 {
+            throw QuantizationError.recipe(path: recipe.name, key: "attention.kv_group_size",
+                                           reason: "must divide head_dim \(c.headDim)")
+        }
+        if recipe.gptq != nil && stats.tokens == nil {
+            throw QuantizationError.packed(path: statsPath, reason: "holds no calibration tokens, which recipe '\(recipe.name)' (GPTQ) needs; re-run `fireq calibrate` with this version")
+        }
         if fm.fileExists(atPath: outDir) && !force { throw QuantizationError.packed(path: outDir, reason: "already exists (pass --force to replace it)") }
         var summary = Summary()
         let cfgJSON = (try? JSONParser.parse(configBytes)).map { JSONWriter.serialize($0, sortedKeys: true) } ?? "{}"
@@ -90,6 +105,8 @@ public struct Quantizer {
             let dtype: DType = t.dtype == .f32 || t.dtype == .bf16 ? t.dtype : .f16
             return TensorData(name: name, values: values, dtype: dtype, shape: [values.count])
         }
+        // GPTQ: the calibration windows' hidden states, advanced layer by layer.
+        let stream = try recipe.gptq.map { _ in try CalibrationStream(checkpoint: ckpt, config: c, tokens: stats.tokens!, threads: threads) }
         do {
             try emit([try raw(LlamaTensorNames.embed)])
             try emit([try raw(LlamaTensorNames.finalNorm)])
@@ -99,33 +116,98 @@ public struct Quantizer {
                 var tensors: [TensorData] = []
                 if recipe.skipLayers.contains(i) {
                     for name in ckpt.tensorNames where name.hasPrefix(prefix) { tensors.append(try raw(name)) }
+                    if let stream { stream.run(try RowMajorLayer.load(ckpt, layer: i, config: c).referenceWeights(index: i, config: c), observer: nil, advance: true) }
                     try emit(tensors)
                     progress?(i + 1, c.layerCount)
                     continue
                 }
                 var L = try RowMajorLayer.load(ckpt, layer: i, config: c)
-                if let a = recipe.smoothQuantAlpha { SmoothQuant.apply(alpha: a, to: &L, stats: stats.layers[i], config: c) }
+                var sqFactors: [InputTap: [Float]] = [:]
+                if let a = recipe.smoothQuantAlpha { sqFactors = SmoothQuant.apply(alpha: a, to: &L, stats: stats.layers[i], config: c) }
                 let att = Folding.apply(recipe.smoothing, to: &L, stats: stats.layers[i], config: c)
+                // What the input-aware rounding weighs each input channel by: diag(H) with GPTQ,
+                // else E[x²] of the smoothed input (source statistics × the folds' factors²).
+                var inputWeights: [InputTap: [Float]] = [:]
+                var factors: [InputTap: [Double]] = [:]
+                if let stream, let g = recipe.gptq {
+                    let obs = HessianObserver(config: c, threads: threads)
+                    stream.run(L.referenceWeights(index: i, config: c), observer: obs, advance: g.inputs == .fp)
+                    for tap in InputTap.allCases {
+                        let (h, d) = obs.hessian(tap)
+                        guard let u = GPTQ.inverseCholeskyUpper(h, k: d.count, damp: Double(g.damp)) else {
+                            throw QuantizationError.packed(path: statsPath, reason: "layer \(i)'s \(tap.rawValue) Hessian is not positive definite even with 10⁴× the dampening (are the calibration windows degenerate?)")
+                        }
+                        factors[tap] = u.u
+                        inputWeights[tap] = d
+                    }
+                } else if recipe.scaleSearch {
+                    for tap in InputTap.allCases {
+                        var d = stats.layers[i].inputs[tap]!.meanSq
+                        for f in [sqFactors[tap], att.inputFactors[tap]] { if let f { for j in 0..<d.count { d[j] *= f[j] * f[j] } } }
+                        if tap == .oProj && recipe.smoothing.vHadamard {
+                            // The rotation mixes each head's channels: its per-channel E[x²] is not
+                            // known from the statistics, so every channel of a head gets the head's mean.
+                            let D = c.headDim
+                            for h in 0..<(d.count / D) {
+                                let m = d[(h * D)..<((h + 1) * D)].reduce(0, +) / Float(D)
+                                for j in 0..<D { d[h * D + j] = m }
+                            }
+                        }
+                        inputWeights[tap] = d
+                    }
+                }
                 tensors.append(try stored(prefix + LlamaTensorNames.inputNorm, L.inputNorm, like: prefix + LlamaTensorNames.inputNorm))
                 tensors.append(try stored(prefix + LlamaTensorNames.postAttentionNorm, L.postAttentionNorm, like: prefix + LlamaTensorNames.postAttentionNorm))
-                let mats: [(String, [Float], Int, Int)] = [
-                    ("self_attn.q_proj", L.q, c.qDim, c.hiddenSize), ("self_attn.k_proj", L.k, c.kvDim, c.hiddenSize),
-                    ("self_attn.v_proj", L.v, c.kvDim, c.hiddenSize), ("self_attn.o_proj", L.o, c.hiddenSize, c.qDim),
-                    ("mlp.gate_proj", L.gate, c.intermediateSize, c.hiddenSize), ("mlp.up_proj", L.up, c.intermediateSize, c.hiddenSize),
-                    ("mlp.down_proj", L.down, c.hiddenSize, c.intermediateSize)]
-                // The seven linears are independent: quantize them on `threads` threads, each result
-                // stored by index, so the output does not depend on the thread count.
-                let groupSizes = try mats.map { (n, _, _, k) throws -> Int in try recipe.groupSize(layer: i, name: prefix + n, k: k) }
+                let mats: [(String, [Float], Int, Int, InputTap)] = [
+                    ("self_attn.q_proj", L.q, c.qDim, c.hiddenSize, .attn), ("self_attn.k_proj", L.k, c.kvDim, c.hiddenSize, .attn),
+                    ("self_attn.v_proj", L.v, c.kvDim, c.hiddenSize, .attn), ("self_attn.o_proj", L.o, c.hiddenSize, c.qDim, .oProj),
+                    ("mlp.gate_proj", L.gate, c.intermediateSize, c.hiddenSize, .mlp), ("mlp.up_proj", L.up, c.intermediateSize, c.hiddenSize, .mlp),
+                    ("mlp.down_proj", L.down, c.hiddenSize, c.intermediateSize, .downProj)]
+                let groupSizes = try mats.map { (n, _, _, k, _) throws -> Int in try recipe.groupSize(layer: i, name: prefix + n, k: k) }
                 let results = ResultSlots<PackedLinear>(count: mats.count)
-                Parallel.forEachChunk(mats.count, chunk: 1, threads: threads) { r in
-                    for j in r {
-                        let (n, w, rows, k) = mats[j]
-                        let g = groupSizes[j]
-                        let p: Float = recipe.perTensorPowerOfTwo && recipe.scaleFormat == .fp8e4m3 ? Int4Groups.powerOfTwoScale(w, rows: rows, k: k, groupSize: g) : 1
-                        let qw = Int4Groups.quantize(p == 1 ? w : w.map { $0 * p }, rows: rows, k: k, groupSize: g, scaleFormat: recipe.scaleFormat)
-                        results.set(j, PackedLinear(name: prefix + n, n: rows, k: k, groupSize: g, q: qw.q, scales: qw.scales,
-                                                    scaleFormat: recipe.scaleFormat.rawValue, perTensorScaleInv: 1 / p))
+                func quantizeLinear(_ j: Int, threads inner: Int) {
+                    let (n, w, rows, k, tap) = mats[j]
+                    let g = groupSizes[j]
+                    let p: Float = recipe.perTensorPowerOfTwo && recipe.scaleFormat == .fp8e4m3 ? Int4Groups.powerOfTwoScale(w, rows: rows, k: k, groupSize: g) : 1
+                    let wp = p == 1 ? w : w.map { $0 * p }
+                    let qw: Int4Groups.Quantized
+                    if let u = factors[tap] {
+                        qw = GPTQ.quantize(wp, rows: rows, k: k, groupSize: g, u: u, inputWeights: inputWeights[tap]!, search: recipe.scaleSearch,
+                                           scaleFormat: recipe.scaleFormat, reround: recipe.fp8Rerounding, threads: inner)
+                    } else if let d = inputWeights[tap] {
+                        qw = GPTQ.quantizeSearched(wp, rows: rows, k: k, groupSize: g, inputWeights: d, scaleFormat: recipe.scaleFormat,
+                                                   reround: recipe.fp8Rerounding, threads: inner)
+                    } else {
+                        qw = Int4Groups.quantize(wp, rows: rows, k: k, groupSize: g, scaleFormat: recipe.scaleFormat)
                     }
+                    results.set(j, PackedLinear(name: prefix + n, n: rows, k: k, groupSize: g, q: qw.q, scales: qw.scales,
+                                                scaleFormat: recipe.scaleFormat.rawValue, perTensorScaleInv: 1 / p))
+                }
+                if factors.isEmpty {
+                    // The seven linears are independent: quantize them on `threads` threads, each result
+                    // stored by index, so the output does not depend on the thread count.
+                    Parallel.forEachChunk(mats.count, chunk: 1, threads: threads) { r in for j in r { quantizeLinear(j, threads: 1) } }
+                } else {
+                    // GPTQ splits each linear's rows over the threads instead (rows are independent).
+                    for j in 0..<mats.count { quantizeLinear(j, threads: threads) }
+                }
+                if let stream, recipe.gptq?.inputs == .quantized {
+                    // The next layer's inputs: this layer with its quantized weights (ŵ / P, FP32 math).
+                    var Q = L
+                    for packed in results.values {
+                        let qw = Int4Groups.Quantized(q: packed.q, scales: packed.scales, rows: packed.n, k: packed.k, groupSize: packed.groupSize)
+                        let w = Int4Groups.dequantize(qw, fp8Rerounding: recipe.fp8Rerounding).map { $0 * packed.perTensorScaleInv }
+                        switch packed.name.dropFirst(prefix.count) {
+                        case "self_attn.q_proj": Q.q = w
+                        case "self_attn.k_proj": Q.k = w
+                        case "self_attn.v_proj": Q.v = w
+                        case "self_attn.o_proj": Q.o = w
+                        case "mlp.gate_proj": Q.gate = w
+                        case "mlp.up_proj": Q.up = w
+                        default: Q.down = w
+                        }
+                    }
+                    stream.run(Q.referenceWeights(index: i, config: c), observer: nil, advance: true)
                 }
                 for packed in results.values {
                     let name = packed.name, rows = packed.n, k = packed.k, p = 1 / packed.perTensorScaleInv
@@ -181,7 +263,9 @@ final class ResultSlots<T>: @unchecked Sendable {
 /// SmoothQuant (Xiao et al. 2023) as a baseline: s_j = max|X_j|^α / max_i|W_ij|^(1−α) on the
 /// q∥k∥v and gate∥up inputs, folded into the RMSNorm weights (calibration absmax from the stats).
 public enum SmoothQuant {
-    public static func apply(alpha: Float, to L: inout RowMajorLayer, stats: LayerStatistics, config c: LlamaConfig) {
+    /// Returns what each input channel of the q∥k∥v and gate∥up inputs was multiplied by.
+    @discardableResult
+    public static func apply(alpha: Float, to L: inout RowMajorLayer, stats: LayerStatistics, config c: LlamaConfig) -> [InputTap: [Float]] {
         let H = c.hiddenSize
         func scales(_ w: [Float], rows: Int, act: [Float]) -> [Float] {
             (0..<H).map { j in
@@ -201,5 +285,6 @@ public enum SmoothQuant {
         Folding.scaleColumns(&L.gate, rows: c.intermediateSize, k: H, by: sm)
         Folding.scaleColumns(&L.up, rows: c.intermediateSize, k: H, by: sm)
         for j in 0..<H { L.postAttentionNorm[j] /= sm[j] }
+        return [.attn: sa.map { 1 / $0 }, .mlp: sm.map { 1 / $0 }]
     }
 }

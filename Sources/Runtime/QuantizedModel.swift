@@ -29,6 +29,8 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
     /// Embedding, final norm and lm_head (FP32 values of the stored 16-bit tensors).
     let head: LlamaModel
     let activationsFP8: Bool, outputBF16: Bool, queryFP8: Bool, kvInt4: Bool
+    /// Q/K rotation after RoPE and S (recipe `attention.qk_hadamard`) and the INT4 K/V group.
+    let qkHadamard: Bool, kvGroup: Int, kvScaleSearch: Bool
     private let lock = NSLock()
     /// Buffers reused across windows (fresh multi-MB buffers per window cost page clearing).
     private var cached: (rows: Int, seqLen: Int, ws: LlamaForward.Workspace, scratch: FloatBuffer, acc: FloatBuffer)?
@@ -62,6 +64,15 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         outputBF16 = full && (r["activations"]?["output_bf16"]?.boolValue ?? false)
         queryFP8 = full && r["attention"]?["q_format"]?.stringValue != "fp32"
         kvInt4 = full && !(r["attention"]?["kv_bits"]?.isNull ?? false)
+        qkHadamard = full && (r["attention"]?["qk_hadamard"]?.boolValue ?? false)
+        kvGroup = r["attention"]?["kv_group_size"]?.intValue ?? c.headDim
+        kvScaleSearch = full && (r["attention"]?["kv_scale_search"]?.boolValue ?? false)
+        if qkHadamard && (c.headDim & (c.headDim - 1)) != 0 {
+            throw PackedError(path: packed.directory, reason: "its recipe rotates Q/K (attention.qk_hadamard), which needs a power-of-two head_dim, not \(c.headDim)")
+        }
+        guard kvGroup >= 1, c.headDim % kvGroup == 0 else {
+            throw PackedError(path: packed.directory, reason: "its recipe's attention.kv_group_size \(kvGroup) does not divide head_dim \(c.headDim)")
+        }
         let f = packed.file
         func vec(_ name: String) throws -> FloatBuffer { FloatBuffer(try f.float32(name)) }
         func ints(_ name: String) throws -> [Int] {
@@ -184,13 +195,17 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
     func quantizeAttentionInputs(_ L: QuantizedLayer, qkv: UnsafeMutablePointer<Float>, rows: Int) {
         let c = config, D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim
         let base = SendablePointer(qkv)
-        let (queryFP8, kvInt4) = (self.queryFP8, self.kvInt4)
+        let (queryFP8, kvInt4, qkHadamard, kvGroup, search) = (self.queryFP8, self.kvInt4, self.qkHadamard, self.kvGroup, self.kvScaleSearch)
         Parallel.forEachChunk(rows, chunk: 16, threads: forward.threads) { rr in
             var tmp = [Float](repeating: 0, count: D)
             for r in rr {
                 let row = base.p + r * qkvDim
                 for (ch, s) in zip(L.keyChannels, L.keyScales) { row[c.qDim + ch] *= s }
                 for (ch, s) in zip(L.queryChannels, L.queryScales) { row[ch] *= s }
+                if qkHadamard {
+                    for hq in 0..<c.headCount { Self.hadamard(row + hq * D, count: D) }
+                    for hk in 0..<c.kvHeadCount { Self.hadamard(row + c.qDim + hk * D, count: D) }
+                }
                 if queryFP8 {
                     for hq in 0..<c.headCount {
                         let v = row + hq * D
@@ -199,18 +214,48 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
                     }
                 }
                 if kvInt4 {
-                    for g in 0..<(2 * c.kvHeadCount) { Self.quantizeInt4(row + c.qDim + g * D, count: D) }
+                    for g in 0..<(2 * c.kvDim / kvGroup) { Self.quantizeInt4(row + c.qDim + g * kvGroup, count: kvGroup, search: search) }
                 }
             }
         }
     }
 
+    /// v ← R·v, R the normalised Sylvester Hadamard matrix of order `count` (a power of two), in
+    /// the order Formats/runtime-numerics.md fixes: butterfly stages h = 1, 2, 4, …, (a, b) →
+    /// (a + b, a − b), then every element × FP32(1/√count) (0.125 exactly for 64).
+    @inline(__always) public static func hadamard(_ v: UnsafeMutablePointer<Float>, count n: Int) {
+        var h = 1
+        while h < n {
+            var i = 0
+            while i < n {
+                for j in i..<(i + h) { let a = v[j], b = v[j + h]; v[j] = a + b; v[j + h] = a - b }
+                i += 2 * h
+            }
+            h *= 2
+        }
+        let s = Float(1 / Double(n).squareRoot())
+        for j in 0..<n { v[j] *= s }
+    }
+
     /// INT4 per (token, KV head) with an FP8 scale and the weights' guard (§3.3), in place:
     /// s = max(E4M3(max(max|x|, 1e-5)/7), 2^-9), x ← clamp(round_half_even(x/s), −8, 7)·s.
-    @inline(__always) static func quantizeInt4(_ v: UnsafeMutablePointer<Float>, count: Int) {
+    /// With `search`, s is instead the FP8E4M3.int4ScaleCandidates value with the least
+    /// Σ (x − x̂)² (summed in FP32 in channel order; the first, largest, wins ties).
+    @inline(__always) static func quantizeInt4(_ v: UnsafeMutablePointer<Float>, count: Int, search: Bool = false) {
         var m: Float = 0
         for d in 0..<count { m = max(m, abs(v[d])) }
-        let s = max(FP8E4M3.round(max(m, 1e-5) / 7), 0x1p-9)
+        var s = max(FP8E4M3.round(max(m, 1e-5) / 7), 0x1p-9)
+        if search {
+            var best = Float.infinity
+            for cand in FP8E4M3.int4ScaleCandidates(absmax: max(m, 1e-5)) {
+                var err: Float = 0
+                for d in 0..<count {
+                    let e = v[d] - min(7, max(-8, (v[d] / cand).rounded(.toNearestOrEven))) * cand
+                    err += e * e
+                }
+                if err < best { best = err; s = cand }
+            }
+        }
         for d in 0..<count { v[d] = min(7, max(-8, (v[d] / s).rounded(.toNearestOrEven))) * s }
     }
 }

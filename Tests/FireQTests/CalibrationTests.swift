@@ -193,6 +193,9 @@ final class RecordingObserver: ForwardObserver {
         let c = try StatsFile.read(out, config: try LlamaConfig(directory: TestPaths.model))
         #expect(c.attributes["source_kind"] == "tokens" && c.attributes["tokens"] == "16")
         #expect(c.layers[0].inputs[.attn]!.count == 16)
+        // The windows themselves are stored (dataset `tokens`, what GPTQ streams again).
+        let stored: [[Int32]] = [Array(100..<108), Array(108..<116)]
+        #expect(c.tokens == stored)
         // Refuses to overwrite without --force.
         let again = try Self.calibrate(["--tokens", p, "--samples", "2", "--seq-len", "8"], out: out)
         #expect(again.status != 0 && again.stderr.contains("already exists"))

@@ -19,11 +19,17 @@ import Testing
 
     static func json(_ path: String) throws -> JSONValue { try JSONParser.parse(TestPaths.read(path)) }
 
-    @Test func defaultRecipeIsThePaperRecipe() throws {
+    /// Recipe() holds the paper's values (Calibration/recipes/fireq.json, pinned); convert's
+    /// default is the built-in copy of Calibration/recipes/fireq-plus.json.
+    @Test func builtInRecipesEqualTheShippedFiles() throws {
         let shipped = try Recipe.load(TestPaths.root + "/Calibration/recipes/fireq.json")
-        var builtIn = Recipe()
-        builtIn.description = shipped.description
-        #expect(builtIn == shipped)
+        var paper = Recipe()
+        paper.description = shipped.description
+        #expect(paper == shipped)
+        let plus = try Recipe.load(TestPaths.root + "/Calibration/recipes/fireq-plus.json")
+        #expect(Recipe.plus == plus)
+        #expect(Recipe.plus.name == "fireq-plus" && Recipe.plus.groupSize == 32 && Recipe.plus.scaleSearch
+                && Recipe.plus.kvGroupSize == 16 && Recipe.plus.kvScaleSearch && Recipe.plus.gptq == nil)
     }
 
     /// Killed with SIGKILL after the calibration stage finished: nothing stands under the final

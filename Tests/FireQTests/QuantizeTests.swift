@@ -146,6 +146,42 @@ import Testing
         #expect(throws: QuantizationError.self) { try Recipe.parse(Data(#"{"smoothing": {"alpha": 1}}"#.utf8), path: "r") }
     }
 
+    /// The options beyond the paper: parsed, checked, and written to the canonical recipe only
+    /// when set, so the paper recipe's canonical JSON (and every stage key made from it) is what
+    /// it was before they existed.
+    @Test func beyondThePaperRecipeKeys() throws {
+        func parse(_ s: String) throws -> Recipe { try Recipe.parse(Data(s.utf8), path: "r.json") }
+        func message(_ s: String) -> String {
+            do { _ = try parse(s); return "" } catch { return String(describing: error) }
+        }
+        #expect(message(#"{"weights": {"gptq": 1}}"#) == "r.json: 'weights.gptq' must be an object or null (off).")
+        #expect(message(#"{"weights": {"gptq": {"damp": 2}}}"#) == "r.json: 'weights.gptq.damp' must be in [0, 1].")
+        #expect(message(#"{"weights": {"gptq": {"inputs": "both"}}}"#) == "r.json: 'weights.gptq.inputs' must be one of quantized, fp.")
+        #expect(message(#"{"weights": {"gptq": {"order": 1}}}"#).contains("'weights.gptq.order' is not a recipe key"))
+        #expect(message(#"{"attention": {"kv_group_size": 0}}"#) == "r.json: 'attention.kv_group_size' must be positive.")
+        #expect(message(#"{"smoothing": {"v_hadamard": "yes"}}"#) == "r.json: 'smoothing.v_hadamard' must be true or false.")
+        let all = try parse(#"{"weights": {"scale_search": true, "gptq": {"damp": 0.05, "inputs": "fp"}}, "smoothing": {"v_hadamard": true}, "attention": {"qk_hadamard": true, "kv_group_size": 16, "kv_scale_search": true}}"#)
+        #expect(all.scaleSearch && all.gptq?.damp == 0.05 && all.gptq?.inputs == .fp && all.smoothing.vHadamard)
+        #expect(all.qkHadamard && all.kvGroupSize == 16 && all.kvScaleSearch)
+        let canonical = all.canonicalJSON
+        for key in ["\"scale_search\":true", "\"gptq\":{\"damp\":0.05,\"inputs\":\"fp\"}", "\"v_hadamard\":true", "\"qk_hadamard\":true",
+                    "\"kv_group_size\":16", "\"kv_scale_search\":true"] {
+            #expect(canonical.contains(key), "\(key) in \(canonical)")
+        }
+        #expect(try parse(canonical) == all)
+        let paper = try Recipe.load(Self.recipes + "/fireq.json").canonicalJSON
+        for key in ["scale_search", "gptq", "v_hadamard", "qk_hadamard", "kv_group_size", "kv_scale_search"] { #expect(!paper.contains(key)) }
+    }
+
+    /// A K/V group that does not divide head_dim, and a GPTQ recipe on statistics without the
+    /// calibration windows, are refused before any output.
+    @Test func beyondThePaperOptionsRefusedWithASentence() throws {
+        let d = TestPaths.tempDir()
+        let r = try Self.quantize(Self.recipeFile(#"{"attention": {"kv_group_size": 24}}"#), out: d + "/q")
+        #expect(r.status != 0 && r.stderr.contains("'attention.kv_group_size' must divide head_dim 64"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: d + "/q"))
+    }
+
     @Test func groupSizeThatDoesNotDivideK() throws {
         let p = Self.recipeFile(#"{"weights": {"group_size": 128}}"#)
         let r = try Self.quantize(p, out: TestPaths.tempDir() + "/q")

@@ -19,29 +19,46 @@ import Tokenizer
         let w = try CalibrationWindows.load(.text(TestPaths.sharedData + "/tinyshakespeare.txt"), tokenizer: tok, vocabSize: c.vocabSize, samples: 2, seqLen: 128)
         var stats: [LayerStatistics] = []
         try cal.run(w.windows, onLayer: { stats.append($0) })
-        let plan = SmoothingPlan()   // the paper's recipe values
-        var layers: [LlamaLayerWeights] = []
-        var sawPostRope = false
-        for i in 0..<c.layerCount {
-            var L = try RowMajorLayer.load(cal.checkpoint, layer: i, config: c)
-            let before = L
-            let att = Folding.apply(plan, to: &L, stats: stats[i], config: c)
-            #expect(L != before)
-            sawPostRope = sawPostRope || !att.keyChannels.isEmpty
-            #expect(att.keyChannels.count >= 8 * c.kvHeadCount && att.keyChannels.count <= 16 * c.kvHeadCount)
-            #expect(att.queryChannels.count == att.keyChannels.count * (c.headCount / c.kvHeadCount))
-            layers.append(L.referenceWeights(index: i, config: c))
+        // The paper's recipe values, then the same with V rotated (Hadamard, undone in o_proj).
+        var rotated = SmoothingPlan()
+        rotated.vHadamard = true
+        for plan in [SmoothingPlan(), rotated] {
+            var layers: [LlamaLayerWeights] = []
+            var sawPostRope = false
+            for i in 0..<c.layerCount {
+                var L = try RowMajorLayer.load(cal.checkpoint, layer: i, config: c)
+                let before = L
+                let att = Folding.apply(plan, to: &L, stats: stats[i], config: c)
+                #expect(L != before)
+                sawPostRope = sawPostRope || !att.keyChannels.isEmpty
+                #expect(att.keyChannels.count >= 8 * c.kvHeadCount && att.keyChannels.count <= 16 * c.kvHeadCount)
+                #expect(att.queryChannels.count == att.keyChannels.count * (c.headCount / c.kvHeadCount))
+                layers.append(L.referenceWeights(index: i, config: c))
+            }
+            #expect(sawPostRope)
+            let smoothed = LlamaModel(config: c, embed: original.embed, layers: layers, finalNorm: original.finalNorm, lmHead: original.lmHead, threads: 2)
+            let prompts = try TestPaths.jsonObject(TestPaths.golden + "/logits-prompts.json") as! [[String: Any]]
+            for p in prompts {
+                let ids = (p["ids"] as! [NSNumber]).map { $0.int32Value }
+                let a = original.logits(ids), b = smoothed.logits(ids)
+                let scale = a.map(abs).max()!
+                let worst = zip(a, b).map { abs($0 - $1) }.max()!
+                #expect(worst / scale <= Self.relativeTolerance, "v_hadamard \(plan.vHadamard): max |Δ| \(worst) of max |logit| \(scale)")
+            }
         }
-        #expect(sawPostRope)
-        let smoothed = LlamaModel(config: c, embed: original.embed, layers: layers, finalNorm: original.finalNorm, lmHead: original.lmHead, threads: 2)
-        let prompts = try TestPaths.jsonObject(TestPaths.golden + "/logits-prompts.json") as! [[String: Any]]
-        for p in prompts {
-            let ids = (p["ids"] as! [NSNumber]).map { $0.int32Value }
-            let a = original.logits(ids), b = smoothed.logits(ids)
-            let scale = a.map(abs).max()!
-            let worst = zip(a, b).map { abs($0 - $1) }.max()!
-            #expect(worst / scale <= Self.relativeTolerance, "max |Δ| \(worst) of max |logit| \(scale)")
-        }
+    }
+
+    /// The normalised Sylvester Hadamard matrix: ±1/√n, symmetric, H·H = I (n = 64: ±1/8 exactly).
+    @Test func hadamardIsOrthogonal() {
+        let h4 = Folding.hadamard(4)
+        #expect(h4 == [0.5, 0.5, 0.5, 0.5, 0.5, -0.5, 0.5, -0.5, 0.5, 0.5, -0.5, -0.5, 0.5, -0.5, -0.5, 0.5])
+        let n = 64, h = Folding.hadamard(n)
+        #expect(h.allSatisfy { abs($0) == 0.125 })
+        for a in 0..<n { for b in 0..<n {
+            let dot = (0..<n).reduce(0.0) { $0 + h[a * n + $1] * h[$1 * n + b] }
+            #expect(dot == (a == b ? 1 : 0))
+            #expect(h[a * n + b] == h[b * n + a])
+        } }
     }
 }
 

@@ -49,3 +49,21 @@ def test_datasets_names_shapes_dtypes():
             bound = np.concatenate([pair, pair], axis=1)
             assert np.all(post <= bound * (1 + 1e-5) + 1e-6)
             assert g["k_post_rope_absmax"].compression == "gzip"
+
+
+def test_calibration_windows_are_stored():
+    """Dataset `tokens` int32 [samples, seq_len]: the windows GPTQ streams again, equal to what
+    the reference tokenizer (Hugging Face tokenizers) gives for the calibration text."""
+    with h5py.File(PATH, "r") as f:
+        a = f.attrs
+        n, length = int(a["samples"]), int(a["seq_len"])
+        t = f["tokens"]
+        assert t.shape == (n, length) and t.dtype == np.int32
+        ids = t[...]
+        assert ids.min() >= 0 and ids.max() < 49152
+        assert a["source_kind"] == "text" and a["selection"] == "in-order"
+        from tokenizers import Tokenizer
+        tok = Tokenizer.from_file(os.path.join(os.environ["FIREQ_MODEL"], "tokenizer.json"))
+        source = open(a["source_path"], "rb").read().decode("utf-8")
+        expected = tok.encode(source, add_special_tokens=False).ids[: n * length]
+        assert ids.reshape(-1).tolist() == expected

@@ -1,0 +1,93 @@
+import CalibrationStats
+import Kernels
+import LlamaReference
+import TensorStore
+
+/// The calibration windows' hidden states, advanced one decoder layer at a time (GPTQ's
+/// layer-streamed pass, Formats/calibration-stats.md "GPTQ Hessians"): memory is the windows'
+/// residual stream (N·L·hidden floats), one layer's scratch and one layer's Hessians.
+final class CalibrationStream {
+    let config: LlamaConfig
+    let forward: LlamaForward
+    let windows: Int, seqLen: Int
+    let hidden: FloatBuffer
+    let scratch: FloatBuffer
+    let workspace: LlamaForward.Workspace
+
+    init(checkpoint: Checkpoint, config c: LlamaConfig, tokens: [[Int32]], threads: Int) throws {
+        config = c
+        forward = LlamaForward(config: c, threads: threads)
+        windows = tokens.count
+        seqLen = tokens.first?.count ?? 0
+        hidden = FloatBuffer(count: windows * seqLen * c.hiddenSize, zeroed: false)
+        scratch = FloatBuffer(count: seqLen * c.hiddenSize, zeroed: false)
+        workspace = LlamaForward.Workspace(config: c, rows: seqLen, seqLen: seqLen, threads: threads)
+        let embed = try LlamaModel.vocabMatrix(checkpoint, name: LlamaTensorNames.embed, config: c)
+        for (w, seq) in tokens.enumerated() {
+            for (t, id) in seq.enumerated() {
+                embed.copyRow(Int(id), into: hidden.pointer + (w * seqLen + t) * c.hiddenSize)
+            }
+        }
+    }
+
+    /// Runs layer `L` on every window: in place when `advance`, else on a copy (the stream stays).
+    func run(_ L: LlamaLayerWeights, observer: ForwardObserver?, advance: Bool) {
+        let H = config.hiddenSize
+        for w in 0..<windows {
+            let x = hidden.pointer + w * seqLen * H
+            if advance {
+                forward.layer(L, hidden: x, batch: 1, seqLen: seqLen, workspace: workspace, observer: observer)
+            } else {
+                scratch.pointer.update(from: x, count: seqLen * H)
+                forward.layer(L, hidden: scratch.pointer, batch: 1, seqLen: seqLen, workspace: workspace, observer: observer)
+            }
+        }
+    }
+}
+
+/// H = Σ_t x_t x_tᵀ (FP32, fixed order: each window's tokens in order by the FP32 linear kernel's
+/// chain, windows added in order) at the four linear inputs of one layer.
+final class HessianObserver: ForwardObserver {
+    let threads: Int
+    private(set) var hessians: [InputTap: FloatBuffer] = [:]
+    private var transposed: [Float] = []
+
+    init(config c: LlamaConfig, threads: Int) {
+        self.threads = threads
+        for (tap, k) in [(InputTap.attn, c.hiddenSize), (.oProj, c.qDim), (.mlp, c.hiddenSize), (.downProj, c.intermediateSize)] {
+            hessians[tap] = FloatBuffer(count: k * k)
+        }
+    }
+
+    static func inputTap(_ tap: Tap) -> InputTap? {
+        switch tap {
+        case .attentionInput: return .attn
+        case .oProjInput: return .oProj
+        case .mlpInput: return .mlp
+        case .downProjInput: return .downProj
+        default: return nil
+        }
+    }
+
+    func observe(_ tap: Tap, layer: Int, _ v: ActivationView) {
+        guard let t = Self.inputTap(tap), let h = hessians[t] else { return }
+        let k = v.cols, n = v.rows
+        if transposed.count < k * n { transposed = [Float](repeating: 0, count: k * n) }
+        transposed.withUnsafeMutableBufferPointer { a in
+            for r in 0..<n {
+                let row = v.base + r * v.rowStride
+                for j in 0..<k { a[j * n + r] = row[j] }
+            }
+            let w = PackedMatrix(rowMajor: a.baseAddress!, rows: k, cols: n, narrow: false)
+            LinearAlgebra.linear(x: a.baseAddress!, ldx: n, m: k, w: w, y: h.pointer, ldy: k, accumulate: true, threads: threads)
+        }
+    }
+
+    /// The Hessian of `tap` in Double, and its diagonal.
+    func hessian(_ tap: InputTap) -> (h: [Double], diag: [Float]) {
+        let b = hessians[tap]!
+        let k = Int(Double(b.count).squareRoot())
+        let h = (0..<b.count).map { Double(b.pointer[$0]) }
+        return (h, (0..<k).map { b.pointer[$0 * k + $0] })
+    }
+}

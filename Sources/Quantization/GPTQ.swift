@@ -1,0 +1,225 @@
+import Foundation
+import Kernels
+import LowPrecision
+
+/// Input-aware INT4 rounding (Formats/recipe-schema.md `weights.scale_search`, `weights.gptq`).
+///
+/// * **Scale search**: per group, the E4M3 group scale (or BF16 for σ_BF16 recipes) among the
+///   format's values from about a/14 up to the first one ≥ a/7 that minimises the input-weighted
+///   error Σ_j d_j (w_j − ŵ_j)², d_j = E[x_j²] of the linear's smoothed input and ŵ what the
+///   runtime computes (q·s, re-rounded to E4M3 when the recipe says so).
+/// * **GPTQ** (Frantar et al., 2023): columns quantized in order; each column's rounding error,
+///   divided by U[j,j], is taken off the later columns of the same row along U[j, j+1…], U the
+///   upper Cholesky factor of H⁻¹ (H = XᵀX + λ·mean(diag)·I). A group's scales are chosen when its
+///   first column is reached, from the row's weights as updated by then.
+///
+/// Everything runs in a fixed order (rows are independent; element-wise loops only), so the
+/// result does not depend on the thread count or the CPU.
+public enum GPTQ {
+    /// The candidate group scales for absmax `a` (already × P): the format's values from about a/14
+    /// up to the first value ≥ a/7, largest first (so ties keep the plain absmax scale's side).
+    public static func candidateScales(absmax a: Float, format: Int4Groups.ScaleFormat) -> [Float] {
+        let top = a / 7
+        switch format {
+        case .fp8e4m3:
+            return FP8E4M3.int4ScaleCandidates(absmax: a)
+        case .bf16:
+            // BF16 has 128 values per octave: a ratio grid 1, 0.98, …, 0.5, rounded, deduplicated.
+            var out: [Float] = []
+            for step in 0...25 {
+                let s = BF16.round(top * (1 - 0.02 * Float(step)))
+                if s > 0 && out.last != s { out.append(s) }
+            }
+            return out.isEmpty ? [BF16.round(top)] : out
+        }
+    }
+
+    /// ŵ for code q and scale s as the runtime computes it.
+    @inline(__always)
+    static func dequantized(_ q: Float, _ s: Float, reround: Bool) -> Float { reround ? FP8E4M3.round(q * s) : q * s }
+
+    @inline(__always)
+    static func code(_ w: Float, _ s: Float) -> Float { min(7, max(-8, (w / s).rounded(.toNearestOrEven))) }
+
+    /// The group scale minimising Σ d_j (w_j − ŵ_j)² over `candidateScales`; the first (largest)
+    /// wins ties. `w` and `d` have the group's length.
+    public static func searchScale(_ w: UnsafeBufferPointer<Float>, weights d: UnsafeBufferPointer<Float>,
+                                   format: Int4Groups.ScaleFormat, reround: Bool) -> Float {
+        var a: Float = 0
+        for x in w { a = max(a, abs(x)) }
+        a = max(a, Int4Groups.absmaxFloor)
+        let candidates = candidateScales(absmax: a, format: format)
+        var best = candidates[0], bestErr = Double.infinity
+        for s in candidates {
+            var err = 0.0
+            for j in 0..<w.count {
+                let e = Double(w[j] - dequantized(code(w[j], s), s, reround: reround))
+                err += Double(d[j]) * e * e
+            }
+            if err < bestErr { bestErr = err; best = s }
+        }
+        return best
+    }
+
+    /// Round-to-nearest with searched group scales (no error feedback). `d` [K] weights the inputs.
+    public static func quantizeSearched(_ w: [Float], rows: Int, k: Int, groupSize g: Int, inputWeights d: [Float],
+                                        scaleFormat: Int4Groups.ScaleFormat, reround: Bool, threads: Int = 1) -> Int4Groups.Quantized {
+        precondition(k % g == 0 && w.count == rows * k && d.count == k)
+        let groups = k / g
+        var q = [Int8](repeating: 0, count: rows * k)
+        var scales = [Float](repeating: 0, count: rows * groups)
+        w.withUnsafeBufferPointer { wp in
+            d.withUnsafeBufferPointer { dp in
+                q.withUnsafeMutableBufferPointer { qp in
+                    scales.withUnsafeMutableBufferPointer { sp in
+                        let (W, D, Q, S) = (SendableBuf(wp), SendableBuf(dp), SendableMutBuf(qp), SendableMutBuf(sp))
+                        Parallel.forEachChunk(rows, chunk: 8, threads: threads) { range in
+                            for r in range {
+                                for gi in 0..<groups {
+                                    let base = r * k + gi * g
+                                    let s = searchScale(UnsafeBufferPointer(rebasing: W.b[base..<(base + g)]),
+                                                        weights: UnsafeBufferPointer(rebasing: D.b[(gi * g)..<(gi * g + g)]),
+                                                        format: scaleFormat, reround: reround)
+                                    S.b[r * groups + gi] = s
+                                    for j in 0..<g { Q.b[base + j] = Int8(code(W.b[base + j], s)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return Int4Groups.Quantized(q: q, scales: scales, rows: rows, k: k, groupSize: g)
+    }
+
+    /// U with H⁻¹ = UᵀU (U upper triangular, row-major [k, k], Double) of `h` [k, k] after adding
+    /// `damp`·mean(diag) to the diagonal (a zero diagonal entry — an input that never fired —
+    /// becomes 1 first). If H is not positive definite the damping is multiplied by 10 and the
+    /// factorisation retried, up to 4 times; returns the factor and the damping used.
+    public static func inverseCholeskyUpper(_ h: [Double], k: Int, damp: Double) -> (u: [Double], damp: Double)? {
+        precondition(h.count == k * k)
+        var base = h
+        for j in 0..<k where base[j * k + j] <= 0 { base[j * k + j] = 1 }
+        var mean = 0.0
+        for j in 0..<k { mean += base[j * k + j] }
+        mean /= Double(k)
+        var lambda = damp
+        for _ in 0..<5 {
+            var a = base
+            for j in 0..<k { a[j * k + j] += lambda * mean }
+            if let u = factor(&a, k: k) { return (u, lambda) }
+            lambda = lambda == 0 ? 1e-6 : lambda * 10
+        }
+        return nil
+    }
+
+    /// H = ŨŨᵀ with Ũ upper (the Cholesky factorisation from the last index), then U = Ũ⁻¹:
+    /// H⁻¹ = Ũ⁻ᵀŨ⁻¹ = UᵀU. Right-looking, element-wise updates only (fixed order).
+    static func factor(_ a: inout [Double], k: Int) -> [Double]? {
+        var ut = [Double](repeating: 0, count: k * k)   // Ũ
+        var col = [Double](repeating: 0, count: k)
+        for j in stride(from: k - 1, through: 0, by: -1) {
+            let piv = a[j * k + j]
+            guard piv > 0, piv.isFinite else { return nil }
+            let dj = piv.squareRoot()
+            ut[j * k + j] = dj
+            for i in 0..<j { col[i] = a[i * k + j] / dj; ut[i * k + j] = col[i] }
+            // A[i, l] −= col[i]·col[l] for i, l < j.
+            a.withUnsafeMutableBufferPointer { ap in
+                col.withUnsafeBufferPointer { cp in
+                    for i in 0..<j {
+                        let ci = cp[i]
+                        if ci == 0 { continue }
+                        let row = ap.baseAddress! + i * k
+                        for l in 0..<j { row[l] -= ci * cp[l] }
+                    }
+                }
+            }
+        }
+        // U = Ũ⁻¹, rows from the bottom: U[i, :] = (e_i − Σ_{m>i} Ũ[i,m] U[m, :]) / Ũ[i,i].
+        var u = [Double](repeating: 0, count: k * k)
+        u.withUnsafeMutableBufferPointer { up in
+            ut.withUnsafeBufferPointer { tp in
+                for i in stride(from: k - 1, through: 0, by: -1) {
+                    let row = up.baseAddress! + i * k
+                    row[i] = 1
+                    for m in (i + 1)..<max(i + 1, k) {
+                        let t = tp[i * k + m]
+                        if t == 0 { continue }
+                        let other = up.baseAddress! + m * k
+                        for l in m..<k { row[l] -= t * other[l] }
+                    }
+                    let inv = 1 / tp[i * k + i]
+                    for l in i..<k { row[l] *= inv }
+                }
+            }
+        }
+        return u
+    }
+
+    /// GPTQ of W [rows, K] (already × P) with the upper inverse-Cholesky factor `u` (Double [K, K]).
+    /// Group scales: searched on diag(H) (`inputWeights`) when `search`, else E4M3/BF16(a/7) as
+    /// plain RTN, from the row's updated weights when the group's first column is reached.
+    public static func quantize(_ w: [Float], rows: Int, k: Int, groupSize g: Int, u: [Double], inputWeights d: [Float],
+                                search: Bool, scaleFormat: Int4Groups.ScaleFormat, reround: Bool, threads: Int = 1) -> Int4Groups.Quantized {
+        precondition(k % g == 0 && w.count == rows * k && u.count == k * k && d.count == k)
+        let groups = k / g
+        let uf = u.map { Float($0) }
+        var q = [Int8](repeating: 0, count: rows * k)
+        var scales = [Float](repeating: 0, count: rows * groups)
+        let block = 16
+        w.withUnsafeBufferPointer { wp in
+            uf.withUnsafeBufferPointer { up in
+                d.withUnsafeBufferPointer { dp in
+                    q.withUnsafeMutableBufferPointer { qp in
+                        scales.withUnsafeMutableBufferPointer { sp in
+                            let (W, U, D, Q, S) = (SendableBuf(wp), SendableBuf(up), SendableBuf(dp), SendableMutBuf(qp), SendableMutBuf(sp))
+                            let blocks = (rows + block - 1) / block
+                            Parallel.forEachChunk(blocks, chunk: 1, threads: threads) { range in
+                                for b in range {
+                                    let r0 = b * block, n = min(block, rows - r0)
+                                    var work = Array(W.b[(r0 * k)..<((r0 + n) * k)])
+                                    work.withUnsafeMutableBufferPointer { wk in
+                                        var s = [Float](repeating: 0, count: n)
+                                        for j in 0..<k {
+                                            if j % g == 0 {
+                                                for r in 0..<n {
+                                                    let grp = UnsafeBufferPointer(rebasing: wk[(r * k + j)..<(r * k + j + g)])
+                                                    if search {
+                                                        s[r] = searchScale(grp, weights: UnsafeBufferPointer(rebasing: D.b[j..<(j + g)]),
+                                                                           format: scaleFormat, reround: reround)
+                                                    } else {
+                                                        var a: Float = 0
+                                                        for x in grp { a = max(a, abs(x)) }
+                                                        a = max(a, Int4Groups.absmaxFloor)
+                                                        s[r] = scaleFormat == .fp8e4m3 ? max(FP8E4M3.round(a / 7), Int4Groups.minScale) : BF16.round(a / 7)
+                                                    }
+                                                    S.b[(r0 + r) * groups + j / g] = s[r]
+                                                }
+                                            }
+                                            let ujj = U.b[j * k + j]
+                                            let urow = U.b.baseAddress! + j * k
+                                            for r in 0..<n {
+                                                let row = wk.baseAddress! + r * k
+                                                let x = row[j]
+                                                let c = code(x, s[r])
+                                                Q.b[(r0 + r) * k + j] = Int8(c)
+                                                let e = (x - dequantized(c, s[r], reround: reround)) / ujj
+                                                if e == 0 { continue }
+                                                for l in (j + 1)..<max(j + 1, k) { row[l] -= e * urow[l] }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return Int4Groups.Quantized(q: q, scales: scales, rows: rows, k: k, groupSize: g)
+    }
+}
+
+struct SendableBuf<T>: @unchecked Sendable { let b: UnsafeBufferPointer<T>; init(_ b: UnsafeBufferPointer<T>) { self.b = b } }
+struct SendableMutBuf<T>: @unchecked Sendable { let b: UnsafeMutableBufferPointer<T>; init(_ b: UnsafeMutableBufferPointer<T>) { self.b = b } }

@@ -1,0 +1,180 @@
+import Foundation
+import LowPrecision
+import Quantization
+import Runtime
+import Testing
+
+/// GPTQ, scale search and the V rotation on small cases checked against independent float64
+/// computations (docs/accuracy.md "Beyond the paper").
+@Suite struct GPTQTests {
+    /// A deterministic pseudo-random generator for test data.
+    struct LCG { var s: UInt64; mutating func next() -> Double { s = s &* 6364136223846793005 &+ 1442695040888963407; return Double(s >> 11) / Double(1 << 53) } }
+
+    static func randomHessian(k: Int, tokens: Int, seed: UInt64) -> [Double] {
+        var g = LCG(s: seed)
+        var x = [Double](repeating: 0, count: tokens * k)
+        // Correlated channels: each is mostly its left neighbour plus noise.
+        for t in 0..<tokens { for j in 0..<k { x[t * k + j] = (g.next() - 0.5) * Double(1 + j % 3) + (j > 0 ? 0.9 * x[t * k + j - 1] : 0) } }
+        var h = [Double](repeating: 0, count: k * k)
+        for a in 0..<k { for b in 0..<k { for t in 0..<tokens { h[a * k + b] += x[t * k + a] * x[t * k + b] } } }
+        return h
+    }
+
+    @Test func inverseCholeskyFactorsTheInverse() throws {
+        let k = 7
+        let h = Self.randomHessian(k: k, tokens: 40, seed: 3)
+        let (u, damp) = try #require(GPTQ.inverseCholeskyUpper(h, k: k, damp: 0.01))
+        #expect(damp == 0.01)
+        var mean = 0.0
+        for j in 0..<k { mean += h[j * k + j] }
+        mean /= Double(k)
+        // (UᵀU)·(H + λ·mean·I) = I, and U is upper triangular with a positive diagonal.
+        for a in 0..<k {
+            for b in 0..<k {
+                var s = 0.0
+                for m in 0..<k {
+                    var inv = 0.0
+                    for r in 0..<k { inv += u[r * k + a] * u[r * k + m] }
+                    s += inv * (h[m * k + b] + (m == b ? 0.01 * mean : 0))
+                }
+                #expect(abs(s - (a == b ? 1 : 0)) < 1e-9, "entry \(a),\(b): \(s)")
+                if a > b { #expect(u[a * k + b] == 0) }
+            }
+            #expect(u[a * k + a] > 0)
+        }
+    }
+
+    /// GPTQ on a 2 × 4 matrix (one group of 4, FP8 scales without re-rounding) against the
+    /// original optimal-brain-quantizer recursion in float64: quantize column j, spread its error
+    /// over the later columns by −e/[H⁻¹]_jj · H⁻¹[j, later], then drop j from H⁻¹.
+    @Test func gptqMatchesTheWorkedFloat64Recursion() throws {
+        let k = 4, rows = 2
+        let h: [Double] = [4.0, 1.5, 0.5, -0.2,
+                           1.5, 3.0, 0.8, 0.1,
+                           0.5, 0.8, 2.0, 0.6,
+                           -0.2, 0.1, 0.6, 1.0]
+        let w: [Float] = [0.91, -0.37, 0.52, 0.18,
+                          -0.64, 0.83, -0.29, 0.71]
+        let (u, _) = try #require(GPTQ.inverseCholeskyUpper(h, k: k, damp: 0))
+        let got = GPTQ.quantize(w, rows: rows, k: k, groupSize: 4, u: u, inputWeights: [1, 1, 1, 1], search: false,
+                                scaleFormat: .fp8e4m3, reround: false)
+        // Independent: H⁻¹ by Gauss–Jordan, then the OBQ recursion per row.
+        func inverse(_ m: [Double], _ n: Int) -> [Double] {
+            var a = m, inv = (0..<(n * n)).map { $0 / n == $0 % n ? 1.0 : 0.0 }
+            for c in 0..<n {
+                let p = a[c * n + c]
+                for j in 0..<n { a[c * n + j] /= p; inv[c * n + j] /= p }
+                for r in 0..<n where r != c {
+                    let f = a[r * n + c]
+                    for j in 0..<n { a[r * n + j] -= f * a[c * n + j]; inv[r * n + j] -= f * inv[c * n + j] }
+                }
+            }
+            return inv
+        }
+        var expectedQ: [Int8] = [], expectedS: [Float] = []
+        for r in 0..<rows {
+            var row = (0..<k).map { Double(w[r * k + $0]) }
+            var hinv = inverse(h, k)
+            let a = row.map { abs($0) }.max()!
+            let s = Double(FP8E4M3.round(Float(a) / 7))
+            expectedS.append(Float(s))
+            for j in 0..<k {
+                let q = min(7, max(-8, (row[j] / s).rounded(.toNearestOrEven)))
+                expectedQ.append(Int8(q))
+                let e = (row[j] - q * s) / hinv[j * k + j]
+                for l in (j + 1)..<max(j + 1, k) { row[l] -= e * hinv[j * k + l] }
+                // Remove column j: H⁻¹ ← H⁻¹ − H⁻¹[:, j] H⁻¹[j, :] / H⁻¹[j, j].
+                let d = hinv[j * k + j]
+                var next = hinv
+                for x in 0..<k { for y in 0..<k { next[x * k + y] -= hinv[x * k + j] * hinv[j * k + y] / d } }
+                hinv = next
+            }
+        }
+        #expect(got.q == expectedQ)
+        #expect(got.scales == expectedS)
+        // The worked example's codes, written out: error feedback moves row 1's third code off
+        // plain rounding's (−2 → −3).
+        #expect(expectedQ == [7, -3, 4, 1, -5, 7, -3, 6])
+        #expect(Int4Groups.quantize(w, rows: rows, k: k, groupSize: 4).q == [7, -3, 4, 1, -5, 7, -2, 6])
+    }
+
+    /// On correlated inputs GPTQ's output error ‖(W − Ŵ)X‖² is below plain rounding's.
+    @Test func gptqLowersTheOutputErrorOfRounding() throws {
+        let k = 64, rows = 16
+        let h = Self.randomHessian(k: k, tokens: 256, seed: 11)
+        var g = LCG(s: 5)
+        let w = (0..<(rows * k)).map { _ in Float(g.next() - 0.5) }
+        func error(_ q: Int4Groups.Quantized) -> Double {
+            let wh = Int4Groups.dequantize(q, fp8Rerounding: true)
+            var total = 0.0
+            for r in 0..<rows {
+                let d = (0..<k).map { Double(w[r * k + $0] - wh[r * k + $0]) }
+                for a in 0..<k { for b in 0..<k { total += d[a] * h[a * k + b] * d[b] } }
+            }
+            return total
+        }
+        let (u, _) = try #require(GPTQ.inverseCholeskyUpper(h, k: k, damp: 0.01))
+        let diag = (0..<k).map { Float(h[$0 * k + $0]) }
+        let rtn = error(Int4Groups.quantize(w, rows: rows, k: k, groupSize: 32))
+        let gptq = error(GPTQ.quantize(w, rows: rows, k: k, groupSize: 32, u: u, inputWeights: diag, search: false, scaleFormat: .fp8e4m3, reround: true))
+        let both = error(GPTQ.quantize(w, rows: rows, k: k, groupSize: 32, u: u, inputWeights: diag, search: true, scaleFormat: .fp8e4m3, reround: true))
+        #expect(gptq < 0.8 * rtn, "GPTQ \(gptq) vs RTN \(rtn)")
+        #expect(both < rtn, "GPTQ + search \(both) vs RTN \(rtn)")
+    }
+
+    /// Scale search: the E4M3 candidates from about a/14 to the first value ≥ a/7, and the one
+    /// chosen minimises the weighted error over them (checked by brute force).
+    @Test func scaleSearchPicksTheWeightedBest() {
+        let c = GPTQ.candidateScales(absmax: 7, format: .fp8e4m3)
+        #expect(c == [1, 0.9375, 0.875, 0.8125, 0.75, 0.6875, 0.625, 0.5625, 0.5])
+        #expect(GPTQ.candidateScales(absmax: 7.5, format: .fp8e4m3).first == 1.125)   // first E4M3 ≥ 7.5/7
+        let w: [Float] = [7, 0.3, -0.31, 0.62, 1.1, -2.05, 0.5, 0.45]
+        let d: [Float] = [0.01, 5, 5, 3, 2, 2, 4, 4]
+        let s = w.withUnsafeBufferPointer { wp in d.withUnsafeBufferPointer { GPTQ.searchScale(wp, weights: $0, format: .fp8e4m3, reround: true) } }
+        func err(_ s: Float) -> Double {
+            (0..<w.count).reduce(0.0) { acc, j in
+                let q = min(7, max(-8, (w[j] / s).rounded(.toNearestOrEven)))
+                let e = Double(w[j] - FP8E4M3.round(q * s))
+                return acc + Double(d[j]) * e * e
+            }
+        }
+        let best = c.min { err($0) < err($1) }!
+        #expect(s == best)
+        #expect(s < 1, "the outlier with a small input weight is clipped")
+        #expect(err(s) < 0.5 * err(1))
+    }
+}
+
+/// The run-time Q/K rotation (Formats/runtime-numerics.md "Q/K rotation and K/V groups").
+@Suite struct QKRotationTests {
+    @Test func butterflyEqualsTheHadamardMatrixAndKeepsScores() {
+        var g = GPTQTests.LCG(s: 17)
+        let n = 64
+        let q = (0..<n).map { _ in Float(g.next() * 4 - 2) }
+        let k = (0..<n).map { j in Float(g.next() * 2 - 1) * (j % 9 == 0 ? 20 : 1) }   // outlier channels
+        let r = Folding.hadamard(n)
+        func rotated(_ v: [Float]) -> [Float] {
+            var out = v
+            out.withUnsafeMutableBufferPointer { QuantizedModel.hadamard($0.baseAddress!, count: n) }
+            return out
+        }
+        let rq = rotated(q), rk = rotated(k)
+        for i in 0..<n {
+            let exact = (0..<n).reduce(0.0) { $0 + r[i * n + $1] * Double(q[$1]) }
+            #expect(abs(Double(rq[i]) - exact) <= 1e-6 * max(1, abs(exact)))
+        }
+        let dot = zip(q, k).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        let dotRotated = zip(rq, rk).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        #expect(abs(dot - dotRotated) <= 1e-6 * abs(dot), "\(dot) vs \(dotRotated)")
+        // The rotation spreads K's outliers: its absmax over RMS falls.
+        func crest(_ v: [Float]) -> Double {
+            let m = Double(v.map(abs).max()!), rms = (v.reduce(0.0) { $0 + Double($1 * $1) } / Double(v.count)).squareRoot()
+            return m / rms
+        }
+        #expect(crest(rk) < 0.6 * crest(k))
+        // A one-hot vector becomes the matrix row: ±1/8 exactly.
+        var e = [Float](repeating: 0, count: n)
+        e[5] = 1
+        #expect(rotated(e) == (0..<n).map { Float(r[5 * n + $0]) })
+    }
+}
