@@ -57,7 +57,7 @@ import Testing
         let r = try CLI.run(Self.convertArgs(out: out, extra: ["--keep-work"]))
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stderr.contains("[1/3] calibration: up to date"), "\(r.stderr)")
-        #expect(r.stderr.contains("[2/3] quantization with recipe 'fireq'"))
+        #expect(r.stderr.contains("[2/3] quantization with recipe 'fireq-plus'"))   // convert's default
         #expect(r.stderr.contains("smoke evaluation: ppl") && r.stderr.contains("passed"))
         for f in ["model.safetensors", "config.json", "tokenizer.json", "report.json", "report.md", "report.html"] {
             #expect(FileManager.default.fileExists(atPath: out + "/" + f), "\(f)")
