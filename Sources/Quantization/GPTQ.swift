@@ -192,7 +192,7 @@ public enum GPTQ {
                                                         var a: Float = 0
                                                         for x in grp { a = max(a, abs(x)) }
                                                         a = max(a, Int4Groups.absmaxFloor)
-                                                        s[r] = scaleFormat == .fp8e4m3 ? max(FP8E4M3.round(a / 7), Int4Groups.minScale) : BF16.round(a / 7)
+                                                        s[r] = Int4Groups.groupScale(absmax: a, format: scaleFormat)
                                                     }
                                                     S.b[(r0 + r) * groups + j / g] = s[r]
                                                 }

@@ -55,6 +55,15 @@ public enum Int4Groups {
         public var groupSize: Int
     }
 
+    /// The plain group scale for absmax a: E4M3(a / 7) raised to 2^-9, or BF16(a / 7).
+    @inline(__always)
+    public static func groupScale(absmax a: Float, format: ScaleFormat) -> Float {
+        switch format {
+        case .fp8e4m3: return max(FP8E4M3.round(a / 7), minScale)
+        case .bf16: return BF16.round(a / 7)
+        }
+    }
+
     /// s_g = E4M3(a_g / 7) raised to 2^-9 (or BF16(a_g / 7) for the σ_BF16 variant);
     /// q = clamp(round_half_even(W / s_g), −8, 7) (§2.3). W is already multiplied by P.
     public static func quantize(_ w: [Float], rows: Int, k: Int, groupSize g: Int, scaleFormat: ScaleFormat = .fp8e4m3) -> Quantized {
@@ -64,12 +73,7 @@ public enum Int4Groups {
         var q = [Int8](repeating: 0, count: rows * k)
         for r in 0..<rows {
             for gi in 0..<groups {
-                let raw = a[r * groups + gi] / 7
-                let s: Float
-                switch scaleFormat {
-                case .fp8e4m3: s = max(FP8E4M3.round(raw), minScale)
-                case .bf16: s = BF16.round(raw)
-                }
+                let s = groupScale(absmax: a[r * groups + gi], format: scaleFormat)
                 scales[r * groups + gi] = s
                 for j in 0..<g {
                     let idx = r * k + gi * g + j
