@@ -24,7 +24,41 @@ SHAPES = {
     "llama3-8b": dict(hidden=4096, heads=32, kv=8, inter=14336, vocab=128256, theta=500000.0, tied=False),
     "llama3-70b": dict(hidden=8192, heads=64, kv=8, inter=28672, vocab=128256, theta=500000.0, tied=False),
     "smollm2-135m": dict(hidden=576, heads=9, kv=3, inter=1536, vocab=49152, theta=100000.0, tied=True),
+    # Fuzzing seeds (Fuzz/make-seeds.sh): a few KB, with the byte-level tokenizer below.
+    "tiny": dict(hidden=64, heads=2, kv=1, inter=128, vocab=272, theta=10000.0, tied=True),
 }
+
+
+def byte_level_tokenizer(merges):
+    """A complete byte-level BPE tokenizer.json (GPT-2 byte alphabet, the given merges, three
+    special tokens at the end): every text encodes, ids < 256 + len(merges) + 3."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    alphabet = [chr(c) for _, c in sorted(zip(bs, cs))]
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    added = [dict(id=len(vocab) + k, content=t, single_word=False, lstrip=False, rstrip=False, normalized=False, special=True)
+             for k, t in enumerate(specials)]
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level]},
+        "post_processor": dict(byte_level, add_prefix_space=True, trim_offsets=False),
+        "decoder": dict(byte_level, add_prefix_space=True),
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": vocab, "merges": [f"{a} {b}" for a, b in merges]},
+    }
+
+
+TINY_MERGES = [("\u0120", "t"), ("h", "e"), ("\u0120t", "he"), ("\u0120", "a"), ("i", "n"), ("e", "r")]
 
 
 def to_16bit(x, dtype):
@@ -62,9 +96,13 @@ def main():
     ap.add_argument("--dtype", choices=["bf16", "f16"], default="bf16")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-shard-bytes", type=int, default=2_000_000_000)
-    ap.add_argument("--tokenizer-from", default=os.path.join(os.path.dirname(__file__), "..", ".cache", "models", "smollm2-135m-instruct"))
+    ap.add_argument("--tokenizer-from", default=os.path.join(os.path.dirname(__file__), "..", ".cache", "models", "smollm2-135m-instruct"),
+                    help="folder to copy tokenizer.json and tokenizer_config.json from; 'byte-level' writes a "
+                         "tiny byte-level BPE tokenizer instead (the 'tiny' shape's default)")
     a = ap.parse_args()
     shape = SHAPES[a.shape]
+    if a.shape == "tiny" and "--tokenizer-from" not in sys.argv:
+        a.tokenizer_from = "byte-level"
     if a.layers < 1:
         sys.exit(f"error: --layers must be at least 1 (got {a.layers})")
     tmp = a.out + ".partial"
@@ -119,10 +157,21 @@ def main():
         "attention_bias": False, "torch_dtype": "bfloat16" if a.dtype == "bf16" else "float16",
         "bos_token_id": 1, "eos_token_id": 2,
     }
+    if a.tokenizer_from == "byte-level":   # <|im_start|> and <|im_end|> of byte_level_tokenizer
+        config["bos_token_id"], config["eos_token_id"] = 256 + len(TINY_MERGES) + 1, 256 + len(TINY_MERGES) + 2
     with open(os.path.join(tmp, "config.json"), "w") as f:
         json.dump(config, f, indent=1)
-    for t in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(os.path.join(a.tokenizer_from, t), os.path.join(tmp, t))
+    if a.tokenizer_from == "byte-level":
+        tok = byte_level_tokenizer(TINY_MERGES)
+        assert len(tok["model"]["vocab"]) + len(tok["added_tokens"]) <= shape["vocab"]
+        with open(os.path.join(tmp, "tokenizer.json"), "w") as f:
+            json.dump(tok, f, indent=1, ensure_ascii=False)
+        with open(os.path.join(tmp, "tokenizer_config.json"), "w") as f:
+            json.dump({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "add_bos_token": False,
+                       "model_max_length": 8192, "tokenizer_class": "GPT2Tokenizer"}, f, indent=1)
+    else:
+        for t in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(os.path.join(a.tokenizer_from, t), os.path.join(tmp, t))
     shutil.rmtree(a.out, ignore_errors=True)
     os.rename(tmp, a.out)
     print(f"{a.out}: {a.shape} shape, {a.layers} layers, {a.dtype}, {total / 1e9:.2f} GB in {len(plan)} shards")

@@ -10,6 +10,7 @@ static inline hid_t fq_h5p_default(void) { return H5P_DEFAULT; }
 static inline hid_t fq_h5p_dataset_create(void) { return H5P_DATASET_CREATE; }
 static inline hid_t fq_h5p_group_create(void) { return H5P_GROUP_CREATE; }
 static inline hid_t fq_h5p_file_create(void) { return H5P_FILE_CREATE; }
+static inline hid_t fq_h5p_file_access(void) { return H5P_FILE_ACCESS; }
 static inline hid_t fq_h5s_all(void) { return H5S_ALL; }
 static inline size_t fq_h5t_variable(void) { return H5T_VARIABLE; }
 static inline unsigned fq_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }

@@ -69,8 +69,9 @@ public struct CalibrationWindows: Sendable {
     public static func load(_ source: CalibrationSource, tokenizer: Tokenizer, vocabSize: Int, samples: Int, seqLen: Int,
                             shuffle: Bool = false, seed: UInt64 = 0) throws -> CalibrationWindows {
         let path = source.path
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CalibrationError.invalidText(path: path, reason: "cannot read the file (missing or not readable)")
+        let data: [UInt8]
+        do { data = try FileBytes.read(path, limit: FileBytes.textLimit) } catch {
+            throw CalibrationError.invalidText(path: path, reason: "cannot read the file (\(error.reason))")
         }
         let sha = SHA256.hex(data)
         var rows: [[Int32]]
@@ -110,6 +111,9 @@ public struct CalibrationWindows: Sendable {
             guard info.shape[1] == seqLen else {
                 throw CalibrationError.wrongDataset(path: path, name: "tokens", reason: "has windows of \(info.shape[1]) tokens but --seq-len is \(seqLen)")
             }
+            guard info.shape[0] <= Self.maxTokens / max(1, info.shape[1]) else {
+                throw CalibrationError.wrongDataset(path: path, name: "tokens", reason: "has \(info.shape[0]) windows of \(info.shape[1]) tokens, more than the limit of \(Self.maxTokens) tokens")
+            }
             guard info.shape[0] >= samples else {
                 throw CalibrationError.notEnoughTokens(path: path, found: info.shape[0] * info.shape[1], needed: samples * seqLen, samples: samples, seqLen: seqLen)
             }
@@ -138,11 +142,14 @@ public struct CalibrationWindows: Sendable {
         (0..<(tokens.count / seqLen)).map { Array(tokens[($0 * seqLen)..<(($0 + 1) * seqLen)]) }
     }
 
-    static func utf8(_ data: Data, path: String) throws -> String {
+    /// Most tokens a --tokens file may hold (checked from its shape before anything is read).
+    public static let maxTokens = 1 << 28
+
+    static func utf8(_ data: [UInt8], path: String) throws -> String {
         if let s = String(validating: data, as: UTF8.self) { return s }
         // Find the first invalid byte for the message.
         var offset = 0
-        let bytes = [UInt8](data)
+        let bytes = data
         var it = bytes.makeIterator()
         var decoder = UTF8()
         loop: while true {

@@ -1,4 +1,5 @@
 import Foundation
+import JSONSupport
 import LlamaReference
 import TensorStore
 
@@ -22,10 +23,11 @@ public struct Calibrator {
 
     /// Model hash of Formats/calibration-stats.md.
     public func modelHash() throws -> String {
-        guard let cfg = FileManager.default.contents(atPath: directory + "/config.json") else {
-            throw ModelError.missingFile(path: directory + "/config.json")
+        let cfg: [UInt8]
+        do { cfg = try FileBytes.read(directory + "/config.json", limit: FileBytes.smallJSONLimit) } catch {
+            throw error.missing ? ModelError.missingFile(path: error.path) : ModelError.unreadable(path: error.path, reason: error.reason)
         }
-        return try checkpoint.modelHash(configBytes: [UInt8](cfg))
+        return try checkpoint.modelHash(configBytes: cfg)
     }
 
     /// Runs all layers; `onLayer` receives each finished layer's statistics (in order),

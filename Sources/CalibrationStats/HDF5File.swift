@@ -11,6 +11,9 @@ public enum CalibrationError: Error, Sendable, Equatable, CustomStringConvertibl
     case invalidJSONLines(path: String, line: Int, reason: String)
     case exists(path: String)
     case modelMismatch(path: String, reason: String)
+    /// A statistics file refused before libhdf5 reads it (integrity block).
+    case damaged(path: String, reason: String)
+    case writeFailed(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -22,6 +25,8 @@ public enum CalibrationError: Error, Sendable, Equatable, CustomStringConvertibl
         case .invalidJSONLines(let p, let l, let r): return "\(p): line \(l): \(r)."
         case .exists(let p): return "\(p): the output file already exists (pass --force to overwrite)."
         case .modelMismatch(let p, let r): return "\(p): \(r)."
+        case .damaged(let p, let r): return "\(p): \(r)."
+        case .writeFailed(let p, let r): return "\(p): cannot write: \(r)."
         }
     }
 }
@@ -34,13 +39,25 @@ public final class HDF5File {
 
     private init(path: String, id: hid_t) { self.path = path; self.id = id }
 
-    public static func create(_ path: String) throws(CalibrationError) -> HDF5File {
+    /// `userBlock`: bytes reserved at the start of the file for the caller (0, or a power of two ≥ 512).
+    /// `inMemory`: the file lives in memory only (libhdf5's core driver, nothing written to `path`);
+    /// `image()` returns its bytes for the caller to write. libhdf5 reports a failed write only as
+    /// a generic error, or not at all when its buffered close fails, so writers that must say "No
+    /// space left on device" write the image themselves.
+    public static func create(_ path: String, userBlock: Int = 0, inMemory: Bool = false) throws(CalibrationError) -> HDF5File {
         fq_h5_quiet()
         // No object modification times: the same statistics give the same bytes on every run.
         let fcpl = H5Pcreate(fq_h5p_file_create())
         H5Pset_obj_track_times(fcpl, false)
+        if userBlock > 0 { H5Pset_userblock(fcpl, hsize_t(userBlock)) }
         defer { H5Pclose(fcpl) }
-        let id = H5Fcreate(path, fq_h5f_acc_trunc(), fcpl, fq_h5p_default())
+        var fapl = fq_h5p_default()
+        if inMemory {
+            fapl = H5Pcreate(fq_h5p_file_access())
+            H5Pset_fapl_core(fapl, 1 << 20, false)
+        }
+        defer { if inMemory { H5Pclose(fapl) } }
+        let id = H5Fcreate(path, fq_h5f_acc_trunc(), fcpl, fapl)
         guard id >= 0 else { throw .hdf5(path: path, operation: "creating the file") }
         return HDF5File(path: path, id: id)
     }
@@ -54,6 +71,17 @@ public final class HDF5File {
     }
 
     public func close() { H5Fclose(id) }
+
+    /// The bytes of the file as it stands (flushed first): for in-memory files.
+    public func image() throws(CalibrationError) -> [UInt8] {
+        guard H5Fflush(id, H5F_SCOPE_GLOBAL) >= 0 else { throw .hdf5(path: path, operation: "flushing the file") }
+        let n = H5Fget_file_image(id, nil, 0)
+        guard n > 0 else { throw .hdf5(path: path, operation: "taking the file's image") }
+        var bytes = [UInt8](repeating: 0, count: n)
+        let m = bytes.withUnsafeMutableBytes { H5Fget_file_image(id, $0.baseAddress, n) }
+        guard m == n else { throw .hdf5(path: path, operation: "taking the file's image") }
+        return bytes
+    }
 
     /// Creates every missing group along a slash-separated path; returns nothing (groups are reopened by path).
     public func createGroups(_ groupPath: String) throws(CalibrationError) {

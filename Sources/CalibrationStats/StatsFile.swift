@@ -1,15 +1,51 @@
 import Foundation
 import LlamaReference
+import JSONSupport
+import TensorStore
 
 /// The calibration statistics file (Formats/calibration-stats.md): streaming writer and reader.
 public enum StatsFile {
     public static let format = "fireq-calibration-stats"
     public static let version = "1"
+    /// The integrity block before the HDF5 content (Formats/calibration-stats.md).
+    public static let sealBytes = 512
+    static let sealPrefix = Array("fireq-calibration-stats sha256 ".utf8)
+    /// Largest statistics file read (an 8B model's are ~10 MB).
+    public static let maxFileBytes = 4 << 30
 
-    /// Writes layers as they finish into `NAME.tmp-…`, renamed to `NAME` by `finish()`.
+    /// Stores the SHA-256 of bytes 512… in the (empty) user block of a file image.
+    static func seal(_ bytes: inout [UInt8], path: String) throws(CalibrationError) {
+        guard bytes.count > sealBytes, bytes[0..<sealBytes].allSatisfy({ $0 == 0 }) else {
+            throw .hdf5(path: path, operation: "sealing the file (its user block is missing or not empty)")
+        }
+        var block = sealPrefix + Array(SHA256.hex(bytes[sealBytes...]).utf8) + [0x0A]
+        block += [UInt8](repeating: 0, count: sealBytes - block.count)
+        bytes.replaceSubrange(0..<sealBytes, with: block)
+    }
+
+    /// `seal` for the fuzzers' stats-unsealed target (Fuzz/), which must reach libhdf5 with any bytes.
+    public static func sealForFuzzing(_ bytes: inout [UInt8]) throws(CalibrationError) { try seal(&bytes, path: "fuzz input") }
+
+    /// Checks the integrity block before libhdf5 reads the file; returns the whole file's SHA-256.
+    public static func verifySeal(_ path: String) throws(CalibrationError) -> String {
+        let bytes: [UInt8]
+        do { bytes = try FileBytes.read(path, limit: maxFileBytes) } catch {
+            throw .damaged(path: path, reason: error.missing ? "the statistics file does not exist" : error.reason)
+        }
+        guard bytes.count > sealBytes, bytes.starts(with: sealPrefix) else {
+            throw .damaged(path: path, reason: "has no fireq integrity block (written by fireq before 2026-12-03, or not by fireq): rerun fireq calibrate")
+        }
+        let hex = bytes[sealPrefix.count..<min(sealPrefix.count + 64, bytes.count)]
+        guard hex.count == 64, bytes[sealPrefix.count + 64] == 0x0A, String(decoding: hex, as: UTF8.self) == SHA256.hex(bytes[sealBytes...]) else {
+            throw .damaged(path: path, reason: "is damaged or was edited after it was written (its SHA-256 does not match the one it records): rerun fireq calibrate")
+        }
+        return SHA256.hex(bytes)
+    }
+
+    /// Collects layers as they finish in an in-memory HDF5 file; `finish()` seals its image and
+    /// writes it to `NAME.tmp-…`, synced, then renamed to `NAME` (Formats/calibration-stats.md).
     public final class Writer {
         public let path: String
-        let tempPath: String
         let file: HDF5File
         let config: LlamaConfig
         private var finished = false
@@ -17,8 +53,17 @@ public enum StatsFile {
         public init(path: String, config: LlamaConfig, attributes: [String: String]) throws(CalibrationError) {
             self.path = path
             self.config = config
-            tempPath = "\(path).tmp-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))"
-            do { file = try HDF5File.create(tempPath) } catch {
+            // The file is written at finish(); fail now, not after the calibration, when its folder
+            // cannot take a file.
+            let probe = "\(path).tmp-\(ProcessInfo.processInfo.processIdentifier)-probe"
+            let fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            guard fd >= 0 else {
+                let dir = (path as NSString).deletingLastPathComponent
+                throw .writeFailed(path: path, reason: "cannot create a file in '\(dir.isEmpty ? "." : dir)' (\(String(cString: strerror(errno))))")
+            }
+            close(fd)
+            unlink(probe)
+            do { file = try HDF5File.create(path, userBlock: StatsFile.sealBytes, inMemory: true) } catch {
                 throw .hdf5(path: path, operation: "creating the output file")
             }
             do {
@@ -73,18 +118,28 @@ public enum StatsFile {
 
         /// Closes the file and moves it under its final name.
         public func finish() throws(CalibrationError) {
+            var bytes: [UInt8]
+            do { bytes = try file.image() } catch {
+                abandon()
+                throw error
+            }
+            // libhdf5's image of an in-memory file starts at the superblock, whose base address
+            // already accounts for the user block: the block goes in front.
+            bytes = [UInt8](repeating: 0, count: StatsFile.sealBytes) + bytes
             file.close()
             finished = true
-            if rename(tempPath, path) != 0 {
-                unlink(tempPath)
-                throw .hdf5(path: path, operation: "renaming the finished file into place (\(String(cString: strerror(errno))))")
+            try StatsFile.seal(&bytes, path: path)
+            do {
+                try AtomicFile.write(to: path) { (h) throws(TensorStoreError) in try h.write(Data(bytes), path: path) }
+            } catch {
+                if case .writeFailed(_, let r) = error { throw .writeFailed(path: path, reason: r) }
+                throw .writeFailed(path: path, reason: error.description)
             }
         }
 
-        /// Closes and deletes the temporary file (on error or interruption).
+        /// Drops the in-memory file (on error or interruption); nothing was written.
         public func abandon() {
             if !finished { file.close(); finished = true }
-            unlink(tempPath)
         }
 
         deinit { if !finished { abandon() } }
@@ -96,6 +151,8 @@ public enum StatsFile {
         public let layers: [LayerStatistics]
         /// The calibration windows, when the file stores them (files from before 2026-12-03 do not).
         public var tokens: [[Int32]]? = nil
+        /// SHA-256 of the whole file (what packed files record as fireq.stats_sha256).
+        public var fileSHA256 = ""
     }
 
     public static let attributeNames = ["format", "format_version", "tool_version", "model_sha256", "model_path", "source_kind",
@@ -104,6 +161,7 @@ public enum StatsFile {
 
     /// Reads a statistics file written for a model of shape `config`, checking format and shapes.
     public static func read(_ path: String, config c: LlamaConfig) throws(CalibrationError) -> Contents {
+        let sha = try verifySeal(path)
         let f = try HDF5File.open(path)
         defer { f.close() }
         var attrs: [String: String] = [:]
@@ -134,6 +192,7 @@ public enum StatsFile {
             layers.append(s)
         }
         var contents = Contents(attributes: attrs, layers: layers)
+        contents.fileSHA256 = sha
         if f.exists("tokens") {
             let info = try f.datasetInfo("tokens")
             let n = Int(attrs["samples"] ?? "") ?? -1, L = Int(attrs["seq_len"] ?? "") ?? -1

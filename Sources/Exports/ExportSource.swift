@@ -56,8 +56,9 @@ final class ExportSource {
         packed = try PackedModel(directory: directory)
         try packed.verify()
         let configPath = directory + "/config.json"
-        guard let data = fm.contents(atPath: configPath) else {
-            throw ExportError(path: configPath, reason: "is missing; a packed folder carries its model's config.json")
+        let data: [UInt8]
+        do { data = try FileBytes.read(configPath, limit: FileBytes.smallJSONLimit) } catch {
+            throw ExportError(path: configPath, reason: error.missing ? "is missing; a packed folder carries its model's config.json" : error.reason)
         }
         do { configJSON = try JSONParser.parse(data) } catch {
             throw ExportError(path: configPath, reason: "is not valid JSON (\(error))")
@@ -112,7 +113,11 @@ final class ExportSource {
     /// A JSON file of the packed folder, or nil when it is absent.
     func jsonFile(_ name: String) throws -> JSONValue? {
         let path = directory + "/" + name
-        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        let data: [UInt8]
+        do { data = try FileBytes.read(path, limit: FileBytes.tokenizerLimit) } catch {
+            if error.missing { return nil }
+            throw ExportError(path: path, reason: error.reason)
+        }
         do { return try JSONParser.parse(data) } catch {
             throw ExportError(path: path, reason: "is not valid JSON (\(error))")
         }

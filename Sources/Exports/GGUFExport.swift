@@ -229,9 +229,8 @@ public enum GGUFExport {
 
     /// Parses a `--metadata` override file: a JSON object of `general.*` keys.
     public static func overrides(fromJSONFile path: String) throws -> [(String, GGUFValue)] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ExportError(path: path, reason: "cannot be read")
-        }
+        let data: [UInt8]
+        do { data = try FileBytes.read(path, limit: FileBytes.smallJSONLimit) } catch { throw ExportError(path: path, reason: error.reason) }
         let j: JSONValue
         do { j = try JSONParser.parse(data) } catch { throw ExportError(path: path, reason: "is not valid JSON (\(error))") }
         guard let o = j.objectValue else { throw ExportError(path: path, reason: "must hold a JSON object of GGUF keys") }

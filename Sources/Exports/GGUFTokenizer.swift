@@ -69,7 +69,7 @@ enum GGUFTokenizer {
         }
         if let t = tc?["chat_template"]?.stringValue {
             kv.append(("tokenizer.chat_template", .string(t)))
-        } else if let data = FileManager.default.contents(atPath: src.directory + "/chat_template.jinja"), let t = String(data: data, encoding: .utf8) {
+        } else if let data = FileBytes.readIfPresent(src.directory + "/chat_template.jinja", limit: FileBytes.smallJSONLimit), let t = String(validating: data, as: UTF8.self) {
             kv.append(("tokenizer.chat_template", .string(t)))
         }
         return kv

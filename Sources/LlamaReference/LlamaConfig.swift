@@ -4,6 +4,7 @@ import JSONSupport
 /// Errors reading a model folder's config.json. Each reads as one sentence.
 public enum ModelError: Error, Sendable, Equatable, CustomStringConvertible {
     case missingFile(path: String)
+    case unreadable(path: String, reason: String)
     case invalidJSON(path: String, reason: String)
     case invalidKey(path: String, key: String, reason: String)
     case unsupported(path: String, key: String, value: String, supported: String)
@@ -11,6 +12,7 @@ public enum ModelError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .missingFile(let p): return "\(p): file not found (a model folder needs config.json)."
+        case .unreadable(let p, let r): return "\(p): \(r)."
         case .invalidJSON(let p, let r): return "\(p): not valid JSON: \(r)."
         case .invalidKey(let p, let k, let r): return "\(p): '\(k)' \(r)."
         case .unsupported(let p, let k, let v, let s): return "\(p): unsupported \(k) \(v) (supported: \(s))."
@@ -56,21 +58,29 @@ public struct LlamaConfig: Sendable, Equatable {
 
     public init(directory: String) throws(ModelError) {
         let path = directory + "/config.json"
-        guard let data = FileManager.default.contents(atPath: path) else { throw .missingFile(path: path) }
+        let data: [UInt8]
+        do { data = try FileBytes.read(path, limit: FileBytes.smallJSONLimit) } catch {
+            throw error.missing ? .missingFile(path: path) : .unreadable(path: path, reason: error.reason)
+        }
         let json: JSONValue
         do { json = try JSONParser.parse(data) } catch { throw .invalidJSON(path: path, reason: error.description) }
         try self.init(json: json, path: path)
     }
 
+    /// Largest accepted size, head count or layer count (every real model is far below; it keeps
+    /// products of dimensions far from overflow and hostile files from sizing huge buffers).
+    public static let maxDimension = 1 << 21
+
     public init(json: JSONValue, path: String) throws(ModelError) {
         guard let o = json.objectValue else { throw .invalidJSON(path: path, reason: "the top level is \(json.kindDescription), not an object") }
-        func int(_ k: String, default d: Int? = nil, min: Int = 1) throws(ModelError) -> Int {
+        func int(_ k: String, default d: Int? = nil, min: Int = 1, max: Int = Self.maxDimension) throws(ModelError) -> Int {
             guard let v = o[k], !v.isNull else {
                 if let d { return d }
                 throw .invalidKey(path: path, key: k, reason: "is missing")
             }
             guard let i = v.intValue else { throw .invalidKey(path: path, key: k, reason: "must be an integer, found \(v.kindDescription)") }
             guard i >= min else { throw .invalidKey(path: path, key: k, reason: "must be at least \(min), found \(i)") }
+            guard i <= max else { throw .invalidKey(path: path, key: k, reason: "is \(i), more than this tool accepts (\(max))") }
             return i
         }
         func double(_ k: String, default d: Double) throws(ModelError) -> Double {
@@ -146,12 +156,13 @@ public struct LlamaConfig: Sendable, Equatable {
             ropeTheta = t
         } else {
             ropeTheta = try double("rope_theta", default: 10000)
+            guard ropeTheta > 0 else { throw .invalidKey(path: path, key: "rope_theta", reason: "must be a positive number, found \(ropeTheta)") }
         }
         tieWordEmbeddings = try bool("tie_word_embeddings", default: arch == .qwen2 ? false : false)
         attentionBias = arch == .qwen2 ? true : try bool("attention_bias", default: false)
         qkNorm = arch == .qwen3
         vocabSize = try int("vocab_size")
-        maxPositionEmbeddings = try int("max_position_embeddings", default: 2048)
+        maxPositionEmbeddings = try int("max_position_embeddings", default: 2048, max: 1 << 30)
         bosTokenID = o["bos_token_id"]?.intValue
         eosTokenID = o["eos_token_id"]?.intValue
         ropeScaling = params != nil ? try Self.parseRopeScaling(params, path: path, key: "rope_parameters")

@@ -46,7 +46,7 @@ public final class PackedModel: @unchecked Sendable {
     /// Whether `dir` holds a packed model (single file or shards), without validating it.
     public static func isPacked(_ dir: String) -> Bool {
         if let f = try? SafetensorsFile(path: dir + "/model.safetensors") { return f.metadata["fireq.format"] == PackedFormat.name }
-        guard let d = FileManager.default.contents(atPath: dir + "/model.safetensors.index.json"), let j = try? JSONParser.parse(d) else { return false }
+        guard let d = FileBytes.readIfPresent(dir + "/model.safetensors.index.json", limit: FileBytes.smallJSONLimit), let j = try? JSONParser.parse(d) else { return false }
         return j["metadata"]?["fireq.format"]?.stringValue == PackedFormat.name
     }
 
@@ -54,7 +54,7 @@ public final class PackedModel: @unchecked Sendable {
     public static func weightFileNames(in dir: String) -> [String] {
         let fm = FileManager.default
         if fm.fileExists(atPath: dir + "/model.safetensors") { return ["model.safetensors"] }
-        guard let d = fm.contents(atPath: dir + "/model.safetensors.index.json"), let j = try? JSONParser.parse(d),
+        guard let d = FileBytes.readIfPresent(dir + "/model.safetensors.index.json", limit: FileBytes.smallJSONLimit), let j = try? JSONParser.parse(d),
               let map = j["weight_map"]?.objectValue else { return [] }
         return ["model.safetensors.index.json"] + Set(map.pairs.compactMap { $0.value.stringValue }).sorted()
     }

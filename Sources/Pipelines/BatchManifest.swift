@@ -48,8 +48,8 @@ public struct BatchManifest: Sendable {
         guard Int(st.st_size) <= Self.maxBytes else {
             throw PipelineError("\(path): the manifest has \(st.st_size) bytes, more than the limit of \(Self.maxBytes).")
         }
-        guard let data = FileManager.default.contents(atPath: path) else { throw PipelineError("\(path): cannot read the manifest (not readable).") }
-        let bytes = [UInt8](data)
+        let bytes: [UInt8]
+        do { bytes = try FileBytes.read(path, limit: Self.maxBytes) } catch { throw PipelineError("\(path): cannot read the manifest (\(error.reason)).") }
         sha256 = SHA256.hex(bytes)
         folder = parentFolder(Self.absolute(path))
         var lineNo = 0

@@ -64,7 +64,7 @@ public struct BatchReport: Sendable {
                 r.report = j.out + "/report.json"
             }
             if fm.fileExists(atPath: m.logPath(e.index)) { r.log = m.logPath(e.index) }
-            if let rep = r.report, let d = fm.contents(atPath: rep), let v = try? JSONParser.parse(d), let mo = v["models"]?.arrayValue?.first {
+            if let rep = r.report, let d = FileBytes.readIfPresent(rep, limit: FileBytes.smallJSONLimit), let v = try? JSONParser.parse(d), let mo = v["models"]?.arrayValue?.first {
                 let b = v["baseline"]
                 r.basePPLAll = b?["perplexity_all"]?.doubleValue
                 r.basePPLLlamacpp = b?["perplexity_llamacpp"]?.doubleValue
@@ -114,9 +114,7 @@ public struct BatchReport: Sendable {
             o += [("model", .string(r.model)), ("out", .string(r.out)), ("recipe", .string(r.recipe))]
             o += opt("attempt", r.attempt) + opt("host", r.host) + opt("seconds", r.seconds)
             if !r.stages.isEmpty {
-                o.append(("stages", .object(JSONObject(r.stages.map { s in
-                    (s.name, .object(JSONObject([("seconds", .double(s.seconds))] + (s.skipped ? [("skipped", .bool(true))] : []))))
-                }))))
+                o.append(("stages", StageTiming.jsonValue(r.stages)))
             }
             o += opt("baseline_perplexity_all", r.basePPLAll) + opt("baseline_perplexity_llamacpp", r.basePPLLlamacpp)
             o += opt("perplexity_all", r.pplAll) + opt("perplexity_llamacpp", r.pplLlamacpp)

@@ -32,9 +32,7 @@ public struct BatchStatus: Sendable {
         if let finished { o.append(("finished", .string(finished))) }
         if let seconds { o.append(("seconds", .double(seconds))) }
         if !stages.isEmpty {
-            o.append(("stages", .object(JSONObject(stages.map { s in
-                (s.name, .object(JSONObject([("seconds", .double(s.seconds))] + (s.skipped ? [("skipped", .bool(true))] : []))))
-            }))))
+            o.append(("stages", StageTiming.jsonValue(stages)))
         }
         if let report { o.append(("report", .string(report))) }
         if let packedSHA256 { o.append(("packed_sha256", .string(packedSHA256))) }
@@ -54,7 +52,7 @@ public struct BatchStatus: Sendable {
 
     /// Reads a status record; nil when there is none or it cannot be read.
     public static func read(_ path: String) -> BatchStatus? {
-        guard let d = FileManager.default.contents(atPath: path), let j = try? JSONParser.parse(d),
+        guard let d = FileBytes.readIfPresent(path, limit: FileBytes.smallJSONLimit), let j = try? JSONParser.parse(d),
               let st = j["status"]?.stringValue, let sha = j["entry_sha256"]?.stringValue else { return nil }
         var s = BatchStatus(status: st, attempt: j["attempt"]?.intValue ?? 0, entrySHA256: sha)
         s.exitStatus = j["exit_status"]?.intValue

@@ -59,6 +59,13 @@ public struct StageTiming: Sendable, Equatable {
     public var name: String
     public var seconds: Double
     public var skipped: Bool
+
+    /// `{"NAME": {"seconds": S[, "skipped": true]}, ...}` of batch status files and reports.
+    public static func jsonValue(_ stages: [StageTiming]) -> JSONValue {
+        .object(JSONObject(stages.map { s in
+            (s.name, .object(JSONObject([("seconds", .double(s.seconds))] + (s.skipped ? [("skipped", .bool(true))] : []))))
+        }))
+    }
 }
 
 /// What a conversion ended with (errors are thrown; a failed threshold is an outcome).
@@ -101,7 +108,7 @@ public enum ConvertPipeline {
         var overrides = try job.ggufMetadata.map { try Exporter.ggufMetadata(fromJSONFile: $0) } ?? []
         // The GGUF's general.name defaults as `fireq export OUT` would give it: config.json's
         // _name_or_path, else OUT's folder name (not the work folder's).
-        let nameOrPath = (fm.contents(atPath: job.model + "/config.json").flatMap { try? JSONParser.parse($0) })?["_name_or_path"]?.stringValue ?? ""
+        let nameOrPath = (FileBytes.readIfPresent(job.model + "/config.json", limit: FileBytes.smallJSONLimit).flatMap { try? JSONParser.parse($0) })?["_name_or_path"]?.stringValue ?? ""
         if nameOrPath.isEmpty && !overrides.contains(where: { $0.0 == "general.name" }) {
             overrides.insert(("general.name", .string((out as NSString).lastPathComponent)), at: 0)
         }
@@ -216,7 +223,7 @@ public enum ConvertPipeline {
             rep.threshold = LossThreshold(maxDeltaPerplexityPercent: job.maxDeltaPPL, passed: rep.deltaPercent(0) <= job.maxDeltaPPL)
             try rep.write(base: reportBase)
         }
-        guard let data = fm.contents(atPath: reportBase + ".json"), let j = try? JSONParser.parse(data),
+        guard let data = FileBytes.readIfPresent(reportBase + ".json", limit: FileBytes.smallJSONLimit), let j = try? JSONParser.parse(data),
               let m = j["models"]?.arrayValue?.first, let delta = m["delta_perplexity_percent"]?.doubleValue,
               let basePPL = j["baseline"]?["perplexity"]?.doubleValue, let ppl = m["perplexity"]?.doubleValue else {
             throw PipelineError("\(reportBase).json: the smoke evaluation report cannot be read; delete it and rerun.")
@@ -294,7 +301,7 @@ public struct StageRecord {
     /// The outputs' hashes (by file name) and the recorded seconds when the record exists, its
     /// key matches and every output still has its recorded hash; nil when the stage must run.
     func current(key: String, outputs: [String], log: ProgressLog) throws -> (hashes: [String: String], seconds: Double)? {
-        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        guard let data = FileBytes.readIfPresent(path, limit: FileBytes.smallJSONLimit) else { return nil }
         guard let j = try? JSONParser.parse(data), let k = j["key"]?.stringValue, let o = j["outputs"]?.objectValue else {
             log.line("\(name): the stage record \(path) is unreadable; recomputing")
             return nil

@@ -67,9 +67,8 @@ public func fileSHA256(_ path: String) throws -> String { try SHA256.fileHex(pat
 
 /// Reads a whole file as UTF-8 text, with a one-sentence error when it cannot.
 public func readText(_ path: String) throws -> String {
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw PipelineError("\(path): cannot read the file (missing or not readable).")
-    }
+    let data: [UInt8]
+    do { data = try FileBytes.read(path, limit: FileBytes.textLimit) } catch { throw PipelineError("\(path): cannot read the file (\(error.reason)).") }
     guard let s = String(validating: data, as: UTF8.self) else {
         throw PipelineError("\(path): the file is not valid UTF-8 text.")
     }
@@ -115,8 +114,11 @@ public struct LoadedModel {
         }
         let model = try LlamaModel(directory: dir, threads: threads)
         let ckpt = try Checkpoint(directory: dir)
-        guard let cfg = FileManager.default.contents(atPath: dir + "/config.json") else { throw ModelError.missingFile(path: dir + "/config.json") }
-        let hash = try ckpt.modelHash(configBytes: [UInt8](cfg))
+        let cfg: [UInt8]
+        do { cfg = try FileBytes.read(dir + "/config.json", limit: FileBytes.smallJSONLimit) } catch {
+            throw error.missing ? ModelError.missingFile(path: error.path) : ModelError.unreadable(path: error.path, reason: error.reason)
+        }
+        let hash = try ckpt.modelHash(configBytes: cfg)
         return LoadedModel(model: model, provenance: ModelProvenance(label: label ?? base, path: dir, engine: "fp32-reference",
                                                                     fields: [("model_sha256", hash)]))
     }

@@ -32,13 +32,12 @@ public struct Quantizer {
         let config = try LlamaConfig(directory: modelDir)
         let ckpt = try Checkpoint(directory: modelDir)
         try LlamaTensorNames.validate(ckpt, config: config)
-        let configBytes = [UInt8](fm.contents(atPath: modelDir + "/config.json") ?? Data())
+        let configBytes = FileBytes.readIfPresent(modelDir + "/config.json", limit: FileBytes.smallJSONLimit) ?? []
         let modelHash = try ckpt.modelHash(configBytes: configBytes)
         let stats = try StatsFile.read(statsPath, config: config)
         if stats.attributes["model_sha256"] != modelHash {
             throw QuantizationError.statsMismatch(path: statsPath, expected: modelHash, found: stats.attributes["model_sha256"] ?? "")
         }
-        guard let statsData = fm.contents(atPath: statsPath) else { throw QuantizationError.packed(path: statsPath, reason: "cannot be read") }
         // Check every group size before any work.
         let c = config
         let shapes: [(String, Int)] = [("self_attn.q_proj", c.hiddenSize), ("self_attn.k_proj", c.hiddenSize), ("self_attn.v_proj", c.hiddenSize),
@@ -66,7 +65,7 @@ public struct Quantizer {
         let cfgJSON = (try? JSONParser.parse(configBytes)).map { JSONWriter.serialize($0, sortedKeys: true) } ?? "{}"
         let common: [String: String] = [
             "fireq.format": PackedFormat.name, "fireq.version": PackedFormat.version, "fireq.config": cfgJSON,
-            "fireq.recipe": recipeJSON, "fireq.source_model_sha256": modelHash, "fireq.stats_sha256": SHA256.hex(statsData),
+            "fireq.recipe": recipeJSON, "fireq.source_model_sha256": modelHash, "fireq.stats_sha256": stats.fileSHA256,
             "fireq.tool_version": toolVersion,
         ]
         // Everything is written into a temporary folder, then renamed into place.
@@ -244,6 +243,11 @@ public struct Quantizer {
             summary.totalBytes = files.reduce(0) { $0 + ((try? fm.attributesOfItem(atPath: outDir + "/" + $1)[.size] as? Int) ?? 0) }
         } catch {
             try? fm.removeItem(atPath: tmp)
+            // A write that failed inside the temporary folder is reported against the output the
+            // user named ("No space left on device", "File too large"), not the folder that is gone.
+            if let e = error as? TensorStoreError, case .writeFailed(let p, let r) = e, p.hasPrefix(tmp) {
+                throw QuantizationError.packed(path: outDir, reason: "cannot be written (\(r))")
+            }
             throw error
         }
         summary.sourceBytes = ckpt.files.reduce(0) { $0 + ((try? fm.attributesOfItem(atPath: $1.path)[.size] as? Int) ?? 0) }

@@ -199,8 +199,9 @@ public struct Recipe: Sendable, Equatable {
     public static let plus: Recipe = try! parse(Data(plusJSON.utf8), path: "built-in fireq-plus recipe")
 
     public static func load(_ path: String) throws(QuantizationError) -> Recipe {
-        guard let d = FileManager.default.contents(atPath: path) else { throw .recipe(path: path, key: "(file)", reason: "cannot be read") }
-        return try parse(d, path: path)
+        let d: [UInt8]
+        do { d = try FileBytes.read(path, limit: FileBytes.smallJSONLimit) } catch { throw .recipe(path: path, key: "(file)", reason: error.reason) }
+        return try parse(Data(d), path: path)
     }
 
     /// The recipe with every default filled in, as canonical JSON (stored in packed metadata).

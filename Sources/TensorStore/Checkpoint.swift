@@ -16,8 +16,9 @@ public final class Checkpoint: @unchecked Sendable {
         var files: [SafetensorsFile] = []
         var location: [String: (Int, TensorInfo)] = [:]
         if fm.fileExists(atPath: indexPath) {
-            guard let data = fm.contents(atPath: indexPath) else {
-                throw .cannotOpen(path: indexPath, reason: "unreadable")
+            let data: [UInt8]
+            do { data = try FileBytes.read(indexPath, limit: FileBytes.smallJSONLimit) } catch {
+                throw .cannotOpen(path: indexPath, reason: error.reason)
             }
             let json: JSONValue
             do { json = try JSONParser.parse(data) } catch {

@@ -132,7 +132,7 @@ public func parseByteSize(_ s: String) -> Int? {
     let t = s.trimmingCharacters(in: .whitespaces).uppercased()
     let units: [(String, Double)] = [("GIB", 1_073_741_824), ("MIB", 1_048_576), ("KIB", 1024), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1)]
     for (u, m) in units where t.hasSuffix(u) {
-        guard let v = Double(t.dropLast(u.count).trimmingCharacters(in: .whitespaces)), v > 0, v * m < 1e18 else { return nil }
+        guard let v = Double(t.dropLast(u.count).trimmingCharacters(in: .whitespaces)), v * m >= 1, v * m < 1e18 else { return nil }
         return Int(v * m)
     }
     guard let v = Int(t), v > 0 else { return nil }

@@ -39,9 +39,15 @@ final class BPEModel: @unchecked Sendable {
         var vocab: [String: Int32] = [:]
         vocab.reserveCapacity(vocabObj.count)
         var maxID = -1
+        // Ids index a table sized by the largest one: a sparse id far beyond the entry count would
+        // size it from a few bytes of JSON, so ids must stay below 2 × entries + 1024.
+        let idLimit = 2 * vocabObj.count + 1024
         for (tok, idv) in vocabObj.pairs {
             guard let id = idv.intValue, id >= 0, id < Int(Int32.max) else {
                 throw .invalidField(path: path, key: "model.vocab[\"\(tok)\"]", reason: "must be a non-negative integer id")
+            }
+            guard id < idLimit else {
+                throw .invalidField(path: path, key: "model.vocab[\"\(tok)\"]", reason: "has id \(id), far beyond the vocabulary's \(vocabObj.count) entries (ids must be below \(idLimit))")
             }
             vocab[tok] = Int32(id)
             maxID = max(maxID, id)

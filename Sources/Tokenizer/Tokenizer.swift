@@ -23,7 +23,10 @@ public final class Tokenizer: @unchecked Sendable {
 
     public init(path: String) throws(TokenizerError) {
         self.path = path
-        guard let data = FileManager.default.contents(atPath: path) else { throw .missingFile(path: path) }
+        let data: [UInt8]
+        do { data = try FileBytes.read(path, limit: FileBytes.tokenizerLimit) } catch {
+            throw error.missing ? .missingFile(path: path) : .unreadable(path: path, reason: error.reason)
+        }
         let json: JSONValue
         do { json = try JSONParser.parse(data) } catch { throw .invalidJSON(path: path, reason: error.description) }
         guard json.objectValue != nil else { throw .invalidJSON(path: path, reason: "the top level is \(json.kindDescription), not an object") }
@@ -38,6 +41,10 @@ public final class Tokenizer: @unchecked Sendable {
         for (k, a) in (json["added_tokens"]?.arrayValue ?? []).enumerated() {
             guard let id = a["id"]?.intValue, let content = a["content"]?.stringValue, !content.isEmpty else {
                 throw .invalidField(path: path, key: "added_tokens[\(k)]", reason: "needs an integer 'id' and a non-empty 'content'")
+            }
+            let idLimit = 2 * model.idToToken.count + 1024 + (json["added_tokens"]?.arrayValue?.count ?? 0)
+            guard id >= 0, id < idLimit else {
+                throw .invalidField(path: path, key: "added_tokens[\(k)]", reason: "has id \(id), outside 0 ..< \(idLimit) (twice the vocabulary plus the added tokens)")
             }
             added.append(AddedToken(id: Int32(id), scalars: Array(content.unicodeScalars),
                                     lstrip: a["lstrip"]?.boolValue ?? false, rstrip: a["rstrip"]?.boolValue ?? false,

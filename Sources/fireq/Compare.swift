@@ -113,7 +113,8 @@ struct Report: ParsableCommand {
 
     func run() throws {
         do {
-            guard let data = FileManager.default.contents(atPath: json) else { throw CLIError("\(json): cannot read the file (missing or not readable).") }
+            let data: [UInt8]
+            do { data = try FileBytes.read(json, limit: FileBytes.smallJSONLimit) } catch { throw CLIError("\(json): cannot read the file (\(error.reason)).") }
             let value: JSONValue
             do { value = try JSONParser.parse(data) } catch { throw CLIError("\(json): not valid JSON (\(error)).") }
             var rep = try CompareReport(json: value, path: json)

@@ -44,7 +44,7 @@ struct StackLayers: ParsableCommand {
             tensors.sort { $0.name < $1.name }
             try fm.createDirectory(atPath: out, withIntermediateDirectories: true)
             try SafetensorsWriter.write(tensors, to: out + "/model.safetensors")
-            guard let cfgData = fm.contents(atPath: modelOptions.model + "/config.json"),
+            guard let cfgData = FileBytes.readIfPresent(modelOptions.model + "/config.json", limit: FileBytes.smallJSONLimit),
                   case .object(var cfg) = try JSONParser.parse(cfgData) else { throw CLIError("\(modelOptions.model)/config.json: unreadable.") }
             cfg["num_hidden_layers"] = .int(L * factor)
             try AtomicFile.write(Data(JSONWriter.serialize(.object(cfg)).utf8), to: out + "/config.json")

@@ -67,3 +67,15 @@ def test_calibration_windows_are_stored():
         source = open(a["source_path"], "rb").read().decode("utf-8")
         expected = tok.encode(source, add_special_tokens=False).ids[: n * length]
         assert ids.reshape(-1).tolist() == expected
+
+
+def test_integrity_block_is_the_sha256_of_the_rest():
+    # Formats/calibration-stats.md "Integrity block": hashlib, not the tool's SHA-256, is the oracle.
+    import hashlib
+    data = open(PATH, "rb").read()
+    with h5py.File(PATH, "r") as f:
+        assert f.userblock_size == 512
+    line = b"fireq-calibration-stats sha256 " + hashlib.sha256(data[512:]).hexdigest().encode() + b"\n"
+    assert data[:len(line)] == line
+    assert data[len(line):512] == bytes(512 - len(line))
+    assert data[512:520] == b"\x89HDF\r\n\x1a\n"
