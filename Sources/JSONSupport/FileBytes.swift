@@ -31,9 +31,8 @@ public enum FileBytes {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw FileReadError(path: path, reason: "cannot be read (\(String(cString: strerror(errno))))") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else {
-            throw FileReadError(path: path, reason: (st.st_mode & S_IFMT) == S_IFDIR ? "is a folder, not a file" : "is not a regular file")
-        }
+        if (st.st_mode & S_IFMT) == S_IFDIR { throw FileReadError(path: path, reason: "is a folder, not a file") }
+        if (st.st_mode & S_IFMT) != S_IFREG { return try stream(fd, path: path, limit: limit) }   // a pipe, /dev/stdin, <(…)
         let size = Int(st.st_size)
         guard size <= limit else {
             throw FileReadError(path: path, reason: "has \(size) bytes, more than this kind of file may have (\(limit))")
@@ -50,6 +49,24 @@ public enum FileBytes {
             done += n
         }
         return bytes
+    }
+
+    /// Reads a pipe or device to its end in 1 MiB steps, failing as soon as it passes the limit.
+    private static func stream(_ fd: Int32, path: String, limit: Int) throws(FileReadError) -> [UInt8] {
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Foundation.read(fd, $0.baseAddress!, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileReadError(path: path, reason: "cannot be read (\(String(cString: strerror(errno))))")
+            }
+            if n == 0 { return out }
+            guard out.count + n <= limit else {
+                throw FileReadError(path: path, reason: "has more than \(limit) bytes, more than this kind of file may have")
+            }
+            out += chunk[0..<n]
+        }
     }
 
     /// The contents, or nil when the file is missing, unreadable or over the limit (for optional files).

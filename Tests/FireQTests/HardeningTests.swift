@@ -26,6 +26,12 @@ import CalibrationStats
         let empty = dir + "/empty.json"
         FileManager.default.createFile(atPath: empty, contents: Data())
         #expect(try FileBytes.read(empty, limit: 0) == [])
+        // A pipe (`--text <(zcat corpus.gz)`) is read to its end, under the same limit.
+        let fifo = dir + "/fifo"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let writer = Thread { if let h = FileHandle(forWritingAtPath: fifo) { h.write(Data("piped text".utf8)); try? h.close() } }
+        writer.start()
+        #expect(try FileBytes.read(fifo, limit: 100) == Array("piped text".utf8))
     }
 
     // MARK: the statistics file's integrity block (Formats/calibration-stats.md)
