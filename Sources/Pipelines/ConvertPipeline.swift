@@ -152,8 +152,10 @@ public enum ConvertPipeline {
         let c = job.calibration
         var sourceHash = "none"
         if let p = c.text ?? c.jsonl ?? c.tokens { sourceHash = try fileSHA256(p) }
+        // "sealed": statistics files carry an integrity block since 2026-12-03; a work folder's older
+        // file is recomputed, not handed to a reader that refuses it.
         let calKey = StageRecord.key([
-            "calibrate", tool, modelHash, c.source.kind, sourceHash, "\(c.samples)", "\(c.seqLen)", "\(c.shuffle)", "\(c.seed)",
+            "calibrate sealed", tool, modelHash, c.source.kind, sourceHash, "\(c.samples)", "\(c.seqLen)", "\(c.shuffle)", "\(c.seed)",
             "\(c.temperature)", "\(c.topP)"])
         let statsRecord = StageRecord(path: W + "/stats.stage.json", name: "calibration")
         let statsHashes = try stage(statsRecord, key: calKey, timing: "calibration", skipped: "[1/3] calibration: up to date (\(stats)), skipped",
