@@ -49,7 +49,6 @@ final class ExportSource {
 
     init(directory: String) throws {
         self.directory = directory
-        let fm = FileManager.default
         guard !PackedModel.weightFileNames(in: directory).isEmpty else {
             throw ExportError(path: directory, reason: "is not a fireq-packed folder (no model.safetensors or model.safetensors.index.json); run fireq quantize or fireq convert first")
         }

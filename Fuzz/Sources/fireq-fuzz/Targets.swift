@@ -130,12 +130,11 @@ let realTokenizer: Tokenizer = {
 }()
 /// Bytes whose GPT-2 byte-level symbol is not a token of the real tokenizer's vocabulary.
 let bytesWithoutToken: Set<UInt8> = {
-    var printable = Array(33...126) + Array(161...172) + Array(174...255)
+    let printable = Array(33...126) + Array(161...172) + Array(174...255)
     var symbol = [Int](repeating: 0, count: 256), extra = 0
     for b in 0..<256 {
         if printable.contains(b) { symbol[b] = b } else { symbol[b] = 256 + extra; extra += 1 }
     }
-    printable.removeAll()
     return Set((0..<256).filter { realTokenizer.id(of: String(Character(Unicode.Scalar(UInt32(symbol[$0]))!))) == nil }.map { UInt8($0) })
 }()
 func fuzzTokenize(_ b: UnsafeBufferPointer<UInt8>) {
