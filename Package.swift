@@ -29,7 +29,7 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["CFireQKernels", "COpenBLAS"]),
         .target(name: "LlamaReference", dependencies: ["Kernels", "TensorStore", "LowPrecision", "CFireQKernels"]),
         .target(name: "CalibrationStats", dependencies: ["LlamaReference", "Tokenizer", "TensorStore", "JSONSupport", "CHDF5"]),
-        .target(name: "Quantization", dependencies: ["PackedFormat", "CalibrationStats", "LlamaReference", "Kernels", "LowPrecision", "TensorStore", "JSONSupport"]),
+        .target(name: "Quantization", dependencies: ["PackedFormat", "Runtime", "CalibrationStats", "LlamaReference", "Kernels", "LowPrecision", "TensorStore", "JSONSupport"]),
         .target(name: "PackedFormat", dependencies: ["TensorStore", "LowPrecision", "JSONSupport", "CZlib"]),
         // The INT4-FP8 runtime: never imports calibration or quantization code.
         .target(name: "Runtime", dependencies: ["Kernels", "LlamaReference", "PackedFormat", "TensorStore", "LowPrecision", "CFireQKernels", "Tokenizer"]),

@@ -37,11 +37,14 @@ variant("fireq+kv-g16", "paper recipe + INT4 K/V in groups of 16", lambda r: r["
 variant("fireq+kv-search", "paper recipe + searched INT4 K/V scales", lambda r: r["attention"].update(kv_scale_search=True))
 variant("fireq-plus-w4a8", "fireq-plus weights and FP8 activations, Q/K/V in FP32", lambda r: r["attention"].update(q_format="fp32", kv_bits=None))
 variant("fireq-plus+gptq", "fireq-plus + GPTQ", lambda r: r["weights"].update(gptq={}))
+search = json.load(open(sys.argv[3].replace("fireq-plus.json", "fireq-plus-search.json")))["search"]
+variant("fireq+constants", "paper recipe + FireQ constants searched per layer (fireq-plus-search's grid)", lambda r: r.update(search=search))
 PY
 r=$work/recipes
 recipes="Calibration/recipes/rtn.json Calibration/recipes/fireq.json $r/fireq-g32.json $r/fireq+search.json $r/fireq+gptq.json
-$r/fireq+v-hadamard.json $r/fireq+qk-hadamard.json $r/fireq+kv-g16.json $r/fireq+kv-search.json
-Calibration/recipes/fireq-plus-g64.json Calibration/recipes/fireq-plus.json $r/fireq-plus-w4a8.json $r/fireq-plus+gptq.json"
+$r/fireq+v-hadamard.json $r/fireq+qk-hadamard.json $r/fireq+kv-g16.json $r/fireq+kv-search.json $r/fireq+constants.json
+Calibration/recipes/fireq-plus-g64.json Calibration/recipes/fireq-plus.json $r/fireq-plus-w4a8.json $r/fireq-plus+gptq.json
+Calibration/recipes/fireq-plus-search.json"
 models=()
 for r in $recipes; do
   name=$(basename "$r" .json)
@@ -52,16 +55,17 @@ $bin compare --baseline "$model" "${models[@]}" --text "$wiki" --context 512 --w
   --title "Beyond the paper: WikiText-2, context 512, $w512 windows" --report docs/accuracy/plus-512
 # The second text: the paper recipe, each technique that helped, and the combinations.
 $bin compare --baseline "$model" --model "$work/rtn" --model "$work/fireq" --model "$work/fireq+search" --model "$work/fireq+kv-g16" \
-  --model "$work/fireq+kv-search" --model "$work/fireq-plus-g64" --model "$work/fireq-plus" --text "$work/shakespeare-heldout.txt" \
+  --model "$work/fireq+kv-search" --model "$work/fireq+constants" --model "$work/fireq-plus-g64" --model "$work/fireq-plus" \
+  --model "$work/fireq-plus-search" --text "$work/shakespeare-heldout.txt" \
   --context 2048 --windows 5 --title "Beyond the paper: held-out Tiny Shakespeare (last 400 000 bytes), context 2048, 5 windows" \
   --report docs/accuracy/plus-heldout-2048
 # Convert time and peak memory, paper recipe vs fireq-plus (same calibration, evaluation and machine).
-for r in fireq fireq-plus; do
+for r in fireq fireq-plus fireq-plus-search; do
   /usr/bin/time -f "$r %e s %M KiB" -o "$work/time-$r.txt" $bin convert --model "$model" --out "$work/convert-$r" \
     --recipe Calibration/recipes/$r.json --text ../shared/data/tinyshakespeare.txt --samples 10 --seq-len 2048 \
     --eval-text "$wiki" --eval-context 512 --eval-windows 8 --force > /dev/null 2>&1
 done
-python3 - docs/accuracy/plus-512.json docs/accuracy/plus-heldout-2048.json "$work/time-fireq.txt" "$work/time-fireq-plus.txt" > docs/accuracy/plus-summary.md <<'PY'
+python3 - docs/accuracy/plus-512.json docs/accuracy/plus-heldout-2048.json "$work/time-fireq.txt" "$work/time-fireq-plus.txt" "$work/time-fireq-plus-search.txt" > docs/accuracy/plus-summary.md <<'PY'
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
 print(f"| method | WikiText-2 ctx 512, all ({a['protocol']['windows']} windows) | Δ | llama.cpp protocol | Δ | KL | top-1 | held-out Shakespeare ctx 2048 ({b['protocol']['windows']} windows) | Δ | KL | top-1 |")

@@ -51,6 +51,8 @@ public struct SmoothingPlan: Sendable, Equatable {
     public var gateUpC: Float = 0.0096
     /// c for up_proj → down_proj (0 = off).
     public var downC: Float = 0.015
+    /// Strength t of the gate ∥ up and down channel scales (1 = the paper's c / m_j).
+    public var gateUpStrength: Float = 1, downStrength: Float = 1
     /// c for input_layernorm → q ∥ k ∥ v (0 = off).
     public var qkvC: Float = 0
     /// v_proj × s, o_proj ÷ s (1 = off).
@@ -148,14 +150,14 @@ public enum Folding {
         let H = c.hiddenSize, I = c.intermediateSize, D = c.headDim
         var att = AttentionSmoothing()
         if plan.gateUpC > 0 {
-            let s = Smoothing.channelScales(L.gate + L.up, rows: 2 * I, k: H, c: plan.gateUpC)
+            let s = Smoothing.channelScales(L.gate + L.up, rows: 2 * I, k: H, c: plan.gateUpC, strength: plan.gateUpStrength)
             scaleColumns(&L.gate, rows: I, k: H, by: s)
             scaleColumns(&L.up, rows: I, k: H, by: s)
             for j in 0..<H { L.postAttentionNorm[j] /= s[j] }
             att.inputFactors[.mlp] = s.map { 1 / $0 }
         }
         if plan.downC > 0 {
-            let s = Smoothing.channelScales(L.down, rows: H, k: I, c: plan.downC)
+            let s = Smoothing.channelScales(L.down, rows: H, k: I, c: plan.downC, strength: plan.downStrength)
             scaleColumns(&L.down, rows: H, k: I, by: s)
             scaleRows(&L.up, rows: I, k: H, by: s.map { 1 / $0 })
             att.inputFactors[.downProj] = s.map { 1 / $0 }

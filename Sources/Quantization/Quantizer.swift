@@ -57,6 +57,9 @@ public struct Quantizer {
             throw QuantizationError.recipe(path: recipe.name, key: "attention.kv_group_size",
                                            reason: "must divide head_dim \(c.headDim)")
         }
+        if recipe.search != nil && stats.tokens == nil {
+            throw QuantizationError.packed(path: statsPath, reason: "holds no calibration tokens, which recipe '\(recipe.name)' (search) needs; re-run `fireq calibrate` with this version")
+        }
         if recipe.gptq != nil && stats.tokens == nil {
             throw QuantizationError.packed(path: statsPath, reason: "holds no calibration tokens, which recipe '\(recipe.name)' (GPTQ) needs; re-run `fireq calibrate` with this version")
         }
@@ -78,11 +81,23 @@ public struct Quantizer {
             throw QuantizationError.packed(path: outDir, reason: "cannot create the output folder (does '\(parent)' exist and is it writable?)")
         }
         var crc: [String: String] = [:]
+        // The constant search's choices per layer (packed metadata `fireq.search`, per shard).
+        var searched: [Int: JSONValue] = [:]
         let writer = ShardedSafetensorsWriter(folder: tmp, maxShardBytes: maxShardBytes) { names in
             var o = JSONObject()
             for n in names { o[n] = .string(crc[n]!) }
             var m = common
             m["fireq.crc32"] = JSONWriter.serialize(.object(o), sortedKeys: true)
+            if let st = recipe.search {
+                var layers = JSONObject()
+                let inShard = Set(names.compactMap { n -> Int? in
+                    guard n.hasPrefix("model.layers.") else { return nil }
+                    return Int(n.dropFirst("model.layers.".count).prefix { $0 != "." })
+                })
+                for i in inShard.sorted() { if let v = searched[i] { layers[String(i)] = v } }
+                m["fireq.search"] = JSONWriter.serialize(.object(JSONObject([("windows", .int(st.windows)), ("tokens", .int(st.tokens)),
+                                                                              ("layers", .object(layers))])), sortedKeys: true)
+            }
             return m
         }
         /// One group of tensors (kept in one shard), each written as soon as it is given.
@@ -106,6 +121,10 @@ public struct Quantizer {
         }
         // GPTQ: the calibration windows' hidden states, advanced layer by layer.
         let stream = try recipe.gptq.map { _ in try CalibrationStream(checkpoint: ckpt, config: c, tokens: stats.tokens!, threads: threads) }
+        let searcher = try recipe.search.map { st in
+            try ConstantSearch(checkpoint: ckpt, config: c, tokens: stats.tokens!.prefix(st.windows).map { Array($0.prefix(st.tokens)) },
+                               recipe: recipe, threads: threads)
+        }
         do {
             try emit([try raw(LlamaTensorNames.embed)])
             try emit([try raw(LlamaTensorNames.finalNorm)])
@@ -120,10 +139,16 @@ public struct Quantizer {
                     progress?(i + 1, c.layerCount)
                     continue
                 }
-                var L = try RowMajorLayer.load(ckpt, layer: i, config: c)
+                let raw = try RowMajorLayer.load(ckpt, layer: i, config: c)
+                var L = raw
+                let mats0 = Self.linears(of: raw, config: c)
+                let groupSizes = try mats0.map { (n, _, _, k, _) throws -> Int in try recipe.groupSize(layer: i, name: prefix + n, k: k) }
                 var sqFactors: [InputTap: [Float]] = [:]
                 if let a = recipe.smoothQuantAlpha { sqFactors = SmoothQuant.apply(alpha: a, to: &L, stats: stats.layers[i], config: c) }
-                let att = Folding.apply(recipe.smoothing, to: &L, stats: stats.layers[i], config: c)
+                let outcome = try searcher?.choose(layer: i, raw: raw, stats: stats.layers[i], groupSizes: groupSizes)
+                if let outcome { searched[i] = outcome.json }
+                let att = outcome?.attention ?? Folding.apply(recipe.smoothing, to: &L, stats: stats.layers[i], config: c)
+                if let outcome { L = outcome.layer }
                 // What the input-aware rounding weighs each input channel by: diag(H) with GPTQ,
                 // else E[x²] of the smoothed input (source statistics × the folds' factors²).
                 var inputWeights: [InputTap: [Float]] = [:]
@@ -140,49 +165,20 @@ public struct Quantizer {
                         inputWeights[tap] = d
                     }
                 } else if recipe.scaleSearch {
-                    for tap in InputTap.allCases {
-                        var d = stats.layers[i].inputs[tap]!.meanSq
-                        for f in [sqFactors[tap], att.inputFactors[tap]] { if let f { for j in 0..<d.count { d[j] *= f[j] * f[j] } } }
-                        if tap == .oProj && recipe.smoothing.vHadamard {
-                            // The rotation mixes each head's channels: its per-channel E[x²] is not
-                            // known from the statistics, so every channel of a head gets the head's mean.
-                            let D = c.headDim
-                            for h in 0..<(d.count / D) {
-                                let m = d[(h * D)..<((h + 1) * D)].reduce(0, +) / Float(D)
-                                for j in 0..<D { d[h * D + j] = m }
-                            }
-                        }
-                        inputWeights[tap] = d
-                    }
+                    inputWeights = Self.inputWeights(recipe: recipe, stats: stats.layers[i], factors: [sqFactors, att.inputFactors], config: c)
                 }
                 tensors.append(try stored(prefix + LlamaTensorNames.inputNorm, L.inputNorm, like: prefix + LlamaTensorNames.inputNorm))
                 tensors.append(try stored(prefix + LlamaTensorNames.postAttentionNorm, L.postAttentionNorm, like: prefix + LlamaTensorNames.postAttentionNorm))
-                let mats: [(String, [Float], Int, Int, InputTap)] = [
-                    ("self_attn.q_proj", L.q, c.qDim, c.hiddenSize, .attn), ("self_attn.k_proj", L.k, c.kvDim, c.hiddenSize, .attn),
-                    ("self_attn.v_proj", L.v, c.kvDim, c.hiddenSize, .attn), ("self_attn.o_proj", L.o, c.hiddenSize, c.qDim, .oProj),
-                    ("mlp.gate_proj", L.gate, c.intermediateSize, c.hiddenSize, .mlp), ("mlp.up_proj", L.up, c.intermediateSize, c.hiddenSize, .mlp),
-                    ("mlp.down_proj", L.down, c.hiddenSize, c.intermediateSize, .downProj)]
-                let groupSizes = try mats.map { (n, _, _, k, _) throws -> Int in try recipe.groupSize(layer: i, name: prefix + n, k: k) }
+                let mats = Self.linears(of: L, config: c)
                 let results = ResultSlots<PackedLinear>(count: mats.count)
                 func quantizeLinear(_ j: Int, threads inner: Int) {
                     let (n, w, rows, k, tap) = mats[j]
-                    let g = groupSizes[j]
-                    let p: Float = recipe.perTensorPowerOfTwo && recipe.scaleFormat == .fp8e4m3 ? Int4Groups.powerOfTwoScale(w, rows: rows, k: k, groupSize: g) : 1
-                    let wp = p == 1 ? w : w.map { $0 * p }
-                    let qw: Int4Groups.Quantized
-                    if let u = factors[tap] {
-                        qw = GPTQ.quantize(wp, rows: rows, k: k, groupSize: g, u: u, inputWeights: inputWeights[tap]!, search: recipe.scaleSearch,
-                                           scaleFormat: recipe.scaleFormat, reround: recipe.fp8Rerounding, threads: inner)
-                    } else if let d = inputWeights[tap] {
-                        qw = GPTQ.quantizeSearched(wp, rows: rows, k: k, groupSize: g, inputWeights: d, scaleFormat: recipe.scaleFormat,
-                                                   reround: recipe.fp8Rerounding, threads: inner)
-                    } else {
-                        qw = Int4Groups.quantize(wp, rows: rows, k: k, groupSize: g, scaleFormat: recipe.scaleFormat)
-                    }
-                    results.set(j, PackedLinear(name: prefix + n, n: rows, k: k, groupSize: g, q: qw.q, scales: qw.scales,
-                                                scaleFormat: recipe.scaleFormat.rawValue, perTensorScaleInv: 1 / p))
+                    results.set(j, Self.quantizeLinear(w, name: prefix + n, rows: rows, k: k, groupSize: groupSizes[j], recipe: recipe,
+                                                       gptqFactor: factors[tap], inputWeights: inputWeights[tap], threads: inner))
                 }
-                if factors.isEmpty {
+                if let outcome {
+                    for (j, l) in outcome.linears.enumerated() { results.set(j, l) }
+                } else if factors.isEmpty {
                     // The seven linears are independent: quantize them on `threads` threads, each result
                     // stored by index, so the output does not depend on the thread count.
                     Parallel.forEachChunk(mats.count, chunk: 1, threads: threads) { r in for j in r { quantizeLinear(j, threads: 1) } }
@@ -255,6 +251,58 @@ public struct Quantizer {
     }
 }
 
+extension Quantizer {
+    /// A layer's seven linears in packed order: name, row-major weights, rows, K, input.
+    static func linears(of L: RowMajorLayer, config c: LlamaConfig) -> [(String, [Float], Int, Int, InputTap)] {
+        [("self_attn.q_proj", L.q, c.qDim, c.hiddenSize, .attn), ("self_attn.k_proj", L.k, c.kvDim, c.hiddenSize, .attn),
+         ("self_attn.v_proj", L.v, c.kvDim, c.hiddenSize, .attn), ("self_attn.o_proj", L.o, c.hiddenSize, c.qDim, .oProj),
+         ("mlp.gate_proj", L.gate, c.intermediateSize, c.hiddenSize, .mlp), ("mlp.up_proj", L.up, c.intermediateSize, c.hiddenSize, .mlp),
+         ("mlp.down_proj", L.down, c.hiddenSize, c.intermediateSize, .downProj)]
+    }
+
+    /// E[x²] of each smoothed linear input, what scale search weighs the rounding error by: the
+    /// statistics' `mean_sq` times the square of each fold's factor (`factors`: what SmoothQuant
+    /// and the FireQ folds multiplied each input channel by).
+    static func inputWeights(recipe: Recipe, stats: LayerStatistics, factors: [[InputTap: [Float]]], config c: LlamaConfig) -> [InputTap: [Float]] {
+        var out: [InputTap: [Float]] = [:]
+        for tap in InputTap.allCases {
+            var d = stats.inputs[tap]!.meanSq
+            for f in factors.map({ $0[tap] }) { if let f { for j in 0..<d.count { d[j] *= f[j] * f[j] } } }
+            if tap == .oProj && recipe.smoothing.vHadamard {
+                // The rotation mixes each head's channels: its per-channel E[x²] is not
+                // known from the statistics, so every channel of a head gets the head's mean.
+                let D = c.headDim
+                for h in 0..<(d.count / D) {
+                    let m = d[(h * D)..<((h + 1) * D)].reduce(0, +) / Float(D)
+                    for j in 0..<D { d[h * D + j] = m }
+                }
+            }
+            out[tap] = d
+        }
+        return out
+    }
+
+    /// One linear as the recipe packs it: P, then GPTQ (`gptqFactor`), searched scales
+    /// (`inputWeights`) or plain rounding.
+    static func quantizeLinear(_ w: [Float], name: String, rows: Int, k: Int, groupSize g: Int, recipe: Recipe,
+                               gptqFactor u: [Double]?, inputWeights d: [Float]?, threads inner: Int) -> PackedLinear {
+        let p: Float = recipe.perTensorPowerOfTwo && recipe.scaleFormat == .fp8e4m3 ? Int4Groups.powerOfTwoScale(w, rows: rows, k: k, groupSize: g) : 1
+        let wp = p == 1 ? w : w.map { $0 * p }
+        let qw: Int4Groups.Quantized
+        if let u {
+            qw = GPTQ.quantize(wp, rows: rows, k: k, groupSize: g, u: u, inputWeights: d!, search: recipe.scaleSearch,
+                               scaleFormat: recipe.scaleFormat, reround: recipe.fp8Rerounding, threads: inner)
+        } else if let d {
+            qw = GPTQ.quantizeSearched(wp, rows: rows, k: k, groupSize: g, inputWeights: d, scaleFormat: recipe.scaleFormat,
+                                       reround: recipe.fp8Rerounding, threads: inner)
+        } else {
+            qw = Int4Groups.quantize(wp, rows: rows, k: k, groupSize: g, scaleFormat: recipe.scaleFormat)
+        }
+        return PackedLinear(name: name, n: rows, k: k, groupSize: g, q: qw.q, scales: qw.scales,
+                            scaleFormat: recipe.scaleFormat.rawValue, perTensorScaleInv: 1 / p)
+    }
+}
+
 /// Slots written by index from concurrent work items (each slot exactly once).
 final class ResultSlots<T>: @unchecked Sendable {
     private var slots: [T?]
@@ -262,6 +310,7 @@ final class ResultSlots<T>: @unchecked Sendable {
     init(count: Int) { slots = Array(repeating: nil, count: count) }
     func set(_ i: Int, _ v: T) { lock.lock(); slots[i] = v; lock.unlock() }
     var values: [T] { slots.map { $0! } }
+    func value(_ i: Int) -> T { lock.lock(); defer { lock.unlock() }; return slots[i]! }
 }
 
 /// SmoothQuant (Xiao et al. 2023) as a baseline: s_j = max|X_j|^α / max_i|W_ij|^(1−α) on the

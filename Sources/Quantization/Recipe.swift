@@ -58,6 +58,15 @@ public struct Recipe: Sendable, Equatable {
     // smoothing
     public var smoothing = SmoothingPlan()
     public var smoothQuantAlpha: Float? = nil
+    /// Per-layer search of FireQ's constants on calibration error (nil = off; Formats/recipe-schema.md "search").
+    public var search: SearchSettings? = nil
+    public struct SearchSettings: Sendable, Equatable {
+        /// Candidates (empty = not searched): α = β, post-RoPE top-k, gate∥up and down strengths.
+        public var alphaBeta: [Float] = [], topK: [Int] = [], gateUpStrength: [Float] = [], downStrength: [Float] = []
+        /// The first `windows` stored calibration windows, each cut to its first `tokens` tokens.
+        public var windows = 2, tokens = 1024
+        public init() {}
+    }
     // per-layer
     public var skipLayers: [Int] = []
     public var groupSizeOverrides: [Int: Int] = [:]
@@ -102,7 +111,7 @@ public struct Recipe: Sendable, Equatable {
             }
             return s
         }
-        try keys(root, ["name", "description", "weights", "activations", "smoothing", "attention", "layers"], "")
+        try keys(root, ["name", "description", "weights", "activations", "smoothing", "attention", "layers", "search"], "")
         if let v = root["name"] { guard let s = v.stringValue else { throw .recipe(path: path, key: "name", reason: "must be a string") }; r.name = s }
         if let v = root["description"] { guard let s = v.stringValue else { throw .recipe(path: path, key: "description", reason: "must be a string") }; r.description = s }
         if let w = try obj(root, "weights", "") {
@@ -134,7 +143,13 @@ public struct Recipe: Sendable, Equatable {
             if let b = try bool(a, "output_bf16", "activations.") { r.outputBF16 = b }
         }
         if let s = try obj(root, "smoothing", "") {
-            try keys(s, ["gate_up_c", "down_c", "qkv_c", "vo_scalar", "smoothquant_alpha", "v_hadamard"], "smoothing.")
+            try keys(s, ["gate_up_c", "down_c", "qkv_c", "vo_scalar", "smoothquant_alpha", "v_hadamard", "gate_up_strength", "down_strength"], "smoothing.")
+            for (k, kp) in [("gate_up_strength", \SmoothingPlan.gateUpStrength), ("down_strength", \SmoothingPlan.downStrength)] {
+                if let t = try num(s, k, "smoothing.") {
+                    guard t >= 0, t <= 4 else { throw .recipe(path: path, key: "smoothing." + k, reason: "must be in [0, 4] (1 = the paper's scales)") }
+                    r.smoothing[keyPath: kp] = t
+                }
+            }
             if let b = try bool(s, "v_hadamard", "smoothing.") { r.smoothing.vHadamard = b }
             if let x = try num(s, "gate_up_c", "smoothing.") { r.smoothing.gateUpC = x }
             if let x = try num(s, "down_c", "smoothing.") { r.smoothing.downC = x }
@@ -164,6 +179,33 @@ public struct Recipe: Sendable, Equatable {
                 }
             }
         }
+        if let v = root["search"], !v.isNull {
+            guard let o = v.objectValue else { throw .recipe(path: path, key: "search", reason: "must be an object or null (off)") }
+            try keys(o, ["alpha_beta", "post_rope_top_k", "gate_up_strength", "down_strength", "windows", "tokens"], "search.")
+            var st = SearchSettings()
+            func list(_ k: String, min lo: Double, max hi: Double) throws(QuantizationError) -> [Double] {
+                guard let v = o[k], !v.isNull else { return [] }
+                guard let a = v.arrayValue, a.count <= 16, a.allSatisfy({ ($0.doubleValue).map { $0.isFinite && $0 >= lo && $0 <= hi } ?? false }) else {
+                    throw .recipe(path: path, key: "search." + k, reason: "must be a list of at most 16 numbers in [\(lo.formatted()), \(hi.formatted())]")
+                }
+                return a.map { $0.doubleValue! }
+            }
+            st.alphaBeta = try list("alpha_beta", min: 1e-3, max: 1e4).map { Float($0) }
+            let ks = try list("post_rope_top_k", min: 1, max: 4096)
+            guard ks.allSatisfy({ $0 == $0.rounded() }) else { throw .recipe(path: path, key: "search.post_rope_top_k", reason: "must be a list of whole numbers") }
+            st.topK = ks.map { Int($0) }
+            st.gateUpStrength = try list("gate_up_strength", min: 0, max: 4).map { Float($0) }
+            st.downStrength = try list("down_strength", min: 0, max: 4).map { Float($0) }
+            if let w = try int(o, "windows", "search.") {
+                guard w >= 1 else { throw .recipe(path: path, key: "search.windows", reason: "must be at least 1") }
+                st.windows = w
+            }
+            if let t = try int(o, "tokens", "search.") {
+                guard t >= 16 else { throw .recipe(path: path, key: "search.tokens", reason: "must be at least 16") }
+                st.tokens = t
+            }
+            r.search = st
+        }
         if let l = try obj(root, "layers", "") {
             try keys(l, ["skip", "group_size"], "layers.")
             if let s = l["skip"] {
@@ -180,6 +222,18 @@ public struct Recipe: Sendable, Equatable {
                     r.groupSizeOverrides[i] = gs
                 }
             }
+        }
+        if let st = r.search {
+            func refuse(_ k: String, _ why: String) -> QuantizationError { .recipe(path: path, key: "search." + k, reason: why) }
+            if r.gptq != nil { throw refuse("(object)", "cannot be combined with weights.gptq") }
+            if r.smoothQuantAlpha != nil { throw refuse("(object)", "cannot be combined with smoothing.smoothquant_alpha") }
+            if !r.skipLayers.isEmpty { throw refuse("(object)", "cannot be combined with layers.skip") }
+            if !st.alphaBeta.isEmpty && (r.smoothing.preRopeAlpha == nil || r.smoothing.postRopeBeta == nil) {
+                throw refuse("alpha_beta", "needs attention.pre_rope_alpha and attention.post_rope_beta on")
+            }
+            if !st.topK.isEmpty && r.smoothing.postRopeBeta == nil { throw refuse("post_rope_top_k", "needs attention.post_rope_beta on") }
+            if !st.gateUpStrength.isEmpty && r.smoothing.gateUpC <= 0 { throw refuse("gate_up_strength", "needs smoothing.gate_up_c > 0") }
+            if !st.downStrength.isEmpty && r.smoothing.downC <= 0 { throw refuse("down_strength", "needs smoothing.down_c > 0") }
         }
         return r
     }
@@ -218,7 +272,9 @@ public struct Recipe: Sendable, Equatable {
             ("activations", .object(JSONObject([("format", .string(activationsFP8 ? "fp8_e4m3" : "fp32")), ("output_bf16", .bool(outputBF16))]))),
             ("smoothing", .object(JSONObject([("gate_up_c", f(smoothing.gateUpC)), ("down_c", f(smoothing.downC)), ("qkv_c", f(smoothing.qkvC)),
                                               ("vo_scalar", f(smoothing.voScalar)), ("smoothquant_alpha", f(smoothQuantAlpha))]
-                                             + (smoothing.vHadamard ? [("v_hadamard", JSONValue.bool(true))] : [])))),
+                                             + (smoothing.vHadamard ? [("v_hadamard", JSONValue.bool(true))] : [])
+                                             + (smoothing.gateUpStrength != 1 ? [("gate_up_strength", f(smoothing.gateUpStrength))] : [])
+                                             + (smoothing.downStrength != 1 ? [("down_strength", f(smoothing.downStrength))] : [])))),
             ("attention", .object(JSONObject([("pre_rope_alpha", f(smoothing.preRopeAlpha))]
                                              + (smoothing.preRopeSharedHeads ? [("pre_rope_shared_heads", JSONValue.bool(true))] : [])
                                              + [("post_rope_beta", f(smoothing.postRopeBeta)),
@@ -228,7 +284,12 @@ public struct Recipe: Sendable, Equatable {
                                              + (kvGroupSize.map { [("kv_group_size", JSONValue.int($0))] } ?? [])
                                              + (kvScaleSearch ? [("kv_scale_search", JSONValue.bool(true))] : [])))),
             ("layers", .object(JSONObject([("skip", .array(skipLayers.sorted().map { .int($0) })), ("group_size", .object(groups))]))),
-        ])
+        ] + (search.map { st in
+            [("search", JSONValue.object(JSONObject([
+                ("alpha_beta", .array(st.alphaBeta.map { .float($0) })), ("post_rope_top_k", .array(st.topK.map { .int($0) })),
+                ("gate_up_strength", .array(st.gateUpStrength.map { .float($0) })), ("down_strength", .array(st.downStrength.map { .float($0) })),
+                ("windows", .int(st.windows)), ("tokens", .int(st.tokens))])))]
+        } ?? []))
         return JSONWriter.serialize(.object(o), sortedKeys: true)
     }
 

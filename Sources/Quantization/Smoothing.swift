@@ -1,15 +1,21 @@
+import Foundation
 /// Outlier smoothing factors (FIREQ-METHOD.md §2.1, §3.1, §3.2). Pure functions.
 public enum Smoothing {
     /// Channel-wise scales of a consumer weight W [rows, K] (rows of every linear reading the same
     /// input concatenated): s_j = c / mean_i |W[i, j]|, and 1 for a dead channel (mean 0).
-    public static func channelScales(_ w: [Float], rows: Int, k: Int, c: Float) -> [Float] {
+    ///
+    /// With a strength t ≠ 1 (Formats/recipe-schema.md `smoothing.gate_up_strength`):
+    /// s_j = c / (m_j^t · μ^(1−t)), m_j the column's mean |W|, μ the mean of the nonzero m_j.
+    public static func channelScales(_ w: [Float], rows: Int, k: Int, c: Float, strength t: Float = 1) -> [Float] {
         precondition(w.count == rows * k)
         var sums = [Double](repeating: 0, count: k)
         for r in 0..<rows { for j in 0..<k { sums[j] += Double(abs(w[r * k + j])) } }
-        return sums.map { s in
-            let mean = s / Double(rows)
-            return mean == 0 ? 1 : Float(Double(c) / mean)
-        }
+        let means = sums.map { $0 / Double(rows) }
+        if t == 1 { return means.map { $0 == 0 ? 1 : Float(Double(c) / $0) } }
+        let live = means.filter { $0 > 0 }
+        let mu = live.isEmpty ? 1 : live.reduce(0, +) / Double(live.count)
+        let td = Double(t)
+        return means.map { $0 == 0 ? 1 : Float(Double(c) / (pow($0, td) * pow(mu, 1 - td))) }
     }
 
     /// Post-RoPE channel selection per KV head (§3.2): the top-k channels by m[h, d] plus their

@@ -18,148 +18,86 @@ public enum RuntimeNumerics: String, Sendable, CaseIterable {
     case weightsFP8Activations = "weights-fp8act"
 }
 
-/// A `fireq-packed` folder run with FireQ's numerics (FIREQ-METHOD.md §2.4–2.5, §3.3): INT4×FP8
-/// linears, post-RoPE S, Q in FP8 per (token, head), K/V in INT4 per (token, KV head) with FP8
-/// scales, FP32 softmax attention; embeddings, norms and lm_head in their stored precision.
-/// Every numeric option of the stored recipe is honoured.
-public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
+/// The run-time numerics a recipe selects for the decoder layers (FIREQ-METHOD.md §2.4–2.5, §3.3;
+/// Formats/runtime-numerics.md). `QuantizedModel` derives them from the packed recipe; convert's
+/// constant search (`Quantization.ConstantSearch`) from the recipe it is quantizing with.
+public struct BlockNumerics: Sendable, Equatable {
+    public var activationsFP8 = true, outputBF16 = false, queryFP8 = true, kvInt4 = true
+    /// Q/K rotation after RoPE and S (recipe `attention.qk_hadamard`).
+    public var qkHadamard = false
+    /// INT4 K/V channels per scale (nil = the whole head) and its run-time scale search.
+    public var kvGroupSize: Int? = nil, kvScaleSearch = false
+    /// ŵ = E4M3(q·s) in the linears (recipe `weights.fp8_rerounding`).
+    public var fp8Rerounding = true
+    public init() {}
+}
+
+/// Decoder layers with INT4 weights, run with `BlockNumerics` (the layer stack of a
+/// `QuantizedModel`, or one layer under test in convert's constant search).
+public final class QuantizedBlocks: @unchecked Sendable {
     public let config: LlamaConfig
     let forward: LlamaForward
     let layers: [QuantizedLayer]
-    /// Embedding, final norm and lm_head (FP32 values of the stored 16-bit tensors).
-    let head: LlamaModel
     let activationsFP8: Bool, outputBF16: Bool, queryFP8: Bool, kvInt4: Bool
-    /// Q/K rotation after RoPE and S (recipe `attention.qk_hadamard`) and the INT4 K/V group.
     let qkHadamard: Bool, kvGroup: Int, kvScaleSearch: Bool
-    private let lock = NSLock()
+    let lock = NSLock()
     /// Buffers reused across windows (fresh multi-MB buffers per window cost page clearing).
     private var cached: (rows: Int, seqLen: Int, ws: LlamaForward.Workspace, scratch: FloatBuffer, acc: FloatBuffer)?
 
-    struct QuantizedLayer {
+    /// One decoder layer: q, k and v fused (one FP8 quantization of the input, one GEMM); gate and up likewise.
+    public struct QuantizedLayer {
         let inputNorm: FloatBuffer, postAttentionNorm: FloatBuffer
-        /// q, k and v fused (one FP8 quantization of the input, one GEMM); gate and up likewise.
         let qkv: Int4FP8Linear, o: Int4FP8Linear, gateUp: Int4FP8Linear, down: Int4FP8Linear
         let keyChannels: [Int], keyScales: [Float], queryChannels: [Int], queryScales: [Float]
         /// Qwen3's per-head q / k RMSNorm weights (with FireQ's pre-RoPE factors folded in).
         let qNorm: FloatBuffer?, kNorm: FloatBuffer?
+
+        /// A layer from its packed linears (q, k, v, o, gate, up, down, each with its bias or nil),
+        /// norms and post-RoPE scales, exactly as a packed folder stores them.
+        public init(inputNorm: [Float], postAttentionNorm: [Float], linears: [(linear: PackedLinear, bias: [Float]?)],
+                    keyChannels: [Int], keyScales: [Float], queryChannels: [Int], queryScales: [Float],
+                    qNorm: [Float]?, kNorm: [Float]?, fp8Rerounding: Bool) throws {
+            precondition(linears.count == 7, "q, k, v, o, gate, up, down")
+            self.inputNorm = FloatBuffer(inputNorm)
+            self.postAttentionNorm = FloatBuffer(postAttentionNorm)
+            qkv = try Int4FP8Linear(fusing: Array(linears[0..<3]), fp8Rerounding: fp8Rerounding)
+            o = try Int4FP8Linear(fusing: [linears[3]], fp8Rerounding: fp8Rerounding)
+            gateUp = try Int4FP8Linear(fusing: Array(linears[4..<6]), fp8Rerounding: fp8Rerounding)
+            down = try Int4FP8Linear(fusing: [linears[6]], fp8Rerounding: fp8Rerounding)
+            self.keyChannels = keyChannels; self.keyScales = keyScales
+            self.queryChannels = queryChannels; self.queryScales = queryScales
+            self.qNorm = qNorm.map { FloatBuffer($0) }; self.kNorm = kNorm.map { FloatBuffer($0) }
+        }
     }
 
-    public let numerics: RuntimeNumerics
-
-    public init(directory: String, threads: Int, numerics: RuntimeNumerics = .fireq) throws {
-        let packed = try PackedModel(directory: directory)
-        try packed.verify()
-        // The file is mapped; once a tensor is expanded its pages are handed back (resident memory
-        // is then the expanded weights, not the weights plus the file).
-        func release(prefix: String) { for t in packed.file.tensors where t.name.hasPrefix(prefix) { packed.file.releasePages(t) } }
-        release(prefix: "")
-        let c = try LlamaConfig(directory: directory)
+    public init(config c: LlamaConfig, layers: [QuantizedLayer], numerics n: BlockNumerics, threads: Int) {
         config = c
         forward = LlamaForward(config: c, threads: threads)
-        let r = packed.recipe
-        self.numerics = numerics
-        let full = numerics == .fireq
-        let reround = full && packed.fp8Rerounding
-        activationsFP8 = numerics != .weightsOnly && r["activations"]?["format"]?.stringValue != "fp32"
-        outputBF16 = full && (r["activations"]?["output_bf16"]?.boolValue ?? false)
-        queryFP8 = full && r["attention"]?["q_format"]?.stringValue != "fp32"
-        kvInt4 = full && !(r["attention"]?["kv_bits"]?.isNull ?? false)
-        qkHadamard = full && (r["attention"]?["qk_hadamard"]?.boolValue ?? false)
-        kvGroup = r["attention"]?["kv_group_size"]?.intValue ?? c.headDim
-        kvScaleSearch = full && (r["attention"]?["kv_scale_search"]?.boolValue ?? false)
-        if qkHadamard && (c.headDim & (c.headDim - 1)) != 0 {
-            throw PackedError(path: packed.directory, reason: "its recipe rotates Q/K (attention.qk_hadamard), which needs a power-of-two head_dim, not \(c.headDim)")
-        }
-        guard kvGroup >= 1, c.headDim % kvGroup == 0 else {
-            throw PackedError(path: packed.directory, reason: "its recipe's attention.kv_group_size \(kvGroup) does not divide head_dim \(c.headDim)")
-        }
-        let f = packed.file
-        func vec(_ name: String) throws -> FloatBuffer { FloatBuffer(try f.float32(name)) }
-        func ints(_ name: String) throws -> [Int] {
-            guard full, let t = f.info(name), t.dtype == .i32 else { return [] }
-            let raw = f.rawBytes(t)
-            return (0..<t.elementCount).map { Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
-        }
-        var layers: [QuantizedLayer] = []
-        for i in 0..<c.layerCount {
-            let p = "model.layers.\(i)."
-            func part(_ n: String) throws -> (linear: PackedLinear, bias: [Float]?) {
-                let bias = f.info(p + n + ".bias") != nil ? try f.float32(p + n + ".bias") : nil
-                if f.info(p + n + ".weight_scale") == nil {
-                    throw PackedError(path: packed.weightsPath, reason: "layer \(i) is stored unquantized (skipped by the recipe); the runtime needs every layer quantized")
-                }
-                return (try packed.linear(p + n), bias)
-            }
-            func lin(_ names: String...) throws -> Int4FP8Linear {
-                try Int4FP8Linear(fusing: try names.map(part), fp8Rerounding: reround)
-            }
-            let s = p + "self_attn.qkv_supply."
-            layers.append(QuantizedLayer(
-                inputNorm: try vec(p + "input_layernorm.weight"), postAttentionNorm: try vec(p + "post_attention_layernorm.weight"),
-                qkv: try lin("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), o: try lin("self_attn.o_proj"),
-                gateUp: try lin("mlp.gate_proj", "mlp.up_proj"), down: try lin("mlp.down_proj"),
-                keyChannels: try ints(s + "post_k_smooth.top_k_indices"),
-                keyScales: full && f.info(s + "post_k_smooth.smooth") != nil ? try f.float32(s + "post_k_smooth.smooth") : [],
-                queryChannels: try ints(s + "post_q_smooth.top_k_indices"),
-                queryScales: full && f.info(s + "post_q_smooth.smooth") != nil ? try f.float32(s + "post_q_smooth.smooth") : [],
-                qNorm: c.qkNorm ? try vec(p + "self_attn.q_norm.weight") : nil, kNorm: c.qkNorm ? try vec(p + "self_attn.k_norm.weight") : nil))
-            release(prefix: p)
-        }
         self.layers = layers
-        // Embedding and lm_head stay in their stored 16 bits (widened panel by panel in the kernels).
-        func matrix(_ name: String) throws -> PackedMatrix {
-            let (rows, cols) = (c.vocabSize, c.hiddenSize)
-            if let t = f.info(name), t.dtype == .f16 || t.dtype == .bf16, t.shape == [rows, cols] {
-                defer { f.releasePages(t) }   // the file's pages go as soon as the copy is made
-                return PackedMatrix(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols) {
-                    f.releasePages(t, bytes: $0)
-                }
-            }
-            let w = try f.float32(name)
-            return w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
-        }
-        let embed = try matrix("model.embed_tokens.weight")
-        let lmHead = c.tieWordEmbeddings ? embed : try matrix("lm_head.weight")
-        head = LlamaModel(config: c, embed: embed, layers: [], finalNorm: try vec("model.norm.weight"), lmHead: lmHead, threads: threads)
-        release(prefix: "")
+        activationsFP8 = n.activationsFP8; outputBF16 = n.outputBF16; queryFP8 = n.queryFP8; kvInt4 = n.kvInt4
+        qkHadamard = n.qkHadamard; kvGroup = n.kvGroupSize ?? c.headDim; kvScaleSearch = n.kvScaleSearch
     }
 
-    /// Bytes of weights held in memory: INT4 codes and scales, 16-bit embedding / lm_head, norms.
-    public var residentWeightBytes: Int {
-        let linears = layers.reduce(0) { $0 + [$1.qkv, $1.o, $1.gateUp, $1.down].reduce(0) { $0 + $1.weightBytes } }
-        let norms = 4 * config.hiddenSize * (2 * config.layerCount + 1)
-        return linears + head.embed.byteCount + (config.tieWordEmbeddings ? 0 : head.lmHead.byteCount) + norms
-    }
-
-    public func logits(hidden: UnsafePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>) {
-        head.logits(hidden: hidden, rows: rows, out: out)
-    }
-
-    public func nll(hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int) -> [Double] {
-        head.nll(hidden: hidden, targets: targets, rowBlock: rowBlock)
-    }
-
-    public func hiddenStates(_ sequences: [[Int32]], observer: ForwardObserver? = nil) -> FloatBuffer {
+    /// Runs decoder layer `index` alone, in place, on `hidden` (`batch` sequences of `seqLen` rows).
+    public func runLayer(_ index: Int, hidden: UnsafeMutablePointer<Float>, batch: Int = 1, seqLen: Int) {
         lock.lock(); defer { lock.unlock() }
-        let T = sequences.first?.count ?? 0, rows = sequences.count * T
-        let h = FloatBuffer(count: rows * config.hiddenSize, zeroed: false)
-        head.embed(sequences.flatMap { $0 }, into: h.pointer)
-        for li in layers.indices { layer(li, hidden: h.pointer, batch: sequences.count, seqLen: T, observer: observer) }
-        forward.rmsNorm(h.pointer, rows: rows, weight: head.finalNorm.pointer, out: h.pointer)
-        return h
-    }
-
-    public func embed(_ tokens: [Int32], into out: UnsafeMutablePointer<Float>) { head.embed(tokens, into: out) }
-
-    /// Runs decoder layer `index` alone, in place, on `hidden` (one sequence of `seqLen` rows).
-    public func runLayer(_ index: Int, hidden: UnsafeMutablePointer<Float>, seqLen: Int) {
-        lock.lock(); defer { lock.unlock() }
-        layer(index, hidden: hidden, batch: 1, seqLen: seqLen, observer: nil)
+        layer(index, hidden: hidden, batch: batch, seqLen: seqLen, observer: nil)
     }
 
     /// One decoder layer in place on `h` (batch × seqLen rows); the caller holds `lock`.
-    private func layer(_ li: Int, hidden h: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int, observer: ForwardObserver?) {
-        let c = config, L = layers[li]
+    func layer(_ li: Int, hidden h: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int, observer: ForwardObserver?) {
+        apply(layers[li], index: li, hidden: h, batch: batch, seqLen: T, observer: observer)
+    }
+
+    /// Runs `layer` (not necessarily one of `layers`: convert's constant search tries candidates)
+    /// in place on `hidden` (`batch` sequences of `seqLen` rows).
+    public func run(_ layer: QuantizedLayer, hidden: UnsafeMutablePointer<Float>, batch: Int, seqLen: Int) {
+        lock.lock(); defer { lock.unlock() }
+        apply(layer, index: 0, hidden: hidden, batch: batch, seqLen: seqLen, observer: nil)
+    }
+
+    private func apply(_ L: QuantizedLayer, index li: Int, hidden h: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int, observer: ForwardObserver?) {
+        let c = config
         let rows = batch * T
         let H = c.hiddenSize, I = c.intermediateSize, qkvDim = c.qDim + 2 * c.kvDim
         if cached == nil || cached!.rows < rows || cached!.seqLen < T {
@@ -259,3 +197,134 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         for d in 0..<count { v[d] = min(7, max(-8, (v[d] / s).rounded(.toNearestOrEven))) * s }
     }
 }
+
+/// A `fireq-packed` folder run with FireQ's numerics (FIREQ-METHOD.md §2.4–2.5, §3.3): INT4×FP8
+/// linears, post-RoPE S, Q in FP8 per (token, head), K/V in INT4 per (token, KV head) with FP8
+/// scales, FP32 softmax attention; embeddings, norms and lm_head in their stored precision.
+/// Every numeric option of the stored recipe is honoured.
+public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
+    public let config: LlamaConfig
+    let blocks: QuantizedBlocks
+    /// Embedding, final norm and lm_head (FP32 values of the stored 16-bit tensors).
+    let head: LlamaModel
+    // What the decoder reads of the layer stack.
+    var forward: LlamaForward { blocks.forward }
+    var layers: [QuantizedBlocks.QuantizedLayer] { blocks.layers }
+    var activationsFP8: Bool { blocks.activationsFP8 }
+    var outputBF16: Bool { blocks.outputBF16 }
+    func quantizeAttentionInputs(_ L: QuantizedBlocks.QuantizedLayer, qkv: UnsafeMutablePointer<Float>, rows: Int) {
+        blocks.quantizeAttentionInputs(L, qkv: qkv, rows: rows)
+    }
+
+    public let numerics: RuntimeNumerics
+
+    public init(directory: String, threads: Int, numerics: RuntimeNumerics = .fireq) throws {
+        let packed = try PackedModel(directory: directory)
+        try packed.verify()
+        // The file is mapped; once a tensor is expanded its pages are handed back (resident memory
+        // is then the expanded weights, not the weights plus the file).
+        func release(prefix: String) { for t in packed.file.tensors where t.name.hasPrefix(prefix) { packed.file.releasePages(t) } }
+        release(prefix: "")
+        let c = try LlamaConfig(directory: directory)
+        config = c
+        let r = packed.recipe
+        self.numerics = numerics
+        let full = numerics == .fireq
+        var n = BlockNumerics()
+        n.fp8Rerounding = full && packed.fp8Rerounding
+        n.activationsFP8 = numerics != .weightsOnly && r["activations"]?["format"]?.stringValue != "fp32"
+        n.outputBF16 = full && (r["activations"]?["output_bf16"]?.boolValue ?? false)
+        n.queryFP8 = full && r["attention"]?["q_format"]?.stringValue != "fp32"
+        n.kvInt4 = full && !(r["attention"]?["kv_bits"]?.isNull ?? false)
+        n.qkHadamard = full && (r["attention"]?["qk_hadamard"]?.boolValue ?? false)
+        n.kvGroupSize = r["attention"]?["kv_group_size"]?.intValue
+        n.kvScaleSearch = full && (r["attention"]?["kv_scale_search"]?.boolValue ?? false)
+        let kvGroup = n.kvGroupSize ?? c.headDim
+        if n.qkHadamard && (c.headDim & (c.headDim - 1)) != 0 {
+            throw PackedError(path: packed.directory, reason: "its recipe rotates Q/K (attention.qk_hadamard), which needs a power-of-two head_dim, not \(c.headDim)")
+        }
+        guard kvGroup >= 1, c.headDim % kvGroup == 0 else {
+            throw PackedError(path: packed.directory, reason: "its recipe's attention.kv_group_size \(kvGroup) does not divide head_dim \(c.headDim)")
+        }
+        let f = packed.file
+        func vec(_ name: String) throws -> FloatBuffer { FloatBuffer(try f.float32(name)) }
+        func floats(_ name: String) throws -> [Float] { try f.float32(name) }
+        func ints(_ name: String) throws -> [Int] {
+            guard full, let t = f.info(name), t.dtype == .i32 else { return [] }
+            let raw = f.rawBytes(t)
+            return (0..<t.elementCount).map { Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
+        }
+        var layers: [QuantizedBlocks.QuantizedLayer] = []
+        for i in 0..<c.layerCount {
+            let p = "model.layers.\(i)."
+            func part(_ n: String) throws -> (linear: PackedLinear, bias: [Float]?) {
+                let bias = f.info(p + n + ".bias") != nil ? try f.float32(p + n + ".bias") : nil
+                if f.info(p + n + ".weight_scale") == nil {
+                    throw PackedError(path: packed.weightsPath, reason: "layer \(i) is stored unquantized (skipped by the recipe); the runtime needs every layer quantized")
+                }
+                return (try packed.linear(p + n), bias)
+            }
+            let s = p + "self_attn.qkv_supply."
+            layers.append(try QuantizedBlocks.QuantizedLayer(
+                inputNorm: try floats(p + "input_layernorm.weight"), postAttentionNorm: try floats(p + "post_attention_layernorm.weight"),
+                linears: try ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"].map(part),
+                keyChannels: try ints(s + "post_k_smooth.top_k_indices"),
+                keyScales: full && f.info(s + "post_k_smooth.smooth") != nil ? try f.float32(s + "post_k_smooth.smooth") : [],
+                queryChannels: try ints(s + "post_q_smooth.top_k_indices"),
+                queryScales: full && f.info(s + "post_q_smooth.smooth") != nil ? try f.float32(s + "post_q_smooth.smooth") : [],
+                qNorm: c.qkNorm ? try floats(p + "self_attn.q_norm.weight") : nil, kNorm: c.qkNorm ? try floats(p + "self_attn.k_norm.weight") : nil,
+                fp8Rerounding: n.fp8Rerounding))
+            release(prefix: p)
+        }
+        blocks = QuantizedBlocks(config: c, layers: layers, numerics: n, threads: threads)
+        // Embedding and lm_head stay in their stored 16 bits (widened panel by panel in the kernels).
+        func matrix(_ name: String) throws -> PackedMatrix {
+            let (rows, cols) = (c.vocabSize, c.hiddenSize)
+            if let t = f.info(name), t.dtype == .f16 || t.dtype == .bf16, t.shape == [rows, cols] {
+                defer { f.releasePages(t) }   // the file's pages go as soon as the copy is made
+                return PackedMatrix(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols) {
+                    f.releasePages(t, bytes: $0)
+                }
+            }
+            let w = try f.float32(name)
+            return w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
+        }
+        let embed = try matrix("model.embed_tokens.weight")
+        let lmHead = c.tieWordEmbeddings ? embed : try matrix("lm_head.weight")
+        head = LlamaModel(config: c, embed: embed, layers: [], finalNorm: try vec("model.norm.weight"), lmHead: lmHead, threads: threads)
+        release(prefix: "")
+    }
+
+    /// Bytes of weights held in memory: INT4 codes and scales, 16-bit embedding / lm_head, norms.
+    public var residentWeightBytes: Int {
+        let linears = layers.reduce(0) { $0 + [$1.qkv, $1.o, $1.gateUp, $1.down].reduce(0) { $0 + $1.weightBytes } }
+        let norms = 4 * config.hiddenSize * (2 * config.layerCount + 1)
+        return linears + head.embed.byteCount + (config.tieWordEmbeddings ? 0 : head.lmHead.byteCount) + norms
+    }
+
+    public func logits(hidden: UnsafePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>) {
+        head.logits(hidden: hidden, rows: rows, out: out)
+    }
+
+    public func nll(hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int) -> [Double] {
+        head.nll(hidden: hidden, targets: targets, rowBlock: rowBlock)
+    }
+
+    public func hiddenStates(_ sequences: [[Int32]], observer: ForwardObserver? = nil) -> FloatBuffer {
+        blocks.lock.lock(); defer { blocks.lock.unlock() }
+        let T = sequences.first?.count ?? 0, rows = sequences.count * T
+        let h = FloatBuffer(count: rows * config.hiddenSize, zeroed: false)
+        head.embed(sequences.flatMap { $0 }, into: h.pointer)
+        for li in layers.indices { blocks.layer(li, hidden: h.pointer, batch: sequences.count, seqLen: T, observer: observer) }
+        forward.rmsNorm(h.pointer, rows: rows, weight: head.finalNorm.pointer, out: h.pointer)
+        return h
+    }
+
+    public func embed(_ tokens: [Int32], into out: UnsafeMutablePointer<Float>) { head.embed(tokens, into: out) }
+
+    /// Runs decoder layer `index` alone, in place, on `hidden` (one sequence of `seqLen` rows).
+    public func runLayer(_ index: Int, hidden: UnsafeMutablePointer<Float>, seqLen: Int) {
+        blocks.runLayer(index, hidden: hidden, seqLen: seqLen)
+    }
+}
+

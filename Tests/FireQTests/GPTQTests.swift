@@ -155,7 +155,7 @@ import Testing
         let r = Folding.hadamard(n)
         func rotated(_ v: [Float]) -> [Float] {
             var out = v
-            out.withUnsafeMutableBufferPointer { QuantizedModel.hadamard($0.baseAddress!, count: n) }
+            out.withUnsafeMutableBufferPointer { QuantizedBlocks.hadamard($0.baseAddress!, count: n) }
             return out
         }
         let rq = rotated(q), rk = rotated(k)
