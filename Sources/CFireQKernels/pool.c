@@ -8,12 +8,14 @@
 // (every output element belongs to exactly one chunk).
 #include "CFireQKernels.h"
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <immintrin.h>
 #include <stdlib.h>
 
 #define MAX_WORKERS 63
 #define SPIN_ROUNDS 40000
+#define YIELD_EVERY 256                 // pauses between sched_yield calls (a power of two)
 
 static struct {
     pthread_mutex_t run_lock;           // one job at a time (others fall back to the caller)
@@ -52,7 +54,14 @@ static void *worker_main(void *arg) {
         unsigned long g;
         int spins = 0;
         while ((g = atomic_load_explicit(&pool.generation, memory_order_acquire)) == seen) {
-            if (++spins < SPIN_ROUNDS) { _mm_pause(); continue; }
+            if (++spins < SPIN_ROUNDS) {
+                _mm_pause();
+                // Every few microseconds let another runnable thread have the core: when the
+                // machine is oversubscribed (two jobs, a cgroup smaller than --threads) a pure
+                // spin would hold it while the thread it waits for cannot run.
+                if ((spins & (YIELD_EVERY - 1)) == 0) sched_yield();
+                continue;
+            }
             pthread_mutex_lock(&pool.sleep_lock);
             atomic_fetch_add(&pool.sleepers, 1);
             while ((g = atomic_load(&pool.generation)) == seen) pthread_cond_wait(&pool.wake, &pool.sleep_lock);
@@ -101,7 +110,10 @@ int fq_pool_run(int threads, size_t chunks, fq_pool_task fn, void *ctx) {
         pthread_mutex_unlock(&pool.sleep_lock);
     }
     run_chunks(0);
-    while (atomic_load_explicit(&pool.active, memory_order_acquire) > 0) _mm_pause();
+    for (unsigned spins = 1; atomic_load_explicit(&pool.active, memory_order_acquire) > 0; spins++) {
+        _mm_pause();
+        if ((spins & (YIELD_EVERY - 1)) == 0) sched_yield();
+    }
     pthread_mutex_unlock(&pool.run_lock);
     return 1;
 }

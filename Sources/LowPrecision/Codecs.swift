@@ -48,7 +48,8 @@ public enum FP8E4M3 {
         let floor = Swift.max(top * 0.5, minSubnormal)
         var out: [Float] = []
         while code >= 1 && decode(UInt8(code)) >= floor { out.append(decode(UInt8(code))); code -= 1 }
-        return out.isEmpty ? [decode(UInt8(code + 1))] : out
+        // Beyond the format (a/14 > 448) the only candidate is 448 (code 127 would be NaN).
+        return out.isEmpty ? [decode(UInt8(Swift.min(code + 1, 126)))] : out
     }
 }
 

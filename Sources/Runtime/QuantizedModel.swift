@@ -135,7 +135,6 @@ public final class QuantizedBlocks: @unchecked Sendable {
         let base = SendablePointer(qkv)
         let (queryFP8, kvInt4, qkHadamard, kvGroup, search) = (self.queryFP8, self.kvInt4, self.qkHadamard, self.kvGroup, self.kvScaleSearch)
         Parallel.forEachChunk(rows, chunk: 16, threads: forward.threads) { rr in
-            var tmp = [Float](repeating: 0, count: D)
             for r in rr {
                 let row = base.p + r * qkvDim
                 for (ch, s) in zip(L.keyChannels, L.keyScales) { row[c.qDim + ch] *= s }
@@ -144,16 +143,11 @@ public final class QuantizedBlocks: @unchecked Sendable {
                     for hq in 0..<c.headCount { Self.hadamard(row + hq * D, count: D) }
                     for hk in 0..<c.kvHeadCount { Self.hadamard(row + c.qDim + hk * D, count: D) }
                 }
+                // Vectorised C (kvquant.c), pinned to `quantizeInt4` and the FP8 codec by KernelTests.
                 if queryFP8 {
-                    for hq in 0..<c.headCount {
-                        let v = row + hq * D
-                        let sigma = fq_quantize_fp8_row(v, D, &tmp)
-                        for d in 0..<D { v[d] = tmp[d] * sigma }
-                    }
+                    for hq in 0..<c.headCount { _ = fq_fp8_roundtrip_on(-1, row + hq * D, D) }
                 }
-                if kvInt4 {
-                    for g in 0..<(2 * c.kvDim / kvGroup) { Self.quantizeInt4(row + c.qDim + g * kvGroup, count: kvGroup, search: search) }
-                }
+                if kvInt4 { fq_int4_groups(row + c.qDim, 2 * c.kvDim, kvGroup, search ? 1 : 0) }
             }
         }
     }
@@ -179,7 +173,8 @@ public final class QuantizedBlocks: @unchecked Sendable {
     /// s = max(E4M3(max(max|x|, 1e-5)/7), 2^-9), x ← clamp(round_half_even(x/s), −8, 7)·s.
     /// With `search`, s is instead the FP8E4M3.int4ScaleCandidates value with the least
     /// Σ (x − x̂)² (summed in FP32 in channel order; the first, largest, wins ties).
-    @inline(__always) static func quantizeInt4(_ v: UnsafeMutablePointer<Float>, count: Int, search: Bool = false) {
+    /// The plain reference of `fq_int4_groups` (one group).
+    @inline(__always) public static func quantizeInt4(_ v: UnsafeMutablePointer<Float>, count: Int, search: Bool = false) {
         var m: Float = 0
         for d in 0..<count { m = max(m, abs(v[d])) }
         var s = max(FP8E4M3.round(max(m, 1e-5) / 7), 0x1p-9)

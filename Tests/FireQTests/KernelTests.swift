@@ -1,6 +1,7 @@
 import CFireQKernels
 import Foundation
 import Kernels
+import Runtime
 import LowPrecision
 import Testing
 
@@ -248,5 +249,56 @@ import Testing
         }
         var z = [Float](repeating: 0, count: 5)
         #expect(fq_quantize_fp8_row([0, 0, 0, 0, 0], 5, &z) == 1 && z == [0, 0, 0, 0, 0])
+    }
+}
+
+/// The attention inputs' INT4 K/V groups (kvquant.c) on every path against the Swift reference
+/// `QuantizedBlocks.quantizeInt4`, bit for bit, with and without the scale search, over group sizes
+/// of the recipes (16, 32, 64, 128) and odd ones, magnitudes from below the 2^-9 scale floor to
+/// beyond 448·7, all-zero groups and exact ties (x/s = k + 0.5).
+@Suite struct KVQuantizationTests {
+    @Test func candidatesMatchTheCodec() {
+        var g = KernelTests.LCG(s: 99)
+        var values: [Float] = [0, 1e-7, 1e-5, 0x1p-9 * 7, 0x1p-9 * 7.5, 0x1p-6 * 7, 448 * 7, 448 * 8, 1e6, 3, 3.5, 7]
+        for _ in 0..<2000 { values.append(abs(g.next()) * pow(10, Float(Int(abs(g.next()) * 12) - 6))) }
+        var out = [Float](repeating: 0, count: 16)
+        for a in values where a > 0 {
+            let n = fq_int4_scale_candidates(a, &out)
+            #expect(Array(out.prefix(n)) == FP8E4M3.int4ScaleCandidates(absmax: a), "a = \(a)")
+        }
+    }
+
+    @Test(arguments: [false, true]) func groupPathsEqualTheSwiftReference(search: Bool) {
+        var g = KernelTests.LCG(s: search ? 7 : 8)
+        for group in [1, 3, 8, 16, 17, 32, 64, 128] {
+            for trial in 0..<40 {
+                let scale = pow(10, Float(trial % 12 - 7))
+                var v = (0..<(group * 6)).map { _ in g.next() * scale }
+                if trial % 5 == 0 { for j in 0..<group { v[j] = 0 } }                  // an all-zero group
+                if trial % 7 == 1 { for j in 0..<group { v[group + j] = (Float(j % 16) - 8 + 0.5) * 0.25 } }   // ties at s = 0.25
+                var want = v
+                for k in 0..<6 { want.withUnsafeMutableBufferPointer { QuantizedBlocks.quantizeInt4($0.baseAddress! + k * group, count: group, search: search) } }
+                for path: Int32 in [0, 1, 2] {
+                    var got = v
+                    fq_int4_groups_on(path, &got, got.count, group, search ? 1 : 0)
+                    #expect(got.map(\.bitPattern) == want.map(\.bitPattern), "path \(path) group \(group) trial \(trial)")
+                }
+            }
+        }
+    }
+
+    @Test func fp8RoundTripEqualsQuantizeTimesSigma() {
+        var g = KernelTests.LCG(s: 5)
+        for n in [1, 7, 32, 64, 128] {
+            let x = (0..<n).map { _ in g.next() * 3 }
+            var tmp = [Float](repeating: 0, count: n)
+            let sigma = fq_quantize_fp8_row_ref(x, n, &tmp)
+            let want = tmp.map { $0 * sigma }
+            for path: Int32 in [0, 1, 2] {
+                var v = x
+                #expect(fq_fp8_roundtrip_on(path, &v, n) == sigma)
+                #expect(v.map(\.bitPattern) == want.map(\.bitPattern), "path \(path) n \(n)")
+            }
+        }
     }
 }

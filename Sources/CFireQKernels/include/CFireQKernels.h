@@ -70,6 +70,19 @@ float fq_quantize_fp8_row_ref(const float *x, size_t n, float *out);
 /// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2, 2 AVX-512.
 float fq_quantize_fp8_row_on(int path, const float *x, size_t n, float *out);
 
+// ---- Attention inputs after RoPE and S (kvquant.c), FIREQ-METHOD.md §3.3 -------------------
+/// FP8E4M3.int4ScaleCandidates: the E4M3 scales from the first ≥ a/7 down to max(a/14, 2^-9),
+/// descending (1 … 10 values, `out` holds 16).
+size_t fq_int4_scale_candidates(float a, float *out);
+/// INT4 with an FP8 scale per group of `group` consecutive values of v[0 ..< count], in place:
+/// s = max(E4M3(max(max|x|, 1e-5)/7), 2^-9) — or, with `search`, the candidate with the least
+/// Σ (x − x̂)² (FP32, channels in order, the first wins ties) — x ← clamp(rint(x/s), −8, 7)·s.
+void fq_int4_groups(float *v, size_t count, size_t group, int search);
+/// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2, 2 AVX-512; same bits on all.
+void fq_int4_groups_on(int path, float *v, size_t count, size_t group, int search);
+/// FP8 per row in place: v ← E4M3(v/σ)·σ, σ = max|v|/448 (1 if v = 0); returns σ.
+float fq_fp8_roundtrip_on(int path, float *v, size_t n);
+
 /// Nearest bfloat16 value of x (ties to even; NaN stays NaN), as Float32.
 float fq_round_bf16(float x);
 /// The INT4×FP8 linear's epilogue (§2.5 step 3) for `rows` rows of n accumulators:
