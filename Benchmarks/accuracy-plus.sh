@@ -53,10 +53,8 @@ for r in $recipes; do
 done
 $bin compare --baseline "$model" "${models[@]}" --text "$wiki" --context 512 --windows "$w512" \
   --title "Beyond the paper: WikiText-2, context 512, $w512 windows" --report docs/accuracy/plus-512
-# The second text: the paper recipe, each technique that helped, and the combinations.
-$bin compare --baseline "$model" --model "$work/rtn" --model "$work/fireq" --model "$work/fireq+search" --model "$work/fireq+kv-g16" \
-  --model "$work/fireq+kv-search" --model "$work/fireq+constants" --model "$work/fireq-plus-g64" --model "$work/fireq-plus" \
-  --model "$work/fireq-plus-search" --text "$work/shakespeare-heldout.txt" \
+# The second text, every row again.
+$bin compare --baseline "$model" "${models[@]}" --text "$work/shakespeare-heldout.txt" \
   --context 2048 --windows 5 --title "Beyond the paper: held-out Tiny Shakespeare (last 400 000 bytes), context 2048, 5 windows" \
   --report docs/accuracy/plus-heldout-2048
 # Convert time and peak memory, paper recipe vs fireq-plus (same calibration, evaluation and machine).
