@@ -25,9 +25,8 @@ final class ConstantSearch {
     /// linears (exactly what the recipe with those constants writes), and the record for
     /// `fireq.search`.
     struct Outcome {
-        var plan: SmoothingPlan
         var layer: RowMajorLayer, attention: AttentionSmoothing, linears: [PackedLinear]
-        var error: Double, recipeError: Double
+        /// The chosen constants, the chosen error and the recipe values' error.
         var json: JSONValue
     }
 
@@ -129,7 +128,7 @@ final class ConstantSearch {
         if !settings.downStrength.isEmpty { o["down_strength"] = .float(plan.downStrength) }
         o["error"] = .double(best)
         o["recipe_error"] = .double(recipeError)
-        return Outcome(plan: plan, layer: bestL, attention: bestAtt, linears: bestLin, error: best, recipeError: recipeError, json: .object(o))
+        return Outcome(layer: bestL, attention: bestAtt, linears: bestLin, json: .object(o))
     }
 
     private func planKey(_ p: SmoothingPlan) -> String {
