@@ -164,7 +164,7 @@ public struct Quantizer {
                         factors[tap] = u.u
                         inputWeights[tap] = d
                     }
-                } else if recipe.scaleSearch {
+                } else if recipe.scaleSearch && outcome == nil {   // (the search packed its linears already)
                     inputWeights = Self.inputWeights(recipe: recipe, stats: stats.layers[i], factors: [sqFactors, att.inputFactors], config: c)
                 }
                 tensors.append(try stored(prefix + LlamaTensorNames.inputNorm, L.inputNorm, like: prefix + LlamaTensorNames.inputNorm))
