@@ -14,6 +14,11 @@ void fq_sgemm_panel(int level, const float *x, size_t ldx, size_t m, const float
 /// A per-thread scratch buffer of at least `count` floats (64-byte aligned), kept for reuse.
 enum { FQ_BUFFER_PANEL = 0, FQ_BUFFER_X = 1 };
 float *fq_thread_buffer(int slot, size_t count);
+/// AVX-512 BF16 (int4gemm.c; the CPU must have it): y[i, 0 … valid) = the pair chains (vdpbf16ps)
+/// of m rows of x as BF16 pairs (rows ldx pairs apart) against one decoded panel ([pairs][32] BF16
+/// pairs, low word the even input); y rows ldy apart.
+void fq_bf16_panel_rows(const uint32_t *xb, size_t ldx, size_t m, const uint32_t *panel, size_t pairs, size_t valid,
+                        float *y, size_t ldy);
 
 #include <immintrin.h>
 // E4M3 rounding of finite floats, vectorised (ties to even, saturating at ±448), bit for bit as

@@ -470,13 +470,18 @@ static void gemm_bf16(const float *x, size_t ldx, size_t m, const uint8_t *codes
     for (size_t p = p0; p < p1; p++) {
         decode_bf16_avx512(codes + p * NR * pairs, scales + p * NR * groups, meta ? meta + p * NR * groups : NULL, k, G, reround, panel);
         size_t col = p * NR, valid = n - col < NR ? n - col : NR;
-        __mmask16 m0 = valid >= 16 ? 0xFFFF : (__mmask16)((1u << valid) - 1);
-        __mmask16 m1 = valid <= 16 ? 0 : (valid >= 32 ? 0xFFFF : (__mmask16)((1u << (valid - 16)) - 1));
-        for (size_t i = 0; i < m; i += MRB) {
-            size_t rows = m - i < MRB ? m - i : MRB;
-            if (rows == MRB) tile_bf16_full(xb + i * pairs, pairs, panel, pairs, y + i * ldy + col, ldy, m0, m1);
-            else tile_bf16_tail(xb + i * pairs, pairs, rows, panel, pairs, y + i * ldy + col, ldy, m0, m1);
-        }
+        fq_bf16_panel_rows(xb, pairs, m, panel, pairs, valid, y + col, ldy);
+    }
+}
+
+void fq_bf16_panel_rows(const uint32_t *xb, size_t ldx, size_t m, const uint32_t *panel, size_t pairs, size_t valid,
+                        float *y, size_t ldy) {
+    __mmask16 m0 = valid >= 16 ? 0xFFFF : (__mmask16)((1u << valid) - 1);
+    __mmask16 m1 = valid <= 16 ? 0 : (valid >= 32 ? 0xFFFF : (__mmask16)((1u << (valid - 16)) - 1));
+    for (size_t i = 0; i < m; i += MRB) {
+        size_t rows = m - i < MRB ? m - i : MRB;
+        if (rows == MRB) tile_bf16_full(xb + i * ldx, ldx, panel, pairs, y + i * ldy, ldy, m0, m1);
+        else tile_bf16_tail(xb + i * ldx, ldx, rows, panel, pairs, y + i * ldy, ldy, m0, m1);
     }
 }
 

@@ -133,21 +133,31 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         passLock.lock()
         defer { passLock.unlock() }
         let V = config.vocabSize
-        var result = [Double](repeating: 0, count: targets.count)
         let block: FloatBuffer
         if let b = cachedLogits, b.count >= rowBlock * V { block = b } else {
             block = FloatBuffer(count: rowBlock * V, zeroed: false)
             cachedLogits = block
         }
+        return Self.blockedNLL(vocab: V, hiddenSize: config.hiddenSize, hidden: hidden, targets: targets, rowBlock: rowBlock,
+                               threads: forward.threads, block: block) { logits(hidden: $0, rows: $1, out: $2) }
+    }
+
+    /// −log softmax(logits)[target] of every row, the logits made `rowBlock` rows at a time into
+    /// `block` (≥ rowBlock · vocab floats) by `logits(hidden rows, count, out)`; the log-sum-exp in
+    /// the fixed lanes of `fq_logsumexp`. Shared by every engine's output head.
+    public static func blockedNLL(vocab V: Int, hiddenSize: Int, hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int,
+                                  threads: Int, block: FloatBuffer,
+                                  logits: (UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>) -> Void) -> [Double] {
+        var result = [Double](repeating: 0, count: targets.count)
         var r0 = 0
         while r0 < targets.count {
             let m = min(rowBlock, targets.count - r0)
-            logits(hidden: hidden + r0 * config.hiddenSize, rows: m, out: block.pointer)
+            logits(hidden + r0 * hiddenSize, m, block.pointer)
             let bp = SendablePointer(block.pointer)
             let res = result.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
             let tg = targets
             let base = r0
-            Parallel.forEachChunk(m, chunk: 4, threads: forward.threads) { rr in
+            Parallel.forEachChunk(m, chunk: 4, threads: threads) { rr in
                 for i in rr {
                     let row = bp.p + i * V
                     let lse = fq_logsumexp(row, V)

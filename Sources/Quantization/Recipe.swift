@@ -55,6 +55,9 @@ public struct Recipe: Sendable, Equatable {
     public var kvGroupSize: Int? = nil
     /// INT4 K/V scales searched per group at run time (least squared error over the E4M3 candidates).
     public var kvScaleSearch = false
+    /// The lm_head held as INT8 rows by the runtime (recipe `lm_head.format: "int8"`; made at load,
+    /// Formats/runtime-numerics.md "INT8 lm_head"); false keeps the stored 16 bits.
+    public var lmHeadInt8 = false
     // smoothing
     public var smoothing = SmoothingPlan()
     public var smoothQuantAlpha: Float? = nil
@@ -111,7 +114,11 @@ public struct Recipe: Sendable, Equatable {
             }
             return s
         }
-        try keys(root, ["name", "description", "weights", "activations", "smoothing", "attention", "layers", "search"], "")
+        try keys(root, ["name", "description", "weights", "activations", "smoothing", "attention", "layers", "search", "lm_head"], "")
+        if let h = try obj(root, "lm_head", "") {
+            try keys(h, ["format"], "lm_head.")
+            if let f = try choice(h, "format", "lm_head.", ["source", "int8"]) { r.lmHeadInt8 = f == "int8" }
+        }
         if let v = root["name"] { guard let s = v.stringValue else { throw .recipe(path: path, key: "name", reason: "must be a string") }; r.name = s }
         if let v = root["description"] { guard let s = v.stringValue else { throw .recipe(path: path, key: "description", reason: "must be a string") }; r.description = s }
         if let w = try obj(root, "weights", "") {
@@ -284,7 +291,8 @@ public struct Recipe: Sendable, Equatable {
                                              + (kvGroupSize.map { [("kv_group_size", JSONValue.int($0))] } ?? [])
                                              + (kvScaleSearch ? [("kv_scale_search", JSONValue.bool(true))] : [])))),
             ("layers", .object(JSONObject([("skip", .array(skipLayers.sorted().map { .int($0) })), ("group_size", .object(groups))]))),
-        ] + (search.map { st in
+        ] + (lmHeadInt8 ? [("lm_head", JSONValue.object(JSONObject([("format", .string("int8"))])))] : [])
+          + (search.map { st in
             [("search", JSONValue.object(JSONObject([
                 ("alpha_beta", .array(st.alphaBeta.map { .float($0) })), ("post_rope_top_k", .array(st.topK.map { .int($0) })),
                 ("gate_up_strength", .array(st.gateUpStrength.map { .float($0) })), ("down_strength", .array(st.downStrength.map { .float($0) })),

@@ -7,8 +7,9 @@ import LlamaReference
 /// `QuantizedModel.hiddenStates` (FP8 activations, INT4×FP8 linears, post-RoPE S, FP8 Q, INT4 K/V
 /// cached as their dequantized values), one token per step. Its linears and lm_head take the
 /// single-row paths (the INT4 kernels decode the codes in registers; lm_head is a GEMV on its 16-bit
-/// panels; both bit-identical to the GEMM); attention runs over the cached keys with a max-shifted FP32
-/// softmax. A test pins its logits to the full forward pass.
+/// panels or its INT8 rows; all bit-identical to the GEMM); attention runs over the cached keys with a
+/// max-shifted FP32 softmax, its heads split over the threads. A test pins its logits to the full
+/// forward pass.
 public final class QuantizedDecoder {
     public let model: QuantizedModel
     public let capacity: Int
@@ -36,7 +37,7 @@ public final class QuantizedDecoder {
         precondition(position < capacity, "decoder is full")
         let m = model, c = m.config, f = m.forward
         let I = c.intermediateSize, D = c.headDim, half = D / 2
-        m.head.embed([token], into: h.pointer)
+        m.embed([token], into: h.pointer)
         var cosT = [Float](repeating: 0, count: half), sinT = cosT
         f.rope.table(position: position, cos: &cosT, sin: &sinT)
         for (li, L) in m.layers.enumerated() {
@@ -58,9 +59,9 @@ public final class QuantizedDecoder {
             fq_swiglu(gu.pointer, gu.pointer + I, act.pointer, I)
             run(L.down, act.pointer, h.pointer, accumulate: true)
         }
-        f.rmsNorm(h.pointer, rows: 1, weight: m.head.finalNorm.pointer, out: xn.pointer)
+        f.rmsNorm(h.pointer, rows: 1, weight: m.finalNorm.pointer, out: xn.pointer)
         var logits = [Float](repeating: 0, count: c.vocabSize)
-        logits.withUnsafeMutableBufferPointer { m.head.logits(hidden: xn.pointer, rows: 1, out: $0.baseAddress!) }
+        logits.withUnsafeMutableBufferPointer { m.logits(hidden: xn.pointer, rows: 1, out: $0.baseAddress!) }
         position += 1
         return logits
     }
@@ -72,7 +73,7 @@ public final class QuantizedDecoder {
         let q = SendablePointer(qkv.pointer), k = SendablePointer(keys[li].pointer), v = SendablePointer(values[li].pointer)
         let out = SendablePointer(att.pointer), sc = SendablePointer(scores.pointer)
         let cap = capacity, kvDim = c.kvDim
-        Parallel.forEachChunk(c.headCount, chunk: 1, threads: n >= 256 ? model.forward.threads : 1) { items in
+        Parallel.forEachChunk(c.headCount, chunk: 1, threads: n >= 32 ? model.forward.threads : 1) { items in
             for hq in items {
                 let g = hq / group, s = sc.p + hq * cap
                 fq_attn_scores(q.p + hq * D, k.p + g * D * cap, cap, D, n, scale, s)

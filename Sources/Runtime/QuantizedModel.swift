@@ -195,13 +195,21 @@ public final class QuantizedBlocks: @unchecked Sendable {
 
 /// A `fireq-packed` folder run with FireQ's numerics (FIREQ-METHOD.md §2.4–2.5, §3.3): INT4×FP8
 /// linears, post-RoPE S, Q in FP8 per (token, head), K/V in INT4 per (token, KV head) with FP8
-/// scales, FP32 softmax attention; embeddings, norms and lm_head in their stored precision.
+/// scales, FP32 softmax attention; embeddings, norms and lm_head in their stored precision, or the
+/// lm_head as INT8 rows (`Int8Head`) when the recipe says `lm_head.format: "int8"`.
 /// Every numeric option of the stored recipe is honoured.
 public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
     public let config: LlamaConfig
     let blocks: QuantizedBlocks
-    /// Embedding, final norm and lm_head (FP32 values of the stored 16-bit tensors).
-    let head: LlamaModel
+    let finalNorm: FloatBuffer
+    /// The input embedding in its stored 16 bits (nil when the tied table is the INT8 head).
+    let embedTable: PackedMatrix?
+    /// The lm_head in its stored 16 bits, widened panel by panel (nil with the INT8 head).
+    let lmHead: PackedMatrix?
+    /// The lm_head as INT8 rows (recipe `lm_head.format: "int8"`, `--numerics fireq` only).
+    let int8Head: Int8Head?
+    private let headLock = NSLock()
+    private var logitsBlock: FloatBuffer?
     // What the decoder reads of the layer stack.
     var forward: LlamaForward { blocks.forward }
     var layers: [QuantizedBlocks.QuantizedLayer] { blocks.layers }
@@ -235,6 +243,10 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         n.kvGroupSize = r["attention"]?["kv_group_size"]?.intValue
         n.kvScaleSearch = full && (r["attention"]?["kv_scale_search"]?.boolValue ?? false)
         let kvGroup = n.kvGroupSize ?? c.headDim
+        let headFormat = r["lm_head"]?["format"]?.stringValue ?? "source"
+        guard headFormat == "source" || headFormat == "int8" else {
+            throw PackedError(path: packed.directory, reason: "its recipe's lm_head.format '\(headFormat)' is neither 'source' nor 'int8'")
+        }
         if n.qkHadamard && (c.headDim & (c.headDim - 1)) != 0 {
             throw PackedError(path: packed.directory, reason: "its recipe rotates Q/K (attention.qk_hadamard), which needs a power-of-two head_dim, not \(c.headDim)")
         }
@@ -284,9 +296,21 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
             let w = try f.float32(name)
             return w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
         }
-        let embed = try matrix("model.embed_tokens.weight")
-        let lmHead = c.tieWordEmbeddings ? embed : try matrix("lm_head.weight")
-        head = LlamaModel(config: c, embed: embed, layers: [], finalNorm: try vec("model.norm.weight"), lmHead: lmHead, threads: threads)
+        // The INT8 head is made from the stored table (Formats/runtime-numerics.md "INT8 lm_head").
+        func int8(_ name: String) throws -> Int8Head {
+            let (rows, cols) = (c.vocabSize, c.hiddenSize)
+            if let t = f.info(name), t.dtype == .f16 || t.dtype == .bf16, t.shape == [rows, cols] {
+                defer { f.releasePages(t) }
+                return Int8Head(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols)
+            }
+            let w = try f.float32(name)
+            return w.withUnsafeBufferPointer { Int8Head(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
+        }
+        let headName = c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight"
+        int8Head = full && headFormat == "int8" ? try int8(headName) : nil
+        embedTable = int8Head != nil && c.tieWordEmbeddings ? nil : try matrix("model.embed_tokens.weight")
+        lmHead = int8Head != nil ? nil : (c.tieWordEmbeddings ? embedTable : try matrix("lm_head.weight"))
+        finalNorm = try vec("model.norm.weight")
         release(prefix: "")
     }
 
@@ -294,28 +318,48 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
     public var residentWeightBytes: Int {
         let linears = layers.reduce(0) { $0 + [$1.qkv, $1.o, $1.gateUp, $1.down].reduce(0) { $0 + $1.weightBytes } }
         let norms = 4 * config.hiddenSize * (2 * config.layerCount + 1)
-        return linears + head.embed.byteCount + (config.tieWordEmbeddings ? 0 : head.lmHead.byteCount) + norms
+        let tables = (embedTable?.byteCount ?? 0) + (int8Head?.byteCount ?? 0)
+            + (lmHead != nil && !config.tieWordEmbeddings ? lmHead!.byteCount : 0)
+        return linears + tables + norms
     }
 
+    /// logits[r, :] of `rows` final-normed hidden rows into `out` (rows, vocab).
     public func logits(hidden: UnsafePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>) {
-        head.logits(hidden: hidden, rows: rows, out: out)
+        if let int8Head {
+            int8Head.logits(hidden: hidden, count: rows, out: out, ldo: config.vocabSize, threads: forward.threads)
+        } else {
+            LinearAlgebra.linear(x: hidden, ldx: config.hiddenSize, m: rows, w: lmHead!, y: out, ldy: config.vocabSize, threads: forward.threads)
+        }
     }
 
     public func nll(hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int) -> [Double] {
-        head.nll(hidden: hidden, targets: targets, rowBlock: rowBlock)
+        if let int8Head { return int8Head.nll(hidden: hidden, targets: targets, rowBlock: rowBlock, threads: forward.threads) }
+        headLock.lock(); defer { headLock.unlock() }
+        let V = config.vocabSize
+        let block: FloatBuffer
+        if let b = logitsBlock, b.count >= rowBlock * V { block = b } else { block = FloatBuffer(count: rowBlock * V, zeroed: false); logitsBlock = block }
+        return LlamaModel.blockedNLL(vocab: V, hiddenSize: config.hiddenSize, hidden: hidden, targets: targets, rowBlock: rowBlock,
+                                     threads: forward.threads, block: block) { logits(hidden: $0, rows: $1, out: $2) }
     }
 
     public func hiddenStates(_ sequences: [[Int32]], observer: ForwardObserver? = nil) -> FloatBuffer {
         blocks.lock.lock(); defer { blocks.lock.unlock() }
         let T = sequences.first?.count ?? 0, rows = sequences.count * T
         let h = FloatBuffer(count: rows * config.hiddenSize, zeroed: false)
-        head.embed(sequences.flatMap { $0 }, into: h.pointer)
+        embed(sequences.flatMap { $0 }, into: h.pointer)
         for li in layers.indices { blocks.layer(li, hidden: h.pointer, batch: sequences.count, seqLen: T, observer: observer) }
-        forward.rmsNorm(h.pointer, rows: rows, weight: head.finalNorm.pointer, out: h.pointer)
+        forward.rmsNorm(h.pointer, rows: rows, weight: finalNorm.pointer, out: h.pointer)
         return h
     }
 
-    public func embed(_ tokens: [Int32], into out: UnsafeMutablePointer<Float>) { head.embed(tokens, into: out) }
+    /// Copies the embeddings of `tokens` into `out` (tokens.count, hidden). Ids must be < vocab.
+    public func embed(_ tokens: [Int32], into out: UnsafeMutablePointer<Float>) {
+        let h = config.hiddenSize
+        for (r, t) in tokens.enumerated() {
+            precondition(t >= 0 && Int(t) < config.vocabSize, "token id \(t) outside the vocabulary")
+            if let embedTable { embedTable.copyRow(Int(t), into: out + r * h) } else { int8Head!.copyRow(Int(t), into: out + r * h) }
+        }
+    }
 
     /// Runs decoder layer `index` alone, in place, on `hidden` (one sequence of `seqLen` rows).
     public func runLayer(_ index: Int, hidden: UnsafeMutablePointer<Float>, seqLen: Int) {

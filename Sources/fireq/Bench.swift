@@ -87,6 +87,28 @@ struct Bench: ParsableCommand {
             }
             int4Rows.append("{\"m\": \(m), \"n\": \(n), \"k\": \(k), \"int4fp8_gflops\": \(flop / mine / 1e9), \"openblas_gflops\": \(flop / blas / 1e9), \"ratio\": \(blas / mine)}")
         }
-        if json { print("{\"threads\": \(threads), \"isa_level\": \(fq_isa_level()), \"gemm\": [" + rows.joined(separator: ", ") + "], \"int4fp8\": [" + int4Rows.joined(separator: ", ") + "]}") }
+        // lm_head: the INT8 head (recipe lm_head.format "int8") against the 16-bit table (F16 panels
+        // widened, FP32 FMA) at one perplexity block of rows and at one row (decode), same run.
+        var headRows: [String] = []
+        for m in [256, 1] {
+            let (n, k) = (49152, 576)
+            var rng = SystemRandomNumberGenerator()
+            let w = (0..<(n * k)).map { _ in Float(Float16(Float.random(in: -0.05...0.05, using: &rng))) }
+            let x = (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &rng) }
+            let table = w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: n, cols: k) }
+            let head = w.withUnsafeBufferPointer { Int8Head(rowMajor: $0.baseAddress!, rows: n, cols: k) }
+            var y = [Float](repeating: 0, count: m * n)
+            let (t16, t8) = x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
+                (time { LinearAlgebra.linear(x: xp.baseAddress!, ldx: k, m: m, w: table, y: yp.baseAddress!, ldy: n, threads: threads) },
+                 time { head.logits(hidden: xp.baseAddress!, count: m, out: yp.baseAddress!, ldo: n, threads: threads) })
+            } }
+            let flop = 2.0 * Double(m * n * k)
+            if !json {
+                print(String(format: "lm_head %4d x %5d x %4d  16-bit %6.1f GFLOP/s  int8 %6.1f GFLOP/s  ratio %.2f",
+                             m, n, k, flop / t16 / 1e9, flop / t8 / 1e9, t16 / t8))
+            }
+            headRows.append("{\"m\": \(m), \"n\": \(n), \"k\": \(k), \"f16_gflops\": \(flop / t16 / 1e9), \"int8_gflops\": \(flop / t8 / 1e9), \"ratio\": \(t16 / t8)}")
+        }
+        if json { print("{\"threads\": \(threads), \"isa_level\": \(fq_isa_level()), \"gemm\": [" + rows.joined(separator: ", ") + "], \"int4fp8\": [" + int4Rows.joined(separator: ", ") + "], \"lm_head\": [" + headRows.joined(separator: ", ") + "]}") }
     }
 }

@@ -1,3 +1,4 @@
+import CFireQKernels
 import Foundation
 import LlamaReference
 import Runtime
@@ -229,10 +230,12 @@ import TensorStore
 @Suite(.serialized) struct QuantizedDecoderTests {
     /// Bit for bit: a quantized network is discontinuous (FP8 / INT4 rounding), so any difference
     /// in summation order between the two paths would flip roundings and grow into whole logits.
-    @Test func decoderMatchesFullForward() throws {
+    /// Also with the INT8 lm_head (its GEMV and GEMM paths, and the tied embedding from its rows).
+    @Test(arguments: ["fireq.json", "fireq-int8-head.json"])
+    func decoderMatchesFullForward(recipe: String) throws {
         try TestPaths.requireModel()
         let dir = TestPaths.tempDir() + "/fireq"
-        let q = try QuantizeTests.quantize((ProcessInfo.processInfo.environment["DEC_RECIPE"] ?? QuantizeTests.recipes + "/fireq.json"), out: dir)
+        let q = try QuantizeTests.quantize((ProcessInfo.processInfo.environment["DEC_RECIPE"] ?? QuantizeTests.recipes + "/" + recipe), out: dir)
         #expect(q.status == 0, "\(q.stderr)")
         let model = try QuantizedModel(directory: dir, threads: 2)
         let seq = Array(ModelTests.corpusTokens()[300..<332])
@@ -251,5 +254,35 @@ import TensorStore
         // Same kernels in the same summation order (GEMV = GEMM, fixed-order attention): identical.
         #expect(worst == 0, "max |Δlogit| \(worst)")
         #expect(sameTop == seq.count)
+        if recipe == "fireq-int8-head.json" {
+            // The INT8 head holds half the 16-bit table's bytes and moves the logits only a little.
+            let plainDir = TestPaths.tempDir() + "/fireq-plain"
+            let p = try QuantizeTests.quantize(QuantizeTests.recipes + "/fireq.json", out: plainDir)
+            #expect(p.status == 0, "\(p.stderr)")
+            let plain = try QuantizedModel(directory: plainDir, threads: 2)
+            let table = V * model.config.hiddenSize
+            #expect(plain.residentWeightBytes - model.residentWeightBytes == 2 * table - (table + fq_int8_shifts_bytes(V, model.config.hiddenSize) + 4 * V))
+            // Same hidden states through both heads: the head's own error.
+            var ref = [Float](repeating: 0, count: seq.count * V)
+            ref.withUnsafeMutableBufferPointer { plain.logits(hidden: hidden.pointer, rows: seq.count, out: $0.baseAddress!) }
+            var agree = 0, worstRel: Float = 0
+            for p in 0..<seq.count {
+                let a = (0..<V).max { full[p * V + $0] < full[p * V + $1] }!, b = (0..<V).max { ref[p * V + $0] < ref[p * V + $1] }!
+                if a == b { agree += 1 }
+                let scale = (0..<V).reduce(Float(0)) { max($0, abs(ref[p * V + $1])) }
+                worstRel = max(worstRel, (0..<V).reduce(Float(0)) { max($0, abs(full[p * V + $1] - ref[p * V + $1])) } / scale)
+            }
+            print("INT8 lm_head vs 16-bit on the same hidden states: top-1 agreement \(agree)/\(seq.count), worst |Δlogit| / max|logit| \(worstRel)")
+            #expect(agree >= seq.count - 1, "top-1 agreement \(agree)/\(seq.count)")
+            #expect(worstRel > 0 && worstRel < 0.04)
+            // The tied embedding: every value within half a row step of the stored one.
+            let H = model.config.hiddenSize
+            var e8 = [Float](repeating: 0, count: seq.count * H), e16 = e8
+            model.embed(seq, into: &e8); plain.embed(seq, into: &e16)
+            for r in 0..<seq.count {
+                let step = (0..<H).reduce(Float(0)) { max($0, abs(e16[r * H + $1])) } / 127
+                #expect((0..<H).allSatisfy { abs(e8[r * H + $0] - e16[r * H + $0]) <= step * 0.5001 }, "token \(seq[r])")
+            }
+        }
     }
 }

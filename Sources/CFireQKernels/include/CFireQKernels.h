@@ -123,6 +123,30 @@ void fq_int4_gemm_ref(const float *x, size_t ldx, size_t m, const uint8_t *codes
 void fq_int4_gemm_on(int path, const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales, const uint16_t *meta,
                      size_t n, size_t k, size_t G, int reround, int bf16_ok, size_t p0, size_t p1, float *y, size_t ldy);
 
+// ---- INT8 lm_head (int8head.c; Formats/runtime-numerics.md "INT8 lm_head") ----------------------
+// Panels of 32 rows: codes[p][k][32] signed bytes, shifts[p][ceil(k/32)][32] group shifts j (0 … 15),
+// scales[r] FP32 per row (n entries). v = q·2^−j; y[i, r] = (chain over input pairs from +0:
+// fma(x[2kp+1], v[r,2kp+1], acc), then fma(x[2kp], v[r,2kp], acc)) · s_r.
+// x must hold fq_int8_round_input's values (BF16, nothing below 2^-100) for every path to agree; k even.
+size_t fq_int8_codes_bytes(size_t n, size_t k);
+size_t fq_int8_shifts_bytes(size_t n, size_t k);
+/// s_r = max|w_r| / 127 (1 for a zero row); per group of 32 inputs the largest j ≤ 15 with
+/// max|w/s_r|·2^j ≤ 127; q = clamp(round_half_even(fl(w / s_r)·2^j), ±127); into the panel layout.
+void fq_int8_quantize(const float *w, size_t n, size_t k, int8_t *codes, uint8_t *shifts, float *scales);
+/// The same from row-major binary16 (or bfloat16 when `bf16`) values.
+void fq_int8_quantize16(const uint16_t *w, int bf16, size_t n, size_t k, int8_t *codes, uint8_t *shifts, float *scales);
+/// Row r's values (q·2^−j)·s_r (the tied input embedding).
+void fq_int8_row(const int8_t *codes, const uint8_t *shifts, const float *scales, size_t k, size_t r, float *out);
+/// x = BF16(h) rounded to nearest even, +0 where |h| < 2^-100.
+void fq_int8_round_input(const float *h, size_t count, float *x);
+/// The path a request resolves to (as fq_int4_level, without the weight precondition).
+int fq_int8_level(int path);
+void fq_int8_gemm_ref(const float *x, size_t ldx, size_t m, const int8_t *codes, const uint8_t *shifts, const float *scales,
+                      size_t n, size_t k, size_t p0, size_t p1, float *y, size_t ldy);
+/// Panels p0 ..< p1 on a chosen path (-1 automatic, 0 portable, 1 AVX2+FMA, 2 AVX-512F, 3 AVX-512 BF16).
+void fq_int8_gemm_on(int path, const float *x, size_t ldx, size_t m, const int8_t *codes, const uint8_t *shifts, const float *scales,
+                     size_t n, size_t k, size_t p0, size_t p1, float *y, size_t ldy);
+
 // ---- persistent thread pool (pool.c) ---------------------------------------------------------
 typedef void (*fq_pool_task)(void *ctx, size_t chunk, int worker);
 /// Runs fn(ctx, c, worker) for every chunk c < chunks on up to `threads` threads (the caller is
