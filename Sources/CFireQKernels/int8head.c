@@ -36,8 +36,9 @@ static void quantize_row(const float *w, size_t k, int8_t *codes, uint8_t *shift
         unsigned j = 0;
         if (v > 0.0f) while (j < 15 && v * ldexpf(1.0f, (int)j + 1) <= 127.0f) j++;
         shifts[g * NR] = (uint8_t)j;
+        const float up = ldexpf(1.0f, (int)j);
         for (size_t i = g * GK; i < k1; i++) {
-            float r = nearbyintf((w[i] / s) * ldexpf(1.0f, (int)j));   // to nearest, ties to even
+            float r = nearbyintf((w[i] / s) * up);   // to nearest, ties to even
             if (r > 127.0f) r = 127.0f;
             if (r < -127.0f) r = -127.0f;
             codes[i * NR] = (int8_t)r;

@@ -247,6 +247,9 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         guard headFormat == "source" || headFormat == "int8" else {
             throw PackedError(path: packed.directory, reason: "its recipe's lm_head.format '\(headFormat)' is neither 'source' nor 'int8'")
         }
+        if headFormat == "int8" && c.hiddenSize % 2 != 0 {
+            throw PackedError(path: packed.directory, reason: "its recipe's INT8 lm_head adds inputs in pairs and needs an even hidden size, not \(c.hiddenSize)")
+        }
         if n.qkHadamard && (c.headDim & (c.headDim - 1)) != 0 {
             throw PackedError(path: packed.directory, reason: "its recipe rotates Q/K (attention.qk_hadamard), which needs a power-of-two head_dim, not \(c.headDim)")
         }
