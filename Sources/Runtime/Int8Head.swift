@@ -1,7 +1,6 @@
 import CFireQKernels
 import Foundation
 import Kernels
-import LlamaReference
 
 /// The lm_head as INT8 codes with one FP32 scale per vocabulary row (recipe
 /// `lm_head.format: "int8"`; Formats/runtime-numerics.md "INT8 lm_head"), made at load from the
@@ -14,8 +13,6 @@ public final class Int8Head: @unchecked Sendable {
     let codes: UnsafeMutablePointer<Int8>
     let shifts: UnsafeMutablePointer<UInt8>
     let scales: FloatBuffer
-    private let lock = NSLock()
-    private var block: FloatBuffer?
 
     /// From a row-major (rows, cols) table of binary16 (or bfloat16) values.
     public init(rowMajor16 w: UnsafeRawPointer, bf16: Bool, rows: Int, cols: Int) {
@@ -40,7 +37,7 @@ public final class Int8Head: @unchecked Sendable {
     public var byteCount: Int { fq_int8_codes_bytes(rows, cols) + fq_int8_shifts_bytes(rows, cols) + 4 * rows }
     var panels: Int { (rows + 31) / 32 }
 
-    /// Row r's values q·s_r (the tied input embedding of token r).
+    /// Row r's values (q·2^−j)·s_r (the tied input embedding of token r).
     public func copyRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
         fq_int8_row(codes, shifts, scales.pointer, cols, r, out)
     }
@@ -58,14 +55,5 @@ public final class Int8Head: @unchecked Sendable {
             fq_int8_gemm_on(path, xp.p, k, m, cp.p, hp.p, sp.p, n, k, r.lowerBound, r.upperBound, o.p, ldo)
         }
         withExtendedLifetime(x) {}
-    }
-
-    /// −log softmax(logits)[target] per hidden row, `rowBlock` rows of logits at a time.
-    public func nll(hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int, threads: Int) -> [Double] {
-        lock.lock(); defer { lock.unlock() }
-        let b: FloatBuffer
-        if let c = block, c.count >= rowBlock * rows { b = c } else { b = FloatBuffer(count: rowBlock * rows, zeroed: false); block = b }
-        return LlamaModel.blockedNLL(vocab: rows, hiddenSize: cols, hidden: hidden, targets: targets, rowBlock: rowBlock,
-                                     threads: threads, block: b) { logits(hidden: $0, count: $1, out: $2, ldo: rows, threads: threads) }
     }
 }

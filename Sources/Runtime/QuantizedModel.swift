@@ -336,7 +336,6 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
     }
 
     public func nll(hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int) -> [Double] {
-        if let int8Head { return int8Head.nll(hidden: hidden, targets: targets, rowBlock: rowBlock, threads: forward.threads) }
         headLock.lock(); defer { headLock.unlock() }
         let V = config.vocabSize
         let block: FloatBuffer
