@@ -160,15 +160,99 @@ static void decode_f32_avx512(const uint8_t *c, const float *sc, size_t k, size_
     }
 }
 
-static void gemm_f32_paths(int level, const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales,
-                           size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1, float *y, size_t ldy) {
+// One row (decode) on AVX2+FMA: ŵ decoded in registers, never written out. Per 8 rows and input
+// pair the code bytes are widened to dwords and each nibble c converted to FP32; then q·s, q = c − 8:
+//  * generic scales: the reference's operations, cvt(c − 8)·s, one rounded product;
+//  * with the table metadata (s = M·2^E, M odd ≤ 15, −100 ≤ E ≤ 100; when re-rounding also
+//    E ≥ −9 and s ≤ 56): fmsub(c, s, 8s), the exact (c − 8)·s rounded once, the same value.
+//    Re-rounding is then Veltkamp's split into 4 significant bits: with K = 2^20 + 1 (s·K and
+//    8·s·K exact), γ = RN(q·s·K) = fmsub(c, s·K, 8·s·K) and ŵ = γ + (v − γ) is v = q·s rounded
+//    to 4 significant bits, ties to even — E4M3's normal spacing. A product below 2^−6 is a
+//    multiple of 2^−9 with at most 3 significant bits (E ≥ −9) and stays; nothing saturates
+//    (|v| ≤ 8·56 = 448); zero stays +0. Checked against fq_round_e4m3_ref for every FP8 scale
+//    and code (Int4FP8LinearTests.oneRowDecodeEveryScaleAndCode).
+#define VK 1048577.0f   /* 2^20 + 1 */
+__attribute__((target("avx2,fma"), always_inline))
+static inline void gemv_direct_avx2_body(const float *x, const uint8_t *codes, const float *scales, size_t n, size_t k, size_t G,
+                                         const int table, const int reround, size_t p0, size_t p1, float *y) {
     size_t pairs = k / 2, groups = k / G;
+    const __m256i low = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
+    // 16 rows at a time (two accumulator chains): their group constants stay in registers
+    for (size_t p = p0; p < p1; p++) {
+        const uint8_t *c = codes + p * NR * pairs;
+        const float *sc = scales + p * NR * groups;
+        float out[NR];
+        for (int h = 0; h < 2; h++) {
+            __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+            for (size_t g = 0; g < groups; g++) {
+                __m256 s[2], s8[2], sk[2], sk8[2];
+                for (int r = 0; r < 2; r++) {
+                    s[r] = _mm256_loadu_ps(sc + g * NR + 16 * h + 8 * r);
+                    s8[r] = _mm256_mul_ps(s[r], _mm256_set1_ps(8.0f));
+                    sk[r] = _mm256_mul_ps(s[r], _mm256_set1_ps(VK));
+                    sk8[r] = _mm256_mul_ps(sk[r], _mm256_set1_ps(8.0f));
+                }
+                for (size_t kp = g * G / 2; kp < (g + 1) * G / 2; kp++) {
+                    __m256 x1 = _mm256_broadcast_ss(x + 2 * kp + 1), x0 = _mm256_broadcast_ss(x + 2 * kp);
+                    for (int r = 0; r < 2; r++) {
+                        __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(c + kp * NR + 16 * h + 8 * r)));
+                        __m256i nl = _mm256_and_si256(b, low), nh = _mm256_srli_epi32(b, 4);
+                        __m256 lo, hi;
+                        if (table) {
+                            __m256 cl = _mm256_cvtepi32_ps(nl), ch = _mm256_cvtepi32_ps(nh);
+                            lo = _mm256_fmsub_ps(cl, s[r], s8[r]);
+                            hi = _mm256_fmsub_ps(ch, s[r], s8[r]);
+                            if (reround) {
+                                __m256 gl = _mm256_fmsub_ps(cl, sk[r], sk8[r]), gh = _mm256_fmsub_ps(ch, sk[r], sk8[r]);
+                                lo = _mm256_add_ps(gl, _mm256_sub_ps(lo, gl));
+                                hi = _mm256_add_ps(gh, _mm256_sub_ps(hi, gh));
+                            }
+                        } else {
+                            lo = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(nl, eight)), s[r]);
+                            hi = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(nh, eight)), s[r]);
+                        }
+                        acc[r] = _mm256_fmadd_ps(x1, hi, acc[r]);
+                        acc[r] = _mm256_fmadd_ps(x0, lo, acc[r]);
+                    }
+                }
+            }
+            _mm256_storeu_ps(out + 16 * h, acc[0]);
+            _mm256_storeu_ps(out + 16 * h + 8, acc[1]);
+        }
+        size_t col = p * NR, valid = n - col < NR ? n - col : NR;
+        for (size_t j = 0; j < valid; j++) y[col + j] = out[j];
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void gemv_f32_direct_avx2(const float *x, const uint8_t *codes, const float *scales, const uint16_t *meta, size_t n, size_t k,
+                                 size_t G, int reround, size_t p0, size_t p1, float *y) {
+    if (meta && reround) gemv_direct_avx2_body(x, codes, scales, n, k, G, 1, 1, p0, p1, y);
+    else if (meta) gemv_direct_avx2_body(x, codes, scales, n, k, G, 1, 0, p0, p1, y);
+    else gemv_direct_avx2_body(x, codes, scales, n, k, G, 0, 0, p0, p1, y);
+}
+
+static void swap_pairs(const float *src, float *dst, size_t k) {
+    for (size_t kp = 0; kp < k / 2; kp++) { dst[2 * kp] = src[2 * kp + 1]; dst[2 * kp + 1] = src[2 * kp]; }
+}
+
+__attribute__((target("avx2")))
+static void swap_pairs_avx2(const float *src, float *dst, size_t k) {
+    size_t kk = 0;
+    for (; kk + 8 <= k; kk += 8) _mm256_storeu_ps(dst + kk, _mm256_permute_ps(_mm256_loadu_ps(src + kk), 0xB1));
+    swap_pairs(src + kk, dst + kk, k - kk);
+}
+
+static void gemm_f32_paths(int level, const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales,
+                           const uint16_t *meta, size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1,
+                           float *y, size_t ldy) {
+    size_t pairs = k / 2, groups = k / G;
+    if (m == 1 && level >= 1 && (!reround || meta)) { gemv_f32_direct_avx2(x, codes, scales, meta, n, k, G, reround, p0, p1, y); return; }
     // x with each input pair swapped (x'[k'] = x[k' XOR 1]), once per call.
     float *xs = fq_thread_buffer(FQ_BUFFER_X, m * k);
     for (size_t i = 0; i < m; i++) {
-        const float *src = x + i * ldx;
-        float *dst = xs + i * k;
-        for (size_t kp = 0; kp < pairs; kp++) { dst[2 * kp] = src[2 * kp + 1]; dst[2 * kp + 1] = src[2 * kp]; }
+        if (level >= 1) swap_pairs_avx2(x + i * ldx, xs + i * k, k);
+        else swap_pairs(x + i * ldx, xs + i * k, k);
     }
     float *panel = fq_thread_buffer(FQ_BUFFER_PANEL, NR * k);
     for (size_t p = p0; p < p1; p++) {
@@ -223,6 +307,9 @@ int fq_int4_meta(const float *scales, size_t count, int reround, uint16_t *meta)
         float M = ldexpf(m, 4);                                   // s = M·2^E, M in [8, 16)
         while (M == floorf(M) && fmodf(M, 2.0f) == 0.0f) { M /= 2; E += 1; }
         if (M != floorf(M) || M > 15.0f || E < -100 || E > 100) return 0;
+        // re-rounding: a product below 2^-6 must be a multiple of 2^-9 (E4M3's subnormal spacing),
+        // which R(q·M)·2^E only gives for E >= -9 (every FP8 scale; not e.g. a BF16 scale 2^-10)
+        if (reround && E < -9) return 0;
         int c = ((int)M - 1) / 2;
         meta[i] = (uint16_t)((c * 16) | ((uint16_t)(uint8_t)(int8_t)E << 8));
     }
@@ -507,7 +594,7 @@ void fq_int4_gemm_on(int path, const float *x, size_t ldx, size_t m, const uint8
     if (m == 0 || p0 >= p1) return;
     int level = fq_int4_level(path, bf16_ok);
     if (level >= 3) gemm_bf16(x, ldx, m, codes, scales, meta, n, k, G, reround, p0, p1, y, ldy);
-    else gemm_f32_paths(level, x, ldx, m, codes, scales, n, k, G, reround, p0, p1, y, ldy);
+    else gemm_f32_paths(level, x, ldx, m, codes, scales, meta, n, k, G, reround, p0, p1, y, ldy);
 }
 
 void fq_int4_gemm(const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales, const uint16_t *meta,

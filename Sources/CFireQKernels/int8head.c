@@ -166,10 +166,15 @@ static void gemv_avx512(const float *x, const int8_t *codes, const uint8_t *shif
     }
 }
 
+// 2^-j for 8 rows' shifts j (0 ≤ j ≤ 15): the exponent field 127 − j.
 __attribute__((target("avx2,fma")))
-static inline __m256 value8_avx2(const int8_t *c, const uint8_t *sh) {
+static inline __m256 shift_scale8_avx2(const uint8_t *sh) {
     __m256i j = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sh));
-    __m256 sv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_sub_epi32(_mm256_set1_epi32(127), j), 23));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_sub_epi32(_mm256_set1_epi32(127), j), 23));
+}
+
+__attribute__((target("avx2,fma")))
+static inline __m256 value8_avx2(const int8_t *c, __m256 sv) {
     return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)c))), sv);
 }
 
@@ -181,16 +186,20 @@ static void gemv_avx2(const float *x, const int8_t *codes, const uint8_t *shifts
         const int8_t *c = codes + p * NR * k;
         const uint8_t *h = shifts + p * NR * groups;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (size_t kk = 0; kk < k; kk += 2) {
-            const uint8_t *sh = h + (kk / GK) * NR;
-            for (int e = 1; e >= 0; e--) {
-                size_t i = kk + (size_t)e;
-                __m256 xv = _mm256_set1_ps(x[i]);
-                const int8_t *ci = c + i * NR;
-                a0 = _mm256_fmadd_ps(xv, value8_avx2(ci, sh), a0);
-                a1 = _mm256_fmadd_ps(xv, value8_avx2(ci + 8, sh + 8), a1);
-                a2 = _mm256_fmadd_ps(xv, value8_avx2(ci + 16, sh + 16), a2);
-                a3 = _mm256_fmadd_ps(xv, value8_avx2(ci + 24, sh + 24), a3);
+        for (size_t g = 0; g < groups; g++) {
+            const uint8_t *sh = h + g * NR;
+            __m256 s0 = shift_scale8_avx2(sh), s1 = shift_scale8_avx2(sh + 8), s2 = shift_scale8_avx2(sh + 16), s3 = shift_scale8_avx2(sh + 24);
+            size_t end = (g + 1) * GK < k ? (g + 1) * GK : k;
+            for (size_t kk = g * GK; kk < end; kk += 2) {
+                for (int e = 1; e >= 0; e--) {
+                    size_t i = kk + (size_t)e;
+                    __m256 xv = _mm256_set1_ps(x[i]);
+                    const int8_t *ci = c + i * NR;
+                    a0 = _mm256_fmadd_ps(xv, value8_avx2(ci, s0), a0);
+                    a1 = _mm256_fmadd_ps(xv, value8_avx2(ci + 8, s1), a1);
+                    a2 = _mm256_fmadd_ps(xv, value8_avx2(ci + 16, s2), a2);
+                    a3 = _mm256_fmadd_ps(xv, value8_avx2(ci + 24, s3), a3);
+                }
             }
         }
         size_t col = p * NR, valid = n - col < NR ? n - col : NR;
@@ -202,10 +211,16 @@ static void gemv_avx2(const float *x, const int8_t *codes, const uint8_t *shifts
 
 // ---- panels decoded once per call, for many rows --------------------------------------------------
 // FP32 paths: out[k'][j] = v[row 32p + j][k' XOR 1] (the pair-swapped order of fq_sgemm_panel's chain).
-static void decode_f32(const int8_t *c, const uint8_t *sh, size_t k, float *out) {
-    for (size_t kk = 0; kk < k; kk++) {
-        size_t src = kk ^ 1;
-        for (size_t j = 0; j < NR; j++) out[kk * NR + j] = (float)c[src * NR + j] * pow2_neg(sh[(src / GK) * NR + j]);
+__attribute__((target("avx2,fma")))
+static void decode_f32_avx2(const int8_t *c, const uint8_t *sh, size_t k, float *out) {
+    for (size_t g = 0; g * GK < k; g++) {
+        __m256 sv[4];
+        for (int r = 0; r < 4; r++) sv[r] = shift_scale8_avx2(sh + g * NR + 8 * r);
+        size_t end = (g + 1) * GK < k ? (g + 1) * GK : k;
+        for (size_t kk = g * GK; kk < end; kk++) {
+            const int8_t *src = c + (kk ^ 1) * NR;
+            for (int r = 0; r < 4; r++) _mm256_storeu_ps(out + kk * NR + 8 * r, value8_avx2(src + 8 * r, sv[r]));
+        }
     }
 }
 
@@ -261,7 +276,7 @@ void fq_int8_gemm_on(int path, const float *x, size_t ldx, size_t m, const int8_
         for (size_t kk = 0; kk < k; kk++) xs[i * k + kk] = x[i * ldx + (kk ^ 1)];
     float *panel = fq_thread_buffer(FQ_BUFFER_PANEL, NR * k);
     for (size_t p = p0; p < p1; p++) {
-        decode_f32(codes + p * NR * k, shifts + p * NR * groups, k, panel);
+        decode_f32_avx2(codes + p * NR * k, shifts + p * NR * groups, k, panel);
         size_t col = p * NR, valid = n - col < NR ? n - col : NR;
         fq_sgemm_panel(level, xs, k, m, panel, valid, k, y + col, ldy, 0);
         scale_columns(y + col, ldy, m, scales + col, valid);

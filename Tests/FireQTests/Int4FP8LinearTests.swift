@@ -192,6 +192,80 @@ import Testing
         #expect(orderMatters || k <= 64)
     }
 
+    /// Every FP8 scale with every code, one row at a time (the decode kernels): with a unit input
+    /// e_j the chain returns ŵ[r, j] itself, which must equal the reference's `fq_int4_weight`
+    /// bit for bit — with and without re-rounding, through the table decode (scales ≤ 56) and
+    /// without it (every scale up to 448), on every path.
+    @Test func oneRowDecodeEveryScaleAndCode() {
+        let all = (1..<0x7F).map { FP8E4M3.decode(UInt8($0)) }.filter { $0.isFinite && $0 > 0 }
+        #expect(all.count == 126)
+        let k = 32, G = 32
+        for scales in [all.filter { $0 <= 56 }, all] {
+            let n = scales.count
+            let q = (0..<(n * k)).map { Int8($0 % 16 - 8) }
+            var codes = [UInt8](repeating: 0, count: fq_int4_codes_bytes(n, k))
+            var sc = [Float](repeating: 0, count: fq_int4_scales_count(n, k, G))
+            fq_int4_pack(q, scales, n, k, G, &codes, &sc)
+            for reround in [true, false] {
+                var meta = [UInt16](repeating: 0, count: sc.count)
+                let tableOK = fq_int4_meta(sc, sc.count, reround ? 1 : 0, &meta) == 1
+                #expect(tableOK == (!reround || scales.count < all.count))
+                for path: Int32 in [-1, 0, 1, 2, 3] {
+                    var bad = 0
+                    for j in 0..<k {
+                        var x = [Float](repeating: 0, count: k)
+                        x[j] = 1
+                        var y = [Float](repeating: .nan, count: n)
+                        meta.withUnsafeBufferPointer { mp in
+                            fq_int4_gemm_on(path, x, k, 1, codes, sc, tableOK ? mp.baseAddress : nil, n, k, G, reround ? 1 : 0, 1, 0, (n + 31) / 32, &y, n)
+                        }
+                        for r in 0..<n where y[r].bitPattern != fq_int4_weight(UInt32(j % 16), scales[r], reround ? 1 : 0).bitPattern { bad += 1 }
+                    }
+                    #expect(bad == 0, "\(n) scales, reround \(reround), path \(path): \(bad) weights differ")
+                }
+            }
+        }
+    }
+
+    /// Re-rounded products below 2^-6 land on E4M3's subnormal spacing 2^-9, so the table decode
+    /// (R(q·M)·2^E) holds only for scales with E ≥ -9: a BF16 scale 2^-10 gives ŵ = E4M3(2^-10) = 0
+    /// (a tie, to even) and E4M3(3·2^-10) = 2^-8, not q·s. Such scales are refused for the table,
+    /// and every path — the one-row decode kernels included — still equals the canonical chain.
+    @Test func tableRefusesScalesBelowE4M3Spacing() {
+        #expect(fq_int4_weight(9, 0x1p-10, 1) == 0)
+        #expect(fq_int4_weight(11, 0x1p-10, 1) == 0x1p-8)
+        #expect(fq_int4_weight(7, 3 * 0x1p-10, 1) == -0x1p-8)
+        let (n, k, G) = (70, 128, 32)
+        for lowest in [-9, -12] {
+            var g = KernelTests.LCG(s: UInt64(100 - lowest))
+            let q = (0..<(n * k)).map { _ in Int8(max(-8, min(7, Int((g.next() * 8.5).rounded(.down))))) }
+            let s = (0..<(n * (k / G))).map { i -> Float in
+                let M = Float(2 * (i % 8) + 1), E = lowest + (i / 8) % (-5 - lowest)
+                return M * Float(sign: .plus, exponent: E, significand: 1)
+            }
+            var codes = [UInt8](repeating: 0, count: fq_int4_codes_bytes(n, k))
+            var sc = [Float](repeating: 0, count: fq_int4_scales_count(n, k, G))
+            fq_int4_pack(q, s, n, k, G, &codes, &sc)
+            var meta = [UInt16](repeating: 0, count: sc.count)
+            let tableOK = fq_int4_meta(sc, sc.count, 1, &meta) == 1
+            #expect(tableOK == (lowest >= -9), "scales down to 2^\(lowest)")
+            #expect(fq_int4_meta(sc, sc.count, 0, &meta) == 1, "without re-rounding q·M·2^E is exact at any E")
+            _ = fq_int4_meta(sc, sc.count, 1, &meta)
+            for m in [1, 5] {
+                let x = (0..<(m * k)).map { _ in FP8E4M3.round(g.next() * 4) }
+                let want = Self.canonical(x: x, m: m, q: q, scales: s, n: n, k: k, groupSize: G, reround: true)
+                for path: Int32 in [-1, 0, 1, 2, 3] {
+                    var y = [Float](repeating: .nan, count: m * n)
+                    meta.withUnsafeBufferPointer { mp in
+                        fq_int4_gemm_on(path, x, k, m, codes, sc, tableOK ? mp.baseAddress : nil, n, k, G, 1, 1, 0, (n + 31) / 32, &y, n)
+                    }
+                    let bad = zip(want, y).filter { $0.bitPattern != $1.bitPattern }.count
+                    #expect(bad == 0, "lowest 2^\(lowest) m \(m) path \(path): \(bad) differ")
+                }
+            }
+        }
+    }
+
     /// The layer with resident codes equals the layer with expanded binary16 weights (the benchmark
     /// baseline) bit for bit, for one row (decode) and many, fused, with FP8 and FP32 inputs.
     @Test func residentEqualsExpanded() throws {
