@@ -97,7 +97,7 @@ PY
 for pm in "$packed" "$packed8"; do
   for isa in avx512 avx2 portable; do
     FIREQ_ISA=$isa $bin eval --model "$pm" --text "$text" --context 512 --windows 2 --threads 2 --json 2>/dev/null \
-      | python3 -c "import json,sys; j=json.load(sys.stdin); print('$(basename "$pm")', '$isa', repr(j['perplexity']), repr(j['mean_nll']))" || echo "$isa: not on this CPU"
+      | python3 -c "import json,sys; j=json.load(sys.stdin); print('$(basename "$pm")', '$isa', repr(j['perplexity']), repr(j['mean_nll']))" 2>/dev/null || echo "$isa: not on this CPU"
   done
 done
 # 5. Two jobs on one machine (oversubscribed: 2 × 2 threads on the cores): per-process decode and
