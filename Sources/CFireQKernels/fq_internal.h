@@ -14,6 +14,9 @@ void fq_sgemm_panel(int level, const float *x, size_t ldx, size_t m, const float
 /// A per-thread scratch buffer of at least `count` floats (64-byte aligned), kept for reuse.
 enum { FQ_BUFFER_PANEL = 0, FQ_BUFFER_X = 1 };
 float *fq_thread_buffer(int slot, size_t count);
+/// dst[k'] = src[k' XOR 1] for k' < k (k even): the pair-swapped input order of the FP32 paths'
+/// canonical chain, on a resolved level (int4gemm.c).
+void fq_swap_pairs(int level, const float *src, float *dst, size_t k);
 /// AVX-512 BF16 (int4gemm.c; the CPU must have it): y[i, 0 … valid) = the pair chains (vdpbf16ps)
 /// of m rows of x as BF16 pairs (rows ldx pairs apart) against one decoded panel ([pairs][32] BF16
 /// pairs, low word the even input); y rows ldy apart.

@@ -243,6 +243,11 @@ static void swap_pairs_avx2(const float *src, float *dst, size_t k) {
     swap_pairs(src + kk, dst + kk, k - kk);
 }
 
+void fq_swap_pairs(int level, const float *src, float *dst, size_t k) {
+    if (level >= 1) swap_pairs_avx2(src, dst, k);
+    else swap_pairs(src, dst, k);
+}
+
 static void gemm_f32_paths(int level, const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales,
                            const uint16_t *meta, size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1,
                            float *y, size_t ldy) {
@@ -251,8 +256,7 @@ static void gemm_f32_paths(int level, const float *x, size_t ldx, size_t m, cons
     // x with each input pair swapped (x'[k'] = x[k' XOR 1]), once per call.
     float *xs = fq_thread_buffer(FQ_BUFFER_X, m * k);
     for (size_t i = 0; i < m; i++) {
-        if (level >= 1) swap_pairs_avx2(x + i * ldx, xs + i * k, k);
-        else swap_pairs(x + i * ldx, xs + i * k, k);
+        fq_swap_pairs(level, x + i * ldx, xs + i * k, k);
     }
     float *panel = fq_thread_buffer(FQ_BUFFER_PANEL, NR * k);
     for (size_t p = p0; p < p1; p++) {

@@ -273,7 +273,7 @@ void fq_int8_gemm_on(int path, const float *x, size_t ldx, size_t m, const int8_
     }
     float *xs = fq_thread_buffer(FQ_BUFFER_X, m * k);
     for (size_t i = 0; i < m; i++)
-        for (size_t kk = 0; kk < k; kk++) xs[i * k + kk] = x[i * ldx + (kk ^ 1)];
+        fq_swap_pairs(level, x + i * ldx, xs + i * k, k);
     float *panel = fq_thread_buffer(FQ_BUFFER_PANEL, NR * k);
     for (size_t p = p0; p < p1; p++) {
         decode_f32_avx2(codes + p * NR * k, shifts + p * NR * groups, k, panel);
