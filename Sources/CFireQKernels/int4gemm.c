@@ -172,11 +172,11 @@ static void decode_f32_avx512(const uint8_t *c, const float *sc, size_t k, size_
 //    (|v| ≤ 8·56 = 448); zero stays +0. Checked against fq_round_e4m3_ref for every FP8 scale
 //    and code (Int4FP8LinearTests.oneRowDecodeEveryScaleAndCode).
 #define VK 1048577.0f   /* 2^20 + 1 */
-__attribute__((target("avx2,fma"), always_inline))
-static inline void gemv_direct_avx2_body(const float *x, const uint8_t *codes, const float *scales, size_t n, size_t k, size_t G,
-                                         const int table, const int reround, size_t p0, size_t p1, float *y) {
+__attribute__((target("avx2,fma"), noinline))
+static void gemv_direct_avx2_reround(const float *x, const uint8_t *codes, const float *scales, size_t n, size_t k, size_t G,
+                                     size_t p0, size_t p1, float *y) {
     size_t pairs = k / 2, groups = k / G;
-    const __m256i low = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
+    const __m256i low = _mm256_set1_epi32(15);
     // 16 rows at a time (two accumulator chains): their group constants stay in registers
     for (size_t p = p0; p < p1; p++) {
         const uint8_t *c = codes + p * NR * pairs;
@@ -197,20 +197,11 @@ static inline void gemv_direct_avx2_body(const float *x, const uint8_t *codes, c
                     for (int r = 0; r < 2; r++) {
                         __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(c + kp * NR + 16 * h + 8 * r)));
                         __m256i nl = _mm256_and_si256(b, low), nh = _mm256_srli_epi32(b, 4);
-                        __m256 lo, hi;
-                        if (table) {
-                            __m256 cl = _mm256_cvtepi32_ps(nl), ch = _mm256_cvtepi32_ps(nh);
-                            lo = _mm256_fmsub_ps(cl, s[r], s8[r]);
-                            hi = _mm256_fmsub_ps(ch, s[r], s8[r]);
-                            if (reround) {
-                                __m256 gl = _mm256_fmsub_ps(cl, sk[r], sk8[r]), gh = _mm256_fmsub_ps(ch, sk[r], sk8[r]);
-                                lo = _mm256_add_ps(gl, _mm256_sub_ps(lo, gl));
-                                hi = _mm256_add_ps(gh, _mm256_sub_ps(hi, gh));
-                            }
-                        } else {
-                            lo = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(nl, eight)), s[r]);
-                            hi = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(nh, eight)), s[r]);
-                        }
+                        __m256 cl = _mm256_cvtepi32_ps(nl), ch = _mm256_cvtepi32_ps(nh);
+                        __m256 lo = _mm256_fmsub_ps(cl, s[r], s8[r]), hi = _mm256_fmsub_ps(ch, s[r], s8[r]);
+                        __m256 gl = _mm256_fmsub_ps(cl, sk[r], sk8[r]), gh = _mm256_fmsub_ps(ch, sk[r], sk8[r]);
+                        lo = _mm256_add_ps(gl, _mm256_sub_ps(lo, gl));
+                        hi = _mm256_add_ps(gh, _mm256_sub_ps(hi, gh));
                         acc[r] = _mm256_fmadd_ps(x1, hi, acc[r]);
                         acc[r] = _mm256_fmadd_ps(x0, lo, acc[r]);
                     }
@@ -224,16 +215,64 @@ static inline void gemv_direct_avx2_body(const float *x, const uint8_t *codes, c
     }
 }
 
+// Without re-rounding a weight costs a few operations, and two chains of 16 rows leave the FMA
+// latency (two dependent FMAs per input pair) exposed: all 32 rows of a panel run at once, four
+// chains; the group constants go through a small L1 array (measured: 12.3 → 15.8 G weights/s one
+// thread, 1536 × 576, G 64). Re-rounding keeps the 16-row body above, which is bound by its
+// operation count, and measured slower with 32 rows. Same operations per value either way.
+__attribute__((target("avx2,fma"), always_inline))
+static inline void gemv_direct_avx2_body32(const float *x, const uint8_t *codes, const float *scales, size_t n, size_t k, size_t G,
+                                           const int table, size_t p0, size_t p1, float *y) {
+    size_t pairs = k / 2, groups = k / G;
+    const __m256i low = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
+    __attribute__((aligned(32))) float cs[2][NR];   // s and 8·s of the panel's 32 rows, one group
+    for (size_t p = p0; p < p1; p++) {
+        const uint8_t *c = codes + p * NR * pairs;
+        const float *sc = scales + p * NR * groups;
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (size_t g = 0; g < groups; g++) {
+            for (int r = 0; r < 4; r++) {
+                __m256 s = _mm256_loadu_ps(sc + g * NR + 8 * r);
+                _mm256_store_ps(cs[0] + 8 * r, s);
+                _mm256_store_ps(cs[1] + 8 * r, _mm256_mul_ps(s, _mm256_set1_ps(8.0f)));
+            }
+            for (size_t kp = g * G / 2; kp < (g + 1) * G / 2; kp++) {
+                __m256 x1 = _mm256_broadcast_ss(x + 2 * kp + 1), x0 = _mm256_broadcast_ss(x + 2 * kp);
+                for (int r = 0; r < 4; r++) {
+                    __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(c + kp * NR + 8 * r)));
+                    __m256i nl = _mm256_and_si256(b, low), nh = _mm256_srli_epi32(b, 4);
+                    __m256 s = _mm256_load_ps(cs[0] + 8 * r), lo, hi;
+                    if (table) {
+                        __m256 s8 = _mm256_load_ps(cs[1] + 8 * r);
+                        lo = _mm256_fmsub_ps(_mm256_cvtepi32_ps(nl), s, s8);
+                        hi = _mm256_fmsub_ps(_mm256_cvtepi32_ps(nh), s, s8);
+                    } else {
+                        lo = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(nl, eight)), s);
+                        hi = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(nh, eight)), s);
+                    }
+                    acc[r] = _mm256_fmadd_ps(x1, hi, acc[r]);
+                    acc[r] = _mm256_fmadd_ps(x0, lo, acc[r]);
+                }
+            }
+        }
+        float out[NR];
+        for (int r = 0; r < 4; r++) _mm256_storeu_ps(out + 8 * r, acc[r]);
+        size_t col = p * NR, valid = n - col < NR ? n - col : NR;
+        for (size_t j = 0; j < valid; j++) y[col + j] = out[j];
+    }
+}
+
 __attribute__((target("avx2,fma")))
 static void gemv_f32_direct_avx2(const float *x, const uint8_t *codes, const float *scales, const uint16_t *meta, size_t n, size_t k,
                                  size_t G, int reround, size_t p0, size_t p1, float *y) {
-    if (meta && reround) gemv_direct_avx2_body(x, codes, scales, n, k, G, 1, 1, p0, p1, y);
-    else if (meta) gemv_direct_avx2_body(x, codes, scales, n, k, G, 1, 0, p0, p1, y);
-    else gemv_direct_avx2_body(x, codes, scales, n, k, G, 0, 0, p0, p1, y);
+    if (meta && reround) gemv_direct_avx2_reround(x, codes, scales, n, k, G, p0, p1, y);
+    else if (meta) gemv_direct_avx2_body32(x, codes, scales, n, k, G, 1, p0, p1, y);
+    else gemv_direct_avx2_body32(x, codes, scales, n, k, G, 0, p0, p1, y);
 }
 
+// dst == src allowed (both pair members are read before either is written).
 static void swap_pairs(const float *src, float *dst, size_t k) {
-    for (size_t kp = 0; kp < k / 2; kp++) { dst[2 * kp] = src[2 * kp + 1]; dst[2 * kp + 1] = src[2 * kp]; }
+    for (size_t kp = 0; kp < k / 2; kp++) { float a = src[2 * kp], b = src[2 * kp + 1]; dst[2 * kp] = b; dst[2 * kp + 1] = a; }
 }
 
 __attribute__((target("avx2")))
@@ -248,16 +287,10 @@ void fq_swap_pairs(int level, const float *src, float *dst, size_t k) {
     else swap_pairs(src, dst, k);
 }
 
-static void gemm_f32_paths(int level, const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales,
-                           const uint16_t *meta, size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1,
-                           float *y, size_t ldy) {
+// The panel loop over x already in the pair-swapped order (rows ldx apart).
+static void gemm_f32_swapped(int level, const float *xs, size_t ldx, size_t m, const uint8_t *codes, const float *scales,
+                             size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1, float *y, size_t ldy) {
     size_t pairs = k / 2, groups = k / G;
-    if (m == 1 && level >= 1 && (!reround || meta)) { gemv_f32_direct_avx2(x, codes, scales, meta, n, k, G, reround, p0, p1, y); return; }
-    // x with each input pair swapped (x'[k'] = x[k' XOR 1]), once per call.
-    float *xs = fq_thread_buffer(FQ_BUFFER_X, m * k);
-    for (size_t i = 0; i < m; i++) {
-        fq_swap_pairs(level, x + i * ldx, xs + i * k, k);
-    }
     float *panel = fq_thread_buffer(FQ_BUFFER_PANEL, NR * k);
     for (size_t p = p0; p < p1; p++) {
         const uint8_t *c = codes + p * NR * pairs;
@@ -266,8 +299,18 @@ static void gemm_f32_paths(int level, const float *x, size_t ldx, size_t m, cons
         else if (level >= 1) decode_f32_avx2(c, sc, k, G, reround, panel);
         else decode_f32_ref(c, sc, k, G, reround, panel);
         size_t col = p * NR, valid = n - col < NR ? n - col : NR;
-        fq_sgemm_panel(level, xs, k, m, panel, valid, k, y + col, ldy, 0);
+        fq_sgemm_panel(level, xs, ldx, m, panel, valid, k, y + col, ldy, 0);
     }
+}
+
+static void gemm_f32_paths(int level, const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales,
+                           const uint16_t *meta, size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1,
+                           float *y, size_t ldy) {
+    if (m == 1 && level >= 1 && (!reround || meta)) { gemv_f32_direct_avx2(x, codes, scales, meta, n, k, G, reround, p0, p1, y); return; }
+    // x with each input pair swapped (x'[k'] = x[k' XOR 1]), once per call.
+    float *xs = fq_thread_buffer(FQ_BUFFER_X, m * k);
+    for (size_t i = 0; i < m; i++) fq_swap_pairs(level, x + i * ldx, xs + i * k, k);
+    gemm_f32_swapped(level, xs, k, m, codes, scales, n, k, G, reround, p0, p1, y, ldy);
 }
 
 // ---- table decode for the BF16 path --------------------------------------------------------------
@@ -546,23 +589,35 @@ static void gemv_bf16_direct(const uint32_t *x, const uint8_t *codes, const floa
 }
 #undef DP
 
-static void gemm_bf16(const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales, const uint16_t *meta,
-                      size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1, float *y, size_t ldy) {
+// x as BF16 pairs (x[2kp] low, x[2kp+1] high): exact, the caller guarantees BF16 values. In place
+// is allowed (dst == src: pair kp is written after both its inputs were read, at index kp ≤ 2kp).
+static void pack_bf16_pairs(const float *x, size_t k, uint32_t *dst) {
+    const uint32_t *src = (const uint32_t *)x;
+    for (size_t kp = 0; kp < k / 2; kp++) {
+        uint32_t lo = src[2 * kp], hi = src[2 * kp + 1];
+        dst[kp] = (lo >> 16) | (hi & 0xFFFF0000u);
+    }
+}
+
+static void gemm_bf16_packed(const uint32_t *xb, size_t ldx, size_t m, const uint8_t *codes, const float *scales, const uint16_t *meta,
+                             size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1, float *y, size_t ldy) {
     build_tables();
     size_t pairs = k / 2, groups = k / G;
-    // x as BF16 pairs (x[2kp] low, x[2kp+1] high): exact, the caller guarantees BF16 values.
-    uint32_t *xb = (uint32_t *)fq_thread_buffer(FQ_BUFFER_X, m * pairs);
-    for (size_t i = 0; i < m; i++) {
-        const uint32_t *src = (const uint32_t *)(x + i * ldx);
-        for (size_t kp = 0; kp < pairs; kp++) xb[i * pairs + kp] = (src[2 * kp] >> 16) | (src[2 * kp + 1] & 0xFFFF0000u);
-    }
     if (m == 1) { gemv_bf16_direct(xb, codes, scales, meta, n, k, G, reround, p0, p1, y); return; }
     uint32_t *panel = (uint32_t *)fq_thread_buffer(FQ_BUFFER_PANEL, NR * pairs);
     for (size_t p = p0; p < p1; p++) {
         decode_bf16_avx512(codes + p * NR * pairs, scales + p * NR * groups, meta ? meta + p * NR * groups : NULL, k, G, reround, panel);
         size_t col = p * NR, valid = n - col < NR ? n - col : NR;
-        fq_bf16_panel_rows(xb, pairs, m, panel, pairs, valid, y + col, ldy);
+        fq_bf16_panel_rows(xb, ldx, m, panel, pairs, valid, y + col, ldy);
     }
+}
+
+static void gemm_bf16(const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales, const uint16_t *meta,
+                      size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1, float *y, size_t ldy) {
+    size_t pairs = k / 2;
+    uint32_t *xb = (uint32_t *)fq_thread_buffer(FQ_BUFFER_X, m * pairs);
+    for (size_t i = 0; i < m; i++) pack_bf16_pairs(x + i * ldx, k, xb + i * pairs);
+    gemm_bf16_packed(xb, pairs, m, codes, scales, meta, n, k, G, reround, p0, p1, y, ldy);
 }
 
 void fq_bf16_panel_rows(const uint32_t *xb, size_t ldx, size_t m, const uint32_t *panel, size_t pairs, size_t valid,
@@ -604,4 +659,20 @@ void fq_int4_gemm_on(int path, const float *x, size_t ldx, size_t m, const uint8
 void fq_int4_gemm(const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales, const uint16_t *meta,
                   size_t n, size_t k, size_t G, int reround, int bf16_ok, size_t p0, size_t p1, float *y, size_t ldy) {
     fq_int4_gemm_on(-1, x, ldx, m, codes, scales, meta, n, k, G, reround, bf16_ok, p0, p1, y, ldy);
+}
+
+// ---- x prepared once per call of a many-row linear (not once per thread and chunk) -------------
+void fq_int4_prepare_rows(int level, float *x, size_t ldx, size_t r0, size_t r1, size_t k) {
+    for (size_t i = r0; i < r1; i++) {
+        float *row = x + i * ldx;
+        if (level >= 3) pack_bf16_pairs(row, k, (uint32_t *)row);
+        else fq_swap_pairs(level, row, row, k);
+    }
+}
+
+void fq_int4_gemm_prepared(int level, const float *xp, size_t ldx, size_t m, const uint8_t *codes, const float *scales,
+                           const uint16_t *meta, size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1, float *y, size_t ldy) {
+    if (m == 0 || p0 >= p1) return;
+    if (level >= 3) gemm_bf16_packed((const uint32_t *)xp, ldx, m, codes, scales, meta, n, k, G, reround, p0, p1, y, ldy);
+    else gemm_f32_swapped(level, xp, ldx, m, codes, scales, n, k, G, reround, p0, p1, y, ldy);
 }

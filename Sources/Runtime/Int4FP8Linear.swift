@@ -162,6 +162,35 @@ public final class Int4FP8Linear: @unchecked Sendable {
         var sigma = [Float](repeating: 1, count: rows)
         let k = self.k, n = self.n, ld = ldy ?? n
         let xs = SendablePointer(UnsafeMutablePointer(mutating: x)), sc = SendablePointer(scratch)
+        if rows > 1, let codes, let scales {
+            // Many rows: each row is quantized to FP8 and then prepared in place for the GEMM path
+            // (pair-swapped, or BF16 pairs) in the same pass — once, not once per thread — and
+            // the GEMM's threads share it.
+            let level = fq_int4_level(-1, activationsFP8 && weightsBF16Exact ? 1 : 0)
+            let (G, rr) = (groupSize, Int32(reround ? 1 : 0))
+            let cp = SendablePointer(codes), wp = SendablePointer(scales.pointer), mp = meta.map { SendablePointer($0) }
+            let ac = SendablePointer(acc), ys = SendablePointer(y), colp = SendablePointer(columnScaleBuffer.pointer)
+            let bp = biasBuffer.map { SendablePointer($0.pointer) }
+            let fp8 = activationsFP8, bf16 = Int32(outputBF16 ? 1 : 0), acm = Int32(accumulate ? 1 : 0)
+            sigma.withUnsafeMutableBufferPointer { sg in
+                let sp = SendablePointer(sg.baseAddress!)
+                Parallel.forEachChunk(rows, chunk: 16, threads: threads) { r in
+                    for row in r {
+                        if fp8 { sp.p[row] = fq_quantize_fp8_row(xs.p + row * k, k, sc.p + row * k) }
+                        else { (sc.p + row * k).update(from: xs.p + row * k, count: k) }
+                    }
+                    fq_int4_prepare_rows(level, sc.p, k, r.lowerBound, r.upperBound, k)
+                }
+                Parallel.forEachChunk(panels, chunk: max(1, (panels + threads - 1) / threads), threads: threads) { r in
+                    fq_int4_gemm_prepared(level, sc.p, k, rows, cp.p, wp.p, mp?.p, n, k, G, rr, r.lowerBound, r.upperBound, ac.p, n)
+                }
+                Parallel.forEachChunk(rows, chunk: 16, threads: threads) { r in
+                    fq_linear_epilogue(ac.p + r.lowerBound * n, r.count, n, sp.p + r.lowerBound, colp.p, bp?.p, bf16,
+                                       ys.p + r.lowerBound * ld, ld, acm)
+                }
+            }
+            return
+        }
         if activationsFP8 {
             sigma.withUnsafeMutableBufferPointer { sg in
                 let sp = SendablePointer(sg.baseAddress!)

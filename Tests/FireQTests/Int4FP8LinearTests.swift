@@ -94,6 +94,16 @@ import Testing
                             fq_linear_epilogue(acc, rows, n, sigma, cols, nil, bf16 ? 1 : 0, &got, n, accumulate ? 1 : 0)
                         }
                         #expect(zip(want, got).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "rows \(rows) n \(n) \(useBias) \(bf16) \(accumulate)")
+                        // by column ranges (as the many-row forward runs it, per chunk of panels)
+                        var split = start
+                        for (c0, c1) in [(0, n / 3), (n / 3, n)] {
+                            if useBias {
+                                fq_linear_epilogue_cols(acc, n, rows, c0, c1, sigma, cols, bias, bf16 ? 1 : 0, &split, n, accumulate ? 1 : 0)
+                            } else {
+                                fq_linear_epilogue_cols(acc, n, rows, c0, c1, sigma, cols, nil, bf16 ? 1 : 0, &split, n, accumulate ? 1 : 0)
+                            }
+                        }
+                        #expect(zip(want, split).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "columns split: rows \(rows) n \(n)")
                     }
                 }
             }
@@ -175,6 +185,18 @@ import Testing
                     }
                     let bad = zip(want, y).filter { $0.bitPattern != $1.bitPattern }.count
                     #expect(bad == 0, "m \(m) n \(n) k \(k) G \(G) path \(path) (resolved \(fq_int4_level(path, ok))) table \(useMeta) bf16 scales \(bf16Scales) fp8 x \(fp8Inputs) reround \(reround): \(bad) differ")
+                    // x prepared once in place (two row ranges), then the prepared panel loop (two panel ranges)
+                    let level = fq_int4_level(path, ok)
+                    var xp = c.x, yp = [Float](repeating: .nan, count: m * n)
+                    fq_int4_prepare_rows(level, &xp, k, 0, m / 2, k)
+                    fq_int4_prepare_rows(level, &xp, k, m / 2, m, k)
+                    meta.withUnsafeBufferPointer { mp in
+                        let mt = useMeta ? mp.baseAddress : nil
+                        fq_int4_gemm_prepared(level, xp, k, m, codes, sc, mt, n, k, G, reround ? 1 : 0, 0, panels / 2, &yp, n)
+                        fq_int4_gemm_prepared(level, xp, k, m, codes, sc, mt, n, k, G, reround ? 1 : 0, panels / 2, panels, &yp, n)
+                    }
+                    let badPrepared = zip(want, yp).filter { $0.bitPattern != $1.bitPattern }.count
+                    #expect(badPrepared == 0, "prepared x: m \(m) n \(n) k \(k) path \(path) (level \(level)) table \(useMeta) reround \(reround): \(badPrepared) differ")
                 }
             }
             // the plain k-order chain gives other bits somewhere: the pair order is what is pinned

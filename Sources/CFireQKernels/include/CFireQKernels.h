@@ -90,6 +90,10 @@ float fq_round_bf16(float x);
 /// y[r, j] = v, or y[r, j] + v when `accumulate`. bias may be NULL.
 void fq_linear_epilogue(const float *acc, size_t rows, size_t n, const float *sigma, const float *col_scale,
                         const float *bias, int bf16, float *y, size_t ldy, int accumulate);
+/// The same epilogue on columns c0..<c1 of rows whose accumulators are lda apart (acc, y and
+/// col_scale/bias indexed by the absolute column).
+void fq_linear_epilogue_cols(const float *acc, size_t lda, size_t rows, size_t c0, size_t c1, const float *sigma,
+                             const float *col_scale, const float *bias, int bf16, float *y, size_t ldy, int accumulate);
 
 // ---- INT4 weights resident, decoded in the kernels (int4gemm.c; Formats/runtime-numerics.md) ----
 // Panels of 32 output rows: codes[p][k/2][32] bytes (low nibble q[2kp]+8, high nibble q[2kp+1]+8),
@@ -122,6 +126,13 @@ void fq_int4_gemm_ref(const float *x, size_t ldx, size_t m, const uint8_t *codes
 /// (a path the CPU lacks falls back to the next lower one).
 void fq_int4_gemm_on(int path, const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales, const uint16_t *meta,
                      size_t n, size_t k, size_t G, int reround, int bf16_ok, size_t p0, size_t p1, float *y, size_t ldy);
+/// A many-row call's x prepared once, in place, for the path `level` (fq_int4_level): rows r0..<r1
+/// of x (rows ldx floats apart, k inputs) become the pair-swapped FP32 order (levels 0–2) or BF16
+/// pairs (level 3, the row's first k/2 words); fq_int4_gemm_prepared then runs that path's panel
+/// loop on them, with the same results as fq_int4_gemm_on on the unprepared rows.
+void fq_int4_prepare_rows(int level, float *x, size_t ldx, size_t r0, size_t r1, size_t k);
+void fq_int4_gemm_prepared(int level, const float *xp, size_t ldx, size_t m, const uint8_t *codes, const float *scales,
+                           const uint16_t *meta, size_t n, size_t k, size_t G, int reround, size_t p0, size_t p1, float *y, size_t ldy);
 
 // ---- INT8 lm_head (int8head.c; Formats/runtime-numerics.md "INT8 lm_head") ----------------------
 // Panels of 32 rows: codes[p][k][32] signed bytes, shifts[p][ceil(k/32)][32] group shifts j (0 … 15),
