@@ -113,17 +113,17 @@ float fq_round_bf16(float x) { return round_bf16(x); }
 // The four variants are separate loops so each vectorises; every element is computed by the same
 // operations in the same order (a product, then the bias add, then the BF16 rounding, then the
 // accumulate add), never contracted into an FMA (separate statements).
-void fq_linear_epilogue_cols(const float *acc, size_t lda, size_t rows, size_t c0, size_t c1, const float *sigma,
-                             const float *col_scale, const float *bias, int bf16, float *y, size_t ldy, int accumulate) {
+void fq_linear_epilogue(const float *acc, size_t rows, size_t n, const float *sigma, const float *col_scale,
+                        const float *bias, int bf16, float *y, size_t ldy, int accumulate) {
     for (size_t r = 0; r < rows; r++) {
-        const float *a = acc + r * lda;
+        const float *a = acc + r * n;
         float *out = y + r * ldy;
         const float s = sigma[r];
         if (!bias && !bf16) {
-            if (accumulate) { for (size_t j = c0; j < c1; j++) { float v = a[j] * (s * col_scale[j]); out[j] = out[j] + v; } }
-            else { for (size_t j = c0; j < c1; j++) { float v = a[j] * (s * col_scale[j]); out[j] = v; } }
+            if (accumulate) { for (size_t j = 0; j < n; j++) { float v = a[j] * (s * col_scale[j]); out[j] = out[j] + v; } }
+            else { for (size_t j = 0; j < n; j++) { float v = a[j] * (s * col_scale[j]); out[j] = v; } }
         } else {
-            for (size_t j = c0; j < c1; j++) {
+            for (size_t j = 0; j < n; j++) {
                 float v = a[j] * (s * col_scale[j]);
                 if (bias) v += bias[j];
                 if (bf16) v = round_bf16(v);
@@ -131,9 +131,4 @@ void fq_linear_epilogue_cols(const float *acc, size_t lda, size_t rows, size_t c
             }
         }
     }
-}
-
-void fq_linear_epilogue(const float *acc, size_t rows, size_t n, const float *sigma, const float *col_scale,
-                        const float *bias, int bf16, float *y, size_t ldy, int accumulate) {
-    fq_linear_epilogue_cols(acc, n, rows, 0, n, sigma, col_scale, bias, bf16, y, ldy, accumulate);
 }

@@ -154,6 +154,17 @@ public final class Int4FP8Linear: @unchecked Sendable {
         }
     }
 
+    /// `accumulators` for rows (k apart) already prepared in place by `fq_int4_prepare_rows` for `level`.
+    private func preparedAccumulators(level: Int32, x: UnsafeMutablePointer<Float>, rows: Int, acc: UnsafeMutablePointer<Float>, threads: Int) {
+        guard let codes, let scales else { preconditionFailure("prepared x needs resident codes") }
+        let (n, k, G, rr) = (n, k, groupSize, Int32(reround ? 1 : 0))
+        let xs = SendablePointer(x), ac = SendablePointer(acc)
+        let cp = SendablePointer(codes), sp = SendablePointer(scales.pointer), mp = meta.map { SendablePointer($0) }
+        Parallel.forEachChunk(panels, chunk: max(1, (panels + threads - 1) / threads), threads: threads) { r in
+            fq_int4_gemm_prepared(level, xs.p, k, rows, cp.p, sp.p, mp?.p, n, k, G, rr, r.lowerBound, r.upperBound, ac.p, n)
+        }
+    }
+
     /// y[r, 0..<n] (+)= linear(x[rows, k]) with y's rows `ldy` apart; `scratch` holds ≥ rows·k
     /// floats (the FP8 activations) and `acc` ≥ rows·n floats (the FP32 accumulators).
     public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int? = nil, accumulate: Bool = false,
@@ -162,46 +173,22 @@ public final class Int4FP8Linear: @unchecked Sendable {
         var sigma = [Float](repeating: 1, count: rows)
         let k = self.k, n = self.n, ld = ldy ?? n
         let xs = SendablePointer(UnsafeMutablePointer(mutating: x)), sc = SendablePointer(scratch)
-        if rows > 1, let codes, let scales {
-            // Many rows: each row is quantized to FP8 and then prepared in place for the GEMM path
-            // (pair-swapped, or BF16 pairs) in the same pass — once, not once per thread — and
-            // the GEMM's threads share it.
-            let level = fq_int4_level(-1, activationsFP8 && weightsBF16Exact ? 1 : 0)
-            let (G, rr) = (groupSize, Int32(reround ? 1 : 0))
-            let cp = SendablePointer(codes), wp = SendablePointer(scales.pointer), mp = meta.map { SendablePointer($0) }
-            let ac = SendablePointer(acc), ys = SendablePointer(y), colp = SendablePointer(columnScaleBuffer.pointer)
-            let bp = biasBuffer.map { SendablePointer($0.pointer) }
-            let fp8 = activationsFP8, bf16 = Int32(outputBF16 ? 1 : 0), acm = Int32(accumulate ? 1 : 0)
-            sigma.withUnsafeMutableBufferPointer { sg in
-                let sp = SendablePointer(sg.baseAddress!)
-                Parallel.forEachChunk(rows, chunk: 16, threads: threads) { r in
-                    for row in r {
-                        if fp8 { sp.p[row] = fq_quantize_fp8_row(xs.p + row * k, k, sc.p + row * k) }
-                        else { (sc.p + row * k).update(from: xs.p + row * k, count: k) }
-                    }
-                    fq_int4_prepare_rows(level, sc.p, k, r.lowerBound, r.upperBound, k)
+        // A many-row call on resident codes prepares x for its GEMM path in the same pass that
+        // quantizes each row (pair-swapped, or BF16 pairs; in place) — once, not once per thread.
+        let prepare: Int32? = rows > 1 && codes != nil ? fq_int4_level(-1, activationsFP8 && weightsBF16Exact ? 1 : 0) : nil
+        let fp8 = activationsFP8
+        sigma.withUnsafeMutableBufferPointer { sg in
+            let sp = SendablePointer(sg.baseAddress!)
+            Parallel.forEachChunk(rows, chunk: 16, threads: threads) { r in
+                for row in r {
+                    if fp8 { sp.p[row] = fq_quantize_fp8_row(xs.p + row * k, k, sc.p + row * k) }
+                    else { (sc.p + row * k).update(from: xs.p + row * k, count: k) }
                 }
-                Parallel.forEachChunk(panels, chunk: max(1, (panels + threads - 1) / threads), threads: threads) { r in
-                    fq_int4_gemm_prepared(level, sc.p, k, rows, cp.p, wp.p, mp?.p, n, k, G, rr, r.lowerBound, r.upperBound, ac.p, n)
-                }
-                Parallel.forEachChunk(rows, chunk: 16, threads: threads) { r in
-                    fq_linear_epilogue(ac.p + r.lowerBound * n, r.count, n, sp.p + r.lowerBound, colp.p, bp?.p, bf16,
-                                       ys.p + r.lowerBound * ld, ld, acm)
-                }
+                if let level = prepare { fq_int4_prepare_rows(level, sc.p, k, r.lowerBound, r.upperBound, k) }
             }
-            return
         }
-        if activationsFP8 {
-            sigma.withUnsafeMutableBufferPointer { sg in
-                let sp = SendablePointer(sg.baseAddress!)
-                Parallel.forEachChunk(rows, chunk: 16, threads: threads) { r in
-                    for row in r { sp.p[row] = fq_quantize_fp8_row(xs.p + row * k, k, sc.p + row * k) }
-                }
-            }
-        } else {
-            scratch.update(from: x, count: rows * k)
-        }
-        accumulators(x: scratch, ldx: k, rows: rows, acc: acc, xExactBF16: activationsFP8, threads: threads)
+        if let level = prepare { preparedAccumulators(level: level, x: scratch, rows: rows, acc: acc, threads: threads) }
+        else { accumulators(x: scratch, ldx: k, rows: rows, acc: acc, xExactBF16: activationsFP8, threads: threads) }
         let ac = SendablePointer(acc), ys = SendablePointer(y), cp = SendablePointer(columnScaleBuffer.pointer)
         let bp = biasBuffer.map { SendablePointer($0.pointer) }
         sigma.withUnsafeMutableBufferPointer { sg in

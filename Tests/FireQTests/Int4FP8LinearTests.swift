@@ -94,16 +94,6 @@ import Testing
                             fq_linear_epilogue(acc, rows, n, sigma, cols, nil, bf16 ? 1 : 0, &got, n, accumulate ? 1 : 0)
                         }
                         #expect(zip(want, got).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "rows \(rows) n \(n) \(useBias) \(bf16) \(accumulate)")
-                        // by column ranges (as the many-row forward runs it, per chunk of panels)
-                        var split = start
-                        for (c0, c1) in [(0, n / 3), (n / 3, n)] {
-                            if useBias {
-                                fq_linear_epilogue_cols(acc, n, rows, c0, c1, sigma, cols, bias, bf16 ? 1 : 0, &split, n, accumulate ? 1 : 0)
-                            } else {
-                                fq_linear_epilogue_cols(acc, n, rows, c0, c1, sigma, cols, nil, bf16 ? 1 : 0, &split, n, accumulate ? 1 : 0)
-                            }
-                        }
-                        #expect(zip(want, split).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "columns split: rows \(rows) n \(n)")
                     }
                 }
             }

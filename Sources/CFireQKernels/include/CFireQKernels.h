@@ -90,10 +90,6 @@ float fq_round_bf16(float x);
 /// y[r, j] = v, or y[r, j] + v when `accumulate`. bias may be NULL.
 void fq_linear_epilogue(const float *acc, size_t rows, size_t n, const float *sigma, const float *col_scale,
                         const float *bias, int bf16, float *y, size_t ldy, int accumulate);
-/// The same epilogue on columns c0..<c1 of rows whose accumulators are lda apart (acc, y and
-/// col_scale/bias indexed by the absolute column).
-void fq_linear_epilogue_cols(const float *acc, size_t lda, size_t rows, size_t c0, size_t c1, const float *sigma,
-                             const float *col_scale, const float *bias, int bf16, float *y, size_t ldy, int accumulate);
 
 // ---- INT4 weights resident, decoded in the kernels (int4gemm.c; Formats/runtime-numerics.md) ----
 // Panels of 32 output rows: codes[p][k/2][32] bytes (low nibble q[2kp]+8, high nibble q[2kp+1]+8),
