@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""Convert a llama.cpp GGUF Llama checkpoint into an FP16 Hugging Face directory.
+"""Convert a llama.cpp GGUF checkpoint (architecture `llama` or `qwen2`) into a Hugging Face folder.
+
+    gguf_to_hf.py MODEL.gguf OUT_DIR [--dtype f16|bf16]      (default f16)
 
 Writes config.json, model.safetensors, tokenizer.json, tokenizer_config.json and
 generation_config.json into OUT_DIR (atomically: a temporary folder is renamed at the end).
 
-Numerics (must reproduce ../shared/data/golden/smollm2-135m/checkpoint-tensors.json):
-  * quantized blocks (Q4_1, Q8_0, ...) are dequantized in float32 by the `gguf` package,
-    then cast to float16; F32 tensors (norms) are cast to float16;
-  * llama.cpp's converter permuted q_proj/k_proj rows so that RoPE pairs are adjacent
-    (interleaved); we undo that to get the Hugging Face rotate_half layout.
-Pinned: gguf, numpy, safetensors (see Scripts/requirements-model.txt).
+Numerics (f16 must reproduce ../shared/data/golden/smollm2-135m/checkpoint-tensors.json):
+  * quantized blocks (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K) are dequantized in float32 by our own
+    dequantizer (Scripts/gguf_dequant.py; Scripts/verify_gguf_folder.py checks it against the
+    `gguf` package's and transformers' own GGUF loading), then rounded to float16 or bfloat16
+    (nearest even); F32 tensors (norms, biases) are rounded the same way;
+  * `llama`: llama.cpp's converter permuted q_proj/k_proj rows so that RoPE pairs are adjacent
+    (interleaved); we undo that to get the Hugging Face rotate_half layout. `qwen2` GGUFs keep
+    the Hugging Face (NEOX) layout: no permutation to undo.
+Pinned: gguf (its file reader only), numpy, safetensors (see Scripts/requirements-model.txt).
 """
 import json
 import os
@@ -19,8 +24,10 @@ import tempfile
 
 import numpy as np
 import gguf
-from gguf.quants import dequantize
 from safetensors.numpy import save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gguf_dequant import dequantize, to_bf16  # noqa: E402
 
 
 def field(reader, key, default=None):
@@ -54,6 +61,10 @@ BLOCK_MAP = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
+# The Hugging Face "architectures" entry and model_type of each supported GGUF architecture.
+ARCHS = {"llama": ("LlamaForCausalLM", "llama"), "qwen2": ("Qwen2ForCausalLM", "qwen2")}
+QWEN2_SPLIT = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+               "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
 
 
 def hf_name(name):
@@ -63,6 +74,23 @@ def hf_name(name):
     if parts[0] == "blk" and len(parts) == 4 and parts[2] in BLOCK_MAP:
         return f"model.layers.{parts[1]}.{BLOCK_MAP[parts[2]]}.{parts[3]}"
     raise SystemExit(f"error: GGUF tensor '{name}' has no Hugging Face name in this converter")
+
+
+def save_safetensors(tensors, path, dtype):
+    """safetensors with every tensor in `dtype` ("F16": float16 arrays; "BF16": uint16 bit arrays),
+    names sorted, data 8-byte aligned after the header (as safetensors' own writer lays it out)."""
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for name in sorted(tensors):
+        a = tensors[name]
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little"))
+        f.write(h)
+        for name in sorted(tensors):
+            f.write(np.ascontiguousarray(tensors[name]).tobytes())
 
 
 def bytes_to_unicode():
@@ -89,15 +117,25 @@ def tokenizer_json(reader):
     vocab = {t: i for i, t in enumerate(tokens)}
     added = []
     for i, (t, ty) in enumerate(zip(tokens, types)):
-        if ty == 3:  # CONTROL
+        if ty in (3, 4):  # CONTROL (special) and USER_DEFINED (added, not special)
             added.append({"id": i, "content": t, "single_word": False, "lstrip": False,
-                          "rstrip": False, "normalized": False, "special": True})
-    if pre == "smollm":
+                          "rstrip": False, "normalized": False, "special": ty == 3})
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    post = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
+    decoder = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    normalizer = None
+    if pre == "qwen2":
+        # What Qwen2's own tokenizer.json holds: NFC, the Qwen2 split regex, byte level without regex.
+        plain = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
         pre_tok = {"type": "Sequence", "pretokenizers": [
-            {"type": "Digits", "individual_digits": True},
-            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
+            {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False},
+            plain]}
+        post, decoder, normalizer = plain, plain, {"type": "NFC"}
+    elif pre == "smollm":
+        pre_tok = {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": True}, byte_level]}
     elif pre in ("gpt-2", "default", None):
-        pre_tok = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+        pre_tok = byte_level
     else:
         raise SystemExit(f"error: GGUF pre-tokenizer '{pre}' is not supported by this converter")
     return {
@@ -105,10 +143,10 @@ def tokenizer_json(reader):
         "truncation": None,
         "padding": None,
         "added_tokens": added,
-        "normalizer": None,
+        "normalizer": normalizer,
         "pre_tokenizer": pre_tok,
-        "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "post_processor": post,
+        "decoder": decoder,
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
                   "ignore_merges": False, "vocab": vocab, "merges": merges},
@@ -116,54 +154,74 @@ def tokenizer_json(reader):
 
 
 def main():
-    if len(sys.argv) != 3:
-        raise SystemExit("usage: gguf_to_hf.py MODEL.gguf OUT_DIR")
-    src, out = sys.argv[1], sys.argv[2]
+    args = sys.argv[1:]
+    dtype = "f16"
+    if len(args) == 4 and args[2] == "--dtype" and args[3] in ("f16", "bf16"):
+        dtype = args[3]
+        args = args[:2]
+    if len(args) != 2:
+        raise SystemExit("usage: gguf_to_hf.py MODEL.gguf OUT_DIR [--dtype f16|bf16]")
+    src, out = args
     reader = gguf.GGUFReader(src)
     arch = field(reader, "general.architecture")
-    if arch != "llama":
-        raise SystemExit(f"error: {src}: architecture '{arch}' is not supported (only 'llama')")
-    n_head = int(field(reader, "llama.attention.head_count"))
-    n_kv = int(field(reader, "llama.attention.head_count_kv", n_head))
-    hidden = int(field(reader, "llama.embedding_length"))
+    if arch not in ARCHS:
+        raise SystemExit(f"error: {src}: architecture '{arch}' is not supported (only {', '.join(ARCHS)})")
+    hf_arch, model_type = ARCHS[arch]
+    n_head = int(field(reader, f"{arch}.attention.head_count"))
+    n_kv = int(field(reader, f"{arch}.attention.head_count_kv", n_head))
+    hidden = int(field(reader, f"{arch}.embedding_length"))
     tensors = {}
     for t in reader.tensors:
-        w = dequantize(t.data, t.tensor_type).astype(np.float32)
-        w = w.reshape([int(d) for d in reversed(t.shape)]) if w.size == t.n_elements else w
-        if t.name.endswith("attn_q.weight"):
+        n = int(t.n_elements)
+        try:
+            w = dequantize(t.data, int(t.tensor_type), n)
+        except ValueError as e:
+            raise SystemExit(f"error: {src}: tensor '{t.name}': {e}")
+        w = w.reshape([int(d) for d in reversed(t.shape)])
+        if arch == "llama" and t.name.endswith("attn_q.weight"):
             w = unpermute(w, n_head)
-        elif t.name.endswith("attn_k.weight"):
+        elif arch == "llama" and t.name.endswith("attn_k.weight"):
             w = unpermute(w, n_kv)
-        tensors[hf_name(t.name)] = np.ascontiguousarray(w.astype(np.float16))
+        if dtype == "bf16":
+            tensors[hf_name(t.name)] = np.ascontiguousarray(to_bf16(w))
+        else:
+            tensors[hf_name(t.name)] = np.ascontiguousarray(w.astype(np.float16))
     tied = "lm_head.weight" not in tensors
-    vocab_size = int(field(reader, "llama.vocab_size", len(field(reader, "tokenizer.ggml.tokens"))))
+    vocab_size = int(field(reader, f"{arch}.vocab_size", len(field(reader, "tokenizer.ggml.tokens"))))
     bos = int(field(reader, "tokenizer.ggml.bos_token_id", 1))
     eos = int(field(reader, "tokenizer.ggml.eos_token_id", 2))
+    torch_dtype = "bfloat16" if dtype == "bf16" else "float16"
     config = {
-        "architectures": ["LlamaForCausalLM"],
-        "attention_bias": False,
+        "architectures": [hf_arch],
         "attention_dropout": 0.0,
         "bos_token_id": bos,
         "eos_token_id": eos,
-        "head_dim": int(field(reader, "llama.rope.dimension_count", hidden // n_head)),
         "hidden_act": "silu",
         "hidden_size": hidden,
-        "intermediate_size": int(field(reader, "llama.feed_forward_length")),
-        "max_position_embeddings": int(field(reader, "llama.context_length")),
-        "mlp_bias": False,
-        "model_type": "llama",
+        "intermediate_size": int(field(reader, f"{arch}.feed_forward_length")),
+        "max_position_embeddings": int(field(reader, f"{arch}.context_length")),
+        "model_type": model_type,
         "num_attention_heads": n_head,
-        "num_hidden_layers": int(field(reader, "llama.block_count")),
+        "num_hidden_layers": int(field(reader, f"{arch}.block_count")),
         "num_key_value_heads": n_kv,
-        "pad_token_id": int(field(reader, "tokenizer.ggml.padding_token_id", eos)),
-        "rms_norm_eps": float(np.float32(field(reader, "llama.attention.layer_norm_rms_epsilon"))),
+        "rms_norm_eps": float(np.float32(field(reader, f"{arch}.attention.layer_norm_rms_epsilon"))),
         "rope_scaling": None,
-        "rope_theta": float(field(reader, "llama.rope.freq_base", 10000.0)),
+        "rope_theta": float(field(reader, f"{arch}.rope.freq_base", 10000.0)),
         "tie_word_embeddings": tied,
-        "torch_dtype": "float16",
+        "torch_dtype": torch_dtype,
         "use_cache": True,
         "vocab_size": vocab_size,
     }
+    if arch == "llama":
+        config.update({"attention_bias": False, "mlp_bias": False,
+                       "head_dim": int(field(reader, "llama.rope.dimension_count", hidden // n_head)),
+                       "pad_token_id": int(field(reader, "tokenizer.ggml.padding_token_id", eos))})
+    else:
+        # Qwen2: q/k/v biases always; full attention in every layer (no sliding window).
+        config.update({"use_sliding_window": False, "sliding_window": None, "max_window_layers": config["num_hidden_layers"]})
+        if field(reader, "tokenizer.ggml.padding_token_id") is not None:
+            config["pad_token_id"] = int(field(reader, "tokenizer.ggml.padding_token_id"))
+    config = dict(sorted(config.items()))
     # float32 1e-5 read back as a python float is 9.99999974e-06: round to the HF value.
     config["rms_norm_eps"] = float(f"{config['rms_norm_eps']:.6g}")
     tok = tokenizer_json(reader)
@@ -172,10 +230,11 @@ def main():
         "add_prefix_space": False,
         "bos_token": field(reader, "tokenizer.ggml.tokens")[bos],
         "eos_token": field(reader, "tokenizer.ggml.tokens")[eos],
-        "pad_token": field(reader, "tokenizer.ggml.tokens")[config["pad_token_id"]],
-        "unk_token": field(reader, "tokenizer.ggml.tokens")[int(field(reader, "tokenizer.ggml.unknown_token_id", 0))],
+        "pad_token": field(reader, "tokenizer.ggml.tokens")[config.get("pad_token_id", eos)],
+        **({"unk_token": field(reader, "tokenizer.ggml.tokens")[int(field(reader, "tokenizer.ggml.unknown_token_id", 0))]}
+           if arch == "llama" else {}),
         "model_max_length": config["max_position_embeddings"],
-        "tokenizer_class": "GPT2Tokenizer",
+        "tokenizer_class": "Qwen2Tokenizer" if arch == "qwen2" else "GPT2Tokenizer",
         "clean_up_tokenization_spaces": False,
     }
     chat = field(reader, "tokenizer.chat_template")
@@ -185,7 +244,10 @@ def main():
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".gguf2hf-", dir=parent)
     try:
-        save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        if dtype == "bf16":
+            save_safetensors(tensors, os.path.join(tmp, "model.safetensors"), "BF16")
+        else:
+            save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
         for name, obj in (("config.json", config), ("tokenizer.json", tok),
                           ("tokenizer_config.json", tok_cfg),
                           ("generation_config.json", {"bos_token_id": bos, "eos_token_id": eos})):

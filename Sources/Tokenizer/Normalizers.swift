@@ -1,9 +1,12 @@
+import Foundation
 import JSONSupport
 
 /// tokenizer.json `normalizer`: text → text before pre-tokenization.
 enum Normalizer: Sendable {
     case prepend(String)
     case replace(String, String)
+    /// Unicode canonical composition (NFC), as Qwen2's tokenizer.json asks.
+    case nfc
     case sequence([Normalizer])
 
     static func parse(_ v: JSONValue, path: String) throws(TokenizerError) -> Normalizer? {
@@ -20,6 +23,8 @@ enum Normalizer: Sendable {
                 throw .unsupported(path: path, key: "Replace normalizer pattern", value: "non-string pattern")
             }
             return .replace(pat, c)
+        case "NFC":
+            return .nfc
         case "Sequence":
             guard let items = v["normalizers"]?.arrayValue else {
                 throw .invalidField(path: path, key: "normalizer.normalizers", reason: "must be an array")
@@ -36,6 +41,7 @@ enum Normalizer: Sendable {
         switch self {
         case .prepend(let p): return s.isEmpty ? s : p + s
         case .replace(let a, let b): return s.replacing(a, with: b)
+        case .nfc: return s.precomposedStringWithCanonicalMapping
         case .sequence(let ns): return ns.reduce(s) { $1.apply($0) }
         }
     }

@@ -108,4 +108,20 @@ import Testing
         #expect(tok.decode([8, 4, 13, 2, 3]) == "hi café")
         #expect(tok.encode("<s>hi") == [1, 8])
     }
+
+    /// Qwen2's tokenizer.json normalizer: NFC composes "e" + U+0301 into "é" (U+00E9) before
+    /// tokenization, so both spellings give the same ids (as `tokenizers` does).
+    @Test func nfcNormalizer() throws {
+        let dir = TestPaths.tempDir()
+        let json = #"""
+        {"normalizer":{"type":"NFC"},"pre_tokenizer":null,"decoder":null,
+         "model":{"type":"BPE","byte_fallback":true,
+           "vocab":{"<0x65>":0,"<0xC3>":1,"<0xA9>":2,"<0xCC>":3,"<0x81>":4,"e":5},"merges":[]}}
+        """#
+        _ = FileManager.default.createFile(atPath: dir + "/tokenizer.json", contents: Data(json.utf8))
+        let tok = try Tokenizer(directory: dir)
+        #expect(tok.encode("e\u{301}") == [1, 2])
+        #expect(tok.encode("\u{E9}") == [1, 2])
+        #expect(tok.encode("e") == [5])
+    }
 }
