@@ -42,6 +42,9 @@ public struct LayerStatistics: Sendable, Equatable {
     public var qPostRopeAbsmax: [Float]
     /// [kvHeads·headDim]: max_t |v|.
     public var vAbsmax: [Float]
+    /// The same two key statistics for k − b (b the k_proj bias): only for models with one, nil
+    /// otherwise (and in files written before they existed).
+    public var kPreRopePairNormMaxUnbiased: [Float]?, kPostRopeAbsmaxUnbiased: [Float]?
     public var inputs: [InputTap: InputStatistics]
 
     public init(layer: Int, config c: LlamaConfig) {
@@ -84,6 +87,14 @@ public final class StatisticsCollector: ForwardObserver {
         case .kPostRope: columnAbsmax(&s.kPostRopeAbsmax, view)
         case .qPostRope: columnAbsmax(&s.qPostRopeAbsmax, view)
         case .v: columnAbsmax(&s.vAbsmax, view)
+        case .kPreRopeUnbiased:
+            var m = s.kPreRopePairNormMaxUnbiased ?? [Float](repeating: 0, count: s.kPreRopePairNormMax.count)
+            pairNormMax(&m, view)
+            s.kPreRopePairNormMaxUnbiased = m
+        case .kPostRopeUnbiased:
+            var m = s.kPostRopeAbsmaxUnbiased ?? [Float](repeating: 0, count: s.kPostRopeAbsmax.count)
+            columnAbsmax(&m, view)
+            s.kPostRopeAbsmaxUnbiased = m
         case .qPreRope, .layerOutput: break
         }
         layers[layer] = s

@@ -92,6 +92,12 @@ public enum StatsFile {
                 try file.writeFloat32(g + "/k_post_rope_absmax", s.kPostRopeAbsmax, shape: [c.kvHeadCount, c.headDim])
                 try file.writeFloat32(g + "/q_post_rope_absmax", s.qPostRopeAbsmax, shape: [c.headCount, c.headDim])
                 try file.writeFloat32(g + "/v_absmax", s.vAbsmax, shape: [c.kvDim])
+                if let m = s.kPreRopePairNormMaxUnbiased {
+                    try file.writeFloat32(g + "/k_pre_rope_pair_norm_max_unbiased", m, shape: [c.kvHeadCount, c.headDim / 2])
+                }
+                if let m = s.kPostRopeAbsmaxUnbiased {
+                    try file.writeFloat32(g + "/k_post_rope_absmax_unbiased", m, shape: [c.kvHeadCount, c.headDim])
+                }
                 for tap in InputTap.allCases {
                     let st = s.inputs[tap]!, tg = g + "/inputs/" + tap.rawValue
                     try file.createGroups(tg)
@@ -179,6 +185,12 @@ public enum StatsFile {
             s.kPostRopeAbsmax = try f.readFloat32(g + "/k_post_rope_absmax", shape: [c.kvHeadCount, c.headDim])
             s.qPostRopeAbsmax = try f.readFloat32(g + "/q_post_rope_absmax", shape: [c.headCount, c.headDim])
             s.vAbsmax = try f.readFloat32(g + "/v_absmax", shape: [c.kvDim])
+            if f.exists(g + "/k_pre_rope_pair_norm_max_unbiased") {
+                s.kPreRopePairNormMaxUnbiased = try f.readFloat32(g + "/k_pre_rope_pair_norm_max_unbiased", shape: [c.kvHeadCount, c.headDim / 2])
+            }
+            if f.exists(g + "/k_post_rope_absmax_unbiased") {
+                s.kPostRopeAbsmaxUnbiased = try f.readFloat32(g + "/k_post_rope_absmax_unbiased", shape: [c.kvHeadCount, c.headDim])
+            }
             for tap in InputTap.allCases {
                 let tg = g + "/inputs/" + tap.rawValue
                 let n = s.inputs[tap]!.absmax.count

@@ -6,6 +6,9 @@ public enum Tap: String, Sendable, CaseIterable {
     case qPreRope = "q_pre_rope", kPreRope = "k_pre_rope", v = "v"
     /// Q and K after RoPE, (rows, qDim) / (rows, kvDim).
     case qPostRope = "q_post_rope", kPostRope = "k_post_rope"
+    /// k − b (the k_proj bias) before and after RoPE, (rows, kvDim): only for a model with a
+    /// k_proj bias, and only when an observer is attached (calibration).
+    case kPreRopeUnbiased = "k_pre_rope_unbiased", kPostRopeUnbiased = "k_post_rope_unbiased"
     /// Input of o_proj (attention output), (rows, qDim).
     case oProjInput = "o_proj"
     /// Input of gate/up (post_attention_layernorm output), (rows, hidden).

@@ -84,6 +84,7 @@ public struct LlamaForward: Sendable {
             observer.observe(.qPreRope, layer: li, ActivationView(base: q, rows: rows, cols: c.qDim, rowStride: qkvDim))
             observer.observe(.kPreRope, layer: li, ActivationView(base: k, rows: rows, cols: c.kvDim, rowStride: qkvDim))
             observer.observe(.v, layer: li, ActivationView(base: v, rows: rows, cols: c.kvDim, rowStride: qkvDim))
+            if let b = L.qkvBias { observeUnbiasedKeys(k, rows: rows, seqLen: seqLen, bias: b.pointer + c.qDim, layer: li, observer: observer) }
         }
         applyRope(ws.qkv.pointer, rows: rows, seqLen: seqLen)
         if let observer {
@@ -104,6 +105,21 @@ public struct LlamaForward: Sendable {
         observer?.observe(.downProjInput, layer: li, ActivationView(base: ws.act.pointer, rows: rows, cols: I, rowStride: I))
         LinearAlgebra.linear(x: ws.act.pointer, ldx: I, m: rows, w: L.down, y: hidden, ldy: H, accumulate: true, threads: threads)
         observer?.observe(.layerOutput, layer: li, ActivationView(base: hidden, rows: rows, cols: H, rowStride: H))
+    }
+
+    /// Shows the observer k − b before and after RoPE (`Tap.kPreRopeUnbiased` / `.kPostRopeUnbiased`;
+    /// `k` rows are `qkvDim` apart, `bias` the kvDim k_proj bias). Calibration only.
+    func observeUnbiasedKeys(_ k: UnsafePointer<Float>, rows: Int, seqLen: Int, bias: UnsafePointer<Float>, layer li: Int, observer: ForwardObserver) {
+        let c = config, kv = c.kvDim, D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim
+        let u = FloatBuffer(count: rows * kv)
+        for r in 0..<rows { for j in 0..<kv { u.pointer[r * kv + j] = k[r * qkvDim + j] - bias[j] } }
+        observer.observe(.kPreRopeUnbiased, layer: li, ActivationView(base: u.pointer, rows: rows, cols: kv, rowStride: kv))
+        var cosT = [Float](repeating: 0, count: D / 2), sinT = cosT
+        for r in 0..<rows {
+            rope.table(position: r % seqLen, cos: &cosT, sin: &sinT)
+            for h in 0..<c.kvHeadCount { Rope.rotate(u.pointer + r * kv + h * D, half: D / 2, cos: cosT, sin: sinT) }
+        }
+        observer.observe(.kPostRopeUnbiased, layer: li, ActivationView(base: u.pointer, rows: rows, cols: kv, rowStride: kv))
     }
 
     /// Qwen3's per-head RMSNorm of q and k (before RoPE), in place on every qkv row.

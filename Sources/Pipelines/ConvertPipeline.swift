@@ -84,6 +84,8 @@ public struct ConvertOutcome: Sendable {
     public var seconds: Double
     /// SHA-256 of the packed model.safetensors.
     public var packedSHA256: String
+    /// Where the loss came from, when the threshold failed.
+    public var diagnosis: LossDiagnosis? = nil
 }
 
 public enum ConvertPipeline {
@@ -141,7 +143,7 @@ public enum ConvertPipeline {
             return try record.write(key: key, outputs: outputs(), seconds: s)
         }
 
-        let r = try job.recipe.map { try Recipe.load($0) } ?? Recipe.plus
+        let r = try job.recipe.map { try Recipe.load($0) } ?? Recipe.convertDefault
         let recipeJSON = r.canonicalJSON
         let calibrator = try Calibrator(directory: job.model, threads: job.threads)
         let modelHash = try calibrator.modelHash()
@@ -153,9 +155,11 @@ public enum ConvertPipeline {
         var sourceHash = "none"
         if let p = c.text ?? c.jsonl ?? c.tokens { sourceHash = try fileSHA256(p) }
         // "sealed": statistics files carry an integrity block since 2026-12-03; a work folder's older
-        // file is recomputed, not handed to a reader that refuses it.
+        // file is recomputed, not handed to a reader that refuses it. "unbiased keys": since
+        // 2026-12-06 a model with k_proj biases also gets the statistics of k − b, which
+        // `attention.kv_center` needs.
         let calKey = StageRecord.key([
-            "calibrate sealed", tool, modelHash, c.source.kind, sourceHash, "\(c.samples)", "\(c.seqLen)", "\(c.shuffle)", "\(c.seed)",
+            "calibrate sealed unbiased-keys", tool, modelHash, c.source.kind, sourceHash, "\(c.samples)", "\(c.seqLen)", "\(c.shuffle)", "\(c.seed)",
             "\(c.temperature)", "\(c.topP)"])
         let statsRecord = StageRecord(path: W + "/stats.stage.json", name: "calibration")
         let statsHashes = try stage(statsRecord, key: calKey, timing: "calibration", skipped: "[1/3] calibration: up to date (\(stats)), skipped",
@@ -236,7 +240,12 @@ public enum ConvertPipeline {
                                      packedSHA256: packedSHA)
         guard outcome.passed else {
             log.line("\(summary): FAILED")
-            outcome.failure = "\(out): not written: the perplexity rose by \(String(format: "%.1f", delta)) %, more than \(name("max-delta-ppl")) \(String(format: "%g", job.maxDeltaPPL)) %; the converted model and report.html stay in \(W)."
+            // Where the loss comes from, on the same windows (two more runs of the packed model).
+            log.line("[3/3] smoke evaluation: measuring where the loss comes from (weights alone, + FP8 activations)")
+            let diagnosis = try LossDiagnosis.run(packedDir: packed, tokens: ids, context: job.evalContext, windows: job.evalWindows,
+                                                  basePPL: basePPL, fullPPL: ppl, threads: job.threads)
+            outcome.diagnosis = diagnosis
+            outcome.failure = "\(out): not written: the perplexity rose by \(String(format: "%.1f", delta)) %, more than \(name("max-delta-ppl")) \(String(format: "%g", job.maxDeltaPPL)) %; \(diagnosis.sentence); the converted model and report.html stay in \(W)."
             outcome.seconds = Date().timeIntervalSince(started)
             return outcome
         }

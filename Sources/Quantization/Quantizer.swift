@@ -57,6 +57,9 @@ public struct Quantizer {
             throw QuantizationError.recipe(path: recipe.name, key: "attention.kv_group_size",
                                            reason: "must divide head_dim \(c.headDim)")
         }
+        if recipe.kvCenterBias && c.attentionBias && stats.layers.contains(where: { $0.kPreRopePairNormMaxUnbiased == nil || $0.kPostRopeAbsmaxUnbiased == nil }) {
+            throw QuantizationError.packed(path: statsPath, reason: "holds no statistics of the unbiased keys, which recipe '\(recipe.name)' (attention.kv_center) needs; re-run `fireq calibrate` with this version")
+        }
         if recipe.search != nil && stats.tokens == nil {
             throw QuantizationError.packed(path: statsPath, reason: "holds no calibration tokens, which recipe '\(recipe.name)' (search) needs; re-run `fireq calibrate` with this version")
         }
@@ -141,13 +144,14 @@ public struct Quantizer {
                 }
                 let raw = try RowMajorLayer.load(ckpt, layer: i, config: c)
                 var L = raw
+                let layerStats = Self.keyStatistics(stats.layers[i], recipe: recipe)
                 let mats0 = Self.linears(of: raw, config: c)
                 let groupSizes = try mats0.map { (n, _, _, k, _) throws -> Int in try recipe.groupSize(layer: i, name: prefix + n, k: k) }
                 var sqFactors: [InputTap: [Float]] = [:]
-                if let a = recipe.smoothQuantAlpha { sqFactors = SmoothQuant.apply(alpha: a, to: &L, stats: stats.layers[i], config: c) }
-                let outcome = try searcher?.choose(layer: i, raw: raw, stats: stats.layers[i], groupSizes: groupSizes)
+                if let a = recipe.smoothQuantAlpha { sqFactors = SmoothQuant.apply(alpha: a, to: &L, stats: layerStats, config: c) }
+                let outcome = try searcher?.choose(layer: i, raw: raw, stats: layerStats, groupSizes: groupSizes)
                 if let outcome { searched[i] = outcome.json }
-                let att = outcome?.attention ?? Folding.apply(recipe.smoothing, to: &L, stats: stats.layers[i], config: c)
+                let att = outcome?.attention ?? Folding.apply(recipe.smoothing, to: &L, stats: layerStats, config: c)
                 if let outcome { L = outcome.layer }
                 // What the input-aware rounding weighs each input channel by: diag(H) with GPTQ,
                 // else E[x²] of the smoothed input (source statistics × the folds' factors²).
@@ -165,7 +169,7 @@ public struct Quantizer {
                         inputWeights[tap] = d
                     }
                 } else if recipe.scaleSearch && outcome == nil {   // (the search packed its linears already)
-                    inputWeights = Self.inputWeights(recipe: recipe, stats: stats.layers[i], factors: [sqFactors, att.inputFactors], config: c)
+                    inputWeights = Self.inputWeights(recipe: recipe, stats: layerStats, factors: [sqFactors, att.inputFactors], config: c)
                 }
                 tensors.append(try stored(prefix + LlamaTensorNames.inputNorm, L.inputNorm, like: prefix + LlamaTensorNames.inputNorm))
                 tensors.append(try stored(prefix + LlamaTensorNames.postAttentionNorm, L.postAttentionNorm, like: prefix + LlamaTensorNames.postAttentionNorm))
@@ -258,6 +262,17 @@ extension Quantizer {
          ("self_attn.v_proj", L.v, c.kvDim, c.hiddenSize, .attn), ("self_attn.o_proj", L.o, c.hiddenSize, c.qDim, .oProj),
          ("mlp.gate_proj", L.gate, c.intermediateSize, c.hiddenSize, .mlp), ("mlp.up_proj", L.up, c.intermediateSize, c.hiddenSize, .mlp),
          ("mlp.down_proj", L.down, c.hiddenSize, c.intermediateSize, .downProj)]
+    }
+
+    /// The statistics the folds use for layer `s`: with `attention.kv_center: "bias"` on a model
+    /// with a k_proj bias, the key statistics of k − b replace those of k (the quantized key is
+    /// then k − b; Formats/calibration-stats.md).
+    static func keyStatistics(_ s: LayerStatistics, recipe: Recipe) -> LayerStatistics {
+        guard recipe.kvCenterBias, let pre = s.kPreRopePairNormMaxUnbiased, let post = s.kPostRopeAbsmaxUnbiased else { return s }
+        var u = s
+        u.kPreRopePairNormMax = pre
+        u.kPostRopeAbsmax = post
+        return u
     }
 
     /// E[x²] of each smoothed linear input, what scale search weighs the rounding error by: the

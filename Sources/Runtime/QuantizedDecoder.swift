@@ -49,7 +49,7 @@ public final class QuantizedDecoder {
             run(L.qkv, xn.pointer, qkv.pointer)
             if let qn = L.qNorm, let kn = L.kNorm { f.headNorms(qkv.pointer, rows: 1, qNorm: qn.pointer, kNorm: kn.pointer) }
             for hh in 0..<(c.headCount + c.kvHeadCount) { Rope.rotate(qkv.pointer + hh * D, half: half, cos: cosT, sin: sinT) }
-            m.quantizeAttentionInputs(L, qkv: qkv.pointer, rows: 1)
+            m.quantizeAttentionInputs(L, qkv: qkv.pointer, rows: 1, seqLen: 1, firstPosition: position)
             for j in 0..<c.kvDim { keys[li].pointer[j * capacity + position] = qkv.pointer[c.qDim + j] }
             (values[li].pointer + position * c.kvDim).update(from: qkv.pointer + c.qDim + c.kvDim, count: c.kvDim)
             attend(layer: li)

@@ -27,6 +27,9 @@ public struct BlockNumerics: Sendable, Equatable {
     public var qkHadamard = false
     /// INT4 K/V channels per scale (nil = the whole head) and its run-time scale search.
     public var kvGroupSize: Int? = nil, kvScaleSearch = false
+    /// INT4 K/V quantize x − c and add c back, c the k_proj / v_proj bias (K's rotated to the
+    /// token's position and × S) (recipe `attention.kv_center: "bias"`).
+    public var kvCenter = false
     /// ŵ = E4M3(q·s) in the linears (recipe `weights.fp8_rerounding`).
     public var fp8Rerounding = true
     public init() {}
@@ -39,7 +42,7 @@ public final class QuantizedBlocks: @unchecked Sendable {
     let forward: LlamaForward
     let layers: [QuantizedLayer]
     let activationsFP8: Bool, outputBF16: Bool, queryFP8: Bool, kvInt4: Bool
-    let qkHadamard: Bool, kvGroup: Int, kvScaleSearch: Bool
+    let qkHadamard: Bool, kvGroup: Int, kvScaleSearch: Bool, kvCenter: Bool
     let lock = NSLock()
     /// Buffers reused across windows (fresh multi-MB buffers per window cost page clearing).
     private var cached: (rows: Int, seqLen: Int, ws: LlamaForward.Workspace, scratch: FloatBuffer, acc: FloatBuffer)?
@@ -51,6 +54,8 @@ public final class QuantizedBlocks: @unchecked Sendable {
         let keyChannels: [Int], keyScales: [Float], queryChannels: [Int], queryScales: [Float]
         /// Qwen3's per-head q / k RMSNorm weights (with FireQ's pre-RoPE factors folded in).
         let qNorm: FloatBuffer?, kNorm: FloatBuffer?
+        /// The k_proj and v_proj biases as stored (kvDim each), the centres of `kv_center: "bias"`.
+        let kBias: [Float]?, vBias: [Float]?
 
         /// A layer from its packed linears (q, k, v, o, gate, up, down, each with its bias or nil),
         /// norms and post-RoPE scales, exactly as a packed folder stores them.
@@ -67,6 +72,7 @@ public final class QuantizedBlocks: @unchecked Sendable {
             self.keyChannels = keyChannels; self.keyScales = keyScales
             self.queryChannels = queryChannels; self.queryScales = queryScales
             self.qNorm = qNorm.map { FloatBuffer($0) }; self.kNorm = kNorm.map { FloatBuffer($0) }
+            kBias = linears[1].bias; vBias = linears[2].bias
         }
     }
 
@@ -76,6 +82,7 @@ public final class QuantizedBlocks: @unchecked Sendable {
         self.layers = layers
         activationsFP8 = n.activationsFP8; outputBF16 = n.outputBF16; queryFP8 = n.queryFP8; kvInt4 = n.kvInt4
         qkHadamard = n.qkHadamard; kvGroup = n.kvGroupSize ?? c.headDim; kvScaleSearch = n.kvScaleSearch
+        kvCenter = n.kvCenter
     }
 
     /// Runs decoder layer `index` alone, in place, on `hidden` (`batch` sequences of `seqLen` rows).
@@ -115,7 +122,7 @@ public final class QuantizedBlocks: @unchecked Sendable {
         run(L.qkv, ws.xn.pointer, ws.qkv.pointer, ldy: qkvDim)
         if let qn = L.qNorm, let kn = L.kNorm { forward.headNorms(ws.qkv.pointer, rows: rows, qNorm: qn.pointer, kNorm: kn.pointer) }
         forward.applyRope(ws.qkv.pointer, rows: rows, seqLen: T)
-        quantizeAttentionInputs(L, qkv: ws.qkv.pointer, rows: rows)
+        quantizeAttentionInputs(L, qkv: ws.qkv.pointer, rows: rows, seqLen: T)
         forward.attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: T)
         run(L.o, ws.att.pointer, h, ldy: H, accumulate: true)
         forward.rmsNorm(h, rows: rows, weight: L.postAttentionNorm.pointer, out: ws.xn.pointer)
@@ -129,12 +136,19 @@ public final class QuantizedBlocks: @unchecked Sendable {
     }
 
     /// Post-RoPE S, then Q → FP8 per (token, head) and K, V → INT4 per (token, KV head) (§3.3),
-    /// stored back as their dequantized FP32 values.
-    func quantizeAttentionInputs(_ L: QuantizedLayer, qkv: UnsafeMutablePointer<Float>, rows: Int) {
+    /// stored back as their dequantized FP32 values. Row r holds the token at position
+    /// `firstPosition + r % seqLen` (used by `kv_center`'s rotated key centre).
+    func quantizeAttentionInputs(_ L: QuantizedLayer, qkv: UnsafeMutablePointer<Float>, rows: Int, seqLen: Int, firstPosition: Int = 0) {
         let c = config, D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim
         let base = SendablePointer(qkv)
         let (queryFP8, kvInt4, qkHadamard, kvGroup, search) = (self.queryFP8, self.kvInt4, self.qkHadamard, self.kvGroup, self.kvScaleSearch)
+        let center = kvCenter && kvInt4 ? Self.centers(L, config: c) : nil
+        let rope = forward.rope
         Parallel.forEachChunk(rows, chunk: 16, threads: forward.threads) { rr in
+            // The row's K/V centres: [K centre rotated to the row's position, × S (, × R)] ∥ [V centre].
+            // (Allocated only with centres: the decoder calls this once per token and layer.)
+            var cen = [Float](repeating: 0, count: center == nil ? 0 : 2 * c.kvDim)
+            var cosT = [Float](repeating: 0, count: center == nil ? 0 : D / 2), sinT = cosT
             for r in rr {
                 let row = base.p + r * qkvDim
                 for (ch, s) in zip(L.keyChannels, L.keyScales) { row[c.qDim + ch] *= s }
@@ -147,9 +161,28 @@ public final class QuantizedBlocks: @unchecked Sendable {
                 if queryFP8 {
                     for hq in 0..<c.headCount { _ = fq_fp8_roundtrip_on(-1, row + hq * D, D) }
                 }
+                if let center {
+                    for j in 0..<(2 * c.kvDim) { cen[j] = center[j] }
+                    rope.table(position: firstPosition + r % seqLen, cos: &cosT, sin: &sinT)
+                    cen.withUnsafeMutableBufferPointer { cp in
+                        for hk in 0..<c.kvHeadCount { Rope.rotate(cp.baseAddress! + hk * D, half: D / 2, cos: cosT, sin: sinT) }
+                        for (ch, s) in zip(L.keyChannels, L.keyScales) { cp[ch] *= s }
+                        if qkHadamard { for hk in 0..<c.kvHeadCount { Self.hadamard(cp.baseAddress! + hk * D, count: D) } }
+                    }
+                    for j in 0..<(2 * c.kvDim) { row[c.qDim + j] -= cen[j] }
+                }
                 if kvInt4 { fq_int4_groups(row + c.qDim, 2 * c.kvDim, kvGroup, search ? 1 : 0) }
+                if center != nil {
+                    for j in 0..<(2 * c.kvDim) { row[c.qDim + j] += cen[j] }
+                }
             }
         }
+    }
+
+    /// k_proj bias ∥ v_proj bias (zeros where a layer has none), the centres of `kv_center`.
+    static func centers(_ L: QuantizedLayer, config c: LlamaConfig) -> [Float]? {
+        if L.kBias == nil && L.vBias == nil { return nil }
+        return (L.kBias ?? [Float](repeating: 0, count: c.kvDim)) + (L.vBias ?? [Float](repeating: 0, count: c.kvDim))
     }
 
     /// v ← R·v, R the normalised Sylvester Hadamard matrix of order `count` (a power of two), in
@@ -215,8 +248,8 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
     var layers: [QuantizedBlocks.QuantizedLayer] { blocks.layers }
     var activationsFP8: Bool { blocks.activationsFP8 }
     var outputBF16: Bool { blocks.outputBF16 }
-    func quantizeAttentionInputs(_ L: QuantizedBlocks.QuantizedLayer, qkv: UnsafeMutablePointer<Float>, rows: Int) {
-        blocks.quantizeAttentionInputs(L, qkv: qkv, rows: rows)
+    func quantizeAttentionInputs(_ L: QuantizedBlocks.QuantizedLayer, qkv: UnsafeMutablePointer<Float>, rows: Int, seqLen: Int, firstPosition: Int = 0) {
+        blocks.quantizeAttentionInputs(L, qkv: qkv, rows: rows, seqLen: seqLen, firstPosition: firstPosition)
     }
 
     public let numerics: RuntimeNumerics
@@ -242,6 +275,12 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         n.qkHadamard = full && (r["attention"]?["qk_hadamard"]?.boolValue ?? false)
         n.kvGroupSize = r["attention"]?["kv_group_size"]?.intValue
         n.kvScaleSearch = full && (r["attention"]?["kv_scale_search"]?.boolValue ?? false)
+        if let kc = r["attention"]?["kv_center"], !kc.isNull {
+            guard kc.stringValue == "bias" else {
+                throw PackedError(path: packed.directory, reason: "its recipe's attention.kv_center is not null or \"bias\"")
+            }
+            n.kvCenter = full
+        }
         let kvGroup = n.kvGroupSize ?? c.headDim
         let headFormat = r["lm_head"]?["format"]?.stringValue ?? "source"
         guard headFormat == "source" || headFormat == "int8" else {

@@ -66,6 +66,56 @@ final class RecordingObserver: ForwardObserver {
         }
     }
 
+    /// Qwen2 (q/k/v biases): the statistics of k − b (Formats/calibration-stats.md `*_unbiased`)
+    /// equal a float64 recomputation from the raw pre-RoPE keys of an ordinary forward pass, the
+    /// k_proj bias read from the checkpoint, and RoPE at each token's position computed here; a
+    /// model without biases (llama3) has none.
+    @Test func unbiasedKeyStatisticsOnQwen2() throws {
+        for family in ["qwen2", "llama3"] {
+            let dir = FamilyTests.folder + "/" + family
+            try TestPaths.require(dir + "/model.safetensors", hint: FamilyTests.hint)
+            let tok = try Tokenizer(directory: dir)
+            let cal = try Calibrator(directory: dir, threads: 2)
+            let w = try CalibrationWindows.load(.text(Self.shakespeare), tokenizer: tok, vocabSize: cal.config.vocabSize, samples: 2, seqLen: 48)
+            var streamed: [LayerStatistics] = []
+            try cal.run(w.windows, onLayer: { streamed.append($0) })
+            let c = cal.config
+            if family == "llama3" {
+                #expect(streamed.allSatisfy { $0.kPreRopePairNormMaxUnbiased == nil && $0.kPostRopeAbsmaxUnbiased == nil })
+                continue
+            }
+            let model = try LlamaModel(directory: dir, threads: 2)
+            let rec = RecordingObserver(layers: [0, 1])
+            _ = model.hiddenStates(w.windows, observer: rec)
+            let ckpt = try SafetensorsFile(path: dir + "/model.safetensors")
+            let D = c.headDim, half = D / 2
+            for layer in [0, 1] {
+                let s = streamed[layer]
+                let pre = try #require(s.kPreRopePairNormMaxUnbiased), post = try #require(s.kPostRopeAbsmaxUnbiased)
+                let b = try ckpt.float32("model.layers.\(layer).self_attn.k_proj.bias").map(Double.init)
+                let rows = rec.rows["\(layer)/k_pre_rope"]!
+                #expect(rows.count == 96)
+                var wantPre = [Double](repeating: 0, count: c.kvHeadCount * half), wantPost = [Double](repeating: 0, count: c.kvDim)
+                for (r, row) in rows.enumerated() {
+                    let pos = Double(r % 48)
+                    for h in 0..<c.kvHeadCount {
+                        for j in 0..<half {
+                            let x = Double(row[h * D + j]) - b[h * D + j], y = Double(row[h * D + j + half]) - b[h * D + j + half]
+                            wantPre[h * half + j] = max(wantPre[h * half + j], (x * x + y * y).squareRoot())
+                            let ang = pos * pow(c.ropeTheta, -2 * Double(j) / Double(D))
+                            wantPost[h * D + j] = max(wantPost[h * D + j], abs(x * cos(ang) - y * sin(ang)))
+                            wantPost[h * D + j + half] = max(wantPost[h * D + j + half], abs(y * cos(ang) + x * sin(ang)))
+                        }
+                    }
+                }
+                for i in 0..<wantPre.count { #expect(abs(Double(pre[i]) - wantPre[i]) <= 1e-5 * wantPre[i], "layer \(layer) pair \(i)") }
+                for i in 0..<wantPost.count { #expect(abs(Double(post[i]) - wantPost[i]) <= 1e-4 * wantPost.max()!, "layer \(layer) channel \(i)") }
+                // The bias matters here: the raw and unbiased pair norms differ.
+                #expect(zip(pre, s.kPreRopePairNormMax).contains { abs($0 - $1) > 1e-3 * $1 })
+            }
+        }
+    }
+
     /// Pair norm and post-RoPE definitions on a hand-built case with a known answer.
     @Test func handBuiltPairNormAndPostRope() throws {
         let json = #"{"architectures":["LlamaForCausalLM"],"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":2,"num_key_value_heads":1,"head_dim":4,"vocab_size":10}"#

@@ -3,6 +3,7 @@ import Foundation
 import FoundationXML
 #endif
 import JSONSupport
+import Pipelines
 import Quantization
 import Testing
 
@@ -20,7 +21,8 @@ import Testing
     static func json(_ path: String) throws -> JSONValue { try JSONParser.parse(TestPaths.read(path)) }
 
     /// Recipe() holds the paper's values (Calibration/recipes/fireq.json, pinned); convert's
-    /// default is the built-in copy of Calibration/recipes/fireq-plus.json.
+    /// default is the built-in copy of Calibration/recipes/fireq-plus-2.json, which is
+    /// fireq-plus (also built in) without the channel smoothing and with K/V centres.
     @Test func builtInRecipesEqualTheShippedFiles() throws {
         let shipped = try Recipe.load(TestPaths.root + "/Calibration/recipes/fireq.json")
         var paper = Recipe()
@@ -30,6 +32,13 @@ import Testing
         #expect(Recipe.plus == plus)
         #expect(Recipe.plus.name == "fireq-plus" && Recipe.plus.groupSize == 32 && Recipe.plus.scaleSearch
                 && Recipe.plus.kvGroupSize == 16 && Recipe.plus.kvScaleSearch && Recipe.plus.gptq == nil)
+        let second = try Recipe.load(TestPaths.root + "/Calibration/recipes/fireq-plus-2.json")
+        #expect(Recipe.convertDefault == second && second.name == "fireq-plus-2")
+        var expected = Recipe.plus
+        expected.name = second.name; expected.description = second.description
+        expected.smoothing.gateUpC = 0; expected.smoothing.downC = 0; expected.smoothing.voScalar = 1
+        expected.kvCenterBias = true
+        #expect(second == expected, "fireq-plus-2 is fireq-plus with those three changes and nothing else")
     }
 
     /// Killed with SIGKILL after the calibration stage finished: nothing stands under the final
@@ -57,7 +66,7 @@ import Testing
         let r = try CLI.run(Self.convertArgs(out: out, extra: ["--keep-work"]))
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stderr.contains("[1/3] calibration: up to date"), "\(r.stderr)")
-        #expect(r.stderr.contains("[2/3] quantization with recipe 'fireq-plus'"))   // convert's default
+        #expect(r.stderr.contains("[2/3] quantization with recipe 'fireq-plus-2'"))   // convert's default
         #expect(r.stderr.contains("smoke evaluation: ppl") && r.stderr.contains("passed"))
         for f in ["model.safetensors", "config.json", "tokenizer.json", "report.json", "report.md", "report.html"] {
             #expect(FileManager.default.fileExists(atPath: out + "/" + f), "\(f)")
@@ -112,6 +121,30 @@ import Testing
         let report = try Self.json(out + ".fireq-work/report.json")
         #expect(report["threshold"]?["passed"]?.boolValue == false)
         #expect(report["threshold"]?["max_delta_perplexity_percent"]?.doubleValue == 0.01)
+        // The failure says where the loss came from, in three steps that add up to the whole rise.
+        #expect(r.stderr.contains("of the loss, the INT4 weights alone cost +"), "\(r.stderr)")
+        #expect(r.stderr.contains("try the recipe option \""), "\(r.stderr)")
+        let delta = try #require(report["models"]?.arrayValue?.first?["delta_perplexity_percent"]?.doubleValue)
+        // "… alone cost +a %, FP8 activations +b %, FP8 Q / INT4 K/V (with FP8 re-rounding) +c %; …"
+        let tail = r.stderr.components(separatedBy: "alone cost ").last ?? ""
+        let parts = tail.split(separator: "%").prefix(3).compactMap { Double($0.split(separator: " ").last.map(String.init) ?? "") }
+        #expect(parts.count == 3, "\(r.stderr)")
+        if parts.count == 3 { #expect(abs(parts.reduce(0, +) - delta) <= 0.2, "\(parts) vs \(delta)") }
+    }
+
+    /// The split and the advice on known perplexities: base 10, weights alone 11, + FP8
+    /// activations 11.5, everything 14 → +10 %, +5 %, +25 %; K/V is the largest.
+    @Test func lossDiagnosisSplitsAndAdvises() throws {
+        func recipe(_ s: String) throws -> JSONValue { try JSONParser.parse(Data(s.utf8)) }
+        let plain = try recipe(#"{"weights": {"scale_search": true}, "smoothing": {"gate_up_c": 0.0096, "down_c": 0.015}, "attention": {}}"#)
+        let d = LossDiagnosis.diagnose(base: 10, weightsOnly: 11, fp8Activations: 11.5, full: 14, recipe: plain, hasBias: true)
+        #expect(abs(d.weightsPercent - 10) < 1e-9 && abs(d.activationsPercent - 5) < 1e-9 && abs(d.attentionPercent - 25) < 1e-9)
+        #expect(d.largest == .attention && d.advice.hasPrefix(#""attention": {"kv_center": "bias"}"#))
+        #expect(LossDiagnosis.diagnose(base: 10, weightsOnly: 11, fp8Activations: 11.5, full: 14, recipe: plain, hasBias: false)
+            .advice.hasPrefix(#""attention": {"kv_group_size": 16"#))
+        let w = LossDiagnosis.diagnose(base: 10, weightsOnly: 13, fp8Activations: 13.1, full: 13.5, recipe: plain, hasBias: true)
+        #expect(w.largest == .weights && w.advice.hasPrefix(#""smoothing": {"gate_up_c": 0, "down_c": 0}"#))
+        #expect(w.sentence.contains("the INT4 weights alone cost +30.0 %, FP8 activations +1.0 %, FP8 Q / INT4 K/V (with FP8 re-rounding) +4.0 %"))
     }
 
     /// A model compared with itself loses nothing; the baseline's perplexity is `fireq eval`'s.

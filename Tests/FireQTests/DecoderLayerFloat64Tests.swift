@@ -93,7 +93,10 @@ import TensorStore
     }
 
     /// The whole layer in float64 on hidden states x (T, H).
-    static func layer(_ f: File, _ c: LlamaConfig, layer i: Int, x: [Double], T: Int) throws -> [Double] {
+    /// `center`: the recipe's `attention.kv_center: "bias"` (Formats/runtime-numerics.md "K/V
+    /// centres"): K and V are quantized minus the stored k/v bias (K's rotated to the token's
+    /// position and × S), which is added back.
+    static func layer(_ f: File, _ c: LlamaConfig, layer i: Int, x: [Double], T: Int, center: Bool = false) throws -> [Double] {
         let H = c.hiddenSize, D = c.headDim, Hq = c.headCount, Hkv = c.kvHeadCount, I = c.intermediateSize
         let p = "model.layers.\(i).", s = p + "self_attn.qkv_supply."
         let eps = Double(c.rmsNormEps)
@@ -101,6 +104,16 @@ import TensorStore
         var q = linear(xn, rows: T, try f.linear(p + "self_attn.q_proj"))
         var k = linear(xn, rows: T, try f.linear(p + "self_attn.k_proj"))
         var v = linear(xn, rows: T, try f.linear(p + "self_attn.v_proj"))
+        // Qwen2's q/k/v biases (stored F32/BF16/F16 beside the packed weights).
+        func bias(_ n: String) throws -> [Double]? { f.f.info(p + n + ".bias") == nil ? nil : try f.values(p + n + ".bias") }
+        let (qb, kb, vb) = (try bias("self_attn.q_proj"), try bias("self_attn.k_proj"), try bias("self_attn.v_proj"))
+        for t in 0..<T {
+            if let qb { for j in 0..<(Hq * D) { q[t * Hq * D + j] += qb[j] } }
+            if let kb { for j in 0..<(Hkv * D) { k[t * Hkv * D + j] += kb[j] } }
+            if let vb { for j in 0..<(Hkv * D) { v[t * Hkv * D + j] += vb[j] } }
+        }
+        // The K centres: the k bias at every position, rotated with K below.
+        var kcen = center ? (0..<T).flatMap { _ in kb ?? [Double](repeating: 0, count: Hkv * D) } : []
         // RoPE (rotate_half), positions 0 ..< T.
         func rope(_ a: inout [Double], heads: Int) {
             for t in 0..<T {
@@ -116,11 +129,12 @@ import TensorStore
             }
         }
         rope(&q, heads: Hq); rope(&k, heads: Hkv)
+        if center { rope(&kcen, heads: Hkv) }
         // Post-RoPE S (§3.2).
         let kc = try f.values(s + "post_k_smooth.top_k_indices"), ks = try f.values(s + "post_k_smooth.smooth")
         let qc = try f.values(s + "post_q_smooth.top_k_indices"), qs = try f.values(s + "post_q_smooth.smooth")
         for t in 0..<T {
-            for (ch, sc) in zip(kc, ks) { k[t * Hkv * D + Int(ch)] *= sc }
+            for (ch, sc) in zip(kc, ks) { k[t * Hkv * D + Int(ch)] *= sc; if center { kcen[t * Hkv * D + Int(ch)] *= sc } }
             for (ch, sc) in zip(qc, qs) { q[t * Hq * D + Int(ch)] *= sc }
         }
         // Q: FP8 per (token, head); K, V: INT4 per (token, KV head) with FP8 scales (§3.3).
@@ -134,10 +148,13 @@ import TensorStore
             for h in 0..<Hkv {
                 for a in [0, 1] {
                     let o = t * Hkv * D + h * D
-                    let m = (a == 0 ? k : v)[o..<(o + D)].map(abs).max()!
+                    // x − c (c = 0 without `center`), quantized, then + c.
+                    let cen = (0..<D).map { d in !center ? 0 : a == 0 ? kcen[o + d] : (vb?[h * D + d] ?? 0) }
+                    let xs = (0..<D).map { (a == 0 ? k : v)[o + $0] - cen[$0] }
+                    let m = xs.map(abs).max()!
                     let sc = max(roundE4M3(Double(Float(max(m, 1e-5)) / 7)), 0x1p-9)
                     for d in 0..<D {
-                        let val = min(7, max(-8, ((a == 0 ? k : v)[o + d] / sc).rounded(.toNearestOrEven))) * sc
+                        let val = min(7, max(-8, (xs[d] / sc).rounded(.toNearestOrEven))) * sc + cen[d]
                         if a == 0 { k[o + d] = val } else { v[o + d] = val }
                     }
                 }
@@ -184,9 +201,43 @@ import TensorStore
         let dir = TestPaths.tempDir() + "/fireq"
         let q = try QuantizeTests.quantize(QuantizeTests.recipes + "/fireq.json", out: dir)
         #expect(q.status == 0, "\(q.stderr)")
+        let tokens: [Int32] = [504, 3458, 282, 253, 1127, 30, 378, 4103, 8230, 314, 8449, 28, 1097, 2914, 253, 1615, 6354, 30, 57, 2]
+        try Self.compare(dir, tokens: tokens, layerIndex: layerIndex, center: false)
+    }
+
+    /// Qwen2 (q/k/v biases) with `attention.kv_center: "bias"`: the transformers-made family
+    /// checkpoint quantized with the paper recipe plus the centres, layers 0 and 1, against the
+    /// float64 reference with centres; and the same folder's decoder against its full pass.
+    @Test(arguments: [0, 1]) func centredQwen2LayerMatchesFloat64(layerIndex: Int) throws {
+        let dir = try Self.centredQwen2()
+        let tokens: [Int32] = (0..<20).map { Int32(($0 * 37 + 11) % 200) }
+        try Self.compare(dir, tokens: tokens, layerIndex: layerIndex, center: true)
+        // Without the centres the float64 reference is farther from the runtime: the test sees them.
+        try Self.compare(dir, tokens: tokens, layerIndex: layerIndex, center: false, expectMismatch: true)
+    }
+
+    /// The qwen2 family checkpoint quantized with `fireq.json` + groups of 32 + `kv_center: "bias"`
+    /// (made once per run).
+    nonisolated(unsafe) static var centredPath: String?
+    static func centredQwen2() throws -> String {
+        if let p = centredPath { return p }
+        let src = FamilyTests.folder + "/qwen2"
+        try TestPaths.require(src + "/model.safetensors", hint: FamilyTests.hint)
+        let d = TestPaths.tempDir()
+        let stats = d + "/stats.h5", recipe = d + "/centre.json", dir = d + "/packed"
+        var r = try CLI.run(["calibrate", "--model", src, "--text", TestPaths.sharedData + "/tinyshakespeare.txt",
+                             "--samples", "2", "--seq-len", "64", "--out", stats])
+        #expect(r.status == 0, "\(r.stderr)")
+        try #"{"name": "fireq-centre", "weights": {"group_size": 32}, "attention": {"kv_center": "bias"}}"#.write(toFile: recipe, atomically: true, encoding: .utf8)
+        r = try CLI.run(["quantize", "--model", src, "--stats", stats, "--recipe", recipe, "--out", dir])
+        #expect(r.status == 0, "\(r.stderr)")
+        centredPath = dir
+        return dir
+    }
+
+    static func compare(_ dir: String, tokens: [Int32], layerIndex: Int, center: Bool, expectMismatch: Bool = false) throws {
         let c = try LlamaConfig(directory: dir)
         let model = try QuantizedModel(directory: dir, threads: 2)
-        let tokens: [Int32] = [504, 3458, 282, 253, 1127, 30, 378, 4103, 8230, 314, 8449, 28, 1097, 2914, 253, 1615, 6354, 30, 57, 2]
         let T = tokens.count, H = c.hiddenSize
         let cap = Capture(layer: layerIndex)
         _ = model.hiddenStates([tokens], observer: cap)
@@ -198,7 +249,7 @@ import TensorStore
         } else {
             x = cap.input.map(Double.init)
         }
-        let want = try Self.layer(f, c, layer: layerIndex, x: x, T: T)
+        let want = try Self.layer(f, c, layer: layerIndex, x: x, T: T, center: center)
         let got = cap.output.map(Double.init)
         #expect(got.count == want.count)
         // The residual input passes through unchanged; compare what the layer added, per token row.
@@ -219,6 +270,10 @@ import TensorStore
             if rowRel > 1e-5 { flipped.append(r) } else { e2 += re; n2 += rn }
         }
         let rel = (e2 / n2).squareRoot()
+        if expectMismatch {
+            #expect(flipped.count > 2, "the reference without centres agrees with the centred runtime (worst row \(worstRow))")
+            return
+        }
         print("decoder layer \(layerIndex): runtime vs float64 relative error \(rel) over \(T - flipped.count) of \(T) token rows; rows with a rounding flip: \(flipped), worst row \(worstRow)")
         #expect(flipped.count <= 2, "rows beyond 1e-5: \(flipped)")
         #expect(worstRow <= 2e-2)
@@ -231,14 +286,20 @@ import TensorStore
     /// Bit for bit: a quantized network is discontinuous (FP8 / INT4 rounding), so any difference
     /// in summation order between the two paths would flip roundings and grow into whole logits.
     /// Also with the INT8 lm_head (its GEMV and GEMM paths, and the tied embedding from its rows).
-    @Test(arguments: ["fireq.json", "fireq-int8-head.json"])
+    /// Also with K/V centres on Qwen2 (`kv_center: "bias"`, whose key centre turns with the position).
+    @Test(arguments: ["fireq.json", "fireq-int8-head.json", "qwen2-kv-center"])
     func decoderMatchesFullForward(recipe: String) throws {
-        try TestPaths.requireModel()
-        let dir = TestPaths.tempDir() + "/fireq"
-        let q = try QuantizeTests.quantize((ProcessInfo.processInfo.environment["DEC_RECIPE"] ?? QuantizeTests.recipes + "/" + recipe), out: dir)
-        #expect(q.status == 0, "\(q.stderr)")
+        let dir: String
+        if recipe == "qwen2-kv-center" {
+            dir = try DecoderLayerFloat64Tests.centredQwen2()
+        } else {
+            try TestPaths.requireModel()
+            dir = TestPaths.tempDir() + "/fireq"
+            let q = try QuantizeTests.quantize((ProcessInfo.processInfo.environment["DEC_RECIPE"] ?? QuantizeTests.recipes + "/" + recipe), out: dir)
+            #expect(q.status == 0, "\(q.stderr)")
+        }
         let model = try QuantizedModel(directory: dir, threads: 2)
-        let seq = Array(ModelTests.corpusTokens()[300..<332])
+        let seq = recipe == "qwen2-kv-center" ? (0..<32).map { Int32(($0 * 53 + 7) % 300) } : Array(ModelTests.corpusTokens()[300..<332])
         let V = model.config.vocabSize
         let hidden = model.hiddenStates([seq], observer: nil)
         var full = [Float](repeating: 0, count: seq.count * V)
