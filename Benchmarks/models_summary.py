@@ -62,7 +62,8 @@ def main():
                 return ["", "", "", ""]
             return [f"{x['perplexity_' + key]:.3f}", f"{x['delta_perplexity_' + key + '_percent']:+.1f} %",
                     f"{x['kl_mean']:.4f}", f"{100 * x['top1_agreement']:.1f} %"]
-        by = lambda rep: {x["label"]: x for x in rep["models"]} if rep else {}
+        # Reports label a model run with other numerics "recipe (numerics)": match on the recipe.
+        by = lambda rep: {x["label"].split(" (")[0]: x for x in rep["models"]} if rep else {}
         wob, hob = by(wo), by(held)
         for x in wiki["models"]:
             row = [x["label"]] + cells(x) + cells(wob.get(x["label"])) + cells(hob.get(x["label"]), "all")

@@ -69,6 +69,11 @@ def main():
         arr = bits if dtype == "BF16" else bits.view(np.float16)
         if arch == "llama" and t.name.endswith(("attn_q.weight", "attn_k.weight")):
             arr = permute(arr, n_head if "attn_q" in t.name else n_kv)
+        if arr.ndim == 1:
+            # Norms and biases in F32 (exactly widened), as llama.cpp's converter writes them:
+            # its CPU kernels do not multiply F32 activations by an F16 vector.
+            arr = (bits.astype(np.uint32) << 16).view(np.float32) if dtype == "BF16" else arr.astype(np.float32)
+            qtype = gguf.GGMLQuantizationType.F32
         w.add_tensor(t.name, arr, raw_shape=arr.shape, raw_dtype=qtype)
     w.write_header_to_file()
     w.write_kv_data_to_file()
