@@ -93,6 +93,24 @@ def save_safetensors(tensors, path, dtype):
             f.write(np.ascontiguousarray(tensors[name]).tobytes())
 
 
+def load_safetensors_16bit(path):
+    """A safetensors file's tensors as {name: (dtype, uint16 bit array)}; every tensor must be F16
+    or BF16 (what this converter writes; numpy has no bfloat16)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, m in header.items():
+        if name == "__metadata__":
+            continue
+        if m["dtype"] not in ("F16", "BF16"):
+            raise SystemExit(f"error: {path}: tensor {name} is {m['dtype']}, expected F16 or BF16")
+        a, b = m["data_offsets"]
+        out[name] = (m["dtype"], np.frombuffer(data[a:b], dtype=np.uint16).reshape(m["shape"]))
+    return out
+
+
 def bytes_to_unicode():
     """GPT-2's reversible byte <-> printable-unicode table (as in tokenizers' ByteLevel)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))

@@ -12,7 +12,6 @@ llama.cpp's `llama_model_quantize` (llama-cpp-python, pinned) makes OUT with fty
 tensor types chosen by llama.cpp). Atomic: OUT appears only when complete.
 """
 import ctypes
-import json
 import os
 import sys
 
@@ -20,27 +19,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gguf  # noqa: E402
-from gguf_to_hf import hf_name  # noqa: E402
+from gguf_to_hf import hf_name, load_safetensors_16bit  # noqa: E402
 
 
 def permute(w, n_head):
     """llama.cpp's q/k row order (RoPE pairs adjacent): the inverse of gguf_to_hf.unpermute."""
     rows = w.shape[0]
     return np.ascontiguousarray(w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
-
-
-def read_folder(path):
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, m in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = m["data_offsets"]
-        out[name] = (m["dtype"], np.frombuffer(data[a:b], dtype=np.uint16).reshape(m["shape"]))
-    return out
 
 
 def main():
@@ -54,7 +39,7 @@ def main():
         sys.exit(f"error: {src}: architecture '{arch}' is not supported (llama, qwen2)")
     n_head = int(reader.fields[f"{arch}.attention.head_count"].contents())
     n_kv = int(reader.fields[f"{arch}.attention.head_count_kv"].contents())
-    weights = read_folder(os.path.join(folder, "model.safetensors"))
+    weights = load_safetensors_16bit(os.path.join(folder, "model.safetensors"))
     mid = out + ".src16.gguf"
     w = gguf.GGUFWriter(mid, arch)
     for key, field in reader.fields.items():

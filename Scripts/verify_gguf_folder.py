@@ -25,24 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gguf  # noqa: E402
 from gguf.quants import dequantize as gguf_dequantize  # noqa: E402
 from gguf_dequant import dequantize, to_bf16  # noqa: E402
-from gguf_to_hf import hf_name, unpermute  # noqa: E402
+from gguf_to_hf import hf_name, load_safetensors_16bit, unpermute  # noqa: E402
 
-
-def load_16bit(path):
-    """A safetensors file's F16 / BF16 tensors as uint16 bit arrays (numpy has no bfloat16)."""
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, m in header.items():
-        if name == "__metadata__":
-            continue
-        if m["dtype"] not in ("F16", "BF16"):
-            fail(f"{path}: tensor {name} is {m['dtype']}, expected F16 or BF16")
-        a, b = m["data_offsets"]
-        out[name] = np.frombuffer(data[a:b], dtype=np.uint16).reshape(m["shape"])
-    return out
 
 
 def fail(msg):
@@ -59,7 +43,7 @@ def main():
     arch = reader.fields["general.architecture"].contents()
     config = json.load(open(os.path.join(folder, "config.json")))
     bf16 = config["torch_dtype"] == "bfloat16"
-    stored = load_16bit(os.path.join(folder, "model.safetensors"))
+    stored = {k: bits for k, (_, bits) in load_safetensors_16bit(os.path.join(folder, "model.safetensors")).items()}
     n_head, n_kv = config["num_attention_heads"], config["num_key_value_heads"]
     kinds = {}
     for t in reader.tensors:
