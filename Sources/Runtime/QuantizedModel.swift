@@ -54,8 +54,9 @@ public final class QuantizedBlocks: @unchecked Sendable {
         let keyChannels: [Int], keyScales: [Float], queryChannels: [Int], queryScales: [Float]
         /// Qwen3's per-head q / k RMSNorm weights (with FireQ's pre-RoPE factors folded in).
         let qNorm: FloatBuffer?, kNorm: FloatBuffer?
-        /// The k_proj and v_proj biases as stored (kvDim each), the centres of `kv_center: "bias"`.
-        let kBias: [Float]?, vBias: [Float]?
+        /// k_proj bias ∥ v_proj bias as stored (zeros for a missing one; nil when the layer has
+        /// neither): the centres of `kv_center: "bias"`, made once at load.
+        let kvCenters: [Float]?
 
         /// A layer from its packed linears (q, k, v, o, gate, up, down, each with its bias or nil),
         /// norms and post-RoPE scales, exactly as a packed folder stores them.
@@ -72,7 +73,9 @@ public final class QuantizedBlocks: @unchecked Sendable {
             self.keyChannels = keyChannels; self.keyScales = keyScales
             self.queryChannels = queryChannels; self.queryScales = queryScales
             self.qNorm = qNorm.map { FloatBuffer($0) }; self.kNorm = kNorm.map { FloatBuffer($0) }
-            kBias = linears[1].bias; vBias = linears[2].bias
+            let (kb, vb) = (linears[1].bias, linears[2].bias)
+            kvCenters = kb == nil && vb == nil ? nil
+                : (kb ?? [Float](repeating: 0, count: linears[1].linear.n)) + (vb ?? [Float](repeating: 0, count: linears[2].linear.n))
         }
     }
 
@@ -142,7 +145,7 @@ public final class QuantizedBlocks: @unchecked Sendable {
         let c = config, D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim
         let base = SendablePointer(qkv)
         let (queryFP8, kvInt4, qkHadamard, kvGroup, search) = (self.queryFP8, self.kvInt4, self.qkHadamard, self.kvGroup, self.kvScaleSearch)
-        let center = kvCenter && kvInt4 ? Self.centers(L, config: c) : nil
+        let center = kvCenter && kvInt4 ? L.kvCenters : nil
         let rope = forward.rope
         Parallel.forEachChunk(rows, chunk: 16, threads: forward.threads) { rr in
             // The row's K/V centres: [K centre rotated to the row's position, × S (, × R)] ∥ [V centre].
@@ -177,12 +180,6 @@ public final class QuantizedBlocks: @unchecked Sendable {
                 }
             }
         }
-    }
-
-    /// k_proj bias ∥ v_proj bias (zeros where a layer has none), the centres of `kv_center`.
-    static func centers(_ L: QuantizedLayer, config c: LlamaConfig) -> [Float]? {
-        if L.kBias == nil && L.vBias == nil { return nil }
-        return (L.kBias ?? [Float](repeating: 0, count: c.kvDim)) + (L.vBias ?? [Float](repeating: 0, count: c.kvDim))
     }
 
     /// v ← R·v, R the normalised Sylvester Hadamard matrix of order `count` (a power of two), in
