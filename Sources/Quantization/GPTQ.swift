@@ -16,6 +16,24 @@ import LowPrecision
 /// Everything runs in a fixed order (rows are independent; element-wise loops only), so the
 /// result does not depend on the thread count or the CPU.
 public enum GPTQ {
+    /// What the scale search weighs each weight's squared error by (recipe
+    /// `weights.scale_search_weights`): the input's d_j, or d_j · √(σ²_r + w_j²) with σ²_r the
+    /// row's mean w² (llama.cpp's importance weighting for its Q4_0 with an importance matrix).
+    public enum SearchWeights: String, Sendable, Equatable, CaseIterable { case input, inputMagnitude = "input_magnitude" }
+
+    /// σ²_r: the mean of w² over a row, summed in Double in index order.
+    static func rowMeanSquare(_ row: UnsafeBufferPointer<Float>) -> Float {
+        var acc = 0.0
+        for x in row { acc += Double(x) * Double(x) }
+        return Float(acc / Double(max(row.count, 1)))
+    }
+
+    /// The search weights of one group: d_j, or d_j · √(σ²_r + w_j²) (`.inputMagnitude`).
+    @inline(__always)
+    static func groupWeights(_ w: UnsafeBufferPointer<Float>, _ d: UnsafeBufferPointer<Float>, sigma2: Float,
+                             _ mode: SearchWeights, into out: inout [Float]) {
+        for j in 0..<w.count { out[j] = mode == .input ? d[j] : d[j] * (sigma2 + w[j] * w[j]).squareRoot() }
+    }
     /// The candidate group scales for absmax `a` (already × P): the format's values from about a/14
     /// up to the first value ≥ a/7, largest first (so ties keep the plain absmax scale's side).
     public static func candidateScales(absmax a: Float, format: Int4Groups.ScaleFormat) -> [Float] {
@@ -63,6 +81,7 @@ public enum GPTQ {
 
     /// Round-to-nearest with searched group scales (no error feedback). `d` [K] weights the inputs.
     public static func quantizeSearched(_ w: [Float], rows: Int, k: Int, groupSize g: Int, inputWeights d: [Float],
+                                        weighting: SearchWeights = .input,
                                         scaleFormat: Int4Groups.ScaleFormat, reround: Bool, threads: Int = 1) -> Int4Groups.Quantized {
         precondition(k % g == 0 && w.count == rows * k && d.count == k)
         let groups = k / g
@@ -74,12 +93,14 @@ public enum GPTQ {
                     scales.withUnsafeMutableBufferPointer { sp in
                         let (W, D, Q, S) = (SendableBuf(wp), SendableBuf(dp), SendableMutBuf(qp), SendableMutBuf(sp))
                         Parallel.forEachChunk(rows, chunk: 8, threads: threads) { range in
+                            var gw = [Float](repeating: 0, count: g)
                             for r in range {
+                                let sigma2 = weighting == .input ? 0 : rowMeanSquare(UnsafeBufferPointer(rebasing: W.b[(r * k)..<(r * k + k)]))
                                 for gi in 0..<groups {
                                     let base = r * k + gi * g
-                                    let s = searchScale(UnsafeBufferPointer(rebasing: W.b[base..<(base + g)]),
-                                                        weights: UnsafeBufferPointer(rebasing: D.b[(gi * g)..<(gi * g + g)]),
-                                                        format: scaleFormat, reround: reround)
+                                    let grp = UnsafeBufferPointer(rebasing: W.b[base..<(base + g)])
+                                    groupWeights(grp, UnsafeBufferPointer(rebasing: D.b[(gi * g)..<(gi * g + g)]), sigma2: sigma2, weighting, into: &gw)
+                                    let s = gw.withUnsafeBufferPointer { searchScale(grp, weights: $0, format: scaleFormat, reround: reround) }
                                     S.b[r * groups + gi] = s
                                     for j in 0..<g { Q.b[base + j] = Int8(code(W.b[base + j], s)) }
                                 }
@@ -161,7 +182,8 @@ public enum GPTQ {
     /// Group scales: searched on diag(H) (`inputWeights`) when `search`, else E4M3/BF16(a/7) as
     /// plain RTN, from the row's updated weights when the group's first column is reached.
     public static func quantize(_ w: [Float], rows: Int, k: Int, groupSize g: Int, u: [Double], inputWeights d: [Float],
-                                search: Bool, scaleFormat: Int4Groups.ScaleFormat, reround: Bool, threads: Int = 1) -> Int4Groups.Quantized {
+                                search: Bool, weighting: SearchWeights = .input,
+                                scaleFormat: Int4Groups.ScaleFormat, reround: Bool, threads: Int = 1) -> Int4Groups.Quantized {
         precondition(k % g == 0 && w.count == rows * k && u.count == k * k && d.count == k)
         let groups = k / g
         let uf = u.map { Float($0) }
@@ -179,6 +201,10 @@ public enum GPTQ {
                                 for b in range {
                                     let r0 = b * block, n = min(block, rows - r0)
                                     var work = Array(W.b[(r0 * k)..<((r0 + n) * k)])
+                                    let sigma2 = (0..<n).map { r in
+                                        weighting == .input ? 0 : rowMeanSquare(UnsafeBufferPointer(rebasing: W.b[((r0 + r) * k)..<((r0 + r) * k + k)]))
+                                    }
+                                    var gw = [Float](repeating: 0, count: g)
                                     work.withUnsafeMutableBufferPointer { wk in
                                         var s = [Float](repeating: 0, count: n)
                                         for j in 0..<k {
@@ -186,8 +212,9 @@ public enum GPTQ {
                                                 for r in 0..<n {
                                                     let grp = UnsafeBufferPointer(rebasing: wk[(r * k + j)..<(r * k + j + g)])
                                                     if search {
-                                                        s[r] = searchScale(grp, weights: UnsafeBufferPointer(rebasing: D.b[j..<(j + g)]),
-                                                                           format: scaleFormat, reround: reround)
+                                                        groupWeights(grp, UnsafeBufferPointer(rebasing: D.b[j..<(j + g)]),
+                                                                     sigma2: sigma2[r], weighting, into: &gw)
+                                                        s[r] = gw.withUnsafeBufferPointer { searchScale(grp, weights: $0, format: scaleFormat, reround: reround) }
                                                     } else {
                                                         var a: Float = 0
                                                         for x in grp { a = max(a, abs(x)) }

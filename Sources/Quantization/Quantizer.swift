@@ -161,6 +161,10 @@ public struct Quantizer {
                     let obs = HessianObserver(config: c, threads: threads)
                     stream.run(L.referenceWeights(index: i, config: c), observer: obs, advance: g.inputs == .fp)
                     for tap in InputTap.allCases {
+                        if tap == .downProj && ProcessInfo.processInfo.environment["FIREQ_EXP_GPTQ_SKIPDOWN"] != nil {
+                            inputWeights[tap] = Self.inputWeights(recipe: recipe, stats: layerStats, factors: [sqFactors, att.inputFactors], config: c)[tap]
+                            continue
+                        }
                         let (h, d) = obs.hessian(tap)
                         guard let u = GPTQ.inverseCholeskyUpper(h, k: d.count, damp: Double(g.damp)) else {
                             throw QuantizationError.packed(path: statsPath, reason: "layer \(i)'s \(tap.rawValue) Hessian is not positive definite even with 10⁴× the dampening (are the calibration windows degenerate?)")
@@ -306,9 +310,10 @@ extension Quantizer {
         let qw: Int4Groups.Quantized
         if let u {
             qw = GPTQ.quantize(wp, rows: rows, k: k, groupSize: g, u: u, inputWeights: d!, search: recipe.scaleSearch,
-                               scaleFormat: recipe.scaleFormat, reround: recipe.fp8Rerounding, threads: inner)
+                               weighting: recipe.searchWeights, scaleFormat: recipe.scaleFormat, reround: recipe.fp8Rerounding, threads: inner)
         } else if let d {
-            qw = GPTQ.quantizeSearched(wp, rows: rows, k: k, groupSize: g, inputWeights: d, scaleFormat: recipe.scaleFormat,
+            qw = GPTQ.quantizeSearched(wp, rows: rows, k: k, groupSize: g, inputWeights: d, weighting: recipe.searchWeights,
+                                       scaleFormat: recipe.scaleFormat,
                                        reround: recipe.fp8Rerounding, threads: inner)
         } else {
             qw = Int4Groups.quantize(wp, rows: rows, k: k, groupSize: g, scaleFormat: recipe.scaleFormat)

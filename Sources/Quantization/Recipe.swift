@@ -32,6 +32,8 @@ public struct Recipe: Sendable, Equatable {
     public var fp8Rerounding = true
     /// Group scales chosen by input-weighted error (GPTQ.searchScale) instead of a/7.
     public var scaleSearch = false
+    /// What the scale search weighs each weight's squared error by (`weights.scale_search_weights`).
+    public var searchWeights: GPTQ.SearchWeights = .input
     /// GPTQ error-compensating rounding (nil = plain rounding).
     public var gptq: GPTQSettings? = nil
     public struct GPTQSettings: Sendable, Equatable {
@@ -126,7 +128,8 @@ public struct Recipe: Sendable, Equatable {
         if let v = root["name"] { guard let s = v.stringValue else { throw .recipe(path: path, key: "name", reason: "must be a string") }; r.name = s }
         if let v = root["description"] { guard let s = v.stringValue else { throw .recipe(path: path, key: "description", reason: "must be a string") }; r.description = s }
         if let w = try obj(root, "weights", "") {
-            try keys(w, ["bits", "group_size", "scale_format", "per_tensor_pow2", "fp8_rerounding", "scale_search", "gptq"], "weights.")
+            try keys(w, ["bits", "group_size", "scale_format", "per_tensor_pow2", "fp8_rerounding", "scale_search",
+                          "scale_search_weights", "gptq"], "weights.")
             if let b = try int(w, "bits", "weights."), b != 4 { throw .recipe(path: path, key: "weights.bits", reason: "must be 4 (INT4)") }
             if let g = try int(w, "group_size", "weights.") {
                 guard g >= 1 else { throw .recipe(path: path, key: "weights.group_size", reason: "must be positive") }
@@ -136,6 +139,12 @@ public struct Recipe: Sendable, Equatable {
             if let b = try bool(w, "per_tensor_pow2", "weights.") { r.perTensorPowerOfTwo = b }
             if let b = try bool(w, "fp8_rerounding", "weights.") { r.fp8Rerounding = b }
             if let b = try bool(w, "scale_search", "weights.") { r.scaleSearch = b }
+            if let v = try choice(w, "scale_search_weights", "weights.", GPTQ.SearchWeights.allCases.map(\.rawValue)) {
+                r.searchWeights = GPTQ.SearchWeights(rawValue: v)!
+                guard r.scaleSearch || r.searchWeights == .input else {
+                    throw .recipe(path: path, key: "weights.scale_search_weights", reason: "needs \"scale_search\": true (it weighs the search's error)")
+                }
+            }
             if let v = w["gptq"], !v.isNull {
                 guard let g = v.objectValue else { throw .recipe(path: path, key: "weights.gptq", reason: "must be an object or null (off)") }
                 try keys(g, ["damp", "inputs"], "weights.gptq.")
@@ -253,21 +262,22 @@ public struct Recipe: Sendable, Equatable {
         return r
     }
 
-    /// `fireq convert`'s default since 2026-12-06: Calibration/recipes/fireq-plus-2.json, built in
-    /// (a test keeps the two equal). fireq-plus without the weight-statistics channel smoothing and
-    /// with K/V centred on the k/v biases: it holds on Qwen2.5-Coder-1.5B where fireq-plus lost
-    /// +45 %, and ties fireq-plus on SmolLM2 (docs/accuracy.md "Two models").
+    /// `fireq convert`'s default since 2026-12-06: Calibration/recipes/fireq-plus-3.json, built in
+    /// (a test keeps the two equal). fireq-plus-2 (fireq-plus without the weight-statistics channel
+    /// smoothing, K/V centred on the k/v biases) with the scale search weighing errors by input
+    /// energy × weight magnitude: it holds on Qwen2.5-Coder-1.5B where fireq-plus lost +45 %, and
+    /// ties fireq-plus on SmolLM2 (docs/accuracy.md "Two models").
     public static let defaultJSON = #"""
 {
-  "name": "fireq-plus-2",
-  "description": "fireq convert's default since 2026-12-06 (issue #25): fireq-plus without the paper's weight-statistics channel smoothing (c / mean|W|: it moved Qwen2.5-Coder-1.5B's weights off the grid they quantize well on, +11.6 % -> +7.9 % weights-only; a tie on SmolLM2) and with INT4 K/V centred on the k/v biases (attention.kv_center: Qwen2's k_proj biases reach 354; a no-op on models without biases). Keeps RoPE-aware pre-/post-RoPE Q/K scaling, input-weighted group-scale search, groups of 32 (4.25 bits/weight), INT4 K/V in groups of 16 with searched scales (docs/accuracy.md 'Two models').",
-  "weights": {"bits": 4, "group_size": 32, "scale_format": "fp8_e4m3", "per_tensor_pow2": true, "fp8_rerounding": true, "scale_search": true},
+  "name": "fireq-plus-3",
+  "description": "fireq convert's default since 2026-12-06 (issue #25): fireq-plus-2 with the group-scale search weighing each weight's error by its input's E[x^2] times sqrt(row mean w^2 + w^2) (weights.scale_search_weights: input_magnitude, llama.cpp's importance weighting for Q4_0): weights-only 14.312 -> 14.150 on Qwen2.5-Coder-1.5B (WikiText-2 4 x 512, llama.cpp protocol; llama.cpp Q4_0 14.076). Otherwise fireq-plus-2: no channel smoothing, INT4 K/V centred on the k/v biases, RoPE-aware pre-/post-RoPE Q/K scaling, groups of 32 with FP8 scales, K/V groups of 16 with searched scales (docs/accuracy.md 'Two models').",
+  "weights": {"bits": 4, "group_size": 32, "scale_format": "fp8_e4m3", "per_tensor_pow2": true, "fp8_rerounding": true, "scale_search": true, "scale_search_weights": "input_magnitude"},
   "activations": {"format": "fp8_e4m3", "output_bf16": false},
   "smoothing": {"gate_up_c": 0, "down_c": 0, "qkv_c": 0, "vo_scalar": 1},
   "attention": {"pre_rope_alpha": 8, "post_rope_beta": 8, "post_rope_top_k": 8, "q_format": "fp8_e4m3", "kv_bits": 4, "kv_group_size": 16, "kv_scale_search": true, "kv_center": "bias"}
 }
 """#
-    public static let convertDefault: Recipe = try! parse(Data(defaultJSON.utf8), path: "built-in fireq-plus-2 recipe")
+    public static let convertDefault: Recipe = try! parse(Data(defaultJSON.utf8), path: "built-in fireq-plus-3 recipe")
 
     /// Calibration/recipes/fireq-plus.json, built in (a test keeps the two equal): `fireq
     /// convert`'s default until 2026-12-06, the base of fireq-plus-search.
@@ -299,6 +309,7 @@ public struct Recipe: Sendable, Equatable {
             ("weights", .object(JSONObject([("bits", .int(4)), ("group_size", .int(groupSize)), ("scale_format", .string(scaleFormat.rawValue)),
                                             ("per_tensor_pow2", .bool(perTensorPowerOfTwo)), ("fp8_rerounding", .bool(fp8Rerounding))]
                                            + (scaleSearch ? [("scale_search", JSONValue.bool(true))] : [])
+                                           + (searchWeights != .input ? [("scale_search_weights", JSONValue.string(searchWeights.rawValue))] : [])
                                            + (gptq.map { [("gptq", JSONValue.object(JSONObject([("damp", .float($0.damp)), ("inputs", .string($0.inputs.rawValue))])))] } ?? [])))),
             ("activations", .object(JSONObject([("format", .string(activationsFP8 ? "fp8_e4m3" : "fp32")), ("output_bf16", .bool(outputBF16))]))),
             ("smoothing", .object(JSONObject([("gate_up_c", f(smoothing.gateUpC)), ("down_c", f(smoothing.downC)), ("qkv_c", f(smoothing.qkvC)),

@@ -22,7 +22,7 @@ struct Convert: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: "Output folder (fireq-packed model + report.*).")
     var out: String
-    @Option(name: .long, help: "Recipe JSON file (default: fireq-plus-2, Calibration/recipes/fireq-plus-2.json, built in; the paper recipe is Calibration/recipes/fireq.json).")
+    @Option(name: .long, help: "Recipe JSON file (default: fireq-plus-3, Calibration/recipes/fireq-plus-3.json, built in; the paper recipe is Calibration/recipes/fireq.json).")
     var recipe: String?
     @OptionGroup var calibration: CalibrationOptions
     @OptionGroup var compute: ComputeOptions

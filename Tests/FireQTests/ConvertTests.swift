@@ -21,8 +21,9 @@ import Testing
     static func json(_ path: String) throws -> JSONValue { try JSONParser.parse(TestPaths.read(path)) }
 
     /// Recipe() holds the paper's values (Calibration/recipes/fireq.json, pinned); convert's
-    /// default is the built-in copy of Calibration/recipes/fireq-plus-2.json, which is
-    /// fireq-plus (also built in) without the channel smoothing and with K/V centres.
+    /// default is the built-in copy of Calibration/recipes/fireq-plus-3.json: fireq-plus-2 with the
+    /// magnitude-weighted scale search, fireq-plus-2 being fireq-plus (also built in) without the
+    /// channel smoothing and with K/V centres.
     @Test func builtInRecipesEqualTheShippedFiles() throws {
         let shipped = try Recipe.load(TestPaths.root + "/Calibration/recipes/fireq.json")
         var paper = Recipe()
@@ -33,12 +34,17 @@ import Testing
         #expect(Recipe.plus.name == "fireq-plus" && Recipe.plus.groupSize == 32 && Recipe.plus.scaleSearch
                 && Recipe.plus.kvGroupSize == 16 && Recipe.plus.kvScaleSearch && Recipe.plus.gptq == nil)
         let second = try Recipe.load(TestPaths.root + "/Calibration/recipes/fireq-plus-2.json")
-        #expect(Recipe.convertDefault == second && second.name == "fireq-plus-2")
         var expected = Recipe.plus
         expected.name = second.name; expected.description = second.description
         expected.smoothing.gateUpC = 0; expected.smoothing.downC = 0; expected.smoothing.voScalar = 1
         expected.kvCenterBias = true
         #expect(second == expected, "fireq-plus-2 is fireq-plus with those three changes and nothing else")
+        let third = try Recipe.load(TestPaths.root + "/Calibration/recipes/fireq-plus-3.json")
+        #expect(Recipe.convertDefault == third && third.name == "fireq-plus-3")
+        expected = second
+        expected.name = third.name; expected.description = third.description
+        expected.searchWeights = .inputMagnitude
+        #expect(third == expected, "fireq-plus-3 is fireq-plus-2 with the magnitude-weighted search and nothing else")
     }
 
     /// Killed with SIGKILL after the calibration stage finished: nothing stands under the final
@@ -66,7 +72,7 @@ import Testing
         let r = try CLI.run(Self.convertArgs(out: out, extra: ["--keep-work"]))
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stderr.contains("[1/3] calibration: up to date"), "\(r.stderr)")
-        #expect(r.stderr.contains("[2/3] quantization with recipe 'fireq-plus-2'"))   // convert's default
+        #expect(r.stderr.contains("[2/3] quantization with recipe 'fireq-plus-3'"))   // convert's default
         #expect(r.stderr.contains("smoke evaluation: ppl") && r.stderr.contains("passed"))
         for f in ["model.safetensors", "config.json", "tokenizer.json", "report.json", "report.md", "report.html"] {
             #expect(FileManager.default.fileExists(atPath: out + "/" + f), "\(f)")

@@ -143,6 +143,38 @@ import Testing
         #expect(s < 1, "the outlier with a small input weight is clipped")
         #expect(err(s) < 0.5 * err(1))
     }
+
+    /// `scale_search_weights: "input_magnitude"` (Formats/recipe-schema.md): each error weighs
+    /// d_j · √(σ²_r + w_j²), σ²_r the row's mean w². On this row the plain input weights clip the
+    /// large weight; weighing by magnitude keeps it — both checked by brute force in Double.
+    @Test func magnitudeWeightedSearchPicksItsOwnBest() {
+        let k = 8
+        let w: [Float] = [7, 0.3, -0.31, 0.62, 1.1, -2.05, 0.5, 0.45]
+        let d: [Float] = [0.2, 5, 5, 3, 2, 2, 4, 4]
+        let sigma2 = w.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(k)
+        func err(_ s: Float, magnitude: Bool) -> Double {
+            (0..<k).reduce(0.0) { acc, j in
+                let q = min(7, max(-8, (w[j] / s).rounded(.toNearestOrEven)))
+                let e = Double(w[j] - q * s)
+                let weight = magnitude ? Double(d[j]) * (sigma2 + Double(w[j]) * Double(w[j])).squareRoot() : Double(d[j])
+                return acc + weight * e * e
+            }
+        }
+        let c = GPTQ.candidateScales(absmax: 7, format: .fp8e4m3)
+        let plain = GPTQ.quantizeSearched(w, rows: 1, k: k, groupSize: k, inputWeights: d, scaleFormat: .fp8e4m3, reround: false)
+        let mag = GPTQ.quantizeSearched(w, rows: 1, k: k, groupSize: k, inputWeights: d, weighting: .inputMagnitude,
+                                        scaleFormat: .fp8e4m3, reround: false)
+        #expect(plain.scales == [c.min { err($0, magnitude: false) < err($1, magnitude: false) }!])
+        #expect(mag.scales == [c.min { err($0, magnitude: true) < err($1, magnitude: true) }!])
+        #expect(plain.scales == [0.6875] && mag.scales == [0.9375], "plain \(plain.scales), magnitude \(mag.scales)")
+        #expect(mag.q == [7, 0, 0, 1, 1, -2, 1, 0])
+        // GPTQ with the identity factor is round-to-nearest: the same choice as the search.
+        var u = [Double](repeating: 0, count: k * k)
+        for j in 0..<k { u[j * k + j] = 1 }
+        let g = GPTQ.quantize(w, rows: 1, k: k, groupSize: k, u: u, inputWeights: d, search: true, weighting: .inputMagnitude,
+                              scaleFormat: .fp8e4m3, reround: false)
+        #expect(g.scales == mag.scales && g.q == mag.q)
+    }
 }
 
 /// The run-time Q/K rotation (Formats/runtime-numerics.md "Q/K rotation and K/V groups").

@@ -161,17 +161,21 @@ import Testing
         #expect(message(#"{"attention": {"kv_group_size": 0}}"#) == "r.json: 'attention.kv_group_size' must be positive.")
         #expect(message(#"{"smoothing": {"v_hadamard": "yes"}}"#) == "r.json: 'smoothing.v_hadamard' must be true or false.")
         #expect(message(#"{"attention": {"kv_center": "mean"}}"#) == "r.json: 'attention.kv_center' must be null or \"bias\".")
-        let all = try parse(#"{"weights": {"scale_search": true, "gptq": {"damp": 0.05, "inputs": "fp"}}, "smoothing": {"v_hadamard": true}, "attention": {"qk_hadamard": true, "kv_group_size": 16, "kv_scale_search": true, "kv_center": "bias"}}"#)
-        #expect(all.scaleSearch && all.gptq?.damp == 0.05 && all.gptq?.inputs == .fp && all.smoothing.vHadamard)
+        #expect(message(#"{"weights": {"scale_search_weights": "input_magnitude"}}"#)
+                == "r.json: 'weights.scale_search_weights' needs \"scale_search\": true (it weighs the search's error).")
+        #expect(message(#"{"weights": {"scale_search": true, "scale_search_weights": "magnitude"}}"#)
+                == "r.json: 'weights.scale_search_weights' must be one of input, input_magnitude.")
+        let all = try parse(#"{"weights": {"scale_search": true, "scale_search_weights": "input_magnitude", "gptq": {"damp": 0.05, "inputs": "fp"}}, "smoothing": {"v_hadamard": true}, "attention": {"qk_hadamard": true, "kv_group_size": 16, "kv_scale_search": true, "kv_center": "bias"}}"#)
+        #expect(all.scaleSearch && all.searchWeights == .inputMagnitude && all.gptq?.damp == 0.05 && all.gptq?.inputs == .fp && all.smoothing.vHadamard)
         #expect(all.qkHadamard && all.kvGroupSize == 16 && all.kvScaleSearch && all.kvCenterBias)
         let canonical = all.canonicalJSON
-        for key in ["\"scale_search\":true", "\"gptq\":{\"damp\":0.05,\"inputs\":\"fp\"}", "\"v_hadamard\":true", "\"qk_hadamard\":true",
+        for key in ["\"scale_search\":true", "\"scale_search_weights\":\"input_magnitude\"", "\"gptq\":{\"damp\":0.05,\"inputs\":\"fp\"}", "\"v_hadamard\":true", "\"qk_hadamard\":true",
                     "\"kv_group_size\":16", "\"kv_scale_search\":true", "\"kv_center\":\"bias\""] {
             #expect(canonical.contains(key), "\(key) in \(canonical)")
         }
         #expect(try parse(canonical) == all)
         let paper = try Recipe.load(Self.recipes + "/fireq.json").canonicalJSON
-        for key in ["scale_search", "gptq", "v_hadamard", "qk_hadamard", "kv_group_size", "kv_scale_search", "kv_center"] { #expect(!paper.contains(key)) }
+        for key in ["scale_search", "scale_search_weights", "gptq", "v_hadamard", "qk_hadamard", "kv_group_size", "kv_scale_search", "kv_center"] { #expect(!paper.contains(key)) }
     }
 
     /// A K/V group that does not divide head_dim, and a GPTQ recipe on statistics without the
