@@ -6,7 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "fireq", targets: ["fireq"]),
-        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "Kernels", "Runtime", "TensorStore", "Tokenizer", "LlamaReference", "CalibrationStats", "Quantization", "PackedFormat", "Evaluation", "Reports", "Exports", "Pipelines"]),
+        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "Kernels", "Runtime", "TensorStore", "Tokenizer", "ModelDescription", "LlamaReference", "CalibrationStats", "Quantization", "PackedFormat", "Evaluation", "Reports", "Exports", "Pipelines"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -27,24 +27,27 @@ let package = Package(
         .target(name: "TensorStore", dependencies: ["LowPrecision", "JSONSupport"]),
         .target(name: "Tokenizer", dependencies: ["JSONSupport"]),
         .target(name: "Kernels", dependencies: ["CFireQKernels", "COpenBLAS"]),
-        .target(name: "LlamaReference", dependencies: ["Kernels", "TensorStore", "LowPrecision", "CFireQKernels"]),
-        .target(name: "CalibrationStats", dependencies: ["LlamaReference", "Tokenizer", "TensorStore", "JSONSupport", "CHDF5"]),
-        .target(name: "Quantization", dependencies: ["PackedFormat", "Runtime", "CalibrationStats", "LlamaReference", "Kernels", "LowPrecision", "TensorStore", "JSONSupport"]),
+        // What a model is: config.json (both conventions), the tensor-name map, one file per family.
+        .target(name: "ModelDescription", dependencies: ["TensorStore", "JSONSupport"]),
+        // The FP32 reference forward pass.
+        .target(name: "LlamaReference", dependencies: ["ModelDescription", "Kernels", "TensorStore", "CFireQKernels"]),
+        .target(name: "CalibrationStats", dependencies: ["ModelDescription", "Kernels", "LlamaReference", "Tokenizer", "TensorStore", "JSONSupport", "CHDF5"]),
+        .target(name: "Quantization", dependencies: ["ModelDescription", "PackedFormat", "Runtime", "CalibrationStats", "LlamaReference", "Kernels", "LowPrecision", "TensorStore", "JSONSupport"]),
         .target(name: "PackedFormat", dependencies: ["TensorStore", "LowPrecision", "JSONSupport", "CZlib"]),
         // The INT4-FP8 runtime: never imports calibration or quantization code.
-        .target(name: "Runtime", dependencies: ["Kernels", "LlamaReference", "PackedFormat", "TensorStore", "LowPrecision", "CFireQKernels", "Tokenizer"]),
+        .target(name: "Runtime", dependencies: ["ModelDescription", "Kernels", "LlamaReference", "PackedFormat", "TensorStore", "LowPrecision", "CFireQKernels"]),
         // Re-expressions of packed folders for other runtimes (Formats/exports.md).
-        .target(name: "Exports", dependencies: ["PackedFormat", "LlamaReference", "TensorStore", "LowPrecision", "JSONSupport"]),
-        .target(name: "Evaluation", dependencies: ["LlamaReference", "Tokenizer", "CFireQKernels"]),
+        .target(name: "Exports", dependencies: ["ModelDescription", "PackedFormat", "LlamaReference", "TensorStore", "LowPrecision", "JSONSupport"]),
+        .target(name: "Evaluation", dependencies: ["LlamaReference", "Kernels", "CFireQKernels"]),
         .target(name: "Reports", dependencies: ["Evaluation", "JSONSupport", "TensorStore", "CFireQKernels"]),
         // What the CLI, the tests and the batch runner share: convert's stages, batch manifests.
-        .target(name: "Pipelines", dependencies: ["Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "JSONSupport"]),
+        .target(name: "Pipelines", dependencies: ["ModelDescription", "Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "JSONSupport"]),
         .executableTarget(name: "fireq", dependencies: [
-            "Pipelines", "Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS", "JSONSupport",
+            "Pipelines", "ModelDescription", "Kernels", "Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS", "JSONSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "FireQTests", dependencies: [
-            "JSONSupport", "LowPrecision", "Kernels", "TensorStore", "Tokenizer", "LlamaReference", "Evaluation", "CFireQKernels", "Runtime", "CalibrationStats", "Quantization", "PackedFormat", "Reports", "Exports", "Pipelines",
+            "JSONSupport", "LowPrecision", "Kernels", "TensorStore", "Tokenizer", "ModelDescription", "LlamaReference", "Evaluation", "CFireQKernels", "Runtime", "CalibrationStats", "Quantization", "PackedFormat", "Exports", "Pipelines",
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,6 +1,8 @@
 import Foundation
 import JSONSupport
+import Kernels
 import LlamaReference
+import ModelDescription
 import TensorStore
 
 /// Streams calibration windows through the unmodified FP32 model one decoder layer at a time:
@@ -9,15 +11,15 @@ import TensorStore
 /// Peak memory ≈ N·L·hidden floats + one layer + one window's workspace, independent of depth.
 public struct Calibrator {
     public let directory: String
-    public let config: LlamaConfig
+    public let config: ModelConfig
     public let checkpoint: Checkpoint
     public let threads: Int
 
     public init(directory: String, threads: Int) throws {
         self.directory = directory
-        config = try LlamaConfig(directory: directory)
+        config = try ModelConfig(directory: directory)
         checkpoint = try Checkpoint(directory: directory)
-        try LlamaTensorNames.validate(checkpoint, config: config)
+        try TensorNames.validate(checkpoint, config: config)
         self.threads = threads
     }
 
@@ -39,8 +41,8 @@ public struct Calibrator {
         precondition(windows.allSatisfy { $0.count == L })
         let H = c.hiddenSize
         let hidden = FloatBuffer(count: windows.count * L * H, zeroed: false)
-        try checkpoint.readRows(LlamaTensorNames.embed, rows: windows.flatMap { $0.map { Int($0) } }, into: hidden.pointer)
-        if let (f, t) = try? checkpoint.file(for: LlamaTensorNames.embed) { f.releasePages(t) }
+        try checkpoint.readRows(TensorNames.embed, rows: windows.flatMap { $0.map { Int($0) } }, into: hidden.pointer)
+        if let (f, t) = try? checkpoint.file(for: TensorNames.embed) { f.releasePages(t) }
         let forward = LlamaForward(config: c, threads: threads)
         let workspace = LlamaForward.Workspace(config: c, rows: L, seqLen: L, threads: threads)
         let collector = StatisticsCollector(config: c, threads: threads)

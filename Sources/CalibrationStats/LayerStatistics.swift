@@ -1,5 +1,7 @@
 import Foundation
+import Kernels
 import LlamaReference
+import ModelDescription
 
 /// Per-channel statistics of one linear-layer input (Formats/calibration-stats.md).
 public struct InputStatistics: Sendable, Equatable {
@@ -47,7 +49,7 @@ public struct LayerStatistics: Sendable, Equatable {
     public var kPreRopePairNormMaxUnbiased: [Float]?, kPostRopeAbsmaxUnbiased: [Float]?
     public var inputs: [InputTap: InputStatistics]
 
-    public init(layer: Int, config c: LlamaConfig) {
+    public init(layer: Int, config c: ModelConfig) {
         self.layer = layer
         kPreRopePairNormMax = [Float](repeating: 0, count: c.kvHeadCount * c.headDim / 2)
         kPostRopeAbsmax = [Float](repeating: 0, count: c.kvDim)
@@ -64,11 +66,11 @@ private struct Shared<T>: @unchecked Sendable { let p: UnsafeMutablePointer<T> }
 /// column blocks over threads (each channel is owned by one block and visits rows in order), so
 /// the result does not depend on the thread count.
 public final class StatisticsCollector: ForwardObserver {
-    public let config: LlamaConfig
+    public let config: ModelConfig
     public let threads: Int
     public private(set) var layers: [Int: LayerStatistics] = [:]
 
-    public init(config: LlamaConfig, threads: Int) {
+    public init(config: ModelConfig, threads: Int) {
         self.config = config
         self.threads = threads
     }

@@ -1,6 +1,7 @@
 import Foundation
 import LlamaReference
 import JSONSupport
+import ModelDescription
 import TensorStore
 
 /// The calibration statistics file (Formats/calibration-stats.md): streaming writer and reader.
@@ -47,10 +48,10 @@ public enum StatsFile {
     public final class Writer {
         public let path: String
         let file: HDF5File
-        let config: LlamaConfig
+        let config: ModelConfig
         private var finished = false
 
-        public init(path: String, config: LlamaConfig, attributes: [String: String]) throws(CalibrationError) {
+        public init(path: String, config: ModelConfig, attributes: [String: String]) throws(CalibrationError) {
             self.path = path
             self.config = config
             // The file is written at finish(); fail now, not after the calibration, when its folder
@@ -166,7 +167,7 @@ public enum StatsFile {
                                         "layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size"]
 
     /// Reads a statistics file written for a model of shape `config`, checking format and shapes.
-    public static func read(_ path: String, config c: LlamaConfig) throws(CalibrationError) -> Contents {
+    public static func read(_ path: String, config c: ModelConfig) throws(CalibrationError) -> Contents {
         let sha = try verifySeal(path)
         let f = try HDF5File.open(path)
         defer { f.close() }

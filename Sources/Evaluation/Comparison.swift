@@ -1,5 +1,6 @@
 import CFireQKernels
 import Foundation
+import Kernels
 import LlamaReference
 
 /// Scores of one model on the windows of a comparison.

@@ -2,6 +2,7 @@ import Foundation
 import JSONSupport
 import LlamaReference
 import LowPrecision
+import ModelDescription
 import PackedFormat
 import TensorStore
 
@@ -42,7 +43,7 @@ final class ExportSource {
     let directory: String
     let packed: PackedModel
     let configJSON: JSONValue
-    let config: LlamaConfig
+    let config: ModelConfig
     let recipe: JSONValue
     /// Quantized linears by name (without `.weight`).
     let linearNames: Set<String>
@@ -62,7 +63,7 @@ final class ExportSource {
         do { configJSON = try JSONParser.parse(data) } catch {
             throw ExportError(path: configPath, reason: "is not valid JSON (\(error))")
         }
-        config = try LlamaConfig(json: configJSON, path: configPath)
+        config = try ModelConfig(json: configJSON, path: configPath)
         recipe = packed.recipe
         linearNames = Set(packed.linearNames)
     }

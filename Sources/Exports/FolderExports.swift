@@ -1,6 +1,7 @@
 import Foundation
 import JSONSupport
 import LowPrecision
+import ModelDescription
 import PackedFormat
 import TensorStore
 
@@ -18,7 +19,7 @@ enum FolderExport {
         var skippedLinears: [String] = []
         var groupOf: [String: Int] = [:]
         for i in 0..<c.layerCount {
-            for l in PackedFormat.linearNames(layer: i) {
+            for l in TensorNames.linearNames(layer: i) {
                 if src.linearNames.contains(l) {
                     guard let w = file.info(l + ".weight"), let s = file.info(l + ".weight_scale"), s.shape.count == 2, s.shape[1] > 0 else {
                         throw ExportError(path: src.weightsPath, reason: "quantized linear '\(l)' is incomplete")
@@ -32,7 +33,7 @@ enum FolderExport {
             throw ExportError(path: src.weightsPath, reason: "'\(bad.key)' has group size \(bad.value); MLX's affine 4-bit quantization supports group sizes 32, 64 and 128")
         }
         // MLX: scales in the source's float type when exact there, else float32.
-        let sourceDType = file.info("model.embed_tokens.weight")?.dtype ?? .f16
+        let sourceDType = file.info(TensorNames.embed)?.dtype ?? .f16
         var scaleDType: DType = format == .compressedTensors ? .bf16 : sourceDType
         var linears: [String: PackedLinear] = [:]
         // Scales only: the codes are copied as packed bytes (one bit flip per nibble), never unpacked.
@@ -92,7 +93,7 @@ enum FolderExport {
         let activationsFP8 = src.recipe["activations"]?["format"]?.stringValue != "fp32"
         switch format {
         case .compressedTensors:
-            config["quantization_config"] = compressedTensorsConfig(groupOf: groupOf, defaultGroup: defaultGroup, ignore: ["lm_head"] + skippedLinears,
+            config["quantization_config"] = compressedTensorsConfig(groupOf: groupOf, defaultGroup: defaultGroup, ignore: [TensorNames.lmHeadModule] + skippedLinears,
                                                                     activationsFP8: activationsFP8)
         case .mlx:
             var q = JSONObject([("group_size", .int(defaultGroup)), ("bits", .int(4)), ("mode", .string("affine"))])

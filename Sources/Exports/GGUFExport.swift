@@ -2,23 +2,27 @@ import Foundation
 import JSONSupport
 import LlamaReference
 import LowPrecision
+import ModelDescription
 import PackedFormat
 import TensorStore
 
 /// GGUF v3, architecture `llama`, linears as Q4_0 (Formats/exports.md "GGUF").
 public enum GGUFExport {
     /// HF → GGUF names of one decoder layer's tensors (llama.cpp `tensor_mapping.py`).
-    static let layerNames: [(hf: String, gguf: String)] = [
-        ("input_layernorm.weight", "attn_norm.weight"),
-        ("mlp.down_proj.weight", "ffn_down.weight"),
-        ("mlp.gate_proj.weight", "ffn_gate.weight"),
-        ("mlp.up_proj.weight", "ffn_up.weight"),
-        ("post_attention_layernorm.weight", "ffn_norm.weight"),
-        ("self_attn.k_proj.weight", "attn_k.weight"),
-        ("self_attn.o_proj.weight", "attn_output.weight"),
-        ("self_attn.q_proj.weight", "attn_q.weight"),
-        ("self_attn.v_proj.weight", "attn_v.weight"),
-    ]
+    static let layerNames: [(hf: String, gguf: String)] = {
+        typealias N = TensorNames
+        return [
+            (N.inputNorm, "attn_norm.weight"),
+            (N.down + ".weight", "ffn_down.weight"),
+            (N.gate + ".weight", "ffn_gate.weight"),
+            (N.up + ".weight", "ffn_up.weight"),
+            (N.postAttentionNorm, "ffn_norm.weight"),
+            (N.k + ".weight", "attn_k.weight"),
+            (N.o + ".weight", "attn_output.weight"),
+            (N.q + ".weight", "attn_q.weight"),
+            (N.v + ".weight", "attn_v.weight"),
+        ]
+    }()
 
     /// One tensor of the export: where its values come from.
     enum Source {
@@ -30,26 +34,29 @@ public enum GGUFExport {
 
     static func export(_ src: ExportSource, to out: String, metadata overrides: [(String, GGUFValue)], toolVersion: String) throws -> ExportSummary {
         let c = src.config
-        guard c.architecture == .llama || c.architecture == .mistral else {
-            throw ExportError(path: src.directory + "/config.json", reason: "architecture \(c.architecture.rawValue) has no GGUF export here (llama and mistral only)")
+        guard c.family.ggufArchitecture != nil else {
+            let supported = ModelFamily.all.filter { $0.ggufArchitecture != nil }.map { String(describing: $0.architecture) }
+            throw ExportError(path: src.directory + "/config.json",
+                              reason: "architecture \(c.architecture.rawValue) has no GGUF export here (\(supported.joined(separator: " and ")) only)")
         }
         // Tensor plan, in HF-name order (llama.cpp's converter order).
         var plan: [(hf: String, gguf: String, source: Source)] = []
-        plan.append(("model.embed_tokens.weight", "token_embd.weight", .stored("model.embed_tokens.weight", permuteHeads: nil)))
+        plan.append((TensorNames.embed, "token_embd.weight", .stored(TensorNames.embed, permuteHeads: nil)))
         var layers: [(hf: String, gguf: String, source: Source)] = []
         for i in 0..<c.layerCount {
             for (hf, gg) in layerNames {
-                let name = "model.layers.\(i).\(hf)"
+                let name = TensorNames.layer(i, hf)
                 let base = String(name.dropLast(".weight".count))
-                let heads: Int? = hf.hasPrefix("self_attn.q_proj") ? c.headCount : hf.hasPrefix("self_attn.k_proj") ? c.kvHeadCount : nil
-                let source: Source = hf.hasSuffix("layernorm.weight") ? .widened(name)
+                let permute = c.family.ggufPermutesQK
+                let heads: Int? = !permute ? nil : hf == TensorNames.q + ".weight" ? c.headCount : hf == TensorNames.k + ".weight" ? c.kvHeadCount : nil
+                let source: Source = hf == TensorNames.inputNorm || hf == TensorNames.postAttentionNorm ? .widened(name)
                     : src.linearNames.contains(base) ? .quantized(linear: base, permuteHeads: heads) : .stored(name, permuteHeads: heads)
                 layers.append((name, "blk.\(i).\(gg)", source))
             }
         }
         plan += layers
-        plan.append(("model.norm.weight", "output_norm.weight", .widened("model.norm.weight")))
-        if !c.tieWordEmbeddings { plan.append(("lm_head.weight", "output.weight", .stored("lm_head.weight", permuteHeads: nil))) }
+        plan.append((TensorNames.finalNorm, "output_norm.weight", .widened(TensorNames.finalNorm)))
+        if !c.tieWordEmbeddings { plan.append((TensorNames.lmHead, "output.weight", .stored(TensorNames.lmHead, permuteHeads: nil))) }
         plan.sort { $0.hf < $1.hf }
         // llama3 RoPE scaling: llama.cpp divides each frequency by rope_freqs[j] (its converter
         // writes this tensor first, before the checkpoint's own).
@@ -125,7 +132,7 @@ public enum GGUFExport {
     /// frequency f_j = 1 / θ^(2j/D) (FP32), with wavelength λ = 2π / f_j: 1 when λ < L/high,
     /// `factor` when λ > L/low, else 1 / ((1 − s)/factor + s) with s = (L/λ − low)/(high − low)
     /// (L = original_max_position_embeddings); rounded once to FP32. nil without llama3 scaling.
-    public static func ropeFreqFactors(_ c: LlamaConfig) -> [Float]? {
+    public static func ropeFreqFactors(_ c: ModelConfig) -> [Float]? {
         guard case .llama3(let factor, let low, let high, let orig) = c.ropeScaling else { return nil }
         let L = Double(orig), lowWavelen = L / low, highWavelen = L / high
         return (0..<(c.headDim / 2)).map { j in
@@ -188,7 +195,8 @@ public enum GGUFExport {
     static func keyValues(_ src: ExportSource, overrides: [(String, GGUFValue)], notCarried: [String], inexact: Int,
                           toolVersion: String) throws -> [(String, GGUFValue)] {
         let c = src.config
-        var kv: [(String, GGUFValue)] = [("general.architecture", .string("llama")), ("general.type", .string("model"))]
+        let arch = c.family.ggufArchitecture ?? "llama"   // (export() refused families without one)
+        var kv: [(String, GGUFValue)] = [("general.architecture", .string(arch)), ("general.type", .string("model"))]
         let folderName = ((src.directory as NSString).standardizingPath as NSString).lastPathComponent
         let name = src.configJSON["_name_or_path"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? folderName
         kv.append(("general.name", .string(name)))
@@ -196,24 +204,24 @@ public enum GGUFExport {
             if let i = kv.firstIndex(where: { $0.0 == k }) { kv[i].1 = v } else { kv.append((k, v)) }
         }
         func u32(_ k: String, _ v: Int) { kv.append((k, .u32(UInt32(v)))) }
-        u32("llama.block_count", c.layerCount)
-        u32("llama.context_length", c.maxPositionEmbeddings)
-        u32("llama.embedding_length", c.hiddenSize)
-        u32("llama.feed_forward_length", c.intermediateSize)
-        u32("llama.attention.head_count", c.headCount)
-        u32("llama.attention.head_count_kv", c.kvHeadCount)
-        kv.append(("llama.rope.freq_base", .f32(Float(c.ropeTheta))))
-        kv.append(("llama.attention.layer_norm_rms_epsilon", .f32(c.rmsNormEps)))
+        u32(arch + ".block_count", c.layerCount)
+        u32(arch + ".context_length", c.maxPositionEmbeddings)
+        u32(arch + ".embedding_length", c.hiddenSize)
+        u32(arch + ".feed_forward_length", c.intermediateSize)
+        u32(arch + ".attention.head_count", c.headCount)
+        u32(arch + ".attention.head_count_kv", c.kvHeadCount)
+        kv.append((arch + ".rope.freq_base", .f32(Float(c.ropeTheta))))
+        kv.append((arch + ".attention.layer_norm_rms_epsilon", .f32(c.rmsNormEps)))
         if case .linear(let f) = c.ropeScaling {
-            kv.append(("llama.rope.scaling.type", .string("linear")))
-            kv.append(("llama.rope.scaling.factor", .f32(Float(f))))
+            kv.append((arch + ".rope.scaling.type", .string("linear")))
+            kv.append((arch + ".rope.scaling.factor", .f32(Float(f))))
         }
         u32("general.file_type", 2)   // LLAMA_FTYPE_MOSTLY_Q4_0
-        u32("llama.vocab_size", c.vocabSize)
-        u32("llama.rope.dimension_count", c.headDim)
+        u32(arch + ".vocab_size", c.vocabSize)
+        u32(arch + ".rope.dimension_count", c.headDim)
         if c.headDim != c.hiddenSize / c.headCount {
-            u32("llama.attention.key_length", c.headDim)
-            u32("llama.attention.value_length", c.headDim)
+            u32(arch + ".attention.key_length", c.headDim)
+            u32(arch + ".attention.value_length", c.headDim)
         }
         kv += try GGUFTokenizer.keyValues(src)
         u32("general.quantization_version", 2)

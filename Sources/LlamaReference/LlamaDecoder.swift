@@ -1,5 +1,6 @@
 import CFireQKernels
 import Foundation
+import Kernels
 
 /// KV-cached incremental decoding for a batch of B sequences that advance together, one token
 /// per step (the path `fireq calibrate --generate` samples with). Numerically it is the same

@@ -1,5 +1,7 @@
 import CFireQKernels
 import Foundation
+import Kernels
+import ModelDescription
 
 /// The exact FP32 forward pass of a Llama-family decoder, one layer at a time (so calibration
 /// can stream layers). Matches transformers `LlamaForCausalLM` (eager attention, FP32):
@@ -8,11 +10,11 @@ import Foundation
 /// Activations are (rows, features) with rows = batch × seqLen in (sequence, position) order;
 /// every sequence of a batch starts at position 0.
 public struct LlamaForward: Sendable {
-    public let config: LlamaConfig
+    public let config: ModelConfig
     public let rope: Rope
     public let threads: Int
 
-    public init(config: LlamaConfig, threads: Int) {
+    public init(config: ModelConfig, threads: Int) {
         self.config = config
         self.rope = Rope(config: config)
         self.threads = max(1, threads)
@@ -52,7 +54,7 @@ public struct LlamaForward: Sendable {
         public let act: FloatBuffer    // (rows, inter)
         let seqLen: Int
         /// Scratch for batches of up to `rows` rows whose sequences are at most `seqLen` long.
-        public init(config c: LlamaConfig, rows: Int, seqLen: Int, threads: Int) {
+        public init(config c: ModelConfig, rows: Int, seqLen: Int, threads: Int) {
             self.seqLen = seqLen
             self.rows = rows
             xn = FloatBuffer(count: rows * c.hiddenSize)

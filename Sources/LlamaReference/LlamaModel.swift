@@ -1,10 +1,12 @@
 import CFireQKernels
 import Foundation
+import Kernels
+import ModelDescription
 import TensorStore
 
 /// What perplexity evaluation needs from a model: final-normed hidden states and token NLLs.
 public protocol CausalLanguageModel: AnyObject {
-    var config: LlamaConfig { get }
+    var config: ModelConfig { get }
     func hiddenStates(_ sequences: [[Int32]], observer: ForwardObserver?) -> FloatBuffer
     func nll(hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int) -> [Double]
     /// logits[r, :] of `rows` final-normed hidden rows into `out` (rows, vocab).
@@ -18,7 +20,7 @@ public protocol CausalLanguageModel: AnyObject {
 
 /// A whole Llama-family model in FP32 (the reference), loaded from a Hugging Face folder.
 public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
-    public let config: LlamaConfig
+    public let config: ModelConfig
     public let forward: LlamaForward
     /// (vocab, hidden), packed; rows are gathered for the embedding lookup.
     public let embed: PackedMatrix
@@ -27,7 +29,7 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
     /// (vocab, hidden); the embedding matrix itself when tied.
     public let lmHead: PackedMatrix
 
-    public init(config: LlamaConfig, embed: PackedMatrix, layers: [LlamaLayerWeights], finalNorm: FloatBuffer, lmHead: PackedMatrix, threads: Int) {
+    public init(config: ModelConfig, embed: PackedMatrix, layers: [LlamaLayerWeights], finalNorm: FloatBuffer, lmHead: PackedMatrix, threads: Int) {
         self.config = config
         self.forward = LlamaForward(config: config, threads: threads)
         self.embed = embed; self.layers = layers; self.finalNorm = finalNorm; self.lmHead = lmHead
@@ -35,21 +37,21 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
 
     /// Loads config.json and the safetensors weights (strictly checked: nothing missing, nothing extra).
     public convenience init(directory: String, threads: Int) throws {
-        let config = try LlamaConfig(directory: directory)
+        let config = try ModelConfig(directory: directory)
         let ckpt = try Checkpoint(directory: directory)
-        try LlamaTensorNames.validate(ckpt, config: config)
+        try TensorNames.validate(ckpt, config: config)
         func packed(_ name: String) throws -> PackedMatrix { try Self.vocabMatrix(ckpt, name: name, config: config) }
-        let embed = try packed(LlamaTensorNames.embed)
+        let embed = try packed(TensorNames.embed)
         var layers: [LlamaLayerWeights] = []
         for i in 0..<config.layerCount { layers.append(try LlamaLayerWeights.load(ckpt, layer: i, config: config)) }
-        let norm = FloatBuffer(try ckpt.float32(LlamaTensorNames.finalNorm, shape: [config.hiddenSize]))
-        let head = config.tieWordEmbeddings ? embed : try packed(LlamaTensorNames.lmHead)
+        let norm = FloatBuffer(try ckpt.float32(TensorNames.finalNorm, shape: [config.hiddenSize]))
+        let head = config.tieWordEmbeddings ? embed : try packed(TensorNames.lmHead)
         self.init(config: config, embed: embed, layers: layers, finalNorm: norm, lmHead: head, threads: threads)
     }
 
     /// A (vocab, hidden) matrix (embeddings or lm_head) packed for row gathers and linears: F16 /
     /// BF16 kept in 16 bits as stored, other dtypes widened to FP32.
-    public static func vocabMatrix(_ ckpt: Checkpoint, name: String, config: LlamaConfig) throws -> PackedMatrix {
+    public static func vocabMatrix(_ ckpt: Checkpoint, name: String, config: ModelConfig) throws -> PackedMatrix {
         let (rows, cols) = (config.vocabSize, config.hiddenSize)
         let (f, t) = try ckpt.file(for: name)
         if (t.dtype == .f16 || t.dtype == .bf16) && t.shape == [rows, cols] {

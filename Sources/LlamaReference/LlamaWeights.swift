@@ -1,61 +1,6 @@
+import Kernels
+import ModelDescription
 import TensorStore
-
-/// Hugging Face tensor names of a Llama-family checkpoint — the only place they are spelled.
-public enum LlamaTensorNames {
-    public static let embed = "model.embed_tokens.weight"
-    public static let finalNorm = "model.norm.weight"
-    public static let lmHead = "lm_head.weight"
-    public static func layer(_ i: Int, _ part: String) -> String { "model.layers.\(i).\(part)" }
-    public static let inputNorm = "input_layernorm.weight"
-    public static let postAttentionNorm = "post_attention_layernorm.weight"
-    public static let q = "self_attn.q_proj", k = "self_attn.k_proj", v = "self_attn.v_proj", o = "self_attn.o_proj"
-    public static let gate = "mlp.gate_proj", up = "mlp.up_proj", down = "mlp.down_proj"
-    public static let qNorm = "self_attn.q_norm.weight", kNorm = "self_attn.k_norm.weight"
-
-    /// Every tensor a checkpoint of `config` must hold (and may hold nothing else, except
-    /// `rotary_emb.inv_freq` buffers some exporters leave in).
-    public static func expected(_ c: LlamaConfig) -> [String: [Int]] {
-        var m: [String: [Int]] = [embed: [c.vocabSize, c.hiddenSize], finalNorm: [c.hiddenSize]]
-        if !c.tieWordEmbeddings { m[lmHead] = [c.vocabSize, c.hiddenSize] }
-        for i in 0..<c.layerCount {
-            m[layer(i, inputNorm)] = [c.hiddenSize]
-            m[layer(i, postAttentionNorm)] = [c.hiddenSize]
-            m[layer(i, q + ".weight")] = [c.qDim, c.hiddenSize]
-            m[layer(i, k + ".weight")] = [c.kvDim, c.hiddenSize]
-            m[layer(i, v + ".weight")] = [c.kvDim, c.hiddenSize]
-            m[layer(i, o + ".weight")] = [c.hiddenSize, c.qDim]
-            m[layer(i, gate + ".weight")] = [c.intermediateSize, c.hiddenSize]
-            m[layer(i, up + ".weight")] = [c.intermediateSize, c.hiddenSize]
-            m[layer(i, down + ".weight")] = [c.hiddenSize, c.intermediateSize]
-            if c.qkNorm {
-                m[layer(i, qNorm)] = [c.headDim]
-                m[layer(i, kNorm)] = [c.headDim]
-            }
-            if c.attentionBias {
-                m[layer(i, q + ".bias")] = [c.qDim]
-                m[layer(i, k + ".bias")] = [c.kvDim]
-                m[layer(i, v + ".bias")] = [c.kvDim]
-            }
-        }
-        return m
-    }
-
-    /// Strict check: every expected tensor present with its shape, nothing unexpected.
-    public static func validate(_ ckpt: Checkpoint, config: LlamaConfig) throws(TensorStoreError) {
-        let want = expected(config)
-        for name in want.keys.sorted() {
-            guard let info = ckpt.info(name) else { throw .missingTensor(path: ckpt.directory, tensor: name) }
-            guard info.shape == want[name]! else {
-                throw .wrongShape(path: try ckpt.file(for: name).0.path, tensor: name, expected: want[name]!, found: info.shape)
-            }
-            guard info.dtype.isFloatingPoint else {
-                throw .wrongDType(path: try ckpt.file(for: name).0.path, tensor: name, expected: "F32, F16 or BF16", found: info.dtype.rawValue)
-            }
-        }
-        let extra = ckpt.tensorNames.filter { want[$0] == nil && !$0.hasSuffix("rotary_emb.inv_freq") && !(config.tieWordEmbeddings && $0 == lmHead) }
-        if !extra.isEmpty { throw .unexpectedTensors(path: ckpt.directory, tensors: extra) }
-    }
-}
 
 /// FP32 weights of one decoder layer, with the projections that read the same input fused:
 /// qkv = [q; k; v] rows ([qDim + 2·kvDim, hidden]) and gateUp = [gate; up] ([2·inter, hidden]).
@@ -80,8 +25,8 @@ public final class LlamaLayerWeights: @unchecked Sendable {
 
     /// Loads layer `i` from the checkpoint (16-bit weights kept in 16 bits, others FP32; mapped pages
     /// released afterwards).
-    public static func load(_ ckpt: Checkpoint, layer i: Int, config c: LlamaConfig) throws(TensorStoreError) -> LlamaLayerWeights {
-        typealias N = LlamaTensorNames
+    public static func load(_ ckpt: Checkpoint, layer i: Int, config c: ModelConfig) throws(TensorStoreError) -> LlamaLayerWeights {
+        typealias N = TensorNames
         func vec(_ part: String, _ n: Int) throws(TensorStoreError) -> FloatBuffer {
             FloatBuffer(try ckpt.float32(N.layer(i, part), shape: [n]))
         }

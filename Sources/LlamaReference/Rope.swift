@@ -1,4 +1,5 @@
 import Foundation
+import ModelDescription
 
 /// Rotary position embedding tables for HF `rotate_half` RoPE (matches transformers
 /// `LlamaRotaryEmbedding`, including `linear` and `llama3` frequency scaling).
@@ -7,7 +8,7 @@ public struct Rope: Sendable {
     /// (headDim/2) inverse frequencies, FP32 as transformers computes them.
     public let invFreq: [Float]
 
-    public init(config c: LlamaConfig) {
+    public init(config c: ModelConfig) {
         headDim = c.headDim
         let half = c.headDim / 2
         let base = Float(c.ropeTheta)

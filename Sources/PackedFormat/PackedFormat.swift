@@ -58,10 +58,6 @@ public enum PackedFormat {
         return out
     }
 
-    public static func linearNames(layer i: Int) -> [String] {
-        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
-            .map { "model.layers.\(i).\($0)" }
-    }
 }
 
 /// One quantized linear layer as stored.

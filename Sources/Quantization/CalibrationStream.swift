@@ -1,20 +1,21 @@
 import CalibrationStats
 import Kernels
 import LlamaReference
+import ModelDescription
 import TensorStore
 
 /// The calibration windows' hidden states, advanced one decoder layer at a time (GPTQ's
 /// layer-streamed pass, Formats/calibration-stats.md "GPTQ Hessians"): memory is the windows'
 /// residual stream (N·L·hidden floats), one layer's scratch and one layer's Hessians.
 final class CalibrationStream {
-    let config: LlamaConfig
+    let config: ModelConfig
     let forward: LlamaForward
     let windows: Int, seqLen: Int
     let hidden: FloatBuffer
     let scratch: FloatBuffer
     let workspace: LlamaForward.Workspace
 
-    init(checkpoint: Checkpoint, config c: LlamaConfig, tokens: [[Int32]], threads: Int) throws {
+    init(checkpoint: Checkpoint, config c: ModelConfig, tokens: [[Int32]], threads: Int) throws {
         config = c
         forward = LlamaForward(config: c, threads: threads)
         windows = tokens.count
@@ -22,7 +23,7 @@ final class CalibrationStream {
         hidden = FloatBuffer(count: windows * seqLen * c.hiddenSize, zeroed: false)
         scratch = FloatBuffer(count: seqLen * c.hiddenSize, zeroed: false)
         workspace = LlamaForward.Workspace(config: c, rows: seqLen, seqLen: seqLen, threads: threads)
-        let embed = try LlamaModel.vocabMatrix(checkpoint, name: LlamaTensorNames.embed, config: c)
+        let embed = try LlamaModel.vocabMatrix(checkpoint, name: TensorNames.embed, config: c)
         for (w, seq) in tokens.enumerated() {
             for (t, id) in seq.enumerated() {
                 embed.copyRow(Int(id), into: hidden.pointer + (w * seqLen + t) * c.hiddenSize)
@@ -52,7 +53,7 @@ final class HessianObserver: ForwardObserver {
     private(set) var hessians: [InputTap: FloatBuffer] = [:]
     private var transposed: [Float] = []
 
-    init(config c: LlamaConfig, threads: Int) {
+    init(config c: ModelConfig, threads: Int) {
         self.threads = threads
         for (tap, k) in [(InputTap.attn, c.hiddenSize), (.oProj, c.qDim), (.mlp, c.hiddenSize), (.downProj, c.intermediateSize)] {
             hessians[tap] = FloatBuffer(count: k * k)

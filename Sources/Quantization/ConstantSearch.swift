@@ -4,6 +4,7 @@ import JSONSupport
 import Kernels
 import LlamaReference
 import LowPrecision
+import ModelDescription
 import PackedFormat
 import Runtime
 import TensorStore
@@ -13,7 +14,7 @@ import TensorStore
 /// strengths, one at a time, each candidate scored by Σ (ŷ − y)² of the quantized layer — run with
 /// the recipe's run-time numerics — against the source layer on the unquantized model's inputs.
 final class ConstantSearch {
-    let recipe: Recipe, settings: Recipe.SearchSettings, config: LlamaConfig, threads: Int
+    let recipe: Recipe, settings: Recipe.SearchSettings, config: ModelConfig, threads: Int
     /// The calibration windows advanced through the source layers (FP32 reference).
     let stream: CalibrationStream
     /// The current layer's input, kept while the stream holds its output; and a working copy.
@@ -30,7 +31,7 @@ final class ConstantSearch {
         var json: JSONValue
     }
 
-    init(checkpoint: Checkpoint, config c: LlamaConfig, tokens: [[Int32]], recipe: Recipe, threads: Int) throws {
+    init(checkpoint: Checkpoint, config c: ModelConfig, tokens: [[Int32]], recipe: Recipe, threads: Int) throws {
         self.recipe = recipe
         settings = recipe.search!
         config = c
@@ -44,7 +45,7 @@ final class ConstantSearch {
 
     /// Chooses layer `i`'s constants (`raw`: the source layer) and advances the stream past it.
     func choose(layer i: Int, raw: RowMajorLayer, stats: LayerStatistics, groupSizes: [Int]) throws -> Outcome {
-        let c = config, prefix = "model.layers.\(i)."
+        let c = config, prefix = TensorNames.layerPrefix(i)
         let n = input.count
         input.pointer.update(from: stream.hidden.pointer, count: n)
         stream.run(raw.referenceWeights(index: i, config: c), observer: nil, advance: true)
@@ -91,14 +92,14 @@ final class ConstantSearch {
             }
         }
         func score(_ L: RowMajorLayer, _ att: AttentionSmoothing, _ linears: [PackedLinear]) throws -> Double {
-            let biases: [[Float]?] = [try stored(L.qBias, like: "self_attn.q_proj.bias"), try stored(L.kBias, like: "self_attn.k_proj.bias"),
-                                      try stored(L.vBias, like: "self_attn.v_proj.bias"), nil, nil, nil, nil]
+            let biases: [[Float]?] = [try stored(L.qBias, like: TensorNames.q + ".bias"), try stored(L.kBias, like: TensorNames.k + ".bias"),
+                                      try stored(L.vBias, like: TensorNames.v + ".bias"), nil, nil, nil, nil]
             let q = try QuantizedBlocks.QuantizedLayer(
-                inputNorm: try stored(L.inputNorm, like: LlamaTensorNames.inputNorm)!,
-                postAttentionNorm: try stored(L.postAttentionNorm, like: LlamaTensorNames.postAttentionNorm)!, linears: Array(zip(linears, biases)).map { (linear: $0.0, bias: $0.1) },
+                inputNorm: try stored(L.inputNorm, like: TensorNames.inputNorm)!,
+                postAttentionNorm: try stored(L.postAttentionNorm, like: TensorNames.postAttentionNorm)!, linears: Array(zip(linears, biases)).map { (linear: $0.0, bias: $0.1) },
                 keyChannels: att.keyChannels, keyScales: att.keyScales.map { BF16.round($0) },
                 queryChannels: att.queryChannels, queryScales: att.queryScales.map { BF16.round($0) },
-                qNorm: try stored(L.qNorm, like: LlamaTensorNames.qNorm), kNorm: try stored(L.kNorm, like: LlamaTensorNames.kNorm),
+                qNorm: try stored(L.qNorm, like: TensorNames.qNorm), kNorm: try stored(L.kNorm, like: TensorNames.kNorm),
                 fp8Rerounding: recipe.fp8Rerounding)
             work.pointer.update(from: input.pointer, count: n)
             blocks.run(q, hidden: work.pointer, batch: stream.windows, seqLen: stream.seqLen)

@@ -1,5 +1,7 @@
 import CalibrationStats
+import Kernels
 import LlamaReference
+import ModelDescription
 import TensorStore
 
 /// One decoder layer's weights, row-major FP32 ([out, in]), as the smoothing folds see them.
@@ -11,8 +13,8 @@ public struct RowMajorLayer: Sendable, Equatable {
     /// Qwen3's per-head q / k RMSNorm weights (headDim each, shared by all heads).
     public var qNorm: [Float]? = nil, kNorm: [Float]? = nil
 
-    public static func load(_ ckpt: Checkpoint, layer i: Int, config c: LlamaConfig) throws(TensorStoreError) -> RowMajorLayer {
-        typealias N = LlamaTensorNames
+    public static func load(_ ckpt: Checkpoint, layer i: Int, config c: ModelConfig) throws(TensorStoreError) -> RowMajorLayer {
+        typealias N = TensorNames
         func t(_ part: String, _ shape: [Int]) throws(TensorStoreError) -> [Float] { try ckpt.float32(N.layer(i, part), shape: shape) }
         var L = RowMajorLayer(
             inputNorm: try t(N.inputNorm, [c.hiddenSize]), postAttentionNorm: try t(N.postAttentionNorm, [c.hiddenSize]),
@@ -31,7 +33,7 @@ public struct RowMajorLayer: Sendable, Equatable {
     }
 
     /// Packs this layer for the FP32 reference forward pass.
-    public func referenceWeights(index: Int, config c: LlamaConfig) -> LlamaLayerWeights {
+    public func referenceWeights(index: Int, config c: ModelConfig) -> LlamaLayerWeights {
         func pack(_ w: [Float], rows: Int, cols: Int) -> PackedMatrix {
             w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
         }
@@ -99,7 +101,7 @@ public enum Folding {
 
     /// V ← R·V per KV head (v_proj rows and bias), o_proj ← o_proj·R per query head's columns
     /// (R symmetric orthogonal, so o_proj·(R·a) = o_proj·a for every attention output a).
-    static func rotateV(_ L: inout RowMajorLayer, config c: LlamaConfig) {
+    static func rotateV(_ L: inout RowMajorLayer, config c: ModelConfig) {
         let D = c.headDim, H = c.hiddenSize
         let R = hadamard(D)
         var v = L.v
@@ -146,7 +148,7 @@ public enum Folding {
 
     /// Folds the plan's smoothing into a layer (function-preserving in exact arithmetic) and
     /// returns the run-time post-RoPE scales. `stats` supplies r (pre-RoPE) and m (post-RoPE).
-    public static func apply(_ plan: SmoothingPlan, to L: inout RowMajorLayer, stats: LayerStatistics, config c: LlamaConfig) -> AttentionSmoothing {
+    public static func apply(_ plan: SmoothingPlan, to L: inout RowMajorLayer, stats: LayerStatistics, config c: ModelConfig) -> AttentionSmoothing {
         let H = c.hiddenSize, I = c.intermediateSize, D = c.headDim
         var att = AttentionSmoothing()
         if plan.gateUpC > 0 {

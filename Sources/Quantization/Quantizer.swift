@@ -1,8 +1,10 @@
 import CalibrationStats
 import Foundation
 import JSONSupport
+import Kernels
 import LlamaReference
 import LowPrecision
+import ModelDescription
 import PackedFormat
 import TensorStore
 
@@ -29,9 +31,9 @@ public struct Quantizer {
             == URL(fileURLWithPath: modelDir).standardizedFileURL.resolvingSymlinksInPath().path {
             throw QuantizationError.packed(path: outDir, reason: "is the source model's folder; choose another output folder")
         }
-        let config = try LlamaConfig(directory: modelDir)
+        let config = try ModelConfig(directory: modelDir)
         let ckpt = try Checkpoint(directory: modelDir)
-        try LlamaTensorNames.validate(ckpt, config: config)
+        try TensorNames.validate(ckpt, config: config)
         let configBytes = FileBytes.readIfPresent(modelDir + "/config.json", limit: FileBytes.smallJSONLimit) ?? []
         let modelHash = try ckpt.modelHash(configBytes: configBytes)
         let stats = try StatsFile.read(statsPath, config: config)
@@ -40,10 +42,11 @@ public struct Quantizer {
         }
         // Check every group size before any work.
         let c = config
-        let shapes: [(String, Int)] = [("self_attn.q_proj", c.hiddenSize), ("self_attn.k_proj", c.hiddenSize), ("self_attn.v_proj", c.hiddenSize),
-                                       ("self_attn.o_proj", c.qDim), ("mlp.gate_proj", c.hiddenSize), ("mlp.up_proj", c.hiddenSize), ("mlp.down_proj", c.intermediateSize)]
+        typealias N = TensorNames
+        let shapes: [(String, Int)] = [(N.q, c.hiddenSize), (N.k, c.hiddenSize), (N.v, c.hiddenSize),
+                                       (N.o, c.qDim), (N.gate, c.hiddenSize), (N.up, c.hiddenSize), (N.down, c.intermediateSize)]
         for i in 0..<c.layerCount where !recipe.skipLayers.contains(i) {
-            for (n, k) in shapes { _ = try recipe.groupSize(layer: i, name: "model.layers.\(i).\(n)", k: k) }
+            for (n, k) in shapes { _ = try recipe.groupSize(layer: i, name: N.layer(i, n), k: k) }
         }
         if recipe.smoothing.vHadamard && (c.headDim & (c.headDim - 1)) != 0 {
             throw QuantizationError.recipe(path: recipe.name, key: "smoothing.v_hadamard",
@@ -94,8 +97,7 @@ public struct Quantizer {
             if let st = recipe.search {
                 var layers = JSONObject()
                 let inShard = Set(names.compactMap { n -> Int? in
-                    guard n.hasPrefix("model.layers.") else { return nil }
-                    return Int(n.dropFirst("model.layers.".count).prefix { $0 != "." })
+                    TensorNames.layerIndex(of: n)
                 })
                 for i in inShard.sorted() { if let v = searched[i] { layers[String(i)] = v } }
                 m["fireq.search"] = JSONWriter.serialize(.object(JSONObject([("windows", .int(st.windows)), ("tokens", .int(st.tokens)),
@@ -129,11 +131,11 @@ public struct Quantizer {
                                recipe: recipe, threads: threads)
         }
         do {
-            try emit([try raw(LlamaTensorNames.embed)])
-            try emit([try raw(LlamaTensorNames.finalNorm)])
-            if !c.tieWordEmbeddings { try emit([try raw(LlamaTensorNames.lmHead)]) }
+            try emit([try raw(TensorNames.embed)])
+            try emit([try raw(TensorNames.finalNorm)])
+            if !c.tieWordEmbeddings { try emit([try raw(TensorNames.lmHead)]) }
             for i in 0..<c.layerCount {
-                let prefix = "model.layers.\(i)."
+                let prefix = TensorNames.layerPrefix(i)
                 var tensors: [TensorData] = []
                 if recipe.skipLayers.contains(i) {
                     for name in ckpt.tensorNames where name.hasPrefix(prefix) { tensors.append(try raw(name)) }
@@ -175,8 +177,8 @@ public struct Quantizer {
                 } else if recipe.scaleSearch && outcome == nil {   // (the search packed its linears already)
                     inputWeights = Self.inputWeights(recipe: recipe, stats: layerStats, factors: [sqFactors, att.inputFactors], config: c)
                 }
-                tensors.append(try stored(prefix + LlamaTensorNames.inputNorm, L.inputNorm, like: prefix + LlamaTensorNames.inputNorm))
-                tensors.append(try stored(prefix + LlamaTensorNames.postAttentionNorm, L.postAttentionNorm, like: prefix + LlamaTensorNames.postAttentionNorm))
+                tensors.append(try stored(prefix + TensorNames.inputNorm, L.inputNorm, like: prefix + TensorNames.inputNorm))
+                tensors.append(try stored(prefix + TensorNames.postAttentionNorm, L.postAttentionNorm, like: prefix + TensorNames.postAttentionNorm))
                 let mats = Self.linears(of: L, config: c)
                 let results = ResultSlots<PackedLinear>(count: mats.count)
                 func quantizeLinear(_ j: Int, threads inner: Int) {
@@ -200,13 +202,13 @@ public struct Quantizer {
                     for packed in results.values {
                         let qw = Int4Groups.Quantized(q: packed.q, scales: packed.scales, rows: packed.n, k: packed.k, groupSize: packed.groupSize)
                         let w = Int4Groups.dequantize(qw, fp8Rerounding: recipe.fp8Rerounding).map { $0 * packed.perTensorScaleInv }
-                        switch packed.name.dropFirst(prefix.count) {
-                        case "self_attn.q_proj": Q.q = w
-                        case "self_attn.k_proj": Q.k = w
-                        case "self_attn.v_proj": Q.v = w
-                        case "self_attn.o_proj": Q.o = w
-                        case "mlp.gate_proj": Q.gate = w
-                        case "mlp.up_proj": Q.up = w
+                        switch String(packed.name.dropFirst(prefix.count)) {
+                        case TensorNames.q: Q.q = w
+                        case TensorNames.k: Q.k = w
+                        case TensorNames.v: Q.v = w
+                        case TensorNames.o: Q.o = w
+                        case TensorNames.gate: Q.gate = w
+                        case TensorNames.up: Q.up = w
                         default: Q.down = w
                         }
                     }
@@ -220,13 +222,13 @@ public struct Quantizer {
                     summary.linearFP16Bytes += rows * k * 2
                     summary.perTensorScales[name] = p
                 }
-                if let n = L.qNorm { tensors.append(try stored(prefix + LlamaTensorNames.qNorm, n, like: prefix + LlamaTensorNames.qNorm)) }
-                if let n = L.kNorm { tensors.append(try stored(prefix + LlamaTensorNames.kNorm, n, like: prefix + LlamaTensorNames.kNorm)) }
-                if let b = L.qBias { tensors.append(try stored(prefix + "self_attn.q_proj.bias", b, like: prefix + "self_attn.q_proj.bias")) }
-                if let b = L.kBias { tensors.append(try stored(prefix + "self_attn.k_proj.bias", b, like: prefix + "self_attn.k_proj.bias")) }
-                if let b = L.vBias { tensors.append(try stored(prefix + "self_attn.v_proj.bias", b, like: prefix + "self_attn.v_proj.bias")) }
+                if let n = L.qNorm { tensors.append(try stored(prefix + TensorNames.qNorm, n, like: prefix + TensorNames.qNorm)) }
+                if let n = L.kNorm { tensors.append(try stored(prefix + TensorNames.kNorm, n, like: prefix + TensorNames.kNorm)) }
+                for (b, n) in [(L.qBias, TensorNames.q), (L.kBias, TensorNames.k), (L.vBias, TensorNames.v)] {
+                    if let b { tensors.append(try stored(prefix + n + ".bias", b, like: prefix + n + ".bias")) }
+                }
                 if !att.keyChannels.isEmpty {
-                    let s = prefix + "self_attn.qkv_supply."
+                    let s = prefix + TensorNames.qkvSupply
                     tensors.append(TensorData(name: s + "post_k_smooth.top_k_indices", int32: att.keyChannels, shape: [att.keyChannels.count]))
                     tensors.append(TensorData(name: s + "post_k_smooth.smooth", values: att.keyScales, dtype: .bf16, shape: [att.keyScales.count]))
                     tensors.append(TensorData(name: s + "post_q_smooth.top_k_indices", int32: att.queryChannels, shape: [att.queryChannels.count]))
@@ -261,11 +263,12 @@ public struct Quantizer {
 
 extension Quantizer {
     /// A layer's seven linears in packed order: name, row-major weights, rows, K, input.
-    static func linears(of L: RowMajorLayer, config c: LlamaConfig) -> [(String, [Float], Int, Int, InputTap)] {
-        [("self_attn.q_proj", L.q, c.qDim, c.hiddenSize, .attn), ("self_attn.k_proj", L.k, c.kvDim, c.hiddenSize, .attn),
-         ("self_attn.v_proj", L.v, c.kvDim, c.hiddenSize, .attn), ("self_attn.o_proj", L.o, c.hiddenSize, c.qDim, .oProj),
-         ("mlp.gate_proj", L.gate, c.intermediateSize, c.hiddenSize, .mlp), ("mlp.up_proj", L.up, c.intermediateSize, c.hiddenSize, .mlp),
-         ("mlp.down_proj", L.down, c.hiddenSize, c.intermediateSize, .downProj)]
+    static func linears(of L: RowMajorLayer, config c: ModelConfig) -> [(String, [Float], Int, Int, InputTap)] {
+        typealias N = TensorNames
+        return [(N.q, L.q, c.qDim, c.hiddenSize, .attn), (N.k, L.k, c.kvDim, c.hiddenSize, .attn),
+                (N.v, L.v, c.kvDim, c.hiddenSize, .attn), (N.o, L.o, c.hiddenSize, c.qDim, .oProj),
+                (N.gate, L.gate, c.intermediateSize, c.hiddenSize, .mlp), (N.up, L.up, c.intermediateSize, c.hiddenSize, .mlp),
+                (N.down, L.down, c.hiddenSize, c.intermediateSize, .downProj)]
     }
 
     /// The statistics the folds use for layer `s`: with `attention.kv_center: "bias"` on a model
@@ -282,7 +285,7 @@ extension Quantizer {
     /// E[x²] of each smoothed linear input, what scale search weighs the rounding error by: the
     /// statistics' `mean_sq` times the square of each fold's factor (`factors`: what SmoothQuant
     /// and the FireQ folds multiplied each input channel by).
-    static func inputWeights(recipe: Recipe, stats: LayerStatistics, factors: [[InputTap: [Float]]], config c: LlamaConfig) -> [InputTap: [Float]] {
+    static func inputWeights(recipe: Recipe, stats: LayerStatistics, factors: [[InputTap: [Float]]], config c: ModelConfig) -> [InputTap: [Float]] {
         var out: [InputTap: [Float]] = [:]
         for tap in InputTap.allCases {
             var d = stats.inputs[tap]!.meanSq
@@ -338,7 +341,7 @@ final class ResultSlots<T>: @unchecked Sendable {
 public enum SmoothQuant {
     /// Returns what each input channel of the q∥k∥v and gate∥up inputs was multiplied by.
     @discardableResult
-    public static func apply(alpha: Float, to L: inout RowMajorLayer, stats: LayerStatistics, config c: LlamaConfig) -> [InputTap: [Float]] {
+    public static func apply(alpha: Float, to L: inout RowMajorLayer, stats: LayerStatistics, config c: ModelConfig) -> [InputTap: [Float]] {
         let H = c.hiddenSize
         func scales(_ w: [Float], rows: Int, act: [Float]) -> [Float] {
             (0..<H).map { j in

@@ -3,6 +3,7 @@ import Foundation
 import Kernels
 import LlamaReference
 import LowPrecision
+import ModelDescription
 import PackedFormat
 import TensorStore
 
@@ -38,7 +39,7 @@ public struct BlockNumerics: Sendable, Equatable {
 /// Decoder layers with INT4 weights, run with `BlockNumerics` (the layer stack of a
 /// `QuantizedModel`, or one layer under test in convert's constant search).
 public final class QuantizedBlocks: @unchecked Sendable {
-    public let config: LlamaConfig
+    public let config: ModelConfig
     let forward: LlamaForward
     let layers: [QuantizedLayer]
     let activationsFP8: Bool, outputBF16: Bool, queryFP8: Bool, kvInt4: Bool
@@ -79,7 +80,7 @@ public final class QuantizedBlocks: @unchecked Sendable {
         }
     }
 
-    public init(config c: LlamaConfig, layers: [QuantizedLayer], numerics n: BlockNumerics, threads: Int) {
+    public init(config c: ModelConfig, layers: [QuantizedLayer], numerics n: BlockNumerics, threads: Int) {
         config = c
         forward = LlamaForward(config: c, threads: threads)
         self.layers = layers
@@ -229,7 +230,7 @@ public final class QuantizedBlocks: @unchecked Sendable {
 /// lm_head as INT8 rows (`Int8Head`) when the recipe says `lm_head.format: "int8"`.
 /// Every numeric option of the stored recipe is honoured.
 public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
-    public let config: LlamaConfig
+    public let config: ModelConfig
     let blocks: QuantizedBlocks
     let finalNorm: FloatBuffer
     /// The input embedding in its stored 16 bits (nil when the tied table is the INT8 head).
@@ -258,7 +259,7 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         // is then the expanded weights, not the weights plus the file).
         func release(prefix: String) { for t in packed.file.tensors where t.name.hasPrefix(prefix) { packed.file.releasePages(t) } }
         release(prefix: "")
-        let c = try LlamaConfig(directory: directory)
+        let c = try ModelConfig(directory: directory)
         config = c
         let r = packed.recipe
         self.numerics = numerics
@@ -302,7 +303,8 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         }
         var layers: [QuantizedBlocks.QuantizedLayer] = []
         for i in 0..<c.layerCount {
-            let p = "model.layers.\(i)."
+            typealias N = TensorNames
+            let p = N.layerPrefix(i)
             func part(_ n: String) throws -> (linear: PackedLinear, bias: [Float]?) {
                 let bias = f.info(p + n + ".bias") != nil ? try f.float32(p + n + ".bias") : nil
                 if f.info(p + n + ".weight_scale") == nil {
@@ -310,15 +312,15 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
                 }
                 return (try packed.linear(p + n), bias)
             }
-            let s = p + "self_attn.qkv_supply."
+            let s = p + N.qkvSupply
             layers.append(try QuantizedBlocks.QuantizedLayer(
-                inputNorm: try floats(p + "input_layernorm.weight"), postAttentionNorm: try floats(p + "post_attention_layernorm.weight"),
-                linears: try ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"].map(part),
+                inputNorm: try floats(p + N.inputNorm), postAttentionNorm: try floats(p + N.postAttentionNorm),
+                linears: try N.linears.map(part),
                 keyChannels: try ints(s + "post_k_smooth.top_k_indices"),
                 keyScales: full && f.info(s + "post_k_smooth.smooth") != nil ? try f.float32(s + "post_k_smooth.smooth") : [],
                 queryChannels: try ints(s + "post_q_smooth.top_k_indices"),
                 queryScales: full && f.info(s + "post_q_smooth.smooth") != nil ? try f.float32(s + "post_q_smooth.smooth") : [],
-                qNorm: c.qkNorm ? try floats(p + "self_attn.q_norm.weight") : nil, kNorm: c.qkNorm ? try floats(p + "self_attn.k_norm.weight") : nil,
+                qNorm: c.qkNorm ? try floats(p + N.qNorm) : nil, kNorm: c.qkNorm ? try floats(p + N.kNorm) : nil,
                 fp8Rerounding: n.fp8Rerounding))
             release(prefix: p)
         }
@@ -345,11 +347,11 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
             let w = try f.float32(name)
             return w.withUnsafeBufferPointer { Int8Head(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
         }
-        let headName = c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight"
+        let headName = c.tieWordEmbeddings ? TensorNames.embed : TensorNames.lmHead
         int8Head = full && headFormat == "int8" ? try int8(headName) : nil
-        embedTable = int8Head != nil && c.tieWordEmbeddings ? nil : try matrix("model.embed_tokens.weight")
-        lmHead = int8Head != nil ? nil : (c.tieWordEmbeddings ? embedTable : try matrix("lm_head.weight"))
-        finalNorm = try vec("model.norm.weight")
+        embedTable = int8Head != nil && c.tieWordEmbeddings ? nil : try matrix(TensorNames.embed)
+        lmHead = int8Head != nil ? nil : (c.tieWordEmbeddings ? embedTable : try matrix(TensorNames.lmHead))
+        finalNorm = try vec(TensorNames.finalNorm)
         release(prefix: "")
     }
 

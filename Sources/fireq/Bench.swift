@@ -2,6 +2,7 @@ import ArgumentParser
 import CFireQKernels
 import COpenBLAS
 import Foundation
+import Kernels
 import Pipelines
 import LlamaReference
 import PackedFormat

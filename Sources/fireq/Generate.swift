@@ -1,6 +1,7 @@
 import ArgumentParser
 import CalibrationStats
 import Foundation
+import ModelDescription
 import Pipelines
 import LlamaReference
 import Runtime
@@ -38,7 +39,7 @@ struct Generate: ParsableCommand {
             let tok = try Tokenizer(directory: modelOptions.model)
             var ids = tok.encode(prompt)
             let packed = LoadedModel.isPacked(modelOptions.model)
-            let config = try LlamaConfig(directory: modelOptions.model)
+            let config = try ModelConfig(directory: modelOptions.model)
             if bos {
                 guard let b = config.bosTokenID else { throw CLIError("\(modelOptions.model)/config.json: --bos needs a bos_token_id.") }
                 ids.insert(Int32(b), at: 0)

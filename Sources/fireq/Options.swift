@@ -1,6 +1,7 @@
 import ArgumentParser
 import Evaluation
 import Foundation
+import ModelDescription
 import Pipelines
 import LlamaReference
 import Runtime
@@ -95,7 +96,7 @@ struct WindowOptions: ParsableArguments {
     var scoring: PerplexityProtocol { PerplexityProtocol(rawValue: `protocol`)! }
 
     /// Checks --context against the model and resolves --bos to its token id.
-    func check(_ config: LlamaConfig, modelPath: String) throws -> Int32? {
+    func check(_ config: ModelConfig, modelPath: String) throws -> Int32? {
         if context > config.maxPositionEmbeddings {
             throw CLIError("--context \(context) exceeds the model's max_position_embeddings (\(config.maxPositionEmbeddings)).")
         }

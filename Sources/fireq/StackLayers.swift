@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ModelDescription
 import Pipelines
 import JSONSupport
 import LlamaReference
@@ -22,20 +23,17 @@ struct StackLayers: ParsableCommand {
             guard factor >= 1 else { throw CLIError("--factor must be at least 1.") }
             let fm = FileManager.default
             if fm.fileExists(atPath: out) { throw CLIError("\(out): already exists.") }
-            let config = try LlamaConfig(directory: modelOptions.model)
+            let config = try ModelConfig(directory: modelOptions.model)
             let ckpt = try Checkpoint(directory: modelOptions.model)
-            try LlamaTensorNames.validate(ckpt, config: config)
+            try TensorNames.validate(ckpt, config: config)
             let L = config.layerCount
             var tensors: [TensorData] = []
             for name in ckpt.tensorNames {
                 let (f, t) = try ckpt.file(for: name)
                 let bytes = [UInt8](f.rawBytes(t))
-                if name.hasPrefix("model.layers.") {
-                    let rest = name.dropFirst("model.layers.".count)
-                    let idx = Int(rest.prefix { $0.isNumber })!
-                    let suffix = rest.drop { $0.isNumber }
+                if let (idx, part) = TensorNames.layerPart(of: name) {
                     for k in 0..<factor {
-                        tensors.append(TensorData(name: "model.layers.\(idx + k * L)\(suffix)", dtype: t.dtype, shape: t.shape, bytes: bytes))
+                        tensors.append(TensorData(name: TensorNames.layer(idx + k * L, String(part)), dtype: t.dtype, shape: t.shape, bytes: bytes))
                     }
                 } else {
                     tensors.append(TensorData(name: name, dtype: t.dtype, shape: t.shape, bytes: bytes))

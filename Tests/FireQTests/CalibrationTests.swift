@@ -2,6 +2,7 @@ import CalibrationStats
 import Foundation
 import JSONSupport
 import LlamaReference
+import ModelDescription
 import TensorStore
 import Testing
 import Tokenizer
@@ -119,7 +120,7 @@ final class RecordingObserver: ForwardObserver {
     /// Pair norm and post-RoPE definitions on a hand-built case with a known answer.
     @Test func handBuiltPairNormAndPostRope() throws {
         let json = #"{"architectures":["LlamaForCausalLM"],"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":2,"num_key_value_heads":1,"head_dim":4,"vocab_size":10}"#
-        let c = try LlamaConfig(json: try JSONParser.parse(json), path: "hand")
+        let c = try ModelConfig(json: try JSONParser.parse(json), path: "hand")
         let col = StatisticsCollector(config: c, threads: 2)
         // Two tokens, one KV head of dim 4: pairs (0,2) and (1,3).
         let k: [Float] = [3, 1, 4, 0,      // pair norms 5, 1
@@ -143,7 +144,7 @@ final class RecordingObserver: ForwardObserver {
 
     @Test func hdf5RoundTripAndAttributes() throws {
         try TestPaths.requireModel()
-        let c = try LlamaConfig(directory: TestPaths.model)
+        let c = try ModelConfig(directory: TestPaths.model)
         var layers: [LayerStatistics] = []
         for i in 0..<c.layerCount {
             var s = LayerStatistics(layer: i, config: c)
@@ -240,7 +241,7 @@ final class RecordingObserver: ForwardObserver {
         let out = TestPaths.tempDir() + "/ok.h5"
         let r = try Self.calibrate(["--tokens", p, "--samples", "2", "--seq-len", "8"], out: out)
         #expect(r.status == 0, "\(r.stderr)")
-        let c = try StatsFile.read(out, config: try LlamaConfig(directory: TestPaths.model))
+        let c = try StatsFile.read(out, config: try ModelConfig(directory: TestPaths.model))
         #expect(c.attributes["source_kind"] == "tokens" && c.attributes["tokens"] == "16")
         #expect(c.layers[0].inputs[.attn]!.count == 16)
         // The windows themselves are stored (dataset `tokens`, what GPTQ streams again).

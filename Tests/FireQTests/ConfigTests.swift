@@ -1,13 +1,14 @@
 import Foundation
 import JSONSupport
 import LlamaReference
+import ModelDescription
 import Testing
 
 @Suite struct ConfigTests {
     static let base = #"{"architectures":["LlamaForCausalLM"],"hidden_size":576,"intermediate_size":1536,"num_hidden_layers":30,"num_attention_heads":9,"num_key_value_heads":3,"rms_norm_eps":1e-05,"rope_theta":100000.0,"vocab_size":49152,"tie_word_embeddings":true,"max_position_embeddings":8192"#
 
-    static func parse(_ extra: String) throws -> LlamaConfig {
-        try LlamaConfig(json: try JSONParser.parse(base + extra + "}"), path: "/m/config.json")
+    static func parse(_ extra: String) throws -> ModelConfig {
+        try ModelConfig(json: try JSONParser.parse(base + extra + "}"), path: "/m/config.json")
     }
 
     @Test func defaultModelConfig() throws {
@@ -26,22 +27,58 @@ import Testing
     }
 
     @Test func unsupportedArchitectureAndSlidingWindow() {
-        #expect(throws: ModelError.self) { _ = try LlamaConfig(json: try JSONParser.parse(#"{"architectures":["GPTNeoXForCausalLM"]}"#), path: "c") }
+        #expect(throws: ModelError.self) { _ = try ModelConfig(json: try JSONParser.parse(#"{"architectures":["GPTNeoXForCausalLM"]}"#), path: "c") }
         #expect {
-            _ = try LlamaConfig(json: try JSONParser.parse(Self.base.replacingOccurrences(of: "LlamaForCausalLM", with: "MistralForCausalLM") + #","sliding_window":4096}"#), path: "c")
+            _ = try ModelConfig(json: try JSONParser.parse(Self.base.replacingOccurrences(of: "LlamaForCausalLM", with: "MistralForCausalLM") + #","sliding_window":4096}"#), path: "c")
         } throws: { e in "\(e)".contains("sliding_window 4096") }
+    }
+
+    /// Each family's traits (Sources/ModelDescription/Families) decide what its config means:
+    /// Qwen2 always has q/k/v biases, Llama only with `attention_bias`, Qwen3 has q/k norms; the
+    /// sliding-window switch each family's config uses is refused by that key's name.
+    @Test func familiesDecideWhatTheConfigMeans() throws {
+        func parse(_ arch: String, _ extra: String = "") throws -> ModelConfig {
+            try ModelConfig(json: try JSONParser.parse(Self.base.replacingOccurrences(of: "LlamaForCausalLM", with: arch) + extra + "}"), path: "c")
+        }
+        #expect(ModelFamily.all.map(\.architecture) == [.llama, .mistral, .qwen2, .qwen3])
+        let qwen2 = try parse("Qwen2ForCausalLM", #","attention_bias":false"#)
+        #expect(qwen2.family == .qwen2 && qwen2.attentionBias && !qwen2.qkNorm)
+        #expect(try !parse("LlamaForCausalLM").attentionBias && parse("LlamaForCausalLM", #","attention_bias":true"#).attentionBias)
+        let qwen3 = try parse("Qwen3ForCausalLM")
+        #expect(qwen3.family == .qwen3 && qwen3.qkNorm && !qwen3.attentionBias)
+        #expect(try parse("MistralForCausalLM", #","sliding_window":null"#).family.ggufArchitecture == "llama")
+        #expect(ModelFamily.llama.ggufPermutesQK && !ModelFamily.qwen2.ggufPermutesQK && ModelFamily.qwen3.ggufArchitecture == nil)
+        for arch in ["Qwen2ForCausalLM", "Qwen3ForCausalLM"] {
+            #expect { _ = try parse(arch, #","use_sliding_window":true"#) } throws: { e in
+                "\(e)" == "c: unsupported use_sliding_window true (supported: false)."
+            }
+        }
+        // Llama has no sliding-window switch: its config's key means nothing to it.
+        #expect(try parse("LlamaForCausalLM", #","sliding_window":4096"#).family == .llama)
+    }
+
+    /// The tensor-name map: layer prefixes and the packed order of the seven linears.
+    @Test func tensorNamesParseAndSpell() {
+        #expect(TensorNames.layer(12, TensorNames.q + ".weight") == "model.layers.12.self_attn.q_proj.weight")
+        #expect(TensorNames.layerIndex(of: "model.layers.12.mlp.up_proj.weight") == 12)
+        #expect(TensorNames.layerIndex(of: "model.norm.weight") == nil && TensorNames.layerIndex(of: "model.layers.x.a") == nil)
+        #expect(TensorNames.layerPart(of: "model.layers.3.input_layernorm.weight").map { "\($0.layer) \($0.part)" } == "3 input_layernorm.weight")
+        #expect(TensorNames.linearNames(layer: 0) == ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj",
+                                                      "model.layers.0.self_attn.v_proj", "model.layers.0.self_attn.o_proj",
+                                                      "model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj", "model.layers.0.mlp.down_proj"])
+        #expect(TensorNames.lmHeadModule == "lm_head")
     }
 
     @Test func missingKeyIsNamed() {
         #expect {
-            _ = try LlamaConfig(json: try JSONParser.parse(#"{"architectures":["LlamaForCausalLM"],"hidden_size":8}"#), path: "c")
+            _ = try ModelConfig(json: try JSONParser.parse(#"{"architectures":["LlamaForCausalLM"],"hidden_size":8}"#), path: "c")
         } throws: { e in "\(e)" == "c: 'intermediate_size' is missing." }
     }
 
     /// llama3 frequency scaling (transformers `_compute_llama3_parameters`), Llama-3.2 values:
     /// high-frequency bands unchanged, low-frequency bands divided by the factor.
     @Test func llama3RopeScaling() throws {
-        let c = try LlamaConfig(json: try JSONParser.parse(#"{"architectures":["LlamaForCausalLM"],"hidden_size":2048,"intermediate_size":8192,"num_hidden_layers":16,"num_attention_heads":32,"num_key_value_heads":8,"vocab_size":128256,"rope_theta":500000.0,"head_dim":64,"rope_scaling":{"factor":32.0,"high_freq_factor":4.0,"low_freq_factor":1.0,"original_max_position_embeddings":8192,"rope_type":"llama3"}}"#), path: "c")
+        let c = try ModelConfig(json: try JSONParser.parse(#"{"architectures":["LlamaForCausalLM"],"hidden_size":2048,"intermediate_size":8192,"num_hidden_layers":16,"num_attention_heads":32,"num_key_value_heads":8,"vocab_size":128256,"rope_theta":500000.0,"head_dim":64,"rope_scaling":{"factor":32.0,"high_freq_factor":4.0,"low_freq_factor":1.0,"original_max_position_embeddings":8192,"rope_type":"llama3"}}"#), path: "c")
         let plain = (0..<32).map { j in 1 / powf(500000, Float(2 * j) / 64) }
         let r = Rope(config: c)
         #expect(r.invFreq[0] == plain[0])                       // wavelength 2π < 2048: unchanged
@@ -55,14 +92,14 @@ import Testing
         let dir = TestPaths.tempDir()
         _ = FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(#"{"hidden_size": 5,}"#.utf8))
         #expect {
-            _ = try LlamaConfig(directory: dir)
+            _ = try ModelConfig(directory: dir)
         } throws: { e in "\(e)".contains(dir + "/config.json: not valid JSON: invalid JSON at byte 18") }
     }
 
     /// transformers 5.x writes RoPE as one `rope_parameters` object; it is read, not defaulted.
     static let v5 = base.replacingOccurrences(of: #","rope_theta":100000.0"#, with: "")
-    static func parseV5(_ extra: String) throws -> LlamaConfig {
-        try LlamaConfig(json: try JSONParser.parse(v5 + extra + "}"), path: "/m/config.json")
+    static func parseV5(_ extra: String) throws -> ModelConfig {
+        try ModelConfig(json: try JSONParser.parse(v5 + extra + "}"), path: "/m/config.json")
     }
 
     @Test func ropeParametersOfTransformers5() throws {

@@ -2,6 +2,7 @@ import CalibrationStats
 import Foundation
 import JSONSupport
 import LlamaReference
+import ModelDescription
 import PackedFormat
 import Quantization
 import Runtime
@@ -81,7 +82,7 @@ import Testing
         // The recorded error, recomputed independently: the packed folder on the runtime, layer 0
         // alone on the embeddings of the first 2 calibration windows (24 tokens each), against the
         // source model's layer-0 output (FP32 reference), Σ (ŷ − y)² in float64, windows in order.
-        let c = try LlamaConfig(directory: Self.tiny)
+        let c = try ModelConfig(directory: Self.tiny)
         let stats = try StatsFile.read(Self.tinyStats, config: c)
         let windows = try #require(stats.tokens).prefix(2).map { Array($0.prefix(24)) }
         let runtime = try QuantizedModel(directory: d + "/searched", threads: 2)

@@ -1,6 +1,7 @@
 import CFireQKernels
 import Foundation
 import LlamaReference
+import ModelDescription
 import Runtime
 import Testing
 import TensorStore
@@ -96,7 +97,7 @@ import TensorStore
     /// `center`: the recipe's `attention.kv_center: "bias"` (Formats/runtime-numerics.md "K/V
     /// centres"): K and V are quantized minus the stored k/v bias (K's rotated to the token's
     /// position and × S), which is added back.
-    static func layer(_ f: File, _ c: LlamaConfig, layer i: Int, x: [Double], T: Int, center: Bool = false) throws -> [Double] {
+    static func layer(_ f: File, _ c: ModelConfig, layer i: Int, x: [Double], T: Int, center: Bool = false) throws -> [Double] {
         let H = c.hiddenSize, D = c.headDim, Hq = c.headCount, Hkv = c.kvHeadCount, I = c.intermediateSize
         let p = "model.layers.\(i).", s = p + "self_attn.qkv_supply."
         let eps = Double(c.rmsNormEps)
@@ -236,7 +237,7 @@ import TensorStore
     }
 
     static func compare(_ dir: String, tokens: [Int32], layerIndex: Int, center: Bool, expectMismatch: Bool = false) throws {
-        let c = try LlamaConfig(directory: dir)
+        let c = try ModelConfig(directory: dir)
         let model = try QuantizedModel(directory: dir, threads: 2)
         let T = tokens.count, H = c.hiddenSize
         let cap = Capture(layer: layerIndex)

@@ -1,4 +1,5 @@
 import Foundation
+import ModelDescription
 import Testing
 import JSONSupport
 import TensorStore
@@ -36,13 +37,13 @@ import CalibrationStats
 
     // MARK: the statistics file's integrity block (Formats/calibration-stats.md)
 
-    static func tinyStats() throws -> (path: String, config: LlamaConfig) {
+    static func tinyStats() throws -> (path: String, config: ModelConfig) {
         let model = TestPaths.root + "/Fuzz/fixtures/tiny-model"
         let out = TestPaths.tempDir() + "/stats.h5"
         let r = try CLI.run(["calibrate", "--model", model, "--text", TestPaths.sharedData + "/tinyshakespeare.txt",
                              "--samples", "2", "--seq-len", "32", "--out", out])
         #expect(r.status == 0, "\(r.stderr)")
-        return (out, try LlamaConfig(directory: model))
+        return (out, try ModelConfig(directory: model))
     }
 
     @Test func statsFileCarriesItsSHA256() throws {
@@ -92,13 +93,13 @@ import CalibrationStats
             #"{"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "#
                 + #""num_attention_heads": 2, "vocab_size": 272\#(extra)}"#
         }
-        _ = try LlamaConfig(json: try JSONParser.parse(config("")), path: "c.json")
+        _ = try ModelConfig(json: try JSONParser.parse(config("")), path: "c.json")
         let huge = #"{"architectures": ["LlamaForCausalLM"], "hidden_size": 4194304, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 272}"#
-        do { _ = try LlamaConfig(json: try JSONParser.parse(huge), path: "c.json"); Issue.record("hidden_size 4194304 accepted") } catch {
+        do { _ = try ModelConfig(json: try JSONParser.parse(huge), path: "c.json"); Issue.record("hidden_size 4194304 accepted") } catch {
             #expect("\(error)" == "c.json: 'hidden_size' is 4194304, more than this tool accepts (2097152).")
         }
         let theta = #"{"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 272, "rope_theta": -1}"#
-        #expect(throws: ModelError.self) { try LlamaConfig(json: try JSONParser.parse(theta), path: "c.json") }
+        #expect(throws: ModelError.self) { try ModelConfig(json: try JSONParser.parse(theta), path: "c.json") }
     }
 
     @Test func sparseVocabularyIdsAreRefused() throws {

@@ -2,6 +2,7 @@ import CalibrationStats
 import CFireQKernels
 import Foundation
 import LlamaReference
+import ModelDescription
 import TensorStore
 import Testing
 
@@ -20,7 +21,7 @@ import Testing
         let text = TestPaths.sharedData + "/tinyshakespeare.txt", wiki = TestPaths.sharedData + "/wikitext-2-raw-test.raw"
         var stats: [String: [LayerStatistics]] = [:], tensors: [String: [String: [UInt8]]] = [:], ppl: [String: [String]] = [:]
         var files: [String: (stats: Data, packed: Data, gguf: Data)] = [:]
-        let config = try LlamaConfig(directory: TestPaths.model)
+        let config = try ModelConfig(directory: TestPaths.model)
         print("kernel paths on this CPU: \(Self.paths.joined(separator: ", "))"
               + (fq_cpu_has_avx512bf16() == 1 ? " (avx512 with BF16: vdpbf16ps INT4×FP8 kernels)" : fq_cpu_isa_level() >= 2 ? " (avx512 without BF16: FP32 INT4×FP8 kernels)" : ""))
         for isa in Self.paths {

@@ -1,6 +1,7 @@
 import Foundation
 import LlamaReference
 import LowPrecision
+import ModelDescription
 import Quantization
 import Testing
 
@@ -73,7 +74,7 @@ import Testing
     /// Pre-RoPE factors leave every q·k unchanged after RoPE at random positions (≤ 1e-5 rel).
     @Test func preRopeFactorsKeepScoresAfterRope() throws {
         let json = #"{"architectures":["LlamaForCausalLM"],"hidden_size":256,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":64,"rope_theta":100000.0,"vocab_size":10}"#
-        let c = try LlamaConfig(json: try JSONValueParse(json), path: "t")
+        let c = try ModelConfig(json: try JSONValueParse(json), path: "t")
         var g = SystemRandomNumberGenerator()
         let D = 64, half = 32
         let r = (0..<(2 * half)).map { _ in Float.random(in: 0.1...30, using: &g) }

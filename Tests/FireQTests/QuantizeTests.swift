@@ -1,6 +1,7 @@
 import CalibrationStats
 import Foundation
 import LlamaReference
+import ModelDescription
 import PackedFormat
 import Quantization
 import Testing
@@ -50,7 +51,7 @@ import Testing
     /// Statistics do not depend on the thread count, so neither does the packed file.
     @Test func calibrationThreadCountIndependent() throws {
         try TestPaths.requireModel()
-        let c = try LlamaConfig(directory: TestPaths.model)
+        let c = try ModelConfig(directory: TestPaths.model)
         var files: [StatsFile.Contents] = []
         for t in ["1", "2"] {
             let out = TestPaths.tempDir() + "/s.h5"
@@ -119,7 +120,7 @@ import Testing
 
     @Test func statsFromAnotherModel() throws {
         try TestPaths.requireModel()
-        let c = try LlamaConfig(directory: TestPaths.model)
+        let c = try ModelConfig(directory: TestPaths.model)
         let path = TestPaths.tempDir() + "/other.h5"
         var attrs: [String: String] = [:]
         for n in StatsFile.attributeNames { attrs[n] = "0" }

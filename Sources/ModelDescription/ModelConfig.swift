@@ -27,9 +27,9 @@ public enum RopeScaling: Sendable, Equatable {
     case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
 }
 
-/// The Llama-family config.json fields the reference forward pass needs.
+/// The config.json fields every engine needs, for every family (ModelFamily).
 /// HF JSON names appear only in `init(json:path:)`.
-public struct LlamaConfig: Sendable, Equatable {
+public struct ModelConfig: Sendable, Equatable {
     public enum Architecture: String, Sendable, CaseIterable {
         case llama = "LlamaForCausalLM", mistral = "MistralForCausalLM", qwen2 = "Qwen2ForCausalLM", qwen3 = "Qwen3ForCausalLM"
     }
@@ -52,6 +52,9 @@ public struct LlamaConfig: Sendable, Equatable {
     public var maxPositionEmbeddings: Int
     public var bosTokenID: Int?
     public var eosTokenID: Int?
+
+    /// What the family has beyond these sizes (Families/).
+    public var family: ModelFamily { .of(architecture) }
 
     public var qDim: Int { headCount * headDim }
     public var kvDim: Int { kvHeadCount * headDim }
@@ -107,11 +110,15 @@ public struct LlamaConfig: Sendable, Equatable {
         if try bool("mlp_bias", default: false) {
             throw .unsupported(path: path, key: "mlp_bias", value: "true", supported: "false")
         }
-        if arch == .mistral, let sw = o["sliding_window"], !sw.isNull {
-            throw .unsupported(path: path, key: "sliding_window", value: sw.intValue.map(String.init) ?? "set", supported: "null (no sliding-window attention)")
-        }
-        if arch == .qwen2 || arch == .qwen3, try bool("use_sliding_window", default: false) {
-            throw .unsupported(path: path, key: "use_sliding_window", value: "true", supported: "false")
+        let family = ModelFamily.of(arch)
+        switch family.slidingWindow {
+        case .windowUnlessNull(let key)?:
+            if let sw = o[key], !sw.isNull {
+                throw .unsupported(path: path, key: key, value: sw.intValue.map(String.init) ?? "set", supported: "null (no sliding-window attention)")
+            }
+        case .flag(let key)?:
+            if try bool(key, default: false) { throw .unsupported(path: path, key: key, value: "true", supported: "false") }
+        case nil: break
         }
         if let types = o["layer_types"]?.arrayValue, let other = types.first(where: { $0.stringValue != "full_attention" }) {
             throw .unsupported(path: path, key: "layer_types", value: other.stringValue.map { "'\($0)'" } ?? other.kindDescription,
@@ -158,9 +165,12 @@ public struct LlamaConfig: Sendable, Equatable {
             ropeTheta = try double("rope_theta", default: 10000)
             guard ropeTheta > 0 else { throw .invalidKey(path: path, key: "rope_theta", reason: "must be a positive number, found \(ropeTheta)") }
         }
-        tieWordEmbeddings = try bool("tie_word_embeddings", default: arch == .qwen2 ? false : false)
-        attentionBias = arch == .qwen2 ? true : try bool("attention_bias", default: false)
-        qkNorm = arch == .qwen3
+        tieWordEmbeddings = try bool("tie_word_embeddings", default: false)
+        switch family.qkvBias {
+        case .always: attentionBias = true
+        case .configKey(let key): attentionBias = try bool(key, default: false)
+        }
+        qkNorm = family.qkNorm
         vocabSize = try int("vocab_size")
         maxPositionEmbeddings = try int("max_position_embeddings", default: 2048, max: 1 << 30)
         bosTokenID = o["bos_token_id"]?.intValue
