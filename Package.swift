@@ -10,6 +10,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // SHA-256 of checkpoints, packed files and calibration data (BoringSSL's, with SHA-NI).
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // System OpenBLAS (Debian libopenblas-dev): cblas_sgemm for the FP32 reference.
@@ -24,7 +26,7 @@ let package = Package(
         .target(name: "CFireQKernels", path: "Sources/CFireQKernels"),
         .target(name: "JSONSupport"),
         .target(name: "LowPrecision", dependencies: ["CFireQKernels"]),
-        .target(name: "TensorStore", dependencies: ["LowPrecision", "JSONSupport"]),
+        .target(name: "TensorStore", dependencies: ["LowPrecision", "JSONSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "Tokenizer", dependencies: ["JSONSupport"]),
         .target(name: "Kernels", dependencies: ["CFireQKernels", "COpenBLAS"]),
         // What a model is: config.json (both conventions), the tensor-name map, one file per family.

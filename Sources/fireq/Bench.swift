@@ -8,6 +8,8 @@ import LlamaReference
 import PackedFormat
 import Quantization
 import Runtime
+import TensorStore
+import JSONSupport
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,10 +22,28 @@ struct Bench: ParsableCommand {
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
+    @Option(name: .long, help: "Instead of the kernels: time the model hash (SHA-256 over config.json and every tensor, Formats/calibration-stats.md) of this HF folder, --repeats times.")
+    var sha256: String?
 
     func validate() throws {
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1.") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1.") }
+    }
+
+    /// `--sha256 DIR`: the model hash's median time and throughput (the file pages stay cached
+    /// after the first run, so this measures the hash, not the disk).
+    func hashBench(_ dir: String) throws {
+        let ckpt = try Checkpoint(directory: dir)
+        let config = try FileBytes.read(dir + "/config.json", limit: FileBytes.smallJSONLimit)
+        let bytes = ckpt.tensorNames.reduce(0) { $0 + (ckpt.info($1)?.byteCount ?? 0) }
+        var hex = ""
+        let seconds = time { hex = (try? ckpt.modelHash(configBytes: config)) ?? "" }
+        let gbps = Double(bytes) / seconds / 1e9
+        if json {
+            print("{\"sha256\": \"\(hex)\", \"bytes\": \(bytes), \"seconds\": \(seconds), \"gb_per_s\": \(gbps)}")
+        } else {
+            print(String(format: "model hash of %@: %.2f GB in %.2f s (%.2f GB/s, median of %d) %@", dir, Double(bytes) / 1e9, seconds, gbps, repeats, hex))
+        }
     }
 
     static func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
@@ -46,6 +66,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        if let sha256 { return try hashBench(sha256) }
         // (m, n, k): tokens × outputs × inputs — qkv, o, gate∥up, down, lm_head (its F16 values widened exactly to FP32) of SmolLM2-135M at context 512.
         let shapes = [(512, 960, 576), (512, 576, 576), (512, 3072, 576), (512, 576, 1536), (512, 49152, 576)]
         var rows: [String] = []
