@@ -3,6 +3,7 @@ import Evaluation
 import Exports
 import Foundation
 import JSONSupport
+import ModelDescription
 import LlamaReference
 import PackedFormat
 import Quantization
@@ -101,6 +102,10 @@ public enum ConvertPipeline {
         }
         let parent = parentFolder(out)
         guard fm.isWritableFile(atPath: parent) else { throw PipelineError("\(out): cannot write the output: the folder '\(parent)' does not exist or is not writable.") }
+        // The recipe, and whether this model can take it, before the lock, the work folder or any
+        // stage: a refused recipe leaves nothing behind.
+        let r = try job.recipe.map { try Recipe.load($0) } ?? Recipe.convertDefault
+        try Quantizer.checkRecipe(r, config: try ModelConfig(directory: job.model))
         let lock = try OutputLock.acquire(out)
         defer { lock.release() }
         if fm.fileExists(atPath: out) && !job.force { throw PipelineError("\(out): already exists (pass \(name("force")) to replace it).") }
@@ -143,7 +148,6 @@ public enum ConvertPipeline {
             return try record.write(key: key, outputs: outputs(), seconds: s)
         }
 
-        let r = try job.recipe.map { try Recipe.load($0) } ?? Recipe.convertDefault
         let recipeJSON = r.canonicalJSON
         let calibrator = try Calibrator(directory: job.model, threads: job.threads)
         let modelHash = try calibrator.modelHash()

@@ -19,6 +19,31 @@ public struct Quantizer {
     /// parameters' packed size stays one `model.safetensors`.
     public static let defaultMaxShardBytes = 5_000_000_000
 
+    /// Refuses a recipe this model cannot take — a group size that does not divide a linear's
+    /// inputs, a Hadamard option on a head_dim that is not a power of two, a K/V group that does
+    /// not divide head_dim — with one sentence naming the key. `fireq convert` calls it before it
+    /// takes the output's lock or runs any stage.
+    public static func checkRecipe(_ recipe: Recipe, config c: ModelConfig) throws {
+        typealias N = TensorNames
+        let shapes: [(String, Int)] = [(N.q, c.hiddenSize), (N.k, c.hiddenSize), (N.v, c.hiddenSize),
+                                       (N.o, c.qDim), (N.gate, c.hiddenSize), (N.up, c.hiddenSize), (N.down, c.intermediateSize)]
+        for i in 0..<c.layerCount where !recipe.skipLayers.contains(i) {
+            for (n, k) in shapes { _ = try recipe.groupSize(layer: i, name: N.layer(i, n), k: k) }
+        }
+        if recipe.smoothing.vHadamard && (c.headDim & (c.headDim - 1)) != 0 {
+            throw QuantizationError.recipe(path: recipe.name, key: "smoothing.v_hadamard",
+                                           reason: "needs a power-of-two head_dim (this model's is \(c.headDim))")
+        }
+        if recipe.qkHadamard && (c.headDim & (c.headDim - 1)) != 0 {
+            throw QuantizationError.recipe(path: recipe.name, key: "attention.qk_hadamard",
+                                           reason: "needs a power-of-two head_dim (this model's is \(c.headDim))")
+        }
+        if let g = recipe.kvGroupSize, c.headDim % g != 0 {
+            throw QuantizationError.recipe(path: recipe.name, key: "attention.kv_group_size",
+                                           reason: "must divide head_dim \(c.headDim)")
+        }
+    }
+
     /// Quantizes `modelDir` with `recipe` and the statistics at `statsPath` into `outDir`
     /// (written to a temporary folder beside it and renamed when complete). Layers are written as
     /// they are quantized (peak memory: one layer plus the embeddings), into shards of at most
@@ -40,26 +65,9 @@ public struct Quantizer {
         if stats.attributes["model_sha256"] != modelHash {
             throw QuantizationError.statsMismatch(path: statsPath, expected: modelHash, found: stats.attributes["model_sha256"] ?? "")
         }
-        // Check every group size before any work.
+        // Check the recipe against the model before any work.
+        try checkRecipe(recipe, config: config)
         let c = config
-        typealias N = TensorNames
-        let shapes: [(String, Int)] = [(N.q, c.hiddenSize), (N.k, c.hiddenSize), (N.v, c.hiddenSize),
-                                       (N.o, c.qDim), (N.gate, c.hiddenSize), (N.up, c.hiddenSize), (N.down, c.intermediateSize)]
-        for i in 0..<c.layerCount where !recipe.skipLayers.contains(i) {
-            for (n, k) in shapes { _ = try recipe.groupSize(layer: i, name: N.layer(i, n), k: k) }
-        }
-        if recipe.smoothing.vHadamard && (c.headDim & (c.headDim - 1)) != 0 {
-            throw QuantizationError.recipe(path: recipe.name, key: "smoothing.v_hadamard",
-                                           reason: "needs a power-of-two head_dim (this model's is \(c.headDim))")
-        }
-        if recipe.qkHadamard && (c.headDim & (c.headDim - 1)) != 0 {
-            throw QuantizationError.recipe(path: recipe.name, key: "attention.qk_hadamard",
-                                           reason: "needs a power-of-two head_dim (this model's is \(c.headDim))")
-        }
-        if let g = recipe.kvGroupSize, c.headDim % g != 0 {
-            throw QuantizationError.recipe(path: recipe.name, key: "attention.kv_group_size",
-                                           reason: "must divide head_dim \(c.headDim)")
-        }
         if recipe.kvCenterBias && c.attentionBias && stats.layers.contains(where: { $0.kPreRopePairNormMaxUnbiased == nil || $0.kPostRopeAbsmaxUnbiased == nil }) {
             throw QuantizationError.packed(path: statsPath, reason: "holds no statistics of the unbiased keys, which recipe '\(recipe.name)' (attention.kv_center) needs; re-run `fireq calibrate` with this version")
         }

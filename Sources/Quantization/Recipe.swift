@@ -10,7 +10,7 @@ public enum QuantizationError: Error, Sendable, Equatable, CustomStringConvertib
 
     public var description: String {
         switch self {
-        case .recipe(let p, let k, let r): return "\(p): '\(k)' \(r)."
+        case .recipe(let p, let k, let r): return k == "(file)" ? "\(p): \(r)." : "\(p): '\(k)' \(r)."
         case .groupSize(let l, let k, let g, let d):
             return "\(l): group size \(g) does not divide its \(k) inputs; group sizes that do: \(d.map(String.init).joined(separator: ", "))."
         case .statsMismatch(let p, let e, let f):

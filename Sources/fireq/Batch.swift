@@ -44,8 +44,8 @@ struct BatchRun: ParsableCommand {
         abstract: "Run every entry on this machine, --jobs at a time, past failures. Exit 0: all passed; 3: only perplexity thresholds failed; 1: an entry failed with an error.",
         discussion: "Each entry runs as a child `fireq batch run-one` (an ordinary convert: a rerun skips finished stages and entries), its output appended to MANIFEST.fireq-batch/logs/INDEX.log.")
     @Argument(help: "Manifest (JSON Lines).") var manifest: String
-    @Option(name: .long, help: "Entries run at the same time.") var jobs: Int = 1
-    @Option(name: .long, help: "Threads per entry (default: cores / jobs).") var threads: Int?
+    @Option(name: .long, parsing: .unconditional, help: "Entries run at the same time.") var jobs: Int = 1
+    @Option(name: .long, parsing: .unconditional, help: "Threads per entry (default: cores / jobs).") var threads: Int?
 
     func validate() throws {
         guard jobs >= 1 && jobs <= 256 else { throw ValidationError("--jobs must be between 1 and 256.") }
@@ -78,7 +78,7 @@ struct BatchRunOne: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "run-one",
         abstract: "Run one entry in this process (what each Slurm array task or Kubernetes indexed pod calls). Exit 0 passed or up to date, 3 threshold failed, 1 error.")
     @Argument(help: "Manifest (JSON Lines).") var manifest: String
-    @Option(name: .long, help: "Entry index, from 0 ($SLURM_ARRAY_TASK_ID, $JOB_COMPLETION_INDEX).") var index: Int
+    @Option(name: .long, parsing: .unconditional, help: "Entry index, from 0 ($SLURM_ARRAY_TASK_ID, $JOB_COMPLETION_INDEX).") var index: Int
     @OptionGroup var compute: ComputeOptions
     @Option(name: .customLong("manifest-sha256"), help: "Refuse to run when the manifest's SHA-256 differs (the job was written for other bytes).")
     var manifestSHA256: String?
@@ -100,8 +100,8 @@ struct BatchSlurmCommand: ParsableCommand {
     @Argument(help: "Manifest (JSON Lines).") var manifest: String
     @Option(name: .long, help: "Slurm partition.") var partition: String?
     @Option(name: .long, help: "Time limit per task (Slurm syntax, e.g. 4:00:00).") var time: String?
-    @Option(name: .customLong("cpus-per-task"), help: "CPUs per task (the conversion's threads).") var cpusPerTask: Int = 2
-    @Option(name: .customLong("max-parallel"), help: "Tasks running at once (%K).") var maxParallel: Int = 4
+    @Option(name: .customLong("cpus-per-task"), parsing: .unconditional, help: "CPUs per task (the conversion's threads).") var cpusPerTask: Int = 2
+    @Option(name: .customLong("max-parallel"), parsing: .unconditional, help: "Tasks running at once (%K).") var maxParallel: Int = 4
     @Option(name: .long, help: "Memory per task (Slurm syntax, e.g. 16G).") var mem: String?
     @Option(name: .customLong("job-name"), help: "Slurm job name.") var jobName: String = "fireq-batch"
 

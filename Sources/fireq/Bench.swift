@@ -16,10 +16,11 @@ struct Bench: ParsableCommand {
         abstract: "Kernel benchmarks: the packed FP32 GEMM against OpenBLAS SGEMM at the model's shapes, in one run.",
         discussion: "Prints one line per shape (median of --repeats timings each) and, with --json, one JSON object.")
 
-    @Option(name: .long, help: "Timed repetitions per kernel and shape (the median is reported).")
+    @Option(name: .long, parsing: .unconditional, help: "Timed repetitions per kernel and shape (the median is reported).")
     var repeats: Int = 7
-    @Option(name: .long, help: "Threads for both kernels (OpenBLAS gets the same number).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    /// --threads: both kernels (OpenBLAS gets the same number).
+    @OptionGroup var compute: ComputeOptions
+    var threads: Int { compute.threads }
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
     @Option(name: .long, help: "Instead of the kernels: time the model hash (SHA-256 over config.json and every tensor, Formats/calibration-stats.md) of this HF folder, --repeats times.")
@@ -27,7 +28,6 @@ struct Bench: ParsableCommand {
 
     func validate() throws {
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1.") }
-        guard threads >= 1 else { throw ValidationError("--threads must be at least 1.") }
     }
 
     /// `--sha256 DIR`: the model hash's median time and throughput (the file pages stay cached

@@ -12,17 +12,17 @@ struct CalibrationOptions: ParsableArguments {
     var tokens: String?
     @Flag(name: .long, help: "Data-free: sample the N windows from the model itself (seeded by --seed).")
     var generate = false
-    @Option(name: .long, help: "Sampling temperature of --generate.")
+    @Option(name: .long, parsing: .unconditional, help: "Sampling temperature of --generate.")
     var temperature: Float = 1.0
-    @Option(name: .customLong("top-p"), help: "Nucleus mass of --generate.")
+    @Option(name: .customLong("top-p"), parsing: .unconditional, help: "Nucleus mass of --generate.")
     var topP: Float = 0.95
-    @Option(name: .long, help: "Number of calibration windows N.")
+    @Option(name: .long, parsing: .unconditional, help: "Number of calibration windows N.")
     var samples: Int = 10
-    @Option(name: .customLong("seq-len"), help: "Tokens per window L.")
+    @Option(name: .customLong("seq-len"), parsing: .unconditional, help: "Tokens per window L.")
     var seqLen: Int = 2048
     @Flag(name: .long, help: "Pick the N windows by a seeded shuffle instead of in order from token 0.")
     var shuffle = false
-    @Option(name: .long, help: "Seed of --shuffle.")
+    @Option(name: .long, parsing: .unconditional, help: "Seed of --shuffle.")
     var seed: UInt64 = 0
 
     var job: CalibrationJob {

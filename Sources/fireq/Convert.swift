@@ -28,11 +28,11 @@ struct Convert: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
     @Option(name: .customLong("eval-text"), help: "Held-out text of the smoke evaluation (default: the --text calibration file after the calibration windows).")
     var evalText: String?
-    @Option(name: .customLong("eval-context"), help: "Smoke evaluation window length.")
+    @Option(name: .customLong("eval-context"), parsing: .unconditional, help: "Smoke evaluation window length.")
     var evalContext: Int = 512
-    @Option(name: .customLong("eval-windows"), help: "Smoke evaluation windows.")
+    @Option(name: .customLong("eval-windows"), parsing: .unconditional, help: "Smoke evaluation windows.")
     var evalWindows: Int = 8
-    @Option(name: .customLong("max-delta-ppl"), help: "Fail (exit 3) when the perplexity rises by more than this many percent.")
+    @Option(name: .customLong("max-delta-ppl"), parsing: .unconditional, help: "Fail (exit 3) when the perplexity rises by more than this many percent.")
     var maxDeltaPPL: Double = 100
     @Option(name: .long, help: "Work folder for stage artifacts (default: OUT.fireq-work).")
     var work: String?

@@ -51,7 +51,7 @@ struct Eval: ParsableCommand {
             if json {
                 printJSON([
                     ("perplexity", "\(r.perplexity)"), ("mean_nll", "\(r.meanNLL)"), ("scored_tokens", "\(r.scoredTokens)"),
-                    ("windows", "\(r.windows)"), ("context", "\(context)"), ("protocol", "\"\(`protocol`)\""),
+                    ("windows", "\(r.windows)"), ("context", "\(context)"), ("protocol", "\"\(`protocol`.rawValue)\""),
                     ("bos", bos ? "true" : "false"), ("text_tokens", "\(ids.count)"),
                     ("tokens_per_second", "\(r.tokensPerSecond)"), ("eval_seconds", "\(r.seconds)"),
                     ("load_seconds", "\(loaded.timeIntervalSince(started))"), ("threads", "\(compute.threads)"),
@@ -62,7 +62,7 @@ struct Eval: ParsableCommand {
                 ])
             } else {
                 print(String(format: "perplexity %.4f  (mean NLL %.6f over %d tokens, %d windows of %d, protocol %@)",
-                             r.perplexity, r.meanNLL, r.scoredTokens, r.windows, context, `protocol`))
+                             r.perplexity, r.meanNLL, r.scoredTokens, r.windows, context, `protocol`.rawValue))
                 print(String(format: "%.1f tokens/s on %d threads; load %.2f s", r.tokensPerSecond, compute.threads, loaded.timeIntervalSince(started)))
             }
         } catch { fail(error) }

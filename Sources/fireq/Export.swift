@@ -16,7 +16,7 @@ struct Export: ParsableCommand {
     @Argument(help: "A fireq-packed folder (from fireq quantize or fireq convert).")
     var packed: String
     @Option(name: .long, help: "gguf | compressed-tensors | mlx")
-    var format: String
+    var format: ExportFormat
     @Option(name: .long, help: "Output: a .gguf file, or a folder for compressed-tensors and mlx.")
     var out: String
     @Option(name: .long, help: "GGUF only: JSON object of general.* keys (name, organization, license, languages, ...), like llama.cpp's converter's --metadata.")
@@ -25,17 +25,14 @@ struct Export: ParsableCommand {
     var force = false
 
     func validate() throws {
-        guard ExportFormat(rawValue: format) != nil else {
-            throw ValidationError("--format must be one of: \(ExportFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
-        }
-        if metadata != nil && format != ExportFormat.gguf.rawValue { throw ValidationError("--metadata applies to --format gguf only.") }
+        if metadata != nil && format != .gguf { throw ValidationError("--metadata applies to --format gguf only.") }
     }
 
     func run() throws {
         do {
             let started = Date()
             let overrides = try metadata.map { try Exporter.ggufMetadata(fromJSONFile: $0) } ?? []
-            let s = try Exporter.export(packedDir: packed, format: ExportFormat(rawValue: format)!, out: out, force: force,
+            let s = try Exporter.export(packedDir: packed, format: format, out: out, force: force,
                                         ggufMetadata: overrides, toolVersion: FireQVersion.string)
             printExportSummary(s)
             print(String(format: "wrote %@ (%.1f MB) in %.1f s", s.path, Double(s.bytes) / 1e6, Date().timeIntervalSince(started)))

@@ -16,13 +16,13 @@ struct Generate: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
     @Option(name: .long, help: "Prompt text (no BOS is added unless --bos).")
     var prompt: String
-    @Option(name: .customLong("max-tokens"), help: "Tokens to generate.")
+    @Option(name: .customLong("max-tokens"), parsing: .unconditional, help: "Tokens to generate.")
     var maxTokens: Int = 64
-    @Option(name: .long, help: "Sampling temperature (0 = greedy).")
+    @Option(name: .long, parsing: .unconditional, help: "Sampling temperature (0 = greedy).")
     var temperature: Float = 0
-    @Option(name: .customLong("top-p"), help: "Nucleus mass.")
+    @Option(name: .customLong("top-p"), parsing: .unconditional, help: "Nucleus mass.")
     var topP: Float = 1
-    @Option(name: .long, help: "Sampling seed.")
+    @Option(name: .long, parsing: .unconditional, help: "Sampling seed.")
     var seed: UInt64 = 0
     @Flag(name: .long, help: "Start with the model's BOS token.")
     var bos = false

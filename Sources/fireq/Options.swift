@@ -1,5 +1,6 @@
 import ArgumentParser
 import Evaluation
+import Exports
 import Foundation
 import ModelDescription
 import Pipelines
@@ -22,25 +23,28 @@ struct ModelOptions: ParsableArguments {
 /// Which numerics a packed model runs with (`eval`, `compare`).
 struct NumericsOption: ParsableArguments {
     @Option(name: .long, help: "Packed models: fireq (the recipe's full numerics) | weights-only (what the exports carry: q·s·(1/P) weights, FP32 activations and Q/K/V) | weights-fp8act (weights-only plus FP8 per-token input activations).")
-    var numerics: String = RuntimeNumerics.fireq.rawValue
+    var numerics: RuntimeNumerics = .fireq
 
-    func validate() throws {
-        guard RuntimeNumerics(rawValue: numerics) != nil else {
-            throw ValidationError("--numerics must be one of: \(RuntimeNumerics.allCases.map(\.rawValue).joined(separator: ", ")).")
-        }
-    }
-
-    var value: RuntimeNumerics { RuntimeNumerics(rawValue: numerics)! }
+    var value: RuntimeNumerics { numerics }
 }
 
 struct ComputeOptions: ParsableArguments {
-    @Option(name: .long, help: "Worker threads (default: all cores).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(name: .customLong("threads"), parsing: .unconditional, help: "Worker threads (default: all cores, \(ProcessInfo.processInfo.activeProcessorCount) here).")
+    var threadsOption: Int?
+
+    /// --threads, or every core.
+    var threads: Int { threadsOption ?? ProcessInfo.processInfo.activeProcessorCount }
 
     func validate() throws {
-        guard threads >= 1 && threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024.") }
+        guard threads >= 1 && threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024 (found \(threads)).") }
     }
 }
+
+// The CLI's choices are the libraries' enums: ArgumentParser lists their values in the help
+// and refuses any other with the list.
+extension RuntimeNumerics: ExpressibleByArgument {}
+extension PerplexityProtocol: ExpressibleByArgument {}
+extension ExportFormat: ExpressibleByArgument {}
 
 /// Prints an error as one line on stderr and exits with status 1 (data errors are not usage errors).
 func fail(_ error: Error) -> Never {
@@ -76,24 +80,21 @@ func printJSON(_ pairs: [(String, String)]) {
 struct WindowOptions: ParsableArguments {
     @Option(name: .long, help: "Text file to evaluate on.")
     var text: String
-    @Option(name: .long, help: "Window length in tokens.")
+    @Option(name: .long, parsing: .unconditional, help: "Window length in tokens.")
     var context: Int = 512
-    @Option(name: .long, help: "Evaluate at most this many windows (default: all).")
+    @Option(name: .long, parsing: .unconditional, help: "Evaluate at most this many windows (default: all).")
     var windows: Int?
     @Option(name: .long, help: "Which tokens are scored: all | llamacpp (second half of each window, as llama.cpp).")
-    var `protocol`: String = "all"
+    var `protocol`: PerplexityProtocol = .all
     @Flag(name: .long, help: "Start every window with the model's BOS token.")
     var bos = false
 
     func validate() throws {
         guard context >= 2 else { throw ValidationError("--context must be at least 2.") }
         if let windows, windows < 1 { throw ValidationError("--windows must be at least 1.") }
-        guard PerplexityProtocol(rawValue: `protocol`) != nil else {
-            throw ValidationError("--protocol must be one of: \(PerplexityProtocol.allCases.map(\.rawValue).joined(separator: ", ")).")
-        }
     }
 
-    var scoring: PerplexityProtocol { PerplexityProtocol(rawValue: `protocol`)! }
+    var scoring: PerplexityProtocol { `protocol` }
 
     /// Checks --context against the model and resolves --bos to its token id.
     func check(_ config: ModelConfig, modelPath: String) throws -> Int32? {

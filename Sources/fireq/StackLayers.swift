@@ -15,7 +15,7 @@ struct StackLayers: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: "Output model folder (created; must not exist).")
     var out: String
-    @Option(name: .long, help: "Depth multiplier.")
+    @Option(name: .long, parsing: .unconditional, help: "Depth multiplier.")
     var factor: Int = 2
 
     func run() throws {

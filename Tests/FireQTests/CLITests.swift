@@ -25,6 +25,26 @@ import Testing
         #expect(!r.stderr.contains("Fatal error"), "no crash")
     }
 
+    /// Usage errors name the option and what it accepts (exit 64, ArgumentParser's usage
+    /// status): a negative number is read as the option's value, not as an unknown flag; the
+    /// enum options list their values; --threads states its default once.
+    @Test func usageErrorsNameTheOption() throws {
+        try TestPaths.requireModel()
+        let eval = ["eval", "--model", TestPaths.model, "--text", TestPaths.sharedData + "/wikitext-2-raw-test.raw"]
+        for (extra, message) in [(["--windows", "-3"], "Error: --windows must be at least 1."),
+                                 (["--context", "-5"], "Error: --context must be at least 2."),
+                                 (["--threads", "0"], "Error: --threads must be between 1 and 1024 (found 0)."),
+                                 (["--protocol", "half"], "Error: The value 'half' is invalid for '--protocol <protocol>'. Please provide one of 'all' and 'llamacpp'."),
+                                 (["--numerics", "int4"], "Error: The value 'int4' is invalid for '--numerics <numerics>'. Please provide one of 'fireq', 'weights-only' or 'weights-fp8act'.")] {
+            let r = try CLI.run(eval + extra)
+            #expect(r.status == 64, "\(extra): \(r.stderr)")
+            #expect(r.stderr.hasPrefix(message), "\(extra): \(r.stderr)")
+        }
+        let help = try CLI.run(["eval", "--help"]).stdout
+        let threads = help.split(separator: "\n").filter { $0.contains("--threads <threads>") && $0.contains("Worker") }
+        #expect(threads.count == 1 && threads[0].contains("(default: all cores") && !threads[0].contains(". (default:"), "\(threads)")
+    }
+
     static func evalArgs(_ model: String) -> [String] {
         ["eval", "--model", model, "--text", TestPaths.sharedData + "/wikitext-2-raw-test.raw", "--context", "16", "--windows", "1"]
     }

@@ -116,6 +116,22 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: TestPaths.model + "/model.safetensors"))
     }
 
+    /// A recipe the model cannot take (groups of 100 do not divide 576 inputs), or a missing
+    /// recipe file, is refused before the lock, the work folder or any stage: nothing is left
+    /// beside the output.
+    @Test func refusedRecipeLeavesNothing() throws {
+        try TestPaths.requireModel()
+        let d = TestPaths.tempDir()
+        let recipe = d + "/g100.json"
+        try Data(#"{"name": "g100", "weights": {"group_size": 100}}"#.utf8).write(to: URL(fileURLWithPath: recipe))
+        let out = d + "/out"
+        try CLITests.expectFailure(Self.convertArgs(out: out, extra: ["--recipe", recipe]),
+                                   mentions: ["model.layers.0.self_attn.q_proj: group size 100 does not divide its 576 inputs"])
+        try CLITests.expectFailure(Self.convertArgs(out: out, extra: ["--recipe", d + "/missing.json"]),
+                                   mentions: [d + "/missing.json: does not exist."])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: d) == ["g100.json"], "no work folder, lock or partial output")
+    }
+
     /// A conversion whose loss exceeds the threshold exits 3 and publishes nothing.
     @Test func thresholdFailsTheJob() throws {
         try TestPaths.requireModel()
