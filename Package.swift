@@ -47,7 +47,9 @@ let package = Package(
         .executableTarget(name: "fireq", dependencies: [
             "Pipelines", "ModelDescription", "Kernels", "Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS", "JSONSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        ], plugins: ["BuildInfo"]),
+        // `fireq --version`'s commit, generated before each build.
+        .plugin(name: "BuildInfo", capability: .buildTool()),
         .testTarget(name: "FireQTests", dependencies: [
             "JSONSupport", "LowPrecision", "Kernels", "TensorStore", "Tokenizer", "ModelDescription", "LlamaReference", "Evaluation", "CFireQKernels", "Runtime", "CalibrationStats", "Quantization", "PackedFormat", "Exports", "Pipelines",
         ]),

@@ -8,7 +8,7 @@ struct FireQ: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fireq",
         abstract: "FireQ post-training quantization toolkit: converts Llama-family checkpoints to INT4-FP8 (W4A8KV4) and measures what it cost.",
-        version: FireQVersion.string,
+        version: "fireq \(FireQVersion.string) (commit \(BuildInfo.commit))",
         subcommands: [Convert.self, Batch.self, Export.self, Eval.self, Compare.self, Report.self, Generate.self, Tokenize.self, Calibrate.self, Quantize.self, Inspect.self, Bench.self, StackLayers.self])
 }
 

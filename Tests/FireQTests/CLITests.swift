@@ -45,6 +45,17 @@ import Testing
         #expect(threads.count == 1 && threads[0].contains("(default: all cores") && !threads[0].contains(". (default:"), "\(threads)")
     }
 
+    /// `fireq --version` names the commit it was built from (Plugins/BuildInfo): the checkout's
+    /// HEAD, as git reports it.
+    @Test func versionNamesTheCommit() throws {
+        let git = try CLI.run(["-C", TestPaths.root, "rev-parse", "--short=12", "HEAD"], executable: "/usr/bin/git")
+        #expect(git.status == 0, "git rev-parse failed: \(git.stderr)")
+        let head = git.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let v = try CLI.run(["--version"])
+        #expect(v.status == 0)
+        #expect(v.stdout.hasPrefix("fireq 0.1.0 (commit \(head)") && head.count == 12, "\(v.stdout) vs HEAD \(head)")
+    }
+
     static func evalArgs(_ model: String) -> [String] {
         ["eval", "--model", model, "--text", TestPaths.sharedData + "/wikitext-2-raw-test.raw", "--context", "16", "--windows", "1"]
     }
