@@ -39,7 +39,7 @@ let package = Package(
         // The INT4-FP8 runtime: never imports calibration or quantization code.
         .target(name: "Runtime", dependencies: ["ModelDescription", "Kernels", "LlamaReference", "PackedFormat", "TensorStore", "LowPrecision", "CFireQKernels"]),
         // Re-expressions of packed folders for other runtimes (Formats/exports.md).
-        .target(name: "Exports", dependencies: ["ModelDescription", "PackedFormat", "LlamaReference", "TensorStore", "LowPrecision", "JSONSupport"]),
+        .target(name: "Exports", dependencies: ["ModelDescription", "Tokenizer", "PackedFormat", "LlamaReference", "TensorStore", "LowPrecision", "JSONSupport"]),
         .target(name: "Evaluation", dependencies: ["LlamaReference", "Kernels", "CFireQKernels"]),
         .target(name: "Reports", dependencies: ["Evaluation", "JSONSupport", "TensorStore", "CFireQKernels"]),
         // What the CLI, the tests and the batch runner share: convert's stages, batch manifests.

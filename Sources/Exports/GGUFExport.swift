@@ -6,7 +6,7 @@ import ModelDescription
 import PackedFormat
 import TensorStore
 
-/// GGUF v3, architecture `llama`, linears as Q4_0 (Formats/exports.md "GGUF").
+/// GGUF v3, architecture `llama` (Llama, Mistral) or `qwen2`, linears as Q4_0 (Formats/exports.md "GGUF").
 public enum GGUFExport {
     /// HF → GGUF names of one decoder layer's tensors (llama.cpp `tensor_mapping.py`).
     static let layerNames: [(hf: String, gguf: String)] = {
@@ -37,19 +37,21 @@ public enum GGUFExport {
         guard c.family.ggufArchitecture != nil else {
             let supported = ModelFamily.all.filter { $0.ggufArchitecture != nil }.map { String(describing: $0.architecture) }
             throw ExportError(path: src.directory + "/config.json",
-                              reason: "architecture \(c.architecture.rawValue) has no GGUF export here (\(supported.joined(separator: " and ")) only)")
+                              reason: "architecture \(c.architecture.rawValue) has no GGUF export here (\(supported.joined(separator: ", ")) only)")
         }
         // Tensor plan, in HF-name order (llama.cpp's converter order).
         var plan: [(hf: String, gguf: String, source: Source)] = []
         plan.append((TensorNames.embed, "token_embd.weight", .stored(TensorNames.embed, permuteHeads: nil)))
         var layers: [(hf: String, gguf: String, source: Source)] = []
         for i in 0..<c.layerCount {
-            for (hf, gg) in layerNames {
+            let biases = c.attentionBias && c.family.ggufCarriesQKVBias
+                ? [(TensorNames.q + ".bias", "attn_q.bias"), (TensorNames.k + ".bias", "attn_k.bias"), (TensorNames.v + ".bias", "attn_v.bias")] : []
+            for (hf, gg) in layerNames + biases {
                 let name = TensorNames.layer(i, hf)
                 let base = String(name.dropLast(".weight".count))
                 let permute = c.family.ggufPermutesQK
                 let heads: Int? = !permute ? nil : hf == TensorNames.q + ".weight" ? c.headCount : hf == TensorNames.k + ".weight" ? c.kvHeadCount : nil
-                let source: Source = hf == TensorNames.inputNorm || hf == TensorNames.postAttentionNorm ? .widened(name)
+                let source: Source = hf == TensorNames.inputNorm || hf == TensorNames.postAttentionNorm || hf.hasSuffix(".bias") ? .widened(name)
                     : src.linearNames.contains(base) ? .quantized(linear: base, permuteHeads: heads) : .stored(name, permuteHeads: heads)
                 layers.append((name, "blk.\(i).\(gg)", source))
             }
@@ -61,8 +63,8 @@ public enum GGUFExport {
         // llama3 RoPE scaling: llama.cpp divides each frequency by rope_freqs[j] (its converter
         // writes this tensor first, before the checkpoint's own).
         if let factors = Self.ropeFreqFactors(c) { plan.insert(("", "rope_freqs.weight", .values(factors)), at: 0) }
-        if c.attentionBias || src.packed.file.tensorNames.contains(where: { $0.hasSuffix(".bias") }) {
-            throw ExportError(path: src.weightsPath, reason: "has linear biases, which the GGUF llama export does not carry")
+        if !c.family.ggufCarriesQKVBias && (c.attentionBias || src.packed.file.tensorNames.contains(where: { $0.hasSuffix(".bias") })) {
+            throw ExportError(path: src.weightsPath, reason: "has linear biases, which the GGUF \(c.family.ggufArchitecture ?? "") export does not carry")
         }
 
         var writer = GGUFWriter()
@@ -217,8 +219,11 @@ public enum GGUFExport {
             kv.append((arch + ".rope.scaling.factor", .f32(Float(f))))
         }
         u32("general.file_type", 2)   // LLAMA_FTYPE_MOSTLY_Q4_0
-        u32(arch + ".vocab_size", c.vocabSize)
-        u32(arch + ".rope.dimension_count", c.headDim)
+        if c.family.ggufArchitecture == "llama" {
+            // (llama.cpp's converter writes these two for its LlamaModel only.)
+            u32(arch + ".vocab_size", c.vocabSize)
+            u32(arch + ".rope.dimension_count", c.headDim)
+        }
         if c.headDim != c.hiddenSize / c.headCount {
             u32(arch + ".attention.key_length", c.headDim)
             u32(arch + ".attention.value_length", c.headDim)

@@ -1,10 +1,11 @@
 import Foundation
 import JSONSupport
+import Tokenizer
 
 /// The `tokenizer.*` keys of a GGUF export, from the packed folder's tokenizer.json,
 /// tokenizer_config.json and config.json (Formats/exports.md, as llama.cpp's converter writes
 /// them for byte-level BPE vocabularies).
-enum GGUFTokenizer {
+public enum GGUFTokenizer {
     /// llama.cpp token types (llama-vocab.h `llama_token_type`).
     static let normal: Int32 = 1, control: Int32 = 3, userDefined: Int32 = 4
 
@@ -77,7 +78,7 @@ enum GGUFTokenizer {
 
     /// llama.cpp's name for the pre-tokenizer (its converter recognises it by hashing how a test
     /// string splits; here by the tokenizer.json structure that gives those splits).
-    static func preTokenizerName(_ p: JSONValue?, path: String) throws -> String {
+    public static func preTokenizerName(_ p: JSONValue?, path: String) throws -> String {
         func isByteLevel(_ v: JSONValue?) -> Bool {
             v?["type"]?.stringValue == "ByteLevel" && (v?["use_regex"]?.boolValue ?? true) && !(v?["add_prefix_space"]?.boolValue ?? false)
         }
@@ -86,6 +87,14 @@ enum GGUFTokenizer {
            parts[0]["type"]?.stringValue == "Digits", parts[0]["individual_digits"]?.boolValue == true, isByteLevel(parts[1]) {
             return "smollm"
         }
-        throw ExportError(path: path, reason: "its pre_tokenizer has no llama.cpp pre-tokenizer name this exporter knows (gpt-2: ByteLevel; smollm: Digits(individual) + ByteLevel), so llama.cpp would split text differently")
+        // Qwen2: the Qwen2 regex as an isolated Split, then ByteLevel without its own regex.
+        if p?["type"]?.stringValue == "Sequence", let parts = p?["pretokenizers"]?.arrayValue, parts.count == 2,
+           parts[0]["type"]?.stringValue == "Split", parts[0]["pattern"]?["Regex"]?.stringValue == PreTokenizerPatterns.qwen2,
+           parts[0]["behavior"]?.stringValue == "Isolated", parts[0]["invert"]?.boolValue != true,
+           parts[1]["type"]?.stringValue == "ByteLevel", parts[1]["use_regex"]?.boolValue == false,
+           !(parts[1]["add_prefix_space"]?.boolValue ?? false) {
+            return "qwen2"
+        }
+        throw ExportError(path: path, reason: "its pre_tokenizer has no llama.cpp pre-tokenizer name this exporter knows (gpt-2: ByteLevel; smollm: Digits(individual) + ByteLevel; qwen2: Split(Qwen2 regex) + ByteLevel), so llama.cpp would split text differently")
     }
 }

@@ -32,6 +32,8 @@ public struct ModelFamily: Sendable, Equatable {
     /// llama.cpp's converter reorders each q/k head's rows for this architecture (its kernels
     /// rotate interleaved pairs where Hugging Face rotates halves); false for NEOX-layout families.
     public let ggufPermutesQK: Bool
+    /// The GGUF architecture has q/k/v bias tensors (`blk.N.attn_q.bias`, …; F32).
+    public var ggufCarriesQKVBias: Bool { qkvBias == .always }
 
     public init(architecture: ModelConfig.Architecture, qkvBias: Bias, qkNorm: Bool, slidingWindow: SlidingWindowSwitch?,
                 ggufArchitecture: String?, ggufPermutesQK: Bool) {

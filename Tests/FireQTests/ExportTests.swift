@@ -1,5 +1,6 @@
 import Exports
 import Foundation
+import JSONSupport
 import PackedFormat
 import Testing
 
@@ -95,15 +96,31 @@ import Testing
         #expect(g["group_size"] as? Int == 16)
     }
 
-    /// A model the target cannot take: the same folder declared Qwen2 has no GGUF llama export.
+    /// A model the target cannot take: the same folder declared Qwen3 has no GGUF export yet.
     @Test func architectureTheTargetLacks() throws {
         let p = try Self.packed(), d = TestPaths.tempDir() + "/q"
         try FileManager.default.copyItem(atPath: p, toPath: d)
         var cfg = try TestPaths.jsonObject(d + "/config.json") as! [String: Any]
-        cfg["architectures"] = ["Qwen2ForCausalLM"]; cfg["model_type"] = "qwen2"
+        cfg["architectures"] = ["Qwen3ForCausalLM"]; cfg["model_type"] = "qwen3"
         try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: d + "/config.json"))
-        try CLITests.expectFailure(["export", d, "--format", "gguf", "--out", d + ".gguf"], mentions: [d + "/config.json", "Qwen2ForCausalLM"])
+        try CLITests.expectFailure(["export", d, "--format", "gguf", "--out", d + ".gguf"],
+                                   mentions: [d + "/config.json", "architecture Qwen3ForCausalLM has no GGUF export here (llama, mistral, qwen2 only)"])
         #expect(!FileManager.default.fileExists(atPath: d + ".gguf"))
+    }
+
+    /// llama.cpp's pre-tokenizer names, recognised by the tokenizer.json structure that splits
+    /// text as they do: Qwen2's (the Qwen2.5 tokenizer.json's pre_tokenizer, verbatim), and a
+    /// Qwen2-like one with another regex is refused (llama.cpp would split differently).
+    @Test func preTokenizerNames() throws {
+        let qwen2 = #"{"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}, "behavior": "Isolated", "invert": false}, {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}]}"#
+        #expect(try GGUFTokenizer.preTokenizerName(try JSONParser.parse(Array(qwen2.utf8)), path: "t.json") == "qwen2")
+        let smollm = #"{"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]}"#
+        #expect(try GGUFTokenizer.preTokenizerName(try JSONParser.parse(Array(smollm.utf8)), path: "t.json") == "smollm")
+        let other = qwen2.replacingOccurrences(of: "\\p{N}|", with: "\\p{N}{1,3}|")
+        #expect(other != qwen2)
+        #expect { _ = try GGUFTokenizer.preTokenizerName(try JSONParser.parse(Array(other.utf8)), path: "t.json") } throws: { e in
+            "\(e)".hasPrefix("t.json: its pre_tokenizer has no llama.cpp pre-tokenizer name")
+        }
     }
 
     /// A write that fails half-way (file size limit): one-line error naming the output, nothing

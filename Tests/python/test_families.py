@@ -32,8 +32,9 @@ SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "da
 WIKI = os.path.join(SHARED, "wikitext-2-raw-test.raw")
 SHAKESPEARE = os.path.join(SHARED, "tinyshakespeare.txt")
 CONTEXT, WINDOWS = 128, 2
-# GGUF carries the llama architecture (Llama, Mistral); Qwen2's biases and Qwen3's q/k norms have no place there.
-EXPORTS = {"llama3": ["gguf", "compressed-tensors", "mlx"], "qwen2": ["compressed-tensors", "mlx"],
+# GGUF: llama.cpp's llama architecture (Llama, Mistral) and qwen2 (biases, NEOX RoPE); Qwen3's q/k
+# norms are not written yet (issue #26).
+EXPORTS = {"llama3": ["gguf", "compressed-tensors", "mlx"], "qwen2": ["gguf", "compressed-tensors", "mlx"],
            "mistral": ["gguf", "compressed-tensors", "mlx"], "qwen3": ["compressed-tensors", "mlx"]}
 # llama.cpp multiplies Q4_0 weights by activations rounded to Q8_0 blocks and keeps an F16 KV
 # cache (measured here: 7e-5 for llama3); transformers and MLX compute in float32 like the
@@ -146,7 +147,32 @@ def test_gguf_rope_freqs_are_llama_cpp_converters(converted):
     assert all(t.name != "rope_freqs.weight" for t in gguf.GGUFReader(converted["mistral"] + ".gguf").tensors)
 
 
-@pytest.mark.parametrize("fam", ["llama3", "mistral"])
+def test_qwen2_gguf_keys_and_tensors_are_llama_cpps(converted):
+    """The qwen2 GGUF holds the keys and tensors llama.cpp's converter writes for Qwen2 (the list
+    below was read from the Qwen2.5-Coder-1.5B-Instruct GGUF that llama.cpp made,
+    Scripts/fetch-qwen2-model.sh): no vocab_size / rope.dimension_count (LlamaModel-only keys),
+    F32 q/k/v biases, no q/k row permutation."""
+    import gguf
+    r = gguf.GGUFReader(converted["qwen2"] + ".gguf")
+    arch_keys = sorted(k for k in r.fields if k.startswith("qwen2."))
+    assert arch_keys == sorted(["qwen2.block_count", "qwen2.context_length", "qwen2.embedding_length",
+                                "qwen2.feed_forward_length", "qwen2.attention.head_count", "qwen2.attention.head_count_kv",
+                                "qwen2.rope.freq_base", "qwen2.attention.layer_norm_rms_epsilon"])
+    assert r.fields["general.architecture"].contents() == "qwen2"
+    assert r.fields["tokenizer.ggml.pre"].contents() == "smollm"  # the family checkpoint carries SmolLM2's tokenizer (Qwen2's: ExportTests.preTokenizerNames)
+    kinds = {t.name: t.tensor_type.name for t in r.tensors}
+    for part in ["attn_q.bias", "attn_k.bias", "attn_v.bias"]:
+        assert kinds[f"blk.0.{part}"] == "F32"
+    assert kinds["blk.0.attn_q.weight"] == "Q4_0"
+    # Every tensor name is one llama.cpp's qwen2 loader knows.
+    layer_parts = {"attn_norm.weight", "ffn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
+                   "attn_output.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
+                   "attn_q.bias", "attn_k.bias", "attn_v.bias"}
+    for name in kinds:
+        assert name in {"token_embd.weight", "output_norm.weight", "output.weight"} or name.split(".", 2)[2] in layer_parts, name
+
+
+@pytest.mark.parametrize("fam", ["llama3", "mistral", "qwen2"])
 def test_llama_cpp_runs_the_family_gguf(converted, windows, fam):
     ref = reference_logits(converted, fam, windows)
     d = kl(ref, rt.llama_cpp_logits(converted[fam] + ".gguf", windows))
