@@ -8,6 +8,7 @@ import JSONSupport
 import TensorStore
 import Tokenizer
 import LlamaReference
+import ModelDescription
 import Quantization
 import CalibrationStats
 import PackedFormat
@@ -54,8 +55,8 @@ func fixture(_ name: String) -> String {
     return p
 }
 
-let tinyConfig: LlamaConfig = {
-    do { return try LlamaConfig(directory: fixtures + "/tiny-packed") } catch { fatalError("\(error)") }
+let tinyConfig: ModelConfig = {
+    do { return try ModelConfig(directory: fixtures + "/tiny-packed") } catch { fatalError("\(error)") }
 }()
 
 // MARK: - Targets
@@ -97,9 +98,9 @@ func fuzzShardIndex(_ b: UnsafeBufferPointer<UInt8>) {
     for n in c.tensorNames { check(c.info(n) != nil, "listed tensor \(n) has no location") }
 }
 
-/// config.json → LlamaConfig (every field checked, RoPE scaling variants, families).
+/// config.json → ModelConfig (every field checked, RoPE scaling variants, families).
 func fuzzConfig(_ b: UnsafeBufferPointer<UInt8>) {
-    guard let j = try? JSONParser.parse(b), let c = try? LlamaConfig(json: j, path: "config.json") else { return }
+    guard let j = try? JSONParser.parse(b), let c = try? ModelConfig(json: j, path: "config.json") else { return }
     check(c.hiddenSize > 0 && c.layerCount > 0 && c.headCount > 0 && c.kvHeadCount > 0 && c.headDim > 0 && c.vocabSize > 0,
           "an accepted config has a non-positive dimension")
     check(c.headCount % c.kvHeadCount == 0, "an accepted config's heads are not a multiple of its KV heads")
@@ -172,7 +173,7 @@ func fuzzPacked(_ b: UnsafeBufferPointer<UInt8>) {
     write(b, to: dir + "/model.safetensors")
     guard let p = try? PackedModel(directory: dir) else { return }
     _ = p.fp8Rerounding
-    for i in 0..<4 { for n in PackedFormat.linearNames(layer: i) { _ = try? p.linear(n) } }
+    for i in 0..<4 { for n in TensorNames.linearNames(layer: i) { _ = try? p.linear(n) } }
     guard (try? p.verify()) != nil else { return }
     guard let m = try? QuantizedModel(directory: dir, threads: 1) else { return }
     _ = m.config
