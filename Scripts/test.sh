@@ -29,7 +29,7 @@ fi
 export TMPDIR="$root/.cache/test-tmp/run-$$"
 mkdir -p "$TMPDIR"
 trap 'rm -rf "$TMPDIR"' EXIT
-swift test -c release "$@"
+swift test -c release --disable-xctest "$@"
 
 stats=$(mktemp -d)/stats.h5
 .build/release/fireq calibrate --model .cache/models/smollm2-135m-instruct \

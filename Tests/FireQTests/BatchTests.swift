@@ -17,7 +17,7 @@ import Testing
 
     static func write(_ lines: [String], in dir: String, name: String = "batch.jsonl") -> String {
         let path = dir + "/" + name
-        FileManager.default.createFile(atPath: path, contents: Data((lines.joined(separator: "\n") + "\n").utf8))
+        #expect(FileManager.default.createFile(atPath: path, contents: Data((lines.joined(separator: "\n") + "\n").utf8)), "\(path)")
         return path
     }
 
