@@ -34,7 +34,7 @@ public enum GGUFExport {
 
     static func export(_ src: ExportSource, to out: String, metadata overrides: [(String, GGUFValue)], toolVersion: String) throws -> ExportSummary {
         let c = src.config
-        guard c.family.ggufArchitecture != nil else {
+        guard let architecture = c.family.ggufArchitecture else {
             let supported = ModelFamily.all.filter { $0.ggufArchitecture != nil }.map { String(describing: $0.architecture) }
             throw ExportError(path: src.directory + "/config.json",
                               reason: "architecture \(c.architecture.rawValue) has no GGUF export here (\(supported.joined(separator: ", ")) only)")
@@ -105,7 +105,8 @@ public enum GGUFExport {
         // Scales FP16 cannot hold exactly, counted before writing (the count is a header key).
         var inexact = 0
         for p in plan { if case .quantized(let l, _) = p.source { inexact += try countInexact(src.linear(l, codes: false)) } }
-        writer.keyValues = try keyValues(src, overrides: overrides, notCarried: notCarried, inexact: inexact, toolVersion: toolVersion)
+        writer.keyValues = try keyValues(src, architecture: architecture, overrides: overrides, notCarried: notCarried, inexact: inexact,
+                                          toolVersion: toolVersion)
 
         try writer.write(to: out) { i in
             switch plan[i].source {
@@ -194,10 +195,9 @@ public enum GGUFExport {
 
     // MARK: - Metadata
 
-    static func keyValues(_ src: ExportSource, overrides: [(String, GGUFValue)], notCarried: [String], inexact: Int,
-                          toolVersion: String) throws -> [(String, GGUFValue)] {
+    static func keyValues(_ src: ExportSource, architecture arch: String, overrides: [(String, GGUFValue)], notCarried: [String],
+                          inexact: Int, toolVersion: String) throws -> [(String, GGUFValue)] {
         let c = src.config
-        let arch = c.family.ggufArchitecture ?? "llama"   // (export() refused families without one)
         var kv: [(String, GGUFValue)] = [("general.architecture", .string(arch)), ("general.type", .string("model"))]
         let folderName = ((src.directory as NSString).standardizingPath as NSString).lastPathComponent
         let name = src.configJSON["_name_or_path"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? folderName
@@ -219,7 +219,7 @@ public enum GGUFExport {
             kv.append((arch + ".rope.scaling.factor", .f32(Float(f))))
         }
         u32("general.file_type", 2)   // LLAMA_FTYPE_MOSTLY_Q4_0
-        if c.family.ggufArchitecture == "llama" {
+        if arch == "llama" {
             // (llama.cpp's converter writes these two for its LlamaModel only.)
             u32(arch + ".vocab_size", c.vocabSize)
             u32(arch + ".rope.dimension_count", c.headDim)

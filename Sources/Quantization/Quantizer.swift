@@ -171,10 +171,6 @@ public struct Quantizer {
                     let obs = HessianObserver(config: c, threads: threads)
                     stream.run(L.referenceWeights(index: i, config: c), observer: obs, advance: g.inputs == .fp)
                     for tap in InputTap.allCases {
-                        if tap == .downProj && ProcessInfo.processInfo.environment["FIREQ_EXP_GPTQ_SKIPDOWN"] != nil {
-                            inputWeights[tap] = Self.inputWeights(recipe: recipe, stats: layerStats, factors: [sqFactors, att.inputFactors], config: c)[tap]
-                            continue
-                        }
                         let (h, d) = obs.hessian(tap)
                         guard let u = GPTQ.inverseCholeskyUpper(h, k: d.count, damp: Double(g.damp)) else {
                             throw QuantizationError.packed(path: statsPath, reason: "layer \(i)'s \(tap.rawValue) Hessian is not positive definite even with 10⁴× the dampening (are the calibration windows degenerate?)")
