@@ -41,7 +41,8 @@ public indirect enum JSONValue: Sendable, Equatable {
 /// An order-preserving JSON object.
 public struct JSONObject: Sendable, Equatable {
     public private(set) var keys: [String] = []
-    public private(set) var storage: [String: JSONValue] = [:]
+    /// Keyed by the exact bytes of each key (ExactString), not Swift's canonical equivalence.
+    private var storage: [ExactString: JSONValue] = [:]
 
     public init() {}
     public init(_ pairs: [(String, JSONValue)]) {
@@ -49,16 +50,30 @@ public struct JSONObject: Sendable, Equatable {
     }
 
     public subscript(key: String) -> JSONValue? {
-        get { storage[key] }
+        get { storage[ExactString(key)] }
         set {
+            let k = ExactString(key)
             if let v = newValue {
-                if storage.updateValue(v, forKey: key) == nil { keys.append(key) }
-            } else if storage.removeValue(forKey: key) != nil {
-                keys.removeAll { $0 == key }
+                if storage.updateValue(v, forKey: k) == nil { keys.append(key) }
+            } else if storage.removeValue(forKey: k) != nil {
+                keys.removeAll { ExactString($0) == k }
             }
         }
     }
 
     public var count: Int { keys.count }
-    public var pairs: [(key: String, value: JSONValue)] { keys.map { ($0, storage[$0]!) } }
+    public var pairs: [(key: String, value: JSONValue)] { keys.map { ($0, storage[ExactString($0)]!) } }
+}
+
+/// A String compared and hashed by its UTF-8 bytes. Swift's String equality is Unicode canonical
+/// equivalence ("য়" U+09DF equals "য" + "়" U+09AF U+09BC), but JSON object keys and tokenizer
+/// vocabularies are distinct byte strings: a Gemma vocabulary holds both spellings as two tokens.
+public struct ExactString: Hashable, Sendable {
+    public let string: String
+    public init(_ s: String) { string = s }
+    public static func == (a: ExactString, b: ExactString) -> Bool { a.string.utf8.elementsEqual(b.string.utf8) }
+    public func hash(into h: inout Hasher) {
+        var s = string
+        s.withUTF8 { h.combine(bytes: UnsafeRawBufferPointer($0)) }
+    }
 }

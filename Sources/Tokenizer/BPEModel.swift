@@ -8,14 +8,15 @@ import JSONSupport
 /// long pieces (SentencePiece-style models have no pre-tokenizer, so a piece can be a whole
 /// paragraph); stale heap entries are detected by re-checking the pair when popped.
 final class BPEModel: @unchecked Sendable {
-    let vocab: [String: Int32]
+    /// Token → id by exact bytes (ExactString: canonically equivalent spellings are distinct tokens).
+    let vocab: [ExactString: Int32]
     let idToToken: [String]
     /// (left id, right id) → (rank, merged id), packed into one UInt64 key.
     let merges: [UInt64: (rank: Int32, id: Int32)]
     let unkID: Int32?
     let byteFallback: Bool
     let fuseUnk: Bool
-    private var cache: [String: [Int32]] = [:]
+    private var cache: [ExactString: [Int32]] = [:]
     private let lock = NSLock()
 
     init(json v: JSONValue, path: String) throws(TokenizerError) {
@@ -36,7 +37,7 @@ final class BPEModel: @unchecked Sendable {
         guard let vocabObj = v["vocab"]?.objectValue else {
             throw .invalidField(path: path, key: "model.vocab", reason: "must be an object of token → id")
         }
-        var vocab: [String: Int32] = [:]
+        var vocab: [ExactString: Int32] = [:]
         vocab.reserveCapacity(vocabObj.count)
         var maxID = -1
         // Ids index a table sized by the largest one: a sparse id far beyond the entry count would
@@ -49,11 +50,11 @@ final class BPEModel: @unchecked Sendable {
             guard id < idLimit else {
                 throw .invalidField(path: path, key: "model.vocab[\"\(tok)\"]", reason: "has id \(id), far beyond the vocabulary's \(vocabObj.count) entries (ids must be below \(idLimit))")
             }
-            vocab[tok] = Int32(id)
+            vocab[ExactString(tok)] = Int32(id)
             maxID = max(maxID, id)
         }
         var idToToken = [String](repeating: "", count: maxID + 1)
-        for (t, i) in vocab { idToToken[Int(i)] = t }
+        for (t, i) in vocab { idToToken[Int(i)] = t.string }
         guard let mergeList = v["merges"]?.arrayValue else {
             throw .invalidField(path: path, key: "model.merges", reason: "must be an array")
         }
@@ -62,17 +63,19 @@ final class BPEModel: @unchecked Sendable {
         for (rank, m) in mergeList.enumerated() {
             let a: String, b: String
             if let s = m.stringValue {
-                let parts = s.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
-                guard parts.count == 2 else { throw .invalidField(path: path, key: "model.merges[\(rank)]", reason: "must be \"left right\"") }
-                a = String(parts[0]); b = String(parts[1])
+                // Split at the first space scalar (a Character split would miss a space that a
+                // combining mark follows).
+                let u = s.unicodeScalars
+                guard let sp = u.firstIndex(of: " ") else { throw .invalidField(path: path, key: "model.merges[\(rank)]", reason: "must be \"left right\"") }
+                a = String(u[u.startIndex..<sp]); b = String(u[u.index(after: sp)...])
             } else if let arr = m.arrayValue, arr.count == 2, let x = arr[0].stringValue, let y = arr[1].stringValue {
                 a = x; b = y
             } else {
                 throw .invalidField(path: path, key: "model.merges[\(rank)]", reason: "must be a string or a pair of strings")
             }
-            guard let ia = vocab[a] else { throw .unknownToken(path: path, token: a, context: "merge \(rank)") }
-            guard let ib = vocab[b] else { throw .unknownToken(path: path, token: b, context: "merge \(rank)") }
-            guard let im = vocab[a + b] else { throw .unknownToken(path: path, token: a + b, context: "merge \(rank)") }
+            guard let ia = vocab[ExactString(a)] else { throw .unknownToken(path: path, token: a, context: "merge \(rank)") }
+            guard let ib = vocab[ExactString(b)] else { throw .unknownToken(path: path, token: b, context: "merge \(rank)") }
+            guard let im = vocab[ExactString(a + b)] else { throw .unknownToken(path: path, token: a + b, context: "merge \(rank)") }
             let key = UInt64(UInt32(ia)) << 32 | UInt64(UInt32(ib))
             if merges[key] == nil { merges[key] = (Int32(rank), im) }
         }
@@ -80,7 +83,7 @@ final class BPEModel: @unchecked Sendable {
         self.idToToken = idToToken
         self.merges = merges
         if let u = v["unk_token"]?.stringValue {
-            guard let id = vocab[u] else { throw .unknownToken(path: path, token: u, context: "model.unk_token") }
+            guard let id = vocab[ExactString(u)] else { throw .unknownToken(path: path, token: u, context: "model.unk_token") }
             unkID = id
         } else { unkID = nil }
         byteFallback = v["byte_fallback"]?.boolValue ?? false
@@ -89,9 +92,10 @@ final class BPEModel: @unchecked Sendable {
 
     /// Token ids of one piece (already in the model's alphabet).
     func encode(_ word: String) -> [Int32] {
-        if let hit = lock.withLock({ cache[word] }) { return hit }
+        let key = ExactString(word)
+        if let hit = lock.withLock({ cache[key] }) { return hit }
         let ids = merge(initialSymbols(word))
-        lock.withLock { if cache.count < 200_000 { cache[word] = ids } }
+        lock.withLock { if cache.count < 200_000 { cache[key] = ids } }
         return ids
     }
 
@@ -100,13 +104,13 @@ final class BPEModel: @unchecked Sendable {
         out.reserveCapacity(word.unicodeScalars.count)
         var lastWasUnk = false
         for u in word.unicodeScalars {
-            if let id = vocab[String(u)] { out.append(id); lastWasUnk = false; continue }
+            if let id = vocab[ExactString(String(u))] { out.append(id); lastWasUnk = false; continue }
             if byteFallback {
                 var allFound = true
                 var bytes: [Int32] = []
                 for b in String(u).utf8 {
                     let name = "<0x" + (b < 16 ? "0" : "") + String(b, radix: 16, uppercase: true) + ">"
-                    if let id = vocab[name] { bytes.append(id) } else { allFound = false; break }
+                    if let id = vocab[ExactString(name)] { bytes.append(id) } else { allFound = false; break }
                 }
                 if allFound { out.append(contentsOf: bytes); lastWasUnk = false; continue }
             }

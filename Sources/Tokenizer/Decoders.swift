@@ -53,7 +53,7 @@ indirect enum TokenDecoder: Sendable {
                 }
             }
             return [String(decoding: bytes, as: UTF8.self)]
-        case .replace(let a, let b): return tokens.map { $0.replacing(a, with: b) }
+        case .replace(let a, let b): return tokens.map { $0.replacingScalars(a, with: b) }
         case .byteFallback:
             var out: [String] = []
             var pending: [UInt8] = []
@@ -93,8 +93,6 @@ indirect enum TokenDecoder: Sendable {
 
 extension String {
     fileprivate func replacingOccurrences(of c: Character, with r: String) -> String {
-        var out = ""
-        for ch in self { if ch == c { out += r } else { out.append(ch) } }
-        return out
+        replacingScalars(String(c), with: r)
     }
 }

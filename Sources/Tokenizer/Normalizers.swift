@@ -40,9 +40,32 @@ enum Normalizer: Sendable {
     func apply(_ s: String) -> String {
         switch self {
         case .prepend(let p): return s.isEmpty ? s : p + s
-        case .replace(let a, let b): return s.replacing(a, with: b)
+        case .replace(let a, let b): return s.replacingScalars(a, with: b)
         case .nfc: return s.precomposedStringWithCanonicalMapping
         case .sequence(let ns): return ns.reduce(s) { $1.apply($0) }
         }
+    }
+}
+
+extension String {
+    /// Every occurrence of `pattern`'s Unicode scalars replaced by `content`, matched scalar by
+    /// scalar as `tokenizers` does (Swift's `replacing` matches whole grapheme clusters, so it
+    /// would miss the space in " ्", a space followed by a combining mark).
+    func replacingScalars(_ pattern: String, with content: String) -> String {
+        let p = Array(pattern.unicodeScalars)
+        guard !p.isEmpty else { return self }
+        let x = Array(unicodeScalars)
+        var out = String.UnicodeScalarView()
+        var i = 0
+        while i < x.count {
+            if x[i] == p[0] && i + p.count <= x.count && x[i..<(i + p.count)].elementsEqual(p) {
+                out.append(contentsOf: content.unicodeScalars)
+                i += p.count
+            } else {
+                out.append(x[i])
+                i += 1
+            }
+        }
+        return String(out)
     }
 }

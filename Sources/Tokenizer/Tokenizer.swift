@@ -64,7 +64,7 @@ public final class Tokenizer: @unchecked Sendable {
     /// The id of a token string (vocabulary or added token), if any.
     public func id(of token: String) -> Int32? {
         if let a = added.first(where: { String(String.UnicodeScalarView($0.scalars)) == token }) { return a.id }
-        return model.vocab[token]
+        return model.vocab[ExactString(token)]
     }
 
     /// Token ids of `text` (no BOS/EOS added).

@@ -109,6 +109,26 @@ import Testing
         #expect(tok.encode("<s>hi") == [1, 8])
     }
 
+    /// Gemma 3's tokenizer.json: Replace " " → "▁" matches scalars, not grapheme clusters (a space
+    /// before a combining mark such as the Devanagari virama U+094D still becomes "▁", as in
+    /// `tokenizers`), and canonically equivalent tokens (U+09DF vs U+09AF U+09BC) keep their own ids.
+    @Test func gemmaReplaceAndCanonicallyEquivalentTokens() throws {
+        let dir = TestPaths.tempDir()
+        let json = #"""
+        {"normalizer":{"type":"Replace","pattern":{"String":" "},"content":"▁"},
+         "pre_tokenizer":{"type":"Split","pattern":{"String":" "},"behavior":"MergedWithPrevious","invert":false},
+         "decoder":{"type":"Sequence","decoders":[{"type":"Replace","pattern":{"String":"▁"},"content":" "},{"type":"ByteFallback"},{"type":"Fuse"}]},
+         "model":{"type":"BPE","unk_token":"<unk>","byte_fallback":true,"fuse_unk":true,
+           "vocab":{"<unk>":0,"<0x20>":1,"▁":2,"्":3,"▁्":4,"য়":5,"য":6,"়":7,"য়":8,"a":9},
+           "merges":[["▁","्"],["য","়"]]}}
+        """#
+        _ = FileManager.default.createFile(atPath: dir + "/tokenizer.json", contents: Data(json.utf8))
+        let tok = try Tokenizer(directory: dir)
+        #expect(tok.encode("a \u{94D}") == [9, 4])
+        #expect(tok.encode("\u{9DF}") == [5] && tok.encode("\u{9AF}\u{9BC}") == [8])
+        #expect(tok.decode([9, 4]) == "a \u{94D}")
+    }
+
     /// Qwen2's tokenizer.json normalizer: NFC composes "e" + U+0301 into "é" (U+00E9) before
     /// tokenization, so both spellings give the same ids (as `tokenizers` does).
     @Test func nfcNormalizer() throws {
