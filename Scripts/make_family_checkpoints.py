@@ -18,10 +18,14 @@ Families (reduced sizes, real features):
   mistral  MistralForCausalLM, no sliding window, untied, F16
   qwen3    Qwen3ForCausalLM, per-head RMSNorm of q and k before RoPE (q_norm, k_norm), explicit
            head_dim 64, tied, BF16
+  gemma3   Gemma3ForCausalLM (text): (1 + w) RMSNorms on both sides of attention and MLP, q/k
+           norms, GeGLU (tanh GELU), embeddings × √hidden, query_pre_attn_scalar 48 (not
+           head_dim 64), a sliding-window layer (window 32, shorter than the golden text, RoPE
+           base 1e4) then a global one (base 1e6), tied, BF16
 Weights: transformers' own initialisation (normal, std 0.02) with a fixed seed, then made to
 behave like a trained model's in the ways the checks need: embeddings and lm_head ×10 (peaked
 next-token distributions), q_proj/k_proj ×5 (attention far from uniform, so RoPE matters), every
-norm weight drawn from U(0.5, 1.5), q/k/v biases from N(0, 0.5²), and three input channels of
+norm scale drawn from U(0.5, 1.5) (Gemma stores it as w = scale − 1), q/k/v biases from N(0, 0.5²), and three input channels of
 q_proj, gate_proj and down_proj scaled ×8 (the outlier channels FireQ smooths).
 Needs torch (CPU) and transformers (Scripts/requirements-runtimes.txt).
 """
@@ -54,6 +58,11 @@ FAMILIES = {
     "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, torch.bfloat16, dict(
         head_dim=64, tie_word_embeddings=True, use_sliding_window=False, rms_norm_eps=1e-6,
         rope_parameters=dict(rope_type="default", rope_theta=1000000.0))),
+    "gemma3": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM, torch.bfloat16, dict(
+        head_dim=64, tie_word_embeddings=True, rms_norm_eps=1e-6, query_pre_attn_scalar=48, sliding_window=32,
+        layer_types=["sliding_attention", "full_attention"], hidden_activation="gelu_pytorch_tanh",
+        pad_token_id=0, rope_parameters={"sliding_attention": dict(rope_type="default", rope_theta=10000.0),
+                                         "full_attention": dict(rope_type="default", rope_theta=1000000.0)})),
 }
 
 
@@ -65,12 +74,13 @@ def build(name, out, tok_dir, text_ids, seed):
     torch.manual_seed(seed)
     model = model_cls(cfg).to(torch.float32).eval()
     g = torch.Generator().manual_seed(seed + 1)
+    shift = 1.0 if name == "gemma3" else 0.0   # Gemma's RMSNorm scales by 1 + w
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n.endswith(("q_norm.weight", "k_norm.weight")):
-                p.copy_(torch.rand(p.shape, generator=g) * 2 + 0.5)   # per-channel spread: the pre-RoPE factors matter
+                p.copy_(torch.rand(p.shape, generator=g) * 2 + 0.5 - shift)   # per-channel spread: the pre-RoPE factors matter
             elif n.endswith("norm.weight"):
-                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5 - shift)
             elif n.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias")):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
             elif n.endswith(("embed_tokens.weight", "lm_head.weight")):

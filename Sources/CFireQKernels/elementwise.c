@@ -137,6 +137,20 @@ void fq_swiglu(const float *gate, const float *up, float *out, size_t n) {
     }
 }
 
+void fq_geglu_tanh(const float *gate, const float *up, float *out, size_t n) {
+    const float beta = 0.7978845608028654f, kappa = 0.044715f;   // √(2/π), as torch's kBeta
+    float tmp[1024];
+    for (size_t i = 0; i < n; i += 1024) {
+        size_t c = n - i < 1024 ? n - i : 1024;
+        for (size_t j = 0; j < c; j++) {
+            float g = gate[i + j];
+            tmp[j] = -2.0f * (beta * (g + kappa * (g * g * g)));
+        }
+        fq_exp_shift(tmp, 0.0f, tmp, c);
+        for (size_t j = 0; j < c; j++) out[i + j] = gate[i + j] / (1.0f + tmp[j]) * up[i + j];
+    }
+}
+
 double fq_kl_logits(const float *p, double lse_p, const float *q, double lse_q, size_t n) {
     // KL(P‖Q) = Σ_i P_i (log P_i − log Q_i), log P_i = p_i − lse_p, log Q_i = q_i − lse_q.
     // P_i = exp(p_i − lse_p) in blocks (vectorised exp); each block's terms are summed in double.

@@ -197,6 +197,13 @@ public enum Exporter {
         }
     }
 
+    /// Refuses, before any conversion, an export whose target cannot express the model of the
+    /// folder `model` (e.g. GGUF for a family llama.cpp's architectures here do not cover).
+    public static func checkTarget(_ format: ExportFormat, model: String) throws {
+        let c = try ModelConfig(directory: model)
+        if format == .gguf { _ = try GGUFExport.checkFamily(c, configPath: model + "/config.json") }
+    }
+
     /// Reads a `--metadata` override file for GGUF (`general.*` keys only).
     public static func ggufMetadata(fromJSONFile path: String) throws -> [(String, GGUFValue)] {
         try GGUFExport.overrides(fromJSONFile: path)

@@ -8,21 +8,37 @@ import TensorStore
 
 /// GGUF v3, architecture `llama` (Llama, Mistral) or `qwen2`, linears as Q4_0 (Formats/exports.md "GGUF").
 public enum GGUFExport {
-    /// HF → GGUF names of one decoder layer's tensors (llama.cpp `tensor_mapping.py`).
-    static let layerNames: [(hf: String, gguf: String)] = {
+    /// HF → GGUF names of one decoder layer's tensors (llama.cpp `tensor_mapping.py`) for the
+    /// families with a GGUF export (no sandwich norms).
+    static func layerNames(_ c: ModelConfig) -> [(hf: String, gguf: String)] {
         typealias N = TensorNames
+        let norms = N.norms(c)
         return [
-            (N.inputNorm, "attn_norm.weight"),
+            (norms.attentionInput, "attn_norm.weight"),
             (N.down + ".weight", "ffn_down.weight"),
             (N.gate + ".weight", "ffn_gate.weight"),
             (N.up + ".weight", "ffn_up.weight"),
-            (N.postAttentionNorm, "ffn_norm.weight"),
+            (norms.mlpInput, "ffn_norm.weight"),
             (N.k + ".weight", "attn_k.weight"),
             (N.o + ".weight", "attn_output.weight"),
             (N.q + ".weight", "attn_q.weight"),
             (N.v + ".weight", "attn_v.weight"),
         ]
-    }()
+    }
+
+    /// llama.cpp's architecture for the model of `c`, or the one-sentence refusal (naming
+    /// `configPath`) when GGUF cannot express its family: asked before any conversion starts.
+    public static func checkFamily(_ c: ModelConfig, configPath: String) throws -> String {
+        guard let architecture = c.family.ggufArchitecture else {
+            let supported = ModelFamily.all.filter { $0.ggufArchitecture != nil }.map { String(describing: $0.architecture) }
+            throw ExportError(path: configPath,
+                              reason: "architecture \(c.architecture.rawValue) has no GGUF export here (\(supported.joined(separator: ", ")) only)")
+        }
+        if c.attentionBias && !c.family.ggufCarriesQKVBias {
+            throw ExportError(path: configPath, reason: "has q/k/v biases (attention_bias), which the GGUF \(architecture) export does not carry")
+        }
+        return architecture
+    }
 
     /// One tensor of the export: where its values come from.
     enum Source {
@@ -34,11 +50,7 @@ public enum GGUFExport {
 
     static func export(_ src: ExportSource, to out: String, metadata overrides: [(String, GGUFValue)], toolVersion: String) throws -> ExportSummary {
         let c = src.config
-        guard let architecture = c.family.ggufArchitecture else {
-            let supported = ModelFamily.all.filter { $0.ggufArchitecture != nil }.map { String(describing: $0.architecture) }
-            throw ExportError(path: src.directory + "/config.json",
-                              reason: "architecture \(c.architecture.rawValue) has no GGUF export here (\(supported.joined(separator: ", ")) only)")
-        }
+        let architecture = try checkFamily(c, configPath: src.directory + "/config.json")
         // Tensor plan, in HF-name order (llama.cpp's converter order).
         var plan: [(hf: String, gguf: String, source: Source)] = []
         plan.append((TensorNames.embed, "token_embd.weight", .stored(TensorNames.embed, permuteHeads: nil)))
@@ -46,12 +58,13 @@ public enum GGUFExport {
         for i in 0..<c.layerCount {
             let biases = c.attentionBias && c.family.ggufCarriesQKVBias
                 ? [(TensorNames.q + ".bias", "attn_q.bias"), (TensorNames.k + ".bias", "attn_k.bias"), (TensorNames.v + ".bias", "attn_v.bias")] : []
-            for (hf, gg) in layerNames + biases {
+            let norms = TensorNames.norms(c).all
+            for (hf, gg) in layerNames(c) + biases {
                 let name = TensorNames.layer(i, hf)
                 let base = String(name.dropLast(".weight".count))
                 let permute = c.family.ggufPermutesQK
                 let heads: Int? = !permute ? nil : hf == TensorNames.q + ".weight" ? c.headCount : hf == TensorNames.k + ".weight" ? c.kvHeadCount : nil
-                let source: Source = hf == TensorNames.inputNorm || hf == TensorNames.postAttentionNorm || hf.hasSuffix(".bias") ? .widened(name)
+                let source: Source = norms.contains(hf) || hf.hasSuffix(".bias") ? .widened(name)
                     : src.linearNames.contains(base) ? .quantized(linear: base, permuteHeads: heads) : .stored(name, permuteHeads: heads)
                 layers.append((name, "blk.\(i).\(gg)", source))
             }

@@ -14,7 +14,7 @@ public final class LlamaDecoder {
     private let keys: [FloatBuffer]
     private let values: [FloatBuffer]
     public private(set) var position = 0
-    private let h: FloatBuffer, xn: FloatBuffer, qkv: FloatBuffer, att: FloatBuffer, gu: FloatBuffer, act: FloatBuffer
+    private let h: FloatBuffer, xn: FloatBuffer, qkv: FloatBuffer, att: FloatBuffer, gu: FloatBuffer, act: FloatBuffer, branch: FloatBuffer
     private let scores: FloatBuffer  // (batch·heads, capacity)
 
     public init(model: LlamaModel, batch: Int, capacity: Int) {
@@ -30,6 +30,7 @@ public final class LlamaDecoder {
         att = FloatBuffer(count: batch * c.qDim)
         gu = FloatBuffer(count: batch * 2 * c.intermediateSize)
         act = FloatBuffer(count: batch * c.intermediateSize)
+        branch = FloatBuffer(count: batch * c.hiddenSize)
         scores = FloatBuffer(count: batch * c.headCount * capacity)
     }
 
@@ -40,25 +41,39 @@ public final class LlamaDecoder {
         let H = c.hiddenSize, qkvDim = c.qDim + 2 * c.kvDim, I = c.intermediateSize, D = c.headDim
         model.embed(tokens, into: h.pointer)
         let half = D / 2
-        var cosT = [Float](repeating: 0, count: half), sinT = cosT
-        f.rope.table(position: position, cos: &cosT, sin: &sinT)
+        var cosT = [Float](repeating: 0, count: half), sinT = cosT, cosL = cosT, sinL = cosT
+        f.globalRope.table(position: position, cos: &cosT, sin: &sinT)
+        f.localRope.table(position: position, cos: &cosL, sin: &sinL)
         for (li, L) in model.layers.enumerated() {
+            let sliding = c.slidingLayers[li]
             f.rmsNorm(h.pointer, rows: batch, weight: L.inputNorm.pointer, out: xn.pointer)
             LinearAlgebra.linear(x: xn.pointer, ldx: H, m: batch, w: L.qkv, y: qkv.pointer, ldy: qkvDim, threads: f.threads)
             if let b = L.qkvBias { for r in 0..<batch { for j in 0..<qkvDim { qkv.pointer[r * qkvDim + j] += b.pointer[j] } } }
             if let qn = L.qNorm, let kn = L.kNorm { f.headNorms(qkv.pointer, rows: batch, qNorm: qn.pointer, kNorm: kn.pointer) }
             for r in 0..<batch {
                 let row = qkv.pointer + r * qkvDim
-                for hh in 0..<(c.headCount + c.kvHeadCount) { Rope.rotate(row + hh * D, half: half, cos: cosT, sin: sinT) }
+                for hh in 0..<(c.headCount + c.kvHeadCount) {
+                    Rope.rotate(row + hh * D, half: half, cos: sliding ? cosL : cosT, sin: sliding ? sinL : sinT)
+                }
                 (keys[li].pointer + (r * capacity + position) * c.kvDim).update(from: row + c.qDim, count: c.kvDim)
                 (values[li].pointer + (r * capacity + position) * c.kvDim).update(from: row + c.qDim + c.kvDim, count: c.kvDim)
             }
             attend(layer: li)
-            LinearAlgebra.linear(x: att.pointer, ldx: c.qDim, m: batch, w: L.o, y: h.pointer, ldy: H, accumulate: true, threads: f.threads)
-            f.rmsNorm(h.pointer, rows: batch, weight: L.postAttentionNorm.pointer, out: xn.pointer)
+            if c.sandwichNorms {
+                LinearAlgebra.linear(x: att.pointer, ldx: c.qDim, m: batch, w: L.o, y: branch.pointer, ldy: H, threads: f.threads)
+                f.addBranch(branch.pointer, norm: L.attentionOutputNorm, into: h.pointer, rows: batch)
+            } else {
+                LinearAlgebra.linear(x: att.pointer, ldx: c.qDim, m: batch, w: L.o, y: h.pointer, ldy: H, accumulate: true, threads: f.threads)
+            }
+            f.rmsNorm(h.pointer, rows: batch, weight: L.mlpInputNorm.pointer, out: xn.pointer)
             LinearAlgebra.linear(x: xn.pointer, ldx: H, m: batch, w: L.gateUp, y: gu.pointer, ldy: 2 * I, threads: f.threads)
-            for r in 0..<batch { fq_swiglu(gu.pointer + r * 2 * I, gu.pointer + r * 2 * I + I, act.pointer + r * I, I) }
-            LinearAlgebra.linear(x: act.pointer, ldx: I, m: batch, w: L.down, y: h.pointer, ldy: H, accumulate: true, threads: f.threads)
+            f.activate(gu.pointer, rows: batch, out: act.pointer)
+            if c.sandwichNorms {
+                LinearAlgebra.linear(x: act.pointer, ldx: I, m: batch, w: L.down, y: branch.pointer, ldy: H, threads: f.threads)
+                f.addBranch(branch.pointer, norm: L.mlpOutputNorm, into: h.pointer, rows: batch)
+            } else {
+                LinearAlgebra.linear(x: act.pointer, ldx: I, m: batch, w: L.down, y: h.pointer, ldy: H, accumulate: true, threads: f.threads)
+            }
         }
         f.rmsNorm(h.pointer, rows: batch, weight: model.finalNorm.pointer, out: xn.pointer)
         var logits = [Float](repeating: 0, count: batch * c.vocabSize)
@@ -69,7 +84,8 @@ public final class LlamaDecoder {
 
     private func attend(layer li: Int) {
         let c = model.config, D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim, group = c.headCount / c.kvHeadCount
-        let n = position + 1, scale = 1 / Float(D).squareRoot()
+        let n = position + 1, scale = c.attentionScale
+        let t0 = c.attentionWindow(layer: li).map { max(0, n - $0) } ?? 0   // first key the window keeps
         let q = SendablePointer(qkv.pointer), k = SendablePointer(keys[li].pointer), v = SendablePointer(values[li].pointer)
         let out = SendablePointer(att.pointer), sc = SendablePointer(scores.pointer)
         let cap = capacity, kvDim = c.kvDim, qDim = c.qDim, heads = c.headCount
@@ -78,17 +94,17 @@ public final class LlamaDecoder {
                 let r = item / heads, hq = item % heads, g = hq / group
                 let qv = q.p + r * qkvDim + hq * D
                 let s = sc.p + item * cap
-                for t in 0..<n {
+                for t in t0..<n {
                     let kv = k.p + (r * cap + t) * kvDim + g * D
                     var dot: Float = 0
                     for d in 0..<D { dot += qv[d] * kv[d] }
-                    s[t] = dot * scale
+                    s[t - t0] = dot * scale
                 }
-                fq_softmax_inplace(s, n)
+                fq_softmax_inplace(s, n - t0)
                 let o = out.p + r * qDim + hq * D
                 for d in 0..<D { o[d] = 0 }
-                for t in 0..<n {
-                    let vv = v.p + (r * cap + t) * kvDim + g * D, p = s[t]
+                for t in t0..<n {
+                    let vv = v.p + (r * cap + t) * kvDim + g * D, p = s[t - t0]
                     for d in 0..<D { o[d] += p * vv[d] }
                 }
             }

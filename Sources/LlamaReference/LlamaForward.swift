@@ -3,22 +3,49 @@ import Foundation
 import Kernels
 import ModelDescription
 
-/// The exact FP32 forward pass of a Llama-family decoder, one layer at a time (so calibration
-/// can stream layers). Matches transformers `LlamaForCausalLM` (eager attention, FP32):
-/// RMSNorm, rotate_half RoPE, GQA causal attention, SwiGLU MLP.
+/// The exact FP32 forward pass of a decoder of every family (ModelFamily), one layer at a time
+/// (so calibration can stream layers). Matches transformers (eager attention, FP32): RMSNorm,
+/// rotate_half RoPE (per-layer bases), GQA causal attention (sliding windows where the family
+/// has them), SwiGLU or GeGLU MLP, sandwich norms (Gemma 3).
 ///
 /// Activations are (rows, features) with rows = batch × seqLen in (sequence, position) order;
 /// every sequence of a batch starts at position 0.
 public struct LlamaForward: Sendable {
     public let config: ModelConfig
-    public let rope: Rope
+    /// The RoPE tables of the global layers and of the sliding-window layers.
+    public let globalRope: Rope, localRope: Rope
     public let threads: Int
 
     public init(config: ModelConfig, threads: Int) {
         self.config = config
-        self.rope = Rope(config: config)
+        self.globalRope = Rope(config: config)
+        self.localRope = Rope(config: config, sliding: true)
         self.threads = max(1, threads)
         LinearAlgebra.configureBLAS()
+    }
+
+    /// The RoPE tables layer `i` uses.
+    public func rope(layer i: Int) -> Rope { config.slidingLayers[i] ? localRope : globalRope }
+
+    /// act[r] = activation(gate[r]) · up[r] for `rows` rows of gate ∥ up (2·inter each).
+    public func activate(_ gateUp: UnsafePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>) {
+        let I = config.intermediateSize
+        let gu = SendablePointer(UnsafeMutablePointer(mutating: gateUp)), act = SendablePointer(out)
+        let gelu = config.activation == .geluTanh
+        Parallel.forEachChunk(rows, chunk: 16, threads: rows >= 16 ? threads : 1) { r in
+            for row in r {
+                if gelu { fq_geglu_tanh(gu.p + row * 2 * I, gu.p + row * 2 * I + I, act.p + row * I, I) }
+                else { fq_swiglu(gu.p + row * 2 * I, gu.p + row * 2 * I + I, act.p + row * I, I) }
+            }
+        }
+    }
+
+    /// hidden += branch, after normalising the branch with `norm` in place when the family has
+    /// sandwich norms (the residual add of transformers' Gemma 3 layer).
+    public func addBranch(_ branch: UnsafeMutablePointer<Float>, norm: FloatBuffer?, into hidden: UnsafeMutablePointer<Float>, rows: Int) {
+        let H = config.hiddenSize
+        if let norm { rmsNorm(branch, rows: rows, weight: norm.pointer, out: branch) }
+        for i in 0..<(rows * H) { hidden[i] += branch[i] }
     }
 
     /// out[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) · γ  (transformers LlamaRMSNorm, FP32).
@@ -52,6 +79,8 @@ public struct LlamaForward: Sendable {
         public let att: FloatBuffer    // (rows, qDim)
         public let gateUp: FloatBuffer // (rows, 2 inter)
         public let act: FloatBuffer    // (rows, inter)
+        /// A branch's output before its norm and residual add (rows, hidden); sandwich norms only.
+        public let branch: FloatBuffer?
         let seqLen: Int
         /// Scratch for batches of up to `rows` rows whose sequences are at most `seqLen` long.
         public init(config c: ModelConfig, rows: Int, seqLen: Int, threads: Int) {
@@ -62,6 +91,7 @@ public struct LlamaForward: Sendable {
             att = FloatBuffer(count: rows * c.qDim)
             gateUp = FloatBuffer(count: rows * 2 * c.intermediateSize)
             act = FloatBuffer(count: rows * c.intermediateSize)
+            branch = c.sandwichNorms ? FloatBuffer(count: rows * c.hiddenSize) : nil
         }
     }
 
@@ -88,24 +118,31 @@ public struct LlamaForward: Sendable {
             observer.observe(.v, layer: li, ActivationView(base: v, rows: rows, cols: c.kvDim, rowStride: qkvDim))
             if let b = L.qkvBias { observeUnbiasedKeys(k, rows: rows, seqLen: seqLen, bias: b.pointer + c.qDim, layer: li, observer: observer) }
         }
-        applyRope(ws.qkv.pointer, rows: rows, seqLen: seqLen)
+        applyRope(ws.qkv.pointer, rows: rows, seqLen: seqLen, layer: li)
         if let observer {
             observer.observe(.qPostRope, layer: li, ActivationView(base: q, rows: rows, cols: c.qDim, rowStride: qkvDim))
             observer.observe(.kPostRope, layer: li, ActivationView(base: k, rows: rows, cols: c.kvDim, rowStride: qkvDim))
         }
-        attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: seqLen)
+        attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: seqLen, layer: li)
         observer?.observe(.oProjInput, layer: li, ActivationView(base: ws.att.pointer, rows: rows, cols: c.qDim, rowStride: c.qDim))
-        LinearAlgebra.linear(x: ws.att.pointer, ldx: c.qDim, m: rows, w: L.o, y: hidden, ldy: H, accumulate: true, threads: threads)
+        if let branch = ws.branch {
+            LinearAlgebra.linear(x: ws.att.pointer, ldx: c.qDim, m: rows, w: L.o, y: branch.pointer, ldy: H, threads: threads)
+            addBranch(branch.pointer, norm: L.attentionOutputNorm, into: hidden, rows: rows)
+        } else {
+            LinearAlgebra.linear(x: ws.att.pointer, ldx: c.qDim, m: rows, w: L.o, y: hidden, ldy: H, accumulate: true, threads: threads)
+        }
         // MLP block.
-        rmsNorm(hidden, rows: rows, weight: L.postAttentionNorm.pointer, out: ws.xn.pointer)
+        rmsNorm(hidden, rows: rows, weight: L.mlpInputNorm.pointer, out: ws.xn.pointer)
         observer?.observe(.mlpInput, layer: li, ActivationView(base: ws.xn.pointer, rows: rows, cols: H, rowStride: H))
         LinearAlgebra.linear(x: ws.xn.pointer, ldx: H, m: rows, w: L.gateUp, y: ws.gateUp.pointer, ldy: 2 * I, threads: threads)
-        let gu = SendablePointer(ws.gateUp.pointer), act = SendablePointer(ws.act.pointer)
-        Parallel.forEachChunk(rows, chunk: 16, threads: threads) { r in
-            for row in r { fq_swiglu(gu.p + row * 2 * I, gu.p + row * 2 * I + I, act.p + row * I, I) }
-        }
+        activate(ws.gateUp.pointer, rows: rows, out: ws.act.pointer)
         observer?.observe(.downProjInput, layer: li, ActivationView(base: ws.act.pointer, rows: rows, cols: I, rowStride: I))
-        LinearAlgebra.linear(x: ws.act.pointer, ldx: I, m: rows, w: L.down, y: hidden, ldy: H, accumulate: true, threads: threads)
+        if let branch = ws.branch {
+            LinearAlgebra.linear(x: ws.act.pointer, ldx: I, m: rows, w: L.down, y: branch.pointer, ldy: H, threads: threads)
+            addBranch(branch.pointer, norm: L.mlpOutputNorm, into: hidden, rows: rows)
+        } else {
+            LinearAlgebra.linear(x: ws.act.pointer, ldx: I, m: rows, w: L.down, y: hidden, ldy: H, accumulate: true, threads: threads)
+        }
         observer?.observe(.layerOutput, layer: li, ActivationView(base: hidden, rows: rows, cols: H, rowStride: H))
     }
 
@@ -117,6 +154,7 @@ public struct LlamaForward: Sendable {
         for r in 0..<rows { for j in 0..<kv { u.pointer[r * kv + j] = k[r * qkvDim + j] - bias[j] } }
         observer.observe(.kPreRopeUnbiased, layer: li, ActivationView(base: u.pointer, rows: rows, cols: kv, rowStride: kv))
         var cosT = [Float](repeating: 0, count: D / 2), sinT = cosT
+        let rope = rope(layer: li)
         for r in 0..<rows {
             rope.table(position: r % seqLen, cos: &cosT, sin: &sinT)
             for h in 0..<c.kvHeadCount { Rope.rotate(u.pointer + r * kv + h * D, half: D / 2, cos: cosT, sin: sinT) }
@@ -137,12 +175,12 @@ public struct LlamaForward: Sendable {
         }
     }
 
-    /// RoPE on the q and k parts of every qkv row; the position of row r is r mod seqLen.
-    public func applyRope(_ qkv: UnsafeMutablePointer<Float>, rows: Int, seqLen: Int) {
+    /// RoPE of layer `layer` on the q and k parts of every qkv row; the position of row r is r mod seqLen.
+    public func applyRope(_ qkv: UnsafeMutablePointer<Float>, rows: Int, seqLen: Int, layer: Int) {
         let c = config
         let half = c.headDim / 2, qkvDim = c.qDim + 2 * c.kvDim
         let p = SendablePointer(qkv)
-        let rope = self.rope
+        let rope = rope(layer: layer)
         Parallel.forEachChunk(rows, chunk: 32, threads: threads) { r in
             var cosT = [Float](repeating: 0, count: half), sinT = [Float](repeating: 0, count: half)
             for row in r {
@@ -155,15 +193,18 @@ public struct LlamaForward: Sendable {
         }
     }
 
-    /// Causal GQA attention, FP32: out[:, h] = softmax(q_h k_gᵀ / sqrt(D)) v_g with g = h / (H/Hkv),
+    /// Causal GQA attention of layer `layer`, FP32: out[:, h] = softmax(q_h k_gᵀ · scale) v_g with
+    /// g = h / (H/Hkv), scale = `config.attentionScale` (1/√D unless the family says), query i
+    /// seeing keys max(0, i − window + 1) … i (the layer's window; all keys without one),
     /// in the fixed summation order of `fq_attn_scores` / `fq_attn_pv` (every score one FMA chain
     /// over d, every output one chain over t): per (sequence, head, block of 64 queries), the
     /// block's keys are transposed once, then each query gets its scores, a max-shifted softmax
     /// over its i + 1 keys and its P·V. The same on every CPU and thread count (no BLAS, whose
     /// kernels differ per CPU); both engines use it, and `QuantizedDecoder` reproduces it bit for bit.
-    public func attention(qkv: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int) {
+    public func attention(qkv: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int, layer: Int) {
         let c = config, D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim, group = c.headCount / c.kvHeadCount
-        let scale = 1 / Float(D).squareRoot()
+        let scale = c.attentionScale
+        let window = c.attentionWindow(layer: layer) ?? Int.max
         let blk = 64, blocks = (T + blk - 1) / blk
         let ktBuf = FloatBuffer(count: threads * D * T), sBuf = FloatBuffer(count: threads * 2 * T)
         let src = SendablePointer(UnsafeMutablePointer(mutating: qkv)), dst = SendablePointer(out)
@@ -179,9 +220,18 @@ public struct LlamaForward: Sendable {
             let v = rows + c.qDim + c.kvDim + g * D
             var i = i0
             while i < i1 {
-                // Queries i and i + 1 share one pass over the keys (each score is its own fixed chain).
+                // Queries i and i + 1 share one pass over the keys (each score is its own fixed chain)
+                // while both see every key from 0 on.
                 let s2 = s + T
-                let pair = i + 1 < i1
+                let pair = i + 1 < i1 && i + 2 <= window
+                let j0 = i + 1 > window ? i + 1 - window : 0   // first key query i sees
+                if j0 > 0 {
+                    fq_attn_scores(rows + i * qkvDim + h * D, kt + j0, i1, D, i + 1 - j0, scale, s)
+                    fq_softmax_inplace(s, i + 1 - j0)
+                    fq_attn_pv(s, i + 1 - j0, v + j0 * qkvDim, qkvDim, D, dst.p + (b * T + i) * c.qDim + h * D)
+                    i += 1
+                    continue
+                }
                 if pair {
                     fq_attn_scores2(rows + i * qkvDim + h * D, rows + (i + 1) * qkvDim + h * D, kt, i1, D, i + 1, scale, s, s2)
                     fq_attn_scores(rows + (i + 1) * qkvDim + h * D, kt + (i + 1), i1, D, 1, scale, s2 + i + 1)

@@ -44,7 +44,7 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         let embed = try packed(TensorNames.embed)
         var layers: [LlamaLayerWeights] = []
         for i in 0..<config.layerCount { layers.append(try LlamaLayerWeights.load(ckpt, layer: i, config: config)) }
-        let norm = FloatBuffer(try ckpt.float32(TensorNames.finalNorm, shape: [config.hiddenSize]))
+        let norm = FloatBuffer(config.normScales(stored: try ckpt.float32(TensorNames.finalNorm, shape: [config.hiddenSize])))
         let head = config.tieWordEmbeddings ? embed : try packed(TensorNames.lmHead)
         self.init(config: config, embed: embed, layers: layers, finalNorm: norm, lmHead: head, threads: threads)
     }
@@ -67,16 +67,23 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
     /// Bytes of weights held in memory (packed panels, 16-bit where exact, and norms).
     public var residentWeightBytes: Int {
         let linears = layers.reduce(0) { $0 + $1.qkv.byteCount + $1.o.byteCount + $1.gateUp.byteCount + $1.down.byteCount }
-        let norms = 4 * config.hiddenSize * (2 * config.layerCount + 1)
+        let norms = 4 * config.hiddenSize * (TensorNames.norms(config).all.count * config.layerCount + 1)
         return linears + embed.byteCount + (config.tieWordEmbeddings ? 0 : lmHead.byteCount) + norms
     }
 
-    /// Copies the embeddings of `tokens` into `out` (tokens.count, hidden). Ids must be < vocab.
+    /// Copies the embeddings of `tokens` into `out` (tokens.count, hidden), × the family's
+    /// embedding scale (√hidden for Gemma). Ids must be < vocab.
     public func embed(_ tokens: [Int32], into out: UnsafeMutablePointer<Float>) {
-        let h = config.hiddenSize
+        Self.embed(tokens, from: embed, config: config, into: out)
+    }
+
+    /// The embedding lookup every engine shares: rows of `table`, × `config.embeddingScale`.
+    public static func embed(_ tokens: [Int32], from table: PackedMatrix, config: ModelConfig, into out: UnsafeMutablePointer<Float>) {
+        let h = config.hiddenSize, scale = config.embeddingScale
         for (r, t) in tokens.enumerated() {
             precondition(t >= 0 && Int(t) < config.vocabSize, "token id \(t) outside the vocabulary")
-            embed.copyRow(Int(t), into: out + r * h)
+            table.copyRow(Int(t), into: out + r * h)
+            if scale != 1 { for j in 0..<h { out[r * h + j] *= scale } }
         }
     }
 

@@ -4,10 +4,13 @@ import TensorStore
 
 /// FP32 weights of one decoder layer, with the projections that read the same input fused:
 /// qkv = [q; k; v] rows ([qDim + 2·kvDim, hidden]) and gateUp = [gate; up] ([2·inter, hidden]).
+/// Norms hold their scales γ (ModelConfig.normScales: 1 + w for Gemma), not the stored w.
 public final class LlamaLayerWeights: @unchecked Sendable {
     public let index: Int
     public let inputNorm: FloatBuffer      // (hidden)
-    public let postAttentionNorm: FloatBuffer // (hidden)
+    public let mlpInputNorm: FloatBuffer   // (hidden)
+    /// Sandwich norms (Gemma 3): on the attention and MLP outputs before the residual adds.
+    public let attentionOutputNorm: FloatBuffer?, mlpOutputNorm: FloatBuffer?
     public let qkv: PackedMatrix           // (qDim + 2 kvDim, hidden)
     public let qkvBias: FloatBuffer?       // (qDim + 2 kvDim)
     public let o: PackedMatrix             // (hidden, qDim)
@@ -16,9 +19,11 @@ public final class LlamaLayerWeights: @unchecked Sendable {
     /// Per-head q / k RMSNorm weights (headDim each), Qwen3.
     public let qNorm: FloatBuffer?, kNorm: FloatBuffer?
 
-    public init(index: Int, inputNorm: FloatBuffer, postAttentionNorm: FloatBuffer, qkv: PackedMatrix, qkvBias: FloatBuffer?,
-                o: PackedMatrix, gateUp: PackedMatrix, down: PackedMatrix, qNorm: FloatBuffer? = nil, kNorm: FloatBuffer? = nil) {
-        self.index = index; self.inputNorm = inputNorm; self.postAttentionNorm = postAttentionNorm
+    public init(index: Int, inputNorm: FloatBuffer, mlpInputNorm: FloatBuffer, qkv: PackedMatrix, qkvBias: FloatBuffer?,
+                o: PackedMatrix, gateUp: PackedMatrix, down: PackedMatrix, qNorm: FloatBuffer? = nil, kNorm: FloatBuffer? = nil,
+                attentionOutputNorm: FloatBuffer? = nil, mlpOutputNorm: FloatBuffer? = nil) {
+        self.index = index; self.inputNorm = inputNorm; self.mlpInputNorm = mlpInputNorm
+        self.attentionOutputNorm = attentionOutputNorm; self.mlpOutputNorm = mlpOutputNorm
         self.qkv = qkv; self.qkvBias = qkvBias; self.o = o; self.gateUp = gateUp; self.down = down
         self.qNorm = qNorm; self.kNorm = kNorm
     }
@@ -27,9 +32,10 @@ public final class LlamaLayerWeights: @unchecked Sendable {
     /// released afterwards).
     public static func load(_ ckpt: Checkpoint, layer i: Int, config c: ModelConfig) throws(TensorStoreError) -> LlamaLayerWeights {
         typealias N = TensorNames
-        func vec(_ part: String, _ n: Int) throws(TensorStoreError) -> FloatBuffer {
-            FloatBuffer(try ckpt.float32(N.layer(i, part), shape: [n]))
+        func norm(_ part: String, _ n: Int) throws(TensorStoreError) -> FloatBuffer {
+            FloatBuffer(c.normScales(stored: try ckpt.float32(N.layer(i, part), shape: [n])))
         }
+        let norms = N.norms(c)
         func stack(_ parts: [(String, Int)], cols: Int) throws(TensorStoreError) -> FloatBuffer {
             let rows = parts.reduce(0) { $0 + $1.1 }
             let buf = FloatBuffer(count: rows * cols, zeroed: false)
@@ -71,12 +77,14 @@ public final class LlamaLayerWeights: @unchecked Sendable {
         let bias = c.attentionBias ? try stack([(N.q + ".bias", c.qDim), (N.k + ".bias", c.kvDim), (N.v + ".bias", c.kvDim)], cols: 1) : nil
         return LlamaLayerWeights(
             index: i,
-            inputNorm: try vec(N.inputNorm, c.hiddenSize),
-            postAttentionNorm: try vec(N.postAttentionNorm, c.hiddenSize),
+            inputNorm: try norm(norms.attentionInput, c.hiddenSize),
+            mlpInputNorm: try norm(norms.mlpInput, c.hiddenSize),
             qkv: qkv, qkvBias: bias,
             o: try packed([(N.o + ".weight", c.hiddenSize)], cols: c.qDim),
             gateUp: try packed([(N.gate + ".weight", c.intermediateSize), (N.up + ".weight", c.intermediateSize)], cols: c.hiddenSize),
             down: try packed([(N.down + ".weight", c.hiddenSize)], cols: c.intermediateSize),
-            qNorm: c.qkNorm ? try vec(N.qNorm, c.headDim) : nil, kNorm: c.qkNorm ? try vec(N.kNorm, c.headDim) : nil)
+            qNorm: c.qkNorm ? try norm(N.qNorm, c.headDim) : nil, kNorm: c.qkNorm ? try norm(N.kNorm, c.headDim) : nil,
+            attentionOutputNorm: try norms.attentionOutput.map { n throws(TensorStoreError) in try norm(n, c.hiddenSize) },
+            mlpOutputNorm: try norms.mlpOutput.map { n throws(TensorStoreError) in try norm(n, c.hiddenSize) })
     }
 }

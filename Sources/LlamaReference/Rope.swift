@@ -8,12 +8,14 @@ public struct Rope: Sendable {
     /// (headDim/2) inverse frequencies, FP32 as transformers computes them.
     public let invFreq: [Float]
 
-    public init(config c: ModelConfig) {
+    /// The tables of the global layers, or with `sliding` of the sliding-window layers (their own
+    /// base, no frequency scaling: Gemma 3).
+    public init(config c: ModelConfig, sliding: Bool = false) {
         headDim = c.headDim
         let half = c.headDim / 2
-        let base = Float(c.ropeTheta)
+        let base = Float(sliding ? c.localRopeTheta : c.ropeTheta)
         var inv = (0..<half).map { j -> Float in 1 / powf(base, Float(2 * j) / Float(c.headDim)) }
-        switch c.ropeScaling {
+        switch sliding ? .none : c.ropeScaling {
         case .none: break
         case .linear(let factor):
             inv = inv.map { $0 / Float(factor) }

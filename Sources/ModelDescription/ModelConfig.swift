@@ -32,6 +32,7 @@ public enum RopeScaling: Sendable, Equatable {
 public struct ModelConfig: Sendable, Equatable {
     public enum Architecture: String, Sendable, CaseIterable {
         case llama = "LlamaForCausalLM", mistral = "MistralForCausalLM", qwen2 = "Qwen2ForCausalLM", qwen3 = "Qwen3ForCausalLM"
+        case gemma3 = "Gemma3ForCausalLM"
     }
     public var architecture: Architecture
     public var hiddenSize: Int
@@ -52,6 +53,25 @@ public struct ModelConfig: Sendable, Equatable {
     public var maxPositionEmbeddings: Int
     public var bosTokenID: Int?
     public var eosTokenID: Int?
+    /// The MLP activation (the family's one accepted value).
+    public var activation: ModelFamily.Activation
+    /// γ = normWeightOffset + w for every RMSNorm weight w as stored (ModelFamily).
+    public var normWeightOffset: Float
+    /// Norms after the attention and MLP outputs too (Gemma 3).
+    public var sandwichNorms: Bool
+    /// What embedding rows are multiplied by (1, or √hidden in FP32 for Gemma).
+    public var embeddingScale: Float
+    /// What q·k is multiplied by before the softmax (1/√head_dim unless the family says).
+    public var attentionScale: Float
+    /// The window of sliding-window layers: a query at position i sees keys i − window + 1 … i.
+    public var slidingWindow: Int?
+    /// Per layer: true where the layer attends within `slidingWindow` (and uses `localRopeTheta`).
+    public var slidingLayers: [Bool]
+    /// RoPE base of the sliding layers (no frequency scaling there).
+    public var localRopeTheta: Double
+
+    /// The attention window of layer `i` (nil: all earlier positions).
+    public func attentionWindow(layer i: Int) -> Int? { slidingLayers[i] ? slidingWindow : nil }
 
     /// What the family has beyond these sizes (Families/).
     public var family: ModelFamily { .of(architecture) }
@@ -104,13 +124,23 @@ public struct ModelConfig: Sendable, Equatable {
             throw .unsupported(path: path, key: "architectures", value: "'\(first)'", supported: supportedArchs)
         }
         architecture = arch
-        if let act = o["hidden_act"]?.stringValue, act != "silu" {
-            throw .unsupported(path: path, key: "hidden_act", value: "'\(act)'", supported: "silu")
+        let family = ModelFamily.of(arch)
+        activation = family.activation
+        if let v = o[family.activationKey], !v.isNull, v.stringValue != family.activation.rawValue {
+            throw .unsupported(path: path, key: family.activationKey, value: v.stringValue.map { "'\($0)'" } ?? v.kindDescription,
+                               supported: family.activation.rawValue)
         }
         if try bool("mlp_bias", default: false) {
             throw .unsupported(path: path, key: "mlp_bias", value: "true", supported: "false")
         }
-        let family = ModelFamily.of(arch)
+        for key in ["final_logit_softcapping", "attn_logit_softcapping"] {
+            if let v = o[key], !v.isNull {
+                throw .unsupported(path: path, key: key, value: v.doubleValue.map { "\($0)" } ?? v.kindDescription, supported: "null (no soft-capping)")
+            }
+        }
+        if try bool("use_bidirectional_attention", default: false) {
+            throw .unsupported(path: path, key: "use_bidirectional_attention", value: "true", supported: "false (causal attention)")
+        }
         switch family.slidingWindow {
         case .windowUnlessNull(let key)?:
             if let sw = o[key], !sw.isNull {
@@ -118,9 +148,10 @@ public struct ModelConfig: Sendable, Equatable {
             }
         case .flag(let key)?:
             if try bool(key, default: false) { throw .unsupported(path: path, key: key, value: "true", supported: "false") }
-        case nil: break
+        case .perLayer?, nil: break
         }
-        if let types = o["layer_types"]?.arrayValue, let other = types.first(where: { $0.stringValue != "full_attention" }) {
+        if case .perLayer? = family.slidingWindow {} else if let types = o["layer_types"]?.arrayValue,
+           let other = types.first(where: { $0.stringValue != "full_attention" }) {
             throw .unsupported(path: path, key: "layer_types", value: other.stringValue.map { "'\($0)'" } ?? other.kindDescription,
                                supported: "full_attention (no sliding-window layers)")
         }
@@ -144,15 +175,26 @@ public struct ModelConfig: Sendable, Equatable {
         // RoPE: transformers < 5 writes top-level rope_theta / rope_scaling; 5.x writes one
         // rope_parameters object {rope_type, rope_theta, factor, ...}. Both are read; a value the
         // file states in a form we do not understand is refused by name, never defaulted.
-        let params = o["rope_parameters"].flatMap { $0.isNull ? nil : $0 }
+        var params = o["rope_parameters"].flatMap { $0.isNull ? nil : $0 }
+        var paramsKey = "rope_parameters"
+        var localParams: JSONValue? = nil
+        if case .perLayer? = family.slidingWindow, let po = params?.objectValue, po["rope_type"] == nil, po["type"] == nil {
+            // transformers 5 writes one RoPE object per attention type for these families.
+            if let extra = po.keys.first(where: { $0 != "full_attention" && $0 != "sliding_attention" }) {
+                throw .unsupported(path: path, key: "rope_parameters.\(extra)", value: "as an attention type", supported: "full_attention, sliding_attention")
+            }
+            localParams = po["sliding_attention"]
+            params = po["full_attention"]
+            paramsKey = "rope_parameters.full_attention"
+        }
         if let params {
-            guard let po = params.objectValue else { throw .invalidKey(path: path, key: "rope_parameters", reason: "must be an object or null") }
+            guard let po = params.objectValue else { throw .invalidKey(path: path, key: paramsKey, reason: "must be an object or null") }
             if po["rope_type"] == nil && po["type"] == nil && po.pairs.contains(where: { $0.value.objectValue != nil }) {
                 throw .unsupported(path: path, key: "rope_parameters", value: "per attention type (\(po.keys.joined(separator: ", ")))",
                                    supported: "one object with rope_type and rope_theta")
             }
             guard let t = po["rope_theta"]?.doubleValue, t.isFinite, t > 0 else {
-                throw .invalidKey(path: path, key: "rope_parameters.rope_theta", reason: "must be a positive number")
+                throw .invalidKey(path: path, key: "\(paramsKey).rope_theta", reason: "must be a positive number")
             }
             if let top = o["rope_theta"], !top.isNull, top.doubleValue != t {
                 throw .invalidKey(path: path, key: "rope_theta", reason: "(\(top.doubleValue.map { "\($0)" } ?? top.kindDescription)) contradicts rope_parameters.rope_theta (\(t))")
@@ -162,10 +204,12 @@ public struct ModelConfig: Sendable, Equatable {
             }
             ropeTheta = t
         } else {
-            ropeTheta = try double("rope_theta", default: 10000)
+            var defaultTheta = 10000.0
+            if case .perLayer(_, _, _, let d, _)? = family.slidingWindow { defaultTheta = d }
+            ropeTheta = try double("rope_theta", default: defaultTheta)
             guard ropeTheta > 0 else { throw .invalidKey(path: path, key: "rope_theta", reason: "must be a positive number, found \(ropeTheta)") }
         }
-        tieWordEmbeddings = try bool("tie_word_embeddings", default: false)
+        tieWordEmbeddings = try bool("tie_word_embeddings", default: family.tiedByDefault)
         switch family.qkvBias {
         case .always: attentionBias = true
         case .configKey(let key): attentionBias = try bool(key, default: false)
@@ -175,8 +219,52 @@ public struct ModelConfig: Sendable, Equatable {
         maxPositionEmbeddings = try int("max_position_embeddings", default: 2048, max: 1 << 30)
         bosTokenID = o["bos_token_id"]?.intValue
         eosTokenID = o["eos_token_id"]?.intValue
-        ropeScaling = params != nil ? try Self.parseRopeScaling(params, path: path, key: "rope_parameters")
+        ropeScaling = params != nil ? try Self.parseRopeScaling(params, path: path, key: paramsKey)
                                     : try Self.parseRopeScaling(o["rope_scaling"], path: path, key: "rope_scaling")
+        normWeightOffset = family.normWeightOffset
+        sandwichNorms = family.sandwichNorms
+        embeddingScale = family.scalesEmbedding ? Float(Double(hiddenSize).squareRoot()) : 1
+        if let key = family.attentionScalarKey {
+            let v = try double(key, default: .nan)
+            guard v > 0 else { throw .invalidKey(path: path, key: key, reason: v.isNaN ? "is missing" : "must be a positive number, found \(v)") }
+            attentionScale = Float(pow(v, -0.5))
+        } else {
+            attentionScale = 1 / Float(headDim).squareRoot()
+        }
+        slidingWindow = nil
+        slidingLayers = [Bool](repeating: false, count: layerCount)
+        localRopeTheta = ropeTheta
+        if case .perLayer(let windowKey, let pattern, let localKey, _, let defaultLocal)? = family.slidingWindow {
+            slidingWindow = try int(windowKey, max: 1 << 30)
+            if let tv = o["layer_types"], !tv.isNull {
+                guard let types = tv.arrayValue, types.count == layerCount else {
+                    throw .invalidKey(path: path, key: "layer_types", reason: "must list one attention type per layer (\(layerCount))")
+                }
+                for (i, t) in types.enumerated() {
+                    switch t.stringValue {
+                    case "sliding_attention": slidingLayers[i] = true
+                    case "full_attention": break
+                    default: throw .unsupported(path: path, key: "layer_types[\(i)]", value: t.stringValue.map { "'\($0)'" } ?? t.kindDescription,
+                                                supported: "sliding_attention, full_attention")
+                    }
+                }
+            } else {
+                let p = try int("sliding_window_pattern", default: o["_sliding_window_pattern"]?.intValue ?? pattern)
+                slidingLayers = (0..<layerCount).map { ($0 + 1) % p != 0 }
+            }
+            if let lp = localParams {
+                guard let lo = lp.objectValue, let t = lo["rope_theta"]?.doubleValue, t.isFinite, t > 0 else {
+                    throw .invalidKey(path: path, key: "rope_parameters.sliding_attention.rope_theta", reason: "must be a positive number")
+                }
+                guard try Self.parseRopeScaling(lp, path: path, key: "rope_parameters.sliding_attention") == .none else {
+                    throw .unsupported(path: path, key: "rope_parameters.sliding_attention.rope_type", value: "with scaling", supported: "default")
+                }
+                localRopeTheta = t
+            } else {
+                localRopeTheta = try double(localKey, default: defaultLocal)
+                guard localRopeTheta > 0 else { throw .invalidKey(path: path, key: localKey, reason: "must be a positive number") }
+            }
+        }
     }
 
     /// Keys a RoPE object may hold for each type we implement; any other key is refused by name.
@@ -209,5 +297,17 @@ public struct ModelConfig: Sendable, Equatable {
         default:
             throw .unsupported(path: path, key: "\(key) type", value: "'\(type)'", supported: "none, default, linear, llama3")
         }
+    }
+}
+
+extension ModelConfig {
+    /// The scales γ = offset + w of RMSNorm weights w as stored (FP32, as transformers computes
+    /// Gemma's 1 + w); the identity where the offset is 0.
+    public func normScales(stored w: [Float]) -> [Float] {
+        normWeightOffset == 0 ? w : w.map { normWeightOffset + $0 }
+    }
+    /// The stored weights w = γ − offset of norm scales γ (before rounding to the file's dtype).
+    public func storedNormWeights(scales g: [Float]) -> [Float] {
+        normWeightOffset == 0 ? g : g.map { $0 - normWeightOffset }
     }
 }

@@ -21,8 +21,25 @@ public enum TensorNames {
         guard let i = layerIndex(of: name) else { return nil }
         return (i, name.dropFirst(layerPrefix(i).count))
     }
-    public static let inputNorm = "input_layernorm.weight"
-    public static let postAttentionNorm = "post_attention_layernorm.weight"
+    /// The RMSNorm weights of a layer (tensor names after the layer prefix).
+    public struct LayerNorms: Sendable, Equatable {
+        /// Before q/k/v (`input_layernorm` in every family).
+        public let attentionInput: String
+        /// Before gate/up: Llama's `post_attention_layernorm`, Gemma 3's `pre_feedforward_layernorm`.
+        public let mlpInput: String
+        /// On the attention / MLP output before the residual add (sandwich norms: Gemma 3's
+        /// `post_attention_layernorm` / `post_feedforward_layernorm`); nil elsewhere.
+        public let attentionOutput: String?, mlpOutput: String?
+        /// All of them, in that order.
+        public var all: [String] { [attentionInput, mlpInput] + [attentionOutput, mlpOutput].compactMap { $0 } }
+    }
+    /// The norms a layer of `c` has.
+    public static func norms(_ c: ModelConfig) -> LayerNorms {
+        c.sandwichNorms
+            ? LayerNorms(attentionInput: "input_layernorm.weight", mlpInput: "pre_feedforward_layernorm.weight",
+                         attentionOutput: "post_attention_layernorm.weight", mlpOutput: "post_feedforward_layernorm.weight")
+            : LayerNorms(attentionInput: "input_layernorm.weight", mlpInput: "post_attention_layernorm.weight", attentionOutput: nil, mlpOutput: nil)
+    }
     public static let q = "self_attn.q_proj", k = "self_attn.k_proj", v = "self_attn.v_proj", o = "self_attn.o_proj"
     public static let gate = "mlp.gate_proj", up = "mlp.up_proj", down = "mlp.down_proj"
     public static let qNorm = "self_attn.q_norm.weight", kNorm = "self_attn.k_norm.weight"
@@ -42,8 +59,7 @@ public enum TensorNames {
         var m: [String: [Int]] = [embed: [c.vocabSize, c.hiddenSize], finalNorm: [c.hiddenSize]]
         if !c.tieWordEmbeddings { m[lmHead] = [c.vocabSize, c.hiddenSize] }
         for i in 0..<c.layerCount {
-            m[layer(i, inputNorm)] = [c.hiddenSize]
-            m[layer(i, postAttentionNorm)] = [c.hiddenSize]
+            for n in norms(c).all { m[layer(i, n)] = [c.hiddenSize] }
             m[layer(i, q + ".weight")] = [c.qDim, c.hiddenSize]
             m[layer(i, k + ".weight")] = [c.kvDim, c.hiddenSize]
             m[layer(i, v + ".weight")] = [c.kvDim, c.hiddenSize]

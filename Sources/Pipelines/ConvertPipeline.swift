@@ -106,6 +106,7 @@ public enum ConvertPipeline {
         // stage: a refused recipe leaves nothing behind.
         let r = try job.recipe.map { try Recipe.load($0) } ?? Recipe.convertDefault
         try Quantizer.checkRecipe(r, config: try ModelConfig(directory: job.model))
+        for f in job.exports { try Exporter.checkTarget(f, model: job.model) }
         let lock = try OutputLock.acquire(out)
         defer { lock.release() }
         if fm.fileExists(atPath: out) && !job.force { throw PipelineError("\(out): already exists (pass \(name("force")) to replace it).") }

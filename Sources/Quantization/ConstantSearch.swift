@@ -91,18 +91,26 @@ final class ConstantSearch {
             default: return v.map { FP16.decode(FP16.encode($0)) }
             }
         }
+        /// Norm scales γ as the runtime will see them: the stored w = γ − offset, rounded like `stored`, + offset.
+        func storedNorm(_ g: [Float]?, like part: String) throws -> [Float]? {
+            try stored(g.map { config.storedNormWeights(scales: $0) }, like: part).map { config.normScales(stored: $0) }
+        }
         func score(_ L: RowMajorLayer, _ att: AttentionSmoothing, _ linears: [PackedLinear]) throws -> Double {
+            let norms = TensorNames.norms(config)
+            var outputNorms: (attention: [Float], mlp: [Float])? = nil
+            if let a = L.attentionOutputNorm, let m = L.mlpOutputNorm { outputNorms = (a, m) }
             let biases: [[Float]?] = [try stored(L.qBias, like: TensorNames.q + ".bias"), try stored(L.kBias, like: TensorNames.k + ".bias"),
                                       try stored(L.vBias, like: TensorNames.v + ".bias"), nil, nil, nil, nil]
             let q = try QuantizedBlocks.QuantizedLayer(
-                inputNorm: try stored(L.inputNorm, like: TensorNames.inputNorm)!,
-                postAttentionNorm: try stored(L.postAttentionNorm, like: TensorNames.postAttentionNorm)!, linears: Array(zip(linears, biases)).map { (linear: $0.0, bias: $0.1) },
+                inputNorm: try storedNorm(L.inputNorm, like: norms.attentionInput)!,
+                mlpInputNorm: try storedNorm(L.mlpInputNorm, like: norms.mlpInput)!, outputNorms: outputNorms,
+                linears: Array(zip(linears, biases)).map { (linear: $0.0, bias: $0.1) },
                 keyChannels: att.keyChannels, keyScales: att.keyScales.map { BF16.round($0) },
                 queryChannels: att.queryChannels, queryScales: att.queryScales.map { BF16.round($0) },
-                qNorm: try stored(L.qNorm, like: TensorNames.qNorm), kNorm: try stored(L.kNorm, like: TensorNames.kNorm),
+                qNorm: try storedNorm(L.qNorm, like: TensorNames.qNorm), kNorm: try storedNorm(L.kNorm, like: TensorNames.kNorm),
                 fp8Rerounding: recipe.fp8Rerounding)
             work.pointer.update(from: input.pointer, count: n)
-            blocks.run(q, hidden: work.pointer, batch: stream.windows, seqLen: stream.seqLen)
+            blocks.run(q, index: i, hidden: work.pointer, batch: stream.windows, seqLen: stream.seqLen)
             var e = 0.0
             for j in 0..<n { let d = Double(work.pointer[j]) - Double(target[j]); e += d * d }
             return e

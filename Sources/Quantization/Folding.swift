@@ -4,9 +4,12 @@ import LlamaReference
 import ModelDescription
 import TensorStore
 
-/// One decoder layer's weights, row-major FP32 ([out, in]), as the smoothing folds see them.
+/// One decoder layer's weights, row-major FP32 ([out, in]), as the smoothing folds see them;
+/// norms as their scales γ (`ModelConfig.normScales`: 1 + w for Gemma), which the folds divide.
 public struct RowMajorLayer: Sendable, Equatable {
-    public var inputNorm: [Float], postAttentionNorm: [Float]
+    public var inputNorm: [Float], mlpInputNorm: [Float]
+    /// Sandwich norms on the attention / MLP outputs (Gemma 3); no fold touches them.
+    public var attentionOutputNorm: [Float]? = nil, mlpOutputNorm: [Float]? = nil
     public var q: [Float], k: [Float], v: [Float], o: [Float]
     public var gate: [Float], up: [Float], down: [Float]
     public var qBias: [Float]?, kBias: [Float]?, vBias: [Float]?
@@ -16,8 +19,10 @@ public struct RowMajorLayer: Sendable, Equatable {
     public static func load(_ ckpt: Checkpoint, layer i: Int, config c: ModelConfig) throws(TensorStoreError) -> RowMajorLayer {
         typealias N = TensorNames
         func t(_ part: String, _ shape: [Int]) throws(TensorStoreError) -> [Float] { try ckpt.float32(N.layer(i, part), shape: shape) }
+        func norm(_ part: String, _ n: Int) throws(TensorStoreError) -> [Float] { c.normScales(stored: try t(part, [n])) }
+        let norms = N.norms(c)
         var L = RowMajorLayer(
-            inputNorm: try t(N.inputNorm, [c.hiddenSize]), postAttentionNorm: try t(N.postAttentionNorm, [c.hiddenSize]),
+            inputNorm: try norm(norms.attentionInput, c.hiddenSize), mlpInputNorm: try norm(norms.mlpInput, c.hiddenSize),
             q: try t(N.q + ".weight", [c.qDim, c.hiddenSize]), k: try t(N.k + ".weight", [c.kvDim, c.hiddenSize]),
             v: try t(N.v + ".weight", [c.kvDim, c.hiddenSize]), o: try t(N.o + ".weight", [c.hiddenSize, c.qDim]),
             gate: try t(N.gate + ".weight", [c.intermediateSize, c.hiddenSize]), up: try t(N.up + ".weight", [c.intermediateSize, c.hiddenSize]),
@@ -26,8 +31,12 @@ public struct RowMajorLayer: Sendable, Equatable {
             kBias: c.attentionBias ? try t(N.k + ".bias", [c.kvDim]) : nil,
             vBias: c.attentionBias ? try t(N.v + ".bias", [c.kvDim]) : nil)
         if c.qkNorm {
-            L.qNorm = try t(N.qNorm, [c.headDim])
-            L.kNorm = try t(N.kNorm, [c.headDim])
+            L.qNorm = try norm(N.qNorm, c.headDim)
+            L.kNorm = try norm(N.kNorm, c.headDim)
+        }
+        if let a = norms.attentionOutput, let m = norms.mlpOutput {
+            L.attentionOutputNorm = try norm(a, c.hiddenSize)
+            L.mlpOutputNorm = try norm(m, c.hiddenSize)
         }
         return L
     }
@@ -38,12 +47,13 @@ public struct RowMajorLayer: Sendable, Equatable {
             w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
         }
         let bias: FloatBuffer? = qBias.map { FloatBuffer($0 + kBias! + vBias!) }
-        return LlamaLayerWeights(index: index, inputNorm: FloatBuffer(inputNorm), postAttentionNorm: FloatBuffer(postAttentionNorm),
+        return LlamaLayerWeights(index: index, inputNorm: FloatBuffer(inputNorm), mlpInputNorm: FloatBuffer(mlpInputNorm),
                                  qkv: pack(q + k + v, rows: c.qDim + 2 * c.kvDim, cols: c.hiddenSize), qkvBias: bias,
                                  o: pack(o, rows: c.hiddenSize, cols: c.qDim),
                                  gateUp: pack(gate + up, rows: 2 * c.intermediateSize, cols: c.hiddenSize),
                                  down: pack(down, rows: c.hiddenSize, cols: c.intermediateSize),
-                                 qNorm: qNorm.map { FloatBuffer($0) }, kNorm: kNorm.map { FloatBuffer($0) })
+                                 qNorm: qNorm.map { FloatBuffer($0) }, kNorm: kNorm.map { FloatBuffer($0) },
+                                 attentionOutputNorm: attentionOutputNorm.map { FloatBuffer($0) }, mlpOutputNorm: mlpOutputNorm.map { FloatBuffer($0) })
     }
 }
 
@@ -155,7 +165,7 @@ public enum Folding {
             let s = Smoothing.channelScales(L.gate + L.up, rows: 2 * I, k: H, c: plan.gateUpC, strength: plan.gateUpStrength)
             scaleColumns(&L.gate, rows: I, k: H, by: s)
             scaleColumns(&L.up, rows: I, k: H, by: s)
-            for j in 0..<H { L.postAttentionNorm[j] /= s[j] }
+            for j in 0..<H { L.mlpInputNorm[j] /= s[j] }
             att.inputFactors[.mlp] = s.map { 1 / $0 }
         }
         if plan.downC > 0 {

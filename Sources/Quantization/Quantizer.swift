@@ -126,6 +126,12 @@ public struct Quantizer {
             defer { f.releasePages(t) }
             return TensorData(name: name, dtype: t.dtype, shape: t.shape, bytes: [UInt8](f.rawBytes(t)))
         }
+        /// A tensor copied as stored (`raw`, under a name the layer loop does not shadow).
+        func copied(_ name: String) throws -> TensorData { try raw(name) }
+        /// A folded norm, from its scales γ back to the stored weights (w = γ − offset), stored like `stored`.
+        func storedNorm(_ name: String, _ scales: [Float]) throws -> TensorData {
+            try stored(name, c.storedNormWeights(scales: scales), like: name)
+        }
         /// A modified 1-D tensor, stored in its source precision (F32 and BF16 stay, others become F16).
         func stored(_ name: String, _ values: [Float], like source: String) throws -> TensorData {
             let (_, t) = try ckpt.file(for: source)
@@ -181,8 +187,11 @@ public struct Quantizer {
                 } else if recipe.scaleSearch && outcome == nil {   // (the search packed its linears already)
                     inputWeights = Self.inputWeights(recipe: recipe, stats: layerStats, factors: [sqFactors, att.inputFactors], config: c)
                 }
-                tensors.append(try stored(prefix + TensorNames.inputNorm, L.inputNorm, like: prefix + TensorNames.inputNorm))
-                tensors.append(try stored(prefix + TensorNames.postAttentionNorm, L.postAttentionNorm, like: prefix + TensorNames.postAttentionNorm))
+                let norms = TensorNames.norms(c)
+                tensors.append(try storedNorm(prefix + norms.attentionInput, L.inputNorm))
+                tensors.append(try storedNorm(prefix + norms.mlpInput, L.mlpInputNorm))
+                // Sandwich norms: no fold touches them; copied as stored.
+                for n in [norms.attentionOutput, norms.mlpOutput].compactMap({ $0 }) { tensors.append(try copied(prefix + n)) }
                 let mats = Self.linears(of: L, config: c)
                 let results = ResultSlots<PackedLinear>(count: mats.count)
                 func quantizeLinear(_ j: Int, threads inner: Int) {
@@ -226,8 +235,8 @@ public struct Quantizer {
                     summary.linearFP16Bytes += rows * k * 2
                     summary.perTensorScales[name] = p
                 }
-                if let n = L.qNorm { tensors.append(try stored(prefix + TensorNames.qNorm, n, like: prefix + TensorNames.qNorm)) }
-                if let n = L.kNorm { tensors.append(try stored(prefix + TensorNames.kNorm, n, like: prefix + TensorNames.kNorm)) }
+                if let n = L.qNorm { tensors.append(try storedNorm(prefix + TensorNames.qNorm, n)) }
+                if let n = L.kNorm { tensors.append(try storedNorm(prefix + TensorNames.kNorm, n)) }
                 for (b, n) in [(L.qBias, TensorNames.q), (L.kBias, TensorNames.k), (L.vBias, TensorNames.v)] {
                     if let b { tensors.append(try stored(prefix + n + ".bias", b, like: prefix + n + ".bias")) }
                 }
@@ -364,7 +373,7 @@ public enum SmoothQuant {
         let sm = scales(L.gate + L.up, rows: 2 * c.intermediateSize, act: stats.inputs[.mlp]!.absmax)
         Folding.scaleColumns(&L.gate, rows: c.intermediateSize, k: H, by: sm)
         Folding.scaleColumns(&L.up, rows: c.intermediateSize, k: H, by: sm)
-        for j in 0..<H { L.postAttentionNorm[j] /= sm[j] }
+        for j in 0..<H { L.mlpInputNorm[j] /= sm[j] }
         return [.attn: sa.map { 1 / $0 }, .mlp: sm.map { 1 / $0 }]
     }
 }

@@ -16,7 +16,7 @@ public final class QuantizedDecoder {
     public private(set) var position = 0
     /// Per layer: keys transposed per KV head (kvHeads, headDim, capacity) and values (capacity, kvDim).
     private let keys: [FloatBuffer], values: [FloatBuffer]
-    private let h: FloatBuffer, xn: FloatBuffer, qkv: FloatBuffer, att: FloatBuffer, gu: FloatBuffer, act: FloatBuffer
+    private let h: FloatBuffer, xn: FloatBuffer, qkv: FloatBuffer, att: FloatBuffer, gu: FloatBuffer, act: FloatBuffer, branch: FloatBuffer
     private let scratch: FloatBuffer, acc: FloatBuffer, scores: FloatBuffer
 
     public init(model: QuantizedModel, capacity: Int) {
@@ -27,7 +27,7 @@ public final class QuantizedDecoder {
         values = (0..<c.layerCount).map { _ in FloatBuffer(count: capacity * c.kvDim) }
         let qkvDim = c.qDim + 2 * c.kvDim, I = c.intermediateSize, H = c.hiddenSize
         h = FloatBuffer(count: H); xn = FloatBuffer(count: H); qkv = FloatBuffer(count: qkvDim); att = FloatBuffer(count: c.qDim)
-        gu = FloatBuffer(count: 2 * I); act = FloatBuffer(count: I)
+        gu = FloatBuffer(count: 2 * I); act = FloatBuffer(count: I); branch = FloatBuffer(count: H)
         scratch = FloatBuffer(count: max(H, I, c.qDim)); acc = FloatBuffer(count: max(2 * I, qkvDim, H))
         scores = FloatBuffer(count: c.headCount * capacity)
     }
@@ -36,11 +36,13 @@ public final class QuantizedDecoder {
     public func step(_ token: Int32) -> [Float] {
         precondition(position < capacity, "decoder is full")
         let m = model, c = m.config, f = m.forward
-        let I = c.intermediateSize, D = c.headDim, half = D / 2
+        let D = c.headDim, half = D / 2
         m.embed([token], into: h.pointer)
-        var cosT = [Float](repeating: 0, count: half), sinT = cosT
-        f.rope.table(position: position, cos: &cosT, sin: &sinT)
+        var cosT = [Float](repeating: 0, count: half), sinT = cosT, cosL = cosT, sinL = cosT
+        f.globalRope.table(position: position, cos: &cosT, sin: &sinT)
+        f.localRope.table(position: position, cos: &cosL, sin: &sinL)
         for (li, L) in m.layers.enumerated() {
+            let sliding = c.slidingLayers[li]
             func run(_ lin: Int4FP8Linear, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
                 lin.forward(x: x, rows: 1, y: y, accumulate: accumulate, scratch: scratch.pointer, acc: acc.pointer,
                             activationsFP8: m.activationsFP8, outputBF16: m.outputBF16, threads: f.threads)
@@ -48,16 +50,28 @@ public final class QuantizedDecoder {
             f.rmsNorm(h.pointer, rows: 1, weight: L.inputNorm.pointer, out: xn.pointer)
             run(L.qkv, xn.pointer, qkv.pointer)
             if let qn = L.qNorm, let kn = L.kNorm { f.headNorms(qkv.pointer, rows: 1, qNorm: qn.pointer, kNorm: kn.pointer) }
-            for hh in 0..<(c.headCount + c.kvHeadCount) { Rope.rotate(qkv.pointer + hh * D, half: half, cos: cosT, sin: sinT) }
-            m.quantizeAttentionInputs(L, qkv: qkv.pointer, rows: 1, seqLen: 1, firstPosition: position)
+            for hh in 0..<(c.headCount + c.kvHeadCount) {
+                Rope.rotate(qkv.pointer + hh * D, half: half, cos: sliding ? cosL : cosT, sin: sliding ? sinL : sinT)
+            }
+            m.quantizeAttentionInputs(L, layer: li, qkv: qkv.pointer, rows: 1, seqLen: 1, firstPosition: position)
             for j in 0..<c.kvDim { keys[li].pointer[j * capacity + position] = qkv.pointer[c.qDim + j] }
             (values[li].pointer + position * c.kvDim).update(from: qkv.pointer + c.qDim + c.kvDim, count: c.kvDim)
             attend(layer: li)
-            run(L.o, att.pointer, h.pointer, accumulate: true)
-            f.rmsNorm(h.pointer, rows: 1, weight: L.postAttentionNorm.pointer, out: xn.pointer)
+            if c.sandwichNorms {
+                run(L.o, att.pointer, branch.pointer)
+                f.addBranch(branch.pointer, norm: L.attentionOutputNorm, into: h.pointer, rows: 1)
+            } else {
+                run(L.o, att.pointer, h.pointer, accumulate: true)
+            }
+            f.rmsNorm(h.pointer, rows: 1, weight: L.mlpInputNorm.pointer, out: xn.pointer)
             run(L.gateUp, xn.pointer, gu.pointer)
-            fq_swiglu(gu.pointer, gu.pointer + I, act.pointer, I)
-            run(L.down, act.pointer, h.pointer, accumulate: true)
+            f.activate(gu.pointer, rows: 1, out: act.pointer)
+            if c.sandwichNorms {
+                run(L.down, act.pointer, branch.pointer)
+                f.addBranch(branch.pointer, norm: L.mlpOutputNorm, into: h.pointer, rows: 1)
+            } else {
+                run(L.down, act.pointer, h.pointer, accumulate: true)
+            }
         }
         f.rmsNorm(h.pointer, rows: 1, weight: m.finalNorm.pointer, out: xn.pointer)
         var logits = [Float](repeating: 0, count: c.vocabSize)
@@ -69,16 +83,17 @@ public final class QuantizedDecoder {
     /// Attention of the new query over the cached keys, in the summation order of the full pass.
     private func attend(layer li: Int) {
         let c = model.config, D = c.headDim, group = c.headCount / c.kvHeadCount
-        let n = position + 1, scale = 1 / Float(D).squareRoot()
+        let n = position + 1, scale = c.attentionScale
+        let t0 = c.attentionWindow(layer: li).map { max(0, n - $0) } ?? 0   // first key the window keeps
         let q = SendablePointer(qkv.pointer), k = SendablePointer(keys[li].pointer), v = SendablePointer(values[li].pointer)
         let out = SendablePointer(att.pointer), sc = SendablePointer(scores.pointer)
         let cap = capacity, kvDim = c.kvDim
         Parallel.forEachChunk(c.headCount, chunk: 1, threads: n >= 32 ? model.forward.threads : 1) { items in
             for hq in items {
                 let g = hq / group, s = sc.p + hq * cap
-                fq_attn_scores(q.p + hq * D, k.p + g * D * cap, cap, D, n, scale, s)
-                fq_softmax_inplace(s, n)
-                fq_attn_pv(s, n, v.p + g * D, kvDim, D, out.p + hq * D)
+                fq_attn_scores(q.p + hq * D, k.p + g * D * cap + t0, cap, D, n - t0, scale, s)
+                fq_softmax_inplace(s, n - t0)
+                fq_attn_pv(s, n - t0, v.p + t0 * kvDim + g * D, kvDim, D, out.p + hq * D)
             }
         }
     }

@@ -50,7 +50,9 @@ public final class QuantizedBlocks: @unchecked Sendable {
 
     /// One decoder layer: q, k and v fused (one FP8 quantization of the input, one GEMM); gate and up likewise.
     public struct QuantizedLayer {
-        let inputNorm: FloatBuffer, postAttentionNorm: FloatBuffer
+        let inputNorm: FloatBuffer, mlpInputNorm: FloatBuffer
+        /// Sandwich norms on the attention and MLP outputs (Gemma 3).
+        let attentionOutputNorm: FloatBuffer?, mlpOutputNorm: FloatBuffer?
         let qkv: Int4FP8Linear, o: Int4FP8Linear, gateUp: Int4FP8Linear, down: Int4FP8Linear
         let keyChannels: [Int], keyScales: [Float], queryChannels: [Int], queryScales: [Float]
         /// Qwen3's per-head q / k RMSNorm weights (with FireQ's pre-RoPE factors folded in).
@@ -59,14 +61,18 @@ public final class QuantizedBlocks: @unchecked Sendable {
         /// neither): the centres of `kv_center: "bias"`, made once at load.
         let kvCenters: [Float]?
 
-        /// A layer from its packed linears (q, k, v, o, gate, up, down, each with its bias or nil),
-        /// norms and post-RoPE scales, exactly as a packed folder stores them.
-        public init(inputNorm: [Float], postAttentionNorm: [Float], linears: [(linear: PackedLinear, bias: [Float]?)],
+        /// A layer from its packed linears (q, k, v, o, gate, up, down, each with its bias or nil)
+        /// and post-RoPE scales exactly as a packed folder stores them, and its norms as scales γ
+        /// (`ModelConfig.normScales` of the stored weights).
+        public init(inputNorm: [Float], mlpInputNorm: [Float], outputNorms: (attention: [Float], mlp: [Float])? = nil,
+                    linears: [(linear: PackedLinear, bias: [Float]?)],
                     keyChannels: [Int], keyScales: [Float], queryChannels: [Int], queryScales: [Float],
                     qNorm: [Float]?, kNorm: [Float]?, fp8Rerounding: Bool) throws {
             precondition(linears.count == 7, "q, k, v, o, gate, up, down")
             self.inputNorm = FloatBuffer(inputNorm)
-            self.postAttentionNorm = FloatBuffer(postAttentionNorm)
+            self.mlpInputNorm = FloatBuffer(mlpInputNorm)
+            self.attentionOutputNorm = outputNorms.map { FloatBuffer($0.attention) }
+            self.mlpOutputNorm = outputNorms.map { FloatBuffer($0.mlp) }
             qkv = try Int4FP8Linear(fusing: Array(linears[0..<3]), fp8Rerounding: fp8Rerounding)
             o = try Int4FP8Linear(fusing: [linears[3]], fp8Rerounding: fp8Rerounding)
             gateUp = try Int4FP8Linear(fusing: Array(linears[4..<6]), fp8Rerounding: fp8Rerounding)
@@ -100,11 +106,11 @@ public final class QuantizedBlocks: @unchecked Sendable {
         apply(layers[li], index: li, hidden: h, batch: batch, seqLen: T, observer: observer)
     }
 
-    /// Runs `layer` (not necessarily one of `layers`: convert's constant search tries candidates)
-    /// in place on `hidden` (`batch` sequences of `seqLen` rows).
-    public func run(_ layer: QuantizedLayer, hidden: UnsafeMutablePointer<Float>, batch: Int, seqLen: Int) {
+    /// Runs `layer` as decoder layer `index` (its RoPE and window; not necessarily one of `layers`:
+    /// convert's constant search tries candidates) in place on `hidden` (`batch` sequences of `seqLen` rows).
+    public func run(_ layer: QuantizedLayer, index: Int, hidden: UnsafeMutablePointer<Float>, batch: Int, seqLen: Int) {
         lock.lock(); defer { lock.unlock() }
-        apply(layer, index: 0, hidden: hidden, batch: batch, seqLen: seqLen, observer: nil)
+        apply(layer, index: index, hidden: hidden, batch: batch, seqLen: seqLen, observer: nil)
     }
 
     private func apply(_ L: QuantizedLayer, index li: Int, hidden h: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int, observer: ForwardObserver?) {
@@ -112,6 +118,7 @@ public final class QuantizedBlocks: @unchecked Sendable {
         let rows = batch * T
         let H = c.hiddenSize, I = c.intermediateSize, qkvDim = c.qDim + 2 * c.kvDim
         if cached == nil || cached!.rows < rows || cached!.seqLen < T {
+            cached = nil   // the old buffers go before the new ones are made
             cached = (rows, T, LlamaForward.Workspace(config: c, rows: rows, seqLen: T, threads: forward.threads),
                       FloatBuffer(count: rows * max(H, I, c.qDim)), FloatBuffer(count: rows * max(2 * I, qkvDim, H)))
         }
@@ -125,29 +132,36 @@ public final class QuantizedBlocks: @unchecked Sendable {
         observer?.observe(.attentionInput, layer: li, ActivationView(base: ws.xn.pointer, rows: rows, cols: H, rowStride: H))
         run(L.qkv, ws.xn.pointer, ws.qkv.pointer, ldy: qkvDim)
         if let qn = L.qNorm, let kn = L.kNorm { forward.headNorms(ws.qkv.pointer, rows: rows, qNorm: qn.pointer, kNorm: kn.pointer) }
-        forward.applyRope(ws.qkv.pointer, rows: rows, seqLen: T)
-        quantizeAttentionInputs(L, qkv: ws.qkv.pointer, rows: rows, seqLen: T)
-        forward.attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: T)
-        run(L.o, ws.att.pointer, h, ldy: H, accumulate: true)
-        forward.rmsNorm(h, rows: rows, weight: L.postAttentionNorm.pointer, out: ws.xn.pointer)
-        run(L.gateUp, ws.xn.pointer, ws.gateUp.pointer, ldy: 2 * I)
-        let gu = SendablePointer(ws.gateUp.pointer), act = SendablePointer(ws.act.pointer)
-        Parallel.forEachChunk(rows, chunk: 16, threads: th) { r in
-            for row in r { fq_swiglu(gu.p + row * 2 * I, gu.p + row * 2 * I + I, act.p + row * I, I) }
+        forward.applyRope(ws.qkv.pointer, rows: rows, seqLen: T, layer: li)
+        quantizeAttentionInputs(L, layer: li, qkv: ws.qkv.pointer, rows: rows, seqLen: T)
+        forward.attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: T, layer: li)
+        if let branch = ws.branch {
+            run(L.o, ws.att.pointer, branch.pointer, ldy: H)
+            forward.addBranch(branch.pointer, norm: L.attentionOutputNorm, into: h, rows: rows)
+        } else {
+            run(L.o, ws.att.pointer, h, ldy: H, accumulate: true)
         }
-        run(L.down, ws.act.pointer, h, ldy: H, accumulate: true)
+        forward.rmsNorm(h, rows: rows, weight: L.mlpInputNorm.pointer, out: ws.xn.pointer)
+        run(L.gateUp, ws.xn.pointer, ws.gateUp.pointer, ldy: 2 * I)
+        forward.activate(ws.gateUp.pointer, rows: rows, out: ws.act.pointer)
+        if let branch = ws.branch {
+            run(L.down, ws.act.pointer, branch.pointer, ldy: H)
+            forward.addBranch(branch.pointer, norm: L.mlpOutputNorm, into: h, rows: rows)
+        } else {
+            run(L.down, ws.act.pointer, h, ldy: H, accumulate: true)
+        }
         observer?.observe(.layerOutput, layer: li, ActivationView(base: h, rows: rows, cols: H, rowStride: H))
     }
 
     /// Post-RoPE S, then Q → FP8 per (token, head) and K, V → INT4 per (token, KV head) (§3.3),
     /// stored back as their dequantized FP32 values. Row r holds the token at position
     /// `firstPosition + r % seqLen` (used by `kv_center`'s rotated key centre).
-    func quantizeAttentionInputs(_ L: QuantizedLayer, qkv: UnsafeMutablePointer<Float>, rows: Int, seqLen: Int, firstPosition: Int = 0) {
+    func quantizeAttentionInputs(_ L: QuantizedLayer, layer: Int, qkv: UnsafeMutablePointer<Float>, rows: Int, seqLen: Int, firstPosition: Int = 0) {
         let c = config, D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim
         let base = SendablePointer(qkv)
         let (queryFP8, kvInt4, qkHadamard, kvGroup, search) = (self.queryFP8, self.kvInt4, self.qkHadamard, self.kvGroup, self.kvScaleSearch)
         let center = kvCenter && kvInt4 ? L.kvCenters : nil
-        let rope = forward.rope
+        let rope = forward.rope(layer: layer)
         Parallel.forEachChunk(rows, chunk: 16, threads: forward.threads) { rr in
             // The row's K/V centres: [K centre rotated to the row's position, × S (, × R)] ∥ [V centre].
             // (Allocated only with centres: the decoder calls this once per token and layer.)
@@ -246,8 +260,8 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
     var layers: [QuantizedBlocks.QuantizedLayer] { blocks.layers }
     var activationsFP8: Bool { blocks.activationsFP8 }
     var outputBF16: Bool { blocks.outputBF16 }
-    func quantizeAttentionInputs(_ L: QuantizedBlocks.QuantizedLayer, qkv: UnsafeMutablePointer<Float>, rows: Int, seqLen: Int, firstPosition: Int = 0) {
-        blocks.quantizeAttentionInputs(L, qkv: qkv, rows: rows, seqLen: seqLen, firstPosition: firstPosition)
+    func quantizeAttentionInputs(_ L: QuantizedBlocks.QuantizedLayer, layer: Int, qkv: UnsafeMutablePointer<Float>, rows: Int, seqLen: Int, firstPosition: Int = 0) {
+        blocks.quantizeAttentionInputs(L, layer: layer, qkv: qkv, rows: rows, seqLen: seqLen, firstPosition: firstPosition)
     }
 
     public let numerics: RuntimeNumerics
@@ -294,7 +308,6 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
             throw PackedError(path: packed.directory, reason: "its recipe's attention.kv_group_size \(kvGroup) does not divide head_dim \(c.headDim)")
         }
         let f = packed.file
-        func vec(_ name: String) throws -> FloatBuffer { FloatBuffer(try f.float32(name)) }
         func floats(_ name: String) throws -> [Float] { try f.float32(name) }
         func ints(_ name: String) throws -> [Int] {
             guard full, let t = f.info(name), t.dtype == .i32 else { return [] }
@@ -313,14 +326,18 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
                 return (try packed.linear(p + n), bias)
             }
             let s = p + N.qkvSupply
+            let norms = N.norms(c)
+            func norm(_ name: String) throws -> [Float] { c.normScales(stored: try floats(p + name)) }
+            var outputNorms: (attention: [Float], mlp: [Float])? = nil
+            if let a = norms.attentionOutput, let m = norms.mlpOutput { outputNorms = (try norm(a), try norm(m)) }
             layers.append(try QuantizedBlocks.QuantizedLayer(
-                inputNorm: try floats(p + N.inputNorm), postAttentionNorm: try floats(p + N.postAttentionNorm),
+                inputNorm: try norm(norms.attentionInput), mlpInputNorm: try norm(norms.mlpInput), outputNorms: outputNorms,
                 linears: try N.linears.map(part),
                 keyChannels: try ints(s + "post_k_smooth.top_k_indices"),
                 keyScales: full && f.info(s + "post_k_smooth.smooth") != nil ? try f.float32(s + "post_k_smooth.smooth") : [],
                 queryChannels: try ints(s + "post_q_smooth.top_k_indices"),
                 queryScales: full && f.info(s + "post_q_smooth.smooth") != nil ? try f.float32(s + "post_q_smooth.smooth") : [],
-                qNorm: c.qkNorm ? try floats(p + N.qNorm) : nil, kNorm: c.qkNorm ? try floats(p + N.kNorm) : nil,
+                qNorm: c.qkNorm ? try norm(N.qNorm) : nil, kNorm: c.qkNorm ? try norm(N.kNorm) : nil,
                 fp8Rerounding: n.fp8Rerounding))
             release(prefix: p)
         }
@@ -351,14 +368,14 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         int8Head = full && headFormat == "int8" ? try int8(headName) : nil
         embedTable = int8Head != nil && c.tieWordEmbeddings ? nil : try matrix(TensorNames.embed)
         lmHead = int8Head != nil ? nil : (c.tieWordEmbeddings ? embedTable : try matrix(TensorNames.lmHead))
-        finalNorm = try vec(TensorNames.finalNorm)
+        finalNorm = FloatBuffer(c.normScales(stored: try floats(TensorNames.finalNorm)))
         release(prefix: "")
     }
 
     /// Bytes of weights held in memory: INT4 codes and scales, 16-bit embedding / lm_head, norms.
     public var residentWeightBytes: Int {
         let linears = layers.reduce(0) { $0 + [$1.qkv, $1.o, $1.gateUp, $1.down].reduce(0) { $0 + $1.weightBytes } }
-        let norms = 4 * config.hiddenSize * (2 * config.layerCount + 1)
+        let norms = 4 * config.hiddenSize * (TensorNames.norms(config).all.count * config.layerCount + 1)
         let tables = (embedTable?.byteCount ?? 0) + (int8Head?.byteCount ?? 0)
             + (lmHead != nil && !config.tieWordEmbeddings ? lmHead!.byteCount : 0)
         return linears + tables + norms
@@ -392,12 +409,15 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         return h
     }
 
-    /// Copies the embeddings of `tokens` into `out` (tokens.count, hidden). Ids must be < vocab.
+    /// Copies the embeddings of `tokens` into `out` (tokens.count, hidden), × the family's
+    /// embedding scale. Ids must be < vocab.
     public func embed(_ tokens: [Int32], into out: UnsafeMutablePointer<Float>) {
-        let h = config.hiddenSize
+        if let embedTable { return LlamaModel.embed(tokens, from: embedTable, config: config, into: out) }
+        let h = config.hiddenSize, scale = config.embeddingScale
         for (r, t) in tokens.enumerated() {
             precondition(t >= 0 && Int(t) < config.vocabSize, "token id \(t) outside the vocabulary")
-            if let embedTable { embedTable.copyRow(Int(t), into: out + r * h) } else { int8Head!.copyRow(Int(t), into: out + r * h) }
+            int8Head!.copyRow(Int(t), into: out + r * h)
+            if scale != 1 { for j in 0..<h { out[r * h + j] *= scale } }
         }
     }
 

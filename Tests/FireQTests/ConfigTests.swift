@@ -40,7 +40,7 @@ import Testing
         func parse(_ arch: String, _ extra: String = "") throws -> ModelConfig {
             try ModelConfig(json: try JSONParser.parse(Self.base.replacingOccurrences(of: "LlamaForCausalLM", with: arch) + extra + "}"), path: "c")
         }
-        #expect(ModelFamily.all.map(\.architecture) == [.llama, .mistral, .qwen2, .qwen3])
+        #expect(ModelFamily.all.map(\.architecture) == [.llama, .mistral, .qwen2, .qwen3, .gemma3])
         let qwen2 = try parse("Qwen2ForCausalLM", #","attention_bias":false"#)
         #expect(qwen2.family == .qwen2 && qwen2.attentionBias && !qwen2.qkNorm)
         #expect(try !parse("LlamaForCausalLM").attentionBias && parse("LlamaForCausalLM", #","attention_bias":true"#).attentionBias)
@@ -55,6 +55,47 @@ import Testing
         }
         // Llama has no sliding-window switch: its config's key means nothing to it.
         #expect(try parse("LlamaForCausalLM", #","sliding_window":4096"#).family == .llama)
+    }
+
+    /// Gemma 3's config as Google ships it (transformers 4.x keys: `rope_local_base_freq`,
+    /// `_sliding_window_pattern`, no tie key) and as transformers 5.x writes it (`rope_parameters`
+    /// per attention type, `layer_types`), and what is refused.
+    @Test func gemma3Config() throws {
+        let g = #"{"architectures":["Gemma3ForCausalLM"],"hidden_size":640,"intermediate_size":2048,"num_hidden_layers":18,"num_attention_heads":4,"num_key_value_heads":1,"head_dim":256,"rms_norm_eps":1e-06,"vocab_size":262144,"max_position_embeddings":32768,"hidden_activation":"gelu_pytorch_tanh","query_pre_attn_scalar":256,"sliding_window":512,"final_logit_softcapping":null,"attn_logit_softcapping":null"#
+        func parse(_ extra: String) throws -> ModelConfig { try ModelConfig(json: try JSONParser.parse(g + extra + "}"), path: "c") }
+        let legacy = try parse(#","rope_theta":1000000.0,"rope_local_base_freq":10000.0,"_sliding_window_pattern":6,"rope_scaling":null"#)
+        #expect(legacy.family == .gemma3 && legacy.tieWordEmbeddings && legacy.qkNorm && legacy.sandwichNorms && legacy.activation == .geluTanh)
+        #expect(legacy.normWeightOffset == 1 && legacy.embeddingScale == Float(640.0.squareRoot()) && legacy.attentionScale == 0.0625)
+        #expect(legacy.slidingLayers == (0..<18).map { $0 % 6 != 5 } && legacy.slidingWindow == 512)
+        #expect(legacy.ropeTheta == 1e6 && legacy.localRopeTheta == 1e4 && legacy.attentionWindow(layer: 0) == 512 && legacy.attentionWindow(layer: 5) == nil)
+        let types = (0..<18).map { $0 == 0 ? "\"full_attention\"" : "\"sliding_attention\"" }.joined(separator: ",")
+        let v5 = try parse(#","layer_types":[\#(types)],"rope_parameters":{"full_attention":{"rope_type":"default","rope_theta":500000.0},"sliding_attention":{"rope_type":"default","rope_theta":20000.0}}"#)
+        #expect(v5.slidingLayers == (0..<18).map { $0 != 0 } && v5.ropeTheta == 5e5 && v5.localRopeTheta == 2e4 && v5.ropeScaling == .none)
+        #expect(TensorNames.norms(v5).all == ["input_layernorm.weight", "pre_feedforward_layernorm.weight",
+                                              "post_attention_layernorm.weight", "post_feedforward_layernorm.weight"])
+        #expect(TensorNames.norms(try Self.parse("")).all == ["input_layernorm.weight", "post_attention_layernorm.weight"])
+        for (extra, message) in [
+            (#","layer_types":["full_attention"]"#, "c: 'layer_types' must list one attention type per layer (18)."),
+            (#","use_bidirectional_attention":true"#, "c: unsupported use_bidirectional_attention true (supported: false (causal attention))."),
+        ] {
+            #expect { _ = try parse(extra) } throws: { e in "\(e)" == message }
+        }
+        let capped = #"{"architectures":["Gemma3ForCausalLM"],"hidden_size":640,"intermediate_size":2048,"num_hidden_layers":2,"num_attention_heads":4,"head_dim":256,"vocab_size":10,"query_pre_attn_scalar":256,"sliding_window":512,"final_logit_softcapping":30.0}"#
+        #expect { _ = try ModelConfig(json: try JSONParser.parse(capped), path: "c") } throws: { e in
+            "\(e)" == "c: unsupported final_logit_softcapping 30.0 (supported: null (no soft-capping))."
+        }
+        let relu = #"{"architectures":["Gemma3ForCausalLM"],"hidden_size":640,"intermediate_size":2048,"num_hidden_layers":2,"num_attention_heads":4,"head_dim":256,"vocab_size":10,"query_pre_attn_scalar":256,"sliding_window":512,"hidden_activation":"relu"}"#
+        #expect { _ = try ModelConfig(json: try JSONParser.parse(relu), path: "c") } throws: { e in
+            "\(e)" == "c: unsupported hidden_activation 'relu' (supported: gelu_pytorch_tanh)."
+        }
+    }
+
+    /// JSON keys and tokenizer vocabularies compare by bytes: canonically equivalent spellings
+    /// ("য়" U+09DF and "য" + "়") are two keys, as in Gemma 3's vocabulary.
+    @Test func canonicallyEquivalentKeysAreDistinct() throws {
+        let o = try #require(try JSONParser.parse(#"{"য়":1,"য়":2}"#).objectValue)
+        #expect(o.count == 2 && o["\u{9DF}"]?.intValue == 1 && o["\u{9AF}\u{9BC}"]?.intValue == 2)
+        #expect("\u{9DF}" == "\u{9AF}\u{9BC}")   // what Swift's String equality says
     }
 
     /// The tensor-name map: layer prefixes and the packed order of the seven linears.

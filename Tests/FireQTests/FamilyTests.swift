@@ -1,5 +1,6 @@
 import Foundation
 import LlamaReference
+import Runtime
 import TensorStore
 import Testing
 import Tokenizer
@@ -10,7 +11,7 @@ import Tokenizer
 /// pipeline (calibrate → quantize → smoke evaluation → every export the family has) on each.
 @Suite(.serialized) struct FamilyTests {
     static let folder = TestPaths.root + "/.cache/families"
-    static let families = ["llama3", "qwen2", "mistral", "qwen3"]
+    static let families = ["llama3", "qwen2", "mistral", "qwen3", "gemma3"]
     static let hint = "bash Scripts/test.sh builds them (.cache/venv/bin/python Scripts/make_family_checkpoints.py .cache/families)"
 
     /// Our FP32 forward pass gives transformers' logits (float32, eager attention) within 1e-4 of
@@ -43,6 +44,14 @@ import Tokenizer
             if a == b { agree += 1 }
         }
         #expect(agree == ids.count, "\(family): argmax agrees on \(agree) of \(ids.count) positions")
+        // The KV-cached decoder (sliding windows, per-layer RoPE, sandwich norms) gives the full pass's logits.
+        let dec = LlamaDecoder(model: model, batch: 1, capacity: ids.count)
+        var worstDecode: Float = 0
+        for p in 0..<ids.count {
+            let l = dec.step([ids[p]])
+            for v in 0..<V { worstDecode = max(worstDecode, abs(l[v] - got[p * V + v])) }
+        }
+        #expect(worstDecode / maxRef <= 1e-5, "\(family): decoder max |Δlogit| \(worstDecode)")
     }
 
     /// calibrate → quantize → smoke evaluation → exports, through `fireq convert`, on every family;
@@ -51,9 +60,9 @@ import Tokenizer
         let dir = Self.folder + "/" + family
         try TestPaths.require(dir + "/model.safetensors", hint: Self.hint)
         let out = TestPaths.tempDir() + "/" + family + "-fireq"
-        // GGUF carries the llama architecture only (Formats/exports.md): Qwen2's biases and Qwen3's
-        // q/k norms have no place there.
-        let exports = family.hasPrefix("qwen") ? "compressed-tensors,mlx" : "gguf,compressed-tensors,mlx"
+        // GGUF: llama.cpp's llama and qwen2 architectures (Formats/exports.md); Qwen3's and Gemma 3's
+        // are not written yet.
+        let exports = family == "qwen3" || family == "gemma3" ? "compressed-tensors,mlx" : "gguf,compressed-tensors,mlx"
         let r = try CLI.run(["convert", "--model", dir, "--out", out, "--text", ConvertTests.shakespeare, "--samples", "2", "--seq-len", "64",
                              "--eval-context", "64", "--eval-windows", "2", "--max-delta-ppl", "1000", "--threads", "2", "--export", exports])
         #expect(r.status == 0, "\(family): \(r.stderr)")
@@ -67,5 +76,34 @@ import Tokenizer
         let ppl = try #require(rep["models"]?.arrayValue?.first?["perplexity"]?.doubleValue)
         let base = try #require(rep["baseline"]?["perplexity"]?.doubleValue)
         #expect(ppl.isFinite && base.isFinite && ppl > 1 && base > 1, "\(family): \(base) → \(ppl)")
+        // The INT4-FP8 decoder gives the runtime's full-pass logits bit for bit, past Gemma 3's window.
+        let golden = try SafetensorsFile(path: dir + "/golden.safetensors")
+        let seq = Array(Array(golden.rawBytes(try #require(golden.info("input_ids"))).bindMemory(to: Int32.self)).prefix(48))
+        let model = try QuantizedModel(directory: out, threads: 2)
+        let V = model.config.vocabSize
+        let hidden = model.hiddenStates([seq], observer: nil)
+        var full = [Float](repeating: 0, count: seq.count * V)
+        full.withUnsafeMutableBufferPointer { model.logits(hidden: hidden.pointer, rows: seq.count, out: $0.baseAddress!) }
+        let dec = QuantizedDecoder(model: model, capacity: seq.count)
+        var worst: Float = 0
+        for p in 0..<seq.count {
+            let l = dec.step(seq[p])
+            for v in 0..<V { worst = max(worst, abs(l[v] - full[p * V + v])) }
+        }
+        #expect(worst == 0, "\(family): decoder max |Δlogit| \(worst)")
+    }
+
+    /// An export the target cannot express is refused before any stage runs: one sentence naming
+    /// config.json, exit 1, and no output, work folder or lock left behind.
+    @Test func unsupportedExportIsRefusedBeforeConversion() throws {
+        let dir = Self.folder + "/gemma3"
+        try TestPaths.require(dir + "/model.safetensors", hint: Self.hint)
+        let parent = TestPaths.tempDir()
+        let out = parent + "/g-fireq"
+        let r = try CLI.run(["convert", "--model", dir, "--out", out, "--text", ConvertTests.shakespeare, "--samples", "2", "--seq-len", "64",
+                             "--export", "compressed-tensors,gguf"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("\(dir)/config.json: architecture Gemma3ForCausalLM has no GGUF export here"), "\(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: parent).isEmpty, "left behind in \(parent)")
     }
 }

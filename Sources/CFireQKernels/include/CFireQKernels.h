@@ -37,6 +37,10 @@ double fq_logsumexp(const float *x, size_t n);
 
 /// out[i] = silu(gate[i]) * up[i] for n values; silu(g) = g / (1 + exp(-g)).
 void fq_swiglu(const float *gate, const float *up, float *out, size_t n);
+/// out[i] = gelu_tanh(gate[i]) * up[i] for n values (Gemma's GeGLU), with
+/// gelu_tanh(g) = ½g(1 + tanh(z)) = g / (1 + exp(−2z)), z = √(2/π)(g + 0.044715 g³);
+/// the exponential is fq_exp_shift's, so every path gives the same bits.
+void fq_geglu_tanh(const float *gate, const float *up, float *out, size_t n);
 
 /// KL(P‖Q) of the distributions softmax(p) and softmax(q) over n logits, given their
 /// log-sum-exps (fq_logsumexp); clamped at 0 against rounding.
