@@ -6,7 +6,7 @@ the same float32 operation order as ggml's reference C code (no fused multiply-a
 float32 values are bit-identical to ggml's and to the `gguf` package's own dequantizer, which
 Scripts/verify_gguf_folder.py uses as the independent oracle.
 
-Types: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K (what the default model's Q4_1 GGUF and the
+Types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K (what the default model's Q4_1 GGUF and the
 Q4_K_M GGUFs of Qwen2.5-Coder-1.5B and Gemma 3 270M hold). Any other type is refused by name.
 
     dequantize(raw: np.ndarray[uint8], ggml_type: int, n_elements: int) -> np.ndarray[float32]
@@ -14,11 +14,11 @@ Q4_K_M GGUFs of Qwen2.5-Coder-1.5B and Gemma 3 270M hold). Any other type is ref
 import numpy as np
 
 # ggml_type ids (ggml.h)
-F32, F16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K, BF16 = 0, 1, 2, 3, 8, 12, 14, 30
-NAMES = {F32: "F32", F16: "F16", Q4_0: "Q4_0", Q4_1: "Q4_1", Q8_0: "Q8_0", Q4_K: "Q4_K",
+F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, BF16 = 0, 1, 2, 3, 6, 8, 12, 14, 30
+NAMES = {F32: "F32", F16: "F16", Q4_0: "Q4_0", Q4_1: "Q4_1", Q5_0: "Q5_0", Q8_0: "Q8_0", Q4_K: "Q4_K",
          Q6_K: "Q6_K", BF16: "BF16"}
 # (elements per block, bytes per block), asserted against ggml-common.h's static_asserts
-BLOCK = {Q4_0: (32, 18), Q4_1: (32, 20), Q8_0: (32, 34), Q4_K: (256, 144), Q6_K: (256, 210)}
+BLOCK = {Q4_0: (32, 18), Q4_1: (32, 20), Q5_0: (32, 22), Q8_0: (32, 34), Q4_K: (256, 144), Q6_K: (256, 210)}
 
 
 def _f16(b):
@@ -37,6 +37,20 @@ def _q4_1(b):
     qs = b[:, 4:20]
     q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32)
     return d * q + m                                 # y = d * q + m
+
+
+def _q5_0(b):
+    """ggml dequantize_row_q5_0: d (f16), qh (32 high bits, little-endian), qs (16 bytes of nibble
+    pairs); element j < 16 is (qs[j] & 15 | bit j of qh << 4) - 16, element j + 16 is
+    (qs[j] >> 4 | bit j + 16 of qh << 4) - 16, both times d."""
+    d = _f16(b[:, 0:2])
+    qh = np.ascontiguousarray(b[:, 2:6]).view("<u4").astype(np.uint32)       # (n, 1)
+    qs = b[:, 6:22].astype(np.uint32)
+    j = np.arange(16, dtype=np.uint32)
+    lo = (qs & 0x0F) | (((qh >> j) << 4) & 0x10)
+    hi = (qs >> 4) | ((qh >> (j + 12)) & 0x10)
+    q = np.concatenate([lo, hi], axis=1).astype(np.int32) - 16
+    return d * q.astype(np.float32)
 
 
 def _q8_0(b):
@@ -87,7 +101,7 @@ def _q6_k(b):
     return y.reshape(n, 256)
 
 
-_KERNELS = {Q4_0: _q4_0, Q4_1: _q4_1, Q8_0: _q8_0, Q4_K: _q4_k, Q6_K: _q6_k}
+_KERNELS = {Q4_0: _q4_0, Q4_1: _q4_1, Q5_0: _q5_0, Q8_0: _q8_0, Q4_K: _q4_k, Q6_K: _q6_k}
 
 
 def dequantize(raw, ggml_type, n_elements):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Convert a llama.cpp GGUF checkpoint (architecture `llama` or `qwen2`) into a Hugging Face folder.
+"""Convert a llama.cpp GGUF checkpoint (architecture `llama`, `qwen2` or `gemma3`) into a Hugging Face folder.
 
     gguf_to_hf.py MODEL.gguf OUT_DIR [--dtype f16|bf16]      (default f16)
 
@@ -7,13 +7,20 @@ Writes config.json, model.safetensors, tokenizer.json, tokenizer_config.json and
 generation_config.json into OUT_DIR (atomically: a temporary folder is renamed at the end).
 
 Numerics (f16 must reproduce ../shared/data/golden/smollm2-135m/checkpoint-tensors.json):
-  * quantized blocks (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K) are dequantized in float32 by our own
+  * quantized blocks (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) are dequantized in float32 by our own
     dequantizer (Scripts/gguf_dequant.py; Scripts/verify_gguf_folder.py checks it against the
     `gguf` package's and transformers' own GGUF loading), then rounded to float16 or bfloat16
     (nearest even); F32 tensors (norms, biases) are rounded the same way;
   * `llama`: llama.cpp's converter permuted q_proj/k_proj rows so that RoPE pairs are adjacent
     (interleaved); we undo that to get the Hugging Face rotate_half layout. `qwen2` GGUFs keep
     the Hugging Face (NEOX) layout: no permutation to undo.
+  * `gemma3`: llama.cpp's converter stores every RMSNorm weight as 1 + w (its runtime multiplies by
+    the stored value; Hugging Face's Gemma multiplies by 1 + w): we subtract 1 in float32, as
+    transformers' own GGUF loader does. The config gets what llama.cpp's `gemma3` fixes rather than
+    stores: every 6th layer global, the others sliding (window from the file), sliding-layer RoPE
+    base 10 000, q·k scaled by head_dim^-1/2 (query_pre_attn_scalar = head_dim), tanh GELU. The
+    file holds a SentencePiece vocabulary without merges; tokenizer.json is the one transformers
+    builds from it (`AutoTokenizer.from_pretrained(gguf_file=...)`, which needs transformers).
 Pinned: gguf (its file reader only), numpy, safetensors (see Scripts/requirements-model.txt).
 """
 import json
@@ -61,18 +68,27 @@ BLOCK_MAP = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
+GEMMA3_BLOCK_MAP = dict(BLOCK_MAP, **{
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_attention_norm": "post_attention_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+})
 # The Hugging Face "architectures" entry and model_type of each supported GGUF architecture.
-ARCHS = {"llama": ("LlamaForCausalLM", "llama"), "qwen2": ("Qwen2ForCausalLM", "qwen2")}
+ARCHS = {"llama": ("LlamaForCausalLM", "llama"), "qwen2": ("Qwen2ForCausalLM", "qwen2"),
+         "gemma3": ("Gemma3ForCausalLM", "gemma3_text")}
 QWEN2_SPLIT = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
                "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
 
 
-def hf_name(name):
+def hf_name(name, arch="llama"):
     if name in NAME_MAP:
         return NAME_MAP[name]
     parts = name.split(".")
-    if parts[0] == "blk" and len(parts) == 4 and parts[2] in BLOCK_MAP:
-        return f"model.layers.{parts[1]}.{BLOCK_MAP[parts[2]]}.{parts[3]}"
+    block_map = GEMMA3_BLOCK_MAP if arch == "gemma3" else BLOCK_MAP
+    if parts[0] == "blk" and len(parts) == 4 and parts[2] in block_map:
+        return f"model.layers.{parts[1]}.{block_map[parts[2]]}.{parts[3]}"
     raise SystemExit(f"error: GGUF tensor '{name}' has no Hugging Face name in this converter")
 
 
@@ -200,10 +216,12 @@ def main():
             w = unpermute(w, n_head)
         elif arch == "llama" and t.name.endswith("attn_k.weight"):
             w = unpermute(w, n_kv)
+        elif arch == "gemma3" and t.name.endswith("norm.weight"):
+            w = w - np.float32(1)
         if dtype == "bf16":
-            tensors[hf_name(t.name)] = np.ascontiguousarray(to_bf16(w))
+            tensors[hf_name(t.name, arch)] = np.ascontiguousarray(to_bf16(w))
         else:
-            tensors[hf_name(t.name)] = np.ascontiguousarray(w.astype(np.float16))
+            tensors[hf_name(t.name, arch)] = np.ascontiguousarray(w.astype(np.float16))
     tied = "lm_head.weight" not in tensors
     vocab_size = int(field(reader, f"{arch}.vocab_size", len(field(reader, "tokenizer.ggml.tokens"))))
     bos = int(field(reader, "tokenizer.ggml.bos_token_id", 1))
@@ -230,7 +248,20 @@ def main():
         "use_cache": True,
         "vocab_size": vocab_size,
     }
-    if arch == "llama":
+    if arch == "gemma3":
+        if field(reader, "gemma3.rope.scaling.type") is not None:
+            raise SystemExit(f"error: {src}: RoPE scaling in a gemma3 GGUF is not supported by this converter")
+        head_dim = int(field(reader, "gemma3.attention.key_length"))
+        n_layers = config["num_hidden_layers"]
+        del config["hidden_act"], config["rope_scaling"]
+        config.update({
+            "head_dim": head_dim, "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": head_dim,
+            "sliding_window": int(field(reader, "gemma3.attention.sliding_window")),
+            "layer_types": ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(n_layers)],
+            "rope_local_base_freq": 10000.0, "attention_bias": False, "final_logit_softcapping": None,
+            "attn_logit_softcapping": None, "use_bidirectional_attention": False,
+            "pad_token_id": int(field(reader, "tokenizer.ggml.padding_token_id", 0))})
+    elif arch == "llama":
         config.update({"attention_bias": False, "mlp_bias": False,
                        "head_dim": int(field(reader, "llama.rope.dimension_count", hidden // n_head)),
                        "pad_token_id": int(field(reader, "tokenizer.ggml.padding_token_id", eos))})
@@ -242,7 +273,7 @@ def main():
     config = dict(sorted(config.items()))
     # float32 1e-5 read back as a python float is 9.99999974e-06: round to the HF value.
     config["rms_norm_eps"] = float(f"{config['rms_norm_eps']:.6g}")
-    tok = tokenizer_json(reader)
+    tok = tokenizer_json(reader) if arch != "gemma3" else None
     tok_cfg = {
         "add_bos_token": bool(field(reader, "tokenizer.ggml.add_bos_token", False)),
         "add_prefix_space": False,
@@ -266,9 +297,16 @@ def main():
             save_safetensors(tensors, os.path.join(tmp, "model.safetensors"), "BF16")
         else:
             save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        for name, obj in (("config.json", config), ("tokenizer.json", tok),
-                          ("tokenizer_config.json", tok_cfg),
-                          ("generation_config.json", {"bos_token_id": bos, "eos_token_id": eos})):
+        if arch == "gemma3":
+            # transformers' own tokenizer for this GGUF (its SentencePiece vocabulary, merges rebuilt).
+            os.environ.setdefault("TQDM_DISABLE", "1")
+            import transformers
+            gdir, gname = os.path.split(os.path.abspath(src))
+            transformers.AutoTokenizer.from_pretrained(gdir, gguf_file=gname).save_pretrained(tmp)
+        files = [("config.json", config), ("generation_config.json", {"bos_token_id": bos, "eos_token_id": eos})]
+        if tok is not None:
+            files += [("tokenizer.json", tok), ("tokenizer_config.json", tok_cfg)]
+        for name, obj in files:
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 json.dump(obj, f, ensure_ascii=False, indent=1 if name != "tokenizer.json" else None)
                 f.write("\n")

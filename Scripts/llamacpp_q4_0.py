@@ -4,7 +4,7 @@ Benchmarks/accuracy-models.sh): the same weights, quantized by llama.cpp's quant
 
     llamacpp_q4_0.py SOURCE.gguf HF_DIR OUT.gguf
 
-SOURCE.gguf (architecture llama or qwen2) is the GGUF the folder was made from: its metadata (architecture, hyper-parameters,
+SOURCE.gguf (architecture llama, qwen2 or gemma3) is the GGUF the folder was made from: its metadata (architecture, hyper-parameters,
 tokenizer) is copied as it is; its tensors are replaced by the folder's BF16/F16 values (the exact
 weights every other row of the benchmark quantizes), written as a BF16/F16 GGUF beside OUT, then
 llama.cpp's `llama_model_quantize` (llama-cpp-python, pinned) makes OUT with ftype Q4_0 — what
@@ -35,8 +35,8 @@ def main():
     src, folder, out = args
     reader = gguf.GGUFReader(src)
     arch = reader.fields["general.architecture"].contents()
-    if arch not in ("llama", "qwen2"):
-        sys.exit(f"error: {src}: architecture '{arch}' is not supported (llama, qwen2)")
+    if arch not in ("llama", "qwen2", "gemma3"):
+        sys.exit(f"error: {src}: architecture '{arch}' is not supported (llama, qwen2, gemma3)")
     n_head = int(reader.fields[f"{arch}.attention.head_count"].contents())
     n_kv = int(reader.fields[f"{arch}.attention.head_count_kv"].contents())
     weights = load_safetensors_16bit(os.path.join(folder, "model.safetensors"))
@@ -49,7 +49,7 @@ def main():
         sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
         w.add_key_value(key, field.contents(), vtype, sub_type=sub)
     for t in reader.tensors:
-        dtype, bits = weights[hf_name(t.name)]
+        dtype, bits = weights[hf_name(t.name, arch)]
         qtype = gguf.GGMLQuantizationType.BF16 if dtype == "BF16" else gguf.GGMLQuantizationType.F16
         arr = bits if dtype == "BF16" else bits.view(np.float16)
         if arch == "llama" and t.name.endswith(("attn_q.weight", "attn_k.weight")):
@@ -58,6 +58,8 @@ def main():
             # Norms and biases in F32 (exactly widened), as llama.cpp's converter writes them:
             # its CPU kernels do not multiply F32 activations by an F16 vector.
             arr = (bits.astype(np.uint32) << 16).view(np.float32) if dtype == "BF16" else arr.astype(np.float32)
+            if arch == "gemma3" and t.name.endswith("norm.weight"):
+                arr = arr + np.float32(1)   # llama.cpp's gemma3 multiplies by the stored 1 + w
             qtype = gguf.GGMLQuantizationType.F32
         w.add_tensor(t.name, arr, raw_shape=arr.shape, raw_dtype=qtype)
     w.write_header_to_file()

@@ -58,10 +58,12 @@ def main():
             w = unpermute(w, n_head)
         elif arch == "llama" and t.name.endswith("attn_k.weight"):
             w = unpermute(w, n_kv)
+        elif arch == "gemma3" and t.name.endswith("norm.weight"):
+            w = w - np.float32(1)   # llama.cpp stores Gemma's norms as 1 + w
         want = to_bf16(w) if bf16 else w.astype(np.float16).view(np.uint16)
-        got = stored[hf_name(t.name)]
+        got = stored[hf_name(t.name, arch)]
         if got.shape != want.shape or not np.array_equal(got, want):
-            fail(f"{folder}: tensor {hf_name(t.name)} differs from the GGUF's {t.name}")
+            fail(f"{folder}: tensor {hf_name(t.name, arch)} differs from the GGUF's {t.name}")
         kinds[t.tensor_type.name] = kinds.get(t.tensor_type.name, 0) + 1
     if len(stored) != len(reader.tensors):
         fail(f"{folder}: {len(stored)} tensors, the GGUF has {len(reader.tensors)}")
