@@ -104,6 +104,9 @@ enum FolderExport {
             config["quantization"] = .object(q)
             config["quantization_config"] = .object(q)
             config = Self.legacyRope(config)
+            if case .perLayer? = src.config.family.slidingWindow {
+                config["sliding_window_pattern"] = .int(try Self.mlxSlidingPattern(src.config, configPath: src.directory + "/config.json"))
+            }
         case .gguf: preconditionFailure()
         }
         let exportInfo = JSONObject([
@@ -124,10 +127,23 @@ enum FolderExport {
                              scaleType: scaleDType.rawValue, bytes: size)
     }
 
+    /// mlx-lm's gemma3_text makes layer i global when (i + 1) mod `sliding_window_pattern` = 0 and
+    /// ignores `layer_types`: the period of this model's layers, or the refusal when they have none
+    /// mlx-lm can run (it also needs the period within the layer count).
+    static func mlxSlidingPattern(_ c: ModelConfig, configPath: String) throws -> Int {
+        guard let p = c.slidingPattern else {
+            throw ExportError(path: configPath, reason: "has sliding-window layers (layer_types) that follow no every-p-th-layer-global pattern, the only layout mlx-lm's gemma3_text runs")
+        }
+        return p
+    }
+
     /// transformers 5.x's `rope_parameters` rewritten as top-level `rope_theta` / `rope_scaling`
-    /// (what mlx-lm reads; it silently defaults both otherwise). Key order is kept.
+    /// (what mlx-lm reads; it silently defaults both otherwise), and for per-attention-type
+    /// parameters (Gemma 3) the global ones there plus `rope_local_base_freq`. Key order is kept.
     static func legacyRope(_ config: JSONObject) -> JSONObject {
-        guard let p = config["rope_parameters"]?.objectValue else { return config }
+        guard var p = config["rope_parameters"]?.objectValue else { return config }
+        let local = p["sliding_attention"]?.objectValue
+        if let full = p["full_attention"]?.objectValue { p = full }
         let type = p["rope_type"]?.stringValue ?? p["type"]?.stringValue ?? "default"
         var scaling = JSONObject()
         for (k, v) in p.pairs where k != "rope_theta" && k != "type" { scaling[k] = v }
@@ -136,7 +152,8 @@ enum FolderExport {
             if k == "rope_parameters" {
                 out["rope_theta"] = p["rope_theta"] ?? .null
                 out["rope_scaling"] = type == "default" ? .null : .object(scaling)
-            } else if k != "rope_theta" && k != "rope_scaling" {
+                if let local { out["rope_local_base_freq"] = local["rope_theta"] ?? .null }
+            } else if k != "rope_theta" && k != "rope_scaling" && !(local != nil && k == "rope_local_base_freq") {
                 out[k] = v
             }
         }
@@ -202,6 +219,7 @@ public enum Exporter {
     public static func checkTarget(_ format: ExportFormat, model: String) throws {
         let c = try ModelConfig(directory: model)
         if format == .gguf { _ = try GGUFExport.checkFamily(c, configPath: model + "/config.json") }
+        if format == .mlx, case .perLayer? = c.family.slidingWindow { _ = try FolderExport.mlxSlidingPattern(c, configPath: model + "/config.json") }
     }
 
     /// Reads a `--metadata` override file for GGUF (`general.*` keys only).

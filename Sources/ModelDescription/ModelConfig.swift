@@ -70,6 +70,13 @@ public struct ModelConfig: Sendable, Equatable {
     /// RoPE base of the sliding layers (no frequency scaling there).
     public var localRopeTheta: Double
 
+    /// The period p with layer i global exactly when (i + 1) mod p = 0 (Gemma's
+    /// `sliding_window_pattern`, what mlx-lm's gemma3_text reads instead of `layer_types`); nil
+    /// when the layers follow no such period within the layer count.
+    public var slidingPattern: Int? {
+        (1...max(1, layerCount)).first { p in slidingLayers.indices.allSatisfy { slidingLayers[$0] == (($0 + 1) % p != 0) } }
+    }
+
     /// The attention window of layer `i` (nil: all earlier positions).
     public func attentionWindow(layer i: Int) -> Int? { slidingLayers[i] ? slidingWindow : nil }
 

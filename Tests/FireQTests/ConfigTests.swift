@@ -71,6 +71,8 @@ import Testing
         let types = (0..<18).map { $0 == 0 ? "\"full_attention\"" : "\"sliding_attention\"" }.joined(separator: ",")
         let v5 = try parse(#","layer_types":[\#(types)],"rope_parameters":{"full_attention":{"rope_type":"default","rope_theta":500000.0},"sliding_attention":{"rope_type":"default","rope_theta":20000.0}}"#)
         #expect(v5.slidingLayers == (0..<18).map { $0 != 0 } && v5.ropeTheta == 5e5 && v5.localRopeTheta == 2e4 && v5.ropeScaling == .none)
+        // mlx-lm's gemma3_text knows only "every p-th layer global": the MLX export writes p, or refuses.
+        #expect(legacy.slidingPattern == 6 && v5.slidingPattern == nil)
         #expect(TensorNames.norms(v5).all == ["input_layernorm.weight", "pre_feedforward_layernorm.weight",
                                               "post_attention_layernorm.weight", "post_feedforward_layernorm.weight"])
         #expect(TensorNames.norms(try Self.parse("")).all == ["input_layernorm.weight", "post_attention_layernorm.weight"])

@@ -33,9 +33,10 @@ WIKI = os.path.join(SHARED, "wikitext-2-raw-test.raw")
 SHAKESPEARE = os.path.join(SHARED, "tinyshakespeare.txt")
 CONTEXT, WINDOWS = 128, 2
 # GGUF: llama.cpp's llama architecture (Llama, Mistral) and qwen2 (biases, NEOX RoPE); Qwen3's q/k
-# norms are not written yet (issue #26).
+# norms and Gemma 3 are not written yet (issue #26).
 EXPORTS = {"llama3": ["gguf", "compressed-tensors", "mlx"], "qwen2": ["gguf", "compressed-tensors", "mlx"],
-           "mistral": ["gguf", "compressed-tensors", "mlx"], "qwen3": ["compressed-tensors", "mlx"]}
+           "mistral": ["gguf", "compressed-tensors", "mlx"], "qwen3": ["compressed-tensors", "mlx"],
+           "gemma3": ["compressed-tensors", "mlx"]}
 # llama.cpp multiplies Q4_0 weights by activations rounded to Q8_0 blocks and keeps an F16 KV
 # cache (measured here: 7e-5 for llama3); transformers and MLX compute in float32 like the
 # reference, only the summation order differs.
