@@ -42,6 +42,9 @@ public struct Calibrator {
         let H = c.hiddenSize
         let hidden = FloatBuffer(count: windows.count * L * H, zeroed: false)
         try checkpoint.readRows(TensorNames.embed, rows: windows.flatMap { $0.map { Int($0) } }, into: hidden.pointer)
+        if c.embeddingScale != 1 {   // Gemma: rows × √hidden, as every engine's embedding lookup
+            for j in 0..<hidden.count { hidden.pointer[j] *= c.embeddingScale }
+        }
         if let (f, t) = try? checkpoint.file(for: TensorNames.embed) { f.releasePages(t) }
         let forward = LlamaForward(config: c, threads: threads)
         let workspace = LlamaForward.Workspace(config: c, rows: L, seqLen: L, threads: threads)

@@ -25,9 +25,7 @@ final class CalibrationStream {
         workspace = LlamaForward.Workspace(config: c, rows: seqLen, seqLen: seqLen, threads: threads)
         let embed = try LlamaModel.vocabMatrix(checkpoint, name: TensorNames.embed, config: c)
         for (w, seq) in tokens.enumerated() {
-            for (t, id) in seq.enumerated() {
-                embed.copyRow(Int(id), into: hidden.pointer + (w * seqLen + t) * c.hiddenSize)
-            }
+            LlamaModel.embed(seq, from: embed, config: c, into: hidden.pointer + w * seqLen * c.hiddenSize)
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import CalibrationStats
 import LlamaReference
 import Runtime
 import TensorStore
@@ -91,6 +92,26 @@ import Tokenizer
             for v in 0..<V { worst = max(worst, abs(l[v] - full[p * V + v])) }
         }
         #expect(worst == 0, "\(family): decoder max |Δlogit| \(worst)")
+    }
+
+    /// The streaming calibrator (checkpoint rows, layer by layer) sees what the whole model sees:
+    /// its statistics equal a collector's on `LlamaModel`'s forward pass of the same windows, bit
+    /// for bit (Gemma 3: the embedding scale applies there too).
+    @Test(arguments: families) func calibratorSeesTheModelsActivations(_ family: String) throws {
+        let dir = Self.folder + "/" + family
+        try TestPaths.require(dir + "/golden.safetensors", hint: Self.hint)
+        let golden = try SafetensorsFile(path: dir + "/golden.safetensors")
+        let ids = Array(golden.rawBytes(try #require(golden.info("input_ids"))).bindMemory(to: Int32.self))
+        let windows = [Array(ids[0..<48]), Array(ids[48..<96])]
+        let cal = try Calibrator(directory: dir, threads: 2)
+        var streamed: [LayerStatistics] = []
+        try cal.run(windows, onLayer: { streamed.append($0) })
+        let model = try LlamaModel(directory: dir, threads: 2)
+        let collector = StatisticsCollector(config: model.config, threads: 2)
+        for w in windows { _ = model.hiddenStates([w], observer: collector) }
+        let whole = (0..<model.config.layerCount).map { collector.take(layer: $0)! }
+        let differs = zip(streamed, whole).firstIndex { $0 != $1 }
+        #expect(streamed.count == whole.count && differs == nil, "\(family): layer \(differs.map(String.init) ?? "count") differs")
     }
 
     /// An export the target cannot express is refused before any stage runs: one sentence naming
