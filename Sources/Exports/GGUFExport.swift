@@ -6,7 +6,7 @@ import ModelDescription
 import PackedFormat
 import TensorStore
 
-/// GGUF v3, architecture `llama` (Llama, Mistral) or `qwen2`, linears as Q4_0 (Formats/exports.md "GGUF").
+/// GGUF v3, architecture `llama` (Llama, Mistral), `qwen2` or `qwen3`, linears as Q4_0 (Formats/exports.md "GGUF").
 public enum GGUFExport {
     /// HF → GGUF names of one decoder layer's tensors (llama.cpp `tensor_mapping.py`) for the
     /// families with a GGUF export (no sandwich norms).
@@ -23,7 +23,7 @@ public enum GGUFExport {
             (N.o + ".weight", "attn_output.weight"),
             (N.q + ".weight", "attn_q.weight"),
             (N.v + ".weight", "attn_v.weight"),
-        ]
+        ] + (c.qkNorm ? [(N.qNorm, "attn_q_norm.weight"), (N.kNorm, "attn_k_norm.weight")] : [])
     }
 
     /// llama.cpp's architecture for the model of `c`, or the one-sentence refusal (naming
@@ -58,7 +58,7 @@ public enum GGUFExport {
         for i in 0..<c.layerCount {
             let biases = c.attentionBias && c.family.ggufCarriesQKVBias
                 ? [(TensorNames.q + ".bias", "attn_q.bias"), (TensorNames.k + ".bias", "attn_k.bias"), (TensorNames.v + ".bias", "attn_v.bias")] : []
-            let norms = TensorNames.norms(c).all
+            let norms = TensorNames.norms(c).all + (c.qkNorm ? [TensorNames.qNorm, TensorNames.kNorm] : [])
             for (hf, gg) in layerNames(c) + biases {
                 let name = TensorNames.layer(i, hf)
                 let base = String(name.dropLast(".weight".count))

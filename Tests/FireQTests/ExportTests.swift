@@ -96,15 +96,16 @@ import Testing
         #expect(g["group_size"] as? Int == 16)
     }
 
-    /// A model the target cannot take: the same folder declared Qwen3 has no GGUF export yet.
+    /// A model the target cannot take: the same folder declared Gemma 3 has no GGUF export yet.
     @Test func architectureTheTargetLacks() throws {
         let p = try Self.packed(), d = TestPaths.tempDir() + "/q"
         try FileManager.default.copyItem(atPath: p, toPath: d)
         var cfg = try TestPaths.jsonObject(d + "/config.json") as! [String: Any]
-        cfg["architectures"] = ["Qwen3ForCausalLM"]; cfg["model_type"] = "qwen3"
+        cfg["architectures"] = ["Gemma3ForCausalLM"]; cfg["model_type"] = "gemma3_text"
+        cfg["query_pre_attn_scalar"] = 64; cfg["sliding_window"] = 512
         try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: d + "/config.json"))
         try CLITests.expectFailure(["export", d, "--format", "gguf", "--out", d + ".gguf"],
-                                   mentions: [d + "/config.json", "architecture Qwen3ForCausalLM has no GGUF export here (llama, mistral, qwen2 only)"])
+                                   mentions: [d + "/config.json", "architecture Gemma3ForCausalLM has no GGUF export here (llama, mistral, qwen2, qwen3 only)"])
         #expect(!FileManager.default.fileExists(atPath: d + ".gguf"))
     }
 

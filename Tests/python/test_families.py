@@ -32,10 +32,10 @@ SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "da
 WIKI = os.path.join(SHARED, "wikitext-2-raw-test.raw")
 SHAKESPEARE = os.path.join(SHARED, "tinyshakespeare.txt")
 CONTEXT, WINDOWS = 128, 2
-# GGUF: llama.cpp's llama architecture (Llama, Mistral) and qwen2 (biases, NEOX RoPE); Qwen3's q/k
-# norms and Gemma 3 are not written yet (issue #26).
+# GGUF: llama.cpp's llama architecture (Llama, Mistral), qwen2 (biases, NEOX RoPE) and qwen3 (q/k
+# norms); Gemma 3's is not written yet (issue #26).
 EXPORTS = {"llama3": ["gguf", "compressed-tensors", "mlx"], "qwen2": ["gguf", "compressed-tensors", "mlx"],
-           "mistral": ["gguf", "compressed-tensors", "mlx"], "qwen3": ["compressed-tensors", "mlx"],
+           "mistral": ["gguf", "compressed-tensors", "mlx"], "qwen3": ["gguf", "compressed-tensors", "mlx"],
            "gemma3": ["compressed-tensors", "mlx"]}
 # llama.cpp multiplies Q4_0 weights by activations rounded to Q8_0 blocks and keeps an F16 KV
 # cache (measured here: 7e-5 for llama3); transformers and MLX compute in float32 like the
@@ -173,7 +173,7 @@ def test_qwen2_gguf_keys_and_tensors_are_llama_cpps(converted):
         assert name in {"token_embd.weight", "output_norm.weight", "output.weight"} or name.split(".", 2)[2] in layer_parts, name
 
 
-@pytest.mark.parametrize("fam", ["llama3", "mistral", "qwen2"])
+@pytest.mark.parametrize("fam", ["llama3", "mistral", "qwen2", "qwen3"])
 def test_llama_cpp_runs_the_family_gguf(converted, windows, fam):
     ref = reference_logits(converted, fam, windows)
     d = kl(ref, rt.llama_cpp_logits(converted[fam] + ".gguf", windows))
@@ -206,3 +206,21 @@ def test_mlx_lm_runs_the_family_mlx(converted, windows, fam):
     d = kl(reference_logits(converted, fam, windows), rt.mlx_logits(model, windows))
     print(f"{fam}: KL(reference ‖ mlx-lm) = {d:.3g}")
     assert d < KL_FP32
+
+
+def test_qwen3_gguf_keys_and_tensors_are_llama_cpps(converted):
+    """The qwen3 GGUF: llama.cpp's `qwen3` keys (its converter writes key/value_length from an
+    explicit head_dim: 64 here, not hidden/heads = 32), the q/k norms as F32 attn_q_norm /
+    attn_k_norm of head_dim, no bias tensors, no q/k row permutation (NEOX RoPE)."""
+    import gguf
+    r = gguf.GGUFReader(converted["qwen3"] + ".gguf")
+    arch_keys = sorted(k for k in r.fields if k.startswith("qwen3."))
+    assert arch_keys == sorted(["qwen3.block_count", "qwen3.context_length", "qwen3.embedding_length",
+                                "qwen3.feed_forward_length", "qwen3.attention.head_count", "qwen3.attention.head_count_kv",
+                                "qwen3.rope.freq_base", "qwen3.attention.layer_norm_rms_epsilon",
+                                "qwen3.attention.key_length", "qwen3.attention.value_length"])
+    assert r.fields["qwen3.attention.key_length"].contents() == 64
+    t = {t.name: t for t in r.tensors}
+    for part in ["attn_q_norm.weight", "attn_k_norm.weight"]:
+        assert t[f"blk.0.{part}"].tensor_type.name == "F32" and list(t[f"blk.0.{part}"].shape) == [64]
+    assert not any(n.endswith(".bias") for n in t)
