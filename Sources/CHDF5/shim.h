@@ -3,6 +3,7 @@
 #include <hdf5.h>
 
 static inline hid_t fq_h5t_native_float(void) { return H5T_NATIVE_FLOAT; }
+static inline hid_t fq_h5t_native_double(void) { return H5T_NATIVE_DOUBLE; }
 static inline hid_t fq_h5t_native_int32(void) { return H5T_NATIVE_INT32; }
 static inline hid_t fq_h5t_native_int64(void) { return H5T_NATIVE_INT64; }
 static inline hid_t fq_h5t_c_s1(void) { return H5T_C_S1; }

@@ -34,7 +34,8 @@ public struct Calibrator {
 
     /// Runs all layers; `onLayer` receives each finished layer's statistics (in order),
     /// `progress(done, total)` is called after each layer.
-    public func run(_ windows: [[Int32]], onLayer: (LayerStatistics) throws -> Void,
+    /// With `keepWindowSums`, every tap's per-window partial sums come along (part files).
+    public func run(_ windows: [[Int32]], keepWindowSums: Bool = false, onLayer: (LayerStatistics) throws -> Void,
                     progress: ((Int, Int) -> Void)? = nil) throws {
         let c = config
         guard let L = windows.first?.count, L > 0 else { return }
@@ -49,6 +50,7 @@ public struct Calibrator {
         let forward = LlamaForward(config: c, threads: threads)
         let workspace = LlamaForward.Workspace(config: c, rows: L, seqLen: L, threads: threads)
         let collector = StatisticsCollector(config: c, threads: threads)
+        collector.keepsWindowSums = keepWindowSums
         for i in 0..<c.layerCount {
             let layer = try LlamaLayerWeights.load(checkpoint, layer: i, config: c)
             for s in 0..<windows.count {

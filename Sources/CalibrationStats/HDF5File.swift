@@ -109,6 +109,15 @@ public final class HDF5File {
 
     /// Writes a float32 dataset of the given shape (chunked as one chunk, deflate level 4).
     public func writeFloat32(_ name: String, _ values: [Float], shape: [Int]) throws(CalibrationError) {
+        try writeFloat(name, values, shape: shape, type: fq_h5t_native_float())
+    }
+
+    /// Writes a float64 dataset of the given shape (chunked as one chunk, deflate level 4).
+    public func writeFloat64(_ name: String, _ values: [Double], shape: [Int]) throws(CalibrationError) {
+        try writeFloat(name, values, shape: shape, type: fq_h5t_native_double())
+    }
+
+    private func writeFloat<T>(_ name: String, _ values: [T], shape: [Int], type: hid_t) throws(CalibrationError) {
         precondition(shape.reduce(1, *) == values.count)
         var dims = shape.map { hsize_t($0) }
         let space = H5Screate_simple(Int32(dims.count), &dims, nil)
@@ -117,11 +126,11 @@ public final class HDF5File {
         H5Pset_chunk(dcpl, Int32(dims.count), &dims)
         H5Pset_deflate(dcpl, 4)
         H5Pset_obj_track_times(dcpl, false)
-        let ds = H5Dcreate2(id, name, fq_h5t_native_float(), space, fq_h5p_default(), dcpl, fq_h5p_default())
+        let ds = H5Dcreate2(id, name, type, space, fq_h5p_default(), dcpl, fq_h5p_default())
         guard ds >= 0 else { throw .hdf5(path: path, operation: "creating dataset '\(name)'") }
         defer { H5Dclose(ds) }
         let status = values.withUnsafeBufferPointer {
-            H5Dwrite(ds, fq_h5t_native_float(), fq_h5s_all(), fq_h5s_all(), fq_h5p_default(), $0.baseAddress)
+            H5Dwrite(ds, type, fq_h5s_all(), fq_h5s_all(), fq_h5p_default(), $0.baseAddress)
         }
         guard status >= 0 else { throw .hdf5(path: path, operation: "writing dataset '\(name)'") }
     }
@@ -163,6 +172,13 @@ public final class HDF5File {
         guard info.isFloat && info.size == 4 else { throw .wrongDataset(path: path, name: name, reason: "is not float32") }
         guard info.shape == shape else { throw .wrongDataset(path: path, name: name, reason: "has shape \(info.shape), expected \(shape)") }
         return try read(name, count: shape.reduce(1, *), memType: fq_h5t_native_float(), zero: Float(0))
+    }
+
+    public func readFloat64(_ name: String, shape: [Int]) throws(CalibrationError) -> [Double] {
+        let info = try datasetInfo(name)
+        guard info.isFloat && info.size == 8 else { throw .wrongDataset(path: path, name: name, reason: "is not float64") }
+        guard info.shape == shape else { throw .wrongDataset(path: path, name: name, reason: "has shape \(info.shape), expected \(shape)") }
+        return try read(name, count: shape.reduce(1, *), memType: fq_h5t_native_double(), zero: Double(0))
     }
 
     public func readInt32(_ name: String, count: Int) throws(CalibrationError) -> [Int32] {

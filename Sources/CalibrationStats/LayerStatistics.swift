@@ -9,12 +9,26 @@ public struct InputStatistics: Sendable, Equatable {
     public var sumAbs: [Double]
     public var sumSq: [Double]
     public var count: Int
+    /// One window's partial sums (each accumulated from 0 over the window's tokens in order).
+    public struct WindowSums: Sendable, Equatable {
+        public var sumAbs: [Double], sumSq: [Double], count: Int
+        public init(sumAbs: [Double], sumSq: [Double], count: Int) { self.sumAbs = sumAbs; self.sumSq = sumSq; self.count = count }
+    }
+    /// The per-window partials, in window order, when kept (part files: Formats/calibration-stats.md).
+    public var windows: [WindowSums]? = nil
 
     public init(channels: Int) {
         absmax = [Float](repeating: 0, count: channels)
         sumAbs = [Double](repeating: 0, count: channels)
         sumSq = [Double](repeating: 0, count: channels)
         count = 0
+    }
+    /// Adds one window's partial sums: the file's sums are 0 + S_0 + S_1 + … in window order
+    /// (Formats/calibration-stats.md "Parts and their merge"), so a merge of parts repeats them.
+    public mutating func add(window w: WindowSums, keep: Bool) {
+        for c in sumAbs.indices { sumAbs[c] += w.sumAbs[c]; sumSq[c] += w.sumSq[c] }
+        count += w.count
+        if keep { windows = (windows ?? []) + [w] }
     }
     public var meanAbs: [Float] { sumAbs.map { Float($0 / Double(max(count, 1))) } }
     public var meanSq: [Float] { sumSq.map { Float($0 / Double(max(count, 1))) } }
@@ -69,6 +83,9 @@ public final class StatisticsCollector: ForwardObserver {
     public let config: ModelConfig
     public let threads: Int
     public private(set) var layers: [Int: LayerStatistics] = [:]
+    /// Keep each window's partial sums in `InputStatistics.windows` (for part files). Every
+    /// `observe` call is one window (the calibrator runs one window per layer call).
+    public var keepsWindowSums = false
 
     public init(config: ModelConfig, threads: Int) {
         self.config = config
@@ -104,11 +121,14 @@ public final class StatisticsCollector: ForwardObserver {
 
     private static let block = 64
 
+    /// One call's rows (one window): maxima into `st`, sums from 0 into the window's partials,
+    /// which are then added to `st`'s sums (in window order, as the file defines them).
     private func accumulate(_ st: inout InputStatistics, _ v: ActivationView) {
         precondition(v.cols == st.absmax.count)
+        var w = InputStatistics.WindowSums(sumAbs: [Double](repeating: 0, count: v.cols), sumSq: [Double](repeating: 0, count: v.cols), count: v.rows)
         st.absmax.withUnsafeMutableBufferPointer { mx in
-            st.sumAbs.withUnsafeMutableBufferPointer { sa in
-                st.sumSq.withUnsafeMutableBufferPointer { sq in
+            w.sumAbs.withUnsafeMutableBufferPointer { sa in
+                w.sumSq.withUnsafeMutableBufferPointer { sq in
                     let mxp = Shared(p: mx.baseAddress!), sap = Shared(p: sa.baseAddress!), sqp = Shared(p: sq.baseAddress!)
                     let base = Shared(p: UnsafeMutablePointer(mutating: v.base))
                     Parallel.forEachChunk(v.cols, chunk: Self.block, threads: threads) { cols in
@@ -125,7 +145,7 @@ public final class StatisticsCollector: ForwardObserver {
                 }
             }
         }
-        st.count += v.rows
+        st.add(window: w, keep: keepsWindowSums)
     }
 
     private func columnAbsmax(_ out: inout [Float], _ v: ActivationView) {

@@ -7,6 +7,18 @@ import TensorStore
 /// The calibration statistics file (Formats/calibration-stats.md): streaming writer and reader.
 public enum StatsFile {
     public static let format = "fireq-calibration-stats"
+    /// The format of a part file (`fireq calibrate --part I/P`; Formats/calibration-stats.md).
+    public static let partFormat = "fireq-calibration-part"
+    /// The root attributes only a part file has.
+    public static let partAttributeNames = ["part", "first_window", "window_count"]
+
+    /// Which windows of a run a part file covers.
+    public struct Part: Sendable, Equatable {
+        public let index: Int, count: Int
+        /// Part `index` (1-based) of `count` over `windows` windows: ⌊(I−1)·N/P⌋ ..< ⌊I·N/P⌋.
+        public init(index: Int, count: Int) { self.index = index; self.count = count }
+        public func range(windows n: Int) -> Range<Int> { ((index - 1) * n / count)..<(index * n / count) }
+    }
     public static let version = "1"
     /// The integrity block before the HDF5 content (Formats/calibration-stats.md).
     public static let sealBytes = 512
@@ -51,9 +63,14 @@ public enum StatsFile {
         let config: ModelConfig
         private var finished = false
 
-        public init(path: String, config: ModelConfig, attributes: [String: String]) throws(CalibrationError) {
+        let part: Part?
+
+        /// A statistics file, or with `part` (and `firstWindow` / `windowCount`) a part file.
+        public init(path: String, config: ModelConfig, attributes: [String: String], part: Part? = nil,
+                    firstWindow: Int = 0, windowCount: Int = 0) throws(CalibrationError) {
             self.path = path
             self.config = config
+            self.part = part
             // The file is written at finish(); fail now, not after the calibration, when its folder
             // cannot take a file.
             let probe = "\(path).tmp-\(ProcessInfo.processInfo.processIdentifier)-probe"
@@ -69,8 +86,13 @@ public enum StatsFile {
             }
             do {
                 var attrs = attributes
-                attrs["format"] = StatsFile.format
+                attrs["format"] = part == nil ? StatsFile.format : StatsFile.partFormat
                 attrs["format_version"] = StatsFile.version
+                if let part {
+                    attrs["part"] = "\(part.index)/\(part.count)"
+                    attrs["first_window"] = String(firstWindow)
+                    attrs["window_count"] = String(windowCount)
+                }
                 attrs["layers"] = String(config.layerCount)
                 attrs["hidden_size"] = String(config.hiddenSize)
                 attrs["num_heads"] = String(config.headCount)
@@ -106,6 +128,11 @@ public enum StatsFile {
                     try file.writeFloat32(tg + "/mean_abs", st.meanAbs, shape: [st.absmax.count])
                     try file.writeFloat32(tg + "/mean_sq", st.meanSq, shape: [st.absmax.count])
                     try file.setInt64(tg, "token_count", Int64(st.count))
+                    if part != nil {
+                        let w = st.windows ?? [], n = st.absmax.count
+                        try file.writeFloat64(tg + "/window_sum_abs", w.flatMap(\.sumAbs), shape: [w.count, n])
+                        try file.writeFloat64(tg + "/window_sum_sq", w.flatMap(\.sumSq), shape: [w.count, n])
+                    }
                 }
             } catch {
                 abandon()
@@ -168,12 +195,32 @@ public enum StatsFile {
 
     /// Reads a statistics file written for a model of shape `config`, checking format and shapes.
     public static func read(_ path: String, config c: ModelConfig) throws(CalibrationError) -> Contents {
+        try read(path, config: c, part: false)
+    }
+
+    /// Reads a part file (`fireq calibrate --part`): its attributes (the part ones included), its
+    /// windows' tokens, and per tap the per-window partial sums in `InputStatistics.windows`.
+    public static func readPart(_ path: String, config c: ModelConfig) throws(CalibrationError) -> Contents {
+        try read(path, config: c, part: true)
+    }
+
+    static func read(_ path: String, config c: ModelConfig, part: Bool) throws(CalibrationError) -> Contents {
         let sha = try verifySeal(path)
         let f = try HDF5File.open(path)
         defer { f.close() }
         var attrs: [String: String] = [:]
         for name in attributeNames { attrs[name] = try f.string("/", name) }
-        guard attrs["format"] == format else { throw .wrongDataset(path: path, name: "/", reason: "is not a \(format) file (format '\(attrs["format"]!)')") }
+        let want = part ? partFormat : format
+        guard attrs["format"] == want else {
+            let hint = attrs["format"] == partFormat ? " (a part of a calibration: merge the parts with fireq calibrate-merge)"
+                : attrs["format"] == format ? " (a whole calibration's statistics, not a part)" : ""
+            throw .wrongDataset(path: path, name: "/", reason: "is not a \(want) file (format '\(attrs["format"]!)')\(hint)")
+        }
+        var windowCount = Int(attrs["samples"] ?? "") ?? -1
+        if part {
+            for name in partAttributeNames { attrs[name] = try f.string("/", name) }
+            windowCount = Int(attrs["window_count"]!) ?? -1
+        }
         guard attrs["format_version"] == version else { throw .wrongDataset(path: path, name: "/", reason: "has format version \(attrs["format_version"]!), this tool reads \(version)") }
         guard attrs["layers"] == String(c.layerCount), attrs["hidden_size"] == String(c.hiddenSize) else {
             throw .modelMismatch(path: path, reason: "the statistics are for a model with \(attrs["layers"]!) layers and hidden size \(attrs["hidden_size"]!), not \(c.layerCount) and \(c.hiddenSize)")
@@ -200,6 +247,15 @@ public enum StatsFile {
                 st.absmax = try f.readFloat32(tg + "/absmax", shape: [n])
                 st.sumAbs = try f.readFloat32(tg + "/mean_abs", shape: [n]).map { Double($0) * Double(st.count) }
                 st.sumSq = try f.readFloat32(tg + "/mean_sq", shape: [n]).map { Double($0) * Double(st.count) }
+                if part {
+                    guard windowCount >= 0 else { throw .wrongDataset(path: path, name: "/", reason: "has a window_count that is not a number") }
+                    let sa = try f.readFloat64(tg + "/window_sum_abs", shape: [windowCount, n])
+                    let sq = try f.readFloat64(tg + "/window_sum_sq", shape: [windowCount, n])
+                    let L = Int(attrs["seq_len"] ?? "") ?? 0
+                    st.windows = (0..<windowCount).map {
+                        InputStatistics.WindowSums(sumAbs: Array(sa[($0 * n)..<(($0 + 1) * n)]), sumSq: Array(sq[($0 * n)..<(($0 + 1) * n)]), count: L)
+                    }
+                }
                 s.inputs[tap] = st
             }
             layers.append(s)
@@ -208,9 +264,9 @@ public enum StatsFile {
         contents.fileSHA256 = sha
         if f.exists("tokens") {
             let info = try f.datasetInfo("tokens")
-            let n = Int(attrs["samples"] ?? "") ?? -1, L = Int(attrs["seq_len"] ?? "") ?? -1
+            let n = windowCount, L = Int(attrs["seq_len"] ?? "") ?? -1
             guard info.isInteger, info.shape == [n, L] else {
-                throw .wrongDataset(path: path, name: "tokens", reason: "must be integers of shape [\(n), \(L)] (samples, seq_len), found \(info.shape)")
+                throw .wrongDataset(path: path, name: "tokens", reason: "must be integers of shape [\(n), \(L)] (\(part ? "window_count" : "samples"), seq_len), found \(info.shape)")
             }
             let flat = try f.readInt32("tokens", count: n * L)
             guard flat.allSatisfy({ $0 >= 0 && Int($0) < c.vocabSize }) else {

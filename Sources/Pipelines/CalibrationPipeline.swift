@@ -1,6 +1,7 @@
 import CalibrationStats
 import Foundation
 import LlamaReference
+import ModelDescription
 import Tokenizer
 
 /// How a setting is named to the person who gave it: `--seq-len` on the command line,
@@ -52,7 +53,16 @@ public struct CalibrationJob: Sendable, Equatable {
 public enum CalibrationPipeline {
     /// Calibrates `modelDir` on the windows `job` describes and writes the statistics to `out`
     /// (atomically; an existing file is replaced).
-    public static func run(modelDir: String, job: CalibrationJob, threads: Int, out: String, log: ProgressLog) throws {
+    /// With `part`, only that part's windows are run and a part file is written
+    /// (Formats/calibration-stats.md "Parts and their merge").
+    public static func run(modelDir: String, job: CalibrationJob, threads: Int, out: String, log: ProgressLog,
+                           part: StatsFile.Part? = nil) throws {
+        if let part, !(part.count >= 1 && (1...part.count).contains(part.index)) {
+            throw PipelineError("--part \(part.index)/\(part.count): I must be between 1 and P (P ≥ 1).")
+        }
+        if let part, part.count > job.samples {
+            throw PipelineError("--part \(part.index)/\(part.count): \(part.count) parts of \(job.samples) windows would leave a part empty; use at most \(job.samples) parts.")
+        }
         let started = Date()
         let calibrator = try Calibrator(directory: modelDir, threads: threads)
         let c = calibrator.config
@@ -83,11 +93,14 @@ public enum CalibrationPipeline {
             "selection": job.generate ? "generated" : (windows.shuffled ? "shuffled" : "in-order"), "seed": String(windows.seed),
             "tokens": String(job.samples * job.seqLen),
         ]
-        let writer = try StatsFile.Writer(path: out, config: c, attributes: attrs)
+        let range = part?.range(windows: windows.windows.count) ?? 0..<windows.windows.count
+        let mine = Array(windows.windows[range])
+        if let part { log.line("part \(part.index)/\(part.count): windows \(range.lowerBound) … \(range.upperBound - 1) of \(windows.windows.count)") }
+        let writer = try StatsFile.Writer(path: out, config: c, attributes: attrs, part: part, firstWindow: range.lowerBound, windowCount: mine.count)
         let t0 = Date()
         do {
-            try writer.writeTokens(windows.windows)
-            try calibrator.run(windows.windows, onLayer: { try writer.write($0) }) { done, total in
+            try writer.writeTokens(mine)
+            try calibrator.run(mine, keepWindowSums: part != nil, onLayer: { try writer.write($0) }) { done, total in
                 log.progress(done: done, total: total, started: t0, label: "layers")
             }
             try writer.finish()
@@ -97,5 +110,82 @@ public enum CalibrationPipeline {
         }
         log.line(String(format: "wrote %@ (%d layers) in %.1f s, peak RSS %d MiB", out, c.layerCount,
                         Date().timeIntervalSince(started), ProgressLog.peakRSSMiB()))
+    }
+
+    /// Merges the part files of one calibration run into its statistics file (byte-identical to the
+    /// run over all windows: Formats/calibration-stats.md "Parts and their merge"). `modelDir`
+    /// gives the shapes; every refusal names the file.
+    public static func merge(modelDir: String, parts paths: [String], out: String, log: ProgressLog) throws {
+        let c = try ModelConfig(directory: modelDir)
+        guard !paths.isEmpty else { throw PipelineError("calibrate-merge needs the part files (fireq calibrate --part I/P) to merge.") }
+        let parts = try paths.map { try StatsFile.readPart($0, config: c) }
+        let runKeys = StatsFile.attributeNames.filter { $0 != "format" }
+        var byIndex: [Int: (path: String, contents: StatsFile.Contents)] = [:]
+        var total: Int?
+        for (path, p) in zip(paths, parts) {
+            let a = p.attributes
+            for k in runKeys where a[k] != parts[0].attributes[k] {
+                throw PipelineError("\(path): is a part of another calibration than \(paths[0]) (its \(k) is '\(a[k] ?? "")', not '\(parts[0].attributes[k] ?? "")').")
+            }
+            let fields = (a["part"] ?? "").split(separator: "/").map { Int($0) }
+            guard fields.count == 2, let i = fields[0], let n = fields[1], n >= 1, (1...n).contains(i) else {
+                throw PipelineError("\(path): its part attribute '\(a["part"] ?? "")' is not I/P with 1 ≤ I ≤ P.")
+            }
+            if let total, total != n { throw PipelineError("\(path): is part \(i) of \(n), but \(paths[0]) is of \(total) parts.") }
+            total = n
+            if let other = byIndex[i] { throw PipelineError("\(path): part \(i)/\(n) is given twice (also \(other.path)).") }
+            let samples = Int(a["samples"] ?? "") ?? -1
+            let want = StatsFile.Part(index: i, count: n).range(windows: samples)
+            guard a["first_window"] == String(want.lowerBound), a["window_count"] == String(want.count) else {
+                throw PipelineError("\(path): holds windows from \(a["first_window"] ?? "?") (\(a["window_count"] ?? "?") of them), not the \(want.count) from \(want.lowerBound) that part \(i)/\(n) of \(samples) covers.")
+            }
+            byIndex[i] = (path, p)
+        }
+        let n = total!
+        if let missing = (1...n).first(where: { byIndex[$0] == nil }) {
+            throw PipelineError("\(out): part \(missing)/\(n) is missing (given: \(paths.joined(separator: ", "))).")
+        }
+        let ordered = (1...n).map { byIndex[$0]!.contents }
+        log.line("merging \(n) parts (\(ordered.reduce(0) { $0 + ($1.tokens?.count ?? 0) }) windows) into \(out)")
+        var attrs = parts[0].attributes
+        for k in ["format", "format_version", "layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size"]
+            + StatsFile.partAttributeNames { attrs[k] = nil }
+        let writer = try StatsFile.Writer(path: out, config: c, attributes: attrs)
+        do {
+            if ordered.allSatisfy({ $0.tokens != nil }) { try writer.writeTokens(ordered.flatMap { $0.tokens! }) }
+            for i in 0..<c.layerCount {
+                try writer.write(Self.combine(ordered.map { $0.layers[i] }, config: c))
+            }
+            try writer.finish()
+        } catch {
+            writer.abandon()
+            throw error
+        }
+        log.line("wrote \(out)")
+    }
+
+    /// One layer's statistics from its parts' (in part order): maxima as the collector takes them,
+    /// sums as 0 + each window's partial in window order.
+    static func combine(_ parts: [LayerStatistics], config c: ModelConfig) -> LayerStatistics {
+        var s = LayerStatistics(layer: parts[0].layer, config: c)
+        func maxInto(_ m: inout [Float], _ x: [Float]) { for j in m.indices where x[j] > m[j] || x[j].isNaN { m[j] = x[j] } }
+        for p in parts {
+            maxInto(&s.kPreRopePairNormMax, p.kPreRopePairNormMax)
+            maxInto(&s.kPostRopeAbsmax, p.kPostRopeAbsmax)
+            maxInto(&s.qPostRopeAbsmax, p.qPostRopeAbsmax)
+            maxInto(&s.vAbsmax, p.vAbsmax)
+            if let u = p.kPreRopePairNormMaxUnbiased {
+                var m = s.kPreRopePairNormMaxUnbiased ?? [Float](repeating: 0, count: u.count); maxInto(&m, u); s.kPreRopePairNormMaxUnbiased = m
+            }
+            if let u = p.kPostRopeAbsmaxUnbiased {
+                var m = s.kPostRopeAbsmaxUnbiased ?? [Float](repeating: 0, count: u.count); maxInto(&m, u); s.kPostRopeAbsmaxUnbiased = m
+            }
+            for tap in InputTap.allCases {
+                let pt = p.inputs[tap]!
+                maxInto(&s.inputs[tap]!.absmax, pt.absmax)
+                for w in pt.windows ?? [] { s.inputs[tap]!.add(window: w, keep: false) }
+            }
+        }
+        return s
     }
 }

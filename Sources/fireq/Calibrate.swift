@@ -57,6 +57,23 @@ struct Calibrate: ParsableCommand {
     var out: String
     @Flag(name: .long, help: "Overwrite an existing output file.")
     var force = false
+    @Option(name: .long, help: ArgumentHelp("Run part I of P of the windows and write a part file, for a cluster: merge the P parts with fireq calibrate-merge (the merged file equals one run's, byte for byte).", valueName: "I/P"))
+    var part: String?
+
+    var parsedPart: StatsFile.Part? {
+        guard let part else { return nil }
+        let f = part.split(separator: "/", omittingEmptySubsequences: false).map { Int($0) }
+        guard f.count == 2, let i = f[0], let n = f[1] else { return nil }
+        return StatsFile.Part(index: i, count: n)
+    }
+
+    func validate() throws {
+        if let part {
+            guard let p = parsedPart, p.count >= 1, (1...p.count).contains(p.index) else {
+                throw ValidationError("--part '\(part)' must be I/P with 1 ≤ I ≤ P, e.g. 2/4.")
+            }
+        }
+    }
 
     func run() throws {
         do {
@@ -65,8 +82,31 @@ struct Calibrate: ParsableCommand {
             guard FileManager.default.isWritableFile(atPath: outDir) else {
                 throw CLIError("\(out): cannot write the output: the folder '\(outDir)' does not exist or is not writable.")
             }
-            try CalibrationPipeline.run(modelDir: modelOptions.model, job: calibration.job, threads: compute.threads, out: out, log: ProgressLog(enabled: true))
+            try CalibrationPipeline.run(modelDir: modelOptions.model, job: calibration.job, threads: compute.threads, out: out,
+                                        log: ProgressLog(enabled: true), part: parsedPart)
         } catch { fail(error) }
     }
 }
 
+
+struct CalibrateMerge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "calibrate-merge",
+        abstract: "Merge the part files of `fireq calibrate --part I/P` into the statistics file.",
+        discussion: "The merged file is byte-identical to one `fireq calibrate` over all the windows (Formats/calibration-stats.md, \"Parts and their merge\"). Parts may be given in any order; a missing, repeated or foreign part is refused.")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(name: .long, help: "Output statistics file (.h5).")
+    var out: String
+    @Flag(name: .long, help: "Overwrite an existing output file.")
+    var force = false
+    @Argument(help: "The part files (.h5).")
+    var parts: [String] = []
+
+    func run() throws {
+        do {
+            if FileManager.default.fileExists(atPath: out) && !force { throw CalibrationError.exists(path: out) }
+            try CalibrationPipeline.merge(modelDir: modelOptions.model, parts: parts, out: out, log: ProgressLog(enabled: true))
+        } catch { fail(error) }
+    }
+}
