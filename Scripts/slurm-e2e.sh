@@ -12,7 +12,9 @@
 #      (calibration found up to date);
 #   5. waits, then checks: three outputs, `fireq inspect --verify` passes on each, the summary
 #      lists three passes;
-#   6. stops every daemon it started (also on failure).
+#   6. calibrates over the cluster (`fireq calibrate-slurm`: 4 array tasks + a dependent merge
+#      job) and checks the merged statistics are byte-identical to a single `fireq calibrate`;
+#   7. stops every daemon it started (also on failure).
 # Usage: bash Scripts/slurm-e2e.sh        (exit 0: every check passed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -164,4 +166,21 @@ for e in r["entries"]:
     assert e["perplexity_all"] > e["baseline_perplexity_all"] > 1, e
 print("summary:", ", ".join(f'{e["id"]} {e["delta_perplexity_all_percent"]:+.1f} %' for e in sorted(r["entries"], key=lambda e: e["index"])))
 EOF
+# Calibration over the cluster (issue #29): 4 array tasks, each one part of the windows, then a
+# merge job that waits for them (afterok); the merged statistics equal a single run's bytes.
+say "calibrate-slurm: 8 windows in 4 array tasks + a dependent merge job"
+"$FIREQ" calibrate-slurm --model "$MODEL" --text "$SHK" --samples 8 --seq-len 128 --parts 4 --partition e2e \
+    --cpus-per-task 1 --max-parallel "$CPUS" --time 30:00 --out "$W/cal/stats.h5" > "$W/cal.sh"
+grep -q -- "--array=1-4%$CPUS" "$W/cal.sh" || die "the calibration array directive is missing"
+bash "$W/cal.sh"
+for _ in $(seq 900); do
+    [ -z "$(squeue -h -u root 2>/dev/null)" ] && break
+    sleep 1
+done
+[ -z "$(squeue -h -u root)" ] || die "calibration jobs still queued after 15 minutes: $(squeue -h)"
+[ -f "$W/cal/stats.h5" ] || { tail -5 "$W"/cal/stats.h5.parts/logs/*.log; die "the merge job wrote no statistics"; }
+for i in 1 2 3 4; do grep -q "part $i/4" "$W/cal/stats.h5.parts/logs/part-$i.log" || die "array task $i did not run its part"; done
+"$FIREQ" calibrate --model "$MODEL" --text "$SHK" --samples 8 --seq-len 128 --seed 0 --out "$W/cal/single.h5" > /dev/null 2>&1
+cmp "$W/cal/stats.h5" "$W/cal/single.h5" || die "the merged statistics differ from a single run's"
+say "4 parts + merge on Slurm: byte-identical to a single calibrate ($(stat -c %s "$W/cal/stats.h5") bytes)"
 say "PASSED in $(( $(date +%s) - START )) s (summary: $W/summary.html)"

@@ -110,3 +110,37 @@ struct CalibrateMerge: ParsableCommand {
         } catch { fail(error) }
     }
 }
+
+struct CalibrateSlurm: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "calibrate-slurm",
+        abstract: "Print a submit script that calibrates on a Slurm cluster: an array of --parts tasks, then a dependent merge job.",
+        discussion: "Task I runs `fireq calibrate … --part I/P`; the merge job (afterok) runs `fireq calibrate-merge`, whose output equals one `fireq calibrate` over all the windows, byte for byte. Parts and logs go to OUT.parts/. Submit with: fireq calibrate-slurm … > submit.sh && bash submit.sh")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var calibration: CalibrationOptions
+    @Option(name: .long, help: "Output statistics file (.h5) the merge job writes.")
+    var out: String
+    @Option(name: .long, parsing: .unconditional, help: "Number of array tasks P (each a part of the windows).")
+    var parts: Int = 4
+    @Option(name: .long, help: "Slurm partition.") var partition: String?
+    @Option(name: .long, help: "Time limit per task (Slurm syntax, e.g. 4:00:00).") var time: String?
+    @Option(name: .customLong("cpus-per-task"), parsing: .unconditional, help: "CPUs per task (its --threads).") var cpusPerTask: Int = 2
+    @Option(name: .customLong("max-parallel"), parsing: .unconditional, help: "Array tasks running at once.") var maxParallel: Int = 4
+    @Option(name: .long, help: "Memory per task (Slurm syntax, e.g. 16G).") var mem: String?
+    @Option(name: .customLong("job-name"), help: "Slurm job name.") var jobName: String = "fireq-calibrate"
+
+    func validate() throws {
+        guard parts >= 1 else { throw ValidationError("--parts must be at least 1, not \(parts).") }
+        guard cpusPerTask >= 1, maxParallel >= 1 else { throw ValidationError("--cpus-per-task and --max-parallel must be at least 1.") }
+    }
+
+    func run() throws {
+        do {
+            var o = SlurmOptions()
+            o.partition = partition; o.time = time; o.cpusPerTask = cpusPerTask; o.maxParallel = maxParallel; o.mem = mem; o.jobName = jobName
+            print(try CalibrationSlurm.script(model: modelOptions.model, job: calibration.job, parts: parts, out: out,
+                                              executable: selfExecutable(), options: o), terminator: "")
+        } catch { fail(error) }
+    }
+}

@@ -9,7 +9,7 @@ struct FireQ: ParsableCommand {
         commandName: "fireq",
         abstract: "FireQ post-training quantization toolkit: converts Llama-family checkpoints to INT4-FP8 (W4A8KV4) and measures what it cost.",
         version: "fireq \(FireQVersion.string) (commit \(BuildInfo.commit))",
-        subcommands: [Convert.self, Batch.self, Export.self, Eval.self, Compare.self, Report.self, Generate.self, Tokenize.self, Calibrate.self, CalibrateMerge.self, Quantize.self, Inspect.self, Bench.self, StackLayers.self])
+        subcommands: [Convert.self, Batch.self, Export.self, Eval.self, Compare.self, Report.self, Generate.self, Tokenize.self, Calibrate.self, CalibrateMerge.self, CalibrateSlurm.self, Quantize.self, Inspect.self, Bench.self, StackLayers.self])
 }
 
 extension FireQ {

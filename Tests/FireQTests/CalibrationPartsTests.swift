@@ -53,3 +53,22 @@ import Testing
                                    mentions: ["3 parts of 2 windows would leave a part empty"])
     }
 }
+
+extension CalibrationPartsTests {
+    /// The Slurm submit script: an array of P part tasks, a merge job after all of them succeed
+    /// (Scripts/slurm-e2e.sh runs it on a real one-node cluster and `cmp`s the result).
+    @Test func slurmScriptRunsPartsThenMerge() throws {
+        let model = FamilyTests.folder + "/qwen2"
+        try TestPaths.require(model + "/model.safetensors", hint: FamilyTests.hint)
+        let d = TestPaths.tempDir()
+        let r = try CLI.run(["calibrate-slurm", "--model", model, "--text", Self.text, "--samples", "6", "--seq-len", "32",
+                             "--parts", "3", "--max-parallel", "2", "--partition", "p", "--out", d + "/s.h5"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let s = r.stdout
+        #expect(s.contains("#SBATCH --array=1-3%2") && s.contains("--part \"$SLURM_ARRAY_TASK_ID/3\""))
+        #expect(s.contains("sbatch --parsable --dependency=afterok:\"$ARRAY\"") && s.contains("calibrate-merge"))
+        #expect(s.contains("'\(d)/s.h5.parts/part-3.h5'") && FileManager.default.fileExists(atPath: d + "/s.h5.parts/logs"))
+        try CLITests.expectFailure(["calibrate-slurm", "--model", model, "--text", Self.text, "--samples", "2", "--parts", "3", "--out", d + "/t.h5"],
+                                   mentions: ["--parts 3 of 2 windows would leave a part empty"])
+    }
+}
