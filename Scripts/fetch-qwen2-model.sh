@@ -17,6 +17,7 @@
 # schemes that match those grids; say so when reporting them. Keep the folder out of git.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/Scripts/check_gguf_file.sh"
 verify=0
 args=()
 for a in "$@"; do
@@ -52,18 +53,7 @@ if [ ! -f "$gguf_file" ] || [ "$(stat -c %s "$gguf_file")" != "$want_size" ]; th
   mv "$gguf_file.tmp" "$gguf_file"
 fi
 echo "[2/4] checking $gguf_file (size, header, tensors, sha256)" >&2
-size=$(stat -c %s "$gguf_file")
-[ "$size" = "$want_size" ] || { echo "error: $gguf_file: $size bytes, expected $want_size" >&2; exit 1; }
-"$venv/bin/python" - "$gguf_file" "$want_tensors" <<'PY'
-import struct, sys
-path, want = sys.argv[1], int(sys.argv[2])
-with open(path, "rb") as f:
-    magic, version, n_tensors = struct.unpack("<4sIQ", f.read(16))
-if magic != b"GGUF" or version != 3 or n_tensors != want:
-    sys.exit(f"error: {path}: header {magic!r} v{version} with {n_tensors} tensors, expected b'GGUF' v3 with {want}")
-PY
-sha=$(sha256sum "$gguf_file" | cut -c1-64)
-[ "$sha" = "$want_sha" ] || { echo "error: $gguf_file: sha256 $sha, expected $want_sha" >&2; exit 1; }
+check_gguf_file "$venv/bin/python" "$gguf_file" "$want_size" "$want_tensors" "$want_sha"
 if [ ! -f "$stamp" ] || [ ! -f "$out/model.safetensors" ]; then
   echo "[3/4] dequantizing to a BF16 Hugging Face folder at $out (~1 min)" >&2
   "$venv/bin/python" "$root/Scripts/gguf_to_hf.py" "$gguf_file" "$out" --dtype bf16

@@ -59,21 +59,19 @@ public final class LlamaDecoder {
                 (values[li].pointer + (r * capacity + position) * c.kvDim).update(from: row + c.qDim + c.kvDim, count: c.kvDim)
             }
             attend(layer: li)
-            if c.sandwichNorms {
-                LinearAlgebra.linear(x: att.pointer, ldx: c.qDim, m: batch, w: L.o, y: branch.pointer, ldy: H, threads: f.threads)
-                f.addBranch(branch.pointer, norm: L.attentionOutputNorm, into: h.pointer, rows: batch)
-            } else {
-                LinearAlgebra.linear(x: att.pointer, ldx: c.qDim, m: batch, w: L.o, y: h.pointer, ldy: H, accumulate: true, threads: f.threads)
+            /// h += w·x: straight into h, or through `branch` and its norm (sandwich norms).
+            func residual(_ w: PackedMatrix, _ x: UnsafePointer<Float>, ldx: Int, norm: FloatBuffer?) {
+                guard c.sandwichNorms else {
+                    return LinearAlgebra.linear(x: x, ldx: ldx, m: batch, w: w, y: h.pointer, ldy: H, accumulate: true, threads: f.threads)
+                }
+                LinearAlgebra.linear(x: x, ldx: ldx, m: batch, w: w, y: branch.pointer, ldy: H, threads: f.threads)
+                f.addBranch(branch.pointer, norm: norm, into: h.pointer, rows: batch)
             }
+            residual(L.o, att.pointer, ldx: c.qDim, norm: L.attentionOutputNorm)
             f.rmsNorm(h.pointer, rows: batch, weight: L.mlpInputNorm.pointer, out: xn.pointer)
             LinearAlgebra.linear(x: xn.pointer, ldx: H, m: batch, w: L.gateUp, y: gu.pointer, ldy: 2 * I, threads: f.threads)
             f.activate(gu.pointer, rows: batch, out: act.pointer)
-            if c.sandwichNorms {
-                LinearAlgebra.linear(x: act.pointer, ldx: I, m: batch, w: L.down, y: branch.pointer, ldy: H, threads: f.threads)
-                f.addBranch(branch.pointer, norm: L.mlpOutputNorm, into: h.pointer, rows: batch)
-            } else {
-                LinearAlgebra.linear(x: act.pointer, ldx: I, m: batch, w: L.down, y: h.pointer, ldy: H, accumulate: true, threads: f.threads)
-            }
+            residual(L.down, act.pointer, ldx: I, norm: L.mlpOutputNorm)
         }
         f.rmsNorm(h.pointer, rows: batch, weight: model.finalNorm.pointer, out: xn.pointer)
         var logits = [Float](repeating: 0, count: batch * c.vocabSize)

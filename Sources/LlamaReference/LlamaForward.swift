@@ -125,24 +125,22 @@ public struct LlamaForward: Sendable {
         }
         attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: seqLen, layer: li)
         observer?.observe(.oProjInput, layer: li, ActivationView(base: ws.att.pointer, rows: rows, cols: c.qDim, rowStride: c.qDim))
-        if let branch = ws.branch {
-            LinearAlgebra.linear(x: ws.att.pointer, ldx: c.qDim, m: rows, w: L.o, y: branch.pointer, ldy: H, threads: threads)
-            addBranch(branch.pointer, norm: L.attentionOutputNorm, into: hidden, rows: rows)
-        } else {
-            LinearAlgebra.linear(x: ws.att.pointer, ldx: c.qDim, m: rows, w: L.o, y: hidden, ldy: H, accumulate: true, threads: threads)
+        /// hidden += w·x: straight into hidden, or through the branch buffer and its norm (sandwich norms).
+        func residual(_ w: PackedMatrix, _ x: UnsafePointer<Float>, ldx: Int, norm: FloatBuffer?) {
+            guard let branch = ws.branch else {
+                return LinearAlgebra.linear(x: x, ldx: ldx, m: rows, w: w, y: hidden, ldy: H, accumulate: true, threads: threads)
+            }
+            LinearAlgebra.linear(x: x, ldx: ldx, m: rows, w: w, y: branch.pointer, ldy: H, threads: threads)
+            addBranch(branch.pointer, norm: norm, into: hidden, rows: rows)
         }
+        residual(L.o, ws.att.pointer, ldx: c.qDim, norm: L.attentionOutputNorm)
         // MLP block.
         rmsNorm(hidden, rows: rows, weight: L.mlpInputNorm.pointer, out: ws.xn.pointer)
         observer?.observe(.mlpInput, layer: li, ActivationView(base: ws.xn.pointer, rows: rows, cols: H, rowStride: H))
         LinearAlgebra.linear(x: ws.xn.pointer, ldx: H, m: rows, w: L.gateUp, y: ws.gateUp.pointer, ldy: 2 * I, threads: threads)
         activate(ws.gateUp.pointer, rows: rows, out: ws.act.pointer)
         observer?.observe(.downProjInput, layer: li, ActivationView(base: ws.act.pointer, rows: rows, cols: I, rowStride: I))
-        if let branch = ws.branch {
-            LinearAlgebra.linear(x: ws.act.pointer, ldx: I, m: rows, w: L.down, y: branch.pointer, ldy: H, threads: threads)
-            addBranch(branch.pointer, norm: L.mlpOutputNorm, into: hidden, rows: rows)
-        } else {
-            LinearAlgebra.linear(x: ws.act.pointer, ldx: I, m: rows, w: L.down, y: hidden, ldy: H, accumulate: true, threads: threads)
-        }
+        residual(L.down, ws.act.pointer, ldx: I, norm: L.mlpOutputNorm)
         observer?.observe(.layerOutput, layer: li, ActivationView(base: hidden, rows: rows, cols: H, rowStride: H))
     }
 

@@ -57,21 +57,17 @@ public final class QuantizedDecoder {
             for j in 0..<c.kvDim { keys[li].pointer[j * capacity + position] = qkv.pointer[c.qDim + j] }
             (values[li].pointer + position * c.kvDim).update(from: qkv.pointer + c.qDim + c.kvDim, count: c.kvDim)
             attend(layer: li)
-            if c.sandwichNorms {
-                run(L.o, att.pointer, branch.pointer)
-                f.addBranch(branch.pointer, norm: L.attentionOutputNorm, into: h.pointer, rows: 1)
-            } else {
-                run(L.o, att.pointer, h.pointer, accumulate: true)
+            /// h += lin(x): straight into h, or through `branch` and its norm (sandwich norms).
+            func residual(_ lin: Int4FP8Linear, _ x: UnsafePointer<Float>, norm: FloatBuffer?) {
+                guard c.sandwichNorms else { return run(lin, x, h.pointer, accumulate: true) }
+                run(lin, x, branch.pointer)
+                f.addBranch(branch.pointer, norm: norm, into: h.pointer, rows: 1)
             }
+            residual(L.o, att.pointer, norm: L.attentionOutputNorm)
             f.rmsNorm(h.pointer, rows: 1, weight: L.mlpInputNorm.pointer, out: xn.pointer)
             run(L.gateUp, xn.pointer, gu.pointer)
             f.activate(gu.pointer, rows: 1, out: act.pointer)
-            if c.sandwichNorms {
-                run(L.down, act.pointer, branch.pointer)
-                f.addBranch(branch.pointer, norm: L.mlpOutputNorm, into: h.pointer, rows: 1)
-            } else {
-                run(L.down, act.pointer, h.pointer, accumulate: true)
-            }
+            residual(L.down, act.pointer, norm: L.mlpOutputNorm)
         }
         f.rmsNorm(h.pointer, rows: 1, weight: m.finalNorm.pointer, out: xn.pointer)
         var logits = [Float](repeating: 0, count: c.vocabSize)

@@ -135,21 +135,17 @@ public final class QuantizedBlocks: @unchecked Sendable {
         forward.applyRope(ws.qkv.pointer, rows: rows, seqLen: T, layer: li)
         quantizeAttentionInputs(L, layer: li, qkv: ws.qkv.pointer, rows: rows, seqLen: T)
         forward.attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: T, layer: li)
-        if let branch = ws.branch {
-            run(L.o, ws.att.pointer, branch.pointer, ldy: H)
-            forward.addBranch(branch.pointer, norm: L.attentionOutputNorm, into: h, rows: rows)
-        } else {
-            run(L.o, ws.att.pointer, h, ldy: H, accumulate: true)
+        /// h += lin(x): straight into h, or through the workspace's branch and its norm (sandwich norms).
+        func residual(_ lin: Int4FP8Linear, _ x: UnsafePointer<Float>, norm: FloatBuffer?) {
+            guard let branch = ws.branch else { return run(lin, x, h, ldy: H, accumulate: true) }
+            run(lin, x, branch.pointer, ldy: H)
+            forward.addBranch(branch.pointer, norm: norm, into: h, rows: rows)
         }
+        residual(L.o, ws.att.pointer, norm: L.attentionOutputNorm)
         forward.rmsNorm(h, rows: rows, weight: L.mlpInputNorm.pointer, out: ws.xn.pointer)
         run(L.gateUp, ws.xn.pointer, ws.gateUp.pointer, ldy: 2 * I)
         forward.activate(ws.gateUp.pointer, rows: rows, out: ws.act.pointer)
-        if let branch = ws.branch {
-            run(L.down, ws.act.pointer, branch.pointer, ldy: H)
-            forward.addBranch(branch.pointer, norm: L.mlpOutputNorm, into: h, rows: rows)
-        } else {
-            run(L.down, ws.act.pointer, h, ldy: H, accumulate: true)
-        }
+        residual(L.down, ws.act.pointer, norm: L.mlpOutputNorm)
         observer?.observe(.layerOutput, layer: li, ActivationView(base: h, rows: rows, cols: H, rowStride: H))
     }
 

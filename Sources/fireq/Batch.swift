@@ -98,22 +98,7 @@ struct BatchSlurmCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "slurm",
         abstract: "Print an sbatch array job, one task per entry (--array=0-(n-1)%K, --requeue, one log per task).")
     @Argument(help: "Manifest (JSON Lines).") var manifest: String
-    @Option(name: .long, help: "Slurm partition.") var partition: String?
-    @Option(name: .long, help: "Time limit per task (Slurm syntax, e.g. 4:00:00).") var time: String?
-    @Option(name: .customLong("cpus-per-task"), parsing: .unconditional, help: "CPUs per task (the conversion's threads).") var cpusPerTask: Int = 2
-    @Option(name: .customLong("max-parallel"), parsing: .unconditional, help: "Tasks running at once (%K).") var maxParallel: Int = 4
-    @Option(name: .long, help: "Memory per task (Slurm syntax, e.g. 16G).") var mem: String?
-    @Option(name: .customLong("job-name"), help: "Slurm job name.") var jobName: String = "fireq-batch"
-
-    func validate() throws {
-        guard cpusPerTask >= 1 else { throw ValidationError("--cpus-per-task must be at least 1.") }
-        guard maxParallel >= 1 else { throw ValidationError("--max-parallel must be at least 1.") }
-        for (flag, v) in [("--partition", partition), ("--time", time), ("--mem", mem), ("--job-name", jobName)] {
-            if let v, v.isEmpty || v.contains(where: { $0.isWhitespace || $0 == "'" || $0 == "\"" || $0 == "\\" }) {
-                throw ValidationError("\(flag) '\(v)' must be one word without quotes.")
-            }
-        }
-    }
+    @OptionGroup var slurm: SlurmFlags
 
     func run() throws {
         do {
@@ -121,13 +106,7 @@ struct BatchSlurmCommand: ParsableCommand {
             if m.stateFolder.contains(where: { $0.isWhitespace }) {
                 throw CLIError("\(m.stateFolder): Slurm's --output cannot name a path with spaces; move the manifest.")
             }
-            var o = SlurmOptions()
-            o.partition = partition
-            o.time = time
-            o.cpusPerTask = cpusPerTask
-            o.maxParallel = maxParallel
-            o.mem = mem
-            o.jobName = jobName
+            let o = slurm.options(defaultJobName: "fireq-batch")
             print(try BatchSlurm.script(m, executable: selfExecutable(), options: o), terminator: "")
         } catch { fail(error) }
     }

@@ -123,22 +123,15 @@ struct CalibrateSlurm: ParsableCommand {
     var out: String
     @Option(name: .long, parsing: .unconditional, help: "Number of array tasks P (each a part of the windows).")
     var parts: Int = 4
-    @Option(name: .long, help: "Slurm partition.") var partition: String?
-    @Option(name: .long, help: "Time limit per task (Slurm syntax, e.g. 4:00:00).") var time: String?
-    @Option(name: .customLong("cpus-per-task"), parsing: .unconditional, help: "CPUs per task (its --threads).") var cpusPerTask: Int = 2
-    @Option(name: .customLong("max-parallel"), parsing: .unconditional, help: "Array tasks running at once.") var maxParallel: Int = 4
-    @Option(name: .long, help: "Memory per task (Slurm syntax, e.g. 16G).") var mem: String?
-    @Option(name: .customLong("job-name"), help: "Slurm job name.") var jobName: String = "fireq-calibrate"
+    @OptionGroup var slurm: SlurmFlags
 
     func validate() throws {
         guard parts >= 1 else { throw ValidationError("--parts must be at least 1, not \(parts).") }
-        guard cpusPerTask >= 1, maxParallel >= 1 else { throw ValidationError("--cpus-per-task and --max-parallel must be at least 1.") }
     }
 
     func run() throws {
         do {
-            var o = SlurmOptions()
-            o.partition = partition; o.time = time; o.cpusPerTask = cpusPerTask; o.maxParallel = maxParallel; o.mem = mem; o.jobName = jobName
+            let o = slurm.options(defaultJobName: "fireq-calibrate")
             print(try CalibrationSlurm.script(model: modelOptions.model, job: calibration.job, parts: parts, out: out,
                                               executable: selfExecutable(), options: o), terminator: "")
         } catch { fail(error) }

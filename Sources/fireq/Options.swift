@@ -106,3 +106,35 @@ struct WindowOptions: ParsableArguments {
         return Int32(b)
     }
 }
+
+/// The sbatch settings `fireq batch slurm` and `fireq calibrate-slurm` write into their scripts.
+struct SlurmFlags: ParsableArguments {
+    @Option(name: .long, help: "Slurm partition.") var partition: String?
+    @Option(name: .long, help: "Time limit per task (Slurm syntax, e.g. 4:00:00).") var time: String?
+    @Option(name: .customLong("cpus-per-task"), parsing: .unconditional, help: "CPUs per task (its --threads).") var cpusPerTask: Int = 2
+    @Option(name: .customLong("max-parallel"), parsing: .unconditional, help: "Array tasks running at once (%K).") var maxParallel: Int = 4
+    @Option(name: .long, help: "Memory per task (Slurm syntax, e.g. 16G).") var mem: String?
+    @Option(name: .customLong("job-name"), help: "Slurm job name (default: fireq-batch for batch, fireq-calibrate for calibrate-slurm).") var jobName: String?
+
+    func validate() throws {
+        guard cpusPerTask >= 1 else { throw ValidationError("--cpus-per-task must be at least 1.") }
+        guard maxParallel >= 1 else { throw ValidationError("--max-parallel must be at least 1.") }
+        // The values go into #SBATCH lines of a generated script: one word, nothing to unquote.
+        for (flag, v) in [("--partition", partition), ("--time", time), ("--mem", mem), ("--job-name", jobName)] {
+            if let v, v.isEmpty || v.contains(where: { $0.isWhitespace || $0 == "'" || $0 == "\"" || $0 == "\\" }) {
+                throw ValidationError("\(flag) '\(v)' must be one word without quotes.")
+            }
+        }
+    }
+
+    func options(defaultJobName: String) -> SlurmOptions {
+        var o = SlurmOptions()
+        o.partition = partition
+        o.time = time
+        o.cpusPerTask = cpusPerTask
+        o.maxParallel = maxParallel
+        o.mem = mem
+        o.jobName = jobName ?? defaultJobName
+        return o
+    }
+}
