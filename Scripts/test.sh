@@ -4,9 +4,20 @@
 # interop tests (h5py reads a calibration statistics file made by the built tool; the Formats/
 # reference reader dequantizes a packed model bit for bit like the Swift code; each export is
 # loaded by gguf / compressed-tensors / mlx and run by llama.cpp / transformers / mlx-lm).
+#
+#   bash Scripts/test.sh            everything (what CI runs)
+#   bash Scripts/test.sh --quick    the developer's subset: the Swift suites below the pipeline
+#                                   level (kernels, codecs, formats, config, tokenizer, folds,
+#                                   decoders, families, calibration parts), no end-to-end
+#                                   convert/export/batch/quantize suites and no Python interop
+#                                   tests; it says so when it ends
+#   bash Scripts/test.sh ARGS…      ARGS passed to `swift test` (e.g. --filter FamilyTests)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+quick=0
+if [ "${1:-}" = "--quick" ]; then quick=1; shift; fi
+slow='ConvertTests|ExportTests|BatchTests|QuantizeTests|CalibrationTests|ModelTests|HardeningTests|ShardTests'
 bash Scripts/install-deps.sh
 bash Scripts/fetch-default-model.sh
 # The third-party runtimes of the export tests (same venv; pinned; a no-op when present).
@@ -29,6 +40,11 @@ fi
 export TMPDIR="$root/.cache/test-tmp/run-$$"
 mkdir -p "$TMPDIR"
 trap 'rm -rf "$TMPDIR"' EXIT
+if [ $quick -eq 1 ]; then
+  swift test -c release --disable-xctest --skip "$slow" "$@"
+  echo "quick subset passed; not run: the suites $slow and the Python interop tests (bash Scripts/test.sh runs everything)"
+  exit 0
+fi
 swift test -c release --disable-xctest "$@"
 
 stats=$(mktemp -d)/stats.h5
