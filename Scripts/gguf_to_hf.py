@@ -304,6 +304,12 @@ def main():
             gdir, gname = os.path.split(os.path.abspath(src))
             transformers.AutoTokenizer.from_pretrained(gdir, gguf_file=gname).save_pretrained(tmp)
         files = [("config.json", config), ("generation_config.json", {"bos_token_id": bos, "eos_token_id": eos})]
+        lic = field(reader, "general.license")
+        if lic:
+            # The license the GGUF states, as a model card's front matter (what fireq's export cards repeat).
+            with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
+                f.write(f"---\nlicense: {lic}\n---\n\n{config['architectures'][0]} converted from "
+                        f"{os.path.basename(src)} by fireq's Scripts/gguf_to_hf.py (weights dequantized to {dtype}).\n")
         if tok is not None:
             files += [("tokenizer.json", tok), ("tokenizer_config.json", tok_cfg)]
         for name, obj in files:

@@ -124,7 +124,7 @@ final class ExportSource {
     }
 
     /// Files other than the weights that a folder export copies as they are.
-    static let companionFiles = ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json", "chat_template.jinja", "README.md"]
+    static let companionFiles = ModelFiles.serving   // (README.md: the export writes its own model card)
 }
 
 /// Little-endian byte helpers for the exporters.

@@ -12,7 +12,9 @@ enum FolderExport {
     /// Group sizes MLX's affine quantization supports.
     static let mlxGroupSizes: Set<Int> = [32, 64, 128]
 
-    static func export(_ src: ExportSource, format: ExportFormat, to out: String, toolVersion: String) throws -> ExportSummary {
+    /// `report`: `fireq convert`'s report.json, whose numbers go into the model card.
+    static func export(_ src: ExportSource, format: ExportFormat, to out: String, toolVersion: String, report: JSONValue? = nil,
+                       name: String? = nil) throws -> ExportSummary {
         let file = src.packed.file
         let c = src.config
         // Which layers the recipe skipped: their linears are stored unquantized under HF names.
@@ -109,9 +111,13 @@ enum FolderExport {
             }
         case .gguf: preconditionFailure()
         }
+        let packedSHA = try src.packed.contentSHA256()
+        let card = ModelCard.markdown(src, ModelCard.Facts(format: format, groupSize: defaultGroup, scaleType: scaleDType.rawValue,
+                                                           activationsFP8: activationsFP8 && format == .compressedTensors,
+                                                           notCarried: notCarried, toolVersion: toolVersion, packedSHA256: packedSHA, report: report, name: name))
         let exportInfo = JSONObject([
             ("format", .string(format.rawValue)), ("source_packed", .string(src.directory)),
-            ("packed_sha256", .string(try src.packed.contentSHA256())),
+            ("packed_sha256", .string(packedSHA)),
             ("recipe", .string(src.recipe["name"]?.stringValue ?? "")), ("group_size", .int(defaultGroup)),
             ("not_carried", .array(notCarried.map { .string($0) })), ("inexact_scale_groups", .int(inexact)),
             ("scale_dtype", .string(scaleDType.rawValue)), ("tool_version", .string(toolVersion)),
@@ -121,6 +127,7 @@ enum FolderExport {
             try Publish.text(JSONWriter.pretty(.object(config)) + "\n", to: dir + "/config.json")
             try Publish.text(JSONWriter.pretty(.object(exportInfo)) + "\n", to: dir + "/fireq-export.json")
             try Publish.copyCompanions(from: src.directory, to: dir)
+            try Publish.text(card, to: dir + "/README.md")
         }
         let size = (try? FileManager.default.attributesOfItem(atPath: out + "/model.safetensors")[.size] as? Int) ?? 0
         return ExportSummary(format: format, path: out, notCarried: notCarried, inexactScaleGroups: inexact, groups: groups,
@@ -198,9 +205,19 @@ enum FolderExport {
 public enum Exporter {
     /// Exports the packed folder `packedDir` to `out` (a file for GGUF, a folder otherwise).
     /// `ggufMetadata`: `general.*` overrides (`--metadata`), GGUF only.
+    /// `report`: a `fireq convert` report.json whose smoke-evaluation numbers go into the folder
+    /// exports' model card (default: `packedDir/report.json` when there is one).
     public static func export(packedDir: String, format: ExportFormat, out: String, force: Bool,
-                              ggufMetadata: [(String, GGUFValue)] = [], toolVersion: String) throws -> ExportSummary {
+                              ggufMetadata: [(String, GGUFValue)] = [], toolVersion: String, report: String? = nil,
+                              modelName: String? = nil) throws -> ExportSummary {
         try Publish.check(out: out, source: packedDir, force: force)
+        let reportPath = report ?? packedDir + "/report.json"
+        var reportJSON: JSONValue? = nil
+        if let data = FileBytes.readIfPresent(reportPath, limit: FileBytes.smallJSONLimit) {
+            do { reportJSON = try JSONParser.parse(data) } catch { throw ExportError(path: reportPath, reason: "is not valid JSON (\(error))") }
+        } else if report != nil {
+            throw ExportError(path: reportPath, reason: "cannot be read (the conversion report whose numbers go into the model card)")
+        }
         let src = try ExportSource(directory: packedDir)
         switch format {
         case .gguf:
@@ -210,7 +227,7 @@ public enum Exporter {
             }
             return try GGUFExport.export(src, to: out, metadata: ggufMetadata, toolVersion: toolVersion)
         case .compressedTensors, .mlx:
-            return try FolderExport.export(src, format: format, to: out, toolVersion: toolVersion)
+            return try FolderExport.export(src, format: format, to: out, toolVersion: toolVersion, report: reportJSON, name: modelName)
         }
     }
 

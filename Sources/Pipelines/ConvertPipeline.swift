@@ -261,13 +261,14 @@ public enum ConvertPipeline {
         for f in job.exports {
             let path = W + "/export." + (f == .gguf ? "gguf" : f.rawValue)
             let outputs = f.isFile ? [path] : [path + "/model.safetensors", path + "/config.json"]
-            let key = StageRecord.key(["export", tool, f.rawValue, packedSHA,
+            let key = StageRecord.key(["export", tool, f.rawValue, packedSHA, try fileSHA256(reportBase + ".json"),
                                        try job.ggufMetadata.map { try fileSHA256($0) } ?? "none", (out as NSString).lastPathComponent])
             let record = StageRecord(path: W + "/export-\(f.rawValue).stage.json", name: "\(f.rawValue) export")
             _ = try stage(record, key: key, timing: "export-" + f.rawValue, skipped: "[export] \(f.rawValue): up to date (\(path)), skipped",
                           running: "[export] \(f.rawValue)", outputs: { outputs }) {
                 onExport(try Exporter.export(packedDir: packed, format: f, out: path, force: true,
-                                             ggufMetadata: f == .gguf ? overrides : [], toolVersion: tool))
+                                             ggufMetadata: f == .gguf ? overrides : [], toolVersion: tool, report: reportBase + ".json",
+                                             modelName: (out as NSString).lastPathComponent))
             }
             exports.append((f, path))
         }

@@ -84,7 +84,11 @@ public struct Quantizer {
             "fireq.format": PackedFormat.name, "fireq.version": PackedFormat.version, "fireq.config": cfgJSON,
             "fireq.recipe": recipeJSON, "fireq.source_model_sha256": modelHash, "fireq.stats_sha256": stats.fileSHA256,
             "fireq.tool_version": toolVersion,
-        ]
+            "fireq.calibration": JSONWriter.serialize(.object(JSONObject(
+                ["source_kind", "source_path", "source_sha256", "samples", "seq_len", "tokens", "selection", "seed"].compactMap { k in
+                    stats.attributes[k].map { (k, JSONValue.string($0)) }
+                })), sortedKeys: true),
+        ].merging(Self.sourceLicense(modelDir).map { ["fireq.source_license": $0] } ?? [:]) { a, _ in a }
         // Everything is written into a temporary folder, then renamed into place.
         let parent = (outDir as NSString).deletingLastPathComponent.isEmpty ? "." : (outDir as NSString).deletingLastPathComponent
         let tmp = parent + "/." + (outDir as NSString).lastPathComponent + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
@@ -251,7 +255,7 @@ public struct Quantizer {
                 progress?(i + 1, c.layerCount)
             }
             let files = try writer.finish(indexMetadata: ["fireq.format": PackedFormat.name, "fireq.version": PackedFormat.version])
-            for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] where fm.fileExists(atPath: modelDir + "/" + f) {
+            for f in ["config.json"] + ModelFiles.serving where fm.fileExists(atPath: modelDir + "/" + f) {
                 try fm.copyItem(atPath: modelDir + "/" + f, toPath: tmp + "/" + f)
             }
             // A replaced folder is first renamed aside (atomic), so outDir is never half-deleted.
@@ -375,5 +379,22 @@ public enum SmoothQuant {
         Folding.scaleColumns(&L.up, rows: c.intermediateSize, k: H, by: sm)
         for j in 0..<H { L.mlpInputNorm[j] /= sm[j] }
         return [.attn: sa.map { 1 / $0 }, .mlp: sm.map { 1 / $0 }]
+    }
+}
+
+extension Quantizer {
+    /// The `license:` of the source's model card (README.md YAML front matter), if it states one:
+    /// what the exports' model cards repeat.
+    public static func sourceLicense(_ modelDir: String) -> String? {
+        guard let data = FileBytes.readIfPresent(modelDir + "/README.md", limit: FileBytes.smallJSONLimit),
+              let text = String(bytes: data, encoding: .utf8), text.hasPrefix("---\n") else { return nil }
+        for line in text.dropFirst(4).split(separator: "\n", omittingEmptySubsequences: false) {
+            if line == "---" { break }
+            if line.hasPrefix("license:") {
+                let v = line.dropFirst("license:".count).trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"'"))
+                return v.isEmpty ? nil : v
+            }
+        }
+        return nil
     }
 }

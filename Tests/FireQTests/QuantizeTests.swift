@@ -208,3 +208,16 @@ import Testing
         #expect(r.stderr.split(separator: "\n").count == 1)
     }
 }
+
+extension QuantizeTests {
+    /// The source's model-card license (README.md front matter) is what the exports' cards repeat;
+    /// a README without front matter, or none, states none.
+    @Test func sourceLicenseComesFromTheModelCard() throws {
+        let d = TestPaths.tempDir()
+        #expect(Quantizer.sourceLicense(d) == nil)
+        try "---\nlibrary_name: transformers\nlicense: \"apache-2.0\"\n---\n# M\nlicense: mit\n".write(toFile: d + "/README.md", atomically: true, encoding: .utf8)
+        #expect(Quantizer.sourceLicense(d) == "apache-2.0")
+        try "# M\n\nlicense: mit\n".write(toFile: d + "/README.md", atomically: true, encoding: .utf8)
+        #expect(Quantizer.sourceLicense(d) == nil)
+    }
+}

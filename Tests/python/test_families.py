@@ -13,6 +13,7 @@ of magnitude (checked below for the llama3 scaling, the one thing GGUF needs an 
 Run by Scripts/test.sh with FIREQ_BIN and FIREQ_FAMILIES (the folder of the family checkpoints).
 """
 import copy
+import json
 import math
 import os
 import subprocess
@@ -224,3 +225,47 @@ def test_qwen3_gguf_keys_and_tensors_are_llama_cpps(converted):
     for part in ["attn_q_norm.weight", "attn_k_norm.weight"]:
         assert t[f"blk.0.{part}"].tensor_type.name == "F32" and list(t[f"blk.0.{part}"].shape) == [64]
     assert not any(n.endswith(".bias") for n in t)
+
+
+@pytest.mark.parametrize("fam", ["qwen2", "gemma3"])
+def test_folder_exports_serve_with_no_other_files(converted, fam):
+    """The folder exports carry what their runtime needs to serve them (issue #26): a transformers
+    text-generation pipeline on the compressed-tensors folder and mlx-lm's generate on the MLX
+    folder each produce 4 new tokens from the folder alone (tokenizer, chat template and
+    generation defaults copied through the packed folder)."""
+    import transformers
+    prompt = "The quick brown fox"
+    pipe = transformers.pipeline("text-generation", model=converted[fam] + ".compressed-tensors", device="cpu")
+    out = pipe(prompt, max_new_tokens=4, min_new_tokens=4, do_sample=False, return_tensors=True)
+    n_prompt = len(pipe.tokenizer(prompt)["input_ids"])
+    assert len(out[0]["generated_token_ids"]) == n_prompt + 4, out
+    import mlx_lm
+    model, tok = mlx_lm.load(converted[fam] + ".mlx")
+    steps = list(mlx_lm.stream_generate(model, tok, prompt=prompt, max_tokens=4))
+    assert len(steps) >= 1 and all(isinstance(s.text, str) for s in steps), steps
+
+
+@pytest.mark.parametrize("fam", list(EXPORTS))
+def test_folder_export_model_cards(converted, fam):
+    """Every folder export carries a README.md model card that huggingface_hub parses, whose
+    metadata validates as ModelCardData, and whose numbers equal the convert report's (issue #26)."""
+    import re
+    from huggingface_hub import ModelCard, ModelCardData
+    rep = json.load(open(os.path.join(converted[fam], "report.json")))
+    m = rep["models"][0]
+    for fmt, library in [("compressed-tensors", "transformers"), ("mlx", "mlx")]:
+        card = ModelCard.load(os.path.join(converted[fam] + "." + fmt, "README.md"))
+        data = card.data.to_dict()
+        ModelCardData(**data)   # validates
+        assert data["library_name"] == library and data["pipeline_tag"] == "text-generation", data
+        assert {"fireq", "int4"} <= set(data["tags"]), data
+        assert "base_model" not in data   # the family checkpoints name no Hub model: nothing invented
+        row = re.search(r"^\| FireQ \(`([^`]+)`\) \| ([0-9.]+) \| ([+-][0-9.]+) % \| ([0-9.]+) \| ([0-9.]+) % \|$", card.text, re.M)
+        assert row, card.text
+        assert float(row.group(2)) == round(m["perplexity"], 4)
+        assert float(row.group(3)) == round(m["delta_perplexity_percent"], 2)
+        assert float(row.group(4)) == round(m["kl_mean"], 4)
+        assert float(row.group(5)) == round(100 * m["top1_agreement"], 2)
+        base = re.search(r"^\| source \(FP32 reference\) \| ([0-9.]+) \|", card.text, re.M)
+        assert base and float(base.group(1)) == round(rep["baseline"]["perplexity"], 4)
+        assert card.text.lstrip().startswith(f"# {os.path.basename(converted[fam])} — INT4"), card.text[:80]
