@@ -22,6 +22,14 @@ ROOT=$PWD
 START=$(date +%s)
 say() { echo "[slurm-e2e $(( $(date +%s) - START ))s] $*"; }
 die() { say "FAILED: $*"; exit 1; }
+# Waits (up to 15 minutes) until the queue is empty; $1 names what is waited for.
+wait_for_queue() {
+    for _ in $(seq 900); do
+        [ -z "$(squeue -h -u root 2>/dev/null)" ] && return 0
+        sleep 1
+    done
+    die "$1 still queued after 15 minutes: $(squeue -h)"
+}
 
 [ "$(id -u)" = 0 ] || die "run as root (slurmd launches the tasks; munged and the daemons are started by hand)"
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! command -v sbatch >/dev/null; then
@@ -143,11 +151,7 @@ EOF
 
 JOB2=$(sbatch --parsable --array=1 "$W/batch.sbatch")
 say "resubmitted entry 1 as job $JOB2"
-for _ in $(seq 900); do
-    [ -z "$(squeue -h -u root 2>/dev/null)" ] && break
-    sleep 1
-done
-[ -z "$(squeue -h -u root)" ] || die "jobs still queued after 15 minutes: $(squeue -h)"
+wait_for_queue "jobs"
 grep -q 'calibration: up to date' "$LOG1" || { cat "$LOG1"; die "entry 1 did not resume (calibration recomputed)"; }
 say "entry 1 resumed: $(grep -c '== fireq batch: entry 1' "$LOG1") attempts in its log, calibration skipped on the second"
 
@@ -173,11 +177,7 @@ say "calibrate-slurm: 8 windows in 4 array tasks + a dependent merge job"
     --cpus-per-task 1 --max-parallel "$CPUS" --time 30:00 --out "$W/cal/stats.h5" > "$W/cal.sh"
 grep -q -- "--array=1-4%$CPUS" "$W/cal.sh" || die "the calibration array directive is missing"
 bash "$W/cal.sh"
-for _ in $(seq 900); do
-    [ -z "$(squeue -h -u root 2>/dev/null)" ] && break
-    sleep 1
-done
-[ -z "$(squeue -h -u root)" ] || die "calibration jobs still queued after 15 minutes: $(squeue -h)"
+wait_for_queue "calibration jobs"
 [ -f "$W/cal/stats.h5" ] || { tail -5 "$W"/cal/stats.h5.parts/logs/*.log; die "the merge job wrote no statistics"; }
 for i in 1 2 3 4; do grep -q "part $i/4" "$W/cal/stats.h5.parts/logs/part-$i.log" || die "array task $i did not run its part"; done
 "$FIREQ" calibrate --model "$MODEL" --text "$SHK" --samples 8 --seq-len 128 --seed 0 --out "$W/cal/single.h5" > /dev/null 2>&1
