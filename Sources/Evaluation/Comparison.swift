@@ -56,21 +56,32 @@ public struct CompareResult: Sendable {
     }
 }
 
+/// A model of a comparison, opened only when its turn comes: `open` returns the model and the
+/// name its scores carry. The comparison drops each model before it opens the next, so its peak
+/// memory is the largest model's, not the sum.
+public struct ComparedModel {
+    public var open: () throws -> (name: String, model: any CausalLanguageModel)
+    public init(open: @escaping () throws -> (name: String, model: any CausalLanguageModel)) { self.open = open }
+    /// An already loaded model (it then stays in memory as long as the caller holds it).
+    public static func loaded(_ name: String, _ model: any CausalLanguageModel) -> ComparedModel { ComparedModel { (name, model) } }
+}
+
 /// Runs a baseline and any number of models over the same windows (the protocol of `Perplexity`)
 /// and measures what each model lost: perplexity under both protocols, KL divergence of its token
 /// distributions from the baseline's, top-1 agreement and per-layer relative error of the residual stream.
+///
+/// One model at a time: the baseline runs every window first and keeps, per window, what the
+/// models are measured against — its embeddings, the residual stream after every layer and its
+/// logits of the scored rows, exactly as computed — in a scratch file (unlinked as soon as it is
+/// created, so nothing is left behind); each model then runs the windows against that file.
+/// The results are those of running them side by side: every model sees the same bytes.
 public enum Comparison {
-    public static func run(baseline: any CausalLanguageModel, models: [(name: String, model: any CausalLanguageModel)],
+    public static func run(baseline: ComparedModel, models: [ComparedModel],
                            baselineName: String, tokens: [Int32], context: Int, maxWindows: Int?, scoring: PerplexityProtocol,
-                           bos: Int32? = nil, source: String = "text", threads: Int,
-                           progress: ((_ window: Int, _ windows: Int) -> Void)? = nil) throws -> CompareResult {
-        let c = baseline.config
-        for m in models {
-            guard m.model.config.vocabSize == c.vocabSize, m.model.config.hiddenSize == c.hiddenSize,
-                  m.model.config.layerCount == c.layerCount else {
-                throw ComparisonError.mismatch(name: m.name, baseline: baselineName)
-            }
-        }
+                           bos: Int32? = nil, source: String = "text", scratchDirectory: String = NSTemporaryDirectory(), threads: Int,
+                           progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws -> CompareResult {
+        var opened: (any CausalLanguageModel)? = try baseline.open().model
+        let c = opened!.config
         let textPerWindow = bos == nil ? context : context - 1
         let available = tokens.count / textPerWindow
         guard available >= 1 else { throw PerplexityError.tooFewTokens(path: source, tokens: tokens.count, context: context) }
@@ -86,29 +97,40 @@ public enum Comparison {
 
         let capture = LayerCapture(layers: L, rows: context, hidden: H)
         let baseLogits = FloatBuffer(count: kept * V, zeroed: false)
-        var baseLSE = [Double](repeating: 0, count: kept), baseTop = [Int](repeating: 0, count: kept)
+        var baseLSE = [Double](repeating: 0, count: windows * kept), baseTop = [Int](repeating: 0, count: windows * kept)
         let block = 64
         let blockLogits = FloatBuffer(count: block * V, zeroed: false)
-
-        struct Acc { var sumAll = 0.0, sumHalf = 0.0, windowNLL: [Double] = [], kl: [Double] = [], agree = 0, seconds = 0.0
-                     var diff2: [Double], ref2: [Double], isoDiff2: [Double], isoRef2: [Double] }
-        let zeros = [Double](repeating: 0, count: L)
-        var acc = [Acc](repeating: Acc(diff2: zeros, ref2: zeros, isoDiff2: zeros, isoRef2: zeros), count: models.count + 1)
         let embedded = FloatBuffer(count: context * H), isolated = FloatBuffer(count: context * H)
+        let spill = try ScratchFile(directory: scratchDirectory, recordFloats: [context * H] + Array(repeating: context * H, count: L) + [kept * V])
+        let spilled = [embedded.pointer] + capture.outputs.map(\.pointer) + [baseLogits.pointer]
+        let total = windows * (models.count + 1)
 
-        for w in 0..<windows {
-            var seq = Array(tokens[(w * textPerWindow)..<((w + 1) * textPerWindow)])
-            if let bos { seq.insert(bos, at: 0) }
-            baseline.embed(seq, into: embedded.pointer)
-            for mi in 0...models.count {
-                let isBase = mi == 0
-                let model = isBase ? baseline : models[mi - 1].model
+        var names = [baselineName]
+        var scores: [ModelScores] = []
+        for mi in 0...models.count {
+            let isBase = mi == 0
+            if !isBase {
+                opened = nil                              // the previous model is released before the next opens
+                let (name, m) = try models[mi - 1].open()
+                guard m.config.vocabSize == c.vocabSize, m.config.hiddenSize == c.hiddenSize, m.config.layerCount == c.layerCount else {
+                    throw ComparisonError.mismatch(name: name, baseline: baselineName)
+                }
+                names.append(name)
+                opened = m
+            }
+            let model = opened!
+            var sumAll = 0.0, sumHalfAll = 0.0, windowNLL: [Double] = [], klAll: [Double] = [], agreeAll = 0, seconds = 0.0
+            var diff2 = [Double](repeating: 0, count: L), ref2 = diff2, isoDiff2 = diff2, isoRef2 = diff2
+            for w in 0..<windows {
+                var seq = Array(tokens[(w * textPerWindow)..<((w + 1) * textPerWindow)])
+                if let bos { seq.insert(bos, at: 0) }
+                if isBase { model.embed(seq, into: embedded.pointer) } else { try spill.read(record: w, into: spilled) }
                 let t0 = Date()
                 var isolatedSeconds = 0.0
                 let observer: ForwardObserver = isBase ? capture : LayerDiff(reference: capture)
                 let hidden = model.hiddenStates([seq], observer: observer)
                 if let d = observer as? LayerDiff {
-                    for l in 0..<L { acc[mi].diff2[l] += d.diff2[l]; acc[mi].ref2[l] += d.ref2[l] }
+                    for l in 0..<L { diff2[l] += d.diff2[l]; ref2[l] += d.ref2[l] }
                     // Every layer alone on the baseline's input to it (not counted in the model's speed).
                     let isoStart = Date()
                     defer { isolatedSeconds = Date().timeIntervalSince(isoStart) }
@@ -123,10 +145,10 @@ public enum Comparison {
                             let o = Double(ref[j]), dq = Double(isolated.pointer[j]) - o, dc = o - Double(input[j])
                             e += dq * dq; r += dc * dc
                         }
-                        acc[mi].isoDiff2[l] += e; acc[mi].isoRef2[l] += r
+                        isoDiff2[l] += e; isoRef2[l] += r
                     }
                 }
-                var sumAll = 0.0, sumHalf = 0.0
+                var sum = 0.0, sumHalf = 0.0
                 var kl = [Double](repeating: 0, count: kept), agree = [Bool](repeating: false, count: kept)
                 var nll = [Double](repeating: 0, count: predicted)
                 var r0 = 0
@@ -141,8 +163,8 @@ public enum Comparison {
                     let nllP = nll.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
                     let klP = kl.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
                     let agP = agree.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
-                    let lseP = baseLSE.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
-                    let topP = baseTop.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
+                    let lseP = baseLSE.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress! + w * kept) }
+                    let topP = baseTop.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress! + w * kept) }
                     let bl = SendablePointer(baseLogits.pointer), src = SendablePointer(blockLogits.pointer)
                     let seqCopy = seq, base = r0
                     Parallel.forEachChunk(m, chunk: 4, threads: threads) { rr in
@@ -165,44 +187,98 @@ public enum Comparison {
                     r0 += m
                 }
                 for r in 0..<predicted {
-                    sumAll += nll[r]
+                    sum += nll[r]
                     if r >= half { sumHalf += nll[r] }
                 }
-                acc[mi].sumAll += sumAll; acc[mi].sumHalf += sumHalf
-                acc[mi].windowNLL.append((scoring == .all ? sumAll : sumHalf) / Double(scoring == .all ? predicted : predicted - half))
-                if !isBase {
-                    acc[mi].kl.append(contentsOf: kl)
-                    acc[mi].agree += agree.reduce(0) { $0 + ($1 ? 1 : 0) }
+                sumAll += sum; sumHalfAll += sumHalf
+                windowNLL.append((scoring == .all ? sum : sumHalf) / Double(scoring == .all ? predicted : predicted - half))
+                if isBase {
+                    try spill.write(record: w, from: spilled)
+                } else {
+                    klAll.append(contentsOf: kl)
+                    agreeAll += agree.reduce(0) { $0 + ($1 ? 1 : 0) }
                 }
-                acc[mi].seconds += Date().timeIntervalSince(t0) - isolatedSeconds
+                seconds += Date().timeIntervalSince(t0) - isolatedSeconds
+                progress?(mi * windows + w + 1, total)
             }
-            progress?(w + 1, windows)
-        }
-        let nAll = windows * predicted, nHalf = windows * (predicted - half)
-        func scores(_ i: Int, _ name: String) -> ModelScores {
-            let a = acc[i]
-            var s = ModelScores(name: name, meanNLLAll: a.sumAll / Double(nAll), meanNLLLlamacpp: a.sumHalf / Double(nHalf),
-                                windowNLL: a.windowNLL, klMean: nil, klP99: nil, top1Agreement: nil, layerRelativeError: [], seconds: a.seconds)
-            if i > 0 {
-                let sorted = a.kl.sorted()
-                s.klMean = a.kl.reduce(0, +) / Double(max(1, a.kl.count))
+            let nAll = windows * predicted, nHalf = windows * (predicted - half)
+            var s = ModelScores(name: names[mi], meanNLLAll: sumAll / Double(nAll), meanNLLLlamacpp: sumHalfAll / Double(nHalf),
+                                windowNLL: windowNLL, klMean: nil, klP99: nil, top1Agreement: nil, layerRelativeError: [], seconds: seconds)
+            if !isBase {
+                let sorted = klAll.sorted()
+                s.klMean = klAll.reduce(0, +) / Double(max(1, klAll.count))
                 s.klP99 = sorted.isEmpty ? 0 : sorted[max(0, Int((0.99 * Double(sorted.count)).rounded(.up)) - 1)]
-                s.top1Agreement = Double(a.agree) / Double(max(1, a.kl.count))
-                s.layerRelativeError = (0..<L).map { a.ref2[$0] > 0 ? (a.diff2[$0] / a.ref2[$0]).squareRoot() : 0 }
-                s.layerIsolatedError = (0..<L).map { a.isoRef2[$0] > 0 ? (a.isoDiff2[$0] / a.isoRef2[$0]).squareRoot() : 0 }
+                s.top1Agreement = Double(agreeAll) / Double(max(1, klAll.count))
+                s.layerRelativeError = (0..<L).map { ref2[$0] > 0 ? (diff2[$0] / ref2[$0]).squareRoot() : 0 }
+                s.layerIsolatedError = (0..<L).map { isoRef2[$0] > 0 ? (isoDiff2[$0] / isoRef2[$0]).squareRoot() : 0 }
             }
-            return s
+            scores.append(s)
         }
         return CompareResult(context: context, windows: windows, scoring: scoring, bos: bos != nil, textTokens: tokens.count,
-                                scoredTokensAll: nAll, scoredTokensLlamacpp: nHalf, baseline: scores(0, baselineName),
-                                models: models.indices.map { scores($0 + 1, models[$0].name) })
+                             scoredTokensAll: windows * predicted, scoredTokensLlamacpp: windows * (predicted - half),
+                             baseline: scores[0], models: Array(scores.dropFirst()))
+    }
+}
+
+/// Fixed-size records of float arrays in a file that exists only while it is open: unlinked
+/// right after it is created, so a crash or a kill leaves nothing on disk.
+final class ScratchFile {
+    let fd: Int32
+    let path: String
+    let recordFloats: [Int]
+    let recordBytes: Int
+
+    init(directory: String, recordFloats: [Int]) throws {
+        var template = Array(((directory as NSString).appendingPathComponent(".fireq-compare-XXXXXX")).utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard fd >= 0 else {
+            throw ComparisonError.scratch(path: directory, reason: "cannot create a scratch file there (\(String(cString: strerror(errno)))); set TMPDIR to a writable folder")
+        }
+        unlink(path)
+        self.fd = fd
+        self.recordFloats = recordFloats
+        recordBytes = recordFloats.reduce(0, +) * 4
+    }
+    deinit { close(fd) }
+
+    func write(record: Int, from parts: [UnsafeMutablePointer<Float>]) throws {
+        var off = record * recordBytes
+        for (p, n) in zip(parts, recordFloats) {
+            var done = 0
+            while done < n * 4 {
+                let r = Glibc.pwrite(fd, UnsafeRawPointer(p) + done, n * 4 - done, off_t(off + done))
+                guard r > 0 else {
+                    throw ComparisonError.scratch(path: path, reason: "cannot write the baseline's window \(record + 1) (\(String(cString: strerror(errno)))); free disk space or set TMPDIR")
+                }
+                done += r
+            }
+            off += n * 4
+        }
+    }
+
+    func read(record: Int, into parts: [UnsafeMutablePointer<Float>]) throws {
+        var off = record * recordBytes
+        for (p, n) in zip(parts, recordFloats) {
+            var done = 0
+            while done < n * 4 {
+                let r = Glibc.pread(fd, UnsafeMutableRawPointer(p) + done, n * 4 - done, off_t(off + done))
+                guard r > 0 else {
+                    throw ComparisonError.scratch(path: path, reason: "cannot read the baseline's window \(record + 1) back")
+                }
+                done += r
+            }
+            off += n * 4
+        }
     }
 }
 
 public enum ComparisonError: Error, Sendable, CustomStringConvertible {
     case mismatch(name: String, baseline: String)
+    case scratch(path: String, reason: String)
     public var description: String {
         switch self {
+        case .scratch(let p, let r): return "\(p): \(r)."
         case .mismatch(let n, let b):
             return "\(n): the model's vocabulary, hidden size or layer count differs from the baseline \(b); compare a model with its own source."
         }

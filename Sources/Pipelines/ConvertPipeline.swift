@@ -220,17 +220,30 @@ public enum ConvertPipeline {
         _ = try stage(evalRecord, key: evalKey, timing: "smoke", skipped: "[3/3] smoke evaluation: up to date (\(reportBase).json), skipped",
                       running: "[3/3] smoke evaluation: \(job.evalWindows) × \(job.evalContext) tokens of \(heldOut)", outputs: { reportFiles }) {
             let t0 = Date()
-            let base = try LoadedModel.open(job.model, label: "FP32 source", threads: job.threads)
-            let quant = try LoadedModel.open(packed, label: r.name, threads: job.threads)
-            let result = try Comparison.run(baseline: base.model, models: [(quant.provenance.label, quant.model)], baselineName: job.model,
-                                            tokens: ids, context: job.evalContext, maxWindows: job.evalWindows, scoring: .all, source: evalPath,
-                                            threads: job.threads) { done, total in
-                log.progress(done: done, total: total, started: t0, label: "windows")
+            // The source, then the packed model, one at a time against a scratch file of the
+            // source's per-window results in the work folder: the peak is the larger model's.
+            var provenances: [ModelProvenance] = []
+            let threads = job.threads, model = job.model
+            let baseEntry = ComparedModel {
+                let m = try LoadedModel.open(model, label: "FP32 source", threads: threads)
+                provenances.append(m.provenance)
+                return (model, m.model)
             }
+            let quantEntry = ComparedModel {
+                let m = try LoadedModel.open(packed, label: r.name, threads: threads)
+                provenances.append(m.provenance)
+                return (m.provenance.label, m.model)
+            }
+            let result = try Comparison.run(baseline: baseEntry, models: [quantEntry], baselineName: job.model,
+                                            tokens: ids, context: job.evalContext, maxWindows: job.evalWindows, scoring: .all, source: evalPath,
+                                            scratchDirectory: W, threads: job.threads) { done, total in
+                log.progress(done: done, total: total, started: t0, label: "model windows")
+            }
+            let sourceConfig = try ModelConfig(directory: job.model)
             var rep = CompareReport(title: "fireq convert: \((job.model as NSString).lastPathComponent) with recipe '\(r.name)'",
                                     result: result, textPath: heldOut, textSHA256: SHA256.hex(Array(evalRaw.utf8)),
-                                    baseline: base.provenance, models: [quant.provenance],
-                                    environment: .current(toolVersion: tool, threads: job.threads), notes: modelNotes(for: base.model.config))
+                                    baseline: provenances[0], models: [provenances[1]],
+                                    environment: .current(toolVersion: tool, threads: job.threads), notes: modelNotes(for: sourceConfig))
             rep.threshold = LossThreshold(maxDeltaPerplexityPercent: job.maxDeltaPPL, passed: rep.deltaPercent(0) <= job.maxDeltaPPL)
             try rep.write(base: reportBase)
         }

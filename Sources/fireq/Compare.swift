@@ -4,6 +4,7 @@ import Pipelines
 import Foundation
 import JSONSupport
 import LlamaReference
+import ModelDescription
 import PackedFormat
 import Reports
 import Runtime
@@ -55,22 +56,42 @@ struct Compare: ParsableCommand {
             let tok = try Tokenizer(directory: baseline)
             let text = window.text
             let raw = try readText(text)
-            let base = try LoadedModel.open(baseline, label: nil, threads: compute.threads)
-            var models: [LoadedModel] = []
-            for (i, d) in model.enumerated() { models.append(try LoadedModel.open(d, label: label.isEmpty ? nil : label[i], threads: compute.threads, numerics: numerics.value)) }
-            let bosID = try window.check(base.model.config, modelPath: baseline)
+            // Configurations first (cheap), so a mismatch is refused before any model runs; the
+            // models are then opened one at a time, so memory holds one model, not all of them.
+            let baseConfig = try ModelConfig(directory: baseline)
+            for d in model {
+                let mc = try ModelConfig(directory: d)
+                guard mc.vocabSize == baseConfig.vocabSize, mc.hiddenSize == baseConfig.hiddenSize, mc.layerCount == baseConfig.layerCount else {
+                    throw ComparisonError.mismatch(name: d, baseline: baseline)
+                }
+            }
+            let bosID = try window.check(baseConfig, modelPath: baseline)
             let ids = tok.encodeParallel(raw)
+            var provenances: [ModelProvenance] = []
+            let threads = compute.threads, numerics = numerics.value
+            let baseEntry = ComparedModel {
+                let m = try LoadedModel.open(baseline, label: nil, threads: threads)
+                provenances.append(m.provenance)
+                return (baseline, m.model)
+            }
+            let entries = model.enumerated().map { i, d in
+                ComparedModel {
+                    let m = try LoadedModel.open(d, label: label.isEmpty ? nil : label[i], threads: threads, numerics: numerics)
+                    provenances.append(m.provenance)
+                    return (m.provenance.label, m.model)
+                }
+            }
             let t0 = Date()
-            let result = try Comparison.run(baseline: base.model, models: models.map { ($0.provenance.label, $0.model) },
+            let result = try Comparison.run(baseline: baseEntry, models: entries,
                                             baselineName: baseline, tokens: ids, context: window.context, maxWindows: window.windows,
                                             scoring: window.scoring, bos: bosID, source: text,
                                             threads: compute.threads) { done, total in
-                log.progress(done: done, total: total, started: t0, label: "windows")
+                log.progress(done: done, total: total, started: t0, label: "model windows")
             }
             let rep = CompareReport(title: title, result: result, textPath: text, textSHA256: SHA256.hex(Array(raw.utf8)),
-                                    baseline: base.provenance, models: models.map(\.provenance),
+                                    baseline: provenances[0], models: Array(provenances.dropFirst()),
                                     environment: .current(toolVersion: FireQVersion.string, threads: compute.threads),
-                                    notes: modelNotes(for: base.model.config))
+                                    notes: modelNotes(for: baseConfig))
             if let report {
                 try rep.write(base: report)
                 log.line("wrote \(report).json, \(report).md, \(report).html")

@@ -173,9 +173,26 @@ import Testing
     @Test func compareWithItself() throws {
         try TestPaths.requireModel()
         let base = TestPaths.tempDir() + "/self"
+        // The baseline's per-window results go through a scratch file in TMPDIR that is unlinked
+        // at once: the folder is empty afterwards, and a TMPDIR that cannot take it is named.
+        let scratch = TestPaths.tempDir() + "/scratch"
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         let r = try CLI.run(["compare", "--baseline", TestPaths.model, "--model", TestPaths.model, "--label", "same", "--text", Self.wiki,
-                             "--context", "128", "--windows", "2", "--report", base, "--json"])
+                             "--context", "128", "--windows", "2", "--report", base, "--json"], environment: ["TMPDIR": scratch])
         #expect(r.status == 0, "\(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch).isEmpty)
+        let gone = scratch + "/missing"
+        let nr = try CLI.run(["compare", "--baseline", TestPaths.model, "--model", TestPaths.model, "--text", Self.wiki,
+                              "--context", "128", "--windows", "1"], environment: ["TMPDIR": gone])
+        #expect(nr.status == 1 && nr.stderr.contains(gone) && nr.stderr.contains("set TMPDIR to a writable folder"), "\(nr.stderr)")
+        // A model of another shape is refused from its config.json, before any model is loaded.
+        let other = TestPaths.tempDir() + "/other-shape"
+        try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
+        var cfg = try #require(try JSONSerialization.jsonObject(with: TestPaths.read(TestPaths.model + "/config.json")) as? [String: Any])
+        cfg["num_hidden_layers"] = 29
+        try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: other + "/config.json"))
+        let mr = try CLI.run(["compare", "--baseline", TestPaths.model, "--model", other, "--text", Self.wiki, "--context", "128", "--windows", "1"])
+        #expect(mr.status == 1 && mr.stderr.contains(other) && mr.stderr.contains("layer count differs from the baseline"), "\(mr.stderr)")
         let j = try JSONParser.parse(Data(r.stdout.utf8))
         let m = try #require(j["models"]?.arrayValue?.first)
         #expect(m["kl_mean"]?.doubleValue == 0 && m["kl_p99"]?.doubleValue == 0)
