@@ -22,6 +22,8 @@ Families (reduced sizes, real features):
            norms, GeGLU (tanh GELU), embeddings × √hidden, query_pre_attn_scalar 48 (not
            head_dim 64), a sliding-window layer (window 32, shorter than the golden text, RoPE
            base 1e4) then a global one (base 1e6), tied, BF16
+  gemma3-pattern6  the same family as llama.cpp's gemma3 fixes it (for the GGUF export): 6 layers,
+           the 6th global, query_pre_attn_scalar = head_dim 64, one KV head
 Weights: transformers' own initialisation (normal, std 0.02) with a fixed seed, then made to
 behave like a trained model's in the ways the checks need: embeddings and lm_head ×10 (peaked
 next-token distributions), q_proj/k_proj ×5 (attention far from uniform, so RoPE matters), every
@@ -63,6 +65,14 @@ FAMILIES = {
         layer_types=["sliding_attention", "full_attention"], hidden_activation="gelu_pytorch_tanh",
         pad_token_id=0, rope_parameters={"sliding_attention": dict(rope_type="default", rope_theta=10000.0),
                                          "full_attention": dict(rope_type="default", rope_theta=1000000.0)})),
+    # Gemma 3 as llama.cpp's gemma3 runs it (for the GGUF export): every 6th layer global, local
+    # RoPE base 1e4, q·k scale 1/√head_dim, one KV head like Gemma 3 270M.
+    "gemma3-pattern6": (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM, torch.bfloat16, dict(
+        head_dim=64, tie_word_embeddings=True, rms_norm_eps=1e-6, query_pre_attn_scalar=64, sliding_window=32,
+        num_hidden_layers=6, num_key_value_heads=1, hidden_activation="gelu_pytorch_tanh",
+        layer_types=["sliding_attention"] * 5 + ["full_attention"],
+        pad_token_id=0, rope_parameters={"sliding_attention": dict(rope_type="default", rope_theta=10000.0),
+                                         "full_attention": dict(rope_type="default", rope_theta=1000000.0)})),
 }
 
 
@@ -74,7 +84,7 @@ def build(name, out, tok_dir, text_ids, seed):
     torch.manual_seed(seed)
     model = model_cls(cfg).to(torch.float32).eval()
     g = torch.Generator().manual_seed(seed + 1)
-    shift = 1.0 if name == "gemma3" else 0.0   # Gemma's RMSNorm scales by 1 + w
+    shift = 1.0 if name.startswith("gemma3") else 0.0   # Gemma's RMSNorm scales by 1 + w
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n.endswith(("q_norm.weight", "k_norm.weight")):

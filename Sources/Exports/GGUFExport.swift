@@ -6,14 +6,15 @@ import ModelDescription
 import PackedFormat
 import TensorStore
 
-/// GGUF v3, architecture `llama` (Llama, Mistral), `qwen2` or `qwen3`, linears as Q4_0 (Formats/exports.md "GGUF").
+/// GGUF v3, architecture `llama` (Llama, Mistral), `qwen2`, `qwen3` or `gemma3`, linears as Q4_0 (Formats/exports.md "GGUF").
 public enum GGUFExport {
     /// HF → GGUF names of one decoder layer's tensors (llama.cpp `tensor_mapping.py`) for the
-    /// families with a GGUF export (no sandwich norms).
+    /// families with a GGUF export (Gemma's norms after attention and MLP included).
     static func layerNames(_ c: ModelConfig) -> [(hf: String, gguf: String)] {
         typealias N = TensorNames
         let norms = N.norms(c)
-        return [
+        let sandwich = [norms.attentionOutput.map { ($0, "post_attention_norm.weight") }, norms.mlpOutput.map { ($0, "post_ffw_norm.weight") }]
+        return sandwich.compactMap { $0 } + [
             (norms.attentionInput, "attn_norm.weight"),
             (N.down + ".weight", "ffn_down.weight"),
             (N.gate + ".weight", "ffn_gate.weight"),
@@ -37,6 +38,21 @@ public enum GGUFExport {
         if c.attentionBias && !c.family.ggufCarriesQKVBias {
             throw ExportError(path: configPath, reason: "has q/k/v biases (attention_bias), which the GGUF \(architecture) export does not carry")
         }
+        if architecture == "gemma3" {
+            // What llama.cpp's gemma3 fixes instead of reading (Formats/exports.md "gemma3").
+            if c.slidingLayers.indices.contains(where: { c.slidingLayers[$0] != (($0 + 1) % 6 != 0) }) {
+                throw ExportError(path: configPath, reason: "has sliding-window layers in a pattern other than every 6th layer global (layer_types / sliding_window_pattern), which llama.cpp's gemma3 assumes")
+            }
+            if c.localRopeTheta != 10_000 {
+                throw ExportError(path: configPath, reason: "has rope_local_base_freq \(c.localRopeTheta), but llama.cpp's gemma3 uses 10000 for the sliding layers")
+            }
+            if c.attentionScale != 1 / Float(c.headDim).squareRoot() {
+                throw ExportError(path: configPath, reason: "scales q·k by \(c.attentionScale) (query_pre_attn_scalar), but llama.cpp's gemma3 uses 1/√head_dim = \(1 / Float(c.headDim).squareRoot())")
+            }
+            if case .llama3 = c.ropeScaling {
+                throw ExportError(path: configPath, reason: "has llama3 RoPE scaling, which the GGUF gemma3 export does not carry (none or linear only)")
+            }
+        }
         return architecture
     }
 
@@ -44,7 +60,7 @@ public enum GGUFExport {
     enum Source {
         case quantized(linear: String, permuteHeads: Int?)   // packed linear (without .weight)
         case stored(String, permuteHeads: Int?)               // unquantized tensor in its stored dtype
-        case widened(String)                                  // norm weight widened to F32
+        case widened(String, offset: Float)                   // norm weight or bias widened to F32, + offset (Gemma's 1 + w)
         case values([Float])                                  // computed F32 values (rope_freqs)
     }
 
@@ -64,13 +80,13 @@ public enum GGUFExport {
                 let base = String(name.dropLast(".weight".count))
                 let permute = c.family.ggufPermutesQK
                 let heads: Int? = !permute ? nil : hf == TensorNames.q + ".weight" ? c.headCount : hf == TensorNames.k + ".weight" ? c.kvHeadCount : nil
-                let source: Source = norms.contains(hf) || hf.hasSuffix(".bias") ? .widened(name)
+                let source: Source = norms.contains(hf) ? .widened(name, offset: c.normWeightOffset) : hf.hasSuffix(".bias") ? .widened(name, offset: 0)
                     : src.linearNames.contains(base) ? .quantized(linear: base, permuteHeads: heads) : .stored(name, permuteHeads: heads)
                 layers.append((name, "blk.\(i).\(gg)", source))
             }
         }
         plan += layers
-        plan.append((TensorNames.finalNorm, "output_norm.weight", .widened(TensorNames.finalNorm)))
+        plan.append((TensorNames.finalNorm, "output_norm.weight", .widened(TensorNames.finalNorm, offset: c.normWeightOffset)))
         if !c.tieWordEmbeddings { plan.append((TensorNames.lmHead, "output.weight", .stored(TensorNames.lmHead, permuteHeads: nil))) }
         plan.sort { $0.hf < $1.hf }
         // llama3 RoPE scaling: llama.cpp divides each frequency by rope_freqs[j] (its converter
@@ -97,7 +113,7 @@ public enum GGUFExport {
                 writer.tensors.append(.init(name: p.gguf, shape: [n, k], type: .q4_0))
                 continue
             case .stored(let name, _): guard let t = src.packed.file.info(name) else { throw ExportError(path: src.weightsPath, reason: "tensor '\(name)' is missing") }; info = t
-            case .widened(let name): guard let t = src.packed.file.info(name) else { throw ExportError(path: src.weightsPath, reason: "tensor '\(name)' is missing") }; info = t
+            case .widened(let name, _): guard let t = src.packed.file.info(name) else { throw ExportError(path: src.weightsPath, reason: "tensor '\(name)' is missing") }; info = t
             case .values(let v):
                 writer.tensors.append(.init(name: p.gguf, shape: [v.count], type: .f32))
                 continue
@@ -129,9 +145,9 @@ public enum GGUFExport {
                 let (t, bytes) = try src.raw(name)
                 guard let heads else { return bytes }
                 return permuteRows(bytes, rows: t.shape[0], rowBytes: bytes.count / t.shape[0], heads: heads)
-            case .widened(let name):
+            case .widened(let name, let offset):
                 var out: [UInt8] = []
-                for v in try src.packed.file.float32(name) { Bytes.append(v.bitPattern, to: &out) }
+                for v in try src.packed.file.float32(name) { Bytes.append((offset == 0 ? v : offset + v).bitPattern, to: &out) }
                 return out
             case .values(let v):
                 var out: [UInt8] = []
@@ -215,6 +231,15 @@ public enum GGUFExport {
         let folderName = ((src.directory as NSString).standardizingPath as NSString).lastPathComponent
         let name = src.configJSON["_name_or_path"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? folderName
         kv.append(("general.name", .string(name)))
+        // What the source says of itself, nothing guessed: its Hub id (config `_name_or_path`
+        // "owner/name") as the base model, its model card's license (Formats/exports.md).
+        if let id = ModelCard.hubID(src.configJSON["_name_or_path"]?.stringValue ?? ""), let slash = id.firstIndex(of: "/") {
+            kv.append(("general.base_model.count", .u32(1)))
+            kv.append(("general.base_model.0.name", .string(String(id[id.index(after: slash)...]))))
+            kv.append(("general.base_model.0.organization", .string(String(id[..<slash]))))
+            kv.append(("general.base_model.0.repo_url", .string("https://huggingface.co/" + id)))
+        }
+        if let license = src.packed.metadata["fireq.source_license"], !license.isEmpty { kv.append(("general.license", .string(license))) }
         for (k, v) in overrides {
             if let i = kv.firstIndex(where: { $0.0 == k }) { kv[i].1 = v } else { kv.append((k, v)) }
         }
@@ -237,10 +262,11 @@ public enum GGUFExport {
             u32(arch + ".vocab_size", c.vocabSize)
             u32(arch + ".rope.dimension_count", c.headDim)
         }
-        if c.headDim != c.hiddenSize / c.headCount {
+        if c.headDim != c.hiddenSize / c.headCount || arch == "gemma3" {
             u32(arch + ".attention.key_length", c.headDim)
             u32(arch + ".attention.value_length", c.headDim)
         }
+        if arch == "gemma3", let w = c.slidingWindow { u32(arch + ".attention.sliding_window", w) }
         kv += try GGUFTokenizer.keyValues(src)
         u32("general.quantization_version", 2)
         let meta = src.packed.metadata

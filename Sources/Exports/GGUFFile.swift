@@ -4,7 +4,7 @@ import TensorStore
 /// A GGUF v3 value (ggml `gguf_type`), as stored in the key-value section.
 public enum GGUFValue: Equatable, Sendable {
     case u32(UInt32), i32(Int32), f32(Float), bool(Bool), string(String)
-    case stringArray([String]), i32Array([Int32])
+    case stringArray([String]), i32Array([Int32]), f32Array([Float])
 
     var typeCode: UInt32 {
         switch self {
@@ -13,7 +13,7 @@ public enum GGUFValue: Equatable, Sendable {
         case .f32: return 6
         case .bool: return 7
         case .string: return 8
-        case .stringArray, .i32Array: return 9
+        case .stringArray, .i32Array, .f32Array: return 9
         }
     }
 }
@@ -78,6 +78,7 @@ public struct GGUFWriter {
             case .string(let s): str(s)
             case .stringArray(let a): u32(8); u64(UInt64(a.count)); for s in a { str(s) }
             case .i32Array(let a): u32(5); u64(UInt64(a.count)); for v in a { u32(UInt32(bitPattern: v)) }
+            case .f32Array(let a): u32(6); u64(UInt64(a.count)); for v in a { u32(v.bitPattern) }
             }
         }
         var offset = 0

@@ -57,7 +57,7 @@ public struct ModelFamily: Sendable, Equatable {
     /// The config key whose value's −½ power scales q·k (Gemma's `query_pre_attn_scalar`); nil:
     /// 1/√head_dim.
     public let attentionScalarKey: String?
-    /// llama.cpp's architecture name for `fireq export --format gguf` (nil: no GGUF export yet).
+    /// llama.cpp's architecture name for `fireq export --format gguf` (nil: none).
     public let ggufArchitecture: String?
     /// llama.cpp's converter reorders each q/k head's rows for this architecture (its kernels
     /// rotate interleaved pairs where Hugging Face rotates halves); false for NEOX-layout families.

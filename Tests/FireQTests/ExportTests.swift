@@ -96,16 +96,22 @@ import Testing
         #expect(g["group_size"] as? Int == 16)
     }
 
-    /// A model the target cannot take: the same folder declared Gemma 3 has no GGUF export yet.
+    /// A model the target cannot take: the same folder declared Gemma 3, whose GGUF llama.cpp
+    /// runs with a fixed q·k scale (1/√head_dim) and local RoPE base (10 000): a config that
+    /// states others is refused naming config.json and the value, before anything is written.
     @Test func architectureTheTargetLacks() throws {
         let p = try Self.packed(), d = TestPaths.tempDir() + "/q"
         try FileManager.default.copyItem(atPath: p, toPath: d)
         var cfg = try TestPaths.jsonObject(d + "/config.json") as! [String: Any]
         cfg["architectures"] = ["Gemma3ForCausalLM"]; cfg["model_type"] = "gemma3_text"
-        cfg["query_pre_attn_scalar"] = 64; cfg["sliding_window"] = 512
+        cfg["query_pre_attn_scalar"] = 256; cfg["sliding_window"] = 512
         try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: d + "/config.json"))
         try CLITests.expectFailure(["export", d, "--format", "gguf", "--out", d + ".gguf"],
-                                   mentions: [d + "/config.json", "architecture Gemma3ForCausalLM has no GGUF export here (llama, mistral, qwen2, qwen3 only)"])
+                                   mentions: [d + "/config.json", "scales q·k by 0.0625 (query_pre_attn_scalar), but llama.cpp's gemma3 uses 1/√head_dim = 0.125"])
+        cfg["query_pre_attn_scalar"] = 64; cfg["rope_local_base_freq"] = 20000
+        try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: d + "/config.json"))
+        try CLITests.expectFailure(["export", d, "--format", "gguf", "--out", d + ".gguf"],
+                                   mentions: [d + "/config.json", "has rope_local_base_freq 20000.0, but llama.cpp's gemma3 uses 10000"])
         #expect(!FileManager.default.fileExists(atPath: d + ".gguf"))
     }
 
