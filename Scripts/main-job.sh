@@ -75,7 +75,7 @@ print(f"WikiText-2, {r['protocol']['windows']} x {r['protocol']['context']}: FP3
       f"{m['perplexity_llamacpp']:.3f}")
 print(f"report: {sys.argv[1][:-5]}.html")
 PY
-step gguf "6/6 the GGUF export in llama.cpp: its perplexity on the same 40 × 512 windows next to ours (~1 min once llama.cpp's binding is built)"
+step gguf "6/6 the GGUF export in llama.cpp: its perplexity on the same 40 × 512 windows next to ours (~3 min once llama.cpp's binding is built)"
 if [ -n "$llama_pid" ]; then
   echo "[main-job]     waiting for llama-cpp-python's compile to finish (log: $llama_log) ..." >&2
   if ! wait "$llama_pid"; then

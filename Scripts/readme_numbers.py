@@ -3,9 +3,11 @@
 script from the JSON files in docs/results/, which the scripts that measured them wrote.
 
   readme_numbers.py tests SWIFT_LOG PYTEST_LOG SECONDS FRESH   JSON of one test run (Scripts/test.sh)
-  readme_numbers.py record FILE...     copy measured runs into docs/results/ (main-job-first.json,
+  readme_numbers.py record [--note TEXT] FILE...
+                                       copy measured runs into docs/results/ (main-job-first.json,
                                        main-job-warm.json, tests-first.json, tests-warm.json by
-                                       what the file says it measured)
+                                       what the file says it measured), with TEXT (e.g. what else
+                                       the machine was doing) rendered next to them
   readme_numbers.py render [--check]   rewrite README.md's generated blocks; --check exits 1 when
                                        they differ from what docs/results/ says
 
@@ -17,7 +19,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,14 +48,18 @@ def tests_json(swift_log, pytest_log, seconds, fresh):
             "swift_tests": int(m.group(1)), "swift_suites": int(m.group(2)), "pytest_passed": int(p.group(1))}
 
 
-def record(paths):
+def record(paths, note=None):
     os.makedirs(RESULTS, exist_ok=True)
     for p in paths:
         j = json.load(open(p))
+        if note:
+            j["note"] = note
         kind = j.get("kind", "main-job")
         fresh = j.get("fresh", j.get("fresh_venv"))
         name = f"{kind}-{'first' if fresh else 'warm'}.json"
-        shutil.copyfile(p, os.path.join(RESULTS, name))
+        with open(os.path.join(RESULTS, name), "w") as f:
+            json.dump(j, f, indent=1)
+            f.write("\n")
         print(f"{p} -> docs/results/{name}")
 
 
@@ -67,6 +72,10 @@ def load(name):
     return json.load(open(path)) if os.path.exists(path) else None
 
 
+def note(j):
+    return f"; {j['note']}" if j.get("note") else ""
+
+
 def block_times():
     first, warm = load("main-job-first.json"), load("main-job-warm.json")
     tf, tw = load("tests-first.json"), load("tests-warm.json")
@@ -76,18 +85,19 @@ def block_times():
         setup = st.get("deps", 0) + st.get("model", 0)
         lines.append(f"* **Main job, first run** on a fresh clone with an empty pip cache ({first['machine']}, "
                      f"{first['date']}): **{minutes(first['total_seconds'])}** — set-up before the build "
-                     f"{minutes(setup)} (system packages {minutes(st.get('deps', 0))}, default model "
+                     f"{minutes(setup)} (system packages {minutes(st.get('deps', 0))}"
+                     f"{' — they were installed already' if st.get('deps', 0) < 5 else ''}, default model "
                      f"{minutes(st.get('model', 0))}), build {minutes(st.get('build', 0))}, convert "
                      f"{minutes(st.get('convert', 0))}, llama.cpp check {minutes(st.get('gguf', 0))} "
-                     f"(including the wait for its binding's compile).")
+                     f"(including the wait for its binding's compile){note(first)}.")
     if warm:
         lines.append(f"* **Main job, again** ({warm['date']}): **{minutes(warm['total_seconds'])}** "
-                     f"(convert {minutes(warm['steps'].get('convert', 0))}).")
+                     f"(convert {minutes(warm['steps'].get('convert', 0))}){note(warm)}.")
     for t, what in ((tf, "first run (builds the tests, installs torch, transformers, mlx and compiles llama.cpp's binding)"),
                     (tw, "warm")):
         if t:
             lines.append(f"* **Tests, {what}** ({t['machine']}, {t['date']}): **{minutes(t['seconds'])}**, "
-                         f"{t['swift_tests']} Swift tests in {t['swift_suites']} suites + {t['pytest_passed']} Python tests.")
+                         f"{t['swift_tests']} Swift tests in {t['swift_suites']} suites + {t['pytest_passed']} Python tests{note(t)}.")
     if not lines:
         lines.append("* (no measured run recorded yet: run the commands, then `python3 Scripts/readme_numbers.py record "
                      ".cache/main-job/timing.json .cache/test-timing.json && python3 Scripts/readme_numbers.py render`)")
@@ -129,6 +139,8 @@ def render(check):
 def main(argv):
     if len(argv) >= 1 and argv[0] == "tests" and len(argv) == 5:
         print(json.dumps(tests_json(*argv[1:]), indent=1))
+    elif len(argv) >= 4 and argv[0] == "record" and argv[1] == "--note":
+        record(argv[3:], argv[2])
     elif len(argv) >= 2 and argv[0] == "record":
         record(argv[1:])
     elif argv and argv[0] == "render":
