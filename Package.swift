@@ -6,7 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "fireq", targets: ["fireq"]),
-        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "Kernels", "Runtime", "TensorStore", "Tokenizer", "ModelDescription", "LlamaReference", "CalibrationStats", "Quantization", "PackedFormat", "Evaluation", "Reports", "Exports", "Pipelines"]),
+        .library(name: "FireQCore", targets: ["JSONSupport", "LowPrecision", "Kernels", "Runtime", "TensorStore", "Tokenizer", "ModelDescription", "LlamaReference", "CalibrationStats", "Quantization", "PackedFormat", "Evaluation", "Reports", "Exports", "Pipelines", "Batch"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -42,16 +42,19 @@ let package = Package(
         .target(name: "Exports", dependencies: ["ModelDescription", "Tokenizer", "PackedFormat", "LlamaReference", "TensorStore", "LowPrecision", "JSONSupport"]),
         .target(name: "Evaluation", dependencies: ["LlamaReference", "Kernels", "CFireQKernels"]),
         .target(name: "Reports", dependencies: ["Evaluation", "JSONSupport", "TensorStore", "CFireQKernels"]),
-        // What the CLI, the tests and the batch runner share: convert's stages, batch manifests.
+        // What the CLI, the tests and the batch runner share: convert's and calibration's stages,
+        // the Slurm scripts' pieces, progress reporting (libraries do not print).
         .target(name: "Pipelines", dependencies: ["ModelDescription", "Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "JSONSupport"]),
+        // Many conversions from one manifest: parsing, the runner, the Slurm array script, the summary.
+        .target(name: "Batch", dependencies: ["Pipelines", "Exports", "PackedFormat", "Quantization", "Reports", "TensorStore", "JSONSupport"]),
         .executableTarget(name: "fireq", dependencies: [
-            "Pipelines", "ModelDescription", "Kernels", "Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS", "JSONSupport",
+            "Batch", "Pipelines", "ModelDescription", "Kernels", "Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS", "JSONSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], plugins: ["BuildInfo"]),
         // `fireq --version`'s commit, generated before each build.
         .plugin(name: "BuildInfo", capability: .buildTool()),
         .testTarget(name: "FireQTests", dependencies: [
-            "JSONSupport", "LowPrecision", "Kernels", "TensorStore", "Tokenizer", "ModelDescription", "LlamaReference", "Evaluation", "CFireQKernels", "Runtime", "CalibrationStats", "Quantization", "PackedFormat", "Exports", "Pipelines",
+            "JSONSupport", "LowPrecision", "Kernels", "TensorStore", "Tokenizer", "ModelDescription", "LlamaReference", "Evaluation", "CFireQKernels", "Runtime", "CalibrationStats", "Quantization", "PackedFormat", "Exports", "Pipelines", "Batch",
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -199,3 +199,12 @@ enum Publish {
         try AtomicFile.write(Data(s.utf8), to: path)
     }
 }
+
+/// An export's summary as printable lines (as `fireq export` prints them).
+public struct ExportSummaryLine: Sendable {
+    public let lines: [String]
+    public init(_ s: ExportSummary) {
+        lines = ["\(s.format.rawValue): \(s.groups) INT4 groups, scales as \(s.scaleType); \(s.inexactScaleGroups) group scale(s) not exact in \(s.scaleType)"]
+            + s.notCarried.map { "not carried: \($0)" }
+    }
+}

@@ -55,7 +55,7 @@ public enum CalibrationPipeline {
     /// (atomically; an existing file is replaced).
     /// With `part`, only that part's windows are run and a part file is written
     /// (Formats/calibration-stats.md "Parts and their merge").
-    public static func run(modelDir: String, job: CalibrationJob, threads: Int, out: String, log: ProgressLog,
+    public static func run(modelDir: String, job: CalibrationJob, threads: Int, out: String, log: any ProgressReporter,
                            part: StatsFile.Part? = nil) throws {
         if let part, !(part.count >= 1 && (1...part.count).contains(part.index)) {
             throw PipelineError("--part \(part.index)/\(part.count): I must be between 1 and P (P ≥ 1).")
@@ -109,13 +109,13 @@ public enum CalibrationPipeline {
             throw error
         }
         log.line(String(format: "wrote %@ (%d layers) in %.1f s, peak RSS %d MiB", out, c.layerCount,
-                        Date().timeIntervalSince(started), ProgressLog.peakRSSMiB()))
+                        Date().timeIntervalSince(started), ProcessMemory.peakRSSMiB()))
     }
 
     /// Merges the part files of one calibration run into its statistics file (byte-identical to the
     /// run over all windows: Formats/calibration-stats.md "Parts and their merge"). `modelDir`
     /// gives the shapes; every refusal names the file.
-    public static func merge(modelDir: String, parts paths: [String], out: String, log: ProgressLog) throws {
+    public static func merge(modelDir: String, parts paths: [String], out: String, log: any ProgressReporter) throws {
         let c = try ModelConfig(directory: modelDir)
         guard !paths.isEmpty else { throw PipelineError("calibrate-merge needs the part files (fireq calibrate --part I/P) to merge.") }
         let parts = try paths.map { try StatsFile.readPart($0, config: c) }

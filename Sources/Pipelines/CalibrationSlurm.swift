@@ -21,7 +21,7 @@ public enum CalibrationSlurm {
         do { try FileManager.default.createDirectory(atPath: partsDir + "/logs", withIntermediateDirectories: true) } catch {
             throw PipelineError("\(partsDir)/logs: cannot create the log folder (\(error.localizedDescription)).")
         }
-        let q = BatchSlurm.quote
+        let q = SlurmScript.quote
         var cal = ["calibrate", "--model", canonicalPath(model)]
         if let t = job.text { cal += ["--text", canonicalPath(t)] }
         if let t = job.jsonl { cal += ["--jsonl", canonicalPath(t)] }

@@ -61,6 +61,8 @@ public struct StageTiming: Sendable, Equatable {
     public var seconds: Double
     public var skipped: Bool
 
+    public init(name: String, seconds: Double, skipped: Bool) { self.name = name; self.seconds = seconds; self.skipped = skipped }
+
     /// `{"NAME": {"seconds": S[, "skipped": true]}, ...}` of batch status files and reports.
     public static func jsonValue(_ stages: [StageTiming]) -> JSONValue {
         .object(JSONObject(stages.map { s in
@@ -92,7 +94,7 @@ public struct ConvertOutcome: Sendable {
 public enum ConvertPipeline {
     /// Calibrate → quantize → smoke-evaluate → report → exports → publish, each stage recorded in
     /// the work folder so a rerun skips what is done. Holds the output's lock throughout.
-    public static func run(_ job: ConvertJob, log: ProgressLog, name: SettingName = SettingNames.flag,
+    public static func run(_ job: ConvertJob, log: any ProgressReporter, name: SettingName = SettingNames.flag,
                            onExport: (ExportSummary) -> Void = { _ in }) throws -> ConvertOutcome {
         try job.validate(name: name)
         let fm = FileManager.default
@@ -330,7 +332,7 @@ public struct StageRecord {
 
     /// The outputs' hashes (by file name) and the recorded seconds when the record exists, its
     /// key matches and every output still has its recorded hash; nil when the stage must run.
-    func current(key: String, outputs: [String], log: ProgressLog) throws -> (hashes: [String: String], seconds: Double)? {
+    func current(key: String, outputs: [String], log: any ProgressReporter) throws -> (hashes: [String: String], seconds: Double)? {
         guard let data = FileBytes.readIfPresent(path, limit: FileBytes.smallJSONLimit) else { return nil }
         guard let j = try? JSONParser.parse(data), let k = j["key"]?.stringValue, let o = j["outputs"]?.objectValue else {
             log.line("\(name): the stage record \(path) is unreadable; recomputing")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Batch
 import Pipelines
 
 struct Batch: ParsableCommand {
@@ -88,7 +89,7 @@ struct BatchRunOne: ParsableCommand {
         do {
             let m = try BatchManifest(path: manifest)
             code = BatchRunner.runOne(m, index: index, threads: compute.threads, expectSHA256: manifestSHA256,
-                                      log: ProgressLog(enabled: true)) { s in for l in s.lines { print(l) } }
+                                      log: TerminalProgress()) { s in for l in s.lines { print(l) } }
         } catch { fail(error) }
         Foundation.exit(code)
     }

@@ -83,7 +83,7 @@ struct Calibrate: ParsableCommand {
                 throw CLIError("\(out): cannot write the output: the folder '\(outDir)' does not exist or is not writable.")
             }
             try CalibrationPipeline.run(modelDir: modelOptions.model, job: calibration.job, threads: compute.threads, out: out,
-                                        log: ProgressLog(enabled: true), part: parsedPart)
+                                        log: TerminalProgress(), part: parsedPart)
         } catch { fail(error) }
     }
 }
@@ -106,7 +106,7 @@ struct CalibrateMerge: ParsableCommand {
     func run() throws {
         do {
             if FileManager.default.fileExists(atPath: out) && !force { throw CalibrationError.exists(path: out) }
-            try CalibrationPipeline.merge(modelDir: modelOptions.model, parts: parts, out: out, log: ProgressLog(enabled: true))
+            try CalibrationPipeline.merge(modelDir: modelOptions.model, parts: parts, out: out, log: TerminalProgress())
         } catch { fail(error) }
     }
 }

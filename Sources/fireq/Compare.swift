@@ -51,7 +51,7 @@ struct Compare: ParsableCommand {
 
     func run() throws {
         do {
-            let log = ProgressLog(enabled: true)
+            let log = TerminalProgress()
             if let report { try checkWritable(report) }
             let tok = try Tokenizer(directory: baseline)
             let text = window.text

@@ -75,7 +75,7 @@ struct Convert: ParsableCommand {
 
     func run() throws {
         do {
-            let outcome = try ConvertPipeline.run(job, log: ProgressLog(enabled: true), onExport: printExportSummary)
+            let outcome = try ConvertPipeline.run(job, log: TerminalProgress(), onExport: printExportSummary)
             if let failure = outcome.failure {
                 FileHandle.standardError.write(Data("error: \(failure)\n".utf8))
                 Foundation.exit(3)

@@ -27,7 +27,7 @@ struct Quantize: ParsableCommand {
     func run() throws {
         do {
             let r = try Recipe.load(recipe)
-            let log = ProgressLog(enabled: true)
+            let log = TerminalProgress()
             let t0 = Date()
             let s = try Quantizer.run(modelDir: modelOptions.model, statsPath: stats, recipe: r, recipeJSON: r.canonicalJSON, outDir: out,
                                       toolVersion: FireQVersion.string, threads: compute.threads, force: force,

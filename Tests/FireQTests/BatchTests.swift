@@ -1,5 +1,6 @@
 import Foundation
 import JSONSupport
+import Batch
 import Pipelines
 import Testing
 

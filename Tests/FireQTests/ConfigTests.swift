@@ -47,7 +47,7 @@ import Testing
         let qwen3 = try parse("Qwen3ForCausalLM")
         #expect(qwen3.family == .qwen3 && qwen3.qkNorm && !qwen3.attentionBias)
         #expect(try parse("MistralForCausalLM", #","sliding_window":null"#).family.ggufArchitecture == "llama")
-        #expect(ModelFamily.llama.ggufPermutesQK && !ModelFamily.qwen2.ggufPermutesQK && ModelFamily.qwen3.ggufArchitecture == "qwen3" && ModelFamily.gemma3.ggufArchitecture == nil)
+        #expect(ModelFamily.llama.ggufPermutesQK && !ModelFamily.qwen2.ggufPermutesQK && ModelFamily.qwen3.ggufArchitecture == "qwen3" && ModelFamily.gemma3.ggufArchitecture == "gemma3" && !ModelFamily.gemma3.ggufPermutesQK)
         for arch in ["Qwen2ForCausalLM", "Qwen3ForCausalLM"] {
             #expect { _ = try parse(arch, #","use_sliding_window":true"#) } throws: { e in
                 "\(e)" == "c: unsupported use_sliding_window true (supported: false)."

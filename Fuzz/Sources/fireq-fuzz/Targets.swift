@@ -14,6 +14,7 @@ import CalibrationStats
 import PackedFormat
 import Runtime
 import Exports
+import Batch
 import Pipelines
 
 /// A property of the parser under test that failed: a finding, like a crash.

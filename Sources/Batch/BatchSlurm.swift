@@ -1,19 +1,9 @@
 import Foundation
+import Pipelines
 
 /// `fireq batch slurm`: an sbatch array job, one task per manifest entry.
-public struct SlurmOptions: Sendable {
-    public var partition: String?
-    public var time: String?
-    public var cpusPerTask = 2
-    public var maxParallel = 4
-    public var mem: String?
-    public var jobName = "fireq-batch"
-    public init() {}
-}
-
 public enum BatchSlurm {
-    /// Single-quoted for bash.
-    static func quote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+    static let quote = SlurmScript.quote
 
     /// The sbatch script. Paths are absolute, so it can be submitted from any folder. Creates the
     /// log folder (Slurm does not create the folder of --output).

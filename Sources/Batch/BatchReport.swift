@@ -1,4 +1,5 @@
 import Foundation
+import Pipelines
 import PackedFormat
 import JSONSupport
 import Reports

@@ -1,5 +1,6 @@
 import Exports
 import Foundation
+import Pipelines
 import PackedFormat
 import JSONSupport
 import TensorStore
@@ -89,7 +90,7 @@ public enum BatchRunner {
     /// Runs entry `index` in this process as `fireq convert` would, recording its status; returns
     /// the exit status (0 passed or up to date, 3 threshold failed, 1 error).
     public static func runOne(_ m: BatchManifest, index: Int, threads: Int, expectSHA256: String? = nil,
-                              log: ProgressLog, onExport: (ExportSummaryLine) -> Void = { _ in }) -> Int32 {
+                              log: any ProgressReporter, onExport: (ExportSummaryLine) -> Void = { _ in }) -> Int32 {
         let prefix = "\(m.path): entry \(index)"
         if let expectSHA256, expectSHA256 != m.sha256 {
             log.line("error: \(m.path): the manifest changed since the job was written (sha256 \(m.sha256.prefix(12))…, expected \(expectSHA256.prefix(12))…); write the job again with fireq batch slurm.")
@@ -227,14 +228,5 @@ public enum BatchRunner {
         lock.lock()
         defer { lock.unlock() }
         return m.entries.count == m.entryCountIncludingInvalid ? worst : 1
-    }
-}
-
-/// An export's summary as printable lines (as `fireq export` prints them).
-public struct ExportSummaryLine: Sendable {
-    public let lines: [String]
-    public init(_ s: ExportSummary) {
-        lines = ["\(s.format.rawValue): \(s.groups) INT4 groups, scales as \(s.scaleType); \(s.inexactScaleGroups) group scale(s) not exact in \(s.scaleType)"]
-            + s.notCarried.map { "not carried: \($0)" }
     }
 }

@@ -1,5 +1,6 @@
 import Exports
 import Foundation
+import Pipelines
 import JSONSupport
 import Quantization
 import TensorStore
