@@ -242,29 +242,21 @@ final class ScratchFile {
     }
     deinit { close(fd) }
 
-    func write(record: Int, from parts: [UnsafeMutablePointer<Float>]) throws {
-        var off = record * recordBytes
-        for (p, n) in zip(parts, recordFloats) {
-            var done = 0
-            while done < n * 4 {
-                let r = Glibc.pwrite(fd, UnsafeRawPointer(p) + done, n * 4 - done, off_t(off + done))
-                guard r > 0 else {
-                    throw ComparisonError.scratch(path: path, reason: "cannot write the baseline's window \(record + 1) (\(String(cString: strerror(errno)))); free disk space or set TMPDIR")
-                }
-                done += r
-            }
-            off += n * 4
-        }
-    }
+    func write(record: Int, from parts: [UnsafeMutablePointer<Float>]) throws { try transfer(record, parts, writing: true) }
+    func read(record: Int, into parts: [UnsafeMutablePointer<Float>]) throws { try transfer(record, parts, writing: false) }
 
-    func read(record: Int, into parts: [UnsafeMutablePointer<Float>]) throws {
+    private func transfer(_ record: Int, _ parts: [UnsafeMutablePointer<Float>], writing: Bool) throws {
         var off = record * recordBytes
         for (p, n) in zip(parts, recordFloats) {
             var done = 0
             while done < n * 4 {
-                let r = Glibc.pread(fd, UnsafeMutableRawPointer(p) + done, n * 4 - done, off_t(off + done))
+                let at = off_t(off + done)
+                let r = writing ? Glibc.pwrite(fd, UnsafeRawPointer(p) + done, n * 4 - done, at)
+                                : Glibc.pread(fd, UnsafeMutableRawPointer(p) + done, n * 4 - done, at)
                 guard r > 0 else {
-                    throw ComparisonError.scratch(path: path, reason: "cannot read the baseline's window \(record + 1) back")
+                    throw ComparisonError.scratch(path: path, reason: writing
+                        ? "cannot write the baseline's window \(record + 1) (\(String(cString: strerror(errno)))); free disk space or set TMPDIR"
+                        : "cannot read the baseline's window \(record + 1) back")
                 }
                 done += r
             }
