@@ -93,7 +93,7 @@ def block_times():
     if warm:
         lines.append(f"* **Main job, again** ({warm['date']}): **{minutes(warm['total_seconds'])}** "
                      f"(convert {minutes(warm['steps'].get('convert', 0))}){note(warm)}.")
-    for t, what in ((tf, "first run (builds the tests, installs torch, transformers, mlx and compiles llama.cpp's binding)"),
+    for t, what in ((tf, "first run in a clean clone (a new venv with torch, transformers, mlx and llama.cpp's binding; the whole build)"),
                     (tw, "warm")):
         if t:
             lines.append(f"* **Tests, {what}** ({t['machine']}, {t['date']}): **{minutes(t['seconds'])}**, "

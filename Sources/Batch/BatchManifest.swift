@@ -1,7 +1,7 @@
 import Exports
 import Foundation
-import Pipelines
 import JSONSupport
+import Pipelines
 import Quantization
 import TensorStore
 
@@ -44,18 +44,25 @@ public struct BatchManifest: Sendable {
     public init(path: String) throws {
         self.path = path
         var st = stat()
-        guard stat(path, &st) == 0 else { throw PipelineError("\(path): cannot read the manifest (\(String(cString: strerror(errno)))).") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw PipelineError("\(path): the manifest is not a regular file.") }
+        guard stat(path, &st) == 0 else {
+            throw PipelineError("\(path): cannot read the manifest (\(String(cString: strerror(errno)))).")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw PipelineError("\(path): the manifest is not a regular file.")
+        }
         guard Int(st.st_size) <= Self.maxBytes else {
-            throw PipelineError("\(path): the manifest has \(st.st_size) bytes, more than the limit of \(Self.maxBytes).")
+            throw PipelineError(
+                "\(path): the manifest has \(st.st_size) bytes, more than the limit of \(Self.maxBytes).")
         }
         let bytes: [UInt8]
-        do { bytes = try FileBytes.read(path, limit: Self.maxBytes) } catch { throw PipelineError("\(path): cannot read the manifest (\(error.reason)).") }
+        do { bytes = try FileBytes.read(path, limit: Self.maxBytes) } catch {
+            throw PipelineError("\(path): cannot read the manifest (\(error.reason)).")
+        }
         sha256 = SHA256.hex(bytes)
         folder = parentFolder(Self.absolute(path))
         var lineNo = 0
-        var seen: [String: Int] = [:]      // canonical written path → line
-        var models: [String: Int] = [:]    // canonical model folder → line
+        var seen: [String: Int] = [:]  // canonical written path → line
+        var models: [String: Int] = [:]  // canonical model folder → line
         var start = 0
         while start <= bytes.count {
             var end = start
@@ -66,8 +73,13 @@ public struct BatchManifest: Sendable {
             start = end + 1
             if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
             let at = "\(path):\(lineNo): "
-            guard line.count <= Self.maxLineBytes else { problems.append(at + "the line has \(line.count) bytes, more than the limit of \(Self.maxLineBytes)."); continue }
-            guard entries.count < Self.maxEntries else { problems.append(at + "more than \(Self.maxEntries) entries."); break }
+            guard line.count <= Self.maxLineBytes else {
+                problems.append(at + "the line has \(line.count) bytes, more than the limit of \(Self.maxLineBytes).");
+                continue
+            }
+            guard entries.count < Self.maxEntries else {
+                problems.append(at + "more than \(Self.maxEntries) entries."); break
+            }
             var lineProblems: [String] = []
             entryLines.append(lineNo)
             if let e = parseEntry(line, line: lineNo, index: entryLines.count - 1, problems: &lineProblems) {
@@ -75,9 +87,14 @@ public struct BatchManifest: Sendable {
                 for w in e.writes {
                     if let other = seen[w] {
                         if clashes.insert(other).inserted {
-                            lineProblems.append(other == lineNo ? "writes \(w) twice (as its output, work folder or an export)." : "writes \(w), as line \(other) does.")
+                            lineProblems.append(
+                                other == lineNo
+                                    ? "writes \(w) twice (as its output, work folder or an export)."
+                                    : "writes \(w), as line \(other) does.")
                         }
-                    } else { seen[w] = lineNo }
+                    } else {
+                        seen[w] = lineNo
+                    }
                 }
                 models[canonicalPath(e.job.model)] = models[canonicalPath(e.job.model)] ?? lineNo
                 entries.append(e)
@@ -87,7 +104,9 @@ public struct BatchManifest: Sendable {
         // An output that is some entry's model folder.
         for e in entries {
             let o = canonicalPath(e.job.out)
-            if let l = models[o] { problems.append("\(path):\(e.line): \"out\" \(e.job.out) is the model folder of line \(l).") }
+            if let l = models[o] {
+                problems.append("\(path):\(e.line): \"out\" \(e.job.out) is the model folder of line \(l).")
+            }
         }
         problems = byLine(problems)
     }
@@ -109,12 +128,17 @@ public struct BatchManifest: Sendable {
         p.hasPrefix("/") ? p : folder + "/" + p
     }
 
-    static let pathKeys: Set = ["model", "out", "recipe", "text", "jsonl", "tokens", "eval_text", "gguf_metadata", "work"]
-    static let allKeys: [String] = ["id", "model", "out", "recipe", "text", "jsonl", "tokens", "generate", "temperature", "top_p",
-                                    "samples", "seq_len", "shuffle", "seed", "eval_text", "eval_context", "eval_windows",
-                                    "max_delta_ppl", "export", "gguf_metadata", "work", "keep_work", "force", "max_shard_size"]
+    static let pathKeys: Set = [
+        "model", "out", "recipe", "text", "jsonl", "tokens", "eval_text", "gguf_metadata", "work"
+    ]
+    static let allKeys: [String] = [
+        "id", "model", "out", "recipe", "text", "jsonl", "tokens", "generate", "temperature", "top_p",
+        "samples", "seq_len", "shuffle", "seed", "eval_text", "eval_context", "eval_windows",
+        "max_delta_ppl", "export", "gguf_metadata", "work", "keep_work", "force", "max_shard_size"
+    ]
 
-    private func parseEntry(_ bytes: ArraySlice<UInt8>, line: Int, index: Int, problems: inout [String]) -> BatchEntry? {
+    private func parseEntry(_ bytes: ArraySlice<UInt8>, line: Int, index: Int, problems: inout [String]) -> BatchEntry?
+    {
         let start = problems.count
         let value: JSONValue
         do { value = try JSONParser.parse(bytes) } catch {
@@ -127,28 +151,40 @@ public struct BatchManifest: Sendable {
         }
         let known = Set(Self.allKeys)
         for k in o.keys where !known.contains(k) {
-            let near = Self.allKeys.first { $0.replacingOccurrences(of: "_", with: "-") == k || $0.replacingOccurrences(of: "_", with: "") == k.replacingOccurrences(of: "-", with: "").replacingOccurrences(of: "_", with: "") }
+            let near = Self.allKeys.first {
+                $0.replacingOccurrences(of: "_", with: "-") == k
+                    || $0.replacingOccurrences(of: "_", with: "")
+                        == k.replacingOccurrences(of: "-", with: "").replacingOccurrences(of: "_", with: "")
+            }
             problems.append("unknown key \"\(k)\"" + (near.map { " (did you mean \"\($0)\"?)" } ?? "") + ".")
         }
         func str(_ k: String) -> String? {
             guard let v = o[k] else { return nil }
-            guard let s = v.stringValue, !s.isEmpty else { problems.append("\"\(k)\" must be a non-empty string, not \(v.kindDescription)."); return nil }
+            guard let s = v.stringValue, !s.isEmpty else {
+                problems.append("\"\(k)\" must be a non-empty string, not \(v.kindDescription)."); return nil
+            }
             guard !s.utf8.contains(0) else { problems.append("\"\(k)\" contains a NUL character."); return nil }
             return Self.pathKeys.contains(k) ? resolve(s) : s
         }
         func int(_ k: String, min: Int) -> Int? {
             guard let v = o[k] else { return nil }
-            guard let i = v.intValue, i >= min else { problems.append("\"\(k)\" must be an integer ≥ \(min), not \(Self.show(v))."); return nil }
+            guard let i = v.intValue, i >= min else {
+                problems.append("\"\(k)\" must be an integer ≥ \(min), not \(Self.show(v))."); return nil
+            }
             return i
         }
         func num(_ k: String) -> Double? {
             guard let v = o[k] else { return nil }
-            guard let d = v.doubleValue, d.isFinite else { problems.append("\"\(k)\" must be a number, not \(Self.show(v))."); return nil }
+            guard let d = v.doubleValue, d.isFinite else {
+                problems.append("\"\(k)\" must be a number, not \(Self.show(v))."); return nil
+            }
             return d
         }
         func bool(_ k: String) -> Bool? {
             guard let v = o[k] else { return nil }
-            guard let b = v.boolValue else { problems.append("\"\(k)\" must be true or false, not \(Self.show(v))."); return nil }
+            guard let b = v.boolValue else {
+                problems.append("\"\(k)\" must be true or false, not \(Self.show(v))."); return nil
+            }
             return b
         }
         let model = str("model"), out = str("out")
@@ -183,14 +219,26 @@ public struct BatchManifest: Sendable {
         }
         if let v = o["export"] {
             let names: [String]
-            if let s = v.stringValue { names = s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
-            else if let a = v.arrayValue, a.allSatisfy({ $0.stringValue != nil }) { names = a.map { $0.stringValue! } }
-            else { problems.append("\"export\" must be a string like \"gguf,mlx\" or an array of strings, not \(v.kindDescription)."); names = [] }
+            if let s = v.stringValue {
+                names = s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            } else if let a = v.arrayValue, a.allSatisfy({ $0.stringValue != nil }) {
+                names = a.map { $0.stringValue! }
+            } else {
+                problems.append(
+                    "\"export\" must be a string like \"gguf,mlx\" or an array of strings, not \(v.kindDescription).");
+                names = []
+            }
             for n in names {
                 guard let f = ExportFormat(rawValue: n) else {
-                    problems.append("\"export\": '\(n)' is not one of \(ExportFormat.allCases.map(\.rawValue).joined(separator: ", "))."); continue
+                    problems.append(
+                        "\"export\": '\(n)' is not one of \(ExportFormat.allCases.map(\.rawValue).joined(separator: ", "))."
+                    ); continue
                 }
-                if job.exports.contains(f) { problems.append("\"export\" names \(n) twice.") } else { job.exports.append(f) }
+                if job.exports.contains(f) {
+                    problems.append("\"export\" names \(n) twice.")
+                } else {
+                    job.exports.append(f)
+                }
             }
         }
         job.ggufMetadata = str("gguf_metadata")
@@ -198,8 +246,13 @@ public struct BatchManifest: Sendable {
         job.keepWork = bool("keep_work") ?? false
         job.force = bool("force") ?? false
         if let v = o["max_shard_size"] {
-            if let b = v.intValue ?? v.stringValue.flatMap(parseByteSize), b >= 1 << 20 { job.maxShardBytes = b }
-            else { problems.append("\"max_shard_size\" must be a size of at least 1 MiB (\"5GB\", \"500MB\", \"2GiB\" or bytes), not \(Self.show(v)).") }
+            if let b = v.intValue ?? v.stringValue.flatMap(parseByteSize), b >= 1 << 20 {
+                job.maxShardBytes = b
+            } else {
+                problems.append(
+                    "\"max_shard_size\" must be a size of at least 1 MiB (\"5GB\", \"500MB\", \"2GiB\" or bytes), not \(Self.show(v))."
+                )
+            }
         }
         if model != nil && out != nil {
             do { try job.validate(name: SettingNames.manifestKey) } catch { problems.append(String(describing: error)) }
@@ -209,12 +262,20 @@ public struct BatchManifest: Sendable {
 
         var canon = JSONObject()
         for k in o.keys.sorted() {
-            if Self.pathKeys.contains(k), let s = o[k]?.stringValue { canon[k] = .string(resolve(s)) } else { canon[k] = o[k]! }
+            if Self.pathKeys.contains(k), let s = o[k]?.stringValue {
+                canon[k] = .string(resolve(s))
+            } else {
+                canon[k] = o[k]!
+            }
         }
         let text = FireQVersion.string + "\n" + JSONWriter.serialize(.object(canon), sortedKeys: true)
-        func canonicalTarget(_ p: String) -> String { canonicalPath(parentFolder(p)) + "/" + (p as NSString).lastPathComponent }
+        func canonicalTarget(_ p: String) -> String {
+            canonicalPath(parentFolder(p)) + "/" + (p as NSString).lastPathComponent
+        }
         let writes = [job.out, job.workFolder] + job.exports.map { job.exportDestination($0) }
-        return BatchEntry(index: index, line: line, id: id, job: job, sha256: SHA256.hex(Array(text.utf8)), writes: writes.map(canonicalTarget))
+        return BatchEntry(
+            index: index, line: line, id: id, job: job, sha256: SHA256.hex(Array(text.utf8)),
+            writes: writes.map(canonicalTarget))
     }
 
     static func show(_ v: JSONValue) -> String {
@@ -237,11 +298,15 @@ public struct BatchManifest: Sendable {
         } else if !fm.isReadableFile(atPath: j.model + "/config.json") {
             p.append("\"model\" \(j.model) has no readable config.json.")
         }
-        let files: [(String, String?)] = [("text", j.calibration.text), ("jsonl", j.calibration.jsonl), ("tokens", j.calibration.tokens),
-                                          ("eval_text", j.evalText), ("recipe", j.recipe), ("gguf_metadata", j.ggufMetadata)]
+        let files: [(String, String?)] = [
+            ("text", j.calibration.text), ("jsonl", j.calibration.jsonl), ("tokens", j.calibration.tokens),
+            ("eval_text", j.evalText), ("recipe", j.recipe), ("gguf_metadata", j.ggufMetadata)
+        ]
         for (k, f) in files {
             guard let f else { continue }
-            if !fm.fileExists(atPath: f, isDirectory: &isDir) || isDir.boolValue { p.append("\"\(k)\" \(f) is not a file."); continue }
+            if !fm.fileExists(atPath: f, isDirectory: &isDir) || isDir.boolValue {
+                p.append("\"\(k)\" \(f) is not a file."); continue
+            }
             if !fm.isReadableFile(atPath: f) { p.append("\"\(k)\" \(f) is not readable."); continue }
         }
         if let r = j.recipe, p.allSatisfy({ !$0.hasPrefix("\"recipe\"") }) {
@@ -253,8 +318,11 @@ public struct BatchManifest: Sendable {
         // OUT's nearest existing ancestor must be a writable folder (run-one creates the rest).
         var a = parentFolder(j.out)
         while !fm.fileExists(atPath: a, isDirectory: &isDir) && a != "/" && a != "." { a = parentFolder(a) }
-        if !isDir.boolValue { p.append("\"out\" \(j.out) cannot be created: \(a) is not a folder.") }
-        else if !fm.isWritableFile(atPath: a) { p.append("\"out\" \(j.out) cannot be created: \(a) is not writable.") }
+        if !isDir.boolValue {
+            p.append("\"out\" \(j.out) cannot be created: \(a) is not a folder.")
+        } else if !fm.isWritableFile(atPath: a) {
+            p.append("\"out\" \(j.out) cannot be created: \(a) is not writable.")
+        }
         return p.map { "\(path):\(e.line): " + $0 }
     }
 

@@ -1,8 +1,8 @@
 import Exports
 import Foundation
-import Pipelines
-import PackedFormat
 import JSONSupport
+import PackedFormat
+import Pipelines
 import TensorStore
 
 /// The status record of one entry (`MANIFEST.fireq-batch/status/INDEX.json`).
@@ -23,8 +23,10 @@ public struct BatchStatus: Sendable {
     public var entrySHA256: String
 
     func json(_ e: BatchEntry) -> JSONValue {
-        var o: [(String, JSONValue)] = [("index", .int(e.index)), ("line", .int(e.line)), ("id", .string(e.id)), ("out", .string(e.job.out)),
-                                        ("entry_sha256", .string(entrySHA256)), ("status", .string(status))]
+        var o: [(String, JSONValue)] = [
+            ("index", .int(e.index)), ("line", .int(e.line)), ("id", .string(e.id)), ("out", .string(e.job.out)),
+            ("entry_sha256", .string(entrySHA256)), ("status", .string(status))
+        ]
         if let exitStatus { o.append(("exit_status", .int(exitStatus))) }
         if let message { o.append(("message", .string(message))) }
         o += [("attempt", .int(attempt)), ("host", .string(host)), ("pid", .int(pid))]
@@ -48,13 +50,18 @@ public struct BatchStatus: Sendable {
         pid = Int(getpid())
         started = isoNow()
         let env = ProcessInfo.processInfo.environment
-        if let a = env["SLURM_ARRAY_JOB_ID"], let t = env["SLURM_ARRAY_TASK_ID"] { slurmJob = a + "_" + t } else { slurmJob = env["SLURM_JOB_ID"] }
+        if let a = env["SLURM_ARRAY_JOB_ID"], let t = env["SLURM_ARRAY_TASK_ID"] {
+            slurmJob = a + "_" + t
+        } else {
+            slurmJob = env["SLURM_JOB_ID"]
+        }
     }
 
     /// Reads a status record; nil when there is none or it cannot be read.
     public static func read(_ path: String) -> BatchStatus? {
         guard let d = FileBytes.readIfPresent(path, limit: FileBytes.smallJSONLimit), let j = try? JSONParser.parse(d),
-              let st = j["status"]?.stringValue, let sha = j["entry_sha256"]?.stringValue else { return nil }
+            let st = j["status"]?.stringValue, let sha = j["entry_sha256"]?.stringValue
+        else { return nil }
         var s = BatchStatus(status: st, attempt: j["attempt"]?.intValue ?? 0, entrySHA256: sha)
         s.exitStatus = j["exit_status"]?.intValue
         s.message = j["message"]?.stringValue
@@ -65,7 +72,9 @@ public struct BatchStatus: Sendable {
         s.finished = j["finished"]?.stringValue
         s.seconds = j["seconds"]?.doubleValue
         s.stages = (j["stages"]?.objectValue?.pairs ?? []).map {
-            StageTiming(name: $0.key, seconds: $0.value["seconds"]?.doubleValue ?? 0, skipped: $0.value["skipped"]?.boolValue ?? false)
+            StageTiming(
+                name: $0.key, seconds: $0.value["seconds"]?.doubleValue ?? 0,
+                skipped: $0.value["skipped"]?.boolValue ?? false)
         }
         s.report = j["report"]?.stringValue
         s.packedSHA256 = j["packed_sha256"]?.stringValue
@@ -89,15 +98,21 @@ public enum BatchRunner {
 
     /// Runs entry `index` in this process as `fireq convert` would, recording its status; returns
     /// the exit status (0 passed or up to date, 3 threshold failed, 1 error).
-    public static func runOne(_ m: BatchManifest, index: Int, threads: Int, expectSHA256: String? = nil,
-                              log: any ProgressReporter, onExport: (ExportSummaryLine) -> Void = { _ in }) -> Int32 {
+    public static func runOne(
+        _ m: BatchManifest, index: Int, threads: Int, expectSHA256: String? = nil,
+        log: any ProgressReporter, onExport: (ExportSummaryLine) -> Void = { _ in }
+    ) -> Int32 {
         let prefix = "\(m.path): entry \(index)"
         if let expectSHA256, expectSHA256 != m.sha256 {
-            log.line("error: \(m.path): the manifest changed since the job was written (sha256 \(m.sha256.prefix(12))…, expected \(expectSHA256.prefix(12))…); write the job again with fireq batch slurm.")
+            log.line(
+                "error: \(m.path): the manifest changed since the job was written (sha256 \(m.sha256.prefix(12))…, expected \(expectSHA256.prefix(12))…); write the job again with fireq batch slurm."
+            )
             return 1
         }
         guard index >= 0 && index < m.entryCountIncludingInvalid else {
-            log.line("error: \(prefix): there is no such entry (the manifest has \(m.entryCountIncludingInvalid), numbered from 0).")
+            log.line(
+                "error: \(prefix): there is no such entry (the manifest has \(m.entryCountIncludingInvalid), numbered from 0)."
+            )
             return 1
         }
         guard let e = m.entries.first(where: { $0.index == index }) else {
@@ -112,7 +127,9 @@ public enum BatchRunner {
         }
         let previous = BatchStatus.read(m.statusPath(index))
         var s = BatchStatus(status: "running", attempt: (previous?.attempt ?? 0) + 1, entrySHA256: e.sha256)
-        log.line("== fireq batch: entry \(index) (line \(e.line), \(e.id)), attempt \(s.attempt), on \(s.host), pid \(s.pid)\(s.slurmJob.map { ", Slurm job " + $0 } ?? ""), \(s.started)")
+        log.line(
+            "== fireq batch: entry \(index) (line \(e.line), \(e.id)), attempt \(s.attempt), on \(s.host), pid \(s.pid)\(s.slurmJob.map { ", Slurm job " + $0 } ?? ""), \(s.started)"
+        )
         let t0 = Date()
         func finish(_ status: String, _ code: Int32, _ message: String?) -> Int32 {
             s.status = status
@@ -120,14 +137,18 @@ public enum BatchRunner {
             s.message = message
             s.finished = isoNow()
             s.seconds = Date().timeIntervalSince(t0)
-            do { try write(s, e, m) } catch { log.line("error: \(m.statusPath(index)): cannot write the status record (\(error)).") }
+            do { try write(s, e, m) } catch {
+                log.line("error: \(m.statusPath(index)): cannot write the status record (\(error)).")
+            }
             log.line("== entry \(index): \(status)\(message.map { ": " + $0 } ?? "")")
             return code
         }
 
         // Done already: OUT published by this same entry, bytes unchanged.
         if let p = previous, p.status == "passed", p.entrySHA256 == e.sha256, let h = p.packedSHA256,
-           (try? PackedModel.contentSHA256(directory: e.job.out, names: PackedModel.weightFileNames(in: e.job.out))) == h {
+            (try? PackedModel.contentSHA256(directory: e.job.out, names: PackedModel.weightFileNames(in: e.job.out)))
+                == h
+        {
             log.line("\(e.job.out): up to date (this entry passed before and its model is unchanged), skipped")
             return 0
         }
@@ -138,12 +159,16 @@ public enum BatchRunner {
         do {
             try FileManager.default.createDirectory(atPath: parentFolder(e.job.out), withIntermediateDirectories: true)
         } catch {
-            return finish("failed", 1, "\(parentFolder(e.job.out)): cannot create the output's folder (\(error.localizedDescription)).")
+            return finish(
+                "failed", 1,
+                "\(parentFolder(e.job.out)): cannot create the output's folder (\(error.localizedDescription)).")
         }
         var job = e.job
         job.threads = threads
         do {
-            let o = try ConvertPipeline.run(job, log: log, name: SettingNames.manifestKey) { onExport(ExportSummaryLine($0)) }
+            let o = try ConvertPipeline.run(job, log: log, name: SettingNames.manifestKey) {
+                onExport(ExportSummaryLine($0))
+            }
             s.stages = o.stages
             s.report = o.reportJSON
             if let f = o.failure { return finish("failed-threshold", 3, f) }
@@ -167,8 +192,10 @@ public enum BatchRunner {
     /// Runs every entry as a child `EXECUTABLE batch run-one` process, `jobs` at a time, each with
     /// `threads` threads and its output appended to its log; keeps going past failures. Returns 0
     /// when every entry passed, 3 when every failure is a threshold failure, 1 otherwise.
-    public static func runAll(_ m: BatchManifest, executable: String, jobs: Int, threads: Int,
-                              onFinish: @escaping @Sendable (Finished) -> Void) throws -> Int32 {
+    public static func runAll(
+        _ m: BatchManifest, executable: String, jobs: Int, threads: Int,
+        onFinish: @escaping @Sendable (Finished) -> Void
+    ) throws -> Int32 {
         let fm = FileManager.default
         try fm.createDirectory(atPath: m.stateFolder + "/logs", withIntermediateDirectories: true)
         let sem = DispatchSemaphore(value: jobs), group = DispatchGroup()
@@ -186,7 +213,10 @@ public enum BatchRunner {
             log.seekToEndOfFile()
             let p = Process()
             p.executableURL = URL(fileURLWithPath: executable)
-            p.arguments = ["batch", "run-one", m.path, "--index", String(e.index), "--threads", String(threads), "--manifest-sha256", m.sha256]
+            p.arguments = [
+                "batch", "run-one", m.path, "--index", String(e.index), "--threads", String(threads),
+                "--manifest-sha256", m.sha256
+            ]
             p.standardOutput = log
             p.standardError = log
             p.standardInput = FileHandle.nullDevice
@@ -194,8 +224,10 @@ public enum BatchRunner {
             p.terminationHandler = { p in
                 try? log.close()
                 let after = BatchStatus.read(m.statusPath(e.index))
-                var f = Finished(entry: e, exitStatus: p.terminationStatus, signal: nil, status: after,
-                                 upToDate: p.terminationStatus == 0 && after != nil && before?.started == after?.started && before?.attempt == after?.attempt)
+                var f = Finished(
+                    entry: e, exitStatus: p.terminationStatus, signal: nil, status: after,
+                    upToDate: p.terminationStatus == 0 && after != nil && before?.started == after?.started
+                        && before?.attempt == after?.attempt)
                 if p.terminationReason == .uncaughtSignal {
                     f.signal = p.terminationStatus
                     f.exitStatus = 1

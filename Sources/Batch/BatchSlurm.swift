@@ -8,20 +8,22 @@ public enum BatchSlurm {
     /// The sbatch script. Paths are absolute, so it can be submitted from any folder. Creates the
     /// log folder (Slurm does not create the folder of --output).
     public static func script(_ m: BatchManifest, executable: String, options o: SlurmOptions) throws -> String {
-        do { try FileManager.default.createDirectory(atPath: m.stateFolder + "/logs", withIntermediateDirectories: true) } catch {
+        do {
+            try FileManager.default.createDirectory(atPath: m.stateFolder + "/logs", withIntermediateDirectories: true)
+        } catch {
             throw PipelineError("\(m.stateFolder)/logs: cannot create the log folder (\(error.localizedDescription)).")
         }
         let manifest = canonicalPath(m.path)
         let state = canonicalPath(parentFolder(m.stateFolder)) + "/" + (m.stateFolder as NSString).lastPathComponent
         let n = m.entryCountIncludingInvalid
         var s = """
-        #!/bin/bash
-        # Written by fireq \(FireQVersion.string) batch slurm for \(manifest)
-        # (\(n) entries, manifest sha256 \(m.sha256)). Submit with: sbatch THIS_FILE
-        # Rerun one entry: sbatch --array=INDEX THIS_FILE. A cancelled, preempted or requeued task
-        # resumes its conversion (finished stages are skipped). Summary: fireq batch report MANIFEST --out BASE
+            #!/bin/bash
+            # Written by fireq \(FireQVersion.string) batch slurm for \(manifest)
+            # (\(n) entries, manifest sha256 \(m.sha256)). Submit with: sbatch THIS_FILE
+            # Rerun one entry: sbatch --array=INDEX THIS_FILE. A cancelled, preempted or requeued task
+            # resumes its conversion (finished stages are skipped). Summary: fireq batch report MANIFEST --out BASE
 
-        """
+            """
         s += "#SBATCH --job-name=\(o.jobName)\n"
         s += "#SBATCH --array=0-\(n - 1)%\(o.maxParallel)\n"
         s += "#SBATCH --cpus-per-task=\(o.cpusPerTask)\n"
@@ -33,11 +35,11 @@ public enum BatchSlurm {
         s += "#SBATCH --open-mode=append\n"
         s += "#SBATCH --output=\(state)/logs/%a.log\n"
         s += """
-        set -u
-        exec \(quote(executable)) batch run-one \(quote(manifest)) --index "$SLURM_ARRAY_TASK_ID" \\
-          --threads "${SLURM_CPUS_PER_TASK:-\(o.cpusPerTask)}" --manifest-sha256 \(m.sha256)
+            set -u
+            exec \(quote(executable)) batch run-one \(quote(manifest)) --index "$SLURM_ARRAY_TASK_ID" \\
+              --threads "${SLURM_CPUS_PER_TASK:-\(o.cpusPerTask)}" --manifest-sha256 \(m.sha256)
 
-        """
+            """
         return s
     }
 }

@@ -22,7 +22,12 @@ public enum CalibrationSource: Sendable, Equatable {
         }
     }
     public var kind: String {
-        switch self { case .text: return "text"; case .jsonl: return "jsonl"; case .tokens: return "tokens"; case .generate: return "generate" }
+        switch self {
+        case .text: return "text";
+        case .jsonl: return "jsonl";
+        case .tokens: return "tokens";
+        case .generate: return "generate"
+        }
     }
 }
 
@@ -41,10 +46,13 @@ public struct CalibrationWindows: Sendable {
     /// Samples N sequences of L tokens from the model (batched KV-cached decoding, seeded):
     /// each starts with BOS, then L−1 tokens drawn with temperature / top-p. The source hash is
     /// the SHA-256 of the tokens as little-endian uint32.
-    public static func generate(model: LlamaModel, samples: Int, seqLen: Int, temperature: Float, topP: Float, seed: UInt64,
-                                progress: ((Int, Int) -> Void)? = nil) throws -> CalibrationWindows {
+    public static func generate(
+        model: LlamaModel, samples: Int, seqLen: Int, temperature: Float, topP: Float, seed: UInt64,
+        progress: ((Int, Int) -> Void)? = nil
+    ) throws -> CalibrationWindows {
         guard let bos = model.config.bosTokenID else {
-            throw CalibrationError.invalidText(path: "config.json", reason: "data-free calibration needs a bos_token_id")
+            throw CalibrationError.invalidText(
+                path: "config.json", reason: "data-free calibration needs a bos_token_id")
         }
         let decoder = LlamaDecoder(model: model, batch: samples, capacity: seqLen)
         var rng = SplitMix64(seed: seed)
@@ -62,12 +70,15 @@ public struct CalibrationWindows: Sendable {
         }
         var bytes: [UInt8] = []
         for s in seqs { for id in s { withUnsafeBytes(of: UInt32(bitPattern: id).littleEndian) { bytes += $0 } } }
-        return CalibrationWindows(windows: seqs, source: .generate(temperature: temperature, topP: topP), sourceSHA256: SHA256.hex(bytes),
-                                  windowIndices: Array(0..<samples), shuffled: false, seed: seed)
+        return CalibrationWindows(
+            windows: seqs, source: .generate(temperature: temperature, topP: topP), sourceSHA256: SHA256.hex(bytes),
+            windowIndices: Array(0..<samples), shuffled: false, seed: seed)
     }
 
-    public static func load(_ source: CalibrationSource, tokenizer: Tokenizer, vocabSize: Int, samples: Int, seqLen: Int,
-                            shuffle: Bool = false, seed: UInt64 = 0) throws -> CalibrationWindows {
+    public static func load(
+        _ source: CalibrationSource, tokenizer: Tokenizer, vocabSize: Int, samples: Int, seqLen: Int,
+        shuffle: Bool = false, seed: UInt64 = 0
+    ) throws -> CalibrationWindows {
         let path = source.path
         let data: [UInt8]
         do { data = try FileBytes.read(path, limit: FileBytes.textLimit) } catch {
@@ -79,7 +90,10 @@ public struct CalibrationWindows: Sendable {
         case .text:
             let tokens = tokenizer.encodeParallel(try utf8(data, path: path))
             rows = cut(tokens, seqLen: seqLen)
-            if rows.count < samples { throw CalibrationError.notEnoughTokens(path: path, found: tokens.count, needed: samples * seqLen, samples: samples, seqLen: seqLen) }
+            if rows.count < samples {
+                throw CalibrationError.notEnoughTokens(
+                    path: path, found: tokens.count, needed: samples * seqLen, samples: samples, seqLen: seqLen)
+            }
         case .jsonl:
             let text = try utf8(data, path: path)
             var docs: [String] = []
@@ -91,35 +105,52 @@ public struct CalibrationWindows: Sendable {
                     throw CalibrationError.invalidJSONLines(path: path, line: i + 1, reason: error.description)
                 }
                 guard let t = v["text"]?.stringValue else {
-                    throw CalibrationError.invalidJSONLines(path: path, line: i + 1, reason: "the object has no string field 'text'")
+                    throw CalibrationError.invalidJSONLines(
+                        path: path, line: i + 1, reason: "the object has no string field 'text'")
                 }
                 docs.append(t)
             }
             let tokens = tokenizer.encodeParallel(docs.joined(separator: "\n\n"))
             rows = cut(tokens, seqLen: seqLen)
-            if rows.count < samples { throw CalibrationError.notEnoughTokens(path: path, found: tokens.count, needed: samples * seqLen, samples: samples, seqLen: seqLen) }
+            if rows.count < samples {
+                throw CalibrationError.notEnoughTokens(
+                    path: path, found: tokens.count, needed: samples * seqLen, samples: samples, seqLen: seqLen)
+            }
         case .tokens:
             let f = try HDF5File.open(path)
             defer { f.close() }
             let info = try f.datasetInfo("tokens")
             guard info.isInteger && info.size == 4 else {
-                throw CalibrationError.wrongDataset(path: path, name: "tokens", reason: "must be int32, found \(info.isFloat ? "float" : "integer") of \(info.size) bytes")
+                throw CalibrationError.wrongDataset(
+                    path: path, name: "tokens",
+                    reason: "must be int32, found \(info.isFloat ? "float" : "integer") of \(info.size) bytes")
             }
             guard info.shape.count == 2 else {
-                throw CalibrationError.wrongDataset(path: path, name: "tokens", reason: "must be 2-D [N, L], found shape \(info.shape)")
+                throw CalibrationError.wrongDataset(
+                    path: path, name: "tokens", reason: "must be 2-D [N, L], found shape \(info.shape)")
             }
             guard info.shape[1] == seqLen else {
-                throw CalibrationError.wrongDataset(path: path, name: "tokens", reason: "has windows of \(info.shape[1]) tokens but --seq-len is \(seqLen)")
+                throw CalibrationError.wrongDataset(
+                    path: path, name: "tokens",
+                    reason: "has windows of \(info.shape[1]) tokens but --seq-len is \(seqLen)")
             }
             guard info.shape[0] <= Self.maxTokens / max(1, info.shape[1]) else {
-                throw CalibrationError.wrongDataset(path: path, name: "tokens", reason: "has \(info.shape[0]) windows of \(info.shape[1]) tokens, more than the limit of \(Self.maxTokens) tokens")
+                throw CalibrationError.wrongDataset(
+                    path: path, name: "tokens",
+                    reason:
+                        "has \(info.shape[0]) windows of \(info.shape[1]) tokens, more than the limit of \(Self.maxTokens) tokens"
+                )
             }
             guard info.shape[0] >= samples else {
-                throw CalibrationError.notEnoughTokens(path: path, found: info.shape[0] * info.shape[1], needed: samples * seqLen, samples: samples, seqLen: seqLen)
+                throw CalibrationError.notEnoughTokens(
+                    path: path, found: info.shape[0] * info.shape[1], needed: samples * seqLen, samples: samples,
+                    seqLen: seqLen)
             }
             let flat = try f.readInt32("tokens", count: info.shape[0] * info.shape[1])
             if let bad = flat.first(where: { $0 < 0 || Int($0) >= vocabSize }) {
-                throw CalibrationError.wrongDataset(path: path, name: "tokens", reason: "holds token id \(bad), outside the model's vocabulary of \(vocabSize)")
+                throw CalibrationError.wrongDataset(
+                    path: path, name: "tokens",
+                    reason: "holds token id \(bad), outside the model's vocabulary of \(vocabSize)")
             }
             rows = (0..<info.shape[0]).map { Array(flat[($0 * seqLen)..<(($0 + 1) * seqLen)]) }
         case .generate:
@@ -134,8 +165,9 @@ public struct CalibrationWindows: Sendable {
             }
         }
         let chosen = Array(order.prefix(samples))
-        return CalibrationWindows(windows: chosen.map { rows[$0] }, source: source, sourceSHA256: sha,
-                                  windowIndices: chosen, shuffled: shuffle, seed: shuffle ? seed : 0)
+        return CalibrationWindows(
+            windows: chosen.map { rows[$0] }, source: source, sourceSHA256: sha,
+            windowIndices: chosen, shuffled: shuffle, seed: shuffle ? seed : 0)
     }
 
     static func cut(_ tokens: [Int32], seqLen: Int) -> [[Int32]] {
@@ -159,7 +191,8 @@ public struct CalibrationWindows: Sendable {
             case .error: break loop
             }
         }
-        throw CalibrationError.invalidText(path: path, reason: "the file is not valid UTF-8 (first invalid byte near offset \(offset))")
+        throw CalibrationError.invalidText(
+            path: path, reason: "the file is not valid UTF-8 (first invalid byte near offset \(offset))")
     }
 }
 

@@ -27,7 +27,9 @@ public struct Calibrator {
     public func modelHash() throws -> String {
         let cfg: [UInt8]
         do { cfg = try FileBytes.read(directory + "/config.json", limit: FileBytes.smallJSONLimit) } catch {
-            throw error.missing ? ModelError.missingFile(path: error.path) : ModelError.unreadable(path: error.path, reason: error.reason)
+            throw error.missing
+                ? ModelError.missingFile(path: error.path)
+                : ModelError.unreadable(path: error.path, reason: error.reason)
         }
         return try checkpoint.modelHash(configBytes: cfg)
     }
@@ -35,15 +37,17 @@ public struct Calibrator {
     /// Runs all layers; `onLayer` receives each finished layer's statistics (in order),
     /// `progress(done, total)` is called after each layer.
     /// With `keepWindowSums`, every tap's per-window partial sums come along (part files).
-    public func run(_ windows: [[Int32]], keepWindowSums: Bool = false, onLayer: (LayerStatistics) throws -> Void,
-                    progress: ((Int, Int) -> Void)? = nil) throws {
+    public func run(
+        _ windows: [[Int32]], keepWindowSums: Bool = false, onLayer: (LayerStatistics) throws -> Void,
+        progress: ((Int, Int) -> Void)? = nil
+    ) throws {
         let c = config
         guard let L = windows.first?.count, L > 0 else { return }
         precondition(windows.allSatisfy { $0.count == L })
         let H = c.hiddenSize
         let hidden = FloatBuffer(count: windows.count * L * H, zeroed: false)
         try checkpoint.readRows(TensorNames.embed, rows: windows.flatMap { $0.map { Int($0) } }, into: hidden.pointer)
-        if c.embeddingScale != 1 {   // Gemma: rows × √hidden, as every engine's embedding lookup
+        if c.embeddingScale != 1 {  // Gemma: rows × √hidden, as every engine's embedding lookup
             for j in 0..<hidden.count { hidden.pointer[j] *= c.embeddingScale }
         }
         if let (f, t) = try? checkpoint.file(for: TensorNames.embed) { f.releasePages(t) }
@@ -54,7 +58,9 @@ public struct Calibrator {
         for i in 0..<c.layerCount {
             let layer = try LlamaLayerWeights.load(checkpoint, layer: i, config: c)
             for s in 0..<windows.count {
-                forward.layer(layer, hidden: hidden.pointer + s * L * H, batch: 1, seqLen: L, workspace: workspace, observer: collector)
+                forward.layer(
+                    layer, hidden: hidden.pointer + s * L * H, batch: 1, seqLen: L, workspace: workspace,
+                    observer: collector)
             }
             try onLayer(collector.take(layer: i)!)
             progress?(i + 1, c.layerCount)

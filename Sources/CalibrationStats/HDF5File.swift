@@ -17,10 +17,12 @@ public enum CalibrationError: Error, Sendable, Equatable, CustomStringConvertibl
 
     public var description: String {
         switch self {
-        case .hdf5(let p, let op): return "\(p): HDF5 error while \(op) (not an HDF5 file, unreadable, or the folder is not writable)."
+        case .hdf5(let p, let op):
+            return "\(p): HDF5 error while \(op) (not an HDF5 file, unreadable, or the folder is not writable)."
         case .missing(let p, let o): return "\(p): '\(o)' is missing."
         case .wrongDataset(let p, let n, let r): return "\(p): dataset '\(n)' \(r)."
-        case .notEnoughTokens(let p, let f, let n, let s, let l): return "\(p): the calibration data has \(f) tokens but \(s) samples × \(l) tokens need \(n)."
+        case .notEnoughTokens(let p, let f, let n, let s, let l):
+            return "\(p): the calibration data has \(f) tokens but \(s) samples × \(l) tokens need \(n)."
         case .invalidText(let p, let r): return "\(p): \(r)."
         case .invalidJSONLines(let p, let l, let r): return "\(p): line \(l): \(r)."
         case .exists(let p): return "\(p): the output file already exists (pass --force to overwrite)."
@@ -44,7 +46,9 @@ public final class HDF5File {
     /// `image()` returns its bytes for the caller to write. libhdf5 reports a failed write only as
     /// a generic error, or not at all when its buffered close fails, so writers that must say "No
     /// space left on device" write the image themselves.
-    public static func create(_ path: String, userBlock: Int = 0, inMemory: Bool = false) throws(CalibrationError) -> HDF5File {
+    public static func create(
+        _ path: String, userBlock: Int = 0, inMemory: Bool = false
+    ) throws(CalibrationError) -> HDF5File {
         fq_h5_quiet()
         // No object modification times: the same statistics give the same bytes on every run.
         let fcpl = H5Pcreate(fq_h5p_file_create())
@@ -64,7 +68,9 @@ public final class HDF5File {
 
     public static func open(_ path: String) throws(CalibrationError) -> HDF5File {
         fq_h5_quiet()
-        guard FileManager.default.fileExists(atPath: path) else { throw .hdf5(path: path, operation: "opening the file (it does not exist)") }
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw .hdf5(path: path, operation: "opening the file (it does not exist)")
+        }
         let id = H5Fopen(path, fq_h5f_acc_rdonly(), fq_h5p_default())
         guard id >= 0 else { throw .hdf5(path: path, operation: "opening the file") }
         return HDF5File(path: path, id: id)
@@ -153,7 +159,9 @@ public final class HDF5File {
     }
 
     /// Shape and element class/size of a dataset.
-    public func datasetInfo(_ name: String) throws(CalibrationError) -> (shape: [Int], isFloat: Bool, isInteger: Bool, size: Int) {
+    public func datasetInfo(
+        _ name: String
+    ) throws(CalibrationError) -> (shape: [Int], isFloat: Bool, isInteger: Bool, size: Int) {
         guard exists(name) else { throw .missing(path: path, object: name) }
         let ds = H5Dopen2(id, name, fq_h5p_default())
         guard ds >= 0 else { throw .hdf5(path: path, operation: "opening dataset '\(name)'") }
@@ -169,15 +177,23 @@ public final class HDF5File {
 
     public func readFloat32(_ name: String, shape: [Int]) throws(CalibrationError) -> [Float] {
         let info = try datasetInfo(name)
-        guard info.isFloat && info.size == 4 else { throw .wrongDataset(path: path, name: name, reason: "is not float32") }
-        guard info.shape == shape else { throw .wrongDataset(path: path, name: name, reason: "has shape \(info.shape), expected \(shape)") }
+        guard info.isFloat && info.size == 4 else {
+            throw .wrongDataset(path: path, name: name, reason: "is not float32")
+        }
+        guard info.shape == shape else {
+            throw .wrongDataset(path: path, name: name, reason: "has shape \(info.shape), expected \(shape)")
+        }
         return try read(name, count: shape.reduce(1, *), memType: fq_h5t_native_float(), zero: Float(0))
     }
 
     public func readFloat64(_ name: String, shape: [Int]) throws(CalibrationError) -> [Double] {
         let info = try datasetInfo(name)
-        guard info.isFloat && info.size == 8 else { throw .wrongDataset(path: path, name: name, reason: "is not float64") }
-        guard info.shape == shape else { throw .wrongDataset(path: path, name: name, reason: "has shape \(info.shape), expected \(shape)") }
+        guard info.isFloat && info.size == 8 else {
+            throw .wrongDataset(path: path, name: name, reason: "is not float64")
+        }
+        guard info.shape == shape else {
+            throw .wrongDataset(path: path, name: name, reason: "has shape \(info.shape), expected \(shape)")
+        }
         return try read(name, count: shape.reduce(1, *), memType: fq_h5t_native_double(), zero: Double(0))
     }
 
@@ -190,7 +206,9 @@ public final class HDF5File {
         guard ds >= 0 else { throw .hdf5(path: path, operation: "opening dataset '\(name)'") }
         defer { H5Dclose(ds) }
         var out = [T](repeating: zero, count: count)
-        let status = out.withUnsafeMutableBufferPointer { H5Dread(ds, memType, fq_h5s_all(), fq_h5s_all(), fq_h5p_default(), $0.baseAddress) }
+        let status = out.withUnsafeMutableBufferPointer {
+            H5Dread(ds, memType, fq_h5s_all(), fq_h5s_all(), fq_h5p_default(), $0.baseAddress)
+        }
         guard status >= 0 else { throw .hdf5(path: path, operation: "reading dataset '\(name)'") }
         return out
     }
@@ -202,7 +220,8 @@ public final class HDF5File {
         H5Tset_cset(type, H5T_CSET_UTF8)
         let space = H5Screate(H5S_SCALAR)
         defer { H5Tclose(type); H5Sclose(space) }
-        let attr = H5Acreate_by_name(id, object, name, type, space, fq_h5p_default(), fq_h5p_default(), fq_h5p_default())
+        let attr = H5Acreate_by_name(
+            id, object, name, type, space, fq_h5p_default(), fq_h5p_default(), fq_h5p_default())
         guard attr >= 0 else { throw .hdf5(path: path, operation: "creating attribute '\(name)' on '\(object)'") }
         defer { H5Aclose(attr) }
         let status = value.withCString { c -> herr_t in
@@ -215,15 +234,20 @@ public final class HDF5File {
     public func setInt64(_ object: String, _ name: String, _ value: Int64) throws(CalibrationError) {
         let space = H5Screate(H5S_SCALAR)
         defer { H5Sclose(space) }
-        let attr = H5Acreate_by_name(id, object, name, fq_h5t_native_int64(), space, fq_h5p_default(), fq_h5p_default(), fq_h5p_default())
+        let attr = H5Acreate_by_name(
+            id, object, name, fq_h5t_native_int64(), space, fq_h5p_default(), fq_h5p_default(), fq_h5p_default())
         guard attr >= 0 else { throw .hdf5(path: path, operation: "creating attribute '\(name)' on '\(object)'") }
         defer { H5Aclose(attr) }
         var v = value
-        guard H5Awrite(attr, fq_h5t_native_int64(), &v) >= 0 else { throw .hdf5(path: path, operation: "writing attribute '\(name)'") }
+        guard H5Awrite(attr, fq_h5t_native_int64(), &v) >= 0 else {
+            throw .hdf5(path: path, operation: "writing attribute '\(name)'")
+        }
     }
 
     public func string(_ object: String, _ name: String) throws(CalibrationError) -> String {
-        guard H5Aexists_by_name(id, object, name, fq_h5p_default()) > 0 else { throw .missing(path: path, object: "\(object)@\(name)") }
+        guard H5Aexists_by_name(id, object, name, fq_h5p_default()) > 0 else {
+            throw .missing(path: path, object: "\(object)@\(name)")
+        }
         let attr = H5Aopen_by_name(id, object, name, fq_h5p_default(), fq_h5p_default())
         guard attr >= 0 else { throw .hdf5(path: path, operation: "opening attribute '\(name)'") }
         let type = H5Tcopy(fq_h5t_c_s1())
@@ -231,18 +255,24 @@ public final class HDF5File {
         H5Tset_cset(type, H5T_CSET_UTF8)
         defer { H5Aclose(attr); H5Tclose(type) }
         var p: UnsafeMutablePointer<CChar>? = nil
-        guard H5Aread(attr, type, &p) >= 0, let p else { throw .hdf5(path: path, operation: "reading attribute '\(name)'") }
+        guard H5Aread(attr, type, &p) >= 0, let p else {
+            throw .hdf5(path: path, operation: "reading attribute '\(name)'")
+        }
         defer { H5free_memory(p) }
         return String(cString: p)
     }
 
     public func int64(_ object: String, _ name: String) throws(CalibrationError) -> Int64 {
-        guard H5Aexists_by_name(id, object, name, fq_h5p_default()) > 0 else { throw .missing(path: path, object: "\(object)@\(name)") }
+        guard H5Aexists_by_name(id, object, name, fq_h5p_default()) > 0 else {
+            throw .missing(path: path, object: "\(object)@\(name)")
+        }
         let attr = H5Aopen_by_name(id, object, name, fq_h5p_default(), fq_h5p_default())
         guard attr >= 0 else { throw .hdf5(path: path, operation: "opening attribute '\(name)'") }
         defer { H5Aclose(attr) }
         var v: Int64 = 0
-        guard H5Aread(attr, fq_h5t_native_int64(), &v) >= 0 else { throw .hdf5(path: path, operation: "reading attribute '\(name)'") }
+        guard H5Aread(attr, fq_h5t_native_int64(), &v) >= 0 else {
+            throw .hdf5(path: path, operation: "reading attribute '\(name)'")
+        }
         return v
     }
 }

@@ -12,7 +12,9 @@ public struct InputStatistics: Sendable, Equatable {
     /// One window's partial sums (each accumulated from 0 over the window's tokens in order).
     public struct WindowSums: Sendable, Equatable {
         public var sumAbs: [Double], sumSq: [Double], count: Int
-        public init(sumAbs: [Double], sumSq: [Double], count: Int) { self.sumAbs = sumAbs; self.sumSq = sumSq; self.count = count }
+        public init(sumAbs: [Double], sumSq: [Double], count: Int) {
+            self.sumAbs = sumAbs; self.sumSq = sumSq; self.count = count
+        }
     }
     /// The per-window partials, in window order, when kept (part files: Formats/calibration-stats.md).
     public var windows: [WindowSums]? = nil
@@ -69,8 +71,10 @@ public struct LayerStatistics: Sendable, Equatable {
         kPostRopeAbsmax = [Float](repeating: 0, count: c.kvDim)
         qPostRopeAbsmax = [Float](repeating: 0, count: c.qDim)
         vAbsmax = [Float](repeating: 0, count: c.kvDim)
-        inputs = [.attn: InputStatistics(channels: c.hiddenSize), .oProj: InputStatistics(channels: c.qDim),
-                  .mlp: InputStatistics(channels: c.hiddenSize), .downProj: InputStatistics(channels: c.intermediateSize)]
+        inputs = [
+            .attn: InputStatistics(channels: c.hiddenSize), .oProj: InputStatistics(channels: c.qDim),
+            .mlp: InputStatistics(channels: c.hiddenSize), .downProj: InputStatistics(channels: c.intermediateSize)
+        ]
     }
 }
 
@@ -125,11 +129,13 @@ public final class StatisticsCollector: ForwardObserver {
     /// which are then added to `st`'s sums (in window order, as the file defines them).
     private func accumulate(_ st: inout InputStatistics, _ v: ActivationView) {
         precondition(v.cols == st.absmax.count)
-        var w = InputStatistics.WindowSums(sumAbs: [Double](repeating: 0, count: v.cols), sumSq: [Double](repeating: 0, count: v.cols), count: v.rows)
+        var w = InputStatistics.WindowSums(
+            sumAbs: [Double](repeating: 0, count: v.cols), sumSq: [Double](repeating: 0, count: v.cols), count: v.rows)
         st.absmax.withUnsafeMutableBufferPointer { mx in
             w.sumAbs.withUnsafeMutableBufferPointer { sa in
                 w.sumSq.withUnsafeMutableBufferPointer { sq in
-                    let mxp = Shared(p: mx.baseAddress!), sap = Shared(p: sa.baseAddress!), sqp = Shared(p: sq.baseAddress!)
+                    let mxp = Shared(p: mx.baseAddress!), sap = Shared(p: sa.baseAddress!),
+                        sqp = Shared(p: sq.baseAddress!)
                     let base = Shared(p: UnsafeMutablePointer(mutating: v.base))
                     Parallel.forEachChunk(v.cols, chunk: Self.block, threads: threads) { cols in
                         for r in 0..<v.rows {

@@ -1,6 +1,6 @@
 import Foundation
-import LlamaReference
 import JSONSupport
+import LlamaReference
 import ModelDescription
 import TensorStore
 
@@ -37,7 +37,9 @@ public enum StatsFile {
     }
 
     /// `seal` for the fuzzers' stats-unsealed target (Fuzz/), which must reach libhdf5 with any bytes.
-    public static func sealForFuzzing(_ bytes: inout [UInt8]) throws(CalibrationError) { try seal(&bytes, path: "fuzz input") }
+    public static func sealForFuzzing(_ bytes: inout [UInt8]) throws(CalibrationError) {
+        try seal(&bytes, path: "fuzz input")
+    }
 
     /// Checks the integrity block before libhdf5 reads the file; returns the whole file's SHA-256.
     public static func verifySeal(_ path: String) throws(CalibrationError) -> String {
@@ -46,11 +48,21 @@ public enum StatsFile {
             throw .damaged(path: path, reason: error.missing ? "the statistics file does not exist" : error.reason)
         }
         guard bytes.count > sealBytes, bytes.starts(with: sealPrefix) else {
-            throw .damaged(path: path, reason: "has no fireq integrity block (written by fireq before 2026-12-03, or not by fireq): rerun fireq calibrate")
+            throw .damaged(
+                path: path,
+                reason:
+                    "has no fireq integrity block (written by fireq before 2026-12-03, or not by fireq): rerun fireq calibrate"
+            )
         }
         let hex = bytes[sealPrefix.count..<min(sealPrefix.count + 64, bytes.count)]
-        guard hex.count == 64, bytes[sealPrefix.count + 64] == 0x0A, String(decoding: hex, as: UTF8.self) == SHA256.hex(bytes[sealBytes...]) else {
-            throw .damaged(path: path, reason: "is damaged or was edited after it was written (its SHA-256 does not match the one it records): rerun fireq calibrate")
+        guard hex.count == 64, bytes[sealPrefix.count + 64] == 0x0A,
+            String(decoding: hex, as: UTF8.self) == SHA256.hex(bytes[sealBytes...])
+        else {
+            throw .damaged(
+                path: path,
+                reason:
+                    "is damaged or was edited after it was written (its SHA-256 does not match the one it records): rerun fireq calibrate"
+            )
         }
         return SHA256.hex(bytes)
     }
@@ -66,8 +78,10 @@ public enum StatsFile {
         let part: Part?
 
         /// A statistics file, or with `part` (and `firstWindow` / `windowCount`) a part file.
-        public init(path: String, config: ModelConfig, attributes: [String: String], part: Part? = nil,
-                    firstWindow: Int = 0, windowCount: Int = 0) throws(CalibrationError) {
+        public init(
+            path: String, config: ModelConfig, attributes: [String: String], part: Part? = nil,
+            firstWindow: Int = 0, windowCount: Int = 0
+        ) throws(CalibrationError) {
             self.path = path
             self.config = config
             self.part = part
@@ -77,7 +91,10 @@ public enum StatsFile {
             let fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
             guard fd >= 0 else {
                 let dir = (path as NSString).deletingLastPathComponent
-                throw .writeFailed(path: path, reason: "cannot create a file in '\(dir.isEmpty ? "." : dir)' (\(String(cString: strerror(errno))))")
+                throw .writeFailed(
+                    path: path,
+                    reason: "cannot create a file in '\(dir.isEmpty ? "." : dir)' (\(String(cString: strerror(errno))))"
+                )
             }
             close(fd)
             unlink(probe)
@@ -111,12 +128,14 @@ public enum StatsFile {
             let c = config, g = "layers/\(s.layer)"
             do {
                 try file.createGroups(g + "/inputs")
-                try file.writeFloat32(g + "/k_pre_rope_pair_norm_max", s.kPreRopePairNormMax, shape: [c.kvHeadCount, c.headDim / 2])
+                try file.writeFloat32(
+                    g + "/k_pre_rope_pair_norm_max", s.kPreRopePairNormMax, shape: [c.kvHeadCount, c.headDim / 2])
                 try file.writeFloat32(g + "/k_post_rope_absmax", s.kPostRopeAbsmax, shape: [c.kvHeadCount, c.headDim])
                 try file.writeFloat32(g + "/q_post_rope_absmax", s.qPostRopeAbsmax, shape: [c.headCount, c.headDim])
                 try file.writeFloat32(g + "/v_absmax", s.vAbsmax, shape: [c.kvDim])
                 if let m = s.kPreRopePairNormMaxUnbiased {
-                    try file.writeFloat32(g + "/k_pre_rope_pair_norm_max_unbiased", m, shape: [c.kvHeadCount, c.headDim / 2])
+                    try file.writeFloat32(
+                        g + "/k_pre_rope_pair_norm_max_unbiased", m, shape: [c.kvHeadCount, c.headDim / 2])
                 }
                 if let m = s.kPostRopeAbsmaxUnbiased {
                     try file.writeFloat32(g + "/k_post_rope_absmax_unbiased", m, shape: [c.kvHeadCount, c.headDim])
@@ -189,9 +208,11 @@ public enum StatsFile {
         public var fileSHA256 = ""
     }
 
-    public static let attributeNames = ["format", "format_version", "tool_version", "model_sha256", "model_path", "source_kind",
-                                        "source_path", "source_sha256", "samples", "seq_len", "selection", "seed", "tokens",
-                                        "layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size"]
+    public static let attributeNames = [
+        "format", "format_version", "tool_version", "model_sha256", "model_path", "source_kind",
+        "source_path", "source_sha256", "samples", "seq_len", "selection", "seed", "tokens",
+        "layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size"
+    ]
 
     /// Reads a statistics file written for a model of shape `config`, checking format and shapes.
     public static func read(_ path: String, config c: ModelConfig) throws(CalibrationError) -> Contents {
@@ -212,32 +233,46 @@ public enum StatsFile {
         for name in attributeNames { attrs[name] = try f.string("/", name) }
         let want = part ? partFormat : format
         guard attrs["format"] == want else {
-            let hint = attrs["format"] == partFormat ? " (a part of a calibration: merge the parts with fireq calibrate-merge)"
+            let hint =
+                attrs["format"] == partFormat
+                ? " (a part of a calibration: merge the parts with fireq calibrate-merge)"
                 : attrs["format"] == format ? " (a whole calibration's statistics, not a part)" : ""
-            throw .wrongDataset(path: path, name: "/", reason: "is not a \(want) file (format '\(attrs["format"]!)')\(hint)")
+            throw .wrongDataset(
+                path: path, name: "/", reason: "is not a \(want) file (format '\(attrs["format"]!)')\(hint)")
         }
         var windowCount = Int(attrs["samples"] ?? "") ?? -1
         if part {
             for name in partAttributeNames { attrs[name] = try f.string("/", name) }
             windowCount = Int(attrs["window_count"]!) ?? -1
         }
-        guard attrs["format_version"] == version else { throw .wrongDataset(path: path, name: "/", reason: "has format version \(attrs["format_version"]!), this tool reads \(version)") }
+        guard attrs["format_version"] == version else {
+            throw .wrongDataset(
+                path: path, name: "/",
+                reason: "has format version \(attrs["format_version"]!), this tool reads \(version)")
+        }
         guard attrs["layers"] == String(c.layerCount), attrs["hidden_size"] == String(c.hiddenSize) else {
-            throw .modelMismatch(path: path, reason: "the statistics are for a model with \(attrs["layers"]!) layers and hidden size \(attrs["hidden_size"]!), not \(c.layerCount) and \(c.hiddenSize)")
+            throw .modelMismatch(
+                path: path,
+                reason:
+                    "the statistics are for a model with \(attrs["layers"]!) layers and hidden size \(attrs["hidden_size"]!), not \(c.layerCount) and \(c.hiddenSize)"
+            )
         }
         var layers: [LayerStatistics] = []
         for i in 0..<c.layerCount {
             let g = "layers/\(i)"
             var s = LayerStatistics(layer: i, config: c)
-            s.kPreRopePairNormMax = try f.readFloat32(g + "/k_pre_rope_pair_norm_max", shape: [c.kvHeadCount, c.headDim / 2])
+            s.kPreRopePairNormMax = try f.readFloat32(
+                g + "/k_pre_rope_pair_norm_max", shape: [c.kvHeadCount, c.headDim / 2])
             s.kPostRopeAbsmax = try f.readFloat32(g + "/k_post_rope_absmax", shape: [c.kvHeadCount, c.headDim])
             s.qPostRopeAbsmax = try f.readFloat32(g + "/q_post_rope_absmax", shape: [c.headCount, c.headDim])
             s.vAbsmax = try f.readFloat32(g + "/v_absmax", shape: [c.kvDim])
             if f.exists(g + "/k_pre_rope_pair_norm_max_unbiased") {
-                s.kPreRopePairNormMaxUnbiased = try f.readFloat32(g + "/k_pre_rope_pair_norm_max_unbiased", shape: [c.kvHeadCount, c.headDim / 2])
+                s.kPreRopePairNormMaxUnbiased = try f.readFloat32(
+                    g + "/k_pre_rope_pair_norm_max_unbiased", shape: [c.kvHeadCount, c.headDim / 2])
             }
             if f.exists(g + "/k_post_rope_absmax_unbiased") {
-                s.kPostRopeAbsmaxUnbiased = try f.readFloat32(g + "/k_post_rope_absmax_unbiased", shape: [c.kvHeadCount, c.headDim])
+                s.kPostRopeAbsmaxUnbiased = try f.readFloat32(
+                    g + "/k_post_rope_absmax_unbiased", shape: [c.kvHeadCount, c.headDim])
             }
             for tap in InputTap.allCases {
                 let tg = g + "/inputs/" + tap.rawValue
@@ -248,12 +283,16 @@ public enum StatsFile {
                 st.sumAbs = try f.readFloat32(tg + "/mean_abs", shape: [n]).map { Double($0) * Double(st.count) }
                 st.sumSq = try f.readFloat32(tg + "/mean_sq", shape: [n]).map { Double($0) * Double(st.count) }
                 if part {
-                    guard windowCount >= 0 else { throw .wrongDataset(path: path, name: "/", reason: "has a window_count that is not a number") }
+                    guard windowCount >= 0 else {
+                        throw .wrongDataset(path: path, name: "/", reason: "has a window_count that is not a number")
+                    }
                     let sa = try f.readFloat64(tg + "/window_sum_abs", shape: [windowCount, n])
                     let sq = try f.readFloat64(tg + "/window_sum_sq", shape: [windowCount, n])
                     let L = Int(attrs["seq_len"] ?? "") ?? 0
                     st.windows = (0..<windowCount).map {
-                        InputStatistics.WindowSums(sumAbs: Array(sa[($0 * n)..<(($0 + 1) * n)]), sumSq: Array(sq[($0 * n)..<(($0 + 1) * n)]), count: L)
+                        InputStatistics.WindowSums(
+                            sumAbs: Array(sa[($0 * n)..<(($0 + 1) * n)]), sumSq: Array(sq[($0 * n)..<(($0 + 1) * n)]),
+                            count: L)
                     }
                 }
                 s.inputs[tap] = st
@@ -266,11 +305,17 @@ public enum StatsFile {
             let info = try f.datasetInfo("tokens")
             let n = windowCount, L = Int(attrs["seq_len"] ?? "") ?? -1
             guard info.isInteger, info.shape == [n, L] else {
-                throw .wrongDataset(path: path, name: "tokens", reason: "must be integers of shape [\(n), \(L)] (\(part ? "window_count" : "samples"), seq_len), found \(info.shape)")
+                throw .wrongDataset(
+                    path: path, name: "tokens",
+                    reason:
+                        "must be integers of shape [\(n), \(L)] (\(part ? "window_count" : "samples"), seq_len), found \(info.shape)"
+                )
             }
             let flat = try f.readInt32("tokens", count: n * L)
             guard flat.allSatisfy({ $0 >= 0 && Int($0) < c.vocabSize }) else {
-                throw .wrongDataset(path: path, name: "tokens", reason: "holds a token id outside the model's vocabulary (0 ..< \(c.vocabSize))")
+                throw .wrongDataset(
+                    path: path, name: "tokens",
+                    reason: "holds a token id outside the model's vocabulary (0 ..< \(c.vocabSize))")
             }
             contents.tokens = (0..<n).map { Array(flat[($0 * L)..<(($0 + 1) * L)]) }
         }

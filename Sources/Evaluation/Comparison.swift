@@ -26,9 +26,12 @@ public struct ModelScores: Sendable {
     public var layerIsolatedError: [Double] = []
     public var seconds: Double
 
-    public init(name: String, meanNLLAll: Double, meanNLLLlamacpp: Double, windowNLL: [Double], klMean: Double?, klP99: Double?,
-                top1Agreement: Double?, layerRelativeError: [Double], seconds: Double) {
-        self.name = name; self.meanNLLAll = meanNLLAll; self.meanNLLLlamacpp = meanNLLLlamacpp; self.windowNLL = windowNLL
+    public init(
+        name: String, meanNLLAll: Double, meanNLLLlamacpp: Double, windowNLL: [Double], klMean: Double?, klP99: Double?,
+        top1Agreement: Double?, layerRelativeError: [Double], seconds: Double
+    ) {
+        self.name = name; self.meanNLLAll = meanNLLAll; self.meanNLLLlamacpp = meanNLLLlamacpp;
+        self.windowNLL = windowNLL
         self.klMean = klMean; self.klP99 = klP99; self.top1Agreement = top1Agreement
         self.layerRelativeError = layerRelativeError; self.seconds = seconds
     }
@@ -49,10 +52,14 @@ public struct CompareResult: Sendable {
     public var baseline: ModelScores
     public var models: [ModelScores]
 
-    public init(context: Int, windows: Int, scoring: PerplexityProtocol, bos: Bool, textTokens: Int, scoredTokensAll: Int,
-                scoredTokensLlamacpp: Int, baseline: ModelScores, models: [ModelScores]) {
-        self.context = context; self.windows = windows; self.scoring = scoring; self.bos = bos; self.textTokens = textTokens
-        self.scoredTokensAll = scoredTokensAll; self.scoredTokensLlamacpp = scoredTokensLlamacpp; self.baseline = baseline; self.models = models
+    public init(
+        context: Int, windows: Int, scoring: PerplexityProtocol, bos: Bool, textTokens: Int, scoredTokensAll: Int,
+        scoredTokensLlamacpp: Int, baseline: ModelScores, models: [ModelScores]
+    ) {
+        self.context = context; self.windows = windows; self.scoring = scoring; self.bos = bos;
+        self.textTokens = textTokens
+        self.scoredTokensAll = scoredTokensAll; self.scoredTokensLlamacpp = scoredTokensLlamacpp;
+        self.baseline = baseline; self.models = models
     }
 }
 
@@ -63,7 +70,9 @@ public struct ComparedModel {
     public var open: () throws -> (name: String, model: any CausalLanguageModel)
     public init(open: @escaping () throws -> (name: String, model: any CausalLanguageModel)) { self.open = open }
     /// An already loaded model (it then stays in memory as long as the caller holds it).
-    public static func loaded(_ name: String, _ model: any CausalLanguageModel) -> ComparedModel { ComparedModel { (name, model) } }
+    public static func loaded(_ name: String, _ model: any CausalLanguageModel) -> ComparedModel {
+        ComparedModel { (name, model) }
+    }
 }
 
 /// Runs a baseline and any number of models over the same windows (the protocol of `Perplexity`)
@@ -76,32 +85,39 @@ public struct ComparedModel {
 /// created, so nothing is left behind); each model then runs the windows against that file.
 /// The results are those of running them side by side: every model sees the same bytes.
 public enum Comparison {
-    public static func run(baseline: ComparedModel, models: [ComparedModel],
-                           baselineName: String, tokens: [Int32], context: Int, maxWindows: Int?, scoring: PerplexityProtocol,
-                           bos: Int32? = nil, source: String = "text", scratchDirectory: String = NSTemporaryDirectory(), threads: Int,
-                           progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws -> CompareResult {
+    public static func run(
+        baseline: ComparedModel, models: [ComparedModel],
+        baselineName: String, tokens: [Int32], context: Int, maxWindows: Int?, scoring: PerplexityProtocol,
+        bos: Int32? = nil, source: String = "text", scratchDirectory: String = NSTemporaryDirectory(), threads: Int,
+        progress: ((_ done: Int, _ total: Int) -> Void)? = nil
+    ) throws -> CompareResult {
         var opened: (any CausalLanguageModel)? = try baseline.open().model
         let c = opened!.config
         let textPerWindow = bos == nil ? context : context - 1
         let available = tokens.count / textPerWindow
-        guard available >= 1 else { throw PerplexityError.tooFewTokens(path: source, tokens: tokens.count, context: context) }
+        guard available >= 1 else {
+            throw PerplexityError.tooFewTokens(path: source, tokens: tokens.count, context: context)
+        }
         if let bad = tokens.first(where: { $0 < 0 || Int($0) >= c.vocabSize }) {
             throw PerplexityError.tokenOutOfRange(path: source, id: bad, vocab: c.vocabSize)
         }
         let windows = min(available, maxWindows ?? available)
         let V = c.vocabSize, H = c.hiddenSize, L = c.layerCount
-        let predicted = context - 1                       // logits rows 0 ..< context−1 predict tokens 1 ..< context
-        let half = context / 2                            // first row scored by the llamacpp protocol
-        let first = scoring == .all ? 0 : half            // first row of the comparison protocol
-        let kept = predicted - first                      // baseline logits rows kept for KL / top-1
+        let predicted = context - 1  // logits rows 0 ..< context−1 predict tokens 1 ..< context
+        let half = context / 2  // first row scored by the llamacpp protocol
+        let first = scoring == .all ? 0 : half  // first row of the comparison protocol
+        let kept = predicted - first  // baseline logits rows kept for KL / top-1
 
         let capture = LayerCapture(layers: L, rows: context, hidden: H)
         let baseLogits = FloatBuffer(count: kept * V, zeroed: false)
-        var baseLSE = [Double](repeating: 0, count: windows * kept), baseTop = [Int](repeating: 0, count: windows * kept)
+        var baseLSE = [Double](repeating: 0, count: windows * kept),
+            baseTop = [Int](repeating: 0, count: windows * kept)
         let block = 64
         let blockLogits = FloatBuffer(count: block * V, zeroed: false)
         let embedded = FloatBuffer(count: context * H), isolated = FloatBuffer(count: context * H)
-        let spill = try ScratchFile(directory: scratchDirectory, recordFloats: [context * H] + Array(repeating: context * H, count: L) + [kept * V])
+        let spill = try ScratchFile(
+            directory: scratchDirectory,
+            recordFloats: [context * H] + Array(repeating: context * H, count: L) + [kept * V])
         let spilled = [embedded.pointer] + capture.outputs.map(\.pointer) + [baseLogits.pointer]
         let total = windows * (models.count + 1)
 
@@ -110,16 +126,19 @@ public enum Comparison {
         for mi in 0...models.count {
             let isBase = mi == 0
             if !isBase {
-                opened = nil                              // the previous model is released before the next opens
+                opened = nil  // the previous model is released before the next opens
                 let (name, m) = try models[mi - 1].open()
-                guard m.config.vocabSize == c.vocabSize, m.config.hiddenSize == c.hiddenSize, m.config.layerCount == c.layerCount else {
+                guard m.config.vocabSize == c.vocabSize, m.config.hiddenSize == c.hiddenSize,
+                    m.config.layerCount == c.layerCount
+                else {
                     throw ComparisonError.mismatch(name: name, baseline: baselineName)
                 }
                 names.append(name)
                 opened = m
             }
             let model = opened!
-            var sumAll = 0.0, sumHalfAll = 0.0, windowNLL: [Double] = [], klAll: [Double] = [], agreeAll = 0, seconds = 0.0
+            var sumAll = 0.0, sumHalfAll = 0.0, windowNLL: [Double] = [], klAll: [Double] = [], agreeAll = 0,
+                seconds = 0.0
             var diff2 = [Double](repeating: 0, count: L), ref2 = diff2, isoDiff2 = diff2, isoRef2 = diff2
             for w in 0..<windows {
                 var seq = Array(tokens[(w * textPerWindow)..<((w + 1) * textPerWindow)])
@@ -136,7 +155,8 @@ public enum Comparison {
                     defer { isolatedSeconds = Date().timeIntervalSince(isoStart) }
                     let n = context * H
                     for l in 0..<L {
-                        let input = l == 0 ? UnsafePointer(embedded.pointer) : UnsafePointer(capture.outputs[l - 1].pointer)
+                        let input =
+                            l == 0 ? UnsafePointer(embedded.pointer) : UnsafePointer(capture.outputs[l - 1].pointer)
                         isolated.pointer.update(from: input, count: n)
                         model.runLayer(l, hidden: isolated.pointer, seqLen: context)
                         let ref = capture.outputs[l].pointer
@@ -158,7 +178,8 @@ public enum Comparison {
                     if isBase && r0 + m > first {
                         // The baseline keeps its logits of the scored rows for the models' KL.
                         let s0 = max(r0, first)
-                        (baseLogits.pointer + (s0 - first) * V).update(from: blockLogits.pointer + (s0 - r0) * V, count: (r0 + m - s0) * V)
+                        (baseLogits.pointer + (s0 - first) * V).update(
+                            from: blockLogits.pointer + (s0 - r0) * V, count: (r0 + m - s0) * V)
                     }
                     let nllP = nll.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
                     let klP = kl.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
@@ -191,7 +212,8 @@ public enum Comparison {
                     if r >= half { sumHalf += nll[r] }
                 }
                 sumAll += sum; sumHalfAll += sumHalf
-                windowNLL.append((scoring == .all ? sum : sumHalf) / Double(scoring == .all ? predicted : predicted - half))
+                windowNLL.append(
+                    (scoring == .all ? sum : sumHalf) / Double(scoring == .all ? predicted : predicted - half))
                 if isBase {
                     try spill.write(record: w, from: spilled)
                 } else {
@@ -202,8 +224,10 @@ public enum Comparison {
                 progress?(mi * windows + w + 1, total)
             }
             let nAll = windows * predicted, nHalf = windows * (predicted - half)
-            var s = ModelScores(name: names[mi], meanNLLAll: sumAll / Double(nAll), meanNLLLlamacpp: sumHalfAll / Double(nHalf),
-                                windowNLL: windowNLL, klMean: nil, klP99: nil, top1Agreement: nil, layerRelativeError: [], seconds: seconds)
+            var s = ModelScores(
+                name: names[mi], meanNLLAll: sumAll / Double(nAll), meanNLLLlamacpp: sumHalfAll / Double(nHalf),
+                windowNLL: windowNLL, klMean: nil, klP99: nil, top1Agreement: nil, layerRelativeError: [],
+                seconds: seconds)
             if !isBase {
                 let sorted = klAll.sorted()
                 s.klMean = klAll.reduce(0, +) / Double(max(1, klAll.count))
@@ -214,9 +238,10 @@ public enum Comparison {
             }
             scores.append(s)
         }
-        return CompareResult(context: context, windows: windows, scoring: scoring, bos: bos != nil, textTokens: tokens.count,
-                             scoredTokensAll: windows * predicted, scoredTokensLlamacpp: windows * (predicted - half),
-                             baseline: scores[0], models: Array(scores.dropFirst()))
+        return CompareResult(
+            context: context, windows: windows, scoring: scoring, bos: bos != nil, textTokens: tokens.count,
+            scoredTokensAll: windows * predicted, scoredTokensLlamacpp: windows * (predicted - half),
+            baseline: scores[0], models: Array(scores.dropFirst()))
     }
 }
 
@@ -233,7 +258,11 @@ final class ScratchFile {
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
         guard fd >= 0 else {
-            throw ComparisonError.scratch(path: directory, reason: "cannot create a scratch file there (\(String(cString: strerror(errno)))); set TMPDIR to a writable folder")
+            throw ComparisonError.scratch(
+                path: directory,
+                reason:
+                    "cannot create a scratch file there (\(String(cString: strerror(errno)))); set TMPDIR to a writable folder"
+            )
         }
         unlink(path)
         self.fd = fd
@@ -242,8 +271,12 @@ final class ScratchFile {
     }
     deinit { close(fd) }
 
-    func write(record: Int, from parts: [UnsafeMutablePointer<Float>]) throws { try transfer(record, parts, writing: true) }
-    func read(record: Int, into parts: [UnsafeMutablePointer<Float>]) throws { try transfer(record, parts, writing: false) }
+    func write(record: Int, from parts: [UnsafeMutablePointer<Float>]) throws {
+        try transfer(record, parts, writing: true)
+    }
+    func read(record: Int, into parts: [UnsafeMutablePointer<Float>]) throws {
+        try transfer(record, parts, writing: false)
+    }
 
     private func transfer(_ record: Int, _ parts: [UnsafeMutablePointer<Float>], writing: Bool) throws {
         var off = record * recordBytes
@@ -251,12 +284,16 @@ final class ScratchFile {
             var done = 0
             while done < n * 4 {
                 let at = off_t(off + done)
-                let r = writing ? Glibc.pwrite(fd, UnsafeRawPointer(p) + done, n * 4 - done, at)
-                                : Glibc.pread(fd, UnsafeMutableRawPointer(p) + done, n * 4 - done, at)
+                let r =
+                    writing
+                    ? Glibc.pwrite(fd, UnsafeRawPointer(p) + done, n * 4 - done, at)
+                    : Glibc.pread(fd, UnsafeMutableRawPointer(p) + done, n * 4 - done, at)
                 guard r > 0 else {
-                    throw ComparisonError.scratch(path: path, reason: writing
-                        ? "cannot write the baseline's window \(record + 1) (\(String(cString: strerror(errno)))); free disk space or set TMPDIR"
-                        : "cannot read the baseline's window \(record + 1) back")
+                    throw ComparisonError.scratch(
+                        path: path,
+                        reason: writing
+                            ? "cannot write the baseline's window \(record + 1) (\(String(cString: strerror(errno)))); free disk space or set TMPDIR"
+                            : "cannot read the baseline's window \(record + 1) back")
                 }
                 done += r
             }
@@ -272,7 +309,8 @@ public enum ComparisonError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .scratch(let p, let r): return "\(p): \(r)."
         case .mismatch(let n, let b):
-            return "\(n): the model's vocabulary, hidden size or layer count differs from the baseline \(b); compare a model with its own source."
+            return
+                "\(n): the model's vocabulary, hidden size or layer count differs from the baseline \(b); compare a model with its own source."
         }
     }
 }

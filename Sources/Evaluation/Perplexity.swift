@@ -28,7 +28,9 @@ public enum PerplexityError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .tooFewTokens(let p, let n, let c): return "\(p): the text has \(n) tokens, fewer than one window of \(c)."
-        case .tokenOutOfRange(let p, let id, let v): return "\(p): token id \(id) is outside the model's vocabulary of \(v); the tokenizer does not belong to this model."
+        case .tokenOutOfRange(let p, let id, let v):
+            return
+                "\(p): token id \(id) is outside the model's vocabulary of \(v); the tokenizer does not belong to this model."
         }
     }
 }
@@ -36,12 +38,16 @@ public enum PerplexityError: Error, Sendable, CustomStringConvertible {
 public enum Perplexity {
     /// Scores `tokens` in windows of `context`; `bos` is prepended to every window when given
     /// (the window then holds context−1 text tokens, as llama.cpp does with its BOS).
-    public static func evaluate(model: any CausalLanguageModel, tokens: [Int32], context: Int, maxWindows: Int?,
-                                protocol proto: PerplexityProtocol, bos: Int32? = nil, source: String = "text",
-                                progress: ((Int, Int) -> Void)? = nil) throws -> PerplexityResult {
+    public static func evaluate(
+        model: any CausalLanguageModel, tokens: [Int32], context: Int, maxWindows: Int?,
+        protocol proto: PerplexityProtocol, bos: Int32? = nil, source: String = "text",
+        progress: ((Int, Int) -> Void)? = nil
+    ) throws -> PerplexityResult {
         let textPerWindow = bos == nil ? context : context - 1
         let available = tokens.count / textPerWindow
-        guard available >= 1 else { throw PerplexityError.tooFewTokens(path: source, tokens: tokens.count, context: context) }
+        guard available >= 1 else {
+            throw PerplexityError.tooFewTokens(path: source, tokens: tokens.count, context: context)
+        }
         if let bad = tokens.first(where: { $0 < 0 || Int($0) >= model.config.vocabSize }) {
             throw PerplexityError.tokenOutOfRange(path: source, id: bad, vocab: model.config.vocabSize)
         }
@@ -57,14 +63,16 @@ public enum Perplexity {
             let hidden = model.hiddenStates([seq], observer: nil)
             let positions = first..<(context - 1)
             let targets = positions.map { seq[$0 + 1] }
-            let nll = model.nll(hidden: hidden.pointer + first * model.config.hiddenSize, targets: targets, rowBlock: 256)
+            let nll = model.nll(
+                hidden: hidden.pointer + first * model.config.hiddenSize, targets: targets, rowBlock: 256)
             let s = nll.reduce(0, +)
             total += s
             count += nll.count
             perWindow.append(s / Double(nll.count))
             progress?(w + 1, windows)
         }
-        return PerplexityResult(windows: windows, context: context, scoredTokens: count, meanNLL: total / Double(count),
-                                windowNLL: perWindow, seconds: Date().timeIntervalSince(start))
+        return PerplexityResult(
+            windows: windows, context: context, scoredTokens: count, meanNLL: total / Double(count),
+            windowNLL: perWindow, seconds: Date().timeIntervalSince(start))
     }
 }

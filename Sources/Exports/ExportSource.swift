@@ -51,14 +51,20 @@ final class ExportSource {
     init(directory: String) throws {
         self.directory = directory
         guard !PackedModel.weightFileNames(in: directory).isEmpty else {
-            throw ExportError(path: directory, reason: "is not a fireq-packed folder (no model.safetensors or model.safetensors.index.json); run fireq quantize or fireq convert first")
+            throw ExportError(
+                path: directory,
+                reason:
+                    "is not a fireq-packed folder (no model.safetensors or model.safetensors.index.json); run fireq quantize or fireq convert first"
+            )
         }
         packed = try PackedModel(directory: directory)
         try packed.verify()
         let configPath = directory + "/config.json"
         let data: [UInt8]
         do { data = try FileBytes.read(configPath, limit: FileBytes.smallJSONLimit) } catch {
-            throw ExportError(path: configPath, reason: error.missing ? "is missing; a packed folder carries its model's config.json" : error.reason)
+            throw ExportError(
+                path: configPath,
+                reason: error.missing ? "is missing; a packed folder carries its model's config.json" : error.reason)
         }
         do { configJSON = try JSONParser.parse(data) } catch {
             throw ExportError(path: configPath, reason: "is not valid JSON (\(error))")
@@ -77,7 +83,8 @@ final class ExportSource {
     func runtimeOnlyNumerics(activationsCarried: Bool) -> [String] {
         var out: [String] = []
         if packed.fp8Rerounding {
-            out.append("FP8 re-rounding of dequantized weights (weights.fp8_rerounding): the export holds q·s_g·(1/P) exactly")
+            out.append(
+                "FP8 re-rounding of dequantized weights (weights.fp8_rerounding): the export holds q·s_g·(1/P) exactly")
         }
         if !activationsCarried && recipe["activations"]?["format"]?.stringValue != "fp32" {
             out.append("FP8 E4M3 per-token activations (activations.format)")
@@ -124,7 +131,7 @@ final class ExportSource {
     }
 
     /// Files other than the weights that a folder export copies as they are.
-    static let companionFiles = ModelFiles.serving   // (README.md: the export writes its own model card)
+    static let companionFiles = ModelFiles.serving  // (README.md: the export writes its own model card)
 }
 
 /// Little-endian byte helpers for the exporters.
@@ -204,7 +211,10 @@ enum Publish {
 public struct ExportSummaryLine: Sendable {
     public let lines: [String]
     public init(_ s: ExportSummary) {
-        lines = ["\(s.format.rawValue): \(s.groups) INT4 groups, scales as \(s.scaleType); \(s.inexactScaleGroups) group scale(s) not exact in \(s.scaleType)"]
+        lines =
+            [
+                "\(s.format.rawValue): \(s.groups) INT4 groups, scales as \(s.scaleType); \(s.inexactScaleGroups) group scale(s) not exact in \(s.scaleType)"
+            ]
             + s.notCarried.map { "not carried: \($0)" }
     }
 }

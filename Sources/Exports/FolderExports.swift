@@ -13,8 +13,10 @@ enum FolderExport {
     static let mlxGroupSizes: Set<Int> = [32, 64, 128]
 
     /// `report`: `fireq convert`'s report.json, whose numbers go into the model card.
-    static func export(_ src: ExportSource, format: ExportFormat, to out: String, toolVersion: String, report: JSONValue? = nil,
-                       name: String? = nil) throws -> ExportSummary {
+    static func export(
+        _ src: ExportSource, format: ExportFormat, to out: String, toolVersion: String, report: JSONValue? = nil,
+        name: String? = nil
+    ) throws -> ExportSummary {
         let file = src.packed.file
         let c = src.config
         // Which layers the recipe skipped: their linears are stored unquantized under HF names.
@@ -23,16 +25,24 @@ enum FolderExport {
         for i in 0..<c.layerCount {
             for l in TensorNames.linearNames(layer: i) {
                 if src.linearNames.contains(l) {
-                    guard let w = file.info(l + ".weight"), let s = file.info(l + ".weight_scale"), s.shape.count == 2, s.shape[1] > 0 else {
+                    guard let w = file.info(l + ".weight"), let s = file.info(l + ".weight_scale"), s.shape.count == 2,
+                        s.shape[1] > 0
+                    else {
                         throw ExportError(path: src.weightsPath, reason: "quantized linear '\(l)' is incomplete")
                     }
                     groupOf[l] = w.shape[1] * 8 / s.shape[1]
-                } else { skippedLinears.append(l) }
+                } else {
+                    skippedLinears.append(l)
+                }
             }
         }
         let defaultGroup = src.groupSize
         if format == .mlx, let bad = groupOf.first(where: { !mlxGroupSizes.contains($0.value) }) {
-            throw ExportError(path: src.weightsPath, reason: "'\(bad.key)' has group size \(bad.value); MLX's affine 4-bit quantization supports group sizes 32, 64 and 128")
+            throw ExportError(
+                path: src.weightsPath,
+                reason:
+                    "'\(bad.key)' has group size \(bad.value); MLX's affine 4-bit quantization supports group sizes 32, 64 and 128"
+            )
         }
         // MLX: scales in the source's float type when exact there, else float32.
         let sourceDType = file.info(TensorNames.embed)?.dtype ?? .f16
@@ -67,10 +77,13 @@ enum FolderExport {
                     tensors.append(TensorData(name: l.name + ".weight_scale", values: s, dtype: .bf16, shape: shape))
                     var shapeBytes: [UInt8] = []
                     Bytes.append(Int64(l.n), to: &shapeBytes); Bytes.append(Int64(l.k), to: &shapeBytes)
-                    tensors.append(TensorData(name: l.name + ".weight_shape", dtype: .i64, shape: [2], bytes: shapeBytes))
+                    tensors.append(
+                        TensorData(name: l.name + ".weight_shape", dtype: .i64, shape: [2], bytes: shapeBytes))
                 case .mlx:
                     tensors.append(TensorData(name: l.name + ".scales", values: s, dtype: scaleDType, shape: shape))
-                    tensors.append(TensorData(name: l.name + ".biases", values: s.map { -8 * $0 }, dtype: scaleDType, shape: shape))
+                    tensors.append(
+                        TensorData(name: l.name + ".biases", values: s.map { -8 * $0 }, dtype: scaleDType, shape: shape)
+                    )
                 case .gguf: preconditionFailure()
                 }
                 continue
@@ -79,9 +92,10 @@ enum FolderExport {
             if src.linearNames.contains(base) {
                 // fireq-packed nibbles are two's complement q; both targets store q + 8: flip bit 3 of every nibble.
                 let bytes = Array(file.rawBytes(t)).map { $0 ^ 0x88 }
-                tensors.append(format == .compressedTensors
-                               ? TensorData(name: base + ".weight_packed", dtype: .i32, shape: t.shape, bytes: bytes)
-                               : TensorData(name: name, dtype: .u32, shape: t.shape, bytes: bytes))
+                tensors.append(
+                    format == .compressedTensors
+                        ? TensorData(name: base + ".weight_packed", dtype: .i32, shape: t.shape, bytes: bytes)
+                        : TensorData(name: name, dtype: .u32, shape: t.shape, bytes: bytes))
                 continue
             }
             tensors.append(TensorData(name: name, dtype: t.dtype, shape: t.shape, bytes: Array(file.rawBytes(t))))
@@ -95,8 +109,9 @@ enum FolderExport {
         let activationsFP8 = src.recipe["activations"]?["format"]?.stringValue != "fp32"
         switch format {
         case .compressedTensors:
-            config["quantization_config"] = compressedTensorsConfig(groupOf: groupOf, defaultGroup: defaultGroup, ignore: [TensorNames.lmHeadModule] + skippedLinears,
-                                                                    activationsFP8: activationsFP8)
+            config["quantization_config"] = compressedTensorsConfig(
+                groupOf: groupOf, defaultGroup: defaultGroup, ignore: [TensorNames.lmHeadModule] + skippedLinears,
+                activationsFP8: activationsFP8)
         case .mlx:
             var q = JSONObject([("group_size", .int(defaultGroup)), ("bits", .int(4)), ("mode", .string("affine"))])
             for (l, g) in groupOf.sorted(by: { $0.key < $1.key }) where g != defaultGroup {
@@ -107,31 +122,38 @@ enum FolderExport {
             config["quantization_config"] = .object(q)
             config = Self.legacyRope(config)
             if case .perLayer? = src.config.family.slidingWindow {
-                config["sliding_window_pattern"] = .int(try Self.mlxSlidingPattern(src.config, configPath: src.directory + "/config.json"))
+                config["sliding_window_pattern"] = .int(
+                    try Self.mlxSlidingPattern(src.config, configPath: src.directory + "/config.json"))
             }
         case .gguf: preconditionFailure()
         }
         let packedSHA = try src.packed.contentSHA256()
-        let card = ModelCard.markdown(src, ModelCard.Facts(format: format, groupSize: defaultGroup, scaleType: scaleDType.rawValue,
-                                                           activationsFP8: activationsFP8 && format == .compressedTensors,
-                                                           notCarried: notCarried, toolVersion: toolVersion, packedSHA256: packedSHA, report: report, name: name))
+        let card = ModelCard.markdown(
+            src,
+            ModelCard.Facts(
+                format: format, groupSize: defaultGroup, scaleType: scaleDType.rawValue,
+                activationsFP8: activationsFP8 && format == .compressedTensors,
+                notCarried: notCarried, toolVersion: toolVersion, packedSHA256: packedSHA, report: report, name: name))
         let exportInfo = JSONObject([
             ("format", .string(format.rawValue)), ("source_packed", .string(src.directory)),
             ("packed_sha256", .string(packedSHA)),
             ("recipe", .string(src.recipe["name"]?.stringValue ?? "")), ("group_size", .int(defaultGroup)),
             ("not_carried", .array(notCarried.map { .string($0) })), ("inexact_scale_groups", .int(inexact)),
-            ("scale_dtype", .string(scaleDType.rawValue)), ("tool_version", .string(toolVersion)),
+            ("scale_dtype", .string(scaleDType.rawValue)), ("tool_version", .string(toolVersion))
         ])
         try Publish.folder(out) { dir in
-            try SafetensorsWriter.write(tensors, metadata: ["fireq.export": format.rawValue, "fireq.tool_version": toolVersion], to: dir + "/model.safetensors")
+            try SafetensorsWriter.write(
+                tensors, metadata: ["fireq.export": format.rawValue, "fireq.tool_version": toolVersion],
+                to: dir + "/model.safetensors")
             try Publish.text(JSONWriter.pretty(.object(config)) + "\n", to: dir + "/config.json")
             try Publish.text(JSONWriter.pretty(.object(exportInfo)) + "\n", to: dir + "/fireq-export.json")
             try Publish.copyCompanions(from: src.directory, to: dir)
             try Publish.text(card, to: dir + "/README.md")
         }
         let size = (try? FileManager.default.attributesOfItem(atPath: out + "/model.safetensors")[.size] as? Int) ?? 0
-        return ExportSummary(format: format, path: out, notCarried: notCarried, inexactScaleGroups: inexact, groups: groups,
-                             scaleType: scaleDType.rawValue, bytes: size)
+        return ExportSummary(
+            format: format, path: out, notCarried: notCarried, inexactScaleGroups: inexact, groups: groups,
+            scaleType: scaleDType.rawValue, bytes: size)
     }
 
     /// mlx-lm's gemma3_text makes layer i global when (i + 1) mod `sliding_window_pattern` = 0 and
@@ -139,7 +161,11 @@ enum FolderExport {
     /// mlx-lm can run (it also needs the period within the layer count).
     static func mlxSlidingPattern(_ c: ModelConfig, configPath: String) throws -> Int {
         guard let p = c.slidingPattern else {
-            throw ExportError(path: configPath, reason: "has sliding-window layers (layer_types) that follow no every-p-th-layer-global pattern, the only layout mlx-lm's gemma3_text runs")
+            throw ExportError(
+                path: configPath,
+                reason:
+                    "has sliding-window layers (layer_types) that follow no every-p-th-layer-global pattern, the only layout mlx-lm's gemma3_text runs"
+            )
         }
         return p
     }
@@ -170,34 +196,52 @@ enum FolderExport {
     /// compressed-tensors `quantization_config`: one config group per group size (the recipe's
     /// default targets every Linear; others name their layers), FP8 dynamic per-token inputs when
     /// the recipe quantizes activations, no KV-cache scheme (Formats/exports.md says why).
-    static func compressedTensorsConfig(groupOf: [String: Int], defaultGroup: Int, ignore: [String], activationsFP8: Bool) -> JSONValue {
+    static func compressedTensorsConfig(
+        groupOf: [String: Int], defaultGroup: Int, ignore: [String], activationsFP8: Bool
+    ) -> JSONValue {
         func scheme(_ g: Int, targets: [String]) -> JSONValue {
-            .object(JSONObject([
-                ("targets", .array(targets.map { .string($0) })),
-                ("weights", .object(JSONObject([
-                    ("num_bits", .int(4)), ("type", .string("int")), ("symmetric", .bool(true)), ("strategy", .string("group")),
-                    ("group_size", .int(g)), ("dynamic", .bool(false)), ("actorder", .null), ("observer", .null),
-                ]))),
-                ("input_activations", activationsFP8 ? .object(JSONObject([
-                    ("num_bits", .int(8)), ("type", .string("float")), ("symmetric", .bool(true)), ("strategy", .string("token")),
-                    ("dynamic", .bool(true)), ("observer", .null),
-                ])) : .null),
-                ("output_activations", .null),
-                ("format", .string("pack-quantized")),
-            ]))
+            .object(
+                JSONObject([
+                    ("targets", .array(targets.map { .string($0) })),
+                    (
+                        "weights",
+                        .object(
+                            JSONObject([
+                                ("num_bits", .int(4)), ("type", .string("int")), ("symmetric", .bool(true)),
+                                ("strategy", .string("group")),
+                                ("group_size", .int(g)), ("dynamic", .bool(false)), ("actorder", .null),
+                                ("observer", .null)
+                            ]))
+                    ),
+                    (
+                        "input_activations",
+                        activationsFP8
+                            ? .object(
+                                JSONObject([
+                                    ("num_bits", .int(8)), ("type", .string("float")), ("symmetric", .bool(true)),
+                                    ("strategy", .string("token")),
+                                    ("dynamic", .bool(true)), ("observer", .null)
+                                ])) : .null
+                    ),
+                    ("output_activations", .null),
+                    ("format", .string("pack-quantized"))
+                ]))
         }
         var groups = JSONObject([("group_0", scheme(defaultGroup, targets: ["Linear"]))])
         let others = Dictionary(grouping: groupOf.filter { $0.value != defaultGroup }, by: \.value)
         for (i, g) in others.keys.sorted().enumerated() {
             let names = others[g]!.map(\.key).sorted()
-            let pattern = "re:^(" + names.map { $0.replacingOccurrences(of: ".", with: "\\.") }.joined(separator: "|") + ")$"
+            let pattern =
+                "re:^(" + names.map { $0.replacingOccurrences(of: ".", with: "\\.") }.joined(separator: "|") + ")$"
             groups["group_\(i + 1)"] = scheme(g, targets: [pattern])
         }
-        return .object(JSONObject([
-            ("quant_method", .string("compressed-tensors")), ("format", .string("pack-quantized")),
-            ("quantization_status", .string("compressed")), ("config_groups", .object(groups)),
-            ("ignore", .array(ignore.map { .string($0) })), ("kv_cache_scheme", .null), ("version", .string("0.20.1")),
-        ]))
+        return .object(
+            JSONObject([
+                ("quant_method", .string("compressed-tensors")), ("format", .string("pack-quantized")),
+                ("quantization_status", .string("compressed")), ("config_groups", .object(groups)),
+                ("ignore", .array(ignore.map { .string($0) })), ("kv_cache_scheme", .null),
+                ("version", .string("0.20.1"))
+            ]))
     }
 }
 
@@ -207,16 +251,21 @@ public enum Exporter {
     /// `ggufMetadata`: `general.*` overrides (`--metadata`), GGUF only.
     /// `report`: a `fireq convert` report.json whose smoke-evaluation numbers go into the folder
     /// exports' model card (default: `packedDir/report.json` when there is one).
-    public static func export(packedDir: String, format: ExportFormat, out: String, force: Bool,
-                              ggufMetadata: [(String, GGUFValue)] = [], toolVersion: String, report: String? = nil,
-                              modelName: String? = nil) throws -> ExportSummary {
+    public static func export(
+        packedDir: String, format: ExportFormat, out: String, force: Bool,
+        ggufMetadata: [(String, GGUFValue)] = [], toolVersion: String, report: String? = nil,
+        modelName: String? = nil
+    ) throws -> ExportSummary {
         try Publish.check(out: out, source: packedDir, force: force)
         let reportPath = report ?? packedDir + "/report.json"
         var reportJSON: JSONValue? = nil
         if let data = FileBytes.readIfPresent(reportPath, limit: FileBytes.smallJSONLimit) {
-            do { reportJSON = try JSONParser.parse(data) } catch { throw ExportError(path: reportPath, reason: "is not valid JSON (\(error))") }
+            do { reportJSON = try JSONParser.parse(data) } catch {
+                throw ExportError(path: reportPath, reason: "is not valid JSON (\(error))")
+            }
         } else if report != nil {
-            throw ExportError(path: reportPath, reason: "cannot be read (the conversion report whose numbers go into the model card)")
+            throw ExportError(
+                path: reportPath, reason: "cannot be read (the conversion report whose numbers go into the model card)")
         }
         let src = try ExportSource(directory: packedDir)
         switch format {
@@ -227,7 +276,8 @@ public enum Exporter {
             }
             return try GGUFExport.export(src, to: out, metadata: ggufMetadata, toolVersion: toolVersion)
         case .compressedTensors, .mlx:
-            return try FolderExport.export(src, format: format, to: out, toolVersion: toolVersion, report: reportJSON, name: modelName)
+            return try FolderExport.export(
+                src, format: format, to: out, toolVersion: toolVersion, report: reportJSON, name: modelName)
         }
     }
 
@@ -236,7 +286,9 @@ public enum Exporter {
     public static func checkTarget(_ format: ExportFormat, model: String) throws {
         let c = try ModelConfig(directory: model)
         if format == .gguf { _ = try GGUFExport.checkFamily(c, configPath: model + "/config.json") }
-        if format == .mlx, case .perLayer? = c.family.slidingWindow { _ = try FolderExport.mlxSlidingPattern(c, configPath: model + "/config.json") }
+        if format == .mlx, case .perLayer? = c.family.slidingWindow {
+            _ = try FolderExport.mlxSlidingPattern(c, configPath: model + "/config.json")
+        }
     }
 
     /// Reads a `--metadata` override file for GGUF (`general.*` keys only).

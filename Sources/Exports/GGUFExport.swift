@@ -13,7 +13,10 @@ public enum GGUFExport {
     static func layerNames(_ c: ModelConfig) -> [(hf: String, gguf: String)] {
         typealias N = TensorNames
         let norms = N.norms(c)
-        let sandwich = [norms.attentionOutput.map { ($0, "post_attention_norm.weight") }, norms.mlpOutput.map { ($0, "post_ffw_norm.weight") }]
+        let sandwich = [
+            norms.attentionOutput.map { ($0, "post_attention_norm.weight") },
+            norms.mlpOutput.map { ($0, "post_ffw_norm.weight") }
+        ]
         return sandwich.compactMap { $0 } + [
             (norms.attentionInput, "attn_norm.weight"),
             (N.down + ".weight", "ffn_down.weight"),
@@ -23,7 +26,7 @@ public enum GGUFExport {
             (N.k + ".weight", "attn_k.weight"),
             (N.o + ".weight", "attn_output.weight"),
             (N.q + ".weight", "attn_q.weight"),
-            (N.v + ".weight", "attn_v.weight"),
+            (N.v + ".weight", "attn_v.weight")
         ] + (c.qkNorm ? [(N.qNorm, "attn_q_norm.weight"), (N.kNorm, "attn_k_norm.weight")] : [])
     }
 
@@ -31,26 +34,48 @@ public enum GGUFExport {
     /// `configPath`) when GGUF cannot express its family: asked before any conversion starts.
     public static func checkFamily(_ c: ModelConfig, configPath: String) throws -> String {
         guard let architecture = c.family.ggufArchitecture else {
-            let supported = ModelFamily.all.filter { $0.ggufArchitecture != nil }.map { String(describing: $0.architecture) }
-            throw ExportError(path: configPath,
-                              reason: "architecture \(c.architecture.rawValue) has no GGUF export here (\(supported.joined(separator: ", ")) only)")
+            let supported = ModelFamily.all.filter { $0.ggufArchitecture != nil }.map {
+                String(describing: $0.architecture)
+            }
+            throw ExportError(
+                path: configPath,
+                reason:
+                    "architecture \(c.architecture.rawValue) has no GGUF export here (\(supported.joined(separator: ", ")) only)"
+            )
         }
         if c.attentionBias && !c.family.ggufCarriesQKVBias {
-            throw ExportError(path: configPath, reason: "has q/k/v biases (attention_bias), which the GGUF \(architecture) export does not carry")
+            throw ExportError(
+                path: configPath,
+                reason: "has q/k/v biases (attention_bias), which the GGUF \(architecture) export does not carry")
         }
         if architecture == "gemma3" {
             // What llama.cpp's gemma3 fixes instead of reading (Formats/exports.md "gemma3").
             if c.slidingLayers.indices.contains(where: { c.slidingLayers[$0] != (($0 + 1) % 6 != 0) }) {
-                throw ExportError(path: configPath, reason: "has sliding-window layers in a pattern other than every 6th layer global (layer_types / sliding_window_pattern), which llama.cpp's gemma3 assumes")
+                throw ExportError(
+                    path: configPath,
+                    reason:
+                        "has sliding-window layers in a pattern other than every 6th layer global (layer_types / sliding_window_pattern), which llama.cpp's gemma3 assumes"
+                )
             }
             if c.localRopeTheta != 10_000 {
-                throw ExportError(path: configPath, reason: "has rope_local_base_freq \(c.localRopeTheta), but llama.cpp's gemma3 uses 10000 for the sliding layers")
+                throw ExportError(
+                    path: configPath,
+                    reason:
+                        "has rope_local_base_freq \(c.localRopeTheta), but llama.cpp's gemma3 uses 10000 for the sliding layers"
+                )
             }
             if c.attentionScale != 1 / Float(c.headDim).squareRoot() {
-                throw ExportError(path: configPath, reason: "scales q·k by \(c.attentionScale) (query_pre_attn_scalar), but llama.cpp's gemma3 uses 1/√head_dim = \(1 / Float(c.headDim).squareRoot())")
+                throw ExportError(
+                    path: configPath,
+                    reason:
+                        "scales q·k by \(c.attentionScale) (query_pre_attn_scalar), but llama.cpp's gemma3 uses 1/√head_dim = \(1 / Float(c.headDim).squareRoot())"
+                )
             }
             if case .llama3 = c.ropeScaling {
-                throw ExportError(path: configPath, reason: "has llama3 RoPE scaling, which the GGUF gemma3 export does not carry (none or linear only)")
+                throw ExportError(
+                    path: configPath,
+                    reason: "has llama3 RoPE scaling, which the GGUF gemma3 export does not carry (none or linear only)"
+                )
             }
         }
         return architecture
@@ -58,13 +83,15 @@ public enum GGUFExport {
 
     /// One tensor of the export: where its values come from.
     enum Source {
-        case quantized(linear: String, permuteHeads: Int?)   // packed linear (without .weight)
-        case stored(String, permuteHeads: Int?)               // unquantized tensor in its stored dtype
-        case widened(String, offset: Float)                   // norm weight or bias widened to F32, + offset (Gemma's 1 + w)
-        case values([Float])                                  // computed F32 values (rope_freqs)
+        case quantized(linear: String, permuteHeads: Int?)  // packed linear (without .weight)
+        case stored(String, permuteHeads: Int?)  // unquantized tensor in its stored dtype
+        case widened(String, offset: Float)  // norm weight or bias widened to F32, + offset (Gemma's 1 + w)
+        case values([Float])  // computed F32 values (rope_freqs)
     }
 
-    static func export(_ src: ExportSource, to out: String, metadata overrides: [(String, GGUFValue)], toolVersion: String) throws -> ExportSummary {
+    static func export(
+        _ src: ExportSource, to out: String, metadata overrides: [(String, GGUFValue)], toolVersion: String
+    ) throws -> ExportSummary {
         let c = src.config
         let architecture = try checkFamily(c, configPath: src.directory + "/config.json")
         // Tensor plan, in HF-name order (llama.cpp's converter order).
@@ -72,28 +99,48 @@ public enum GGUFExport {
         plan.append((TensorNames.embed, "token_embd.weight", .stored(TensorNames.embed, permuteHeads: nil)))
         var layers: [(hf: String, gguf: String, source: Source)] = []
         for i in 0..<c.layerCount {
-            let biases = c.attentionBias && c.family.ggufCarriesQKVBias
-                ? [(TensorNames.q + ".bias", "attn_q.bias"), (TensorNames.k + ".bias", "attn_k.bias"), (TensorNames.v + ".bias", "attn_v.bias")] : []
+            let biases =
+                c.attentionBias && c.family.ggufCarriesQKVBias
+                ? [
+                    (TensorNames.q + ".bias", "attn_q.bias"), (TensorNames.k + ".bias", "attn_k.bias"),
+                    (TensorNames.v + ".bias", "attn_v.bias")
+                ] : []
             let norms = TensorNames.norms(c).all + (c.qkNorm ? [TensorNames.qNorm, TensorNames.kNorm] : [])
             for (hf, gg) in layerNames(c) + biases {
                 let name = TensorNames.layer(i, hf)
                 let base = String(name.dropLast(".weight".count))
                 let permute = c.family.ggufPermutesQK
-                let heads: Int? = !permute ? nil : hf == TensorNames.q + ".weight" ? c.headCount : hf == TensorNames.k + ".weight" ? c.kvHeadCount : nil
-                let source: Source = norms.contains(hf) ? .widened(name, offset: c.normWeightOffset) : hf.hasSuffix(".bias") ? .widened(name, offset: 0)
-                    : src.linearNames.contains(base) ? .quantized(linear: base, permuteHeads: heads) : .stored(name, permuteHeads: heads)
+                let heads: Int? =
+                    !permute
+                    ? nil
+                    : hf == TensorNames.q + ".weight"
+                        ? c.headCount : hf == TensorNames.k + ".weight" ? c.kvHeadCount : nil
+                let source: Source =
+                    norms.contains(hf)
+                    ? .widened(name, offset: c.normWeightOffset)
+                    : hf.hasSuffix(".bias")
+                        ? .widened(name, offset: 0)
+                        : src.linearNames.contains(base)
+                            ? .quantized(linear: base, permuteHeads: heads) : .stored(name, permuteHeads: heads)
                 layers.append((name, "blk.\(i).\(gg)", source))
             }
         }
         plan += layers
-        plan.append((TensorNames.finalNorm, "output_norm.weight", .widened(TensorNames.finalNorm, offset: c.normWeightOffset)))
-        if !c.tieWordEmbeddings { plan.append((TensorNames.lmHead, "output.weight", .stored(TensorNames.lmHead, permuteHeads: nil))) }
+        plan.append(
+            (TensorNames.finalNorm, "output_norm.weight", .widened(TensorNames.finalNorm, offset: c.normWeightOffset)))
+        if !c.tieWordEmbeddings {
+            plan.append((TensorNames.lmHead, "output.weight", .stored(TensorNames.lmHead, permuteHeads: nil)))
+        }
         plan.sort { $0.hf < $1.hf }
         // llama3 RoPE scaling: llama.cpp divides each frequency by rope_freqs[j] (its converter
         // writes this tensor first, before the checkpoint's own).
         if let factors = Self.ropeFreqFactors(c) { plan.insert(("", "rope_freqs.weight", .values(factors)), at: 0) }
-        if !c.family.ggufCarriesQKVBias && (c.attentionBias || src.packed.file.tensorNames.contains(where: { $0.hasSuffix(".bias") })) {
-            throw ExportError(path: src.weightsPath, reason: "has linear biases, which the GGUF \(c.family.ggufArchitecture ?? "") export does not carry")
+        if !c.family.ggufCarriesQKVBias
+            && (c.attentionBias || src.packed.file.tensorNames.contains(where: { $0.hasSuffix(".bias") }))
+        {
+            throw ExportError(
+                path: src.weightsPath,
+                reason: "has linear biases, which the GGUF \(c.family.ggufArchitecture ?? "") export does not carry")
         }
 
         var writer = GGUFWriter()
@@ -102,29 +149,45 @@ public enum GGUFExport {
             let info: TensorInfo
             switch p.source {
             case .quantized(let l, _):
-                guard let w = src.packed.file.info(l + ".weight"), let s = src.packed.file.info(l + ".weight_scale") else {
+                guard let w = src.packed.file.info(l + ".weight"), let s = src.packed.file.info(l + ".weight_scale")
+                else {
                     throw ExportError(path: src.weightsPath, reason: "quantized linear '\(l)' is incomplete")
                 }
                 let n = w.shape[0], k = w.shape[1] * 8, g = k / s.shape[1]
                 guard g % 32 == 0 else {
-                    throw ExportError(path: src.weightsPath, reason: "'\(l)' has group size \(g); GGUF Q4_0 blocks hold 32 weights, so the group size must be a multiple of 32")
+                    throw ExportError(
+                        path: src.weightsPath,
+                        reason:
+                            "'\(l)' has group size \(g); GGUF Q4_0 blocks hold 32 weights, so the group size must be a multiple of 32"
+                    )
                 }
                 groups += n * (k / g)
                 writer.tensors.append(.init(name: p.gguf, shape: [n, k], type: .q4_0))
                 continue
-            case .stored(let name, _): guard let t = src.packed.file.info(name) else { throw ExportError(path: src.weightsPath, reason: "tensor '\(name)' is missing") }; info = t
-            case .widened(let name, _): guard let t = src.packed.file.info(name) else { throw ExportError(path: src.weightsPath, reason: "tensor '\(name)' is missing") }; info = t
+            case .stored(let name, _):
+                guard let t = src.packed.file.info(name) else {
+                    throw ExportError(path: src.weightsPath, reason: "tensor '\(name)' is missing")
+                }; info = t
+            case .widened(let name, _):
+                guard let t = src.packed.file.info(name) else {
+                    throw ExportError(path: src.weightsPath, reason: "tensor '\(name)' is missing")
+                }; info = t
             case .values(let v):
                 writer.tensors.append(.init(name: p.gguf, shape: [v.count], type: .f32))
                 continue
             }
             let type: GGMLType
-            if case .widened = p.source { type = .f32 } else {
+            if case .widened = p.source {
+                type = .f32
+            } else {
                 switch info.dtype {
                 case .f16: type = .f16
                 case .bf16: type = .bf16
                 case .f32: type = .f32
-                default: throw ExportError(path: src.weightsPath, reason: "tensor '\(info.name)' has dtype \(info.dtype.rawValue), which GGUF cannot store here")
+                default:
+                    throw ExportError(
+                        path: src.weightsPath,
+                        reason: "tensor '\(info.name)' has dtype \(info.dtype.rawValue), which GGUF cannot store here")
                 }
             }
             writer.tensors.append(.init(name: p.gguf, shape: info.shape, type: type))
@@ -133,9 +196,12 @@ public enum GGUFExport {
         let notCarried = src.runtimeOnlyNumerics(activationsCarried: false)
         // Scales FP16 cannot hold exactly, counted before writing (the count is a header key).
         var inexact = 0
-        for p in plan { if case .quantized(let l, _) = p.source { inexact += try countInexact(src.linear(l, codes: false)) } }
-        writer.keyValues = try keyValues(src, architecture: architecture, overrides: overrides, notCarried: notCarried, inexact: inexact,
-                                          toolVersion: toolVersion)
+        for p in plan {
+            if case .quantized(let l, _) = p.source { inexact += try countInexact(src.linear(l, codes: false)) }
+        }
+        writer.keyValues = try keyValues(
+            src, architecture: architecture, overrides: overrides, notCarried: notCarried, inexact: inexact,
+            toolVersion: toolVersion)
 
         try writer.write(to: out) { i in
             switch plan[i].source {
@@ -147,7 +213,9 @@ public enum GGUFExport {
                 return permuteRows(bytes, rows: t.shape[0], rowBytes: bytes.count / t.shape[0], heads: heads)
             case .widened(let name, let offset):
                 var out: [UInt8] = []
-                for v in try src.packed.file.float32(name) { Bytes.append((offset == 0 ? v : offset + v).bitPattern, to: &out) }
+                for v in try src.packed.file.float32(name) {
+                    Bytes.append((offset == 0 ? v : offset + v).bitPattern, to: &out)
+                }
                 return out
             case .values(let v):
                 var out: [UInt8] = []
@@ -156,8 +224,9 @@ public enum GGUFExport {
             }
         }
         let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int) ?? 0
-        return ExportSummary(format: .gguf, path: out, notCarried: notCarried, inexactScaleGroups: inexact, groups: groups,
-                             scaleType: "F16", bytes: size)
+        return ExportSummary(
+            format: .gguf, path: out, notCarried: notCarried, inexactScaleGroups: inexact, groups: groups,
+            scaleType: "F16", bytes: size)
     }
 
     /// llama.cpp's `rope_freqs` for llama3 RoPE scaling, as its converter computes them: for each
@@ -196,7 +265,8 @@ public enum GGUFExport {
         var out = [UInt8](repeating: 0, count: bytes.count)
         for r in 0..<rows {
             let s = hfRow(r, rows: rows, heads: heads)
-            out.replaceSubrange((r * rowBytes)..<((r + 1) * rowBytes), with: bytes[(s * rowBytes)..<((s + 1) * rowBytes)])
+            out.replaceSubrange(
+                (r * rowBytes)..<((r + 1) * rowBytes), with: bytes[(s * rowBytes)..<((s + 1) * rowBytes)])
         }
         return out
     }
@@ -224,8 +294,10 @@ public enum GGUFExport {
 
     // MARK: - Metadata
 
-    static func keyValues(_ src: ExportSource, architecture arch: String, overrides: [(String, GGUFValue)], notCarried: [String],
-                          inexact: Int, toolVersion: String) throws -> [(String, GGUFValue)] {
+    static func keyValues(
+        _ src: ExportSource, architecture arch: String, overrides: [(String, GGUFValue)], notCarried: [String],
+        inexact: Int, toolVersion: String
+    ) throws -> [(String, GGUFValue)] {
         let c = src.config
         var kv: [(String, GGUFValue)] = [("general.architecture", .string(arch)), ("general.type", .string("model"))]
         let folderName = ((src.directory as NSString).standardizingPath as NSString).lastPathComponent
@@ -233,13 +305,17 @@ public enum GGUFExport {
         kv.append(("general.name", .string(name)))
         // What the source says of itself, nothing guessed: its Hub id (config `_name_or_path`
         // "owner/name") as the base model, its model card's license (Formats/exports.md).
-        if let id = ModelCard.hubID(src.configJSON["_name_or_path"]?.stringValue ?? ""), let slash = id.firstIndex(of: "/") {
+        if let id = ModelCard.hubID(src.configJSON["_name_or_path"]?.stringValue ?? ""),
+            let slash = id.firstIndex(of: "/")
+        {
             kv.append(("general.base_model.count", .u32(1)))
             kv.append(("general.base_model.0.name", .string(String(id[id.index(after: slash)...]))))
             kv.append(("general.base_model.0.organization", .string(String(id[..<slash]))))
             kv.append(("general.base_model.0.repo_url", .string("https://huggingface.co/" + id)))
         }
-        if let license = src.packed.metadata["fireq.source_license"], !license.isEmpty { kv.append(("general.license", .string(license))) }
+        if let license = src.packed.metadata["fireq.source_license"], !license.isEmpty {
+            kv.append(("general.license", .string(license)))
+        }
         for (k, v) in overrides {
             if let i = kv.firstIndex(where: { $0.0 == k }) { kv[i].1 = v } else { kv.append((k, v)) }
         }
@@ -256,7 +332,7 @@ public enum GGUFExport {
             kv.append((arch + ".rope.scaling.type", .string("linear")))
             kv.append((arch + ".rope.scaling.factor", .f32(Float(f))))
         }
-        u32("general.file_type", 2)   // LLAMA_FTYPE_MOSTLY_Q4_0
+        u32("general.file_type", 2)  // LLAMA_FTYPE_MOSTLY_Q4_0
         if arch == "llama" {
             // (llama.cpp's converter writes these two for its LlamaModel only.)
             u32(arch + ".vocab_size", c.vocabSize)
@@ -282,29 +358,50 @@ public enum GGUFExport {
     /// Parses a `--metadata` override file: a JSON object of `general.*` keys.
     public static func overrides(fromJSONFile path: String) throws -> [(String, GGUFValue)] {
         let data: [UInt8]
-        do { data = try FileBytes.read(path, limit: FileBytes.smallJSONLimit) } catch { throw ExportError(path: path, reason: error.reason) }
+        do { data = try FileBytes.read(path, limit: FileBytes.smallJSONLimit) } catch {
+            throw ExportError(path: path, reason: error.reason)
+        }
         let j: JSONValue
-        do { j = try JSONParser.parse(data) } catch { throw ExportError(path: path, reason: "is not valid JSON (\(error))") }
-        guard let o = j.objectValue else { throw ExportError(path: path, reason: "must hold a JSON object of GGUF keys") }
+        do { j = try JSONParser.parse(data) } catch {
+            throw ExportError(path: path, reason: "is not valid JSON (\(error))")
+        }
+        guard let o = j.objectValue else {
+            throw ExportError(path: path, reason: "must hold a JSON object of GGUF keys")
+        }
         var out: [(String, GGUFValue)] = []
         for (k, v) in o.pairs {
-            guard k.hasPrefix("general."), !["general.architecture", "general.file_type", "general.quantization_version", "general.alignment"].contains(k) else {
-                throw ExportError(path: path, reason: "key '\(k)' cannot be overridden (only general.* identity keys such as general.name, general.license)")
+            guard k.hasPrefix("general."),
+                !["general.architecture", "general.file_type", "general.quantization_version", "general.alignment"]
+                    .contains(k)
+            else {
+                throw ExportError(
+                    path: path,
+                    reason:
+                        "key '\(k)' cannot be overridden (only general.* identity keys such as general.name, general.license)"
+                )
             }
             switch v {
             case .string(let s): out.append((k, .string(s)))
             case .bool(let b): out.append((k, .bool(b)))
             case .number:
-                if let i = v.intValue, i >= 0, i <= Int(UInt32.max) { out.append((k, .u32(UInt32(i)))) }
-                else if let d = v.doubleValue { out.append((k, .f32(Float(d)))) }
+                if let i = v.intValue, i >= 0, i <= Int(UInt32.max) {
+                    out.append((k, .u32(UInt32(i))))
+                } else if let d = v.doubleValue {
+                    out.append((k, .f32(Float(d))))
+                }
             case .array(let a):
                 let strings = a.compactMap(\.stringValue)
-                guard strings.count == a.count else { throw ExportError(path: path, reason: "key '\(k)': arrays must hold strings") }
+                guard strings.count == a.count else {
+                    throw ExportError(path: path, reason: "key '\(k)': arrays must hold strings")
+                }
                 out.append((k, .stringArray(strings)))
-            default: throw ExportError(path: path, reason: "key '\(k)' has \(v.kindDescription), expected a string, number, boolean or array of strings")
+            default:
+                throw ExportError(
+                    path: path,
+                    reason:
+                        "key '\(k)' has \(v.kindDescription), expected a string, number, boolean or array of strings")
             }
         }
         return out
     }
 }
-

@@ -27,7 +27,7 @@ public enum GGMLType: UInt32, Sendable {
         switch self {
         case .f32: return (1, 4)
         case .f16, .bf16: return (1, 2)
-        case .q4_0: return (32, 18)   // block_q4_0: ggml_half d; uint8_t qs[16]
+        case .q4_0: return (32, 18)  // block_q4_0: ggml_half d; uint8_t qs[16]
         }
     }
 
@@ -48,7 +48,9 @@ public struct GGUFWriter {
         public let shape: [Int]
         public let type: GGMLType
         public var byteCount: Int { type.byteCount(rows: shape.dropLast().reduce(1, *), cols: shape.last!) }
-        public init(name: String, shape: [Int], type: GGMLType) { self.name = name; self.shape = shape; self.type = type }
+        public init(name: String, shape: [Int], type: GGMLType) {
+            self.name = name; self.shape = shape; self.type = type
+        }
     }
 
     public static let alignment = 32
@@ -106,8 +108,10 @@ public struct GGUFWriter {
                 do { bytes = try data(i) } catch let e as TensorStoreError { throw e } catch {
                     throw TensorStoreError.writeFailed(path: path, reason: "\(error)")
                 }
-                precondition(bytes.count == t.byteCount, "tensor \(t.name): \(bytes.count) bytes, expected \(t.byteCount)")
-                try h.write(Data(bytes + [UInt8](repeating: 0, count: Self.padded(bytes.count) - bytes.count)), path: path)
+                precondition(
+                    bytes.count == t.byteCount, "tensor \(t.name): \(bytes.count) bytes, expected \(t.byteCount)")
+                try h.write(
+                    Data(bytes + [UInt8](repeating: 0, count: Self.padded(bytes.count) - bytes.count)), path: path)
             }
         }
     }

@@ -17,21 +17,35 @@ public enum GGUFTokenizer {
     static func sentencePieceLayout(_ tj: JSONValue, path: String) throws -> Bool? {
         guard tj["model"]?["byte_fallback"]?.boolValue == true else { return nil }
         func isSpaceReplace(_ v: JSONValue?) -> Bool {
-            v?["type"]?.stringValue == "Replace" && v?["pattern"]?["String"]?.stringValue == " " && v?["content"]?.stringValue == "\u{2581}"
+            v?["type"]?.stringValue == "Replace" && v?["pattern"]?["String"]?.stringValue == " "
+                && v?["content"]?.stringValue == "\u{2581}"
         }
         let norm = tj["normalizer"]
         var prefix = false
         if isSpaceReplace(norm) {
-        } else if norm?["type"]?.stringValue == "Sequence", let parts = norm?["normalizers"]?.arrayValue, parts.count == 2,
-                  parts[0]["type"]?.stringValue == "Prepend", parts[0]["prepend"]?.stringValue == "\u{2581}", isSpaceReplace(parts[1]) {
+        } else if norm?["type"]?.stringValue == "Sequence", let parts = norm?["normalizers"]?.arrayValue,
+            parts.count == 2,
+            parts[0]["type"]?.stringValue == "Prepend", parts[0]["prepend"]?.stringValue == "\u{2581}",
+            isSpaceReplace(parts[1])
+        {
             prefix = true
         } else {
-            throw ExportError(path: path, reason: "is a byte-fallback BPE whose normalizer is not SentencePiece's (\" \" → \"\u{2581}\", optionally after a \"\u{2581}\" prefix), so llama.cpp's SentencePiece tokenizer would split text differently")
+            throw ExportError(
+                path: path,
+                reason:
+                    "is a byte-fallback BPE whose normalizer is not SentencePiece's (\" \" → \"\u{2581}\", optionally after a \"\u{2581}\" prefix), so llama.cpp's SentencePiece tokenizer would split text differently"
+            )
         }
         let p = tj["pre_tokenizer"]
-        let splitsOnSpace = p?["type"]?.stringValue == "Split" && p?["pattern"]?["String"]?.stringValue == " " && p?["invert"]?.boolValue != true
+        let splitsOnSpace =
+            p?["type"]?.stringValue == "Split" && p?["pattern"]?["String"]?.stringValue == " "
+            && p?["invert"]?.boolValue != true
         guard p == nil || p!.isNull || splitsOnSpace else {
-            throw ExportError(path: path, reason: "is a SentencePiece-style BPE with a pre-tokenizer (\(p?["type"]?.stringValue ?? "?")) that llama.cpp's SentencePiece tokenizer does not apply")
+            throw ExportError(
+                path: path,
+                reason:
+                    "is a SentencePiece-style BPE with a pre-tokenizer (\(p?["type"]?.stringValue ?? "?")) that llama.cpp's SentencePiece tokenizer does not apply"
+            )
         }
         return prefix
     }
@@ -40,7 +54,8 @@ public enum GGUFTokenizer {
     /// with the BOS token (how Hugging Face's Gemma tokenizer adds BOS).
     static func templateStartsWithBOS(_ tj: JSONValue, tokenizerConfig tc: JSONValue?) -> Bool {
         guard let pp = tj["post_processor"], pp["type"]?.stringValue == "TemplateProcessing",
-              let first = pp["single"]?.arrayValue?.first, let id = first["SpecialToken"]?["id"]?.stringValue else { return false }
+            let first = pp["single"]?.arrayValue?.first, let id = first["SpecialToken"]?["id"]?.stringValue
+        else { return false }
         let bos = tc?["bos_token"]?.stringValue ?? tc?["bos_token"]?["content"]?.stringValue
         return bos == nil || bos == id
     }
@@ -48,8 +63,12 @@ public enum GGUFTokenizer {
     /// `<0xXX>`: a byte-fallback piece.
     static func isBytePiece(_ t: String) -> Bool {
         let u = Array(t.utf8)
-        guard u.count == 6, u[0] == UInt8(ascii: "<"), u[1] == UInt8(ascii: "0"), u[2] == UInt8(ascii: "x"), u[5] == UInt8(ascii: ">") else { return false }
-        return u[3...4].allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "A")...UInt8(ascii: "F")).contains($0) }
+        guard u.count == 6, u[0] == UInt8(ascii: "<"), u[1] == UInt8(ascii: "0"), u[2] == UInt8(ascii: "x"),
+            u[5] == UInt8(ascii: ">")
+        else { return false }
+        return u[3...4].allSatisfy {
+            (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "A")...UInt8(ascii: "F")).contains($0)
+        }
     }
 
     static func keyValues(_ src: ExportSource) throws -> [(String, GGUFValue)] {
@@ -58,8 +77,13 @@ public enum GGUFTokenizer {
             throw ExportError(path: path, reason: "is missing; the GGUF export embeds the tokenizer")
         }
         let tc = try src.jsonFile("tokenizer_config.json")
-        guard let model = tj["model"], model["type"]?.stringValue == "BPE", let vocab = model["vocab"]?.objectValue else {
-            throw ExportError(path: path, reason: "is not a BPE tokenizer; the GGUF export writes byte-level BPE ('gpt2') and SentencePiece BPE ('llama') vocabularies only")
+        guard let model = tj["model"], model["type"]?.stringValue == "BPE", let vocab = model["vocab"]?.objectValue
+        else {
+            throw ExportError(
+                path: path,
+                reason:
+                    "is not a BPE tokenizer; the GGUF export writes byte-level BPE ('gpt2') and SentencePiece BPE ('llama') vocabularies only"
+            )
         }
         let spm = try sentencePieceLayout(tj, path: path)
         let pre = spm != nil ? "default" : try preTokenizerName(tj["pre_tokenizer"], path: path)
@@ -70,7 +94,9 @@ public enum GGUFTokenizer {
         var types = [Int32](repeating: normal, count: n)
         for (token, idValue) in vocab.pairs {
             guard let id = idValue.intValue, id >= 0, id < n else {
-                throw ExportError(path: path, reason: "vocabulary entry '\(token)' has id \(idValue) outside the model's vocab_size \(n)")
+                throw ExportError(
+                    path: path,
+                    reason: "vocabulary entry '\(token)' has id \(idValue) outside the model's vocab_size \(n)")
             }
             tokens[id] = token
         }
@@ -78,7 +104,8 @@ public enum GGUFTokenizer {
         for (token, idValue) in vocab.pairs { idOf[token] = idValue.intValue }
         for a in tj["added_tokens"]?.arrayValue ?? [] {
             guard let id = a["id"]?.intValue, let content = a["content"]?.stringValue, id >= 0, id < n else {
-                throw ExportError(path: path, reason: "an added token has no valid id and content within vocab_size \(n)")
+                throw ExportError(
+                    path: path, reason: "an added token has no valid id and content within vocab_size \(n)")
             }
             tokens[id] = content
             idOf[content] = id
@@ -88,9 +115,16 @@ public enum GGUFTokenizer {
 
         var merges: [String] = []
         for m in model["merges"]?.arrayValue ?? [] {
-            if let s = m.stringValue { merges.append(s) }
-            else if let pair = m.arrayValue, pair.count == 2, let a = pair[0].stringValue, let b = pair[1].stringValue { merges.append(a + " " + b) }
-            else { throw ExportError(path: path, reason: "model.merges holds \(m.kindDescription), expected \"a b\" strings or [a, b] pairs") }
+            if let s = m.stringValue {
+                merges.append(s)
+            } else if let pair = m.arrayValue, pair.count == 2, let a = pair[0].stringValue, let b = pair[1].stringValue
+            {
+                merges.append(a + " " + b)
+            } else {
+                throw ExportError(
+                    path: path,
+                    reason: "model.merges holds \(m.kindDescription), expected \"a b\" strings or [a, b] pairs")
+            }
         }
 
         var kv: [(String, GGUFValue)] = []
@@ -113,9 +147,13 @@ public enum GGUFTokenizer {
             var scores = [Float](repeating: 0, count: n)
             for id in 0..<n {
                 let t = tokenStrings[id]
-                if types[id] != normal { scores[id] = -1000 }
-                else if isBytePiece(t) { types[id] = byte; scores[id] = 0 }
-                else { scores[id] = -Float(rank[t] ?? merges.count) }
+                if types[id] != normal {
+                    scores[id] = -1000
+                } else if isBytePiece(t) {
+                    types[id] = byte; scores[id] = 0
+                } else {
+                    scores[id] = -Float(rank[t] ?? merges.count)
+                }
             }
             kv.append(("tokenizer.ggml.scores", .f32Array(scores)))
             kv.append(("tokenizer.ggml.token_type", .i32Array(types)))
@@ -129,13 +167,18 @@ public enum GGUFTokenizer {
             if let s = v?.stringValue ?? v?["content"]?.stringValue, let id = idOf[s] { return id }
             return configKey.flatMap { src.configJSON[$0]?.intValue }
         }
-        for (key, tokenKey, configKey) in [("bos_token_id", "bos_token", "bos_token_id"), ("eos_token_id", "eos_token", "eos_token_id"),
-                                           ("unknown_token_id", "unk_token", nil), ("padding_token_id", "pad_token", "pad_token_id")] {
+        for (key, tokenKey, configKey) in [
+            ("bos_token_id", "bos_token", "bos_token_id"), ("eos_token_id", "eos_token", "eos_token_id"),
+            ("unknown_token_id", "unk_token", nil), ("padding_token_id", "pad_token", "pad_token_id")
+        ] {
             if let id = special(tokenKey, configKey) { kv.append(("tokenizer.ggml." + key, .u32(UInt32(id)))) }
         }
         if let t = tc?["chat_template"]?.stringValue {
             kv.append(("tokenizer.chat_template", .string(t)))
-        } else if let data = FileBytes.readIfPresent(src.directory + "/chat_template.jinja", limit: FileBytes.smallJSONLimit), let t = String(validating: data, as: UTF8.self) {
+        } else if let data = FileBytes.readIfPresent(
+            src.directory + "/chat_template.jinja", limit: FileBytes.smallJSONLimit),
+            let t = String(validating: data, as: UTF8.self)
+        {
             kv.append(("tokenizer.chat_template", .string(t)))
         }
         return kv
@@ -145,21 +188,30 @@ public enum GGUFTokenizer {
     /// string splits; here by the tokenizer.json structure that gives those splits).
     public static func preTokenizerName(_ p: JSONValue?, path: String) throws -> String {
         func isByteLevel(_ v: JSONValue?) -> Bool {
-            v?["type"]?.stringValue == "ByteLevel" && (v?["use_regex"]?.boolValue ?? true) && !(v?["add_prefix_space"]?.boolValue ?? false)
+            v?["type"]?.stringValue == "ByteLevel" && (v?["use_regex"]?.boolValue ?? true)
+                && !(v?["add_prefix_space"]?.boolValue ?? false)
         }
         if isByteLevel(p) { return "gpt-2" }
         if p?["type"]?.stringValue == "Sequence", let parts = p?["pretokenizers"]?.arrayValue, parts.count == 2,
-           parts[0]["type"]?.stringValue == "Digits", parts[0]["individual_digits"]?.boolValue == true, isByteLevel(parts[1]) {
+            parts[0]["type"]?.stringValue == "Digits", parts[0]["individual_digits"]?.boolValue == true,
+            isByteLevel(parts[1])
+        {
             return "smollm"
         }
         // Qwen2: the Qwen2 regex as an isolated Split, then ByteLevel without its own regex.
         if p?["type"]?.stringValue == "Sequence", let parts = p?["pretokenizers"]?.arrayValue, parts.count == 2,
-           parts[0]["type"]?.stringValue == "Split", parts[0]["pattern"]?["Regex"]?.stringValue == PreTokenizerPatterns.qwen2,
-           parts[0]["behavior"]?.stringValue == "Isolated", parts[0]["invert"]?.boolValue != true,
-           parts[1]["type"]?.stringValue == "ByteLevel", parts[1]["use_regex"]?.boolValue == false,
-           !(parts[1]["add_prefix_space"]?.boolValue ?? false) {
+            parts[0]["type"]?.stringValue == "Split",
+            parts[0]["pattern"]?["Regex"]?.stringValue == PreTokenizerPatterns.qwen2,
+            parts[0]["behavior"]?.stringValue == "Isolated", parts[0]["invert"]?.boolValue != true,
+            parts[1]["type"]?.stringValue == "ByteLevel", parts[1]["use_regex"]?.boolValue == false,
+            !(parts[1]["add_prefix_space"]?.boolValue ?? false)
+        {
             return "qwen2"
         }
-        throw ExportError(path: path, reason: "its pre_tokenizer has no llama.cpp pre-tokenizer name this exporter knows (gpt-2: ByteLevel; smollm: Digits(individual) + ByteLevel; qwen2: Split(Qwen2 regex) + ByteLevel), so llama.cpp would split text differently")
+        throw ExportError(
+            path: path,
+            reason:
+                "its pre_tokenizer has no llama.cpp pre-tokenizer name this exporter knows (gpt-2: ByteLevel; smollm: Digits(individual) + ByteLevel; qwen2: Split(Qwen2 regex) + ByteLevel), so llama.cpp would split text differently"
+        )
     }
 }

@@ -6,7 +6,9 @@ public struct FileReadError: Error, Sendable, CustomStringConvertible {
     public let reason: String
     /// The file does not exist (callers that have a "missing file" message of their own use it).
     public let missing: Bool
-    public init(path: String, reason: String, missing: Bool = false) { self.path = path; self.reason = reason; self.missing = missing }
+    public init(path: String, reason: String, missing: Bool = false) {
+        self.path = path; self.reason = reason; self.missing = missing
+    }
     public var description: String { "\(path): \(reason)" }
 }
 
@@ -26,16 +28,22 @@ public enum FileBytes {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             let e = errno
-            throw FileReadError(path: path, reason: e == ENOENT ? "does not exist" : "cannot be opened (\(String(cString: strerror(e))))", missing: e == ENOENT)
+            throw FileReadError(
+                path: path,
+                reason: e == ENOENT ? "does not exist" : "cannot be opened (\(String(cString: strerror(e))))",
+                missing: e == ENOENT)
         }
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw FileReadError(path: path, reason: "cannot be read (\(String(cString: strerror(errno))))") }
+        guard fstat(fd, &st) == 0 else {
+            throw FileReadError(path: path, reason: "cannot be read (\(String(cString: strerror(errno))))")
+        }
         if (st.st_mode & S_IFMT) == S_IFDIR { throw FileReadError(path: path, reason: "is a folder, not a file") }
-        if (st.st_mode & S_IFMT) != S_IFREG { return try stream(fd, path: path, limit: limit) }   // a pipe, /dev/stdin, <(…)
+        if (st.st_mode & S_IFMT) != S_IFREG { return try stream(fd, path: path, limit: limit) }  // a pipe, /dev/stdin, <(…)
         let size = Int(st.st_size)
         guard size <= limit else {
-            throw FileReadError(path: path, reason: "has \(size) bytes, more than this kind of file may have (\(limit))")
+            throw FileReadError(
+                path: path, reason: "has \(size) bytes, more than this kind of file may have (\(limit))")
         }
         var bytes = [UInt8](repeating: 0, count: size)
         var done = 0
@@ -45,7 +53,9 @@ public enum FileBytes {
                 if errno == EINTR { continue }
                 throw FileReadError(path: path, reason: "cannot be read (\(String(cString: strerror(errno))))")
             }
-            if n == 0 { throw FileReadError(path: path, reason: "shrank while it was read (from \(size) to \(done) bytes)") }
+            if n == 0 {
+                throw FileReadError(path: path, reason: "shrank while it was read (from \(size) to \(done) bytes)")
+            }
             done += n
         }
         return bytes
@@ -63,7 +73,8 @@ public enum FileBytes {
             }
             if n == 0 { return out }
             guard out.count + n <= limit else {
-                throw FileReadError(path: path, reason: "has more than \(limit) bytes, more than this kind of file may have")
+                throw FileReadError(
+                    path: path, reason: "has more than \(limit) bytes, more than this kind of file may have")
             }
             out += chunk[0..<n]
         }

@@ -15,7 +15,8 @@ public enum JSONWriter {
     }
 
     static func writePretty(_ value: JSONValue, level: Int, indent: Int, into out: inout String) {
-        let pad = String(repeating: " ", count: (level + 1) * indent), end = String(repeating: " ", count: level * indent)
+        let pad = String(repeating: " ", count: (level + 1) * indent),
+            end = String(repeating: " ", count: level * indent)
         switch value {
         case .array(let a) where a.contains(where: { $0.objectValue != nil || $0.arrayValue != nil }):
             out += "[\n"

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// An owned, 64-byte-aligned Float32 buffer (weights and activations of the reference pass).
@@ -21,9 +21,10 @@ public final class FloatBuffer: @unchecked Sendable {
         self.count = count
         let bytes = max(count, 1) * 4
         if bytes >= Self.mmapThreshold,
-           let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED {
+            let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED
+        {
             mappedBytes = bytes
-            pointer = p.bindMemory(to: Float.self, capacity: max(count, 1))   // fresh mappings are zero
+            pointer = p.bindMemory(to: Float.self, capacity: max(count, 1))  // fresh mappings are zero
         } else {
             mappedBytes = 0
             let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)

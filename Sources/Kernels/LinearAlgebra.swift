@@ -18,14 +18,17 @@ public enum LinearAlgebra {
 
     /// y[m, n] = x[m, k] · Wᵀ (+ y when `accumulate`), W packed (n, k). Row strides `ldx`, `ldy`.
     /// The weight panels are split over `threads` threads.
-    public static func linear(x: UnsafePointer<Float>, ldx: Int, m: Int, w: PackedMatrix,
-                              y: UnsafeMutablePointer<Float>, ldy: Int,
-                              accumulate: Bool = false, threads: Int) {
+    public static func linear(
+        x: UnsafePointer<Float>, ldx: Int, m: Int, w: PackedMatrix,
+        y: UnsafeMutablePointer<Float>, ldy: Int,
+        accumulate: Bool = false, threads: Int
+    ) {
         guard m > 0, w.rows > 0 else { return }
         let xs = SendablePointer(UnsafeMutablePointer(mutating: x)), ys = SendablePointer(y)
         let panels = w.panels
         // One row (decode) is bound by memory traffic: smaller chunks spread it over the threads.
-        let chunk = m == 1 ? max(1, (panels + 4 * threads - 1) / (4 * threads)) : max(1, (panels + threads - 1) / threads)
+        let chunk =
+            m == 1 ? max(1, (panels + 4 * threads - 1) / (4 * threads)) : max(1, (panels + threads - 1) / threads)
         Parallel.forEachChunk(panels, chunk: chunk, threads: threads) { r in
             w.multiply(x: xs.p, ldx: ldx, m: m, panels: r, y: ys.p, ldy: ldy, accumulate: accumulate)
         }

@@ -45,17 +45,19 @@ public final class PackedMatrix: @unchecked Sendable {
     /// `consumed(bytes)` is called after each block of rows is packed with the byte range of `w`
     /// read so far, so a caller reading from a mapped file can hand those pages back at once
     /// (an 8B-shape embedding is 1 GB: mapped source plus packed copy would double it).
-    public init(rowMajor16 w: UnsafeRawPointer, bf16: Bool, rows: Int, cols: Int, consumed: ((Range<Int>) -> Void)? = nil) {
+    public init(
+        rowMajor16 w: UnsafeRawPointer, bf16: Bool, rows: Int, cols: Int, consumed: ((Range<Int>) -> Void)? = nil
+    ) {
         self.rows = rows
         self.cols = cols
         let count = fq_sgemm_packed_count(rows, cols)
         let h = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
         let src = w.assumingMemoryBound(to: UInt16.self)
-        let block = Self.panelWidth * max(1, (1 << 22) / max(1, Self.panelWidth * cols))   // ~8 MB of rows
+        let block = Self.panelWidth * max(1, (1 << 22) / max(1, Self.panelWidth * cols))  // ~8 MB of rows
         var r0 = 0
         while r0 < rows {
             let n = min(block, rows - r0)
-            fq_pack16(src + r0 * cols, n, cols, h + r0 * cols)   // r0 is a multiple of 32: whole panels
+            fq_pack16(src + r0 * cols, n, cols, h + r0 * cols)  // r0 is a multiple of 32: whole panels
             consumed?((2 * r0 * cols)..<(2 * (r0 + n) * cols))
             r0 += n
         }
@@ -72,7 +74,10 @@ public final class PackedMatrix: @unchecked Sendable {
     static let gemvEnabled = ProcessInfo.processInfo.environment["FIREQ_DECODE_GEMV"] != "0"
 
     /// y[i, c] (+)= Σ_k x[i, k]·W[c, k] for the columns of panels p0 ..< p1 (one thread's share).
-    public func multiply(x: UnsafePointer<Float>, ldx: Int, m: Int, panels p: Range<Int>, y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool) {
+    public func multiply(
+        x: UnsafePointer<Float>, ldx: Int, m: Int, panels p: Range<Int>, y: UnsafeMutablePointer<Float>, ldy: Int,
+        accumulate: Bool
+    ) {
         let acc: Int32 = accumulate ? 1 : 0
         if let f32 {
             fq_sgemm_packed(x, ldx, m, f32, rows, cols, p.lowerBound, p.upperBound, y, ldy, acc)

@@ -10,7 +10,8 @@ public enum Parallel {
     }
 
     /// Like `forEachChunk`, also passing the worker's index in `0..<threads` (for per-worker scratch).
-    public static func forEachChunkWithWorker(_ count: Int, chunk: Int, threads: Int, _ body: (Range<Int>, Int) -> Void) {
+    public static func forEachChunkWithWorker(_ count: Int, chunk: Int, threads: Int, _ body: (Range<Int>, Int) -> Void)
+    {
         let chunks = (count + chunk - 1) / chunk
         if chunks <= 1 || threads <= 1 {
             var s = 0
@@ -23,10 +24,12 @@ public enum Parallel {
             if usePool {
                 let job = PoolJob(body: box.body, count: count, chunk: chunk)
                 let ran = withExtendedLifetime(job) {
-                    fq_pool_run(Int32(threads), chunks, { ctx, c, worker in
-                        let job = Unmanaged<PoolJob>.fromOpaque(ctx!).takeUnretainedValue()
-                        job.body((c * job.chunk)..<min(job.count, (c + 1) * job.chunk), Int(worker))
-                    }, Unmanaged.passUnretained(job).toOpaque())
+                    fq_pool_run(
+                        Int32(threads), chunks,
+                        { ctx, c, worker in
+                            let job = Unmanaged<PoolJob>.fromOpaque(ctx!).takeUnretainedValue()
+                            job.body((c * job.chunk)..<min(job.count, (c + 1) * job.chunk), Int(worker))
+                        }, Unmanaged.passUnretained(job).toOpaque())
                 }
                 if ran == 1 { return }
             }
@@ -47,7 +50,9 @@ public enum Parallel {
 
     private final class PoolJob {
         let body: (Range<Int>, Int) -> Void, count: Int, chunk: Int
-        init(body: @escaping (Range<Int>, Int) -> Void, count: Int, chunk: Int) { self.body = body; self.count = count; self.chunk = chunk }
+        init(body: @escaping (Range<Int>, Int) -> Void, count: Int, chunk: Int) {
+            self.body = body; self.count = count; self.chunk = chunk
+        }
     }
 
     private struct UnsafeWorkerBody: @unchecked Sendable {

@@ -14,7 +14,8 @@ public final class LlamaDecoder {
     private let keys: [FloatBuffer]
     private let values: [FloatBuffer]
     public private(set) var position = 0
-    private let h: FloatBuffer, xn: FloatBuffer, qkv: FloatBuffer, att: FloatBuffer, gu: FloatBuffer, act: FloatBuffer, branch: FloatBuffer
+    private let h: FloatBuffer, xn: FloatBuffer, qkv: FloatBuffer, att: FloatBuffer, gu: FloatBuffer, act: FloatBuffer,
+        branch: FloatBuffer
     private let scores: FloatBuffer  // (batch·heads, capacity)
 
     public init(model: LlamaModel, batch: Int, capacity: Int) {
@@ -47,29 +48,37 @@ public final class LlamaDecoder {
         for (li, L) in model.layers.enumerated() {
             let sliding = c.slidingLayers[li]
             f.rmsNorm(h.pointer, rows: batch, weight: L.inputNorm.pointer, out: xn.pointer)
-            LinearAlgebra.linear(x: xn.pointer, ldx: H, m: batch, w: L.qkv, y: qkv.pointer, ldy: qkvDim, threads: f.threads)
-            if let b = L.qkvBias { for r in 0..<batch { for j in 0..<qkvDim { qkv.pointer[r * qkvDim + j] += b.pointer[j] } } }
-            if let qn = L.qNorm, let kn = L.kNorm { f.headNorms(qkv.pointer, rows: batch, qNorm: qn.pointer, kNorm: kn.pointer) }
+            LinearAlgebra.linear(
+                x: xn.pointer, ldx: H, m: batch, w: L.qkv, y: qkv.pointer, ldy: qkvDim, threads: f.threads)
+            if let b = L.qkvBias {
+                for r in 0..<batch { for j in 0..<qkvDim { qkv.pointer[r * qkvDim + j] += b.pointer[j] } }
+            }
+            if let qn = L.qNorm, let kn = L.kNorm {
+                f.headNorms(qkv.pointer, rows: batch, qNorm: qn.pointer, kNorm: kn.pointer)
+            }
             for r in 0..<batch {
                 let row = qkv.pointer + r * qkvDim
                 for hh in 0..<(c.headCount + c.kvHeadCount) {
                     Rope.rotate(row + hh * D, half: half, cos: sliding ? cosL : cosT, sin: sliding ? sinL : sinT)
                 }
                 (keys[li].pointer + (r * capacity + position) * c.kvDim).update(from: row + c.qDim, count: c.kvDim)
-                (values[li].pointer + (r * capacity + position) * c.kvDim).update(from: row + c.qDim + c.kvDim, count: c.kvDim)
+                (values[li].pointer + (r * capacity + position) * c.kvDim).update(
+                    from: row + c.qDim + c.kvDim, count: c.kvDim)
             }
             attend(layer: li)
             /// h += w·x: straight into h, or through `branch` and its norm (sandwich norms).
             func residual(_ w: PackedMatrix, _ x: UnsafePointer<Float>, ldx: Int, norm: FloatBuffer?) {
                 guard c.sandwichNorms else {
-                    return LinearAlgebra.linear(x: x, ldx: ldx, m: batch, w: w, y: h.pointer, ldy: H, accumulate: true, threads: f.threads)
+                    return LinearAlgebra.linear(
+                        x: x, ldx: ldx, m: batch, w: w, y: h.pointer, ldy: H, accumulate: true, threads: f.threads)
                 }
                 LinearAlgebra.linear(x: x, ldx: ldx, m: batch, w: w, y: branch.pointer, ldy: H, threads: f.threads)
                 f.addBranch(branch.pointer, norm: norm, into: h.pointer, rows: batch)
             }
             residual(L.o, att.pointer, ldx: c.qDim, norm: L.attentionOutputNorm)
             f.rmsNorm(h.pointer, rows: batch, weight: L.mlpInputNorm.pointer, out: xn.pointer)
-            LinearAlgebra.linear(x: xn.pointer, ldx: H, m: batch, w: L.gateUp, y: gu.pointer, ldy: 2 * I, threads: f.threads)
+            LinearAlgebra.linear(
+                x: xn.pointer, ldx: H, m: batch, w: L.gateUp, y: gu.pointer, ldy: 2 * I, threads: f.threads)
             f.activate(gu.pointer, rows: batch, out: act.pointer)
             residual(L.down, act.pointer, ldx: I, norm: L.mlpOutputNorm)
         }
@@ -83,8 +92,9 @@ public final class LlamaDecoder {
     private func attend(layer li: Int) {
         let c = model.config, D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim, group = c.headCount / c.kvHeadCount
         let n = position + 1, scale = c.attentionScale
-        let t0 = c.attentionWindow(layer: li).map { max(0, n - $0) } ?? 0   // first key the window keeps
-        let q = SendablePointer(qkv.pointer), k = SendablePointer(keys[li].pointer), v = SendablePointer(values[li].pointer)
+        let t0 = c.attentionWindow(layer: li).map { max(0, n - $0) } ?? 0  // first key the window keeps
+        let q = SendablePointer(qkv.pointer), k = SendablePointer(keys[li].pointer),
+            v = SendablePointer(values[li].pointer)
         let out = SendablePointer(att.pointer), sc = SendablePointer(scores.pointer)
         let cap = capacity, kvDim = c.kvDim, qDim = c.qDim, heads = c.headCount
         Parallel.forEachChunk(batch * heads, chunk: 1, threads: model.forward.threads) { items in
@@ -112,7 +122,9 @@ public final class LlamaDecoder {
 
 /// Temperature / top-p (nucleus) sampling from a logit row with a caller-owned generator.
 public enum Sampler {
-    public static func sample<G: RandomNumberGenerator>(_ logits: UnsafeBufferPointer<Float>, temperature: Float, topP: Float, using g: inout G) -> Int32 {
+    public static func sample<G: RandomNumberGenerator>(
+        _ logits: UnsafeBufferPointer<Float>, temperature: Float, topP: Float, using g: inout G
+    ) -> Int32 {
         if temperature <= 0 { return Int32(logits.indices.max { logits[$0] < logits[$1] }!) }
         let m = logits.max()!
         var probs = logits.map { Double(expf(($0 - m) / temperature)) }
@@ -126,7 +138,8 @@ public enum Sampler {
             for i in order { kept.append(i); mass += probs[i]; if mass >= Double(topP) { return (kept, mass) } }
             return nil
         }
-        let (kept, mass) = nucleus(probs.indices.filter { probs[$0] >= 1e-7 })
+        let (kept, mass) =
+            nucleus(probs.indices.filter { probs[$0] >= 1e-7 })
             ?? nucleus(Array(probs.indices)) ?? (Array(probs.indices), probs.reduce(0, +))
         let u = Double(g.next() >> 11) / Double(1 << 53) * mass
         var acc = 0.0

@@ -25,11 +25,14 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
     /// (vocab, hidden), packed; rows are gathered for the embedding lookup.
     public let embed: PackedMatrix
     public let layers: [LlamaLayerWeights]
-    public let finalNorm: FloatBuffer    // (hidden)
+    public let finalNorm: FloatBuffer  // (hidden)
     /// (vocab, hidden); the embedding matrix itself when tied.
     public let lmHead: PackedMatrix
 
-    public init(config: ModelConfig, embed: PackedMatrix, layers: [LlamaLayerWeights], finalNorm: FloatBuffer, lmHead: PackedMatrix, threads: Int) {
+    public init(
+        config: ModelConfig, embed: PackedMatrix, layers: [LlamaLayerWeights], finalNorm: FloatBuffer,
+        lmHead: PackedMatrix, threads: Int
+    ) {
         self.config = config
         self.forward = LlamaForward(config: config, threads: threads)
         self.embed = embed; self.layers = layers; self.finalNorm = finalNorm; self.lmHead = lmHead
@@ -44,7 +47,8 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         let embed = try packed(TensorNames.embed)
         var layers: [LlamaLayerWeights] = []
         for i in 0..<config.layerCount { layers.append(try LlamaLayerWeights.load(ckpt, layer: i, config: config)) }
-        let norm = FloatBuffer(config.normScales(stored: try ckpt.float32(TensorNames.finalNorm, shape: [config.hiddenSize])))
+        let norm = FloatBuffer(
+            config.normScales(stored: try ckpt.float32(TensorNames.finalNorm, shape: [config.hiddenSize])))
         let head = config.tieWordEmbeddings ? embed : try packed(TensorNames.lmHead)
         self.init(config: config, embed: embed, layers: layers, finalNorm: norm, lmHead: head, threads: threads)
     }
@@ -55,8 +59,9 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         let (rows, cols) = (config.vocabSize, config.hiddenSize)
         let (f, t) = try ckpt.file(for: name)
         if (t.dtype == .f16 || t.dtype == .bf16) && t.shape == [rows, cols] {
-            defer { f.releasePages(t) }   // kept in 16 bits, as stored
-            return PackedMatrix(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols) {
+            defer { f.releasePages(t) }  // kept in 16 bits, as stored
+            return PackedMatrix(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols)
+            {
                 f.releasePages(t, bytes: $0)
             }
         }
@@ -66,7 +71,9 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
 
     /// Bytes of weights held in memory (packed panels, 16-bit where exact, and norms).
     public var residentWeightBytes: Int {
-        let linears = layers.reduce(0) { $0 + $1.qkv.byteCount + $1.o.byteCount + $1.gateUp.byteCount + $1.down.byteCount }
+        let linears = layers.reduce(0) {
+            $0 + $1.qkv.byteCount + $1.o.byteCount + $1.gateUp.byteCount + $1.down.byteCount
+        }
         let norms = 4 * config.hiddenSize * (TensorNames.norms(config).all.count * config.layerCount + 1)
         return linears + embed.byteCount + (config.tieWordEmbeddings ? 0 : lmHead.byteCount) + norms
     }
@@ -78,7 +85,9 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
     }
 
     /// The embedding lookup every engine shares: rows of `table`, × `config.embeddingScale`.
-    public static func embed(_ tokens: [Int32], from table: PackedMatrix, config: ModelConfig, into out: UnsafeMutablePointer<Float>) {
+    public static func embed(
+        _ tokens: [Int32], from table: PackedMatrix, config: ModelConfig, into out: UnsafeMutablePointer<Float>
+    ) {
         let h = config.hiddenSize, scale = config.embeddingScale
         for (r, t) in tokens.enumerated() {
             precondition(t >= 0 && Int(t) < config.vocabSize, "token id \(t) outside the vocabulary")
@@ -112,7 +121,9 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         let h = FloatBuffer(count: rows * config.hiddenSize, zeroed: false)
         embed(sequences.flatMap { $0 }, into: h.pointer)
         let ws = workspace(rows: rows, seqLen: T)
-        for L in layers { forward.layer(L, hidden: h.pointer, batch: sequences.count, seqLen: T, workspace: ws, observer: observer) }
+        for L in layers {
+            forward.layer(L, hidden: h.pointer, batch: sequences.count, seqLen: T, workspace: ws, observer: observer)
+        }
         forward.rmsNorm(h.pointer, rows: rows, weight: finalNorm.pointer, out: h.pointer)
         return h
     }
@@ -120,12 +131,15 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
     public func runLayer(_ index: Int, hidden: UnsafeMutablePointer<Float>, seqLen: Int) {
         passLock.lock()
         defer { passLock.unlock() }
-        forward.layer(layers[index], hidden: hidden, batch: 1, seqLen: seqLen, workspace: workspace(rows: seqLen, seqLen: seqLen))
+        forward.layer(
+            layers[index], hidden: hidden, batch: 1, seqLen: seqLen, workspace: workspace(rows: seqLen, seqLen: seqLen))
     }
 
     /// logits[r, :] = hidden[r, :] · lm_headᵀ for `rows` rows into `out` (rows, vocab).
     public func logits(hidden: UnsafePointer<Float>, rows: Int, out: UnsafeMutablePointer<Float>) {
-        LinearAlgebra.linear(x: hidden, ldx: config.hiddenSize, m: rows, w: lmHead, y: out, ldy: config.vocabSize, threads: forward.threads)
+        LinearAlgebra.linear(
+            x: hidden, ldx: config.hiddenSize, m: rows, w: lmHead, y: out, ldy: config.vocabSize,
+            threads: forward.threads)
     }
 
     /// Full logits of one sequence (seqLen, vocab).
@@ -143,20 +157,26 @@ public final class LlamaModel: CausalLanguageModel, @unchecked Sendable {
         defer { passLock.unlock() }
         let V = config.vocabSize
         let block: FloatBuffer
-        if let b = cachedLogits, b.count >= rowBlock * V { block = b } else {
+        if let b = cachedLogits, b.count >= rowBlock * V {
+            block = b
+        } else {
             block = FloatBuffer(count: rowBlock * V, zeroed: false)
             cachedLogits = block
         }
-        return Self.blockedNLL(vocab: V, hiddenSize: config.hiddenSize, hidden: hidden, targets: targets, rowBlock: rowBlock,
-                               threads: forward.threads, block: block) { logits(hidden: $0, rows: $1, out: $2) }
+        return Self.blockedNLL(
+            vocab: V, hiddenSize: config.hiddenSize, hidden: hidden, targets: targets, rowBlock: rowBlock,
+            threads: forward.threads, block: block
+        ) { logits(hidden: $0, rows: $1, out: $2) }
     }
 
     /// −log softmax(logits)[target] of every row, the logits made `rowBlock` rows at a time into
     /// `block` (≥ rowBlock · vocab floats) by `logits(hidden rows, count, out)`; the log-sum-exp in
     /// the fixed lanes of `fq_logsumexp`. Shared by every engine's output head.
-    public static func blockedNLL(vocab V: Int, hiddenSize: Int, hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int,
-                                  threads: Int, block: FloatBuffer,
-                                  logits: (UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>) -> Void) -> [Double] {
+    public static func blockedNLL(
+        vocab V: Int, hiddenSize: Int, hidden: UnsafePointer<Float>, targets: [Int32], rowBlock: Int,
+        threads: Int, block: FloatBuffer,
+        logits: (UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>) -> Void
+    ) -> [Double] {
         var result = [Double](repeating: 0, count: targets.count)
         var r0 = 0
         while r0 < targets.count {

@@ -44,7 +44,9 @@ public struct Rope: Sendable {
 
     /// Rotates one head vector in place: x[j], x[j+D/2] → (x1 cos − x2 sin, x2 cos + x1 sin).
     @inline(__always)
-    public static func rotate(_ x: UnsafeMutablePointer<Float>, half: Int, cos c: UnsafePointer<Float>, sin s: UnsafePointer<Float>) {
+    public static func rotate(
+        _ x: UnsafeMutablePointer<Float>, half: Int, cos c: UnsafePointer<Float>, sin s: UnsafePointer<Float>
+    ) {
         for j in 0..<half {
             let x1 = x[j], x2 = x[j + half]
             x[j] = x1 * c[j] - x2 * s[j]

@@ -43,7 +43,7 @@ public enum FP8E4M3 {
     public static func int4ScaleCandidates(absmax a: Float) -> [Float] {
         let top = a / 7
         guard top > minSubnormal else { return [minSubnormal] }
-        var code = Int(encode(top))            // positive codes ascend with their values (1 … 126)
+        var code = Int(encode(top))  // positive codes ascend with their values (1 … 126)
         if decode(UInt8(code)) < top && code < 126 { code += 1 }
         let floor = Swift.max(top * 0.5, minSubnormal)
         var out: [Float] = []

@@ -26,14 +26,17 @@ public struct SmallFloatFormat: Sendable, Equatable {
     public var totalBits: Int { 1 + exponentBits + mantissaBits }
 
     /// IEEE binary16.
-    public static let float16 = SmallFloatFormat(name: "float16", exponentBits: 5, mantissaBits: 10, bias: 15,
-                                                 maxFiniteCode: 0x7BFF, infinityCode: 0x7C00, nanCode: 0x7E00)
+    public static let float16 = SmallFloatFormat(
+        name: "float16", exponentBits: 5, mantissaBits: 10, bias: 15,
+        maxFiniteCode: 0x7BFF, infinityCode: 0x7C00, nanCode: 0x7E00)
     /// FP8 E4M3 "fn": no infinity, NaN = S.1111.111, max 448, subnormals to 2^-9.
-    public static let float8E4M3FN = SmallFloatFormat(name: "float8_e4m3fn", exponentBits: 4, mantissaBits: 3, bias: 7,
-                                                      maxFiniteCode: 0x7E, infinityCode: nil, nanCode: 0x7F)
+    public static let float8E4M3FN = SmallFloatFormat(
+        name: "float8_e4m3fn", exponentBits: 4, mantissaBits: 3, bias: 7,
+        maxFiniteCode: 0x7E, infinityCode: nil, nanCode: 0x7F)
     /// FP8 E5M2 (IEEE-like: ±Inf, NaNs, max 57344).
-    public static let float8E5M2 = SmallFloatFormat(name: "float8_e5m2", exponentBits: 5, mantissaBits: 2, bias: 15,
-                                                    maxFiniteCode: 0x7B, infinityCode: 0x7C, nanCode: 0x7E)
+    public static let float8E5M2 = SmallFloatFormat(
+        name: "float8_e5m2", exponentBits: 5, mantissaBits: 2, bias: 15,
+        maxFiniteCode: 0x7B, infinityCode: 0x7C, nanCode: 0x7E)
 
     @usableFromInline var signShift: UInt32 { UInt32(exponentBits + mantissaBits) }
 
@@ -43,11 +46,11 @@ public struct SmallFloatFormat: Sendable, Equatable {
         let bits = x.bitPattern
         let sign = (bits >> 31) << signShift
         let absBits = bits & 0x7FFF_FFFF
-        if absBits > 0x7F80_0000 { return sign | nanCode }              // NaN keeps its sign
-        if absBits == 0x7F80_0000 { return sign | overflowCode(overflow) } // ±Inf
+        if absBits > 0x7F80_0000 { return sign | nanCode }  // NaN keeps its sign
+        if absBits == 0x7F80_0000 { return sign | overflowCode(overflow) }  // ±Inf
         let m = UInt32(mantissaBits)
-        let eminNormal = 1 - bias                                         // exponent of the smallest normal
-        let biasedE = Int(absBits >> 23)                                  // Float32 biased exponent
+        let eminNormal = 1 - bias  // exponent of the smallest normal
+        let biasedE = Int(absBits >> 23)  // Float32 biased exponent
         var code: UInt32
         if biasedE - 127 < eminNormal {
             // Subnormal range of the target (or zero): count quanta of 2^(emin - m).

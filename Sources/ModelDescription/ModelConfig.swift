@@ -31,7 +31,8 @@ public enum RopeScaling: Sendable, Equatable {
 /// HF JSON names appear only in `init(json:path:)`.
 public struct ModelConfig: Sendable, Equatable {
     public enum Architecture: String, Sendable, CaseIterable {
-        case llama = "LlamaForCausalLM", mistral = "MistralForCausalLM", qwen2 = "Qwen2ForCausalLM", qwen3 = "Qwen3ForCausalLM"
+        case llama = "LlamaForCausalLM", mistral = "MistralForCausalLM", qwen2 = "Qwen2ForCausalLM", qwen3 =
+            "Qwen3ForCausalLM"
         case gemma3 = "Gemma3ForCausalLM"
     }
     public var architecture: Architecture
@@ -74,7 +75,9 @@ public struct ModelConfig: Sendable, Equatable {
     /// `sliding_window_pattern`, what mlx-lm's gemma3_text reads instead of `layer_types`); nil
     /// when the layers follow no such period within the layer count.
     public var slidingPattern: Int? {
-        (1...max(1, layerCount)).first { p in slidingLayers.indices.allSatisfy { slidingLayers[$0] == (($0 + 1) % p != 0) } }
+        (1...max(1, layerCount)).first { p in
+            slidingLayers.indices.allSatisfy { slidingLayers[$0] == (($0 + 1) % p != 0) }
+        }
     }
 
     /// The attention window of layer `i` (nil: all earlier positions).
@@ -102,25 +105,37 @@ public struct ModelConfig: Sendable, Equatable {
     public static let maxDimension = 1 << 21
 
     public init(json: JSONValue, path: String) throws(ModelError) {
-        guard let o = json.objectValue else { throw .invalidJSON(path: path, reason: "the top level is \(json.kindDescription), not an object") }
-        func int(_ k: String, default d: Int? = nil, min: Int = 1, max: Int = Self.maxDimension) throws(ModelError) -> Int {
+        guard let o = json.objectValue else {
+            throw .invalidJSON(path: path, reason: "the top level is \(json.kindDescription), not an object")
+        }
+        func int(
+            _ k: String, default d: Int? = nil, min: Int = 1, max: Int = Self.maxDimension
+        ) throws(ModelError) -> Int {
             guard let v = o[k], !v.isNull else {
                 if let d { return d }
                 throw .invalidKey(path: path, key: k, reason: "is missing")
             }
-            guard let i = v.intValue else { throw .invalidKey(path: path, key: k, reason: "must be an integer, found \(v.kindDescription)") }
+            guard let i = v.intValue else {
+                throw .invalidKey(path: path, key: k, reason: "must be an integer, found \(v.kindDescription)")
+            }
             guard i >= min else { throw .invalidKey(path: path, key: k, reason: "must be at least \(min), found \(i)") }
-            guard i <= max else { throw .invalidKey(path: path, key: k, reason: "is \(i), more than this tool accepts (\(max))") }
+            guard i <= max else {
+                throw .invalidKey(path: path, key: k, reason: "is \(i), more than this tool accepts (\(max))")
+            }
             return i
         }
         func double(_ k: String, default d: Double) throws(ModelError) -> Double {
             guard let v = o[k], !v.isNull else { return d }
-            guard let x = v.doubleValue, x.isFinite else { throw .invalidKey(path: path, key: k, reason: "must be a number, found \(v.kindDescription)") }
+            guard let x = v.doubleValue, x.isFinite else {
+                throw .invalidKey(path: path, key: k, reason: "must be a number, found \(v.kindDescription)")
+            }
             return x
         }
         func bool(_ k: String, default d: Bool) throws(ModelError) -> Bool {
             guard let v = o[k], !v.isNull else { return d }
-            guard let b = v.boolValue else { throw .invalidKey(path: path, key: k, reason: "must be true or false, found \(v.kindDescription)") }
+            guard let b = v.boolValue else {
+                throw .invalidKey(path: path, key: k, reason: "must be true or false, found \(v.kindDescription)")
+            }
             return b
         }
         let supportedArchs = Architecture.allCases.map(\.rawValue).joined(separator: ", ")
@@ -134,33 +149,44 @@ public struct ModelConfig: Sendable, Equatable {
         let family = ModelFamily.of(arch)
         activation = family.activation
         if let v = o[family.activationKey], !v.isNull, v.stringValue != family.activation.rawValue {
-            throw .unsupported(path: path, key: family.activationKey, value: v.stringValue.map { "'\($0)'" } ?? v.kindDescription,
-                               supported: family.activation.rawValue)
+            throw .unsupported(
+                path: path, key: family.activationKey, value: v.stringValue.map { "'\($0)'" } ?? v.kindDescription,
+                supported: family.activation.rawValue)
         }
         if try bool("mlp_bias", default: false) {
             throw .unsupported(path: path, key: "mlp_bias", value: "true", supported: "false")
         }
         for key in ["final_logit_softcapping", "attn_logit_softcapping"] {
             if let v = o[key], !v.isNull {
-                throw .unsupported(path: path, key: key, value: v.doubleValue.map { "\($0)" } ?? v.kindDescription, supported: "null (no soft-capping)")
+                throw .unsupported(
+                    path: path, key: key, value: v.doubleValue.map { "\($0)" } ?? v.kindDescription,
+                    supported: "null (no soft-capping)")
             }
         }
         if try bool("use_bidirectional_attention", default: false) {
-            throw .unsupported(path: path, key: "use_bidirectional_attention", value: "true", supported: "false (causal attention)")
+            throw .unsupported(
+                path: path, key: "use_bidirectional_attention", value: "true", supported: "false (causal attention)")
         }
         switch family.slidingWindow {
         case .windowUnlessNull(let key)?:
             if let sw = o[key], !sw.isNull {
-                throw .unsupported(path: path, key: key, value: sw.intValue.map(String.init) ?? "set", supported: "null (no sliding-window attention)")
+                throw .unsupported(
+                    path: path, key: key, value: sw.intValue.map(String.init) ?? "set",
+                    supported: "null (no sliding-window attention)")
             }
         case .flag(let key)?:
-            if try bool(key, default: false) { throw .unsupported(path: path, key: key, value: "true", supported: "false") }
+            if try bool(key, default: false) {
+                throw .unsupported(path: path, key: key, value: "true", supported: "false")
+            }
         case .perLayer?, nil: break
         }
-        if case .perLayer? = family.slidingWindow {} else if let types = o["layer_types"]?.arrayValue,
-           let other = types.first(where: { $0.stringValue != "full_attention" }) {
-            throw .unsupported(path: path, key: "layer_types", value: other.stringValue.map { "'\($0)'" } ?? other.kindDescription,
-                               supported: "full_attention (no sliding-window layers)")
+        if case .perLayer? = family.slidingWindow {
+        } else if let types = o["layer_types"]?.arrayValue,
+            let other = types.first(where: { $0.stringValue != "full_attention" })
+        {
+            throw .unsupported(
+                path: path, key: "layer_types", value: other.stringValue.map { "'\($0)'" } ?? other.kindDescription,
+                supported: "full_attention (no sliding-window layers)")
         }
         if let tp = o["pretraining_tp"]?.intValue, tp != 1 {
             throw .unsupported(path: path, key: "pretraining_tp", value: String(tp), supported: "1")
@@ -171,13 +197,19 @@ public struct ModelConfig: Sendable, Equatable {
         headCount = try int("num_attention_heads")
         kvHeadCount = try int("num_key_value_heads", default: headCount)
         guard headCount % kvHeadCount == 0 else {
-            throw .invalidKey(path: path, key: "num_key_value_heads", reason: "(\(kvHeadCount)) must divide num_attention_heads (\(headCount))")
+            throw .invalidKey(
+                path: path, key: "num_key_value_heads",
+                reason: "(\(kvHeadCount)) must divide num_attention_heads (\(headCount))")
         }
         guard hiddenSize % headCount == 0 || o["head_dim"] != nil else {
-            throw .invalidKey(path: path, key: "hidden_size", reason: "(\(hiddenSize)) is not a multiple of num_attention_heads and no head_dim is given")
+            throw .invalidKey(
+                path: path, key: "hidden_size",
+                reason: "(\(hiddenSize)) is not a multiple of num_attention_heads and no head_dim is given")
         }
         headDim = try int("head_dim", default: hiddenSize / headCount)
-        guard headDim % 2 == 0 else { throw .invalidKey(path: path, key: "head_dim", reason: "must be even for RoPE, found \(headDim)") }
+        guard headDim % 2 == 0 else {
+            throw .invalidKey(path: path, key: "head_dim", reason: "must be even for RoPE, found \(headDim)")
+        }
         rmsNormEps = Float(try double("rms_norm_eps", default: 1e-6))
         // RoPE: transformers < 5 writes top-level rope_theta / rope_scaling; 5.x writes one
         // rope_parameters object {rope_type, rope_theta, factor, ...}. Both are read; a value the
@@ -185,36 +217,53 @@ public struct ModelConfig: Sendable, Equatable {
         var params = o["rope_parameters"].flatMap { $0.isNull ? nil : $0 }
         var paramsKey = "rope_parameters"
         var localParams: JSONValue? = nil
-        if case .perLayer? = family.slidingWindow, let po = params?.objectValue, po["rope_type"] == nil, po["type"] == nil {
+        if case .perLayer? = family.slidingWindow, let po = params?.objectValue, po["rope_type"] == nil,
+            po["type"] == nil
+        {
             // transformers 5 writes one RoPE object per attention type for these families.
             if let extra = po.keys.first(where: { $0 != "full_attention" && $0 != "sliding_attention" }) {
-                throw .unsupported(path: path, key: "rope_parameters.\(extra)", value: "as an attention type", supported: "full_attention, sliding_attention")
+                throw .unsupported(
+                    path: path, key: "rope_parameters.\(extra)", value: "as an attention type",
+                    supported: "full_attention, sliding_attention")
             }
             localParams = po["sliding_attention"]
             params = po["full_attention"]
             paramsKey = "rope_parameters.full_attention"
         }
         if let params {
-            guard let po = params.objectValue else { throw .invalidKey(path: path, key: paramsKey, reason: "must be an object or null") }
-            if po["rope_type"] == nil && po["type"] == nil && po.pairs.contains(where: { $0.value.objectValue != nil }) {
-                throw .unsupported(path: path, key: "rope_parameters", value: "per attention type (\(po.keys.joined(separator: ", ")))",
-                                   supported: "one object with rope_type and rope_theta")
+            guard let po = params.objectValue else {
+                throw .invalidKey(path: path, key: paramsKey, reason: "must be an object or null")
+            }
+            if po["rope_type"] == nil && po["type"] == nil && po.pairs.contains(where: { $0.value.objectValue != nil })
+            {
+                throw .unsupported(
+                    path: path, key: "rope_parameters",
+                    value: "per attention type (\(po.keys.joined(separator: ", ")))",
+                    supported: "one object with rope_type and rope_theta")
             }
             guard let t = po["rope_theta"]?.doubleValue, t.isFinite, t > 0 else {
                 throw .invalidKey(path: path, key: "\(paramsKey).rope_theta", reason: "must be a positive number")
             }
             if let top = o["rope_theta"], !top.isNull, top.doubleValue != t {
-                throw .invalidKey(path: path, key: "rope_theta", reason: "(\(top.doubleValue.map { "\($0)" } ?? top.kindDescription)) contradicts rope_parameters.rope_theta (\(t))")
+                throw .invalidKey(
+                    path: path, key: "rope_theta",
+                    reason:
+                        "(\(top.doubleValue.map { "\($0)" } ?? top.kindDescription)) contradicts rope_parameters.rope_theta (\(t))"
+                )
             }
             if let top = o["rope_scaling"], !top.isNull {
-                throw .invalidKey(path: path, key: "rope_scaling", reason: "is given next to rope_parameters; keep one of the two")
+                throw .invalidKey(
+                    path: path, key: "rope_scaling", reason: "is given next to rope_parameters; keep one of the two")
             }
             ropeTheta = t
         } else {
             var defaultTheta = 10000.0
             if case .perLayer(_, _, _, let d, _)? = family.slidingWindow { defaultTheta = d }
             ropeTheta = try double("rope_theta", default: defaultTheta)
-            guard ropeTheta > 0 else { throw .invalidKey(path: path, key: "rope_theta", reason: "must be a positive number, found \(ropeTheta)") }
+            guard ropeTheta > 0 else {
+                throw .invalidKey(
+                    path: path, key: "rope_theta", reason: "must be a positive number, found \(ropeTheta)")
+            }
         }
         tieWordEmbeddings = try bool("tie_word_embeddings", default: family.tiedByDefault)
         switch family.qkvBias {
@@ -226,14 +275,19 @@ public struct ModelConfig: Sendable, Equatable {
         maxPositionEmbeddings = try int("max_position_embeddings", default: 2048, max: 1 << 30)
         bosTokenID = o["bos_token_id"]?.intValue
         eosTokenID = o["eos_token_id"]?.intValue
-        ropeScaling = params != nil ? try Self.parseRopeScaling(params, path: path, key: paramsKey)
-                                    : try Self.parseRopeScaling(o["rope_scaling"], path: path, key: "rope_scaling")
+        ropeScaling =
+            params != nil
+            ? try Self.parseRopeScaling(params, path: path, key: paramsKey)
+            : try Self.parseRopeScaling(o["rope_scaling"], path: path, key: "rope_scaling")
         normWeightOffset = family.normWeightOffset
         sandwichNorms = family.sandwichNorms
         embeddingScale = family.scalesEmbedding ? Float(Double(hiddenSize).squareRoot()) : 1
         if let key = family.attentionScalarKey {
             let v = try double(key, default: .nan)
-            guard v > 0 else { throw .invalidKey(path: path, key: key, reason: v.isNaN ? "is missing" : "must be a positive number, found \(v)") }
+            guard v > 0 else {
+                throw .invalidKey(
+                    path: path, key: key, reason: v.isNaN ? "is missing" : "must be a positive number, found \(v)")
+            }
             attentionScale = Float(pow(v, -0.5))
         } else {
             attentionScale = 1 / Float(headDim).squareRoot()
@@ -245,14 +299,19 @@ public struct ModelConfig: Sendable, Equatable {
             slidingWindow = try int(windowKey, max: 1 << 30)
             if let tv = o["layer_types"], !tv.isNull {
                 guard let types = tv.arrayValue, types.count == layerCount else {
-                    throw .invalidKey(path: path, key: "layer_types", reason: "must list one attention type per layer (\(layerCount))")
+                    throw .invalidKey(
+                        path: path, key: "layer_types", reason: "must list one attention type per layer (\(layerCount))"
+                    )
                 }
                 for (i, t) in types.enumerated() {
                     switch t.stringValue {
                     case "sliding_attention": slidingLayers[i] = true
                     case "full_attention": break
-                    default: throw .unsupported(path: path, key: "layer_types[\(i)]", value: t.stringValue.map { "'\($0)'" } ?? t.kindDescription,
-                                                supported: "sliding_attention, full_attention")
+                    default:
+                        throw .unsupported(
+                            path: path, key: "layer_types[\(i)]",
+                            value: t.stringValue.map { "'\($0)'" } ?? t.kindDescription,
+                            supported: "sliding_attention, full_attention")
                     }
                 }
             } else {
@@ -261,15 +320,22 @@ public struct ModelConfig: Sendable, Equatable {
             }
             if let lp = localParams {
                 guard let lo = lp.objectValue, let t = lo["rope_theta"]?.doubleValue, t.isFinite, t > 0 else {
-                    throw .invalidKey(path: path, key: "rope_parameters.sliding_attention.rope_theta", reason: "must be a positive number")
+                    throw .invalidKey(
+                        path: path, key: "rope_parameters.sliding_attention.rope_theta",
+                        reason: "must be a positive number")
                 }
-                guard try Self.parseRopeScaling(lp, path: path, key: "rope_parameters.sliding_attention") == .none else {
-                    throw .unsupported(path: path, key: "rope_parameters.sliding_attention.rope_type", value: "with scaling", supported: "default")
+                guard try Self.parseRopeScaling(lp, path: path, key: "rope_parameters.sliding_attention") == .none
+                else {
+                    throw .unsupported(
+                        path: path, key: "rope_parameters.sliding_attention.rope_type", value: "with scaling",
+                        supported: "default")
                 }
                 localRopeTheta = t
             } else {
                 localRopeTheta = try double(localKey, default: defaultLocal)
-                guard localRopeTheta > 0 else { throw .invalidKey(path: path, key: localKey, reason: "must be a positive number") }
+                guard localRopeTheta > 0 else {
+                    throw .invalidKey(path: path, key: localKey, reason: "must be a positive number")
+                }
             }
         }
     }
@@ -278,18 +344,28 @@ public struct ModelConfig: Sendable, Equatable {
     static let ropeKeys: [String: Set<String>] = [
         "default": ["rope_type", "type", "rope_theta"],
         "linear": ["rope_type", "type", "rope_theta", "factor"],
-        "llama3": ["rope_type", "type", "rope_theta", "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"],
+        "llama3": [
+            "rope_type", "type", "rope_theta", "factor", "low_freq_factor", "high_freq_factor",
+            "original_max_position_embeddings"
+        ]
     ]
 
     private static func parseRopeScaling(_ v: JSONValue?, path: String, key: String) throws(ModelError) -> RopeScaling {
         guard let v, !v.isNull else { return .none }
-        guard let o = v.objectValue else { throw .invalidKey(path: path, key: key, reason: "must be an object or null") }
-        let type = o["rope_type"]?.stringValue ?? o["type"]?.stringValue ?? (key == "rope_parameters" ? "default" : "missing")
+        guard let o = v.objectValue else {
+            throw .invalidKey(path: path, key: key, reason: "must be an object or null")
+        }
+        let type =
+            o["rope_type"]?.stringValue ?? o["type"]?.stringValue ?? (key == "rope_parameters" ? "default" : "missing")
         if let allowed = ropeKeys[type], let extra = o.keys.first(where: { !allowed.contains($0) }) {
-            throw .unsupported(path: path, key: "\(key).\(extra)", value: "for rope_type '\(type)'", supported: allowed.sorted().joined(separator: ", "))
+            throw .unsupported(
+                path: path, key: "\(key).\(extra)", value: "for rope_type '\(type)'",
+                supported: allowed.sorted().joined(separator: ", "))
         }
         func num(_ k: String) throws(ModelError) -> Double {
-            guard let x = o[k]?.doubleValue else { throw .invalidKey(path: path, key: "\(key).\(k)", reason: "must be a number") }
+            guard let x = o[k]?.doubleValue else {
+                throw .invalidKey(path: path, key: "\(key).\(k)", reason: "must be a number")
+            }
             return x
         }
         switch type {
@@ -297,12 +373,15 @@ public struct ModelConfig: Sendable, Equatable {
         case "linear": return .linear(factor: try num("factor"))
         case "llama3":
             guard let orig = o["original_max_position_embeddings"]?.intValue else {
-                throw .invalidKey(path: path, key: "\(key).original_max_position_embeddings", reason: "must be an integer")
+                throw .invalidKey(
+                    path: path, key: "\(key).original_max_position_embeddings", reason: "must be an integer")
             }
-            return .llama3(factor: try num("factor"), lowFreqFactor: try num("low_freq_factor"),
-                           highFreqFactor: try num("high_freq_factor"), originalMaxPositions: orig)
+            return .llama3(
+                factor: try num("factor"), lowFreqFactor: try num("low_freq_factor"),
+                highFreqFactor: try num("high_freq_factor"), originalMaxPositions: orig)
         default:
-            throw .unsupported(path: path, key: "\(key) type", value: "'\(type)'", supported: "none, default, linear, llama3")
+            throw .unsupported(
+                path: path, key: "\(key) type", value: "'\(type)'", supported: "none, default, linear, llama3")
         }
     }
 }

@@ -21,7 +21,8 @@ public struct ModelFamily: Sendable, Equatable {
         /// `pattern`-th layer is full, the others sliding) and this key holds the window (Gemma 3).
         /// Sliding layers have their own RoPE base (`localThetaKey`); the defaults are
         /// transformers' when the config states no base.
-        case perLayer(windowKey: String, pattern: Int, localThetaKey: String, defaultTheta: Double, defaultLocalTheta: Double)
+        case perLayer(
+            windowKey: String, pattern: Int, localThetaKey: String, defaultTheta: Double, defaultLocalTheta: Double)
     }
 
     /// The MLP's activation between gate and up (`hidden_act` / `hidden_activation`).
@@ -65,10 +66,13 @@ public struct ModelFamily: Sendable, Equatable {
     /// The GGUF architecture has q/k/v bias tensors (`blk.N.attn_q.bias`, …; F32).
     public var ggufCarriesQKVBias: Bool { qkvBias == .always }
 
-    public init(architecture: ModelConfig.Architecture, qkvBias: Bias, qkNorm: Bool, slidingWindow: SlidingWindowSwitch?,
-                activationKey: String = "hidden_act", activation: Activation = .silu, normWeightOffset: Float = 0,
-                sandwichNorms: Bool = false, scalesEmbedding: Bool = false, tiedByDefault: Bool = false, attentionScalarKey: String? = nil,
-                ggufArchitecture: String?, ggufPermutesQK: Bool) {
+    public init(
+        architecture: ModelConfig.Architecture, qkvBias: Bias, qkNorm: Bool, slidingWindow: SlidingWindowSwitch?,
+        activationKey: String = "hidden_act", activation: Activation = .silu, normWeightOffset: Float = 0,
+        sandwichNorms: Bool = false, scalesEmbedding: Bool = false, tiedByDefault: Bool = false,
+        attentionScalarKey: String? = nil,
+        ggufArchitecture: String?, ggufPermutesQK: Bool
+    ) {
         self.architecture = architecture
         self.activationKey = activationKey
         self.activation = activation

@@ -36,9 +36,12 @@ public enum TensorNames {
     /// The norms a layer of `c` has.
     public static func norms(_ c: ModelConfig) -> LayerNorms {
         c.sandwichNorms
-            ? LayerNorms(attentionInput: "input_layernorm.weight", mlpInput: "pre_feedforward_layernorm.weight",
-                         attentionOutput: "post_attention_layernorm.weight", mlpOutput: "post_feedforward_layernorm.weight")
-            : LayerNorms(attentionInput: "input_layernorm.weight", mlpInput: "post_attention_layernorm.weight", attentionOutput: nil, mlpOutput: nil)
+            ? LayerNorms(
+                attentionInput: "input_layernorm.weight", mlpInput: "pre_feedforward_layernorm.weight",
+                attentionOutput: "post_attention_layernorm.weight", mlpOutput: "post_feedforward_layernorm.weight")
+            : LayerNorms(
+                attentionInput: "input_layernorm.weight", mlpInput: "post_attention_layernorm.weight",
+                attentionOutput: nil, mlpOutput: nil)
     }
     public static let q = "self_attn.q_proj", k = "self_attn.k_proj", v = "self_attn.v_proj", o = "self_attn.o_proj"
     public static let gate = "mlp.gate_proj", up = "mlp.up_proj", down = "mlp.down_proj"
@@ -86,13 +89,18 @@ public enum TensorNames {
         for name in want.keys.sorted() {
             guard let info = ckpt.info(name) else { throw .missingTensor(path: ckpt.directory, tensor: name) }
             guard info.shape == want[name]! else {
-                throw .wrongShape(path: try ckpt.file(for: name).0.path, tensor: name, expected: want[name]!, found: info.shape)
+                throw .wrongShape(
+                    path: try ckpt.file(for: name).0.path, tensor: name, expected: want[name]!, found: info.shape)
             }
             guard info.dtype.isFloatingPoint else {
-                throw .wrongDType(path: try ckpt.file(for: name).0.path, tensor: name, expected: "F32, F16 or BF16", found: info.dtype.rawValue)
+                throw .wrongDType(
+                    path: try ckpt.file(for: name).0.path, tensor: name, expected: "F32, F16 or BF16",
+                    found: info.dtype.rawValue)
             }
         }
-        let extra = ckpt.tensorNames.filter { want[$0] == nil && !$0.hasSuffix("rotary_emb.inv_freq") && !(config.tieWordEmbeddings && $0 == lmHead) }
+        let extra = ckpt.tensorNames.filter {
+            want[$0] == nil && !$0.hasSuffix("rotary_emb.inv_freq") && !(config.tieWordEmbeddings && $0 == lmHead)
+        }
         if !extra.isEmpty { throw .unexpectedTensors(path: ckpt.directory, tensors: extra) }
     }
 }

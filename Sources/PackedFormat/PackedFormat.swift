@@ -62,26 +62,33 @@ public enum PackedFormat {
 
 /// One quantized linear layer as stored.
 public struct PackedLinear: Sendable, Equatable {
-    public let name: String       // e.g. model.layers.0.mlp.down_proj
+    public let name: String  // e.g. model.layers.0.mlp.down_proj
     public let n: Int, k: Int, groupSize: Int
-    public let q: [Int8]          // [n, k]
-    public let scales: [Float]    // [n, k/G], values of the scale format
-    public let scaleFormat: String // "fp8_e4m3" | "bf16"
+    public let q: [Int8]  // [n, k]
+    public let scales: [Float]  // [n, k/G], values of the scale format
+    public let scaleFormat: String  // "fp8_e4m3" | "bf16"
     public let perTensorScaleInv: Float
 
-    public init(name: String, n: Int, k: Int, groupSize: Int, q: [Int8], scales: [Float], scaleFormat: String, perTensorScaleInv: Float) {
+    public init(
+        name: String, n: Int, k: Int, groupSize: Int, q: [Int8], scales: [Float], scaleFormat: String,
+        perTensorScaleInv: Float
+    ) {
         self.name = name; self.n = n; self.k = k; self.groupSize = groupSize; self.q = q; self.scales = scales
         self.scaleFormat = scaleFormat; self.perTensorScaleInv = perTensorScaleInv
     }
 
     public func tensors() -> [TensorData] {
-        let scaleTensor = scaleFormat == "bf16"
+        let scaleTensor =
+            scaleFormat == "bf16"
             ? TensorData(name: name + ".weight_scale", values: scales, dtype: .bf16, shape: [n, k / groupSize])
-            : TensorData(name: name + ".weight_scale", dtype: .f8e4m3, shape: [n, k / groupSize], bytes: scales.map { FP8E4M3.encode($0) })
+            : TensorData(
+                name: name + ".weight_scale", dtype: .f8e4m3, shape: [n, k / groupSize],
+                bytes: scales.map { FP8E4M3.encode($0) })
         return [
-            TensorData(name: name + ".weight", dtype: .i32, shape: [n, k / 8], bytes: PackedFormat.packInt4(q, n: n, k: k)),
+            TensorData(
+                name: name + ".weight", dtype: .i32, shape: [n, k / 8], bytes: PackedFormat.packInt4(q, n: n, k: k)),
             scaleTensor,
-            TensorData(name: name + ".per_tensor_scale_inv", values: [perTensorScaleInv], dtype: .bf16, shape: [1]),
+            TensorData(name: name + ".per_tensor_scale_inv", values: [perTensorScaleInv], dtype: .bf16, shape: [1])
         ]
     }
 

@@ -22,7 +22,9 @@ public final class PackedTensors: @unchecked Sendable {
     public func rawBytes(_ t: TensorInfo) -> UnsafeRawBufferPointer { file(t).rawBytes(t) }
     public func releasePages(_ t: TensorInfo) { file(t).releasePages(t) }
     public func releasePages(_ t: TensorInfo, bytes range: Range<Int>) { file(t).releasePages(t, bytes: range) }
-    public func float32(_ name: String) throws(TensorStoreError) -> [Float] { try checkpoint.file(for: name).0.float32(name) }
+    public func float32(_ name: String) throws(TensorStoreError) -> [Float] {
+        try checkpoint.file(for: name).0.float32(name)
+    }
     public func readFloat32(_ t: TensorInfo, into dst: UnsafeMutablePointer<Float>) throws(TensorStoreError) {
         try file(t).readFloat32(t, into: dst)
     }
@@ -45,8 +47,12 @@ public final class PackedModel: @unchecked Sendable {
 
     /// Whether `dir` holds a packed model (single file or shards), without validating it.
     public static func isPacked(_ dir: String) -> Bool {
-        if let f = try? SafetensorsFile(path: dir + "/model.safetensors") { return f.metadata["fireq.format"] == PackedFormat.name }
-        guard let d = FileBytes.readIfPresent(dir + "/model.safetensors.index.json", limit: FileBytes.smallJSONLimit), let j = try? JSONParser.parse(d) else { return false }
+        if let f = try? SafetensorsFile(path: dir + "/model.safetensors") {
+            return f.metadata["fireq.format"] == PackedFormat.name
+        }
+        guard let d = FileBytes.readIfPresent(dir + "/model.safetensors.index.json", limit: FileBytes.smallJSONLimit),
+            let j = try? JSONParser.parse(d)
+        else { return false }
         return j["metadata"]?["fireq.format"]?.stringValue == PackedFormat.name
     }
 
@@ -54,18 +60,26 @@ public final class PackedModel: @unchecked Sendable {
     public static func weightFileNames(in dir: String) -> [String] {
         let fm = FileManager.default
         if fm.fileExists(atPath: dir + "/model.safetensors") { return ["model.safetensors"] }
-        guard let d = FileBytes.readIfPresent(dir + "/model.safetensors.index.json", limit: FileBytes.smallJSONLimit), let j = try? JSONParser.parse(d),
-              let map = j["weight_map"]?.objectValue else { return [] }
+        guard let d = FileBytes.readIfPresent(dir + "/model.safetensors.index.json", limit: FileBytes.smallJSONLimit),
+            let j = try? JSONParser.parse(d),
+            let map = j["weight_map"]?.objectValue
+        else { return [] }
         return ["model.safetensors.index.json"] + Set(map.pairs.compactMap { $0.value.stringValue }).sorted()
     }
 
     public init(directory: String) throws {
         self.directory = directory
         let fm = FileManager.default
-        if fm.fileExists(atPath: directory + "/model.safetensors") && fm.fileExists(atPath: directory + "/model.safetensors.index.json") {
-            throw PackedError(path: directory, reason: "holds both model.safetensors and model.safetensors.index.json (one is stale); remove the one that does not belong")
+        if fm.fileExists(atPath: directory + "/model.safetensors")
+            && fm.fileExists(atPath: directory + "/model.safetensors.index.json")
+        {
+            throw PackedError(
+                path: directory,
+                reason:
+                    "holds both model.safetensors and model.safetensors.index.json (one is stale); remove the one that does not belong"
+            )
         }
-        let ckpt = try Checkpoint(directory: directory)   // its errors name the file
+        let ckpt = try Checkpoint(directory: directory)  // its errors name the file
         let names = Self.weightFileNames(in: directory)
         weightFiles = names.map { directory + "/" + $0 }
         var crc: [String: String] = [:]
@@ -77,14 +91,20 @@ public final class PackedModel: @unchecked Sendable {
                 throw PackedError(path: path, reason: "is not a \(PackedFormat.name) file (no fireq.format metadata)")
             }
             guard m["fireq.version"] == PackedFormat.version else {
-                throw PackedError(path: path, reason: "has \(PackedFormat.name) version \(m["fireq.version"] ?? "?"), this tool reads version \(PackedFormat.version)")
+                throw PackedError(
+                    path: path,
+                    reason:
+                        "has \(PackedFormat.name) version \(m["fireq.version"] ?? "?"), this tool reads version \(PackedFormat.version)"
+                )
             }
             guard let c = m["fireq.crc32"], let cj = try? JSONParser.parse(c), let co = cj.objectValue else {
                 throw PackedError(path: path, reason: "metadata fireq.crc32 is missing or not a JSON object")
             }
             let here = Set(f.tensorNames)
             for (k, v) in co.pairs {
-                guard here.contains(k) else { throw PackedError(path: path, reason: "tensor '\(k)' listed in fireq.crc32 is missing") }
+                guard here.contains(k) else {
+                    throw PackedError(path: path, reason: "tensor '\(k)' listed in fireq.crc32 is missing")
+                }
                 crc[k] = v.stringValue ?? ""
             }
             if let extra = f.tensorNames.sorted().first(where: { co[$0] == nil }) {
@@ -93,7 +113,8 @@ public final class PackedModel: @unchecked Sendable {
             m["fireq.crc32"] = nil
             if let s = shared, s != m {
                 let key = Set(s.keys).union(m.keys).sorted().first { s[$0] != m[$0] } ?? "?"
-                throw PackedError(path: path, reason: "metadata \(key) differs from the first shard's; the shards are not one model")
+                throw PackedError(
+                    path: path, reason: "metadata \(key) differs from the first shard's; the shards are not one model")
             }
             shared = m
         }
@@ -127,7 +148,11 @@ public final class PackedModel: @unchecked Sendable {
             let got = PackedFormat.crc32Hex(file.rawBytes(t))
             if got != crc[t.name] {
                 let path = (try? file.checkpoint.file(for: t.name).0.path) ?? weightsPath
-                throw PackedError(path: path, reason: "crc32 mismatch in tensor '\(t.name)' (stored \(crc[t.name]!), computed \(got)); the file is corrupt")
+                throw PackedError(
+                    path: path,
+                    reason:
+                        "crc32 mismatch in tensor '\(t.name)' (stored \(crc[t.name]!), computed \(got)); the file is corrupt"
+                )
             }
         }
     }
@@ -136,17 +161,22 @@ public final class PackedModel: @unchecked Sendable {
 
     /// Names of the quantized linear layers (without the `.weight` suffix), sorted.
     public var linearNames: [String] {
-        file.tensorNames.filter { $0.hasSuffix(".weight_scale") }.map { String($0.dropLast(".weight_scale".count)) }.sorted()
+        file.tensorNames.filter { $0.hasSuffix(".weight_scale") }.map { String($0.dropLast(".weight_scale".count)) }
+            .sorted()
     }
 
     /// Reads one quantized linear layer; `codes: false` skips unpacking the INT4 codes (`q` is
     /// then empty), for callers that need only the scales.
     public func linear(_ name: String, codes: Bool = true) throws -> PackedLinear {
-        guard let w = file.info(name + ".weight"), let s = file.info(name + ".weight_scale"), let p = file.info(name + ".per_tensor_scale_inv") else {
+        guard let w = file.info(name + ".weight"), let s = file.info(name + ".weight_scale"),
+            let p = file.info(name + ".per_tensor_scale_inv")
+        else {
             throw PackedError(path: weightsPath, reason: "quantized linear '\(name)' is incomplete")
         }
-        guard w.dtype == .i32, w.shape.count == 2, s.shape.count == 2, s.shape[0] == w.shape[0], p.dtype == .bf16, p.shape == [1],
-              s.shape[1] > 0, (w.shape[1] * 8) % s.shape[1] == 0 else {
+        guard w.dtype == .i32, w.shape.count == 2, s.shape.count == 2, s.shape[0] == w.shape[0], p.dtype == .bf16,
+            p.shape == [1],
+            s.shape[1] > 0, (w.shape[1] * 8) % s.shape[1] == 0
+        else {
             throw PackedError(path: weightsPath, reason: "quantized linear '\(name)' has inconsistent shapes or dtypes")
         }
         let n = w.shape[0], k = w.shape[1] * 8, g = k / s.shape[1]
@@ -156,11 +186,18 @@ public final class PackedModel: @unchecked Sendable {
         let format: String
         switch s.dtype {
         case .f8e4m3: scales = (0..<s.elementCount).map { FP8E4M3.decode(sraw[$0]) }; format = "fp8_e4m3"
-        case .bf16: scales = (0..<s.elementCount).map { BF16.decode(sraw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) }; format = "bf16"
-        default: throw PackedError(path: weightsPath, reason: "'\(name).weight_scale' has dtype \(s.dtype.rawValue), expected F8_E4M3 or BF16")
+        case .bf16:
+            scales = (0..<s.elementCount).map {
+                BF16.decode(sraw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self))
+            }; format = "bf16"
+        default:
+            throw PackedError(
+                path: weightsPath,
+                reason: "'\(name).weight_scale' has dtype \(s.dtype.rawValue), expected F8_E4M3 or BF16")
         }
         let inv = BF16.decode(file.rawBytes(p).loadUnaligned(as: UInt16.self))
-        return PackedLinear(name: name, n: n, k: k, groupSize: g, q: q, scales: scales, scaleFormat: format, perTensorScaleInv: inv)
+        return PackedLinear(
+            name: name, n: n, k: k, groupSize: g, q: q, scales: scales, scaleFormat: format, perTensorScaleInv: inv)
     }
 }
 

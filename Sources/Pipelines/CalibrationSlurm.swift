@@ -8,17 +8,25 @@ public enum CalibrationSlurm {
     /// The submit script (bash: two `sbatch` calls, each given its job script on stdin). Paths are
     /// absolute. The parts and logs go to OUT.parts/; a failed task can be rerun alone
     /// (`sbatch --array=I` of the printed array script) before merging by hand.
-    public static func script(model: String, job: CalibrationJob, parts: Int, out: String, executable: String,
-                              options o: SlurmOptions) throws -> String {
+    public static func script(
+        model: String, job: CalibrationJob, parts: Int, out: String, executable: String,
+        options o: SlurmOptions
+    ) throws -> String {
         try job.validate()
         guard parts >= 1 else { throw PipelineError("--parts must be at least 1.") }
         guard parts <= job.samples else {
-            throw PipelineError("--parts \(parts) of \(job.samples) windows would leave a part empty; use at most \(job.samples) parts.")
+            throw PipelineError(
+                "--parts \(parts) of \(job.samples) windows would leave a part empty; use at most \(job.samples) parts."
+            )
         }
         let outPath = canonicalPath(parentFolder(out)) + "/" + (out as NSString).lastPathComponent
         let partsDir = outPath + ".parts"
-        guard !partsDir.contains(" ") else { throw PipelineError("\(partsDir): Slurm's --output cannot name a path with spaces; choose another --out.") }
-        do { try FileManager.default.createDirectory(atPath: partsDir + "/logs", withIntermediateDirectories: true) } catch {
+        guard !partsDir.contains(" ") else {
+            throw PipelineError("\(partsDir): Slurm's --output cannot name a path with spaces; choose another --out.")
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: partsDir + "/logs", withIntermediateDirectories: true)
+        } catch {
             throw PipelineError("\(partsDir)/logs: cannot create the log folder (\(error.localizedDescription)).")
         }
         let q = SlurmScript.quote
@@ -38,30 +46,30 @@ public enum CalibrationSlurm {
         }
         let exe = q(executable)
         return """
-        #!/bin/bash
-        # Written by fireq \(FireQVersion.string) calibrate-slurm: \(job.samples) windows of \(job.seqLen) tokens of
-        # \(canonicalPath(model)) in \(parts) parts, merged into \(outPath). Submit with: bash THIS_FILE
-        set -euo pipefail
-        ARRAY=$(sbatch --parsable <<'FIREQ_PARTS'
-        #!/bin/bash
-        \(directives(o.jobName, cpus: o.cpusPerTask))#SBATCH --array=1-\(parts)%\(o.maxParallel)
-        #SBATCH --output=\(partsDir)/logs/part-%a.log
-        set -u
-        exec \(exe) \(cal.map(q).joined(separator: " ")) \\
-          --part "$SLURM_ARRAY_TASK_ID/\(parts)" --out \(q(partsDir))/part-"$SLURM_ARRAY_TASK_ID".h5 --force \\
-          --threads "${SLURM_CPUS_PER_TASK:-\(o.cpusPerTask)}"
-        FIREQ_PARTS
-        )
-        MERGE=$(sbatch --parsable --dependency=afterok:"$ARRAY" <<'FIREQ_MERGE'
-        #!/bin/bash
-        \(directives(o.jobName + "-merge", cpus: 1))#SBATCH --output=\(partsDir)/logs/merge.log
-        set -u
-        exec \(exe) calibrate-merge --model \(q(canonicalPath(model))) --out \(q(outPath)) --force \\
-          \((1...parts).map { q(partsDir + "/part-\($0).h5") }.joined(separator: " "))
-        FIREQ_MERGE
-        )
-        echo "calibration array job $ARRAY (\(parts) parts), merge job $MERGE -> \(outPath)"
+            #!/bin/bash
+            # Written by fireq \(FireQVersion.string) calibrate-slurm: \(job.samples) windows of \(job.seqLen) tokens of
+            # \(canonicalPath(model)) in \(parts) parts, merged into \(outPath). Submit with: bash THIS_FILE
+            set -euo pipefail
+            ARRAY=$(sbatch --parsable <<'FIREQ_PARTS'
+            #!/bin/bash
+            \(directives(o.jobName, cpus: o.cpusPerTask))#SBATCH --array=1-\(parts)%\(o.maxParallel)
+            #SBATCH --output=\(partsDir)/logs/part-%a.log
+            set -u
+            exec \(exe) \(cal.map(q).joined(separator: " ")) \\
+              --part "$SLURM_ARRAY_TASK_ID/\(parts)" --out \(q(partsDir))/part-"$SLURM_ARRAY_TASK_ID".h5 --force \\
+              --threads "${SLURM_CPUS_PER_TASK:-\(o.cpusPerTask)}"
+            FIREQ_PARTS
+            )
+            MERGE=$(sbatch --parsable --dependency=afterok:"$ARRAY" <<'FIREQ_MERGE'
+            #!/bin/bash
+            \(directives(o.jobName + "-merge", cpus: 1))#SBATCH --output=\(partsDir)/logs/merge.log
+            set -u
+            exec \(exe) calibrate-merge --model \(q(canonicalPath(model))) --out \(q(outPath)) --force \\
+              \((1...parts).map { q(partsDir + "/part-\($0).h5") }.joined(separator: " "))
+            FIREQ_MERGE
+            )
+            echo "calibration array job $ARRAY (\(parts) parts), merge job $MERGE -> \(outPath)"
 
-        """
+            """
     }
 }

@@ -3,8 +3,8 @@ import Evaluation
 import Exports
 import Foundation
 import JSONSupport
-import ModelDescription
 import LlamaReference
+import ModelDescription
 import PackedFormat
 import Quantization
 import Reports
@@ -46,11 +46,17 @@ public struct ConvertJob: Sendable, Equatable {
         try calibration.validate(name: name)
         guard evalContext >= 4 else { throw PipelineError("\(name("eval-context")) must be at least 4.") }
         guard evalWindows >= 1 else { throw PipelineError("\(name("eval-windows")) must be at least 1.") }
-        guard maxDeltaPPL > 0, maxDeltaPPL.isFinite else { throw PipelineError("\(name("max-delta-ppl")) must be positive.") }
-        if ggufMetadata != nil && !exports.contains(.gguf) { throw PipelineError("\(name("gguf-metadata")) needs \(name("export")) gguf.") }
+        guard maxDeltaPPL > 0, maxDeltaPPL.isFinite else {
+            throw PipelineError("\(name("max-delta-ppl")) must be positive.")
+        }
+        if ggufMetadata != nil && !exports.contains(.gguf) {
+            throw PipelineError("\(name("gguf-metadata")) needs \(name("export")) gguf.")
+        }
         guard maxShardBytes >= 1 << 20 else { throw PipelineError("\(name("max-shard-size")) must be at least 1 MiB.") }
         if evalText == nil && (calibration.text == nil || calibration.shuffle) {
-            throw PipelineError("Give \(name("eval-text")): the default held-out text is the \(name("text")) calibration file after its in-order calibration windows.")
+            throw PipelineError(
+                "Give \(name("eval-text")): the default held-out text is the \(name("text")) calibration file after its in-order calibration windows."
+            )
         }
     }
 }
@@ -61,13 +67,22 @@ public struct StageTiming: Sendable, Equatable {
     public var seconds: Double
     public var skipped: Bool
 
-    public init(name: String, seconds: Double, skipped: Bool) { self.name = name; self.seconds = seconds; self.skipped = skipped }
+    public init(name: String, seconds: Double, skipped: Bool) {
+        self.name = name; self.seconds = seconds; self.skipped = skipped
+    }
 
     /// `{"NAME": {"seconds": S[, "skipped": true]}, ...}` of batch status files and reports.
     public static func jsonValue(_ stages: [StageTiming]) -> JSONValue {
-        .object(JSONObject(stages.map { s in
-            (s.name, .object(JSONObject([("seconds", .double(s.seconds))] + (s.skipped ? [("skipped", .bool(true))] : []))))
-        }))
+        .object(
+            JSONObject(
+                stages.map { s in
+                    (
+                        s.name,
+                        .object(
+                            JSONObject(
+                                [("seconds", .double(s.seconds))] + (s.skipped ? [("skipped", .bool(true))] : [])))
+                    )
+                }))
     }
 }
 
@@ -94,8 +109,10 @@ public struct ConvertOutcome: Sendable {
 public enum ConvertPipeline {
     /// Calibrate → quantize → smoke-evaluate → report → exports → publish, each stage recorded in
     /// the work folder so a rerun skips what is done. Holds the output's lock throughout.
-    public static func run(_ job: ConvertJob, log: any ProgressReporter, name: SettingName = SettingNames.flag,
-                           onExport: (ExportSummary) -> Void = { _ in }) throws -> ConvertOutcome {
+    public static func run(
+        _ job: ConvertJob, log: any ProgressReporter, name: SettingName = SettingNames.flag,
+        onExport: (ExportSummary) -> Void = { _ in }
+    ) throws -> ConvertOutcome {
         try job.validate(name: name)
         let fm = FileManager.default
         let out = job.out
@@ -103,7 +120,10 @@ public enum ConvertPipeline {
             throw PipelineError("\(out): is the source model's folder; choose another output folder.")
         }
         let parent = parentFolder(out)
-        guard fm.isWritableFile(atPath: parent) else { throw PipelineError("\(out): cannot write the output: the folder '\(parent)' does not exist or is not writable.") }
+        guard fm.isWritableFile(atPath: parent) else {
+            throw PipelineError(
+                "\(out): cannot write the output: the folder '\(parent)' does not exist or is not writable.")
+        }
         // The recipe, and whether this model can take it, before the lock, the work folder or any
         // stage: a refused recipe leaves nothing behind.
         let r = try job.recipe.map { try Recipe.load($0) } ?? Recipe.convertDefault
@@ -111,14 +131,19 @@ public enum ConvertPipeline {
         for f in job.exports { try Exporter.checkTarget(f, model: job.model) }
         let lock = try OutputLock.acquire(out)
         defer { lock.release() }
-        if fm.fileExists(atPath: out) && !job.force { throw PipelineError("\(out): already exists (pass \(name("force")) to replace it).") }
+        if fm.fileExists(atPath: out) && !job.force {
+            throw PipelineError("\(out): already exists (pass \(name("force")) to replace it).")
+        }
         for f in job.exports where fm.fileExists(atPath: job.exportDestination(f)) && !job.force {
             throw PipelineError("\(job.exportDestination(f)): already exists (pass \(name("force")) to replace it).")
         }
         var overrides = try job.ggufMetadata.map { try Exporter.ggufMetadata(fromJSONFile: $0) } ?? []
         // The GGUF's general.name defaults as `fireq export OUT` would give it: config.json's
         // _name_or_path, else OUT's folder name (not the work folder's).
-        let nameOrPath = (FileBytes.readIfPresent(job.model + "/config.json", limit: FileBytes.smallJSONLimit).flatMap { try? JSONParser.parse($0) })?["_name_or_path"]?.stringValue ?? ""
+        let nameOrPath =
+            (FileBytes.readIfPresent(job.model + "/config.json", limit: FileBytes.smallJSONLimit).flatMap {
+                try? JSONParser.parse($0)
+            })?["_name_or_path"]?.stringValue ?? ""
         if nameOrPath.isEmpty && !overrides.contains(where: { $0.0 == "general.name" }) {
             overrides.insert(("general.name", .string((out as NSString).lastPathComponent)), at: 0)
         }
@@ -129,15 +154,18 @@ public enum ConvertPipeline {
         StageRecord.removeLeftovers(in: W)
         StageRecord.removeLeftovers(in: parent, prefix: "." + (out as NSString).lastPathComponent + ".tmp-")
         for f in job.exports {
-            StageRecord.removeLeftovers(in: parent, prefix: "." + (job.exportDestination(f) as NSString).lastPathComponent + ".tmp-")
+            StageRecord.removeLeftovers(
+                in: parent, prefix: "." + (job.exportDestination(f) as NSString).lastPathComponent + ".tmp-")
         }
         let started = Date()
         var stages: [StageTiming] = []
         /// A recorded stage: skipped when its record still matches `key` and `outputs()`, else
         /// `body` runs and the record is written (with `outputs()` as they stand then). Returns
         /// the outputs' hashes by file name.
-        func stage(_ record: StageRecord, key: String, timing: String, skipped: String, running: String,
-                   outputs: () -> [String], _ body: () throws -> Void) throws -> [String: String] {
+        func stage(
+            _ record: StageRecord, key: String, timing: String, skipped: String, running: String,
+            outputs: () -> [String], _ body: () throws -> Void
+        ) throws -> [String: String] {
             if let h = try record.current(key: key, outputs: outputs(), log: log) {
                 log.line(skipped)
                 stages.append(StageTiming(name: timing, seconds: h.seconds, skipped: true))
@@ -166,11 +194,16 @@ public enum ConvertPipeline {
         // 2026-12-06 a model with k_proj biases also gets the statistics of k − b, which
         // `attention.kv_center` needs.
         let calKey = StageRecord.key([
-            "calibrate sealed unbiased-keys", tool, modelHash, c.source.kind, sourceHash, "\(c.samples)", "\(c.seqLen)", "\(c.shuffle)", "\(c.seed)",
-            "\(c.temperature)", "\(c.topP)"])
+            "calibrate sealed unbiased-keys", tool, modelHash, c.source.kind, sourceHash, "\(c.samples)", "\(c.seqLen)",
+            "\(c.shuffle)", "\(c.seed)",
+            "\(c.temperature)", "\(c.topP)"
+        ])
         let statsRecord = StageRecord(path: W + "/stats.stage.json", name: "calibration")
-        let statsHashes = try stage(statsRecord, key: calKey, timing: "calibration", skipped: "[1/3] calibration: up to date (\(stats)), skipped",
-                                    running: "[1/3] calibration", outputs: { [stats] }) {
+        let statsHashes = try stage(
+            statsRecord, key: calKey, timing: "calibration",
+            skipped: "[1/3] calibration: up to date (\(stats)), skipped",
+            running: "[1/3] calibration", outputs: { [stats] }
+        ) {
             try CalibrationPipeline.run(modelDir: job.model, job: c, threads: job.threads, out: stats, log: log)
         }
 
@@ -184,19 +217,26 @@ public enum ConvertPipeline {
             let n = PackedModel.weightFileNames(in: packed)
             return n.isEmpty ? ["model.safetensors"] : n
         }
-        let packedHashes = try stage(packedRecord, key: qKey, timing: "quantization", skipped: "[2/3] quantization: up to date (\(packed)), skipped",
-                                     running: "[2/3] quantization with recipe '\(r.name)'",
-                                     outputs: { weightNames().map { packed + "/" + $0 } + [packed + "/config.json", packed + "/tokenizer.json"] }) {
+        let packedHashes = try stage(
+            packedRecord, key: qKey, timing: "quantization",
+            skipped: "[2/3] quantization: up to date (\(packed)), skipped",
+            running: "[2/3] quantization with recipe '\(r.name)'",
+            outputs: { weightNames().map { packed + "/" + $0 } + [packed + "/config.json", packed + "/tokenizer.json"] }
+        ) {
             let t0 = Date()
-            _ = try Quantizer.run(modelDir: job.model, statsPath: stats, recipe: r, recipeJSON: recipeJSON, outDir: packed,
-                                  toolVersion: tool, threads: job.threads, force: true, maxShardBytes: job.maxShardBytes) { done, total in
+            _ = try Quantizer.run(
+                modelDir: job.model, statsPath: stats, recipe: r, recipeJSON: recipeJSON, outDir: packed,
+                toolVersion: tool, threads: job.threads, force: true, maxShardBytes: job.maxShardBytes
+            ) { done, total in
                 log.progress(done: done, total: total, started: t0, label: "layers")
             }
         }
 
         // The packed weights' identity (PackedModel.contentSHA256, from the recorded hashes).
         let packedSHA: String
-        if weightNames() == ["model.safetensors"] { packedSHA = packedHashes["model.safetensors"]! } else {
+        if weightNames() == ["model.safetensors"] {
+            packedSHA = packedHashes["model.safetensors"]!
+        } else {
             packedSHA = SHA256.hex(Array(weightNames().map { "\($0) \(packedHashes[$0]!)\n" }.joined().utf8))
         }
 
@@ -211,16 +251,25 @@ public enum ConvertPipeline {
             ids = Array(ids.dropFirst(used))
             heldOut = "\(evalPath) after its first \(used) tokens (the calibration windows)"
             guard ids.count >= job.evalContext else {
-                throw PipelineError("\(evalPath): only \(ids.count) tokens follow the calibration windows, fewer than one \(name("eval-context")) window of \(job.evalContext); give \(name("eval-text")).")
+                throw PipelineError(
+                    "\(evalPath): only \(ids.count) tokens follow the calibration windows, fewer than one \(name("eval-context")) window of \(job.evalContext); give \(name("eval-text"))."
+                )
             }
         }
         let reportBase = W + "/report"
         let reportFiles = [reportBase + ".json", reportBase + ".md", reportBase + ".html"]
-        let evalKey = StageRecord.key(["smoke", tool, modelHash, packedSHA,
-                                       SHA256.hex(Array(evalRaw.utf8)), "\(job.evalText == nil)", "\(job.evalContext)", "\(job.evalWindows)", "\(job.maxDeltaPPL)"])
+        let evalKey = StageRecord.key([
+            "smoke", tool, modelHash, packedSHA,
+            SHA256.hex(Array(evalRaw.utf8)), "\(job.evalText == nil)", "\(job.evalContext)", "\(job.evalWindows)",
+            "\(job.maxDeltaPPL)"
+        ])
         let evalRecord = StageRecord(path: W + "/report.stage.json", name: "smoke evaluation")
-        _ = try stage(evalRecord, key: evalKey, timing: "smoke", skipped: "[3/3] smoke evaluation: up to date (\(reportBase).json), skipped",
-                      running: "[3/3] smoke evaluation: \(job.evalWindows) × \(job.evalContext) tokens of \(heldOut)", outputs: { reportFiles }) {
+        _ = try stage(
+            evalRecord, key: evalKey, timing: "smoke",
+            skipped: "[3/3] smoke evaluation: up to date (\(reportBase).json), skipped",
+            running: "[3/3] smoke evaluation: \(job.evalWindows) × \(job.evalContext) tokens of \(heldOut)",
+            outputs: { reportFiles }
+        ) {
             let t0 = Date()
             // The source, then the packed model, one at a time against a scratch file of the
             // source's per-window results in the work folder: the peak is the larger model's.
@@ -236,36 +285,47 @@ public enum ConvertPipeline {
                 provenances.append(m.provenance)
                 return (m.provenance.label, m.model)
             }
-            let result = try Comparison.run(baseline: baseEntry, models: [quantEntry], baselineName: job.model,
-                                            tokens: ids, context: job.evalContext, maxWindows: job.evalWindows, scoring: .all, source: evalPath,
-                                            scratchDirectory: W, threads: job.threads) { done, total in
+            let result = try Comparison.run(
+                baseline: baseEntry, models: [quantEntry], baselineName: job.model,
+                tokens: ids, context: job.evalContext, maxWindows: job.evalWindows, scoring: .all, source: evalPath,
+                scratchDirectory: W, threads: job.threads
+            ) { done, total in
                 log.progress(done: done, total: total, started: t0, label: "model windows")
             }
             let sourceConfig = try ModelConfig(directory: job.model)
-            var rep = CompareReport(title: "fireq convert: \((job.model as NSString).lastPathComponent) with recipe '\(r.name)'",
-                                    result: result, textPath: heldOut, textSHA256: SHA256.hex(Array(evalRaw.utf8)),
-                                    baseline: provenances[0], models: [provenances[1]],
-                                    environment: .current(toolVersion: tool, threads: job.threads), notes: modelNotes(for: sourceConfig))
-            rep.threshold = LossThreshold(maxDeltaPerplexityPercent: job.maxDeltaPPL, passed: rep.deltaPercent(0) <= job.maxDeltaPPL)
+            var rep = CompareReport(
+                title: "fireq convert: \((job.model as NSString).lastPathComponent) with recipe '\(r.name)'",
+                result: result, textPath: heldOut, textSHA256: SHA256.hex(Array(evalRaw.utf8)),
+                baseline: provenances[0], models: [provenances[1]],
+                environment: .current(toolVersion: tool, threads: job.threads), notes: modelNotes(for: sourceConfig))
+            rep.threshold = LossThreshold(
+                maxDeltaPerplexityPercent: job.maxDeltaPPL, passed: rep.deltaPercent(0) <= job.maxDeltaPPL)
             try rep.write(base: reportBase)
         }
-        guard let data = FileBytes.readIfPresent(reportBase + ".json", limit: FileBytes.smallJSONLimit), let j = try? JSONParser.parse(data),
-              let m = j["models"]?.arrayValue?.first, let delta = m["delta_perplexity_percent"]?.doubleValue,
-              let basePPL = j["baseline"]?["perplexity"]?.doubleValue, let ppl = m["perplexity"]?.doubleValue else {
+        guard let data = FileBytes.readIfPresent(reportBase + ".json", limit: FileBytes.smallJSONLimit),
+            let j = try? JSONParser.parse(data),
+            let m = j["models"]?.arrayValue?.first, let delta = m["delta_perplexity_percent"]?.doubleValue,
+            let basePPL = j["baseline"]?["perplexity"]?.doubleValue, let ppl = m["perplexity"]?.doubleValue
+        else {
             throw PipelineError("\(reportBase).json: the smoke evaluation report cannot be read; delete it and rerun.")
         }
-        let summary = String(format: "smoke evaluation: ppl %.3f → %.3f (%@%.1f %%, threshold %g %%)", basePPL, ppl, delta >= 0 ? "+" : "", delta, job.maxDeltaPPL)
-        var outcome = ConvertOutcome(passed: delta <= job.maxDeltaPPL, basePerplexity: basePPL, perplexity: ppl, deltaPercent: delta,
-                                     summary: summary, failure: nil, reportJSON: reportBase + ".json", stages: stages, seconds: 0,
-                                     packedSHA256: packedSHA)
+        let summary = String(
+            format: "smoke evaluation: ppl %.3f → %.3f (%@%.1f %%, threshold %g %%)", basePPL, ppl,
+            delta >= 0 ? "+" : "", delta, job.maxDeltaPPL)
+        var outcome = ConvertOutcome(
+            passed: delta <= job.maxDeltaPPL, basePerplexity: basePPL, perplexity: ppl, deltaPercent: delta,
+            summary: summary, failure: nil, reportJSON: reportBase + ".json", stages: stages, seconds: 0,
+            packedSHA256: packedSHA)
         guard outcome.passed else {
             log.line("\(summary): FAILED")
             // Where the loss comes from, on the same windows (two more runs of the packed model).
             log.line("[3/3] smoke evaluation: measuring where the loss comes from (weights alone, + FP8 activations)")
-            let diagnosis = try LossDiagnosis.run(packedDir: packed, tokens: ids, context: job.evalContext, windows: job.evalWindows,
-                                                  basePPL: basePPL, fullPPL: ppl, threads: job.threads)
+            let diagnosis = try LossDiagnosis.run(
+                packedDir: packed, tokens: ids, context: job.evalContext, windows: job.evalWindows,
+                basePPL: basePPL, fullPPL: ppl, threads: job.threads)
             outcome.diagnosis = diagnosis
-            outcome.failure = "\(out): not written: the perplexity rose by \(String(format: "%.1f", delta)) %, more than \(name("max-delta-ppl")) \(String(format: "%g", job.maxDeltaPPL)) %; \(diagnosis.sentence); the converted model and report.html stay in \(W)."
+            outcome.failure =
+                "\(out): not written: the perplexity rose by \(String(format: "%.1f", delta)) %, more than \(name("max-delta-ppl")) \(String(format: "%g", job.maxDeltaPPL)) %; \(diagnosis.sentence); the converted model and report.html stay in \(W)."
             outcome.seconds = Date().timeIntervalSince(started)
             return outcome
         }
@@ -276,14 +336,21 @@ public enum ConvertPipeline {
         for f in job.exports {
             let path = W + "/export." + (f == .gguf ? "gguf" : f.rawValue)
             let outputs = f.isFile ? [path] : [path + "/model.safetensors", path + "/config.json"]
-            let key = StageRecord.key(["export", tool, f.rawValue, packedSHA, try fileSHA256(reportBase + ".json"),
-                                       try job.ggufMetadata.map { try fileSHA256($0) } ?? "none", (out as NSString).lastPathComponent])
+            let key = StageRecord.key([
+                "export", tool, f.rawValue, packedSHA, try fileSHA256(reportBase + ".json"),
+                try job.ggufMetadata.map { try fileSHA256($0) } ?? "none", (out as NSString).lastPathComponent
+            ])
             let record = StageRecord(path: W + "/export-\(f.rawValue).stage.json", name: "\(f.rawValue) export")
-            _ = try stage(record, key: key, timing: "export-" + f.rawValue, skipped: "[export] \(f.rawValue): up to date (\(path)), skipped",
-                          running: "[export] \(f.rawValue)", outputs: { outputs }) {
-                onExport(try Exporter.export(packedDir: packed, format: f, out: path, force: true,
-                                             ggufMetadata: f == .gguf ? overrides : [], toolVersion: tool, report: reportBase + ".json",
-                                             modelName: (out as NSString).lastPathComponent))
+            _ = try stage(
+                record, key: key, timing: "export-" + f.rawValue,
+                skipped: "[export] \(f.rawValue): up to date (\(path)), skipped",
+                running: "[export] \(f.rawValue)", outputs: { outputs }
+            ) {
+                onExport(
+                    try Exporter.export(
+                        packedDir: packed, format: f, out: path, force: true,
+                        ggufMetadata: f == .gguf ? overrides : [], toolVersion: tool, report: reportBase + ".json",
+                        modelName: (out as NSString).lastPathComponent))
             }
             exports.append((f, path))
         }
@@ -307,7 +374,9 @@ public enum ConvertPipeline {
     /// `source` (plus `extra` files into it, for a folder) beside `dest` under a temporary name,
     /// then renames it into place; an existing `dest` is first renamed aside (atomic), so `dest`
     /// is never half-deleted or half-written.
-    static func publish(from source: String, extra: [String] = [], to dest: String, parent: String, move: Bool = false) throws {
+    static func publish(
+        from source: String, extra: [String] = [], to dest: String, parent: String, move: Bool = false
+    ) throws {
         let fm = FileManager.default
         let name = (dest as NSString).lastPathComponent, pid = ProcessInfo.processInfo.processIdentifier
         let tmp = parent + "/." + name + ".tmp-\(pid)", old = parent + "/." + name + ".tmp-old-\(pid)"
@@ -332,9 +401,12 @@ public struct StageRecord {
 
     /// The outputs' hashes (by file name) and the recorded seconds when the record exists, its
     /// key matches and every output still has its recorded hash; nil when the stage must run.
-    func current(key: String, outputs: [String], log: any ProgressReporter) throws -> (hashes: [String: String], seconds: Double)? {
+    func current(
+        key: String, outputs: [String], log: any ProgressReporter
+    ) throws -> (hashes: [String: String], seconds: Double)? {
         guard let data = FileBytes.readIfPresent(path, limit: FileBytes.smallJSONLimit) else { return nil }
-        guard let j = try? JSONParser.parse(data), let k = j["key"]?.stringValue, let o = j["outputs"]?.objectValue else {
+        guard let j = try? JSONParser.parse(data), let k = j["key"]?.stringValue, let o = j["outputs"]?.objectValue
+        else {
             log.line("\(name): the stage record \(path) is unreadable; recomputing")
             return nil
         }
@@ -345,7 +417,8 @@ public struct StageRecord {
         var hashes: [String: String] = [:]
         for f in outputs {
             let file = (f as NSString).lastPathComponent
-            guard FileManager.default.fileExists(atPath: f), let h = o[file]?.stringValue, h == (try? fileSHA256(f)) else {
+            guard FileManager.default.fileExists(atPath: f), let h = o[file]?.stringValue, h == (try? fileSHA256(f))
+            else {
                 log.line("\(name): \(f) is missing or changed; recomputing")
                 return nil
             }
@@ -362,8 +435,12 @@ public struct StageRecord {
             hashes[file] = try fileSHA256(f)
             o[file] = .string(hashes[file]!)
         }
-        let text = JSONWriter.pretty(.object(JSONObject([("stage", .string(name)), ("key", .string(key)), ("outputs", .object(o)),
-                                                         ("seconds", .double(seconds)), ("finished", .string(isoNow()))])))
+        let text = JSONWriter.pretty(
+            .object(
+                JSONObject([
+                    ("stage", .string(name)), ("key", .string(key)), ("outputs", .object(o)),
+                    ("seconds", .double(seconds)), ("finished", .string(isoNow()))
+                ])))
         try writeAtomically(text, to: path)
         return hashes
     }
@@ -371,7 +448,8 @@ public struct StageRecord {
     /// Temporary files and folders a killed run left behind (`*.tmp-PID…`).
     static func removeLeftovers(in dir: String, prefix: String? = nil) {
         let fm = FileManager.default
-        for e in (try? fm.contentsOfDirectory(atPath: dir)) ?? [] where prefix.map({ e.hasPrefix($0) }) ?? e.contains(".tmp-") {
+        for e in (try? fm.contentsOfDirectory(atPath: dir)) ?? []
+        where prefix.map({ e.hasPrefix($0) }) ?? e.contains(".tmp-") {
             try? fm.removeItem(atPath: dir + "/" + e)
         }
     }
@@ -408,8 +486,13 @@ public final class OutputLock {
             guard err == EWOULDBLOCK else {
                 throw PipelineError("\(path): cannot lock the output (\(String(cString: strerror(err)))).")
             }
-            let holder = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "unknown holder"
-            throw PipelineError("\(out): another fireq conversion (\(holder)) is writing this output; wait for it to finish or stop it.")
+            let holder =
+                n > 0
+                ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                : "unknown holder"
+            throw PipelineError(
+                "\(out): another fireq conversion (\(holder)) is writing this output; wait for it to finish or stop it."
+            )
         }
         let who = "pid \(getpid()) on \(hostName()), since \(isoNow())\n"
         _ = ftruncate(fd, 0)

@@ -8,7 +8,9 @@ public func fileSHA256(_ path: String) throws -> String { try SHA256.fileHex(pat
 /// Reads a whole file as UTF-8 text, with a one-sentence error when it cannot.
 public func readText(_ path: String) throws -> String {
     let data: [UInt8]
-    do { data = try FileBytes.read(path, limit: FileBytes.textLimit) } catch { throw PipelineError("\(path): cannot read the file (\(error.reason)).") }
+    do { data = try FileBytes.read(path, limit: FileBytes.textLimit) } catch {
+        throw PipelineError("\(path): cannot read the file (\(error.reason)).")
+    }
     guard let s = String(validating: data, as: UTF8.self) else {
         throw PipelineError("\(path): the file is not valid UTF-8 text.")
     }

@@ -23,22 +23,32 @@ public struct LossDiagnosis: Sendable, Equatable {
     /// Runs the two partial numerics on `tokens` (windows of `context`, at most `windows`, protocol
     /// all, as the smoke evaluation) and splits the loss `fullPPL` / `basePPL`. One model in memory
     /// at a time.
-    public static func run(packedDir: String, tokens: [Int32], context: Int, windows: Int, basePPL: Double, fullPPL: Double,
-                           threads: Int) throws -> LossDiagnosis {
+    public static func run(
+        packedDir: String, tokens: [Int32], context: Int, windows: Int, basePPL: Double, fullPPL: Double,
+        threads: Int
+    ) throws -> LossDiagnosis {
         func ppl(_ n: RuntimeNumerics) throws -> Double {
             let m = try QuantizedModel(directory: packedDir, threads: threads, numerics: n)
-            return try Perplexity.evaluate(model: m, tokens: tokens, context: context, maxWindows: windows, protocol: .all).perplexity
+            return try Perplexity.evaluate(
+                model: m, tokens: tokens, context: context, maxWindows: windows, protocol: .all
+            ).perplexity
         }
         let w = try ppl(.weightsOnly), a = try ppl(.weightsFP8Activations)
         let pm = try PackedModel(directory: packedDir)
         let config = try ModelConfig(directory: packedDir)
-        return diagnose(base: basePPL, weightsOnly: w, fp8Activations: a, full: fullPPL, recipe: pm.recipe, hasBias: config.attentionBias)
+        return diagnose(
+            base: basePPL, weightsOnly: w, fp8Activations: a, full: fullPPL, recipe: pm.recipe,
+            hasBias: config.attentionBias)
     }
 
     /// The split and the advice from the four perplexities (no model is run).
-    public static func diagnose(base: Double, weightsOnly w: Double, fp8Activations a: Double, full f: Double,
-                                recipe r: JSONValue, hasBias: Bool) -> LossDiagnosis {
-        let steps: [(Component, Double)] = [(.weights, (w / base - 1) * 100), (.activations, (a - w) / base * 100), (.attention, (f - a) / base * 100)]
+    public static func diagnose(
+        base: Double, weightsOnly w: Double, fp8Activations a: Double, full f: Double,
+        recipe r: JSONValue, hasBias: Bool
+    ) -> LossDiagnosis {
+        let steps: [(Component, Double)] = [
+            (.weights, (w / base - 1) * 100), (.activations, (a - w) / base * 100), (.attention, (f - a) / base * 100)
+        ]
         let largest = steps.max { $0.1 < $1.1 }!.0
         let advice: String
         switch largest {
@@ -46,14 +56,16 @@ public struct LossDiagnosis: Sendable, Equatable {
             if hasBias && r["attention"]?["kv_center"]?.stringValue != "bias" {
                 advice = #""attention": {"kv_center": "bias"} (this model's k/v biases set the INT4 K/V scales)"#
             } else if r["attention"]?["kv_group_size"]?.intValue == nil {
-                advice = #""attention": {"kv_group_size": 16, "kv_scale_search": true} (one INT4 scale per 16 channels)"#
+                advice =
+                    #""attention": {"kv_group_size": 16, "kv_scale_search": true} (one INT4 scale per 16 channels)"#
             } else {
                 advice = #""attention": {"kv_bits": null} (K/V in full precision: W4A8 instead of W4A8KV4)"#
             }
         case .weights:
             let gu = r["smoothing"]?["gate_up_c"]?.doubleValue ?? 0, dn = r["smoothing"]?["down_c"]?.doubleValue ?? 0
             if gu > 0 || dn > 0 {
-                advice = #""smoothing": {"gate_up_c": 0, "down_c": 0} (the weight-statistics channel scales can move a model's weights off the grid they quantize well on)"#
+                advice =
+                    #""smoothing": {"gate_up_c": 0, "down_c": 0} (the weight-statistics channel scales can move a model's weights off the grid they quantize well on)"#
             } else if r["weights"]?["scale_search"]?.boolValue != true {
                 advice = #""weights": {"scale_search": true} (input-weighted group scales)"#
             } else {
@@ -62,8 +74,9 @@ public struct LossDiagnosis: Sendable, Equatable {
         case .activations:
             advice = #""activations": {"format": "fp32"} (FP8 per-token activations are what lost most)"#
         }
-        return LossDiagnosis(weightsPercent: steps[0].1, activationsPercent: steps[1].1, attentionPercent: steps[2].1,
-                             largest: largest, advice: advice)
+        return LossDiagnosis(
+            weightsPercent: steps[0].1, activationsPercent: steps[1].1, attentionPercent: steps[2].1,
+            largest: largest, advice: advice)
     }
 
     /// "of the loss, the weights alone cost +a %, FP8 activations +b %, FP8 Q / INT4 K/V (and
@@ -76,7 +89,8 @@ public struct LossDiagnosis: Sendable, Equatable {
         case .activations: what = "the FP8 activations"
         case .attention: what = "FP8 Q / INT4 K/V"
         }
-        return "of the loss, the INT4 weights alone cost \(p(weightsPercent)), FP8 activations \(p(activationsPercent)), "
+        return
+            "of the loss, the INT4 weights alone cost \(p(weightsPercent)), FP8 activations \(p(activationsPercent)), "
             + "FP8 Q / INT4 K/V (with FP8 re-rounding) \(p(attentionPercent)); the largest is \(what): try the recipe option \(advice)"
     }
 }

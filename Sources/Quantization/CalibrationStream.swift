@@ -38,7 +38,8 @@ final class CalibrationStream {
                 forward.layer(L, hidden: x, batch: 1, seqLen: seqLen, workspace: workspace, observer: observer)
             } else {
                 scratch.pointer.update(from: x, count: seqLen * H)
-                forward.layer(L, hidden: scratch.pointer, batch: 1, seqLen: seqLen, workspace: workspace, observer: observer)
+                forward.layer(
+                    L, hidden: scratch.pointer, batch: 1, seqLen: seqLen, workspace: workspace, observer: observer)
             }
         }
     }
@@ -53,7 +54,9 @@ final class HessianObserver: ForwardObserver {
 
     init(config c: ModelConfig, threads: Int) {
         self.threads = threads
-        for (tap, k) in [(InputTap.attn, c.hiddenSize), (.oProj, c.qDim), (.mlp, c.hiddenSize), (.downProj, c.intermediateSize)] {
+        for (tap, k) in [
+            (InputTap.attn, c.hiddenSize), (.oProj, c.qDim), (.mlp, c.hiddenSize), (.downProj, c.intermediateSize)
+        ] {
             hessians[tap] = FloatBuffer(count: k * k)
         }
     }
@@ -78,7 +81,8 @@ final class HessianObserver: ForwardObserver {
                 for j in 0..<k { a[j * n + r] = row[j] }
             }
             let w = PackedMatrix(rowMajor: a.baseAddress!, rows: k, cols: n, narrow: false)
-            LinearAlgebra.linear(x: a.baseAddress!, ldx: n, m: k, w: w, y: h.pointer, ldy: k, accumulate: true, threads: threads)
+            LinearAlgebra.linear(
+                x: a.baseAddress!, ldx: n, m: k, w: w, y: h.pointer, ldy: k, accumulate: true, threads: threads)
         }
     }
 

@@ -64,7 +64,9 @@ final class ConstantSearch {
         func build(_ plan: SmoothingPlan) throws -> (RowMajorLayer, AttentionSmoothing, [PackedLinear]) {
             var L = raw
             let att = Folding.apply(plan, to: &L, stats: stats, config: c)
-            let weights = recipe.scaleSearch ? Quantizer.inputWeights(recipe: recipe, stats: stats, factors: [att.inputFactors], config: c) : [:]
+            let weights =
+                recipe.scaleSearch
+                ? Quantizer.inputWeights(recipe: recipe, stats: stats, factors: [att.inputFactors], config: c) : [:]
             let mats = Quantizer.linears(of: L, config: c)
             let keys = mats.indices.map { memoKey($0, plan) }
             let missing = mats.indices.filter { memo[keys[$0]] == nil }
@@ -74,8 +76,11 @@ final class ConstantSearch {
                 for m in r {
                     let j = missing[m]
                     let (name, w, rows, k, tap) = mats[j]
-                    slots.set(j, Quantizer.quantizeLinear(w, name: prefixName + name, rows: rows, k: k, groupSize: groupSizes[j], recipe: recipe,
-                                                          gptqFactor: nil, inputWeights: weights[tap], threads: 1))
+                    slots.set(
+                        j,
+                        Quantizer.quantizeLinear(
+                            w, name: prefixName + name, rows: rows, k: k, groupSize: groupSizes[j], recipe: recipe,
+                            gptqFactor: nil, inputWeights: weights[tap], threads: 1))
                 }
             }
             for j in missing { memo[keys[j]] = slots.value(j) }
@@ -99,15 +104,18 @@ final class ConstantSearch {
             let norms = TensorNames.norms(config)
             var outputNorms: (attention: [Float], mlp: [Float])? = nil
             if let a = L.attentionOutputNorm, let m = L.mlpOutputNorm { outputNorms = (a, m) }
-            let biases: [[Float]?] = [try stored(L.qBias, like: TensorNames.q + ".bias"), try stored(L.kBias, like: TensorNames.k + ".bias"),
-                                      try stored(L.vBias, like: TensorNames.v + ".bias"), nil, nil, nil, nil]
+            let biases: [[Float]?] = [
+                try stored(L.qBias, like: TensorNames.q + ".bias"), try stored(L.kBias, like: TensorNames.k + ".bias"),
+                try stored(L.vBias, like: TensorNames.v + ".bias"), nil, nil, nil, nil
+            ]
             let q = try QuantizedBlocks.QuantizedLayer(
                 inputNorm: try storedNorm(L.inputNorm, like: norms.attentionInput)!,
                 mlpInputNorm: try storedNorm(L.mlpInputNorm, like: norms.mlpInput)!, outputNorms: outputNorms,
                 linears: Array(zip(linears, biases)).map { (linear: $0.0, bias: $0.1) },
                 keyChannels: att.keyChannels, keyScales: att.keyScales.map { BF16.round($0) },
                 queryChannels: att.queryChannels, queryScales: att.queryScales.map { BF16.round($0) },
-                qNorm: try storedNorm(L.qNorm, like: TensorNames.qNorm), kNorm: try storedNorm(L.kNorm, like: TensorNames.kNorm),
+                qNorm: try storedNorm(L.qNorm, like: TensorNames.qNorm),
+                kNorm: try storedNorm(L.kNorm, like: TensorNames.kNorm),
                 fp8Rerounding: recipe.fp8Rerounding)
             work.pointer.update(from: input.pointer, count: n)
             blocks.run(q, index: i, hidden: work.pointer, batch: stream.windows, seqLen: stream.seqLen)
@@ -151,7 +159,8 @@ extension Recipe {
     public var blockNumerics: BlockNumerics {
         var n = BlockNumerics()
         n.activationsFP8 = activationsFP8; n.outputBF16 = outputBF16; n.queryFP8 = queryFP8; n.kvInt4 = kvInt4
-        n.qkHadamard = qkHadamard; n.kvGroupSize = kvGroupSize; n.kvScaleSearch = kvScaleSearch; n.fp8Rerounding = fp8Rerounding
+        n.qkHadamard = qkHadamard; n.kvGroupSize = kvGroupSize; n.kvScaleSearch = kvScaleSearch;
+        n.fp8Rerounding = fp8Rerounding
         n.kvCenter = kvCenterBias
         return n
     }

@@ -16,16 +16,24 @@ public struct RowMajorLayer: Sendable, Equatable {
     /// Qwen3's per-head q / k RMSNorm weights (headDim each, shared by all heads).
     public var qNorm: [Float]? = nil, kNorm: [Float]? = nil
 
-    public static func load(_ ckpt: Checkpoint, layer i: Int, config c: ModelConfig) throws(TensorStoreError) -> RowMajorLayer {
+    public static func load(
+        _ ckpt: Checkpoint, layer i: Int, config c: ModelConfig
+    ) throws(TensorStoreError) -> RowMajorLayer {
         typealias N = TensorNames
-        func t(_ part: String, _ shape: [Int]) throws(TensorStoreError) -> [Float] { try ckpt.float32(N.layer(i, part), shape: shape) }
-        func norm(_ part: String, _ n: Int) throws(TensorStoreError) -> [Float] { c.normScales(stored: try t(part, [n])) }
+        func t(_ part: String, _ shape: [Int]) throws(TensorStoreError) -> [Float] {
+            try ckpt.float32(N.layer(i, part), shape: shape)
+        }
+        func norm(_ part: String, _ n: Int) throws(TensorStoreError) -> [Float] {
+            c.normScales(stored: try t(part, [n]))
+        }
         let norms = N.norms(c)
         var L = RowMajorLayer(
-            inputNorm: try norm(norms.attentionInput, c.hiddenSize), mlpInputNorm: try norm(norms.mlpInput, c.hiddenSize),
+            inputNorm: try norm(norms.attentionInput, c.hiddenSize),
+            mlpInputNorm: try norm(norms.mlpInput, c.hiddenSize),
             q: try t(N.q + ".weight", [c.qDim, c.hiddenSize]), k: try t(N.k + ".weight", [c.kvDim, c.hiddenSize]),
             v: try t(N.v + ".weight", [c.kvDim, c.hiddenSize]), o: try t(N.o + ".weight", [c.hiddenSize, c.qDim]),
-            gate: try t(N.gate + ".weight", [c.intermediateSize, c.hiddenSize]), up: try t(N.up + ".weight", [c.intermediateSize, c.hiddenSize]),
+            gate: try t(N.gate + ".weight", [c.intermediateSize, c.hiddenSize]),
+            up: try t(N.up + ".weight", [c.intermediateSize, c.hiddenSize]),
             down: try t(N.down + ".weight", [c.hiddenSize, c.intermediateSize]),
             qBias: c.attentionBias ? try t(N.q + ".bias", [c.qDim]) : nil,
             kBias: c.attentionBias ? try t(N.k + ".bias", [c.kvDim]) : nil,
@@ -47,13 +55,15 @@ public struct RowMajorLayer: Sendable, Equatable {
             w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
         }
         let bias: FloatBuffer? = qBias.map { FloatBuffer($0 + kBias! + vBias!) }
-        return LlamaLayerWeights(index: index, inputNorm: FloatBuffer(inputNorm), mlpInputNorm: FloatBuffer(mlpInputNorm),
-                                 qkv: pack(q + k + v, rows: c.qDim + 2 * c.kvDim, cols: c.hiddenSize), qkvBias: bias,
-                                 o: pack(o, rows: c.hiddenSize, cols: c.qDim),
-                                 gateUp: pack(gate + up, rows: 2 * c.intermediateSize, cols: c.hiddenSize),
-                                 down: pack(down, rows: c.hiddenSize, cols: c.intermediateSize),
-                                 qNorm: qNorm.map { FloatBuffer($0) }, kNorm: kNorm.map { FloatBuffer($0) },
-                                 attentionOutputNorm: attentionOutputNorm.map { FloatBuffer($0) }, mlpOutputNorm: mlpOutputNorm.map { FloatBuffer($0) })
+        return LlamaLayerWeights(
+            index: index, inputNorm: FloatBuffer(inputNorm), mlpInputNorm: FloatBuffer(mlpInputNorm),
+            qkv: pack(q + k + v, rows: c.qDim + 2 * c.kvDim, cols: c.hiddenSize), qkvBias: bias,
+            o: pack(o, rows: c.hiddenSize, cols: c.qDim),
+            gateUp: pack(gate + up, rows: 2 * c.intermediateSize, cols: c.hiddenSize),
+            down: pack(down, rows: c.hiddenSize, cols: c.intermediateSize),
+            qNorm: qNorm.map { FloatBuffer($0) }, kNorm: kNorm.map { FloatBuffer($0) },
+            attentionOutputNorm: attentionOutputNorm.map { FloatBuffer($0) },
+            mlpOutputNorm: mlpOutputNorm.map { FloatBuffer($0) })
     }
 }
 
@@ -84,7 +94,8 @@ public struct SmoothingPlan: Sendable, Equatable {
     public var vHadamard = false
     public init() {}
     public static let off: SmoothingPlan = {
-        var p = SmoothingPlan(); p.gateUpC = 0; p.downC = 0; p.qkvC = 0; p.voScalar = 1; p.preRopeAlpha = nil; p.postRopeBeta = nil
+        var p = SmoothingPlan(); p.gateUpC = 0; p.downC = 0; p.qkvC = 0; p.voScalar = 1; p.preRopeAlpha = nil;
+        p.postRopeBeta = nil
         return p
     }()
 }
@@ -158,11 +169,14 @@ public enum Folding {
 
     /// Folds the plan's smoothing into a layer (function-preserving in exact arithmetic) and
     /// returns the run-time post-RoPE scales. `stats` supplies r (pre-RoPE) and m (post-RoPE).
-    public static func apply(_ plan: SmoothingPlan, to L: inout RowMajorLayer, stats: LayerStatistics, config c: ModelConfig) -> AttentionSmoothing {
+    public static func apply(
+        _ plan: SmoothingPlan, to L: inout RowMajorLayer, stats: LayerStatistics, config c: ModelConfig
+    ) -> AttentionSmoothing {
         let H = c.hiddenSize, I = c.intermediateSize, D = c.headDim
         var att = AttentionSmoothing()
         if plan.gateUpC > 0 {
-            let s = Smoothing.channelScales(L.gate + L.up, rows: 2 * I, k: H, c: plan.gateUpC, strength: plan.gateUpStrength)
+            let s = Smoothing.channelScales(
+                L.gate + L.up, rows: 2 * I, k: H, c: plan.gateUpC, strength: plan.gateUpStrength)
             scaleColumns(&L.gate, rows: I, k: H, by: s)
             scaleColumns(&L.up, rows: I, k: H, by: s)
             for j in 0..<H { L.mlpInputNorm[j] /= s[j] }
@@ -191,7 +205,9 @@ public enum Folding {
         if plan.vHadamard { rotateV(&L, config: c) }
         var excluded = Set<Int>()
         if let beta = plan.postRopeBeta {
-            let channels = Smoothing.postRopeChannels(absmax: stats.kPostRopeAbsmax, kvHeads: c.kvHeadCount, headDim: D, topK: plan.postRopeTopK).flatMap { $0 }
+            let channels = Smoothing.postRopeChannels(
+                absmax: stats.kPostRopeAbsmax, kvHeads: c.kvHeadCount, headDim: D, topK: plan.postRopeTopK
+            ).flatMap { $0 }
             let scales = Smoothing.postRopeKeyScales(absmax: stats.kPostRopeAbsmax, channels: channels, beta: beta)
             att.keyChannels = channels
             att.keyScales = scales
@@ -207,8 +223,11 @@ public enum Folding {
         /// Head-shared pre-RoPE factors [D].
         func sharedFactors(_ alpha: Float) -> [Float] {
             let half = D / 2
-            let shared = (0..<half).map { j in (0..<c.kvHeadCount).map { stats.kPreRopePairNormMax[$0 * half + j] }.max() ?? 0 }
-            return Smoothing.preRopeKeyFactors(pairNormMax: shared, kvHeads: 1, headDim: D, alpha: alpha, excluded: Set(excluded.map { $0 % D }))
+            let shared = (0..<half).map { j in
+                (0..<c.kvHeadCount).map { stats.kPreRopePairNormMax[$0 * half + j] }.max() ?? 0
+            }
+            return Smoothing.preRopeKeyFactors(
+                pairNormMax: shared, kvHeads: 1, headDim: D, alpha: alpha, excluded: Set(excluded.map { $0 % D }))
         }
         if let alpha = plan.preRopeAlpha, var kn = L.kNorm, var qn = L.qNorm {
             // Qwen3: q_norm / k_norm sit between the projections and RoPE and would undo factors
@@ -222,9 +241,12 @@ public enum Folding {
             L.kNorm = kn
             L.qNorm = qn
         } else if let alpha = plan.preRopeAlpha {
-            let nk = plan.preRopeSharedHeads
+            let nk =
+                plan.preRopeSharedHeads
                 ? Array((0..<c.kvHeadCount).map { _ in sharedFactors(alpha) }.joined())
-                : Smoothing.preRopeKeyFactors(pairNormMax: stats.kPreRopePairNormMax, kvHeads: c.kvHeadCount, headDim: D, alpha: alpha, excluded: excluded)
+                : Smoothing.preRopeKeyFactors(
+                    pairNormMax: stats.kPreRopePairNormMax, kvHeads: c.kvHeadCount, headDim: D, alpha: alpha,
+                    excluded: excluded)
             let nq = Smoothing.queryFactors(keyFactors: nk, heads: c.headCount, kvHeads: c.kvHeadCount, headDim: D)
             scaleRows(&L.k, rows: c.kvDim, k: H, by: nk)
             scaleRows(&L.q, rows: c.qDim, k: H, by: nq)

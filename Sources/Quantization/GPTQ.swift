@@ -19,7 +19,9 @@ public enum GPTQ {
     /// What the scale search weighs each weight's squared error by (recipe
     /// `weights.scale_search_weights`): the input's d_j, or d_j · √(σ²_r + w_j²) with σ²_r the
     /// row's mean w² (llama.cpp's importance weighting for its Q4_0 with an importance matrix).
-    public enum SearchWeights: String, Sendable, Equatable, CaseIterable { case input, inputMagnitude = "input_magnitude" }
+    public enum SearchWeights: String, Sendable, Equatable, CaseIterable {
+        case input, inputMagnitude = "input_magnitude"
+    }
 
     /// σ²_r: the mean of w² over a row, summed in Double in index order.
     static func rowMeanSquare(_ row: UnsafeBufferPointer<Float>) -> Float {
@@ -30,8 +32,10 @@ public enum GPTQ {
 
     /// The search weights of one group: d_j, or d_j · √(σ²_r + w_j²) (`.inputMagnitude`).
     @inline(__always)
-    static func groupWeights(_ w: UnsafeBufferPointer<Float>, _ d: UnsafeBufferPointer<Float>, sigma2: Float,
-                             _ mode: SearchWeights, into out: inout [Float]) {
+    static func groupWeights(
+        _ w: UnsafeBufferPointer<Float>, _ d: UnsafeBufferPointer<Float>, sigma2: Float,
+        _ mode: SearchWeights, into out: inout [Float]
+    ) {
         for j in 0..<w.count { out[j] = mode == .input ? d[j] : d[j] * (sigma2 + w[j] * w[j]).squareRoot() }
     }
     /// The candidate group scales for absmax `a` (already × P): the format's values from about a/14
@@ -61,8 +65,10 @@ public enum GPTQ {
 
     /// The group scale minimising Σ d_j (w_j − ŵ_j)² over `candidateScales`; the first (largest)
     /// wins ties. `w` and `d` have the group's length.
-    public static func searchScale(_ w: UnsafeBufferPointer<Float>, weights d: UnsafeBufferPointer<Float>,
-                                   format: Int4Groups.ScaleFormat, reround: Bool) -> Float {
+    public static func searchScale(
+        _ w: UnsafeBufferPointer<Float>, weights d: UnsafeBufferPointer<Float>,
+        format: Int4Groups.ScaleFormat, reround: Bool
+    ) -> Float {
         var a: Float = 0
         for x in w { a = max(a, abs(x)) }
         a = max(a, Int4Groups.absmaxFloor)
@@ -80,9 +86,11 @@ public enum GPTQ {
     }
 
     /// Round-to-nearest with searched group scales (no error feedback). `d` [K] weights the inputs.
-    public static func quantizeSearched(_ w: [Float], rows: Int, k: Int, groupSize g: Int, inputWeights d: [Float],
-                                        weighting: SearchWeights = .input,
-                                        scaleFormat: Int4Groups.ScaleFormat, reround: Bool, threads: Int = 1) -> Int4Groups.Quantized {
+    public static func quantizeSearched(
+        _ w: [Float], rows: Int, k: Int, groupSize g: Int, inputWeights d: [Float],
+        weighting: SearchWeights = .input,
+        scaleFormat: Int4Groups.ScaleFormat, reround: Bool, threads: Int = 1
+    ) -> Int4Groups.Quantized {
         precondition(k % g == 0 && w.count == rows * k && d.count == k)
         let groups = k / g
         var q = [Int8](repeating: 0, count: rows * k)
@@ -95,12 +103,18 @@ public enum GPTQ {
                         Parallel.forEachChunk(rows, chunk: 8, threads: threads) { range in
                             var gw = [Float](repeating: 0, count: g)
                             for r in range {
-                                let sigma2 = weighting == .input ? 0 : rowMeanSquare(UnsafeBufferPointer(rebasing: W.b[(r * k)..<(r * k + k)]))
+                                let sigma2 =
+                                    weighting == .input
+                                    ? 0 : rowMeanSquare(UnsafeBufferPointer(rebasing: W.b[(r * k)..<(r * k + k)]))
                                 for gi in 0..<groups {
                                     let base = r * k + gi * g
                                     let grp = UnsafeBufferPointer(rebasing: W.b[base..<(base + g)])
-                                    groupWeights(grp, UnsafeBufferPointer(rebasing: D.b[(gi * g)..<(gi * g + g)]), sigma2: sigma2, weighting, into: &gw)
-                                    let s = gw.withUnsafeBufferPointer { searchScale(grp, weights: $0, format: scaleFormat, reround: reround) }
+                                    groupWeights(
+                                        grp, UnsafeBufferPointer(rebasing: D.b[(gi * g)..<(gi * g + g)]),
+                                        sigma2: sigma2, weighting, into: &gw)
+                                    let s = gw.withUnsafeBufferPointer {
+                                        searchScale(grp, weights: $0, format: scaleFormat, reround: reround)
+                                    }
                                     S.b[r * groups + gi] = s
                                     for j in 0..<g { Q.b[base + j] = Int8(code(W.b[base + j], s)) }
                                 }
@@ -137,7 +151,7 @@ public enum GPTQ {
     /// H = ŨŨᵀ with Ũ upper (the Cholesky factorisation from the last index), then U = Ũ⁻¹:
     /// H⁻¹ = Ũ⁻ᵀŨ⁻¹ = UᵀU. Right-looking, element-wise updates only (fixed order).
     static func factor(_ a: inout [Double], k: Int) -> [Double]? {
-        var ut = [Double](repeating: 0, count: k * k)   // Ũ
+        var ut = [Double](repeating: 0, count: k * k)  // Ũ
         var col = [Double](repeating: 0, count: k)
         for j in stride(from: k - 1, through: 0, by: -1) {
             let piv = a[j * k + j]
@@ -181,9 +195,11 @@ public enum GPTQ {
     /// GPTQ of W [rows, K] (already × P) with the upper inverse-Cholesky factor `u` (Double [K, K]).
     /// Group scales: searched on diag(H) (`inputWeights`) when `search`, else E4M3/BF16(a/7) as
     /// plain RTN, from the row's updated weights when the group's first column is reached.
-    public static func quantize(_ w: [Float], rows: Int, k: Int, groupSize g: Int, u: [Double], inputWeights d: [Float],
-                                search: Bool, weighting: SearchWeights = .input,
-                                scaleFormat: Int4Groups.ScaleFormat, reround: Bool, threads: Int = 1) -> Int4Groups.Quantized {
+    public static func quantize(
+        _ w: [Float], rows: Int, k: Int, groupSize g: Int, u: [Double], inputWeights d: [Float],
+        search: Bool, weighting: SearchWeights = .input,
+        scaleFormat: Int4Groups.ScaleFormat, reround: Bool, threads: Int = 1
+    ) -> Int4Groups.Quantized {
         precondition(k % g == 0 && w.count == rows * k && u.count == k * k && d.count == k)
         let groups = k / g
         let uf = u.map { Float($0) }
@@ -195,14 +211,20 @@ public enum GPTQ {
                 d.withUnsafeBufferPointer { dp in
                     q.withUnsafeMutableBufferPointer { qp in
                         scales.withUnsafeMutableBufferPointer { sp in
-                            let (W, U, D, Q, S) = (SendableBuf(wp), SendableBuf(up), SendableBuf(dp), SendableMutBuf(qp), SendableMutBuf(sp))
+                            let (W, U, D, Q, S) = (
+                                SendableBuf(wp), SendableBuf(up), SendableBuf(dp), SendableMutBuf(qp),
+                                SendableMutBuf(sp)
+                            )
                             let blocks = (rows + block - 1) / block
                             Parallel.forEachChunk(blocks, chunk: 1, threads: threads) { range in
                                 for b in range {
                                     let r0 = b * block, n = min(block, rows - r0)
                                     var work = Array(W.b[(r0 * k)..<((r0 + n) * k)])
                                     let sigma2 = (0..<n).map { r in
-                                        weighting == .input ? 0 : rowMeanSquare(UnsafeBufferPointer(rebasing: W.b[((r0 + r) * k)..<((r0 + r) * k + k)]))
+                                        weighting == .input
+                                            ? 0
+                                            : rowMeanSquare(
+                                                UnsafeBufferPointer(rebasing: W.b[((r0 + r) * k)..<((r0 + r) * k + k)]))
                                     }
                                     var gw = [Float](repeating: 0, count: g)
                                     work.withUnsafeMutableBufferPointer { wk in
@@ -210,11 +232,16 @@ public enum GPTQ {
                                         for j in 0..<k {
                                             if j % g == 0 {
                                                 for r in 0..<n {
-                                                    let grp = UnsafeBufferPointer(rebasing: wk[(r * k + j)..<(r * k + j + g)])
+                                                    let grp = UnsafeBufferPointer(
+                                                        rebasing: wk[(r * k + j)..<(r * k + j + g)])
                                                     if search {
-                                                        groupWeights(grp, UnsafeBufferPointer(rebasing: D.b[j..<(j + g)]),
-                                                                     sigma2: sigma2[r], weighting, into: &gw)
-                                                        s[r] = gw.withUnsafeBufferPointer { searchScale(grp, weights: $0, format: scaleFormat, reround: reround) }
+                                                        groupWeights(
+                                                            grp, UnsafeBufferPointer(rebasing: D.b[j..<(j + g)]),
+                                                            sigma2: sigma2[r], weighting, into: &gw)
+                                                        s[r] = gw.withUnsafeBufferPointer {
+                                                            searchScale(
+                                                                grp, weights: $0, format: scaleFormat, reround: reround)
+                                                        }
                                                     } else {
                                                         var a: Float = 0
                                                         for x in grp { a = max(a, abs(x)) }
@@ -248,5 +275,9 @@ public enum GPTQ {
     }
 }
 
-struct SendableBuf<T>: @unchecked Sendable { let b: UnsafeBufferPointer<T>; init(_ b: UnsafeBufferPointer<T>) { self.b = b } }
-struct SendableMutBuf<T>: @unchecked Sendable { let b: UnsafeMutableBufferPointer<T>; init(_ b: UnsafeMutableBufferPointer<T>) { self.b = b } }
+struct SendableBuf<T>: @unchecked Sendable {
+    let b: UnsafeBufferPointer<T>; init(_ b: UnsafeBufferPointer<T>) { self.b = b }
+}
+struct SendableMutBuf<T>: @unchecked Sendable {
+    let b: UnsafeMutableBufferPointer<T>; init(_ b: UnsafeMutableBufferPointer<T>) { self.b = b }
+}

@@ -15,7 +15,8 @@ public enum Int4Groups {
 
     /// a_g = max(|W_g|, 1e-5) for every group of `groupSize` consecutive inputs of every row,
     /// scaled by `multiplier` first; layout [rows, K/G].
-    public static func groupAbsmax(_ w: [Float], rows: Int, k: Int, groupSize g: Int, multiplier: Float = 1) -> [Float] {
+    public static func groupAbsmax(_ w: [Float], rows: Int, k: Int, groupSize g: Int, multiplier: Float = 1) -> [Float]
+    {
         precondition(k % g == 0 && w.count == rows * k)
         var out = [Float](repeating: 0, count: rows * (k / g))
         for r in 0..<rows {
@@ -66,7 +67,9 @@ public enum Int4Groups {
 
     /// s_g = E4M3(a_g / 7) raised to 2^-9 (or BF16(a_g / 7) for the σ_BF16 variant);
     /// q = clamp(round_half_even(W / s_g), −8, 7) (§2.3). W is already multiplied by P.
-    public static func quantize(_ w: [Float], rows: Int, k: Int, groupSize g: Int, scaleFormat: ScaleFormat = .fp8e4m3) -> Quantized {
+    public static func quantize(
+        _ w: [Float], rows: Int, k: Int, groupSize g: Int, scaleFormat: ScaleFormat = .fp8e4m3
+    ) -> Quantized {
         let a = groupAbsmax(w, rows: rows, k: k, groupSize: g)
         let groups = k / g
         var scales = [Float](repeating: 0, count: a.count)

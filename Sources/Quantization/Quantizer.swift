@@ -25,22 +25,27 @@ public struct Quantizer {
     /// takes the output's lock or runs any stage.
     public static func checkRecipe(_ recipe: Recipe, config c: ModelConfig) throws {
         typealias N = TensorNames
-        let shapes: [(String, Int)] = [(N.q, c.hiddenSize), (N.k, c.hiddenSize), (N.v, c.hiddenSize),
-                                       (N.o, c.qDim), (N.gate, c.hiddenSize), (N.up, c.hiddenSize), (N.down, c.intermediateSize)]
+        let shapes: [(String, Int)] = [
+            (N.q, c.hiddenSize), (N.k, c.hiddenSize), (N.v, c.hiddenSize),
+            (N.o, c.qDim), (N.gate, c.hiddenSize), (N.up, c.hiddenSize), (N.down, c.intermediateSize)
+        ]
         for i in 0..<c.layerCount where !recipe.skipLayers.contains(i) {
             for (n, k) in shapes { _ = try recipe.groupSize(layer: i, name: N.layer(i, n), k: k) }
         }
         if recipe.smoothing.vHadamard && (c.headDim & (c.headDim - 1)) != 0 {
-            throw QuantizationError.recipe(path: recipe.name, key: "smoothing.v_hadamard",
-                                           reason: "needs a power-of-two head_dim (this model's is \(c.headDim))")
+            throw QuantizationError.recipe(
+                path: recipe.name, key: "smoothing.v_hadamard",
+                reason: "needs a power-of-two head_dim (this model's is \(c.headDim))")
         }
         if recipe.qkHadamard && (c.headDim & (c.headDim - 1)) != 0 {
-            throw QuantizationError.recipe(path: recipe.name, key: "attention.qk_hadamard",
-                                           reason: "needs a power-of-two head_dim (this model's is \(c.headDim))")
+            throw QuantizationError.recipe(
+                path: recipe.name, key: "attention.qk_hadamard",
+                reason: "needs a power-of-two head_dim (this model's is \(c.headDim))")
         }
         if let g = recipe.kvGroupSize, c.headDim % g != 0 {
-            throw QuantizationError.recipe(path: recipe.name, key: "attention.kv_group_size",
-                                           reason: "must divide head_dim \(c.headDim)")
+            throw QuantizationError.recipe(
+                path: recipe.name, key: "attention.kv_group_size",
+                reason: "must divide head_dim \(c.headDim)")
         }
     }
 
@@ -48,13 +53,17 @@ public struct Quantizer {
     /// (written to a temporary folder beside it and renamed when complete). Layers are written as
     /// they are quantized (peak memory: one layer plus the embeddings), into shards of at most
     /// `maxShardBytes` (a layer is never split; Formats/fireq-packed-v1.md "Shards").
-    public static func run(modelDir: String, statsPath: String, recipe: Recipe, recipeJSON: String, outDir: String,
-                           toolVersion: String, threads: Int = 1, force: Bool = false, maxShardBytes: Int = Quantizer.defaultMaxShardBytes,
-                           progress: ((Int, Int) -> Void)? = nil) throws -> Summary {
+    public static func run(
+        modelDir: String, statsPath: String, recipe: Recipe, recipeJSON: String, outDir: String,
+        toolVersion: String, threads: Int = 1, force: Bool = false, maxShardBytes: Int = Quantizer.defaultMaxShardBytes,
+        progress: ((Int, Int) -> Void)? = nil
+    ) throws -> Summary {
         let fm = FileManager.default
         if URL(fileURLWithPath: outDir).standardizedFileURL.resolvingSymlinksInPath().path
-            == URL(fileURLWithPath: modelDir).standardizedFileURL.resolvingSymlinksInPath().path {
-            throw QuantizationError.packed(path: outDir, reason: "is the source model's folder; choose another output folder")
+            == URL(fileURLWithPath: modelDir).standardizedFileURL.resolvingSymlinksInPath().path
+        {
+            throw QuantizationError.packed(
+                path: outDir, reason: "is the source model's folder; choose another output folder")
         }
         let config = try ModelConfig(directory: modelDir)
         let ckpt = try Checkpoint(directory: modelDir)
@@ -63,40 +72,68 @@ public struct Quantizer {
         let modelHash = try ckpt.modelHash(configBytes: configBytes)
         let stats = try StatsFile.read(statsPath, config: config)
         if stats.attributes["model_sha256"] != modelHash {
-            throw QuantizationError.statsMismatch(path: statsPath, expected: modelHash, found: stats.attributes["model_sha256"] ?? "")
+            throw QuantizationError.statsMismatch(
+                path: statsPath, expected: modelHash, found: stats.attributes["model_sha256"] ?? "")
         }
         // Check the recipe against the model before any work.
         try checkRecipe(recipe, config: config)
         let c = config
-        if recipe.kvCenterBias && c.attentionBias && stats.layers.contains(where: { $0.kPreRopePairNormMaxUnbiased == nil || $0.kPostRopeAbsmaxUnbiased == nil }) {
-            throw QuantizationError.packed(path: statsPath, reason: "holds no statistics of the unbiased keys, which recipe '\(recipe.name)' (attention.kv_center) needs; re-run `fireq calibrate` with this version")
+        if recipe.kvCenterBias && c.attentionBias
+            && stats.layers.contains(where: {
+                $0.kPreRopePairNormMaxUnbiased == nil || $0.kPostRopeAbsmaxUnbiased == nil
+            })
+        {
+            throw QuantizationError.packed(
+                path: statsPath,
+                reason:
+                    "holds no statistics of the unbiased keys, which recipe '\(recipe.name)' (attention.kv_center) needs; re-run `fireq calibrate` with this version"
+            )
         }
         if recipe.search != nil && stats.tokens == nil {
-            throw QuantizationError.packed(path: statsPath, reason: "holds no calibration tokens, which recipe '\(recipe.name)' (search) needs; re-run `fireq calibrate` with this version")
+            throw QuantizationError.packed(
+                path: statsPath,
+                reason:
+                    "holds no calibration tokens, which recipe '\(recipe.name)' (search) needs; re-run `fireq calibrate` with this version"
+            )
         }
         if recipe.gptq != nil && stats.tokens == nil {
-            throw QuantizationError.packed(path: statsPath, reason: "holds no calibration tokens, which recipe '\(recipe.name)' (GPTQ) needs; re-run `fireq calibrate` with this version")
+            throw QuantizationError.packed(
+                path: statsPath,
+                reason:
+                    "holds no calibration tokens, which recipe '\(recipe.name)' (GPTQ) needs; re-run `fireq calibrate` with this version"
+            )
         }
-        if fm.fileExists(atPath: outDir) && !force { throw QuantizationError.packed(path: outDir, reason: "already exists (pass --force to replace it)") }
+        if fm.fileExists(atPath: outDir) && !force {
+            throw QuantizationError.packed(path: outDir, reason: "already exists (pass --force to replace it)")
+        }
         var summary = Summary()
         let cfgJSON = (try? JSONParser.parse(configBytes)).map { JSONWriter.serialize($0, sortedKeys: true) } ?? "{}"
         let common: [String: String] = [
             "fireq.format": PackedFormat.name, "fireq.version": PackedFormat.version, "fireq.config": cfgJSON,
             "fireq.recipe": recipeJSON, "fireq.source_model_sha256": modelHash, "fireq.stats_sha256": stats.fileSHA256,
             "fireq.tool_version": toolVersion,
-            "fireq.calibration": JSONWriter.serialize(.object(JSONObject(
-                ["source_kind", "source_path", "source_sha256", "samples", "seq_len", "tokens", "selection", "seed"].compactMap { k in
-                    stats.attributes[k].map { (k, JSONValue.string($0)) }
-                })), sortedKeys: true),
+            "fireq.calibration": JSONWriter.serialize(
+                .object(
+                    JSONObject(
+                        [
+                            "source_kind", "source_path", "source_sha256", "samples", "seq_len", "tokens", "selection",
+                            "seed"
+                        ].compactMap { k in
+                            stats.attributes[k].map { (k, JSONValue.string($0)) }
+                        })), sortedKeys: true)
         ].merging(Self.sourceLicense(modelDir).map { ["fireq.source_license": $0] } ?? [:]) { a, _ in a }
         // Everything is written into a temporary folder, then renamed into place.
-        let parent = (outDir as NSString).deletingLastPathComponent.isEmpty ? "." : (outDir as NSString).deletingLastPathComponent
-        let tmp = parent + "/." + (outDir as NSString).lastPathComponent + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
+        let parent =
+            (outDir as NSString).deletingLastPathComponent.isEmpty
+            ? "." : (outDir as NSString).deletingLastPathComponent
+        let tmp =
+            parent + "/." + (outDir as NSString).lastPathComponent + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
         try? fm.removeItem(atPath: tmp)
         do {
             try fm.createDirectory(atPath: tmp, withIntermediateDirectories: false)
         } catch {
-            throw QuantizationError.packed(path: outDir, reason: "cannot create the output folder (does '\(parent)' exist and is it writable?)")
+            throw QuantizationError.packed(
+                path: outDir, reason: "cannot create the output folder (does '\(parent)' exist and is it writable?)")
         }
         var crc: [String: String] = [:]
         // The constant search's choices per layer (packed metadata `fireq.search`, per shard).
@@ -108,12 +145,17 @@ public struct Quantizer {
             m["fireq.crc32"] = JSONWriter.serialize(.object(o), sortedKeys: true)
             if let st = recipe.search {
                 var layers = JSONObject()
-                let inShard = Set(names.compactMap { n -> Int? in
-                    TensorNames.layerIndex(of: n)
-                })
+                let inShard = Set(
+                    names.compactMap { n -> Int? in
+                        TensorNames.layerIndex(of: n)
+                    })
                 for i in inShard.sorted() { if let v = searched[i] { layers[String(i)] = v } }
-                m["fireq.search"] = JSONWriter.serialize(.object(JSONObject([("windows", .int(st.windows)), ("tokens", .int(st.tokens)),
-                                                                              ("layers", .object(layers))])), sortedKeys: true)
+                m["fireq.search"] = JSONWriter.serialize(
+                    .object(
+                        JSONObject([
+                            ("windows", .int(st.windows)), ("tokens", .int(st.tokens)),
+                            ("layers", .object(layers))
+                        ])), sortedKeys: true)
             }
             return m
         }
@@ -143,10 +185,14 @@ public struct Quantizer {
             return TensorData(name: name, values: values, dtype: dtype, shape: [values.count])
         }
         // GPTQ: the calibration windows' hidden states, advanced layer by layer.
-        let stream = try recipe.gptq.map { _ in try CalibrationStream(checkpoint: ckpt, config: c, tokens: stats.tokens!, threads: threads) }
+        let stream = try recipe.gptq.map { _ in
+            try CalibrationStream(checkpoint: ckpt, config: c, tokens: stats.tokens!, threads: threads)
+        }
         let searcher = try recipe.search.map { st in
-            try ConstantSearch(checkpoint: ckpt, config: c, tokens: stats.tokens!.prefix(st.windows).map { Array($0.prefix(st.tokens)) },
-                               recipe: recipe, threads: threads)
+            try ConstantSearch(
+                checkpoint: ckpt, config: c,
+                tokens: stats.tokens!.prefix(st.windows).map { Array($0.prefix(st.tokens)) },
+                recipe: recipe, threads: threads)
         }
         do {
             try emit([try raw(TensorNames.embed)])
@@ -157,7 +203,11 @@ public struct Quantizer {
                 var tensors: [TensorData] = []
                 if recipe.skipLayers.contains(i) {
                     for name in ckpt.tensorNames where name.hasPrefix(prefix) { tensors.append(try raw(name)) }
-                    if let stream { stream.run(try RowMajorLayer.load(ckpt, layer: i, config: c).referenceWeights(index: i, config: c), observer: nil, advance: true) }
+                    if let stream {
+                        stream.run(
+                            try RowMajorLayer.load(ckpt, layer: i, config: c).referenceWeights(index: i, config: c),
+                            observer: nil, advance: true)
+                    }
                     try emit(tensors)
                     progress?(i + 1, c.layerCount)
                     continue
@@ -166,9 +216,13 @@ public struct Quantizer {
                 var L = raw
                 let layerStats = Self.keyStatistics(stats.layers[i], recipe: recipe)
                 let mats0 = Self.linears(of: raw, config: c)
-                let groupSizes = try mats0.map { (n, _, _, k, _) throws -> Int in try recipe.groupSize(layer: i, name: prefix + n, k: k) }
+                let groupSizes = try mats0.map { (n, _, _, k, _) throws -> Int in
+                    try recipe.groupSize(layer: i, name: prefix + n, k: k)
+                }
                 var sqFactors: [InputTap: [Float]] = [:]
-                if let a = recipe.smoothQuantAlpha { sqFactors = SmoothQuant.apply(alpha: a, to: &L, stats: layerStats, config: c) }
+                if let a = recipe.smoothQuantAlpha {
+                    sqFactors = SmoothQuant.apply(alpha: a, to: &L, stats: layerStats, config: c)
+                }
                 let outcome = try searcher?.choose(layer: i, raw: raw, stats: layerStats, groupSizes: groupSizes)
                 if let outcome { searched[i] = outcome.json }
                 let att = outcome?.attention ?? Folding.apply(recipe.smoothing, to: &L, stats: layerStats, config: c)
@@ -183,32 +237,44 @@ public struct Quantizer {
                     for tap in InputTap.allCases {
                         let (h, d) = obs.hessian(tap)
                         guard let u = GPTQ.inverseCholeskyUpper(h, k: d.count, damp: Double(g.damp)) else {
-                            throw QuantizationError.packed(path: statsPath, reason: "layer \(i)'s \(tap.rawValue) Hessian is not positive definite even with 10⁴× the dampening (are the calibration windows degenerate?)")
+                            throw QuantizationError.packed(
+                                path: statsPath,
+                                reason:
+                                    "layer \(i)'s \(tap.rawValue) Hessian is not positive definite even with 10⁴× the dampening (are the calibration windows degenerate?)"
+                            )
                         }
                         factors[tap] = u.u
                         inputWeights[tap] = d
                     }
-                } else if recipe.scaleSearch && outcome == nil {   // (the search packed its linears already)
-                    inputWeights = Self.inputWeights(recipe: recipe, stats: layerStats, factors: [sqFactors, att.inputFactors], config: c)
+                } else if recipe.scaleSearch && outcome == nil {  // (the search packed its linears already)
+                    inputWeights = Self.inputWeights(
+                        recipe: recipe, stats: layerStats, factors: [sqFactors, att.inputFactors], config: c)
                 }
                 let norms = TensorNames.norms(c)
                 tensors.append(try storedNorm(prefix + norms.attentionInput, L.inputNorm))
                 tensors.append(try storedNorm(prefix + norms.mlpInput, L.mlpInputNorm))
                 // Sandwich norms: no fold touches them; copied as stored.
-                for n in [norms.attentionOutput, norms.mlpOutput].compactMap({ $0 }) { tensors.append(try copied(prefix + n)) }
+                for n in [norms.attentionOutput, norms.mlpOutput].compactMap({ $0 }) {
+                    tensors.append(try copied(prefix + n))
+                }
                 let mats = Self.linears(of: L, config: c)
                 let results = ResultSlots<PackedLinear>(count: mats.count)
                 func quantizeLinear(_ j: Int, threads inner: Int) {
                     let (n, w, rows, k, tap) = mats[j]
-                    results.set(j, Self.quantizeLinear(w, name: prefix + n, rows: rows, k: k, groupSize: groupSizes[j], recipe: recipe,
-                                                       gptqFactor: factors[tap], inputWeights: inputWeights[tap], threads: inner))
+                    results.set(
+                        j,
+                        Self.quantizeLinear(
+                            w, name: prefix + n, rows: rows, k: k, groupSize: groupSizes[j], recipe: recipe,
+                            gptqFactor: factors[tap], inputWeights: inputWeights[tap], threads: inner))
                 }
                 if let outcome {
                     for (j, l) in outcome.linears.enumerated() { results.set(j, l) }
                 } else if factors.isEmpty {
                     // The seven linears are independent: quantize them on `threads` threads, each result
                     // stored by index, so the output does not depend on the thread count.
-                    Parallel.forEachChunk(mats.count, chunk: 1, threads: threads) { r in for j in r { quantizeLinear(j, threads: 1) } }
+                    Parallel.forEachChunk(mats.count, chunk: 1, threads: threads) { r in
+                        for j in r { quantizeLinear(j, threads: 1) }
+                    }
                 } else {
                     // GPTQ splits each linear's rows over the threads instead (rows are independent).
                     for j in 0..<mats.count { quantizeLinear(j, threads: threads) }
@@ -217,8 +283,12 @@ public struct Quantizer {
                     // The next layer's inputs: this layer with its quantized weights (ŵ / P, FP32 math).
                     var Q = L
                     for packed in results.values {
-                        let qw = Int4Groups.Quantized(q: packed.q, scales: packed.scales, rows: packed.n, k: packed.k, groupSize: packed.groupSize)
-                        let w = Int4Groups.dequantize(qw, fp8Rerounding: recipe.fp8Rerounding).map { $0 * packed.perTensorScaleInv }
+                        let qw = Int4Groups.Quantized(
+                            q: packed.q, scales: packed.scales, rows: packed.n, k: packed.k, groupSize: packed.groupSize
+                        )
+                        let w = Int4Groups.dequantize(qw, fp8Rerounding: recipe.fp8Rerounding).map {
+                            $0 * packed.perTensorScaleInv
+                        }
                         switch String(packed.name.dropFirst(prefix.count)) {
                         case TensorNames.q: Q.q = w
                         case TensorNames.k: Q.k = w
@@ -246,15 +316,29 @@ public struct Quantizer {
                 }
                 if !att.keyChannels.isEmpty {
                     let s = prefix + TensorNames.qkvSupply
-                    tensors.append(TensorData(name: s + "post_k_smooth.top_k_indices", int32: att.keyChannels, shape: [att.keyChannels.count]))
-                    tensors.append(TensorData(name: s + "post_k_smooth.smooth", values: att.keyScales, dtype: .bf16, shape: [att.keyScales.count]))
-                    tensors.append(TensorData(name: s + "post_q_smooth.top_k_indices", int32: att.queryChannels, shape: [att.queryChannels.count]))
-                    tensors.append(TensorData(name: s + "post_q_smooth.smooth", values: att.queryScales, dtype: .bf16, shape: [att.queryScales.count]))
+                    tensors.append(
+                        TensorData(
+                            name: s + "post_k_smooth.top_k_indices", int32: att.keyChannels,
+                            shape: [att.keyChannels.count]))
+                    tensors.append(
+                        TensorData(
+                            name: s + "post_k_smooth.smooth", values: att.keyScales, dtype: .bf16,
+                            shape: [att.keyScales.count]))
+                    tensors.append(
+                        TensorData(
+                            name: s + "post_q_smooth.top_k_indices", int32: att.queryChannels,
+                            shape: [att.queryChannels.count]))
+                    tensors.append(
+                        TensorData(
+                            name: s + "post_q_smooth.smooth", values: att.queryScales, dtype: .bf16,
+                            shape: [att.queryScales.count]))
                 }
                 try emit(tensors)
                 progress?(i + 1, c.layerCount)
             }
-            let files = try writer.finish(indexMetadata: ["fireq.format": PackedFormat.name, "fireq.version": PackedFormat.version])
+            let files = try writer.finish(indexMetadata: [
+                "fireq.format": PackedFormat.name, "fireq.version": PackedFormat.version
+            ])
             for f in ["config.json"] + ModelFiles.serving where fm.fileExists(atPath: modelDir + "/" + f) {
                 try fm.copyItem(atPath: modelDir + "/" + f, toPath: tmp + "/" + f)
             }
@@ -263,7 +347,9 @@ public struct Quantizer {
             if fm.fileExists(atPath: outDir) { try fm.moveItem(atPath: outDir, toPath: old) }
             try fm.moveItem(atPath: tmp, toPath: outDir)
             try? fm.removeItem(atPath: old)
-            summary.totalBytes = files.reduce(0) { $0 + ((try? fm.attributesOfItem(atPath: outDir + "/" + $1)[.size] as? Int) ?? 0) }
+            summary.totalBytes = files.reduce(0) {
+                $0 + ((try? fm.attributesOfItem(atPath: outDir + "/" + $1)[.size] as? Int) ?? 0)
+            }
         } catch {
             try? fm.removeItem(atPath: tmp)
             // A write that failed inside the temporary folder is reported against the output the
@@ -273,7 +359,9 @@ public struct Quantizer {
             }
             throw error
         }
-        summary.sourceBytes = ckpt.files.reduce(0) { $0 + ((try? fm.attributesOfItem(atPath: $1.path)[.size] as? Int) ?? 0) }
+        summary.sourceBytes = ckpt.files.reduce(0) {
+            $0 + ((try? fm.attributesOfItem(atPath: $1.path)[.size] as? Int) ?? 0)
+        }
         return summary
     }
 }
@@ -282,17 +370,22 @@ extension Quantizer {
     /// A layer's seven linears in packed order: name, row-major weights, rows, K, input.
     static func linears(of L: RowMajorLayer, config c: ModelConfig) -> [(String, [Float], Int, Int, InputTap)] {
         typealias N = TensorNames
-        return [(N.q, L.q, c.qDim, c.hiddenSize, .attn), (N.k, L.k, c.kvDim, c.hiddenSize, .attn),
-                (N.v, L.v, c.kvDim, c.hiddenSize, .attn), (N.o, L.o, c.hiddenSize, c.qDim, .oProj),
-                (N.gate, L.gate, c.intermediateSize, c.hiddenSize, .mlp), (N.up, L.up, c.intermediateSize, c.hiddenSize, .mlp),
-                (N.down, L.down, c.hiddenSize, c.intermediateSize, .downProj)]
+        return [
+            (N.q, L.q, c.qDim, c.hiddenSize, .attn), (N.k, L.k, c.kvDim, c.hiddenSize, .attn),
+            (N.v, L.v, c.kvDim, c.hiddenSize, .attn), (N.o, L.o, c.hiddenSize, c.qDim, .oProj),
+            (N.gate, L.gate, c.intermediateSize, c.hiddenSize, .mlp),
+            (N.up, L.up, c.intermediateSize, c.hiddenSize, .mlp),
+            (N.down, L.down, c.hiddenSize, c.intermediateSize, .downProj)
+        ]
     }
 
     /// The statistics the folds use for layer `s`: with `attention.kv_center: "bias"` on a model
     /// with a k_proj bias, the key statistics of k − b replace those of k (the quantized key is
     /// then k − b; Formats/calibration-stats.md).
     static func keyStatistics(_ s: LayerStatistics, recipe: Recipe) -> LayerStatistics {
-        guard recipe.kvCenterBias, let pre = s.kPreRopePairNormMaxUnbiased, let post = s.kPostRopeAbsmaxUnbiased else { return s }
+        guard recipe.kvCenterBias, let pre = s.kPreRopePairNormMaxUnbiased, let post = s.kPostRopeAbsmaxUnbiased else {
+            return s
+        }
         var u = s
         u.kPreRopePairNormMax = pre
         u.kPostRopeAbsmax = post
@@ -302,7 +395,9 @@ extension Quantizer {
     /// E[x²] of each smoothed linear input, what scale search weighs the rounding error by: the
     /// statistics' `mean_sq` times the square of each fold's factor (`factors`: what SmoothQuant
     /// and the FireQ folds multiplied each input channel by).
-    static func inputWeights(recipe: Recipe, stats: LayerStatistics, factors: [[InputTap: [Float]]], config c: ModelConfig) -> [InputTap: [Float]] {
+    static func inputWeights(
+        recipe: Recipe, stats: LayerStatistics, factors: [[InputTap: [Float]]], config c: ModelConfig
+    ) -> [InputTap: [Float]] {
         var out: [InputTap: [Float]] = [:]
         for tap in InputTap.allCases {
             var d = stats.inputs[tap]!.meanSq
@@ -323,23 +418,31 @@ extension Quantizer {
 
     /// One linear as the recipe packs it: P, then GPTQ (`gptqFactor`), searched scales
     /// (`inputWeights`) or plain rounding.
-    static func quantizeLinear(_ w: [Float], name: String, rows: Int, k: Int, groupSize g: Int, recipe: Recipe,
-                               gptqFactor u: [Double]?, inputWeights d: [Float]?, threads inner: Int) -> PackedLinear {
-        let p: Float = recipe.perTensorPowerOfTwo && recipe.scaleFormat == .fp8e4m3 ? Int4Groups.powerOfTwoScale(w, rows: rows, k: k, groupSize: g) : 1
+    static func quantizeLinear(
+        _ w: [Float], name: String, rows: Int, k: Int, groupSize g: Int, recipe: Recipe,
+        gptqFactor u: [Double]?, inputWeights d: [Float]?, threads inner: Int
+    ) -> PackedLinear {
+        let p: Float =
+            recipe.perTensorPowerOfTwo && recipe.scaleFormat == .fp8e4m3
+            ? Int4Groups.powerOfTwoScale(w, rows: rows, k: k, groupSize: g) : 1
         let wp = p == 1 ? w : w.map { $0 * p }
         let qw: Int4Groups.Quantized
         if let u {
-            qw = GPTQ.quantize(wp, rows: rows, k: k, groupSize: g, u: u, inputWeights: d!, search: recipe.scaleSearch,
-                               weighting: recipe.searchWeights, scaleFormat: recipe.scaleFormat, reround: recipe.fp8Rerounding, threads: inner)
+            qw = GPTQ.quantize(
+                wp, rows: rows, k: k, groupSize: g, u: u, inputWeights: d!, search: recipe.scaleSearch,
+                weighting: recipe.searchWeights, scaleFormat: recipe.scaleFormat, reround: recipe.fp8Rerounding,
+                threads: inner)
         } else if let d {
-            qw = GPTQ.quantizeSearched(wp, rows: rows, k: k, groupSize: g, inputWeights: d, weighting: recipe.searchWeights,
-                                       scaleFormat: recipe.scaleFormat,
-                                       reround: recipe.fp8Rerounding, threads: inner)
+            qw = GPTQ.quantizeSearched(
+                wp, rows: rows, k: k, groupSize: g, inputWeights: d, weighting: recipe.searchWeights,
+                scaleFormat: recipe.scaleFormat,
+                reround: recipe.fp8Rerounding, threads: inner)
         } else {
             qw = Int4Groups.quantize(wp, rows: rows, k: k, groupSize: g, scaleFormat: recipe.scaleFormat)
         }
-        return PackedLinear(name: name, n: rows, k: k, groupSize: g, q: qw.q, scales: qw.scales,
-                            scaleFormat: recipe.scaleFormat.rawValue, perTensorScaleInv: 1 / p)
+        return PackedLinear(
+            name: name, n: rows, k: k, groupSize: g, q: qw.q, scales: qw.scales,
+            scaleFormat: recipe.scaleFormat.rawValue, perTensorScaleInv: 1 / p)
     }
 }
 
@@ -358,7 +461,9 @@ final class ResultSlots<T>: @unchecked Sendable {
 public enum SmoothQuant {
     /// Returns what each input channel of the q∥k∥v and gate∥up inputs was multiplied by.
     @discardableResult
-    public static func apply(alpha: Float, to L: inout RowMajorLayer, stats: LayerStatistics, config c: ModelConfig) -> [InputTap: [Float]] {
+    public static func apply(
+        alpha: Float, to L: inout RowMajorLayer, stats: LayerStatistics, config c: ModelConfig
+    ) -> [InputTap: [Float]] {
         let H = c.hiddenSize
         func scales(_ w: [Float], rows: Int, act: [Float]) -> [Float] {
             (0..<H).map { j in
@@ -387,11 +492,13 @@ extension Quantizer {
     /// what the exports' model cards repeat.
     public static func sourceLicense(_ modelDir: String) -> String? {
         guard let data = FileBytes.readIfPresent(modelDir + "/README.md", limit: FileBytes.smallJSONLimit),
-              let text = String(bytes: data, encoding: .utf8), text.hasPrefix("---\n") else { return nil }
+            let text = String(bytes: data, encoding: .utf8), text.hasPrefix("---\n")
+        else { return nil }
         for line in text.dropFirst(4).split(separator: "\n", omittingEmptySubsequences: false) {
             if line == "---" { break }
             if line.hasPrefix("license:") {
-                let v = line.dropFirst("license:".count).trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"'"))
+                let v = line.dropFirst("license:".count).trimmingCharacters(in: .whitespaces).trimmingCharacters(
+                    in: CharacterSet(charactersIn: "\"'"))
                 return v.isEmpty ? nil : v
             }
         }

@@ -1,4 +1,5 @@
 import Foundation
+
 /// Outlier smoothing factors (FIREQ-METHOD.md §2.1, §3.1, §3.2). Pure functions.
 public enum Smoothing {
     /// Channel-wise scales of a consumer weight W [rows, K] (rows of every linear reading the same
@@ -42,7 +43,9 @@ public enum Smoothing {
 
     /// Pre-RoPE key factors n_k [kvHeads, D] (§3.1): α / r[h, j] for both members of pair j
     /// (1 where r = 0), and 1 on channels in `excluded` (flat indices that get post-RoPE S only).
-    public static func preRopeKeyFactors(pairNormMax r: [Float], kvHeads: Int, headDim d: Int, alpha: Float, excluded: Set<Int> = []) -> [Float] {
+    public static func preRopeKeyFactors(
+        pairNormMax r: [Float], kvHeads: Int, headDim d: Int, alpha: Float, excluded: Set<Int> = []
+    ) -> [Float] {
         let half = d / 2
         precondition(r.count == kvHeads * half)
         var n = [Float](repeating: 1, count: kvHeads * d)

@@ -42,19 +42,26 @@ public final class Int4FP8Linear: @unchecked Sendable {
 
     static let residentDefault = ProcessInfo.processInfo.environment["FIREQ_INT4_RESIDENT"] != "0"
 
-    public convenience init(_ l: PackedLinear, fp8Rerounding: Bool, bias: [Float]? = nil, resident: Bool? = nil) throws {
+    public convenience init(_ l: PackedLinear, fp8Rerounding: Bool, bias: [Float]? = nil, resident: Bool? = nil) throws
+    {
         try self.init(fusing: [(l, bias)], fp8Rerounding: fp8Rerounding, resident: resident)
     }
 
     /// Stacks the output rows of linears with the same input size k.
-    public init(fusing parts: [(linear: PackedLinear, bias: [Float]?)], fp8Rerounding: Bool, resident: Bool? = nil) throws {
-        precondition(!parts.isEmpty && parts.allSatisfy { $0.linear.k == parts[0].linear.k }, "fused linears need one input size")
+    public init(
+        fusing parts: [(linear: PackedLinear, bias: [Float]?)], fp8Rerounding: Bool, resident: Bool? = nil
+    ) throws {
+        precondition(
+            !parts.isEmpty && parts.allSatisfy { $0.linear.k == parts[0].linear.k }, "fused linears need one input size"
+        )
         k = parts[0].linear.k
         n = parts.reduce(0) { $0 + $1.linear.n }
         func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
         let G = parts.map(\.linear.groupSize).reduce(0, gcd)
         guard k % 2 == 0, G % 2 == 0 else {
-            throw PackedError(path: parts[0].linear.name, reason: "the runtime needs an even input size and group size (k = \(k), group size \(G))")
+            throw PackedError(
+                path: parts[0].linear.name,
+                reason: "the runtime needs an even input size and group size (k = \(k), group size \(G))")
         }
         groupSize = G
         reround = fp8Rerounding
@@ -79,7 +86,11 @@ public final class Int4FP8Linear: @unchecked Sendable {
             fq_int4_pack(q, sc, n, k, G, c, s.pointer)
             let count = fq_int4_scales_count(n, k, G)
             let mt = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
-            if fq_int4_meta(s.pointer, count, fp8Rerounding ? 1 : 0, mt) == 1 { meta = mt } else { mt.deallocate(); meta = nil }
+            if fq_int4_meta(s.pointer, count, fp8Rerounding ? 1 : 0, mt) == 1 {
+                meta = mt
+            } else {
+                mt.deallocate(); meta = nil
+            }
             codes = c; scales = s; expanded = nil
         } else {
             var w = [Float](repeating: 0, count: n * k)
@@ -119,7 +130,8 @@ public final class Int4FP8Linear: @unchecked Sendable {
                 for kk in 0..<k {
                     let byte = codes[p * 32 * pairs + (kk / 2) * 32 + j]
                     let nibble = kk % 2 == 0 ? UInt32(byte & 15) : UInt32(byte >> 4)
-                    w[r * k + kk] = fq_int4_weight(nibble, scales.pointer[p * 32 * groups + (kk / groupSize) * 32 + j], reround ? 1 : 0)
+                    w[r * k + kk] = fq_int4_weight(
+                        nibble, scales.pointer[p * 32 * groups + (kk / groupSize) * 32 + j], reround ? 1 : 0)
                 }
             }
         } else if let expanded {
@@ -131,17 +143,21 @@ public final class Int4FP8Linear: @unchecked Sendable {
 
     /// acc[rows, n] = the canonical chains of x[rows, k] (x rows `ldx` apart) on a chosen kernel
     /// path (-1 automatic; tests), the panels split over `threads` threads.
-    public func accumulators(x: UnsafePointer<Float>, ldx: Int, rows: Int, acc: UnsafeMutablePointer<Float>, xExactBF16: Bool,
-                             threads: Int, path: Int32 = -1) {
+    public func accumulators(
+        x: UnsafePointer<Float>, ldx: Int, rows: Int, acc: UnsafeMutablePointer<Float>, xExactBF16: Bool,
+        threads: Int, path: Int32 = -1
+    ) {
         let xs = SendablePointer(UnsafeMutablePointer(mutating: x)), ac = SendablePointer(acc)
-        let chunk = rows == 1 ? max(1, (panels + 4 * threads - 1) / (4 * threads)) : max(1, (panels + threads - 1) / threads)
+        let chunk =
+            rows == 1 ? max(1, (panels + 4 * threads - 1) / (4 * threads)) : max(1, (panels + threads - 1) / threads)
         if let codes, let scales {
             let (n, k, G, rr) = (n, k, groupSize, Int32(reround ? 1 : 0))
             let ok: Int32 = xExactBF16 && weightsBF16Exact ? 1 : 0
             let cp = SendablePointer(codes), sp = SendablePointer(scales.pointer), mp = meta.map { SendablePointer($0) }
             Parallel.forEachChunk(panels, chunk: chunk, threads: threads) { r in
-                fq_int4_gemm_on(path, xs.p, ldx, rows, cp.p, sp.p, mp?.p, n, k, G, rr, ok,
-                                r.lowerBound, r.upperBound, ac.p, n)
+                fq_int4_gemm_on(
+                    path, xs.p, ldx, rows, cp.p, sp.p, mp?.p, n, k, G, rr, ok,
+                    r.lowerBound, r.upperBound, ac.p, n)
             }
         } else if let expanded {
             // x in the pair-swapped order, to match the expanded columns
@@ -155,54 +171,69 @@ public final class Int4FP8Linear: @unchecked Sendable {
     }
 
     /// `accumulators` for rows (k apart) already prepared in place by `fq_int4_prepare_rows` for `level`.
-    private func preparedAccumulators(level: Int32, x: UnsafeMutablePointer<Float>, rows: Int, acc: UnsafeMutablePointer<Float>, threads: Int) {
+    private func preparedAccumulators(
+        level: Int32, x: UnsafeMutablePointer<Float>, rows: Int, acc: UnsafeMutablePointer<Float>, threads: Int
+    ) {
         guard let codes, let scales else { preconditionFailure("prepared x needs resident codes") }
         let (n, k, G, rr) = (n, k, groupSize, Int32(reround ? 1 : 0))
         let xs = SendablePointer(x), ac = SendablePointer(acc)
         let cp = SendablePointer(codes), sp = SendablePointer(scales.pointer), mp = meta.map { SendablePointer($0) }
         Parallel.forEachChunk(panels, chunk: max(1, (panels + threads - 1) / threads), threads: threads) { r in
-            fq_int4_gemm_prepared(level, xs.p, k, rows, cp.p, sp.p, mp?.p, n, k, G, rr, r.lowerBound, r.upperBound, ac.p, n)
+            fq_int4_gemm_prepared(
+                level, xs.p, k, rows, cp.p, sp.p, mp?.p, n, k, G, rr, r.lowerBound, r.upperBound, ac.p, n)
         }
     }
 
     /// y[r, 0..<n] (+)= linear(x[rows, k]) with y's rows `ldy` apart; `scratch` holds ≥ rows·k
     /// floats (the FP8 activations) and `acc` ≥ rows·n floats (the FP32 accumulators).
-    public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int? = nil, accumulate: Bool = false,
-                        scratch: UnsafeMutablePointer<Float>, acc: UnsafeMutablePointer<Float>,
-                        activationsFP8: Bool = true, outputBF16: Bool = false, threads: Int) {
+    public func forward(
+        x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int? = nil, accumulate: Bool = false,
+        scratch: UnsafeMutablePointer<Float>, acc: UnsafeMutablePointer<Float>,
+        activationsFP8: Bool = true, outputBF16: Bool = false, threads: Int
+    ) {
         var sigma = [Float](repeating: 1, count: rows)
         let k = self.k, n = self.n, ld = ldy ?? n
         let xs = SendablePointer(UnsafeMutablePointer(mutating: x)), sc = SendablePointer(scratch)
         // A many-row call on resident codes prepares x for its GEMM path in the same pass that
         // quantizes each row (pair-swapped, or BF16 pairs; in place) — once, not once per thread.
-        let prepare: Int32? = rows > 1 && codes != nil ? fq_int4_level(-1, activationsFP8 && weightsBF16Exact ? 1 : 0) : nil
+        let prepare: Int32? =
+            rows > 1 && codes != nil ? fq_int4_level(-1, activationsFP8 && weightsBF16Exact ? 1 : 0) : nil
         let fp8 = activationsFP8
         sigma.withUnsafeMutableBufferPointer { sg in
             let sp = SendablePointer(sg.baseAddress!)
             Parallel.forEachChunk(rows, chunk: 16, threads: threads) { r in
                 for row in r {
-                    if fp8 { sp.p[row] = fq_quantize_fp8_row(xs.p + row * k, k, sc.p + row * k) }
-                    else { (sc.p + row * k).update(from: xs.p + row * k, count: k) }
+                    if fp8 {
+                        sp.p[row] = fq_quantize_fp8_row(xs.p + row * k, k, sc.p + row * k)
+                    } else {
+                        (sc.p + row * k).update(from: xs.p + row * k, count: k)
+                    }
                 }
                 if let level = prepare { fq_int4_prepare_rows(level, sc.p, k, r.lowerBound, r.upperBound, k) }
             }
         }
-        if let level = prepare { preparedAccumulators(level: level, x: scratch, rows: rows, acc: acc, threads: threads) }
-        else { accumulators(x: scratch, ldx: k, rows: rows, acc: acc, xExactBF16: activationsFP8, threads: threads) }
+        if let level = prepare {
+            preparedAccumulators(level: level, x: scratch, rows: rows, acc: acc, threads: threads)
+        } else {
+            accumulators(x: scratch, ldx: k, rows: rows, acc: acc, xExactBF16: activationsFP8, threads: threads)
+        }
         let ac = SendablePointer(acc), ys = SendablePointer(y), cp = SendablePointer(columnScaleBuffer.pointer)
         let bp = biasBuffer.map { SendablePointer($0.pointer) }
         sigma.withUnsafeMutableBufferPointer { sg in
             let sp = SendablePointer(sg.baseAddress!)
             Parallel.forEachChunk(rows, chunk: 16, threads: threads) { r in
-                fq_linear_epilogue(ac.p + r.lowerBound * n, r.count, n, sp.p + r.lowerBound, cp.p, bp?.p,
-                                   outputBF16 ? 1 : 0, ys.p + r.lowerBound * ld, ld, accumulate ? 1 : 0)
+                fq_linear_epilogue(
+                    ac.p + r.lowerBound * n, r.count, n, sp.p + r.lowerBound, cp.p, bp?.p,
+                    outputBF16 ? 1 : 0, ys.p + r.lowerBound * ld, ld, accumulate ? 1 : 0)
             }
         }
     }
 
     /// The epilogue written literally (tests pin `fq_linear_epilogue` to it).
-    public static func epilogueReference(acc: [Float], rows: Int, n: Int, sigma: [Float], columnScale: [Float], bias: [Float]?,
-                                         outputBF16: Bool, y: inout [Float], accumulate: Bool) {
+    public static func epilogueReference(
+        acc: [Float], rows: Int, n: Int, sigma: [Float], columnScale: [Float], bias: [Float]?,
+        outputBF16: Bool, y: inout [Float], accumulate: Bool
+    ) {
         for r in 0..<rows {
             for j in 0..<n {
                 var v = acc[r * n + j] * (sigma[r] * columnScale[j])

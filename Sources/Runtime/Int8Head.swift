@@ -20,7 +20,8 @@ public final class Int8Head: @unchecked Sendable {
         codes = .allocate(capacity: fq_int8_codes_bytes(rows, cols))
         shifts = .allocate(capacity: fq_int8_shifts_bytes(rows, cols))
         scales = FloatBuffer(count: rows, zeroed: false)
-        fq_int8_quantize16(w.assumingMemoryBound(to: UInt16.self), bf16 ? 1 : 0, rows, cols, codes, shifts, scales.pointer)
+        fq_int8_quantize16(
+            w.assumingMemoryBound(to: UInt16.self), bf16 ? 1 : 0, rows, cols, codes, shifts, scales.pointer)
     }
 
     /// From a row-major (rows, cols) FP32 table.
@@ -44,14 +45,18 @@ public final class Int8Head: @unchecked Sendable {
 
     /// out[i, 0..<rows] (rows `ldo` apart) = the logits of hidden row i (rows `cols` apart), on a
     /// chosen kernel path (-1 automatic; tests), the panels split over `threads` threads.
-    public func logits(hidden: UnsafePointer<Float>, count m: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
-                       threads: Int, path: Int32 = -1) {
+    public func logits(
+        hidden: UnsafePointer<Float>, count m: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
+        threads: Int, path: Int32 = -1
+    ) {
         let x = FloatBuffer(count: m * cols, zeroed: false)
         fq_int8_round_input(hidden, m * cols, x.pointer)
-        let xp = SendablePointer(x.pointer), o = SendablePointer(out), cp = SendablePointer(codes), sp = SendablePointer(scales.pointer)
+        let xp = SendablePointer(x.pointer), o = SendablePointer(out), cp = SendablePointer(codes),
+            sp = SendablePointer(scales.pointer)
         let hp = SendablePointer(shifts)
         let (n, k) = (rows, cols)
-        Parallel.forEachChunk(panels, chunk: max(1, (panels + 4 * threads - 1) / (4 * threads)), threads: threads) { r in
+        Parallel.forEachChunk(panels, chunk: max(1, (panels + 4 * threads - 1) / (4 * threads)), threads: threads) {
+            r in
             fq_int8_gemm_on(path, xp.p, k, m, cp.p, hp.p, sp.p, n, k, r.lowerBound, r.upperBound, o.p, ldo)
         }
         withExtendedLifetime(x) {}

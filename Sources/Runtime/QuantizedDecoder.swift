@@ -16,7 +16,8 @@ public final class QuantizedDecoder {
     public private(set) var position = 0
     /// Per layer: keys transposed per KV head (kvHeads, headDim, capacity) and values (capacity, kvDim).
     private let keys: [FloatBuffer], values: [FloatBuffer]
-    private let h: FloatBuffer, xn: FloatBuffer, qkv: FloatBuffer, att: FloatBuffer, gu: FloatBuffer, act: FloatBuffer, branch: FloatBuffer
+    private let h: FloatBuffer, xn: FloatBuffer, qkv: FloatBuffer, att: FloatBuffer, gu: FloatBuffer, act: FloatBuffer,
+        branch: FloatBuffer
     private let scratch: FloatBuffer, acc: FloatBuffer, scores: FloatBuffer
 
     public init(model: QuantizedModel, capacity: Int) {
@@ -26,7 +27,8 @@ public final class QuantizedDecoder {
         keys = (0..<c.layerCount).map { _ in FloatBuffer(count: capacity * c.kvDim) }
         values = (0..<c.layerCount).map { _ in FloatBuffer(count: capacity * c.kvDim) }
         let qkvDim = c.qDim + 2 * c.kvDim, I = c.intermediateSize, H = c.hiddenSize
-        h = FloatBuffer(count: H); xn = FloatBuffer(count: H); qkv = FloatBuffer(count: qkvDim); att = FloatBuffer(count: c.qDim)
+        h = FloatBuffer(count: H); xn = FloatBuffer(count: H); qkv = FloatBuffer(count: qkvDim);
+        att = FloatBuffer(count: c.qDim)
         gu = FloatBuffer(count: 2 * I); act = FloatBuffer(count: I); branch = FloatBuffer(count: H)
         scratch = FloatBuffer(count: max(H, I, c.qDim)); acc = FloatBuffer(count: max(2 * I, qkvDim, H))
         scores = FloatBuffer(count: c.headCount * capacity)
@@ -43,13 +45,19 @@ public final class QuantizedDecoder {
         f.localRope.table(position: position, cos: &cosL, sin: &sinL)
         for (li, L) in m.layers.enumerated() {
             let sliding = c.slidingLayers[li]
-            func run(_ lin: Int4FP8Linear, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
-                lin.forward(x: x, rows: 1, y: y, accumulate: accumulate, scratch: scratch.pointer, acc: acc.pointer,
-                            activationsFP8: m.activationsFP8, outputBF16: m.outputBF16, threads: f.threads)
+            func run(
+                _ lin: Int4FP8Linear, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                accumulate: Bool = false
+            ) {
+                lin.forward(
+                    x: x, rows: 1, y: y, accumulate: accumulate, scratch: scratch.pointer, acc: acc.pointer,
+                    activationsFP8: m.activationsFP8, outputBF16: m.outputBF16, threads: f.threads)
             }
             f.rmsNorm(h.pointer, rows: 1, weight: L.inputNorm.pointer, out: xn.pointer)
             run(L.qkv, xn.pointer, qkv.pointer)
-            if let qn = L.qNorm, let kn = L.kNorm { f.headNorms(qkv.pointer, rows: 1, qNorm: qn.pointer, kNorm: kn.pointer) }
+            if let qn = L.qNorm, let kn = L.kNorm {
+                f.headNorms(qkv.pointer, rows: 1, qNorm: qn.pointer, kNorm: kn.pointer)
+            }
             for hh in 0..<(c.headCount + c.kvHeadCount) {
                 Rope.rotate(qkv.pointer + hh * D, half: half, cos: sliding ? cosL : cosT, sin: sliding ? sinL : sinT)
             }
@@ -80,8 +88,9 @@ public final class QuantizedDecoder {
     private func attend(layer li: Int) {
         let c = model.config, D = c.headDim, group = c.headCount / c.kvHeadCount
         let n = position + 1, scale = c.attentionScale
-        let t0 = c.attentionWindow(layer: li).map { max(0, n - $0) } ?? 0   // first key the window keeps
-        let q = SendablePointer(qkv.pointer), k = SendablePointer(keys[li].pointer), v = SendablePointer(values[li].pointer)
+        let t0 = c.attentionWindow(layer: li).map { max(0, n - $0) } ?? 0  // first key the window keeps
+        let q = SendablePointer(qkv.pointer), k = SendablePointer(keys[li].pointer),
+            v = SendablePointer(values[li].pointer)
         let out = SendablePointer(att.pointer), sc = SendablePointer(scores.pointer)
         let cap = capacity, kvDim = c.kvDim
         Parallel.forEachChunk(c.headCount, chunk: 1, threads: n >= 32 ? model.forward.threads : 1) { items in

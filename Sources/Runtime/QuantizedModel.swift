@@ -64,10 +64,12 @@ public final class QuantizedBlocks: @unchecked Sendable {
         /// A layer from its packed linears (q, k, v, o, gate, up, down, each with its bias or nil)
         /// and post-RoPE scales exactly as a packed folder stores them, and its norms as scales γ
         /// (`ModelConfig.normScales` of the stored weights).
-        public init(inputNorm: [Float], mlpInputNorm: [Float], outputNorms: (attention: [Float], mlp: [Float])? = nil,
-                    linears: [(linear: PackedLinear, bias: [Float]?)],
-                    keyChannels: [Int], keyScales: [Float], queryChannels: [Int], queryScales: [Float],
-                    qNorm: [Float]?, kNorm: [Float]?, fp8Rerounding: Bool) throws {
+        public init(
+            inputNorm: [Float], mlpInputNorm: [Float], outputNorms: (attention: [Float], mlp: [Float])? = nil,
+            linears: [(linear: PackedLinear, bias: [Float]?)],
+            keyChannels: [Int], keyScales: [Float], queryChannels: [Int], queryScales: [Float],
+            qNorm: [Float]?, kNorm: [Float]?, fp8Rerounding: Bool
+        ) throws {
             precondition(linears.count == 7, "q, k, v, o, gate, up, down")
             self.inputNorm = FloatBuffer(inputNorm)
             self.mlpInputNorm = FloatBuffer(mlpInputNorm)
@@ -81,8 +83,11 @@ public final class QuantizedBlocks: @unchecked Sendable {
             self.queryChannels = queryChannels; self.queryScales = queryScales
             self.qNorm = qNorm.map { FloatBuffer($0) }; self.kNorm = kNorm.map { FloatBuffer($0) }
             let (kb, vb) = (linears[1].bias, linears[2].bias)
-            kvCenters = kb == nil && vb == nil ? nil
-                : (kb ?? [Float](repeating: 0, count: linears[1].linear.n)) + (vb ?? [Float](repeating: 0, count: linears[2].linear.n))
+            kvCenters =
+                kb == nil && vb == nil
+                ? nil
+                : (kb ?? [Float](repeating: 0, count: linears[1].linear.n))
+                    + (vb ?? [Float](repeating: 0, count: linears[2].linear.n))
         }
     }
 
@@ -102,7 +107,8 @@ public final class QuantizedBlocks: @unchecked Sendable {
     }
 
     /// One decoder layer in place on `h` (batch × seqLen rows); the caller holds `lock`.
-    func layer(_ li: Int, hidden h: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int, observer: ForwardObserver?) {
+    func layer(_ li: Int, hidden h: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int, observer: ForwardObserver?)
+    {
         apply(layers[li], index: li, hidden: h, batch: batch, seqLen: T, observer: observer)
     }
 
@@ -113,25 +119,37 @@ public final class QuantizedBlocks: @unchecked Sendable {
         apply(layer, index: index, hidden: hidden, batch: batch, seqLen: seqLen, observer: nil)
     }
 
-    private func apply(_ L: QuantizedLayer, index li: Int, hidden h: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int, observer: ForwardObserver?) {
+    private func apply(
+        _ L: QuantizedLayer, index li: Int, hidden h: UnsafeMutablePointer<Float>, batch: Int, seqLen T: Int,
+        observer: ForwardObserver?
+    ) {
         let c = config
         let rows = batch * T
         let H = c.hiddenSize, I = c.intermediateSize, qkvDim = c.qDim + 2 * c.kvDim
         if cached == nil || cached!.rows < rows || cached!.seqLen < T {
-            cached = nil   // the old buffers go before the new ones are made
-            cached = (rows, T, LlamaForward.Workspace(config: c, rows: rows, seqLen: T, threads: forward.threads),
-                      FloatBuffer(count: rows * max(H, I, c.qDim)), FloatBuffer(count: rows * max(2 * I, qkvDim, H)))
+            cached = nil  // the old buffers go before the new ones are made
+            cached = (
+                rows, T, LlamaForward.Workspace(config: c, rows: rows, seqLen: T, threads: forward.threads),
+                FloatBuffer(count: rows * max(H, I, c.qDim)), FloatBuffer(count: rows * max(2 * I, qkvDim, H))
+            )
         }
         let (ws, scratch, acc) = (cached!.ws, cached!.scratch, cached!.acc)
         let th = forward.threads
-        func run(_ lin: Int4FP8Linear, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool = false) {
-            lin.forward(x: x, rows: rows, y: y, ldy: ldy, accumulate: accumulate, scratch: scratch.pointer, acc: acc.pointer,
-                        activationsFP8: activationsFP8, outputBF16: outputBF16, threads: th)
+        func run(
+            _ lin: Int4FP8Linear, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, ldy: Int,
+            accumulate: Bool = false
+        ) {
+            lin.forward(
+                x: x, rows: rows, y: y, ldy: ldy, accumulate: accumulate, scratch: scratch.pointer, acc: acc.pointer,
+                activationsFP8: activationsFP8, outputBF16: outputBF16, threads: th)
         }
         forward.rmsNorm(h, rows: rows, weight: L.inputNorm.pointer, out: ws.xn.pointer)
-        observer?.observe(.attentionInput, layer: li, ActivationView(base: ws.xn.pointer, rows: rows, cols: H, rowStride: H))
+        observer?.observe(
+            .attentionInput, layer: li, ActivationView(base: ws.xn.pointer, rows: rows, cols: H, rowStride: H))
         run(L.qkv, ws.xn.pointer, ws.qkv.pointer, ldy: qkvDim)
-        if let qn = L.qNorm, let kn = L.kNorm { forward.headNorms(ws.qkv.pointer, rows: rows, qNorm: qn.pointer, kNorm: kn.pointer) }
+        if let qn = L.qNorm, let kn = L.kNorm {
+            forward.headNorms(ws.qkv.pointer, rows: rows, qNorm: qn.pointer, kNorm: kn.pointer)
+        }
         forward.applyRope(ws.qkv.pointer, rows: rows, seqLen: T, layer: li)
         quantizeAttentionInputs(L, layer: li, qkv: ws.qkv.pointer, rows: rows, seqLen: T)
         forward.attention(qkv: ws.qkv.pointer, out: ws.att.pointer, batch: batch, seqLen: T, layer: li)
@@ -152,10 +170,15 @@ public final class QuantizedBlocks: @unchecked Sendable {
     /// Post-RoPE S, then Q → FP8 per (token, head) and K, V → INT4 per (token, KV head) (§3.3),
     /// stored back as their dequantized FP32 values. Row r holds the token at position
     /// `firstPosition + r % seqLen` (used by `kv_center`'s rotated key centre).
-    func quantizeAttentionInputs(_ L: QuantizedLayer, layer: Int, qkv: UnsafeMutablePointer<Float>, rows: Int, seqLen: Int, firstPosition: Int = 0) {
+    func quantizeAttentionInputs(
+        _ L: QuantizedLayer, layer: Int, qkv: UnsafeMutablePointer<Float>, rows: Int, seqLen: Int,
+        firstPosition: Int = 0
+    ) {
         let c = config, D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim
         let base = SendablePointer(qkv)
-        let (queryFP8, kvInt4, qkHadamard, kvGroup, search) = (self.queryFP8, self.kvInt4, self.qkHadamard, self.kvGroup, self.kvScaleSearch)
+        let (queryFP8, kvInt4, qkHadamard, kvGroup, search) = (
+            self.queryFP8, self.kvInt4, self.qkHadamard, self.kvGroup, self.kvScaleSearch
+        )
         let center = kvCenter && kvInt4 ? L.kvCenters : nil
         let rope = forward.rope(layer: layer)
         Parallel.forEachChunk(rows, chunk: 16, threads: forward.threads) { rr in
@@ -179,9 +202,13 @@ public final class QuantizedBlocks: @unchecked Sendable {
                     for j in 0..<(2 * c.kvDim) { cen[j] = center[j] }
                     rope.table(position: firstPosition + r % seqLen, cos: &cosT, sin: &sinT)
                     cen.withUnsafeMutableBufferPointer { cp in
-                        for hk in 0..<c.kvHeadCount { Rope.rotate(cp.baseAddress! + hk * D, half: D / 2, cos: cosT, sin: sinT) }
+                        for hk in 0..<c.kvHeadCount {
+                            Rope.rotate(cp.baseAddress! + hk * D, half: D / 2, cos: cosT, sin: sinT)
+                        }
                         for (ch, s) in zip(L.keyChannels, L.keyScales) { cp[ch] *= s }
-                        if qkHadamard { for hk in 0..<c.kvHeadCount { Self.hadamard(cp.baseAddress! + hk * D, count: D) } }
+                        if qkHadamard {
+                            for hk in 0..<c.kvHeadCount { Self.hadamard(cp.baseAddress! + hk * D, count: D) }
+                        }
                     }
                     for j in 0..<(2 * c.kvDim) { row[c.qDim + j] -= cen[j] }
                 }
@@ -215,7 +242,9 @@ public final class QuantizedBlocks: @unchecked Sendable {
     /// With `search`, s is instead the FP8E4M3.int4ScaleCandidates value with the least
     /// Σ (x − x̂)² (summed in FP32 in channel order; the first, largest, wins ties).
     /// The plain reference of `fq_int4_groups` (one group).
-    @inline(__always) public static func quantizeInt4(_ v: UnsafeMutablePointer<Float>, count: Int, search: Bool = false) {
+    @inline(__always) public static func quantizeInt4(
+        _ v: UnsafeMutablePointer<Float>, count: Int, search: Bool = false
+    ) {
         var m: Float = 0
         for d in 0..<count { m = max(m, abs(v[d])) }
         var s = max(FP8E4M3.round(max(m, 1e-5) / 7), 0x1p-9)
@@ -256,8 +285,12 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
     var layers: [QuantizedBlocks.QuantizedLayer] { blocks.layers }
     var activationsFP8: Bool { blocks.activationsFP8 }
     var outputBF16: Bool { blocks.outputBF16 }
-    func quantizeAttentionInputs(_ L: QuantizedBlocks.QuantizedLayer, layer: Int, qkv: UnsafeMutablePointer<Float>, rows: Int, seqLen: Int, firstPosition: Int = 0) {
-        blocks.quantizeAttentionInputs(L, layer: layer, qkv: qkv, rows: rows, seqLen: seqLen, firstPosition: firstPosition)
+    func quantizeAttentionInputs(
+        _ L: QuantizedBlocks.QuantizedLayer, layer: Int, qkv: UnsafeMutablePointer<Float>, rows: Int, seqLen: Int,
+        firstPosition: Int = 0
+    ) {
+        blocks.quantizeAttentionInputs(
+            L, layer: layer, qkv: qkv, rows: rows, seqLen: seqLen, firstPosition: firstPosition)
     }
 
     public let numerics: RuntimeNumerics
@@ -267,7 +300,9 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         try packed.verify()
         // The file is mapped; once a tensor is expanded its pages are handed back (resident memory
         // is then the expanded weights, not the weights plus the file).
-        func release(prefix: String) { for t in packed.file.tensors where t.name.hasPrefix(prefix) { packed.file.releasePages(t) } }
+        func release(prefix: String) {
+            for t in packed.file.tensors where t.name.hasPrefix(prefix) { packed.file.releasePages(t) }
+        }
         release(prefix: "")
         let c = try ModelConfig(directory: directory)
         config = c
@@ -285,30 +320,44 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         n.kvScaleSearch = full && (r["attention"]?["kv_scale_search"]?.boolValue ?? false)
         if let kc = r["attention"]?["kv_center"], !kc.isNull {
             guard kc.stringValue == "bias" else {
-                throw PackedError(path: packed.directory, reason: "its recipe's attention.kv_center is not null or \"bias\"")
+                throw PackedError(
+                    path: packed.directory, reason: "its recipe's attention.kv_center is not null or \"bias\"")
             }
             n.kvCenter = full
         }
         let kvGroup = n.kvGroupSize ?? c.headDim
         let headFormat = r["lm_head"]?["format"]?.stringValue ?? "source"
         guard headFormat == "source" || headFormat == "int8" else {
-            throw PackedError(path: packed.directory, reason: "its recipe's lm_head.format '\(headFormat)' is neither 'source' nor 'int8'")
+            throw PackedError(
+                path: packed.directory,
+                reason: "its recipe's lm_head.format '\(headFormat)' is neither 'source' nor 'int8'")
         }
         if headFormat == "int8" && c.hiddenSize % 2 != 0 {
-            throw PackedError(path: packed.directory, reason: "its recipe's INT8 lm_head adds inputs in pairs and needs an even hidden size, not \(c.hiddenSize)")
+            throw PackedError(
+                path: packed.directory,
+                reason:
+                    "its recipe's INT8 lm_head adds inputs in pairs and needs an even hidden size, not \(c.hiddenSize)")
         }
         if n.qkHadamard && (c.headDim & (c.headDim - 1)) != 0 {
-            throw PackedError(path: packed.directory, reason: "its recipe rotates Q/K (attention.qk_hadamard), which needs a power-of-two head_dim, not \(c.headDim)")
+            throw PackedError(
+                path: packed.directory,
+                reason:
+                    "its recipe rotates Q/K (attention.qk_hadamard), which needs a power-of-two head_dim, not \(c.headDim)"
+            )
         }
         guard kvGroup >= 1, c.headDim % kvGroup == 0 else {
-            throw PackedError(path: packed.directory, reason: "its recipe's attention.kv_group_size \(kvGroup) does not divide head_dim \(c.headDim)")
+            throw PackedError(
+                path: packed.directory,
+                reason: "its recipe's attention.kv_group_size \(kvGroup) does not divide head_dim \(c.headDim)")
         }
         let f = packed.file
         func floats(_ name: String) throws -> [Float] { try f.float32(name) }
         func ints(_ name: String) throws -> [Int] {
             guard full, let t = f.info(name), t.dtype == .i32 else { return [] }
             let raw = f.rawBytes(t)
-            return (0..<t.elementCount).map { Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) }
+            return (0..<t.elementCount).map {
+                Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)))
+            }
         }
         var layers: [QuantizedBlocks.QuantizedLayer] = []
         for i in 0..<c.layerCount {
@@ -317,7 +366,11 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
             func part(_ n: String) throws -> (linear: PackedLinear, bias: [Float]?) {
                 let bias = f.info(p + n + ".bias") != nil ? try f.float32(p + n + ".bias") : nil
                 if f.info(p + n + ".weight_scale") == nil {
-                    throw PackedError(path: packed.weightsPath, reason: "layer \(i) is stored unquantized (skipped by the recipe); the runtime needs every layer quantized")
+                    throw PackedError(
+                        path: packed.weightsPath,
+                        reason:
+                            "layer \(i) is stored unquantized (skipped by the recipe); the runtime needs every layer quantized"
+                    )
                 }
                 return (try packed.linear(p + n), bias)
             }
@@ -326,15 +379,19 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
             func norm(_ name: String) throws -> [Float] { c.normScales(stored: try floats(p + name)) }
             var outputNorms: (attention: [Float], mlp: [Float])? = nil
             if let a = norms.attentionOutput, let m = norms.mlpOutput { outputNorms = (try norm(a), try norm(m)) }
-            layers.append(try QuantizedBlocks.QuantizedLayer(
-                inputNorm: try norm(norms.attentionInput), mlpInputNorm: try norm(norms.mlpInput), outputNorms: outputNorms,
-                linears: try N.linears.map(part),
-                keyChannels: try ints(s + "post_k_smooth.top_k_indices"),
-                keyScales: full && f.info(s + "post_k_smooth.smooth") != nil ? try f.float32(s + "post_k_smooth.smooth") : [],
-                queryChannels: try ints(s + "post_q_smooth.top_k_indices"),
-                queryScales: full && f.info(s + "post_q_smooth.smooth") != nil ? try f.float32(s + "post_q_smooth.smooth") : [],
-                qNorm: c.qkNorm ? try norm(N.qNorm) : nil, kNorm: c.qkNorm ? try norm(N.kNorm) : nil,
-                fp8Rerounding: n.fp8Rerounding))
+            layers.append(
+                try QuantizedBlocks.QuantizedLayer(
+                    inputNorm: try norm(norms.attentionInput), mlpInputNorm: try norm(norms.mlpInput),
+                    outputNorms: outputNorms,
+                    linears: try N.linears.map(part),
+                    keyChannels: try ints(s + "post_k_smooth.top_k_indices"),
+                    keyScales: full && f.info(s + "post_k_smooth.smooth") != nil
+                        ? try f.float32(s + "post_k_smooth.smooth") : [],
+                    queryChannels: try ints(s + "post_q_smooth.top_k_indices"),
+                    queryScales: full && f.info(s + "post_q_smooth.smooth") != nil
+                        ? try f.float32(s + "post_q_smooth.smooth") : [],
+                    qNorm: c.qkNorm ? try norm(N.qNorm) : nil, kNorm: c.qkNorm ? try norm(N.kNorm) : nil,
+                    fp8Rerounding: n.fp8Rerounding))
             release(prefix: p)
         }
         blocks = QuantizedBlocks(config: c, layers: layers, numerics: n, threads: threads)
@@ -342,8 +399,10 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         func matrix(_ name: String) throws -> PackedMatrix {
             let (rows, cols) = (c.vocabSize, c.hiddenSize)
             if let t = f.info(name), t.dtype == .f16 || t.dtype == .bf16, t.shape == [rows, cols] {
-                defer { f.releasePages(t) }   // the file's pages go as soon as the copy is made
-                return PackedMatrix(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols) {
+                defer { f.releasePages(t) }  // the file's pages go as soon as the copy is made
+                return PackedMatrix(
+                    rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols
+                ) {
                     f.releasePages(t, bytes: $0)
                 }
             }
@@ -372,7 +431,8 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
     public var residentWeightBytes: Int {
         let linears = layers.reduce(0) { $0 + [$1.qkv, $1.o, $1.gateUp, $1.down].reduce(0) { $0 + $1.weightBytes } }
         let norms = 4 * config.hiddenSize * (TensorNames.norms(config).all.count * config.layerCount + 1)
-        let tables = (embedTable?.byteCount ?? 0) + (int8Head?.byteCount ?? 0)
+        let tables =
+            (embedTable?.byteCount ?? 0) + (int8Head?.byteCount ?? 0)
             + (lmHead != nil && !config.tieWordEmbeddings ? lmHead!.byteCount : 0)
         return linears + tables + norms
     }
@@ -382,7 +442,9 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         if let int8Head {
             int8Head.logits(hidden: hidden, count: rows, out: out, ldo: config.vocabSize, threads: forward.threads)
         } else {
-            LinearAlgebra.linear(x: hidden, ldx: config.hiddenSize, m: rows, w: lmHead!, y: out, ldy: config.vocabSize, threads: forward.threads)
+            LinearAlgebra.linear(
+                x: hidden, ldx: config.hiddenSize, m: rows, w: lmHead!, y: out, ldy: config.vocabSize,
+                threads: forward.threads)
         }
     }
 
@@ -390,9 +452,15 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         headLock.lock(); defer { headLock.unlock() }
         let V = config.vocabSize
         let block: FloatBuffer
-        if let b = logitsBlock, b.count >= rowBlock * V { block = b } else { block = FloatBuffer(count: rowBlock * V, zeroed: false); logitsBlock = block }
-        return LlamaModel.blockedNLL(vocab: V, hiddenSize: config.hiddenSize, hidden: hidden, targets: targets, rowBlock: rowBlock,
-                                     threads: forward.threads, block: block) { logits(hidden: $0, rows: $1, out: $2) }
+        if let b = logitsBlock, b.count >= rowBlock * V {
+            block = b
+        } else {
+            block = FloatBuffer(count: rowBlock * V, zeroed: false); logitsBlock = block
+        }
+        return LlamaModel.blockedNLL(
+            vocab: V, hiddenSize: config.hiddenSize, hidden: hidden, targets: targets, rowBlock: rowBlock,
+            threads: forward.threads, block: block
+        ) { logits(hidden: $0, rows: $1, out: $2) }
     }
 
     public func hiddenStates(_ sequences: [[Int32]], observer: ForwardObserver? = nil) -> FloatBuffer {
@@ -400,7 +468,9 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         let T = sequences.first?.count ?? 0, rows = sequences.count * T
         let h = FloatBuffer(count: rows * config.hiddenSize, zeroed: false)
         embed(sequences.flatMap { $0 }, into: h.pointer)
-        for li in layers.indices { blocks.layer(li, hidden: h.pointer, batch: sequences.count, seqLen: T, observer: observer) }
+        for li in layers.indices {
+            blocks.layer(li, hidden: h.pointer, batch: sequences.count, seqLen: T, observer: observer)
+        }
         forward.rmsNorm(h.pointer, rows: rows, weight: finalNorm.pointer, out: h.pointer)
         return h
     }
@@ -422,4 +492,3 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         blocks.runLayer(index, hidden: hidden, seqLen: seqLen)
     }
 }
-

@@ -31,7 +31,8 @@ public final class Checkpoint: @unchecked Sendable {
             var shardOf: [String: String] = [:]
             for (tensor, shard) in map.pairs {
                 guard let s = shard.stringValue, !s.contains("/") else {
-                    throw .invalidIndex(path: indexPath, reason: "weight_map entry '\(tensor)' is not a file name in the same folder")
+                    throw .invalidIndex(
+                        path: indexPath, reason: "weight_map entry '\(tensor)' is not a file name in the same folder")
                 }
                 shardOf[tensor] = s
                 if !shardNames.contains(s) { shardNames.append(s) }
@@ -41,10 +42,16 @@ public final class Checkpoint: @unchecked Sendable {
                 files.append(f)
                 for t in f.tensors {
                     if let prev = location[t.name] {
-                        throw .invalidIndex(path: indexPath, reason: "tensor '\(t.name)' is in both \(files[prev.0].path) and \(f.path)")
+                        throw .invalidIndex(
+                            path: indexPath, reason: "tensor '\(t.name)' is in both \(files[prev.0].path) and \(f.path)"
+                        )
                     }
                     guard shardOf[t.name] == shard else {
-                        throw .invalidIndex(path: indexPath, reason: "tensor '\(t.name)' is in \(shard) but the weight_map says \(shardOf[t.name] ?? "nothing")")
+                        throw .invalidIndex(
+                            path: indexPath,
+                            reason:
+                                "tensor '\(t.name)' is in \(shard) but the weight_map says \(shardOf[t.name] ?? "nothing")"
+                        )
                     }
                     location[t.name] = (i, t)
                 }
@@ -57,7 +64,8 @@ public final class Checkpoint: @unchecked Sendable {
             files = [f]
             for t in f.tensors { location[t.name] = (0, t) }
         } else {
-            throw .cannotOpen(path: directory, reason: "no model.safetensors or model.safetensors.index.json in this folder")
+            throw .cannotOpen(
+                path: directory, reason: "no model.safetensors or model.safetensors.index.json in this folder")
         }
         self.files = files
         self.location = location
@@ -90,11 +98,15 @@ extension Checkpoint {
     /// load the whole table): out[i, :] = T[rows[i], :].
     public func readRows(_ name: String, rows: [Int], into out: UnsafeMutablePointer<Float>) throws(TensorStoreError) {
         let (f, t) = try file(for: name)
-        guard t.shape.count == 2 else { throw .wrongShape(path: f.path, tensor: name, expected: [-1, -1], found: t.shape) }
+        guard t.shape.count == 2 else {
+            throw .wrongShape(path: f.path, tensor: name, expected: [-1, -1], found: t.shape)
+        }
         let cols = t.shape[1], size = t.dtype.byteSize
         for (i, r) in rows.enumerated() {
             precondition(r >= 0 && r < t.shape[0], "row \(r) outside \(name)")
-            let sub = TensorInfo(name: name, dtype: t.dtype, shape: [cols], begin: t.begin + r * cols * size, end: t.begin + (r + 1) * cols * size)
+            let sub = TensorInfo(
+                name: name, dtype: t.dtype, shape: [cols], begin: t.begin + r * cols * size,
+                end: t.begin + (r + 1) * cols * size)
             try f.readFloat32(sub, into: out + i * cols)
         }
     }

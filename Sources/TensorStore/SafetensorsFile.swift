@@ -55,11 +55,13 @@ public final class SafetensorsFile: @unchecked Sendable {
         for (name, entry) in object.pairs {
             if name == "__metadata__" {
                 guard let m = entry.objectValue else {
-                    throw .invalidHeaderJSON(path: path, reason: "__metadata__ is \(entry.kindDescription), not an object")
+                    throw .invalidHeaderJSON(
+                        path: path, reason: "__metadata__ is \(entry.kindDescription), not an object")
                 }
                 for (k, v) in m.pairs {
                     guard let s = v.stringValue else {
-                        throw .invalidHeaderJSON(path: path, reason: "__metadata__ value for '\(k)' is \(v.kindDescription), not a string")
+                        throw .invalidHeaderJSON(
+                            path: path, reason: "__metadata__ value for '\(k)' is \(v.kindDescription), not a string")
                     }
                     meta[k] = s
                 }
@@ -87,7 +89,9 @@ public final class SafetensorsFile: @unchecked Sendable {
         index = idx
     }
 
-    private static func parseEntry(name: String, entry: JSONValue, path: String, dataSize: Int) throws(TensorStoreError) -> TensorInfo {
+    private static func parseEntry(
+        name: String, entry: JSONValue, path: String, dataSize: Int
+    ) throws(TensorStoreError) -> TensorInfo {
         guard let o = entry.objectValue else {
             throw .invalidEntry(path: path, tensor: name, reason: "entry is \(entry.kindDescription), not an object")
         }
@@ -111,8 +115,11 @@ public final class SafetensorsFile: @unchecked Sendable {
             shape.append(v)
         }
         guard let offs = o["data_offsets"]?.arrayValue, offs.count == 2,
-              let begin = offs[0].intValue, let end = offs[1].intValue, begin >= 0, end >= begin else {
-            throw .invalidEntry(path: path, tensor: name, reason: "'data_offsets' must be two integers [begin, end] with 0 <= begin <= end")
+            let begin = offs[0].intValue, let end = offs[1].intValue, begin >= 0, end >= begin
+        else {
+            throw .invalidEntry(
+                path: path, tensor: name,
+                reason: "'data_offsets' must be two integers [begin, end] with 0 <= begin <= end")
         }
         let (count, overflow) = shape.reduce((1, false)) { acc, d in
             let (m, o) = acc.0.multipliedReportingOverflow(by: d)
@@ -120,8 +127,9 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
         let (bytes, overflow2) = count.multipliedReportingOverflow(by: dtype.byteSize)
         if overflow || overflow2 || bytes != end - begin {
-            throw .byteCountMismatch(path: path, tensor: name, shape: shape, dtype: dtype.rawValue,
-                                     expected: overflow || overflow2 ? Int.max : bytes, found: end - begin)
+            throw .byteCountMismatch(
+                path: path, tensor: name, shape: shape, dtype: dtype.rawValue,
+                expected: overflow || overflow2 ? Int.max : bytes, found: end - begin)
         }
         if end > dataSize { throw .offsetPastEnd(path: path, tensor: name, end: end, dataSize: dataSize) }
         return TensorInfo(name: name, dtype: dtype, shape: shape, begin: begin, end: end)
@@ -164,7 +172,10 @@ public final class SafetensorsFile: @unchecked Sendable {
             if Int(bitPattern: src) % 4 == 0 {
                 dst.update(from: src.assumingMemoryBound(to: Float.self), count: n)
             } else {
-                for i in 0..<n { dst[i] = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+                for i in 0..<n {
+                    dst[i] = Float(
+                        bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+                }
             }
         case .f16, .bf16:
             if Int(bitPattern: src) % 2 == 0 {

@@ -53,7 +53,9 @@ public enum SafetensorsWriter {
     }
 
     /// The header bytes for (name, dtype, shape, byte count) entries laid out in the given order.
-    public static func header(entries: [(name: String, dtype: DType, shape: [Int], bytes: Int)], metadata: [String: String]) -> [UInt8] {
+    public static func header(
+        entries: [(name: String, dtype: DType, shape: [Int], bytes: Int)], metadata: [String: String]
+    ) -> [UInt8] {
         var obj = JSONObject()
         var meta = JSONObject()
         meta["format"] = .string("pt")
@@ -63,11 +65,12 @@ public enum SafetensorsWriter {
         for t in entries {
             precondition(t.name != "__metadata__", "a tensor cannot be named __metadata__")
             precondition(obj[t.name] == nil, "duplicate tensor name \(t.name)")
-            obj[t.name] = .object(JSONObject([
-                ("dtype", .string(t.dtype.rawValue)),
-                ("shape", .array(t.shape.map { .int($0) })),
-                ("data_offsets", .array([.int(offset), .int(offset + t.bytes)])),
-            ]))
+            obj[t.name] = .object(
+                JSONObject([
+                    ("dtype", .string(t.dtype.rawValue)),
+                    ("shape", .array(t.shape.map { .int($0) })),
+                    ("data_offsets", .array([.int(offset), .int(offset + t.bytes)]))
+                ]))
             offset += t.bytes
         }
         var bytes = Array(JSONWriter.serialize(.object(obj)).utf8)
@@ -76,7 +79,9 @@ public enum SafetensorsWriter {
     }
 
     /// Writes `tensors` to `path` atomically: a temporary file in the same folder, fsync, rename.
-    public static func write(_ tensors: [TensorData], metadata: [String: String] = [:], to path: String) throws(TensorStoreError) {
+    public static func write(
+        _ tensors: [TensorData], metadata: [String: String] = [:], to path: String
+    ) throws(TensorStoreError) {
         let header = header(for: tensors, metadata: metadata)
         try AtomicFile.write(to: path) { (h) throws(TensorStoreError) in
             var len = UInt64(header.count).littleEndian
@@ -93,7 +98,9 @@ public enum AtomicFile {
         let fh: FileHandle
         init(_ fh: FileHandle) { self.fh = fh }
         public func write(_ data: Data, path: String) throws(TensorStoreError) {
-            do { try fh.write(contentsOf: data) } catch { throw .writeFailed(path: path, reason: AtomicFile.reason(error)) }
+            do { try fh.write(contentsOf: data) } catch {
+                throw .writeFailed(path: path, reason: AtomicFile.reason(error))
+            }
         }
     }
 
@@ -101,19 +108,27 @@ public enum AtomicFile {
     /// large"), not Foundation's generic "The operation could not be completed".
     public static func reason(_ error: Error) -> String {
         let ns = error as NSError
-        if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(u.code))) }
+        if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(u.code)))
+        }
         if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
         return error.localizedDescription
     }
 
-    public static func write(to path: String, _ body: (Handle) throws(TensorStoreError) -> Void) throws(TensorStoreError) {
+    public static func write(
+        to path: String, _ body: (Handle) throws(TensorStoreError) -> Void
+    ) throws(TensorStoreError) {
         let tmp = "\(path).tmp-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0...UInt32.max))"
         guard FileManager.default.createFile(atPath: tmp, contents: nil) else {
             let dir = (path as NSString).deletingLastPathComponent
-            throw .writeFailed(path: path, reason: "cannot create a file in '\(dir.isEmpty ? "." : dir)' (missing folder or no permission)")
+            throw .writeFailed(
+                path: path,
+                reason: "cannot create a file in '\(dir.isEmpty ? "." : dir)' (missing folder or no permission)")
         }
         do {
-            guard let fh = FileHandle(forWritingAtPath: tmp) else { throw TensorStoreError.writeFailed(path: path, reason: "cannot open temporary file") }
+            guard let fh = FileHandle(forWritingAtPath: tmp) else {
+                throw TensorStoreError.writeFailed(path: path, reason: "cannot open temporary file")
+            }
             do {
                 try body(Handle(fh))
                 try fh.synchronize()

@@ -71,12 +71,14 @@ public final class ShardedSafetensorsWriter {
         guard !entries.isEmpty else { return }
         let sorted = entries.sorted { Array($0.name.utf8).lexicographicallyPrecedes(Array($1.name.utf8)) }
         let path = folder + "/.shard-\(shardFiles.count).tmp"
-        let header = SafetensorsWriter.header(entries: sorted.map { ($0.name, $0.dtype, $0.shape, $0.count) }, metadata: metadata(sorted.map(\.name)))
+        let header = SafetensorsWriter.header(
+            entries: sorted.map { ($0.name, $0.dtype, $0.shape, $0.count) }, metadata: metadata(sorted.map(\.name)))
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw fail(path, "cannot create the shard") }
         defer { close(fd) }
         var len = UInt64(header.count).littleEndian
-        guard withUnsafeBytes(of: &len, { Self.writeAll(fd, $0) }), header.withUnsafeBytes({ Self.writeAll(fd, $0) }) else {
+        guard withUnsafeBytes(of: &len, { Self.writeAll(fd, $0) }), header.withUnsafeBytes({ Self.writeAll(fd, $0) })
+        else {
             throw fail(path, "write failed")
         }
         var buf = [UInt8](repeating: 0, count: 1 << 22)
@@ -87,7 +89,9 @@ public final class ShardedSafetensorsWriter {
                 let sfd = spoolFD
                 let n = buf.withUnsafeMutableBytes { pread(sfd, $0.baseAddress!, want, off_t(e.offset + done)) }
                 guard n > 0 else { throw fail(spoolPath, "cannot read the spool back") }
-                guard buf.withUnsafeBytes({ Self.writeAll(fd, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }) else { throw fail(path, "write failed") }
+                guard buf.withUnsafeBytes({ Self.writeAll(fd, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }) else {
+                    throw fail(path, "write failed")
+                }
                 done += n
             }
         }
@@ -107,7 +111,9 @@ public final class ShardedSafetensorsWriter {
         guard !shardFiles.isEmpty else { throw .writeFailed(path: folder, reason: "no tensors to write") }
         let n = shardFiles.count
         if n == 1 {
-            guard rename(shardFiles[0].tmp, folder + "/model.safetensors") == 0 else { throw fail(folder + "/model.safetensors", "rename failed") }
+            guard rename(shardFiles[0].tmp, folder + "/model.safetensors") == 0 else {
+                throw fail(folder + "/model.safetensors", "rename failed")
+            }
             return ["model.safetensors"]
         }
         var names: [String] = []
@@ -121,8 +127,11 @@ public final class ShardedSafetensorsWriter {
         map.sort { Array($0.0.utf8).lexicographicallyPrecedes(Array($1.0.utf8)) }
         var meta = JSONObject([("total_size", .int(shardFiles.reduce(0) { $0 + $1.bytes }))])
         for k in indexMetadata.keys.sorted() { meta[k] = .string(indexMetadata[k]!) }
-        let index = JSONObject([("metadata", .object(meta)), ("weight_map", .object(JSONObject(map.map { ($0.0, .string($0.1)) })))])
-        try AtomicFile.write(Data((JSONWriter.pretty(.object(index)) + "\n").utf8), to: folder + "/model.safetensors.index.json")
+        let index = JSONObject([
+            ("metadata", .object(meta)), ("weight_map", .object(JSONObject(map.map { ($0.0, .string($0.1)) })))
+        ])
+        try AtomicFile.write(
+            Data((JSONWriter.pretty(.object(index)) + "\n").utf8), to: folder + "/model.safetensors.index.json")
         return names + ["model.safetensors.index.json"]
     }
 }
@@ -130,9 +139,13 @@ public final class ShardedSafetensorsWriter {
 /// "5GB", "500MB", "2GiB", "123456" → bytes (decimal units as Hugging Face's max_shard_size, binary with "i").
 public func parseByteSize(_ s: String) -> Int? {
     let t = s.trimmingCharacters(in: .whitespaces).uppercased()
-    let units: [(String, Double)] = [("GIB", 1_073_741_824), ("MIB", 1_048_576), ("KIB", 1024), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1)]
+    let units: [(String, Double)] = [
+        ("GIB", 1_073_741_824), ("MIB", 1_048_576), ("KIB", 1024), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3), ("B", 1)
+    ]
     for (u, m) in units where t.hasSuffix(u) {
-        guard let v = Double(t.dropLast(u.count).trimmingCharacters(in: .whitespaces)), v * m >= 1, v * m < 1e18 else { return nil }
+        guard let v = Double(t.dropLast(u.count).trimmingCharacters(in: .whitespaces)), v * m >= 1, v * m < 1e18 else {
+            return nil
+        }
         return Int(v * m)
     }
     guard let v = Int(t), v > 0 else { return nil }

@@ -45,10 +45,15 @@ final class BPEModel: @unchecked Sendable {
         let idLimit = 2 * vocabObj.count + 1024
         for (tok, idv) in vocabObj.pairs {
             guard let id = idv.intValue, id >= 0, id < Int(Int32.max) else {
-                throw .invalidField(path: path, key: "model.vocab[\"\(tok)\"]", reason: "must be a non-negative integer id")
+                throw .invalidField(
+                    path: path, key: "model.vocab[\"\(tok)\"]", reason: "must be a non-negative integer id")
             }
             guard id < idLimit else {
-                throw .invalidField(path: path, key: "model.vocab[\"\(tok)\"]", reason: "has id \(id), far beyond the vocabulary's \(vocabObj.count) entries (ids must be below \(idLimit))")
+                throw .invalidField(
+                    path: path, key: "model.vocab[\"\(tok)\"]",
+                    reason:
+                        "has id \(id), far beyond the vocabulary's \(vocabObj.count) entries (ids must be below \(idLimit))"
+                )
             }
             vocab[ExactString(tok)] = Int32(id)
             maxID = max(maxID, id)
@@ -66,16 +71,25 @@ final class BPEModel: @unchecked Sendable {
                 // Split at the first space scalar (a Character split would miss a space that a
                 // combining mark follows).
                 let u = s.unicodeScalars
-                guard let sp = u.firstIndex(of: " ") else { throw .invalidField(path: path, key: "model.merges[\(rank)]", reason: "must be \"left right\"") }
+                guard let sp = u.firstIndex(of: " ") else {
+                    throw .invalidField(path: path, key: "model.merges[\(rank)]", reason: "must be \"left right\"")
+                }
                 a = String(u[u.startIndex..<sp]); b = String(u[u.index(after: sp)...])
             } else if let arr = m.arrayValue, arr.count == 2, let x = arr[0].stringValue, let y = arr[1].stringValue {
                 a = x; b = y
             } else {
-                throw .invalidField(path: path, key: "model.merges[\(rank)]", reason: "must be a string or a pair of strings")
+                throw .invalidField(
+                    path: path, key: "model.merges[\(rank)]", reason: "must be a string or a pair of strings")
             }
-            guard let ia = vocab[ExactString(a)] else { throw .unknownToken(path: path, token: a, context: "merge \(rank)") }
-            guard let ib = vocab[ExactString(b)] else { throw .unknownToken(path: path, token: b, context: "merge \(rank)") }
-            guard let im = vocab[ExactString(a + b)] else { throw .unknownToken(path: path, token: a + b, context: "merge \(rank)") }
+            guard let ia = vocab[ExactString(a)] else {
+                throw .unknownToken(path: path, token: a, context: "merge \(rank)")
+            }
+            guard let ib = vocab[ExactString(b)] else {
+                throw .unknownToken(path: path, token: b, context: "merge \(rank)")
+            }
+            guard let im = vocab[ExactString(a + b)] else {
+                throw .unknownToken(path: path, token: a + b, context: "merge \(rank)")
+            }
             let key = UInt64(UInt32(ia)) << 32 | UInt64(UInt32(ib))
             if merges[key] == nil { merges[key] = (Int32(rank), im) }
         }
@@ -83,9 +97,13 @@ final class BPEModel: @unchecked Sendable {
         self.idToToken = idToToken
         self.merges = merges
         if let u = v["unk_token"]?.stringValue {
-            guard let id = vocab[ExactString(u)] else { throw .unknownToken(path: path, token: u, context: "model.unk_token") }
+            guard let id = vocab[ExactString(u)] else {
+                throw .unknownToken(path: path, token: u, context: "model.unk_token")
+            }
             unkID = id
-        } else { unkID = nil }
+        } else {
+            unkID = nil
+        }
         byteFallback = v["byte_fallback"]?.boolValue ?? false
         fuseUnk = v["fuse_unk"]?.boolValue ?? false
     }

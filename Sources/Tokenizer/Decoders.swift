@@ -12,7 +12,9 @@ indirect enum TokenDecoder: Sendable {
 
     static func parse(_ v: JSONValue, path: String) throws(TokenizerError) -> TokenDecoder? {
         if v.isNull { return nil }
-        guard let type = v["type"]?.stringValue else { throw .invalidField(path: path, key: "decoder.type", reason: "is missing") }
+        guard let type = v["type"]?.stringValue else {
+            throw .invalidField(path: path, key: "decoder.type", reason: "is missing")
+        }
         switch type {
         case "ByteLevel": return .byteLevel
         case "Replace":
@@ -29,10 +31,13 @@ indirect enum TokenDecoder: Sendable {
             return .strip(content: ch, start: v["start"]?.intValue ?? 0, stop: v["stop"]?.intValue ?? 0)
         case "Metaspace":
             let rep = v["replacement"]?.stringValue?.first ?? "▁"
-            let scheme = v["prepend_scheme"]?.stringValue ?? ((v["add_prefix_space"]?.boolValue ?? true) ? "always" : "never")
+            let scheme =
+                v["prepend_scheme"]?.stringValue ?? ((v["add_prefix_space"]?.boolValue ?? true) ? "always" : "never")
             return .metaspace(replacement: rep, prependFirst: scheme != "never")
         case "Sequence":
-            guard let items = v["decoders"]?.arrayValue else { throw .invalidField(path: path, key: "decoder.decoders", reason: "must be an array") }
+            guard let items = v["decoders"]?.arrayValue else {
+                throw .invalidField(path: path, key: "decoder.decoders", reason: "must be an array")
+            }
             var out: [TokenDecoder] = []
             for i in items { if let d = try parse(i, path: path) { out.append(d) } }
             return .sequence(out)
@@ -49,7 +54,11 @@ indirect enum TokenDecoder: Sendable {
             var bytes: [UInt8] = []
             for t in tokens {
                 for u in t.unicodeScalars {
-                    if let b = ByteLevel.scalarToByte[u.value] { bytes.append(b) } else { bytes.append(contentsOf: Array(String(u).utf8)) }
+                    if let b = ByteLevel.scalarToByte[u.value] {
+                        bytes.append(b)
+                    } else {
+                        bytes.append(contentsOf: Array(String(u).utf8))
+                    }
                 }
             }
             return [String(decoding: bytes, as: UTF8.self)]
@@ -59,15 +68,22 @@ indirect enum TokenDecoder: Sendable {
             var pending: [UInt8] = []
             func flush() {
                 if !pending.isEmpty {
-                    if let s = String(validating: pending, as: UTF8.self) { out.append(s) }
-                    else { out.append(contentsOf: Array(repeating: "\u{FFFD}", count: pending.count)) }
+                    if let s = String(validating: pending, as: UTF8.self) {
+                        out.append(s)
+                    } else {
+                        out.append(contentsOf: Array(repeating: "\u{FFFD}", count: pending.count))
+                    }
                     pending = []
                 }
             }
             for t in tokens {
-                if t.count == 6, t.hasPrefix("<0x"), t.hasSuffix(">"), let b = UInt8(t.dropFirst(3).prefix(2), radix: 16) {
+                if t.count == 6, t.hasPrefix("<0x"), t.hasSuffix(">"),
+                    let b = UInt8(t.dropFirst(3).prefix(2), radix: 16)
+                {
                     pending.append(b)
-                } else { flush(); out.append(t) }
+                } else {
+                    flush(); out.append(t)
+                }
             }
             flush()
             return out

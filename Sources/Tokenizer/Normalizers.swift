@@ -16,7 +16,9 @@ enum Normalizer: Sendable {
         }
         switch type {
         case "Prepend":
-            guard let p = v["prepend"]?.stringValue else { throw .invalidField(path: path, key: "normalizer.prepend", reason: "must be a string") }
+            guard let p = v["prepend"]?.stringValue else {
+                throw .invalidField(path: path, key: "normalizer.prepend", reason: "must be a string")
+            }
             return .prepend(p)
         case "Replace":
             guard let pat = v["pattern"]?["String"]?.stringValue, let c = v["content"]?.stringValue else {

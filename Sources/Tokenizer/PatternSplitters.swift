@@ -14,7 +14,9 @@ struct GPT2Splitter: PatternSplitter {
         var out: [Range<Int>] = []
         var i = 0
         let n = s.count
-        func other(_ c: Unicode.Scalar) -> Bool { !CharClass.isSpace(c) && !CharClass.isLetter(c) && !CharClass.isNumber(c) }
+        func other(_ c: Unicode.Scalar) -> Bool {
+            !CharClass.isSpace(c) && !CharClass.isLetter(c) && !CharClass.isNumber(c)
+        }
         while i < n {
             let c = s[i]
             // Contractions.
@@ -32,10 +34,15 @@ struct GPT2Splitter: PatternSplitter {
             let j = (c == " " && i + 1 < n) ? i + 1 : i
             let h = s[j]
             let run: ((Unicode.Scalar) -> Bool)?
-            if CharClass.isLetter(h) { run = CharClass.isLetter }
-            else if CharClass.isNumber(h) { run = CharClass.isNumber }
-            else if other(h) { run = other }
-            else { run = nil }
+            if CharClass.isLetter(h) {
+                run = CharClass.isLetter
+            } else if CharClass.isNumber(h) {
+                run = CharClass.isNumber
+            } else if other(h) {
+                run = other
+            } else {
+                run = nil
+            }
             if let run {
                 var k = j + 1
                 while k < n && run(s[k]) { k += 1 }
@@ -57,9 +64,11 @@ struct GPT2Splitter: PatternSplitter {
 /// Llama-3's pattern (also Qwen2's without the {1,3}):
 /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
 struct Llama3Splitter: PatternSplitter {
-    static let pattern = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    static let pattern =
+        #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
     /// Qwen2 uses `\p{N}` (single digits) instead of `\p{N}{1,3}`.
-    static let qwen2Pattern = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    static let qwen2Pattern =
+        #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
     let maxDigits: Int
 
     func matches(_ s: [Unicode.Scalar]) -> [Range<Int>] {
@@ -70,7 +79,9 @@ struct Llama3Splitter: PatternSplitter {
             (c.value >= 0x41 && c.value <= 0x5A) ? Unicode.Scalar(c.value + 32)! : c
         }
         func isNL(_ c: Unicode.Scalar) -> Bool { c == "\r" || c == "\n" }
-        func other(_ c: Unicode.Scalar) -> Bool { !CharClass.isSpace(c) && !CharClass.isLetter(c) && !CharClass.isNumber(c) }
+        func other(_ c: Unicode.Scalar) -> Bool {
+            !CharClass.isSpace(c) && !CharClass.isLetter(c) && !CharClass.isNumber(c)
+        }
         while i < n {
             let c = s[i]
             if c == "'" && i + 1 < n {
@@ -84,7 +95,10 @@ struct Llama3Splitter: PatternSplitter {
                 }
             }
             // [^\r\n\p{L}\p{N}]?\p{L}+
-            if CharClass.isLetter(c) || (!isNL(c) && !CharClass.isLetter(c) && !CharClass.isNumber(c) && i + 1 < n && CharClass.isLetter(s[i + 1])) {
+            if CharClass.isLetter(c)
+                || (!isNL(c) && !CharClass.isLetter(c) && !CharClass.isNumber(c) && i + 1 < n
+                    && CharClass.isLetter(s[i + 1]))
+            {
                 var k = i + 1
                 while k < n && CharClass.isLetter(s[k]) { k += 1 }
                 out.append(i..<k); i = k; continue

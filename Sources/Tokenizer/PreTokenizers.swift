@@ -14,7 +14,10 @@ indirect enum PreTokenizer: Sendable {
     case metaspace(replacement: Unicode.Scalar, prependFirst: Bool, split: Bool)
     case sequence([PreTokenizer])
 
-    enum SplitBehavior: String, Sendable { case isolated = "Isolated", removed = "Removed", mergedWithPrevious = "MergedWithPrevious", mergedWithNext = "MergedWithNext", contiguous = "Contiguous" }
+    enum SplitBehavior: String, Sendable {
+        case isolated = "Isolated", removed = "Removed", mergedWithPrevious = "MergedWithPrevious", mergedWithNext =
+            "MergedWithNext", contiguous = "Contiguous"
+    }
 
     var isByteLevel: Bool {
         switch self {
@@ -26,12 +29,15 @@ indirect enum PreTokenizer: Sendable {
 
     static func parse(_ v: JSONValue, path: String) throws(TokenizerError) -> PreTokenizer? {
         if v.isNull { return nil }
-        guard let type = v["type"]?.stringValue else { throw .invalidField(path: path, key: "pre_tokenizer.type", reason: "is missing") }
+        guard let type = v["type"]?.stringValue else {
+            throw .invalidField(path: path, key: "pre_tokenizer.type", reason: "is missing")
+        }
         switch type {
         case "ByteLevel":
             let useRegex = v["use_regex"]?.boolValue ?? true
-            return .byteLevel(addPrefixSpace: v["add_prefix_space"]?.boolValue ?? false,
-                              splitter: useRegex ? GPT2Splitter() : nil)
+            return .byteLevel(
+                addPrefixSpace: v["add_prefix_space"]?.boolValue ?? false,
+                splitter: useRegex ? GPT2Splitter() : nil)
         case "Digits":
             return .digits(individual: v["individual_digits"]?.boolValue ?? false)
         case "Split":
@@ -42,7 +48,9 @@ indirect enum PreTokenizer: Sendable {
             let splitter: any PatternSplitter
             if let re = v["pattern"]?["Regex"]?.stringValue {
                 do { splitter = try Splitters.make(pattern: re) } catch {
-                    throw .invalidField(path: path, key: "pre_tokenizer.pattern.Regex", reason: "is not a regex this tool can compile (\(error))")
+                    throw .invalidField(
+                        path: path, key: "pre_tokenizer.pattern.Regex",
+                        reason: "is not a regex this tool can compile (\(error))")
                 }
             } else if let lit = v["pattern"]?["String"]?.stringValue {
                 splitter = LiteralSplitter(literal: Array(lit.unicodeScalars))
@@ -52,14 +60,21 @@ indirect enum PreTokenizer: Sendable {
             return .split(splitter: splitter, behavior: behavior, invert: v["invert"]?.boolValue ?? false)
         case "Metaspace":
             let rep = v["replacement"]?.stringValue ?? "▁"
-            guard rep.unicodeScalars.count == 1 else { throw .invalidField(path: path, key: "Metaspace.replacement", reason: "must be one character") }
-            let scheme = v["prepend_scheme"]?.stringValue ?? ((v["add_prefix_space"]?.boolValue ?? true) ? "always" : "never")
+            guard rep.unicodeScalars.count == 1 else {
+                throw .invalidField(path: path, key: "Metaspace.replacement", reason: "must be one character")
+            }
+            let scheme =
+                v["prepend_scheme"]?.stringValue ?? ((v["add_prefix_space"]?.boolValue ?? true) ? "always" : "never")
             guard scheme == "always" || scheme == "first" || scheme == "never" else {
                 throw .unsupported(path: path, key: "Metaspace prepend_scheme", value: scheme)
             }
-            return .metaspace(replacement: rep.unicodeScalars.first!, prependFirst: scheme != "never", split: v["split"]?.boolValue ?? true)
+            return .metaspace(
+                replacement: rep.unicodeScalars.first!, prependFirst: scheme != "never",
+                split: v["split"]?.boolValue ?? true)
         case "Sequence":
-            guard let items = v["pretokenizers"]?.arrayValue else { throw .invalidField(path: path, key: "pre_tokenizer.pretokenizers", reason: "must be an array") }
+            guard let items = v["pretokenizers"]?.arrayValue else {
+                throw .invalidField(path: path, key: "pre_tokenizer.pretokenizers", reason: "must be an array")
+            }
             var out: [PreTokenizer] = []
             for i in items { if let p = try parse(i, path: path) { out.append(p) } }
             return .sequence(out)
@@ -85,7 +100,9 @@ indirect enum PreTokenizer: Sendable {
                         if !individual { while k < p.endIndex && CharClass.isNumber(p[k]) { k += 1 } }
                         out.append(p[i..<k])
                         i = k; start = k
-                    } else { i += 1 }
+                    } else {
+                        i += 1
+                    }
                 }
                 if start < p.endIndex { out.append(p[start..<p.endIndex]) }
                 return out
@@ -117,12 +134,16 @@ indirect enum PreTokenizer: Sendable {
                 case .removed: out = segs.filter { !$0.1 }.map(\.0)
                 case .mergedWithPrevious:
                     for (r, isDelim) in segs {
-                        if isDelim, let last = out.last { out[out.count - 1] = last.lowerBound..<r.upperBound } else { out.append(r) }
+                        if isDelim, let last = out.last {
+                            out[out.count - 1] = last.lowerBound..<r.upperBound
+                        } else {
+                            out.append(r)
+                        }
                     }
                 case .mergedWithNext:
                     var pending: Int? = nil
                     for (r, isDelim) in segs {
-                        if isDelim { if pending == nil { pending = r.lowerBound } ; continue }
+                        if isDelim { if pending == nil { pending = r.lowerBound }; continue }
                         out.append((pending ?? r.lowerBound)..<r.upperBound); pending = nil
                     }
                     if let p = pending { out.append(p..<arr.count) }
@@ -131,7 +152,9 @@ indirect enum PreTokenizer: Sendable {
                     for (r, isDelim) in segs {
                         if isDelim && previousWasDelimiter, let last = out.last {
                             out[out.count - 1] = last.lowerBound..<r.upperBound
-                        } else { out.append(r) }
+                        } else {
+                            out.append(r)
+                        }
                         previousWasDelimiter = isDelim
                     }
                 }
@@ -163,7 +186,11 @@ struct LiteralSplitter: PatternSplitter {
         var out: [Range<Int>] = []
         var i = 0
         while i + literal.count <= s.count {
-            if s[i..<(i + literal.count)].elementsEqual(literal) { out.append(i..<(i + literal.count)); i += literal.count } else { i += 1 }
+            if s[i..<(i + literal.count)].elementsEqual(literal) {
+                out.append(i..<(i + literal.count)); i += literal.count
+            } else {
+                i += 1
+            }
         }
         return out
     }

@@ -5,7 +5,10 @@ import JSONSupport
 /// and the decoder for the way back. Encoding never adds BOS/EOS (callers do, explicitly).
 public final class Tokenizer: @unchecked Sendable {
     public let path: String
-    struct AddedToken { let id: Int32; let scalars: [Unicode.Scalar]; let lstrip: Bool; let rstrip: Bool; let singleWord: Bool; let special: Bool }
+    struct AddedToken {
+        let id: Int32; let scalars: [Unicode.Scalar]; let lstrip: Bool; let rstrip: Bool; let singleWord: Bool;
+        let special: Bool
+    }
     let added: [AddedToken]
     /// First scalar → added tokens starting with it, longest first.
     private let addedByFirst: [Unicode.Scalar: [AddedToken]]
@@ -29,26 +32,35 @@ public final class Tokenizer: @unchecked Sendable {
         }
         let json: JSONValue
         do { json = try JSONParser.parse(data) } catch { throw .invalidJSON(path: path, reason: error.description) }
-        guard json.objectValue != nil else { throw .invalidJSON(path: path, reason: "the top level is \(json.kindDescription), not an object") }
+        guard json.objectValue != nil else {
+            throw .invalidJSON(path: path, reason: "the top level is \(json.kindDescription), not an object")
+        }
         guard let modelJSON = json["model"] else { throw .invalidField(path: path, key: "model", reason: "is missing") }
         model = try BPEModel(json: modelJSON, path: path)
-        normalizer = try json["normalizer"].map { (v) throws(TokenizerError) in try Normalizer.parse(v, path: path) } ?? nil
-        preTokenizer = try json["pre_tokenizer"].map { (v) throws(TokenizerError) in try PreTokenizer.parse(v, path: path) } ?? nil
+        normalizer =
+            try json["normalizer"].map { (v) throws(TokenizerError) in try Normalizer.parse(v, path: path) } ?? nil
+        preTokenizer =
+            try json["pre_tokenizer"].map { (v) throws(TokenizerError) in try PreTokenizer.parse(v, path: path) } ?? nil
         decoder = try json["decoder"].map { (v) throws(TokenizerError) in try TokenDecoder.parse(v, path: path) } ?? nil
         byteLevel = preTokenizer?.isByteLevel ?? false
         var added: [AddedToken] = []
         var idToAdded: [Int32: String] = [:]
         for (k, a) in (json["added_tokens"]?.arrayValue ?? []).enumerated() {
             guard let id = a["id"]?.intValue, let content = a["content"]?.stringValue, !content.isEmpty else {
-                throw .invalidField(path: path, key: "added_tokens[\(k)]", reason: "needs an integer 'id' and a non-empty 'content'")
+                throw .invalidField(
+                    path: path, key: "added_tokens[\(k)]", reason: "needs an integer 'id' and a non-empty 'content'")
             }
             let idLimit = 2 * model.idToToken.count + 1024 + (json["added_tokens"]?.arrayValue?.count ?? 0)
             guard id >= 0, id < idLimit else {
-                throw .invalidField(path: path, key: "added_tokens[\(k)]", reason: "has id \(id), outside 0 ..< \(idLimit) (twice the vocabulary plus the added tokens)")
+                throw .invalidField(
+                    path: path, key: "added_tokens[\(k)]",
+                    reason: "has id \(id), outside 0 ..< \(idLimit) (twice the vocabulary plus the added tokens)")
             }
-            added.append(AddedToken(id: Int32(id), scalars: Array(content.unicodeScalars),
-                                    lstrip: a["lstrip"]?.boolValue ?? false, rstrip: a["rstrip"]?.boolValue ?? false,
-                                    singleWord: a["single_word"]?.boolValue ?? false, special: a["special"]?.boolValue ?? false))
+            added.append(
+                AddedToken(
+                    id: Int32(id), scalars: Array(content.unicodeScalars),
+                    lstrip: a["lstrip"]?.boolValue ?? false, rstrip: a["rstrip"]?.boolValue ?? false,
+                    singleWord: a["single_word"]?.boolValue ?? false, special: a["special"]?.boolValue ?? false))
             idToAdded[Int32(id)] = content
         }
         self.added = added
@@ -85,7 +97,9 @@ public final class Tokenizer: @unchecked Sendable {
     /// Equal to `encode` whenever no pre-tokenizer match spans a line end (true for the
     /// GPT-2 / Llama-3 patterns, where "\n" ends every match except runs of whitespace; chunks are
     /// cut after a newline that is followed by a non-space scalar, which no match crosses).
-    public func encodeParallel(_ text: String, chunks: Int = ProcessInfo.processInfo.activeProcessorCount * 4) -> [Int32] {
+    public func encodeParallel(
+        _ text: String, chunks: Int = ProcessInfo.processInfo.activeProcessorCount * 4
+    ) -> [Int32] {
         let scalars = Array(text.unicodeScalars)
         guard byteLevel, chunks > 1, scalars.count > 65_536 else { return encode(text) }
         var cuts = [0]
@@ -122,11 +136,16 @@ public final class Tokenizer: @unchecked Sendable {
         while i < s.count {
             guard let cands = addedByFirst[s[i]] else { i += 1; continue }
             var matched: AddedToken?
-            for c in cands where i + c.scalars.count <= s.count && s[i..<(i + c.scalars.count)].elementsEqual(c.scalars) {
+            for c in cands where i + c.scalars.count <= s.count && s[i..<(i + c.scalars.count)].elementsEqual(c.scalars)
+            {
                 if c.singleWord {
                     let before = i > 0 ? s[i - 1] : " "
                     let after = i + c.scalars.count < s.count ? s[i + c.scalars.count] : " "
-                    if CharClass.isLetter(before) || CharClass.isNumber(before) || CharClass.isLetter(after) || CharClass.isNumber(after) { continue }
+                    if CharClass.isLetter(before) || CharClass.isNumber(before) || CharClass.isLetter(after)
+                        || CharClass.isNumber(after)
+                    {
+                        continue
+                    }
                 }
                 matched = c; break
             }

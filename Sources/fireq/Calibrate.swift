@@ -57,7 +57,11 @@ struct Calibrate: ParsableCommand {
     var out: String
     @Flag(name: .long, help: "Overwrite an existing output file.")
     var force = false
-    @Option(name: .long, help: ArgumentHelp("Run part I of P of the windows and write a part file, for a cluster: merge the P parts with fireq calibrate-merge (the merged file equals one run's, byte for byte).", valueName: "I/P"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Run part I of P of the windows and write a part file, for a cluster: merge the P parts with fireq calibrate-merge (the merged file equals one run's, byte for byte).",
+            valueName: "I/P"))
     var part: String?
 
     var parsedPart: StatsFile.Part? {
@@ -78,22 +82,26 @@ struct Calibrate: ParsableCommand {
     func run() throws {
         do {
             if FileManager.default.fileExists(atPath: out) && !force { throw CalibrationError.exists(path: out) }
-            let outDir = (out as NSString).deletingLastPathComponent.isEmpty ? "." : (out as NSString).deletingLastPathComponent
+            let outDir =
+                (out as NSString).deletingLastPathComponent.isEmpty ? "." : (out as NSString).deletingLastPathComponent
             guard FileManager.default.isWritableFile(atPath: outDir) else {
-                throw CLIError("\(out): cannot write the output: the folder '\(outDir)' does not exist or is not writable.")
+                throw CLIError(
+                    "\(out): cannot write the output: the folder '\(outDir)' does not exist or is not writable.")
             }
-            try CalibrationPipeline.run(modelDir: modelOptions.model, job: calibration.job, threads: compute.threads, out: out,
-                                        log: TerminalProgress(), part: parsedPart)
+            try CalibrationPipeline.run(
+                modelDir: modelOptions.model, job: calibration.job, threads: compute.threads, out: out,
+                log: TerminalProgress(), part: parsedPart)
         } catch { fail(error) }
     }
 }
-
 
 struct CalibrateMerge: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "calibrate-merge",
         abstract: "Merge the part files of `fireq calibrate --part I/P` into the statistics file.",
-        discussion: "The merged file is byte-identical to one `fireq calibrate` over all the windows (Formats/calibration-stats.md, \"Parts and their merge\"). Parts may be given in any order; a missing, repeated or foreign part is refused.")
+        discussion:
+            "The merged file is byte-identical to one `fireq calibrate` over all the windows (Formats/calibration-stats.md, \"Parts and their merge\"). Parts may be given in any order; a missing, repeated or foreign part is refused."
+    )
 
     @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: "Output statistics file (.h5).")
@@ -114,8 +122,11 @@ struct CalibrateMerge: ParsableCommand {
 struct CalibrateSlurm: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "calibrate-slurm",
-        abstract: "Print a submit script that calibrates on a Slurm cluster: an array of --parts tasks, then a dependent merge job.",
-        discussion: "Task I runs `fireq calibrate … --part I/P`; the merge job (afterok) runs `fireq calibrate-merge`, whose output equals one `fireq calibrate` over all the windows, byte for byte. Parts and logs go to OUT.parts/. Submit with: fireq calibrate-slurm … > submit.sh && bash submit.sh")
+        abstract:
+            "Print a submit script that calibrates on a Slurm cluster: an array of --parts tasks, then a dependent merge job.",
+        discussion:
+            "Task I runs `fireq calibrate … --part I/P`; the merge job (afterok) runs `fireq calibrate-merge`, whose output equals one `fireq calibrate` over all the windows, byte for byte. Parts and logs go to OUT.parts/. Submit with: fireq calibrate-slurm … > submit.sh && bash submit.sh"
+    )
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var calibration: CalibrationOptions
@@ -132,8 +143,10 @@ struct CalibrateSlurm: ParsableCommand {
     func run() throws {
         do {
             let o = slurm.options(defaultJobName: "fireq-calibrate")
-            print(try CalibrationSlurm.script(model: modelOptions.model, job: calibration.job, parts: parts, out: out,
-                                              executable: selfExecutable(), options: o), terminator: "")
+            print(
+                try CalibrationSlurm.script(
+                    model: modelOptions.model, job: calibration.job, parts: parts, out: out,
+                    executable: selfExecutable(), options: o), terminator: "")
         } catch { fail(error) }
     }
 }

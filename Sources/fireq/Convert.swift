@@ -9,38 +9,54 @@ struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Calibrate → quantize → smoke-evaluate → report, in one resumable command.",
         discussion: """
-        Stages run in a work folder (default OUT.fireq-work) and each finished stage leaves a record \
-        with the hash of its inputs and of its output; a rerun skips stages whose record still matches \
-        and recomputes stale ones, so a killed conversion resumes where it stopped. The smoke stage runs \
-        the FP32 source and the packed model on the same held-out windows (default: the calibration \
-        text after the calibration windows) and writes report.json / report.md / report.html. Only a \
-        conversion that passes --max-delta-ppl is moved to OUT (atomically, with its report); a failing \
-        one exits with status 3 and stays in the work folder for inspection. One conversion at a time \
-        writes an output (a lock beside it, .OUT.fireq-lock); a second one fails at once.
-        """)
+            Stages run in a work folder (default OUT.fireq-work) and each finished stage leaves a record \
+            with the hash of its inputs and of its output; a rerun skips stages whose record still matches \
+            and recomputes stale ones, so a killed conversion resumes where it stopped. The smoke stage runs \
+            the FP32 source and the packed model on the same held-out windows (default: the calibration \
+            text after the calibration windows) and writes report.json / report.md / report.html. Only a \
+            conversion that passes --max-delta-ppl is moved to OUT (atomically, with its report); a failing \
+            one exits with status 3 and stays in the work folder for inspection. One conversion at a time \
+            writes an output (a lock beside it, .OUT.fireq-lock); a second one fails at once.
+            """)
 
     @OptionGroup var modelOptions: ModelOptions
     @Option(name: .long, help: "Output folder (fireq-packed model + report.*).")
     var out: String
-    @Option(name: .long, help: "Recipe JSON file (default: fireq-plus-3, Calibration/recipes/fireq-plus-3.json, built in; the paper recipe is Calibration/recipes/fireq.json).")
+    @Option(
+        name: .long,
+        help:
+            "Recipe JSON file (default: fireq-plus-3, Calibration/recipes/fireq-plus-3.json, built in; the paper recipe is Calibration/recipes/fireq.json)."
+    )
     var recipe: String?
     @OptionGroup var calibration: CalibrationOptions
     @OptionGroup var compute: ComputeOptions
-    @Option(name: .customLong("eval-text"), help: "Held-out text of the smoke evaluation (default: the --text calibration file after the calibration windows).")
+    @Option(
+        name: .customLong("eval-text"),
+        help:
+            "Held-out text of the smoke evaluation (default: the --text calibration file after the calibration windows)."
+    )
     var evalText: String?
     @Option(name: .customLong("eval-context"), parsing: .unconditional, help: "Smoke evaluation window length.")
     var evalContext: Int = 512
     @Option(name: .customLong("eval-windows"), parsing: .unconditional, help: "Smoke evaluation windows.")
     var evalWindows: Int = 8
-    @Option(name: .customLong("max-delta-ppl"), parsing: .unconditional, help: "Fail (exit 3) when the perplexity rises by more than this many percent.")
+    @Option(
+        name: .customLong("max-delta-ppl"), parsing: .unconditional,
+        help: "Fail (exit 3) when the perplexity rises by more than this many percent.")
     var maxDeltaPPL: Double = 100
     @Option(name: .long, help: "Work folder for stage artifacts (default: OUT.fireq-work).")
     var work: String?
     @Flag(name: .customLong("keep-work"), help: "Keep the work folder after a successful conversion.")
     var keepWork = false
-    @Option(name: .long, help: "Also export for other runtimes, published next to OUT (OUT.gguf, OUT.compressed-tensors, OUT.mlx): a comma-separated list of gguf, compressed-tensors, mlx.")
+    @Option(
+        name: .long,
+        help:
+            "Also export for other runtimes, published next to OUT (OUT.gguf, OUT.compressed-tensors, OUT.mlx): a comma-separated list of gguf, compressed-tensors, mlx."
+    )
     var export: String?
-    @Option(name: .customLong("gguf-metadata"), help: "JSON object of general.* keys for the GGUF export (as fireq export --metadata).")
+    @Option(
+        name: .customLong("gguf-metadata"),
+        help: "JSON object of general.* keys for the GGUF export (as fireq export --metadata).")
     var ggufMetadata: String?
     @Flag(name: .long, help: "Replace an existing output folder (and existing exports).")
     var force = false
@@ -57,7 +73,9 @@ struct Convert: ParsableCommand {
         j.maxDeltaPPL = maxDeltaPPL
         j.work = work
         j.keepWork = keepWork
-        j.exports = (export ?? "").split(separator: ",").compactMap { ExportFormat(rawValue: $0.trimmingCharacters(in: .whitespaces)) }
+        j.exports = (export ?? "").split(separator: ",").compactMap {
+            ExportFormat(rawValue: $0.trimmingCharacters(in: .whitespaces))
+        }
         j.ggufMetadata = ggufMetadata
         j.force = force
         j.maxShardBytes = parseByteSize(shards.maxShardSize) ?? Quantizer.defaultMaxShardBytes
@@ -66,8 +84,10 @@ struct Convert: ParsableCommand {
 
     func validate() throws {
         if let export {
-            for f in export.split(separator: ",") where ExportFormat(rawValue: f.trimmingCharacters(in: .whitespaces)) == nil {
-                throw ValidationError("--export: '\(f)' is not one of \(ExportFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
+            for f in export.split(separator: ",")
+            where ExportFormat(rawValue: f.trimmingCharacters(in: .whitespaces)) == nil {
+                throw ValidationError(
+                    "--export: '\(f)' is not one of \(ExportFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
             }
         }
         do { try job.validate() } catch { throw ValidationError(String(describing: error)) }

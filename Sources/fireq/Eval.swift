@@ -1,20 +1,21 @@
 import ArgumentParser
 import Evaluation
 import Foundation
-import Pipelines
 import LlamaReference
+import Pipelines
 import Runtime
 import Tokenizer
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Perplexity of a model on a text file: FP32 reference for an HF folder, the INT4-FP8 runtime for a fireq-packed folder.",
+        abstract:
+            "Perplexity of a model on a text file: FP32 reference for an HF folder, the INT4-FP8 runtime for a fireq-packed folder.",
         discussion: """
-        The file's bytes are tokenized once as stored (no BOS unless --bos) and cut into non-overlapping \
-        windows of --context tokens from token 0; the remainder is dropped. Protocol 'all' scores every \
-        token of a window but the first; 'llamacpp' scores only the second half, as llama.cpp's \
-        llama-perplexity does.
-        """)
+            The file's bytes are tokenized once as stored (no BOS unless --bos) and cut into non-overlapping \
+            windows of --context tokens from token 0; the remainder is dropped. Protocol 'all' scores every \
+            token of a window but the first; 'llamacpp' scores only the second half, as llama.cpp's \
+            llama-perplexity does.
+            """)
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
@@ -30,9 +31,12 @@ struct Eval: ParsableCommand {
             // A fireq-packed folder runs on the INT4-FP8 runtime; any other HF folder on the FP32 reference.
             let packed = LoadedModel.isPacked(modelOptions.model)
             if !packed && numerics.value != .fireq {
-                throw CLIError("--numerics \(numerics.value.rawValue) applies to fireq-packed folders; \(modelOptions.model) is an HF checkpoint (FP32 reference).")
+                throw CLIError(
+                    "--numerics \(numerics.value.rawValue) applies to fireq-packed folders; \(modelOptions.model) is an HF checkpoint (FP32 reference)."
+                )
             }
-            let model: any CausalLanguageModel = packed
+            let model: any CausalLanguageModel =
+                packed
                 ? try QuantizedModel(directory: modelOptions.model, threads: compute.threads, numerics: numerics.value)
                 : try LlamaModel(directory: modelOptions.model, threads: compute.threads)
             let residentAfterLoad = residentBytes()
@@ -41,8 +45,10 @@ struct Eval: ParsableCommand {
             let ids = tok.encodeParallel(try readText(text))
             let loaded = Date()
             let isTTY = isatty(2) == 1
-            let r = try Perplexity.evaluate(model: model, tokens: ids, context: context, maxWindows: window.windows,
-                                            protocol: window.scoring, bos: bosID, source: text) { done, total in
+            let r = try Perplexity.evaluate(
+                model: model, tokens: ids, context: context, maxWindows: window.windows,
+                protocol: window.scoring, bos: bosID, source: text
+            ) { done, total in
                 if isTTY && !json {
                     FileHandle.standardError.write(Data("\rwindow \(done)/\(total)".utf8))
                     if done == total { FileHandle.standardError.write(Data("\n".utf8)) }
@@ -50,7 +56,8 @@ struct Eval: ParsableCommand {
             }
             if json {
                 printJSON([
-                    ("perplexity", "\(r.perplexity)"), ("mean_nll", "\(r.meanNLL)"), ("scored_tokens", "\(r.scoredTokens)"),
+                    ("perplexity", "\(r.perplexity)"), ("mean_nll", "\(r.meanNLL)"),
+                    ("scored_tokens", "\(r.scoredTokens)"),
                     ("windows", "\(r.windows)"), ("context", "\(context)"), ("protocol", "\"\(`protocol`.rawValue)\""),
                     ("bos", bos ? "true" : "false"), ("text_tokens", "\(ids.count)"),
                     ("tokens_per_second", "\(r.tokensPerSecond)"), ("eval_seconds", "\(r.seconds)"),
@@ -58,12 +65,20 @@ struct Eval: ParsableCommand {
                     ("engine", packed ? "\"int4-fp8-runtime\"" : "\"fp32-reference\""),
                     ("numerics", packed ? "\"\(numerics.value.rawValue)\"" : "null"),
                     ("resident_bytes_after_load", "\(residentAfterLoad)"),
-                    ("model_weight_bytes_in_memory", "\((model as? QuantizedModel)?.residentWeightBytes ?? (model as? LlamaModel)?.residentWeightBytes ?? 0)"), ("weights_file_bytes", "\(weightsFileBytes(modelOptions.model))"),
+                    (
+                        "model_weight_bytes_in_memory",
+                        "\((model as? QuantizedModel)?.residentWeightBytes ?? (model as? LlamaModel)?.residentWeightBytes ?? 0)"
+                    ), ("weights_file_bytes", "\(weightsFileBytes(modelOptions.model))")
                 ])
             } else {
-                print(String(format: "perplexity %.4f  (mean NLL %.6f over %d tokens, %d windows of %d, protocol %@)",
-                             r.perplexity, r.meanNLL, r.scoredTokens, r.windows, context, `protocol`.rawValue))
-                print(String(format: "%.1f tokens/s on %d threads; load %.2f s", r.tokensPerSecond, compute.threads, loaded.timeIntervalSince(started)))
+                print(
+                    String(
+                        format: "perplexity %.4f  (mean NLL %.6f over %d tokens, %d windows of %d, protocol %@)",
+                        r.perplexity, r.meanNLL, r.scoredTokens, r.windows, context, `protocol`.rawValue))
+                print(
+                    String(
+                        format: "%.1f tokens/s on %d threads; load %.2f s", r.tokensPerSecond, compute.threads,
+                        loaded.timeIntervalSince(started)))
             }
         } catch { fail(error) }
     }

@@ -2,9 +2,9 @@ import ArgumentParser
 import Evaluation
 import Exports
 import Foundation
+import LlamaReference
 import ModelDescription
 import Pipelines
-import LlamaReference
 import Runtime
 import TensorStore
 
@@ -22,21 +22,29 @@ struct ModelOptions: ParsableArguments {
 
 /// Which numerics a packed model runs with (`eval`, `compare`).
 struct NumericsOption: ParsableArguments {
-    @Option(name: .long, help: "Packed models: fireq (the recipe's full numerics) | weights-only (what the exports carry: q·s·(1/P) weights, FP32 activations and Q/K/V) | weights-fp8act (weights-only plus FP8 per-token input activations).")
+    @Option(
+        name: .long,
+        help:
+            "Packed models: fireq (the recipe's full numerics) | weights-only (what the exports carry: q·s·(1/P) weights, FP32 activations and Q/K/V) | weights-fp8act (weights-only plus FP8 per-token input activations)."
+    )
     var numerics: RuntimeNumerics = .fireq
 
     var value: RuntimeNumerics { numerics }
 }
 
 struct ComputeOptions: ParsableArguments {
-    @Option(name: .customLong("threads"), parsing: .unconditional, help: "Worker threads (default: all cores, \(ProcessInfo.processInfo.activeProcessorCount) here).")
+    @Option(
+        name: .customLong("threads"), parsing: .unconditional,
+        help: "Worker threads (default: all cores, \(ProcessInfo.processInfo.activeProcessorCount) here).")
     var threadsOption: Int?
 
     /// --threads, or every core.
     var threads: Int { threadsOption ?? ProcessInfo.processInfo.activeProcessorCount }
 
     func validate() throws {
-        guard threads >= 1 && threads <= 1024 else { throw ValidationError("--threads must be between 1 and 1024 (found \(threads)).") }
+        guard threads >= 1 && threads <= 1024 else {
+            throw ValidationError("--threads must be between 1 and 1024 (found \(threads)).")
+        }
     }
 }
 
@@ -55,12 +63,17 @@ func fail(_ error: Error) -> Never {
 
 /// `--max-shard-size` of quantize and convert.
 struct ShardOption: ParsableArguments {
-    @Option(name: .customLong("max-shard-size"), help: "Largest packed weight file, e.g. 5GB, 500MB, 2GiB or bytes; more layers are written as model-0000k-of-0000n.safetensors shards with model.safetensors.index.json (a layer is never split).")
+    @Option(
+        name: .customLong("max-shard-size"),
+        help:
+            "Largest packed weight file, e.g. 5GB, 500MB, 2GiB or bytes; more layers are written as model-0000k-of-0000n.safetensors shards with model.safetensors.index.json (a layer is never split)."
+    )
     var maxShardSize: String = "5GB"
 
     func validate() throws {
         guard let b = parseByteSize(maxShardSize), b >= 1 << 20 else {
-            throw ValidationError("--max-shard-size '\(maxShardSize)' is not a size of at least 1 MiB (e.g. 5GB, 500MB, 2GiB).")
+            throw ValidationError(
+                "--max-shard-size '\(maxShardSize)' is not a size of at least 1 MiB (e.g. 5GB, 500MB, 2GiB).")
         }
     }
 
@@ -99,7 +112,8 @@ struct WindowOptions: ParsableArguments {
     /// Checks --context against the model and resolves --bos to its token id.
     func check(_ config: ModelConfig, modelPath: String) throws -> Int32? {
         if context > config.maxPositionEmbeddings {
-            throw CLIError("--context \(context) exceeds the model's max_position_embeddings (\(config.maxPositionEmbeddings)).")
+            throw CLIError(
+                "--context \(context) exceeds the model's max_position_embeddings (\(config.maxPositionEmbeddings)).")
         }
         guard bos else { return nil }
         guard let b = config.bosTokenID else { throw CLIError("\(modelPath)/config.json: --bos needs a bos_token_id.") }
@@ -111,10 +125,15 @@ struct WindowOptions: ParsableArguments {
 struct SlurmFlags: ParsableArguments {
     @Option(name: .long, help: "Slurm partition.") var partition: String?
     @Option(name: .long, help: "Time limit per task (Slurm syntax, e.g. 4:00:00).") var time: String?
-    @Option(name: .customLong("cpus-per-task"), parsing: .unconditional, help: "CPUs per task (its --threads).") var cpusPerTask: Int = 2
-    @Option(name: .customLong("max-parallel"), parsing: .unconditional, help: "Array tasks running at once (%K).") var maxParallel: Int = 4
+    @Option(name: .customLong("cpus-per-task"), parsing: .unconditional, help: "CPUs per task (its --threads).")
+    var cpusPerTask: Int = 2
+    @Option(name: .customLong("max-parallel"), parsing: .unconditional, help: "Array tasks running at once (%K).")
+    var maxParallel: Int = 4
     @Option(name: .long, help: "Memory per task (Slurm syntax, e.g. 16G).") var mem: String?
-    @Option(name: .customLong("job-name"), help: "Slurm job name (default: fireq-batch for batch, fireq-calibrate for calibrate-slurm).") var jobName: String?
+    @Option(
+        name: .customLong("job-name"),
+        help: "Slurm job name (default: fireq-batch for batch, fireq-calibrate for calibrate-slurm).") var jobName:
+        String?
 
     func validate() throws {
         guard cpusPerTask >= 1 else { throw ValidationError("--cpus-per-task must be at least 1.") }

@@ -17,10 +17,15 @@ final class TerminalProgress: ProgressReporter {
         if tty {
             let width = 30, filled = total > 0 ? width * done / total : width
             let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
-            let s = String(format: "\r%@ %d/%d %@  %.0fs elapsed, ETA %.0fs, RSS %d MiB", bar, done, total, label, elapsed, eta, rss)
+            let s = String(
+                format: "\r%@ %d/%d %@  %.0fs elapsed, ETA %.0fs, RSS %d MiB", bar, done, total, label, elapsed, eta,
+                rss)
             FileHandle.standardError.write(Data((s + (done == total ? "\n" : "")).utf8))
         } else {
-            line(String(format: "%d/%d %@ done, %.1fs elapsed, ETA %.0fs, RSS %d MiB", done, total, label, elapsed, eta, rss))
+            line(
+                String(
+                    format: "%d/%d %@ done, %.1fs elapsed, ETA %.0fs, RSS %d MiB", done, total, label, elapsed, eta, rss
+                ))
         }
     }
 }

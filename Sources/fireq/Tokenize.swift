@@ -4,7 +4,8 @@ import Pipelines
 import Tokenizer
 
 struct Tokenize: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the token ids of a text as a JSON array (no BOS added).")
+    static let configuration = CommandConfiguration(
+        abstract: "Print the token ids of a text as a JSON array (no BOS added).")
 
     @Option(name: .long, help: "Model folder holding tokenizer.json.")
     var model: String
@@ -17,9 +18,13 @@ struct Tokenize: ParsableCommand {
         do {
             let tok = try Tokenizer(directory: model)
             let input: String
-            if let text { input = try readText(text) } else {
+            if let text {
+                input = try readText(text)
+            } else {
                 let data = FileHandle.standardInput.readDataToEndOfFile()
-                guard let s = String(validating: data, as: UTF8.self) else { throw CLIError("standard input is not valid UTF-8 text.") }
+                guard let s = String(validating: data, as: UTF8.self) else {
+                    throw CLIError("standard input is not valid UTF-8 text.")
+                }
                 input = s
             }
             let ids = tok.encodeParallel(input)

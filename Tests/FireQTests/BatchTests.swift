@@ -1,6 +1,6 @@
+import Batch
 import Foundation
 import JSONSupport
-import Batch
 import Pipelines
 import Testing
 
@@ -18,7 +18,9 @@ import Testing
 
     static func write(_ lines: [String], in dir: String, name: String = "batch.jsonl") -> String {
         let path = dir + "/" + name
-        #expect(FileManager.default.createFile(atPath: path, contents: Data((lines.joined(separator: "\n") + "\n").utf8)), "\(path)")
+        #expect(
+            FileManager.default.createFile(atPath: path, contents: Data((lines.joined(separator: "\n") + "\n").utf8)),
+            "\(path)")
         return path
     }
 
@@ -26,21 +28,22 @@ import Testing
     @Test func manifestProblemsNameTheLine() throws {
         try TestPaths.requireModel()
         let d = TestPaths.tempDir()
-        let m = Self.write([
-            Self.entry("outs/a"),                                                      // 1: valid
-            "",                                                                        // 2: blank, ignored
-            Self.entry("outs/a"),                                                      // 3: same output as line 1
-            "{\"model\": \"\(TestPaths.model)\", \"out\": \"outs/b\", \"txt\": \"x\", \"seq-len\": 3}", // 4
-            "[1, 2]",                                                                  // 5
-            Self.entry("outs/c", "\"seed\": \"2\", \"export\": \"gguf,onnx\""),        // 6
-            Self.entry("outs/d", "\"recipe\": \"missing.json\""),                       // 7
-            "{\"model\": \"\(TestPaths.model)\", \"out\": \"outs/e\", \"generate\": true}", // 8
-            Self.entry("outs/f", "\"recipe\": \"\(Self.shakespeare)\""),              // 9
-            Self.entry(TestPaths.model),                                               // 10: out = the model
-            "{\"model\": \"/nonexistent-model\", \"out\": \"outs/g\", \"text\": \"t\"", // 11: truncated JSON
-            Self.entry("outs/h", "\"work\": \"outs/h.gguf\", \"export\": [\"gguf\"]"), // 12
-            Self.entry("outs/i", "\"max_delta_ppl\": 0, \"shuffle\": \"yes\", \"temperature\": 0.5"), // 13
-        ], in: d)
+        let m = Self.write(
+            [
+                Self.entry("outs/a"),  // 1: valid
+                "",  // 2: blank, ignored
+                Self.entry("outs/a"),  // 3: same output as line 1
+                "{\"model\": \"\(TestPaths.model)\", \"out\": \"outs/b\", \"txt\": \"x\", \"seq-len\": 3}",  // 4
+                "[1, 2]",  // 5
+                Self.entry("outs/c", "\"seed\": \"2\", \"export\": \"gguf,onnx\""),  // 6
+                Self.entry("outs/d", "\"recipe\": \"missing.json\""),  // 7
+                "{\"model\": \"\(TestPaths.model)\", \"out\": \"outs/e\", \"generate\": true}",  // 8
+                Self.entry("outs/f", "\"recipe\": \"\(Self.shakespeare)\""),  // 9
+                Self.entry(TestPaths.model),  // 10: out = the model
+                "{\"model\": \"/nonexistent-model\", \"out\": \"outs/g\", \"text\": \"t\"",  // 11: truncated JSON
+                Self.entry("outs/h", "\"work\": \"outs/h.gguf\", \"export\": [\"gguf\"]"),  // 12
+                Self.entry("outs/i", "\"max_delta_ppl\": 0, \"shuffle\": \"yes\", \"temperature\": 0.5")  // 13
+            ], in: d)
         let manifest = try BatchManifest(path: m)
         let p = manifest.allProblems()
         let expected = [
@@ -57,12 +60,14 @@ import Testing
             "\(m):12: writes \(d)/outs/h.gguf twice (as its output, work folder or an export).",
             "\(m):13: \"temperature\" applies to \"generate\" only.",
             "\(m):13: \"max_delta_ppl\" must be positive, not 0.0.",
-            "\(m):13: \"shuffle\" must be true or false, not \"yes\" (a string).",
+            "\(m):13: \"shuffle\" must be true or false, not \"yes\" (a string)."
         ]
         for e in expected { #expect(p.contains(e), "missing: \(e)\nhave: \(p.joined(separator: "\n"))") }
         // Lines 9 (a recipe that is not a recipe) and 11 (truncated JSON) embed the JSON parser's
         // own wording: checked by prefix.
-        #expect(p.contains { $0.hasPrefix("\(m):9: \"recipe\": \(Self.shakespeare)") && $0.contains("not valid JSON") }, "\(p)")
+        #expect(
+            p.contains { $0.hasPrefix("\(m):9: \"recipe\": \(Self.shakespeare)") && $0.contains("not valid JSON") },
+            "\(p)")
         #expect(p.contains { $0.hasPrefix("\(m):11: not valid JSON (") }, "\(p)")
         #expect(p.count == expected.count + 2, "\(p.joined(separator: "\n"))")
         // In file order; the blank line 2 takes no index (line 3 is entry 1, line 13 entry 11).
@@ -78,7 +83,8 @@ import Testing
         #expect(r.stderr.split(separator: "\n").count == p.count + 1, "\(r.stderr)")
         #expect(r.stderr.contains("error: \(m): \(p.count) problem(s) in the manifest; nothing was run."))
         let run = try CLI.run(["batch", "run", m])
-        #expect(run.status == 1 && !FileManager.default.fileExists(atPath: d + "/outs"), "run refuses an invalid manifest")
+        #expect(
+            run.status == 1 && !FileManager.default.fileExists(atPath: d + "/outs"), "run refuses an invalid manifest")
     }
 
     /// Relative paths resolve against the manifest's folder, whatever the working directory.
@@ -87,8 +93,11 @@ import Testing
         let d = TestPaths.tempDir()
         try FileManager.default.createDirectory(atPath: d + "/sub", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: Self.shakespeare, toPath: d + "/sub/calib.txt")
-        let m = Self.write(["{\"model\": \"\(TestPaths.model)\", \"out\": \"../o/x\", \"text\": \"calib.txt\", \"recipe\": \"\(Self.recipes)/rtn.json\"}"],
-                           in: d + "/sub")
+        let m = Self.write(
+            [
+                "{\"model\": \"\(TestPaths.model)\", \"out\": \"../o/x\", \"text\": \"calib.txt\", \"recipe\": \"\(Self.recipes)/rtn.json\"}"
+            ],
+            in: d + "/sub")
         let r = try CLI.run(["batch", "check", "sub/batch.jsonl"], cwd: d)
         #expect(r.status == 0, "\(r.stderr)")
         let e = try BatchManifest(path: m).entries[0]
@@ -105,8 +114,9 @@ import Testing
         let lock = try OutputLock.acquire(out)
         #expect(lock.path == d + "/.locked.fireq-lock")
         #expect(throws: PipelineError.self) { _ = try OutputLock.acquire(out) }
-        try CLITests.expectFailure(ConvertTests.convertArgs(out: out),
-                                   mentions: [out + ": another fireq conversion (pid \(getpid()) on ", "is writing this output"])
+        try CLITests.expectFailure(
+            ConvertTests.convertArgs(out: out),
+            mentions: [out + ": another fireq conversion (pid \(getpid()) on ", "is writing this output"])
         #expect(!FileManager.default.fileExists(atPath: out + ".fireq-work"), "nothing started under the lock")
         lock.release()
         let again = try OutputLock.acquire(out)
@@ -119,10 +129,11 @@ import Testing
     @Test func runnerExitStatusResumeAndReport() throws {
         try TestPaths.requireModel()
         let d = TestPaths.tempDir()
-        let m = Self.write([
-            Self.entry("out/fireq", "\"id\": \"paper\""),
-            Self.entry("out/rtn", "\"recipe\": \"\(Self.recipes)/rtn.json\", \"max_delta_ppl\": 0.01"),
-        ], in: d)
+        let m = Self.write(
+            [
+                Self.entry("out/fireq", "\"id\": \"paper\""),
+                Self.entry("out/rtn", "\"recipe\": \"\(Self.recipes)/rtn.json\", \"max_delta_ppl\": 0.01")
+            ], in: d)
         let manifest = try BatchManifest(path: m)
 
         // Run 1: entry 0's output is locked by someone else → an error (exit 1); entry 1 fails
@@ -133,7 +144,9 @@ import Testing
         lock.release()
         #expect(r1.status == 1, "\(r1.stdout)\(r1.stderr)")
         #expect(r1.stdout.contains("[0] paper: failed: \(d)/out/fireq: another fireq conversion"), "\(r1.stdout)")
-        #expect(r1.stdout.contains("[1] rtn: failed-threshold: \(d)/out/rtn: not written: the perplexity rose by"), "\(r1.stdout)")
+        #expect(
+            r1.stdout.contains("[1] rtn: failed-threshold: \(d)/out/rtn: not written: the perplexity rose by"),
+            "\(r1.stdout)")
         #expect(BatchStatus.read(manifest.statusPath(0))?.exitStatus == 1)
         #expect(BatchStatus.read(manifest.statusPath(1))?.exitStatus == 3)
 
@@ -142,7 +155,9 @@ import Testing
         #expect(r2.status == 3, "\(r2.stdout)\(r2.stderr)")
         #expect(r2.stdout.contains("[0] paper: passed"))
         let log1 = String(decoding: TestPaths.read(manifest.logPath(1)), as: UTF8.self)
-        #expect(log1.components(separatedBy: "[1/3] calibration: up to date").count == 2, "run 2 skipped entry 1's finished stages")
+        #expect(
+            log1.components(separatedBy: "[1/3] calibration: up to date").count == 2,
+            "run 2 skipped entry 1's finished stages")
         let s1 = try #require(BatchStatus.read(manifest.statusPath(1)))
         #expect(s1.attempt == 2 && s1.stages.map(\.skipped) == [true, true, true])
         #expect(try CLI.run(["inspect", d + "/out/fireq", "--verify"]).status == 0)
@@ -166,20 +181,29 @@ import Testing
         let own = try JSONParser.parse(TestPaths.read(d + "/out/fireq/report.json"))
         let mine = try #require(own["models"]?.arrayValue?.first)
         #expect(rows[1]["perplexity_llamacpp"]?.doubleValue == mine["perplexity_llamacpp"]?.doubleValue)
-        #expect(rows[1]["delta_perplexity_all_percent"]?.doubleValue == mine["delta_perplexity_all_percent"]?.doubleValue)
+        #expect(
+            rows[1]["delta_perplexity_all_percent"]?.doubleValue == mine["delta_perplexity_all_percent"]?.doubleValue)
         #expect(rows[1]["packed_sha256"]?.stringValue == (try fileSHA256(d + "/out/fireq/model.safetensors")))
         #expect(rows[1]["report"]?.stringValue == d + "/out/fireq/report.json")
         #expect(rows[0]["report"]?.stringValue == d + "/out/rtn.fireq-work/report.json")
         let html = String(decoding: TestPaths.read(d + "/summary.html"), as: UTF8.self)
-        #expect(html.contains("<tr id=\"entry-1\" class=\"failed-threshold\">") && html.contains("href=\"out/fireq/report.html\""))
+        #expect(
+            html.contains("<tr id=\"entry-1\" class=\"failed-threshold\">")
+                && html.contains("href=\"out/fireq/report.html\""))
         let md = String(decoding: TestPaths.read(d + "/summary.md"), as: UTF8.self)
         #expect(md.contains("[report](out/rtn.fireq-work/report.html)"))
 
         // run-one refuses a manifest whose bytes changed since its job was written.
-        let stale = try CLI.run(["batch", "run-one", m, "--index", "0", "--manifest-sha256", String(repeating: "0", count: 64)])
-        #expect(stale.status == 1 && stale.stderr.contains("the manifest changed since the job was written"), "\(stale.stderr)")
+        let stale = try CLI.run([
+            "batch", "run-one", m, "--index", "0", "--manifest-sha256", String(repeating: "0", count: 64)
+        ])
+        #expect(
+            stale.status == 1 && stale.stderr.contains("the manifest changed since the job was written"),
+            "\(stale.stderr)")
         let none = try CLI.run(["batch", "run-one", m, "--index", "2"])
-        #expect(none.status == 1 && none.stderr.contains("entry 2: there is no such entry (the manifest has 2, numbered from 0)"))
+        #expect(
+            none.status == 1
+                && none.stderr.contains("entry 2: there is no such entry (the manifest has 2, numbered from 0)"))
     }
 
     /// The Slurm script: one array task per entry, throttled, requeueable, one log per task,
@@ -188,19 +212,27 @@ import Testing
         try TestPaths.requireModel()
         let d = TestPaths.tempDir()
         let m = Self.write([Self.entry("a"), Self.entry("b"), Self.entry("c")], in: d)
-        let r = try CLI.run(["batch", "slurm", m, "--partition", "cpu", "--time", "2:00:00", "--cpus-per-task", "8", "--max-parallel", "2"])
+        let r = try CLI.run([
+            "batch", "slurm", m, "--partition", "cpu", "--time", "2:00:00", "--cpus-per-task", "8", "--max-parallel",
+            "2"
+        ])
         #expect(r.status == 0, "\(r.stderr)")
         let sha = try BatchManifest(path: m).sha256
-        for line in ["#SBATCH --array=0-2%2", "#SBATCH --cpus-per-task=8", "#SBATCH --partition=cpu", "#SBATCH --time=2:00:00",
-                     "#SBATCH --requeue", "#SBATCH --open-mode=append", "#SBATCH --output=\(m).fireq-batch/logs/%a.log",
-                     "exec '\(canonicalPath(CLI.binary))' batch run-one '\(m)' --index \"$SLURM_ARRAY_TASK_ID\" \\",
-                     "  --threads \"${SLURM_CPUS_PER_TASK:-8}\" --manifest-sha256 \(sha)"] {
+        for line in [
+            "#SBATCH --array=0-2%2", "#SBATCH --cpus-per-task=8", "#SBATCH --partition=cpu", "#SBATCH --time=2:00:00",
+            "#SBATCH --requeue", "#SBATCH --open-mode=append", "#SBATCH --output=\(m).fireq-batch/logs/%a.log",
+            "exec '\(canonicalPath(CLI.binary))' batch run-one '\(m)' --index \"$SLURM_ARRAY_TASK_ID\" \\",
+            "  --threads \"${SLURM_CPUS_PER_TASK:-8}\" --manifest-sha256 \(sha)"
+        ] {
             #expect(r.stdout.split(separator: "\n").contains(Substring(line)), "missing \(line) in\n\(r.stdout)")
         }
         var isDir: ObjCBool = false
-        #expect(FileManager.default.fileExists(atPath: m + ".fireq-batch/logs", isDirectory: &isDir) && isDir.boolValue,
-                "the log folder exists before Slurm opens --output")
+        #expect(
+            FileManager.default.fileExists(atPath: m + ".fireq-batch/logs", isDirectory: &isDir) && isDir.boolValue,
+            "the log folder exists before Slurm opens --output")
         let bad = try CLI.run(["batch", "slurm", m, "--partition", "a b"])
-        #expect(bad.status != 0 && bad.stderr.contains("--partition 'a b' must be one word without quotes."), "\(bad.stderr)")
+        #expect(
+            bad.status != 0 && bad.stderr.contains("--partition 'a b' must be one word without quotes."),
+            "\(bad.stderr)")
     }
 }

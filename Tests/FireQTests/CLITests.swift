@@ -9,8 +9,11 @@ import Testing
         let dir = TestPaths.tempDir()
         let fm = FileManager.default
         for f in try fm.contentsOfDirectory(atPath: TestPaths.model) where !f.hasPrefix(".") && !remove.contains(f) {
-            if let d = replace[f] { _ = fm.createFile(atPath: dir + "/" + f, contents: d) }
-            else { try fm.createSymbolicLink(atPath: dir + "/" + f, withDestinationPath: TestPaths.model + "/" + f) }
+            if let d = replace[f] {
+                _ = fm.createFile(atPath: dir + "/" + f, contents: d)
+            } else {
+                try fm.createSymbolicLink(atPath: dir + "/" + f, withDestinationPath: TestPaths.model + "/" + f)
+            }
         }
         return dir
     }
@@ -31,18 +34,28 @@ import Testing
     @Test func usageErrorsNameTheOption() throws {
         try TestPaths.requireModel()
         let eval = ["eval", "--model", TestPaths.model, "--text", TestPaths.sharedData + "/wikitext-2-raw-test.raw"]
-        for (extra, message) in [(["--windows", "-3"], "Error: --windows must be at least 1."),
-                                 (["--context", "-5"], "Error: --context must be at least 2."),
-                                 (["--threads", "0"], "Error: --threads must be between 1 and 1024 (found 0)."),
-                                 (["--protocol", "half"], "Error: The value 'half' is invalid for '--protocol <protocol>'. Please provide one of 'all' and 'llamacpp'."),
-                                 (["--numerics", "int4"], "Error: The value 'int4' is invalid for '--numerics <numerics>'. Please provide one of 'fireq', 'weights-only' or 'weights-fp8act'.")] {
+        for (extra, message) in [
+            (["--windows", "-3"], "Error: --windows must be at least 1."),
+            (["--context", "-5"], "Error: --context must be at least 2."),
+            (["--threads", "0"], "Error: --threads must be between 1 and 1024 (found 0)."),
+            (
+                ["--protocol", "half"],
+                "Error: The value 'half' is invalid for '--protocol <protocol>'. Please provide one of 'all' and 'llamacpp'."
+            ),
+            (
+                ["--numerics", "int4"],
+                "Error: The value 'int4' is invalid for '--numerics <numerics>'. Please provide one of 'fireq', 'weights-only' or 'weights-fp8act'."
+            )
+        ] {
             let r = try CLI.run(eval + extra)
             #expect(r.status == 64, "\(extra): \(r.stderr)")
             #expect(r.stderr.hasPrefix(message), "\(extra): \(r.stderr)")
         }
         let help = try CLI.run(["eval", "--help"]).stdout
         let threads = help.split(separator: "\n").filter { $0.contains("--threads <threads>") && $0.contains("Worker") }
-        #expect(threads.count == 1 && threads[0].contains("(default: all cores") && !threads[0].contains(". (default:"), "\(threads)")
+        #expect(
+            threads.count == 1 && threads[0].contains("(default: all cores") && !threads[0].contains(". (default:"),
+            "\(threads)")
     }
 
     /// `fireq --version` names the commit it was built from (Plugins/BuildInfo): the checkout's
@@ -57,7 +70,10 @@ import Testing
     }
 
     static func evalArgs(_ model: String) -> [String] {
-        ["eval", "--model", model, "--text", TestPaths.sharedData + "/wikitext-2-raw-test.raw", "--context", "16", "--windows", "1"]
+        [
+            "eval", "--model", model, "--text", TestPaths.sharedData + "/wikitext-2-raw-test.raw", "--context", "16",
+            "--windows", "1"
+        ]
     }
 
     @Test func truncatedSafetensors() throws {
@@ -82,17 +98,21 @@ import Testing
     }
 
     @Test func overlappingOffsets() throws {
-        let dir = try Self.badSafetensors(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, data: [UInt8](repeating: 0, count: 12))
+        let dir = try Self.badSafetensors(
+            #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            data: [UInt8](repeating: 0, count: 12))
         try Self.expectFailure(Self.evalArgs(dir), mentions: [dir + "/model.safetensors", "overlaps"])
     }
 
     @Test func unknownDType() throws {
-        let dir = try Self.badSafetensors(#"{"a":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8))
+        let dir = try Self.badSafetensors(
+            #"{"a":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8))
         try Self.expectFailure(Self.evalArgs(dir), mentions: [dir + "/model.safetensors", "unsupported dtype 'C64'"])
     }
 
     @Test func shapeByteCountMismatch() throws {
-        let dir = try Self.badSafetensors(#"{"a":{"dtype":"F16","shape":[2,3],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8))
+        let dir = try Self.badSafetensors(
+            #"{"a":{"dtype":"F16","shape":[2,3],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8))
         try Self.expectFailure(Self.evalArgs(dir), mentions: [dir + "/model.safetensors", "needs 12 bytes"])
     }
 
@@ -100,7 +120,8 @@ import Testing
         // A valid file holding only the final norm: the strict load names the first missing tensor.
         var norm: [UInt8] = []
         for _ in 0..<576 { norm += [0x00, 0x3C] }
-        let dir = try Self.badSafetensors(#"{"model.norm.weight":{"dtype":"F16","shape":[576],"data_offsets":[0,1152]}}"#, data: norm)
+        let dir = try Self.badSafetensors(
+            #"{"model.norm.weight":{"dtype":"F16","shape":[576],"data_offsets":[0,1152]}}"#, data: norm)
         try Self.expectFailure(Self.evalArgs(dir), mentions: [dir, "tensor 'model.embed_tokens.weight' is missing"])
     }
 
@@ -111,7 +132,8 @@ import Testing
 
     @Test func unsupportedRopeScaling() throws {
         var cfg = String(decoding: TestPaths.read(TestPaths.model + "/config.json"), as: UTF8.self)
-        cfg = cfg.replacingOccurrences(of: "\"rope_scaling\": null", with: "\"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2.0}")
+        cfg = cfg.replacingOccurrences(
+            of: "\"rope_scaling\": null", with: "\"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2.0}")
         let dir = try Self.modelCopy(replace: ["config.json": Data(cfg.utf8)])
         try Self.expectFailure(Self.evalArgs(dir), mentions: [dir + "/config.json", "rope_scaling type 'dynamic'"])
     }
@@ -123,7 +145,8 @@ import Testing
 
     @Test func missingTextFile() throws {
         try TestPaths.requireModel()
-        try Self.expectFailure(["eval", "--model", TestPaths.model, "--text", "/nonexistent/x.txt"], mentions: ["/nonexistent/x.txt"])
+        try Self.expectFailure(
+            ["eval", "--model", TestPaths.model, "--text", "/nonexistent/x.txt"], mentions: ["/nonexistent/x.txt"])
     }
 
     @Test func tokenizeCommand() throws {
@@ -135,8 +158,10 @@ import Testing
 
     @Test func evalJSONKeys() throws {
         try TestPaths.requireModel()
-        let r = try CLI.run(["eval", "--model", TestPaths.model, "--text", TestPaths.sharedData + "/wikitext-2-raw-test.raw",
-                             "--context", "64", "--windows", "2", "--json", "--protocol", "llamacpp"])
+        let r = try CLI.run([
+            "eval", "--model", TestPaths.model, "--text", TestPaths.sharedData + "/wikitext-2-raw-test.raw",
+            "--context", "64", "--windows", "2", "--json", "--protocol", "llamacpp"
+        ])
         #expect(r.status == 0, "\(r.stderr)")
         let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
         for k in ["perplexity", "mean_nll", "scored_tokens", "tokens_per_second"] { #expect(obj[k] != nil, "key \(k)") }

@@ -1,6 +1,6 @@
+import CFireQKernels
 import Foundation
 import LowPrecision
-import CFireQKernels
 import Testing
 
 /// Codecs against PyPI ml_dtypes (Scripts/make_codec_golden.py, ≥ 1 M inputs incl. ties,
@@ -13,7 +13,9 @@ import Testing
     }
 
     static func load() throws -> Golden {
-        try TestPaths.require(TestPaths.codecGolden, hint: "run .cache/venv/bin/python Scripts/make_codec_golden.py \(TestPaths.codecGolden) (CI does)")
+        try TestPaths.require(
+            TestPaths.codecGolden,
+            hint: "run .cache/venv/bin/python Scripts/make_codec_golden.py \(TestPaths.codecGolden) (CI does)")
         let d = TestPaths.read(TestPaths.codecGolden)
         #expect(d.prefix(8) == Data("FQCODEC1".utf8))
         let n = Int(d.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self) })
@@ -26,9 +28,11 @@ import Testing
             off += size
             return arr
         }
-        return Golden(inputs: take(n, Float.self), f16: take(n, UInt16.self), bf16: take(n, UInt16.self),
-                      e4m3: take(n, UInt8.self), e4m3Sat: take(n, UInt8.self), e5m2: take(n, UInt8.self), e5m2Sat: take(n, UInt8.self),
-                      decodeE4M3: take(256, Float.self), decodeE5M2: take(256, Float.self), decodeF16: take(65536, Float.self))
+        return Golden(
+            inputs: take(n, Float.self), f16: take(n, UInt16.self), bf16: take(n, UInt16.self),
+            e4m3: take(n, UInt8.self), e4m3Sat: take(n, UInt8.self), e5m2: take(n, UInt8.self),
+            e5m2Sat: take(n, UInt8.self),
+            decodeE4M3: take(256, Float.self), decodeE5M2: take(256, Float.self), decodeF16: take(65536, Float.self))
     }
 
     static func same(_ a: Float, _ b: Float) -> Bool { (a.isNaN && b.isNaN) || a.bitPattern == b.bitPattern }
@@ -69,7 +73,7 @@ import Testing
                 ("e4m3", FP8E4M3.encode(x, saturating: false), g.e4m3[i], FP8E4M3.decode),
                 ("e4m3-sat", FP8E4M3.encode(x, saturating: true), g.e4m3Sat[i], FP8E4M3.decode),
                 ("e5m2", FP8E5M2.encode(x, saturating: false), g.e5m2[i], FP8E5M2.decode),
-                ("e5m2-sat", FP8E5M2.encode(x, saturating: true), g.e5m2Sat[i], FP8E5M2.decode),
+                ("e5m2-sat", FP8E5M2.encode(x, saturating: true), g.e5m2Sat[i], FP8E5M2.decode)
             ] as [(String, UInt8, UInt8, (UInt8) -> Float)] {
                 check(name, mine == want || (dec(mine).isNaN && dec(want).isNaN), x)
             }
@@ -80,19 +84,19 @@ import Testing
     /// Bit patterns checked by hand (FIREQ-METHOD.md §1, §2.5).
     @Test func handCheckedValues() {
         #expect(FP8E4M3.encode(448) == 0x7E)
-        #expect(FP8E4M3.encode(1000) == 0x7E)                    // saturates
-        #expect(FP8E4M3.encode(1000, saturating: false) == 0x7F) // NaN: no Inf in e4m3fn
-        #expect(FP8E4M3.encode(464) == 0x7E)                     // tie between 448 and 480 → even (448)
-        #expect(FP8E4M3.encode(0x1p-9) == 0x01)                  // smallest subnormal
-        #expect(FP8E4M3.encode(0x1p-10) == 0x00)                 // tie to even → 0
-        #expect(FP8E4M3.encode(0x1.8p-10) == 0x01)               // 0.75 quantum → 1
+        #expect(FP8E4M3.encode(1000) == 0x7E)  // saturates
+        #expect(FP8E4M3.encode(1000, saturating: false) == 0x7F)  // NaN: no Inf in e4m3fn
+        #expect(FP8E4M3.encode(464) == 0x7E)  // tie between 448 and 480 → even (448)
+        #expect(FP8E4M3.encode(0x1p-9) == 0x01)  // smallest subnormal
+        #expect(FP8E4M3.encode(0x1p-10) == 0x00)  // tie to even → 0
+        #expect(FP8E4M3.encode(0x1.8p-10) == 0x01)  // 0.75 quantum → 1
         #expect(FP8E4M3.encode(-.infinity) == 0xFE)
-        #expect(FP8E4M3.round(7 * 1.125) == 8)                   // §2.5: q=7, s=1.125 → 7.875 → 8
+        #expect(FP8E4M3.round(7 * 1.125) == 8)  // §2.5: q=7, s=1.125 → 7.875 → 8
         #expect(FP8E4M3.decode(0x7F).isNaN && FP8E4M3.decode(0xFF).isNaN)
-        #expect(FP16.encode(65520) == 0x7C00)                    // overflow → Inf
+        #expect(FP16.encode(65520) == 0x7C00)  // overflow → Inf
         #expect(FP16.encode(1) == 0x3C00)
-        #expect(BF16.encode(1.00390625) == 0x3F80)               // tie → even
-        #expect(BF16.encode(1.01171875) == 0x3F82)               // tie → even (up)
+        #expect(BF16.encode(1.00390625) == 0x3F80)  // tie → even
+        #expect(BF16.encode(1.01171875) == 0x3F82)  // tie → even (up)
         #expect(FP8E5M2.encode(57344) == 0x7B && FP8E5M2.encode(.infinity) == 0x7C)
     }
 }

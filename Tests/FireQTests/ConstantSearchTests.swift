@@ -22,25 +22,38 @@ import Testing
     /// the dead column keeps 1.
     @Test func strengthScalesByHand() {
         let w: [Float] = [1, -6, 0, 3, 2, 0]
-        func close(_ a: [Float], _ b: [Double]) -> Bool { zip(a, b).allSatisfy { abs(Double($0) - $1) <= 1e-6 * abs($1) } }
-        #expect(Smoothing.channelScales(w, rows: 2, k: 3, c: 0.012, strength: 1) == Smoothing.channelScales(w, rows: 2, k: 3, c: 0.012))
+        func close(_ a: [Float], _ b: [Double]) -> Bool {
+            zip(a, b).allSatisfy { abs(Double($0) - $1) <= 1e-6 * abs($1) }
+        }
+        #expect(
+            Smoothing.channelScales(w, rows: 2, k: 3, c: 0.012, strength: 1)
+                == Smoothing.channelScales(w, rows: 2, k: 3, c: 0.012))
         #expect(close(Smoothing.channelScales(w, rows: 2, k: 3, c: 0.012, strength: 1), [0.006, 0.003, 1]))
         #expect(close(Smoothing.channelScales(w, rows: 2, k: 3, c: 0.012, strength: 0), [0.004, 0.004, 1]))
-        #expect(close(Smoothing.channelScales(w, rows: 2, k: 3, c: 0.012, strength: 0.5), [0.004898979485566356, 0.0034641016151377548, 1]))
+        #expect(
+            close(
+                Smoothing.channelScales(w, rows: 2, k: 3, c: 0.012, strength: 0.5),
+                [0.004898979485566356, 0.0034641016151377548, 1]))
     }
 
     @Test func searchRecipeKeysParseAndRefuse() throws {
-        let json = #"{"name": "s", "smoothing": {"down_strength": 0.5}, "search": {"post_rope_top_k": [4, 16], "gate_up_strength": [0.5], "windows": 3, "tokens": 64}}"#
+        let json =
+            #"{"name": "s", "smoothing": {"down_strength": 0.5}, "search": {"post_rope_top_k": [4, 16], "gate_up_strength": [0.5], "windows": 3, "tokens": 64}}"#
         let r = try Recipe.parse(Data(json.utf8), path: "s.json")
-        #expect(r.search?.topK == [4, 16] && r.search?.gateUpStrength == [0.5] && r.search?.alphaBeta == [] && r.search?.windows == 3 && r.search?.tokens == 64)
+        #expect(
+            r.search?.topK == [4, 16] && r.search?.gateUpStrength == [0.5] && r.search?.alphaBeta == []
+                && r.search?.windows == 3 && r.search?.tokens == 64)
         #expect(r.smoothing.downStrength == 0.5 && r.smoothing.gateUpStrength == 1)
         let back = try Recipe.parse(Data(r.canonicalJSON.utf8), path: "canonical")
         #expect(back == r && back.canonicalJSON == r.canonicalJSON)
         #expect(!Recipe.plus.canonicalJSON.contains("\"search\":") && !Recipe.plus.canonicalJSON.contains("strength"))
         // The shipped recipe: fireq-plus plus the search, nothing else.
         var shipped = try Recipe.load(TestPaths.root + "/Calibration/recipes/fireq-plus-search.json")
-        #expect(shipped.search?.topK == [4, 16] && shipped.search?.alphaBeta == [6] && shipped.search?.gateUpStrength == [0.5, 0.75]
-                && shipped.search?.downStrength == [0.5, 0.75] && shipped.search?.windows == 2 && shipped.search?.tokens == 1024)
+        #expect(
+            shipped.search?.topK == [4, 16] && shipped.search?.alphaBeta == [6]
+                && shipped.search?.gateUpStrength == [0.5, 0.75]
+                && shipped.search?.downStrength == [0.5, 0.75] && shipped.search?.windows == 2
+                && shipped.search?.tokens == 1024)
         shipped.search = nil; shipped.name = Recipe.plus.name; shipped.description = Recipe.plus.description
         #expect(shipped == Recipe.plus)
         func refusal(_ text: String) -> String {
@@ -50,7 +63,9 @@ import Testing
         #expect(refusal(#"{"search": {"post_rope_top_k": [2.5]}}"#).contains("search.post_rope_top_k"))
         #expect(refusal(#"{"search": {"gate_up_strength": [5]}}"#).contains("search.gate_up_strength"))
         #expect(refusal(#"{"weights": {"gptq": {}}, "search": {}}"#).contains("weights.gptq"))
-        #expect(refusal(#"{"attention": {"post_rope_beta": null}, "search": {"alpha_beta": [4]}}"#).contains("search.alpha_beta"))
+        #expect(
+            refusal(#"{"attention": {"post_rope_beta": null}, "search": {"alpha_beta": [4]}}"#).contains(
+                "search.alpha_beta"))
         #expect(refusal(#"{"smoothing": {"gate_up_strength": -1}}"#).contains("smoothing.gate_up_strength"))
         #expect(refusal(#"{"search": {"top_k": [4]}}"#).contains("search.top_k"))
     }
@@ -70,13 +85,15 @@ import Testing
         st.alphaBeta = [4, 6]; st.topK = [2, 16]; st.gateUpStrength = [0, 0.5]; st.downStrength = [0.25, 2]
         st.windows = 2; st.tokens = 24
         recipe.search = st
-        _ = try Quantizer.run(modelDir: Self.tiny, statsPath: Self.tinyStats, recipe: recipe, recipeJSON: recipe.canonicalJSON,
-                              outDir: d + "/searched", toolVersion: "test", threads: 2)
+        _ = try Quantizer.run(
+            modelDir: Self.tiny, statsPath: Self.tinyStats, recipe: recipe, recipeJSON: recipe.canonicalJSON,
+            outDir: d + "/searched", toolVersion: "test", threads: 2)
         let file = try SafetensorsFile(path: d + "/searched/model.safetensors")
         let meta = try JSONParser.parse(Data(file.metadata["fireq.search"]!.utf8))
         #expect(meta["windows"]?.intValue == 2 && meta["tokens"]?.intValue == 24)
         let chosen = try #require(meta["layers"]?["0"])
-        let error = try #require(chosen["error"]?.doubleValue), recipeError = try #require(chosen["recipe_error"]?.doubleValue)
+        let error = try #require(chosen["error"]?.doubleValue),
+            recipeError = try #require(chosen["recipe_error"]?.doubleValue)
         #expect(error <= recipeError && error > 0)
 
         // The recorded error, recomputed independently: the packed folder on the runtime, layer 0
@@ -108,8 +125,9 @@ import Testing
         fixed.smoothing.postRopeTopK = try #require(chosen["post_rope_top_k"]?.intValue)
         fixed.smoothing.gateUpStrength = Float(try #require(chosen["gate_up_strength"]?.doubleValue))
         fixed.smoothing.downStrength = Float(try #require(chosen["down_strength"]?.doubleValue))
-        _ = try Quantizer.run(modelDir: Self.tiny, statsPath: Self.tinyStats, recipe: fixed, recipeJSON: fixed.canonicalJSON,
-                              outDir: d + "/fixed", toolVersion: "test", threads: 1)
+        _ = try Quantizer.run(
+            modelDir: Self.tiny, statsPath: Self.tinyStats, recipe: fixed, recipeJSON: fixed.canonicalJSON,
+            outDir: d + "/fixed", toolVersion: "test", threads: 1)
         let other = try SafetensorsFile(path: d + "/fixed/model.safetensors")
         #expect(file.tensors.map(\.name) == other.tensors.map(\.name))
         for t in file.tensors {

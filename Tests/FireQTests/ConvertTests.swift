@@ -1,11 +1,12 @@
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
 import JSONSupport
 import Pipelines
 import Quantization
 import Testing
+
+#if canImport(FoundationXML)
+    import FoundationXML
+#endif
 
 /// `fireq convert` (resumable, SIGKILL-safe, threshold exit status), `fireq compare` and its
 /// reports, and packed folders with bad bytes, on the default model.
@@ -14,8 +15,11 @@ import Testing
     static let wiki = TestPaths.sharedData + "/wikitext-2-raw-test.raw"
 
     static func convertArgs(out: String, extra: [String] = []) -> [String] {
-        ["convert", "--model", TestPaths.model, "--out", out, "--text", shakespeare, "--samples", "2", "--seq-len", "64",
-         "--eval-context", "64", "--eval-windows", "2", "--threads", "2"] + extra
+        [
+            "convert", "--model", TestPaths.model, "--out", out, "--text", shakespeare, "--samples", "2", "--seq-len",
+            "64",
+            "--eval-context", "64", "--eval-windows", "2", "--threads", "2"
+        ] + extra
     }
 
     static func json(_ path: String) throws -> JSONValue { try JSONParser.parse(TestPaths.read(path)) }
@@ -31,7 +35,8 @@ import Testing
         #expect(paper == shipped)
         let plus = try Recipe.load(TestPaths.root + "/Calibration/recipes/fireq-plus.json")
         #expect(Recipe.plus == plus)
-        #expect(Recipe.plus.name == "fireq-plus" && Recipe.plus.groupSize == 32 && Recipe.plus.scaleSearch
+        #expect(
+            Recipe.plus.name == "fireq-plus" && Recipe.plus.groupSize == 32 && Recipe.plus.scaleSearch
                 && Recipe.plus.kvGroupSize == 16 && Recipe.plus.kvScaleSearch && Recipe.plus.gptq == nil)
         let second = try Recipe.load(TestPaths.root + "/Calibration/recipes/fireq-plus-2.json")
         var expected = Recipe.plus
@@ -72,7 +77,7 @@ import Testing
         let r = try CLI.run(Self.convertArgs(out: out, extra: ["--keep-work"]))
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stderr.contains("[1/3] calibration: up to date"), "\(r.stderr)")
-        #expect(r.stderr.contains("[2/3] quantization with recipe 'fireq-plus-3'"))   // convert's default
+        #expect(r.stderr.contains("[2/3] quantization with recipe 'fireq-plus-3'"))  // convert's default
         #expect(r.stderr.contains("smoke evaluation: ppl") && r.stderr.contains("passed"))
         for f in ["model.safetensors", "config.json", "tokenizer.json", "report.json", "report.md", "report.html"] {
             #expect(FileManager.default.fileExists(atPath: out + "/" + f), "\(f)")
@@ -84,7 +89,9 @@ import Testing
         // Everything up to date: every stage is skipped.
         let again = try CLI.run(Self.convertArgs(out: out, extra: ["--keep-work", "--force"]))
         #expect(again.status == 0, "\(again.stderr)")
-        for s in ["[1/3] calibration: up to date", "[2/3] quantization: up to date", "[3/3] smoke evaluation: up to date"] {
+        for s in [
+            "[1/3] calibration: up to date", "[2/3] quantization: up to date", "[3/3] smoke evaluation: up to date"
+        ] {
             #expect(again.stderr.contains(s), "\(again.stderr)")
         }
         // A changed recipe makes quantization and evaluation stale, not calibration.
@@ -93,7 +100,8 @@ import Testing
         let stale = try CLI.run(Self.convertArgs(out: out, extra: ["--keep-work", "--force", "--recipe", recipe]))
         #expect(stale.status == 0, "\(stale.stderr)")
         #expect(stale.stderr.contains("[1/3] calibration: up to date"))
-        #expect(stale.stderr.contains("quantization: inputs changed since the last run; recomputing"), "\(stale.stderr)")
+        #expect(
+            stale.stderr.contains("quantization: inputs changed since the last run; recomputing"), "\(stale.stderr)")
         #expect(try Self.json(out + "/report.json")["models"]?.arrayValue?.first?["recipe"]?.stringValue == "rtn")
         // A damaged artifact is recomputed.
         var bytes = [UInt8](TestPaths.read(work + "/stats.h5"))
@@ -101,18 +109,26 @@ import Testing
         _ = FileManager.default.createFile(atPath: work + "/stats.h5", contents: Data(bytes))
         let damaged = try CLI.run(Self.convertArgs(out: out, extra: ["--force", "--recipe", recipe]))
         #expect(damaged.status == 0, "\(damaged.stderr)")
-        #expect(damaged.stderr.contains("calibration: \(work)/stats.h5 is missing or changed; recomputing"), "\(damaged.stderr)")
-        #expect(!FileManager.default.fileExists(atPath: work), "the work folder is removed after success without --keep-work")
+        #expect(
+            damaged.stderr.contains("calibration: \(work)/stats.h5 is missing or changed; recomputing"),
+            "\(damaged.stderr)")
+        #expect(
+            !FileManager.default.fileExists(atPath: work),
+            "the work folder is removed after success without --keep-work")
     }
 
     /// The source folder is never an output, even with --force.
     @Test func outputIsNotTheSource() throws {
         try TestPaths.requireModel()
-        try CLITests.expectFailure(Self.convertArgs(out: TestPaths.model + "/", extra: ["--force"]),
-                                   mentions: ["is the source model's folder"])
-        try CLITests.expectFailure(["quantize", "--model", TestPaths.model, "--stats", "/nonexistent.h5", "--recipe",
-                                    QuantizeTests.recipes + "/fireq.json", "--out", TestPaths.model, "--force"],
-                                   mentions: ["is the source model's folder"])
+        try CLITests.expectFailure(
+            Self.convertArgs(out: TestPaths.model + "/", extra: ["--force"]),
+            mentions: ["is the source model's folder"])
+        try CLITests.expectFailure(
+            [
+                "quantize", "--model", TestPaths.model, "--stats", "/nonexistent.h5", "--recipe",
+                QuantizeTests.recipes + "/fireq.json", "--out", TestPaths.model, "--force"
+            ],
+            mentions: ["is the source model's folder"])
         #expect(FileManager.default.fileExists(atPath: TestPaths.model + "/model.safetensors"))
     }
 
@@ -125,11 +141,15 @@ import Testing
         let recipe = d + "/g100.json"
         try Data(#"{"name": "g100", "weights": {"group_size": 100}}"#.utf8).write(to: URL(fileURLWithPath: recipe))
         let out = d + "/out"
-        try CLITests.expectFailure(Self.convertArgs(out: out, extra: ["--recipe", recipe]),
-                                   mentions: ["model.layers.0.self_attn.q_proj: group size 100 does not divide its 576 inputs"])
-        try CLITests.expectFailure(Self.convertArgs(out: out, extra: ["--recipe", d + "/missing.json"]),
-                                   mentions: [d + "/missing.json: does not exist."])
-        #expect(try FileManager.default.contentsOfDirectory(atPath: d) == ["g100.json"], "no work folder, lock or partial output")
+        try CLITests.expectFailure(
+            Self.convertArgs(out: out, extra: ["--recipe", recipe]),
+            mentions: ["model.layers.0.self_attn.q_proj: group size 100 does not divide its 576 inputs"])
+        try CLITests.expectFailure(
+            Self.convertArgs(out: out, extra: ["--recipe", d + "/missing.json"]),
+            mentions: [d + "/missing.json: does not exist."])
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: d) == ["g100.json"],
+            "no work folder, lock or partial output")
     }
 
     /// A conversion whose loss exceeds the threshold exits 3 and publishes nothing.
@@ -149,7 +169,9 @@ import Testing
         let delta = try #require(report["models"]?.arrayValue?.first?["delta_perplexity_percent"]?.doubleValue)
         // "… alone cost +a %, FP8 activations +b %, FP8 Q / INT4 K/V (with FP8 re-rounding) +c %; …"
         let tail = r.stderr.components(separatedBy: "alone cost ").last ?? ""
-        let parts = tail.split(separator: "%").prefix(3).compactMap { Double($0.split(separator: " ").last.map(String.init) ?? "") }
+        let parts = tail.split(separator: "%").prefix(3).compactMap {
+            Double($0.split(separator: " ").last.map(String.init) ?? "")
+        }
         #expect(parts.count == 3, "\(r.stderr)")
         if parts.count == 3 { #expect(abs(parts.reduce(0, +) - delta) <= 0.2, "\(parts) vs \(delta)") }
     }
@@ -158,15 +180,27 @@ import Testing
     /// activations 11.5, everything 14 → +10 %, +5 %, +25 %; K/V is the largest.
     @Test func lossDiagnosisSplitsAndAdvises() throws {
         func recipe(_ s: String) throws -> JSONValue { try JSONParser.parse(Data(s.utf8)) }
-        let plain = try recipe(#"{"weights": {"scale_search": true}, "smoothing": {"gate_up_c": 0.0096, "down_c": 0.015}, "attention": {}}"#)
-        let d = LossDiagnosis.diagnose(base: 10, weightsOnly: 11, fp8Activations: 11.5, full: 14, recipe: plain, hasBias: true)
-        #expect(abs(d.weightsPercent - 10) < 1e-9 && abs(d.activationsPercent - 5) < 1e-9 && abs(d.attentionPercent - 25) < 1e-9)
+        let plain = try recipe(
+            #"{"weights": {"scale_search": true}, "smoothing": {"gate_up_c": 0.0096, "down_c": 0.015}, "attention": {}}"#
+        )
+        let d = LossDiagnosis.diagnose(
+            base: 10, weightsOnly: 11, fp8Activations: 11.5, full: 14, recipe: plain, hasBias: true)
+        #expect(
+            abs(d.weightsPercent - 10) < 1e-9 && abs(d.activationsPercent - 5) < 1e-9
+                && abs(d.attentionPercent - 25) < 1e-9)
         #expect(d.largest == .attention && d.advice.hasPrefix(#""attention": {"kv_center": "bias"}"#))
-        #expect(LossDiagnosis.diagnose(base: 10, weightsOnly: 11, fp8Activations: 11.5, full: 14, recipe: plain, hasBias: false)
+        #expect(
+            LossDiagnosis.diagnose(
+                base: 10, weightsOnly: 11, fp8Activations: 11.5, full: 14, recipe: plain, hasBias: false
+            )
             .advice.hasPrefix(#""attention": {"kv_group_size": 16"#))
-        let w = LossDiagnosis.diagnose(base: 10, weightsOnly: 13, fp8Activations: 13.1, full: 13.5, recipe: plain, hasBias: true)
+        let w = LossDiagnosis.diagnose(
+            base: 10, weightsOnly: 13, fp8Activations: 13.1, full: 13.5, recipe: plain, hasBias: true)
         #expect(w.largest == .weights && w.advice.hasPrefix(#""smoothing": {"gate_up_c": 0, "down_c": 0}"#))
-        #expect(w.sentence.contains("the INT4 weights alone cost +30.0 %, FP8 activations +1.0 %, FP8 Q / INT4 K/V (with FP8 re-rounding) +4.0 %"))
+        #expect(
+            w.sentence.contains(
+                "the INT4 weights alone cost +30.0 %, FP8 activations +1.0 %, FP8 Q / INT4 K/V (with FP8 re-rounding) +4.0 %"
+            ))
     }
 
     /// A model compared with itself loses nothing; the baseline's perplexity is `fireq eval`'s.
@@ -177,22 +211,37 @@ import Testing
         // at once: the folder is empty afterwards, and a TMPDIR that cannot take it is named.
         let scratch = TestPaths.tempDir() + "/scratch"
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-        let r = try CLI.run(["compare", "--baseline", TestPaths.model, "--model", TestPaths.model, "--label", "same", "--text", Self.wiki,
-                             "--context", "128", "--windows", "2", "--report", base, "--json"], environment: ["TMPDIR": scratch])
+        let r = try CLI.run(
+            [
+                "compare", "--baseline", TestPaths.model, "--model", TestPaths.model, "--label", "same", "--text",
+                Self.wiki,
+                "--context", "128", "--windows", "2", "--report", base, "--json"
+            ], environment: ["TMPDIR": scratch])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch).isEmpty)
         let gone = scratch + "/missing"
-        let nr = try CLI.run(["compare", "--baseline", TestPaths.model, "--model", TestPaths.model, "--text", Self.wiki,
-                              "--context", "128", "--windows", "1"], environment: ["TMPDIR": gone])
-        #expect(nr.status == 1 && nr.stderr.contains(gone) && nr.stderr.contains("set TMPDIR to a writable folder"), "\(nr.stderr)")
+        let nr = try CLI.run(
+            [
+                "compare", "--baseline", TestPaths.model, "--model", TestPaths.model, "--text", Self.wiki,
+                "--context", "128", "--windows", "1"
+            ], environment: ["TMPDIR": gone])
+        #expect(
+            nr.status == 1 && nr.stderr.contains(gone) && nr.stderr.contains("set TMPDIR to a writable folder"),
+            "\(nr.stderr)")
         // A model of another shape is refused from its config.json, before any model is loaded.
         let other = TestPaths.tempDir() + "/other-shape"
         try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
-        var cfg = try #require(try JSONSerialization.jsonObject(with: TestPaths.read(TestPaths.model + "/config.json")) as? [String: Any])
+        var cfg = try #require(
+            try JSONSerialization.jsonObject(with: TestPaths.read(TestPaths.model + "/config.json")) as? [String: Any])
         cfg["num_hidden_layers"] = 29
         try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: other + "/config.json"))
-        let mr = try CLI.run(["compare", "--baseline", TestPaths.model, "--model", other, "--text", Self.wiki, "--context", "128", "--windows", "1"])
-        #expect(mr.status == 1 && mr.stderr.contains(other) && mr.stderr.contains("layer count differs from the baseline"), "\(mr.stderr)")
+        let mr = try CLI.run([
+            "compare", "--baseline", TestPaths.model, "--model", other, "--text", Self.wiki, "--context", "128",
+            "--windows", "1"
+        ])
+        #expect(
+            mr.status == 1 && mr.stderr.contains(other) && mr.stderr.contains("layer count differs from the baseline"),
+            "\(mr.stderr)")
         let j = try JSONParser.parse(Data(r.stdout.utf8))
         let m = try #require(j["models"]?.arrayValue?.first)
         #expect(m["kl_mean"]?.doubleValue == 0 && m["kl_p99"]?.doubleValue == 0)
@@ -203,13 +252,18 @@ import Testing
         #expect(m["layer_isolated_error"]?.arrayValue?.count == 30)
         #expect(m["layer_isolated_error"]?.arrayValue?.allSatisfy { $0.doubleValue == 0 } == true)
         for p in ["all", "llamacpp"] {
-            let e = try CLI.run(["eval", "--model", TestPaths.model, "--text", Self.wiki, "--context", "128", "--windows", "2",
-                                 "--protocol", p, "--json"])
+            let e = try CLI.run([
+                "eval", "--model", TestPaths.model, "--text", Self.wiki, "--context", "128", "--windows", "2",
+                "--protocol", p, "--json"
+            ])
             let ev = try JSONParser.parse(Data(e.stdout.utf8))
-            let a = try #require(ev["perplexity"]?.doubleValue), b = try #require(j["baseline"]?["perplexity_\(p)"]?.doubleValue)
+            let a = try #require(ev["perplexity"]?.doubleValue),
+                b = try #require(j["baseline"]?["perplexity_\(p)"]?.doubleValue)
             #expect(abs(a - b) <= 1e-9 * a, "\(p): eval \(a), compare \(b)")
         }
-        for k in ["tool_version", "machine", "threads", "protocol", "baseline", "models"] { #expect(j[k] != nil, "\(k)") }
+        for k in ["tool_version", "machine", "threads", "protocol", "baseline", "models"] {
+            #expect(j[k] != nil, "\(k)")
+        }
         #expect(j["protocol"]?["text_sha256"]?.stringValue?.count == 64)
         #expect(j["baseline"]?["model_sha256"]?.stringValue?.count == 64)
         // The files: JSON equal to stdout, Markdown table, HTML whose SVG charts are well-formed XML.
@@ -259,14 +313,16 @@ import Testing
         var bytes = [UInt8](TestPaths.read(dir + "/model.safetensors"))
         bytes[bytes.count - 100] ^= 0x01
         _ = FileManager.default.createFile(atPath: dir + "/model.safetensors", contents: Data(bytes))
-        try Self.expectEvalFailure(dir, mentions: [dir + "/model.safetensors", "crc32 mismatch in tensor", "the file is corrupt"])
+        try Self.expectEvalFailure(
+            dir, mentions: [dir + "/model.safetensors", "crc32 mismatch in tensor", "the file is corrupt"])
     }
 
     @Test func packedWithWrongVersion() throws {
         let dir = try Self.packedCopy()
         var bytes = [UInt8](TestPaths.read(dir + "/model.safetensors"))
         let needle = Array(#""fireq.version":"1""#.utf8)
-        let at = try #require((0..<(bytes.count - needle.count)).first { bytes[$0..<($0 + needle.count)].elementsEqual(needle) })
+        let at = try #require(
+            (0..<(bytes.count - needle.count)).first { bytes[$0..<($0 + needle.count)].elementsEqual(needle) })
         bytes[at + needle.count - 2] = UInt8(ascii: "7")
         _ = FileManager.default.createFile(atPath: dir + "/model.safetensors", contents: Data(bytes))
         try Self.expectEvalFailure(dir, mentions: [dir + "/model.safetensors", "version 7, this tool reads version 1"])
@@ -275,7 +331,8 @@ import Testing
     @Test func packedTruncated() throws {
         let dir = try Self.packedCopy()
         let bytes = TestPaths.read(dir + "/model.safetensors")
-        _ = FileManager.default.createFile(atPath: dir + "/model.safetensors", contents: bytes.prefix(bytes.count - 4096))
+        _ = FileManager.default.createFile(
+            atPath: dir + "/model.safetensors", contents: bytes.prefix(bytes.count - 4096))
         try Self.expectEvalFailure(dir, mentions: [dir + "/model.safetensors", "truncated"])
     }
 }

@@ -3,8 +3,8 @@ import Foundation
 import LlamaReference
 import ModelDescription
 import Runtime
-import Testing
 import TensorStore
+import Testing
 
 /// One decoder layer of the INT4-FP8 runtime against an independent float64 implementation of
 /// FIREQ-METHOD.md (§2.4–2.5, §3.2–3.3) that reads the packed file's raw bytes itself: its own
@@ -37,11 +37,21 @@ import TensorStore
             let t = try #require(f.info(name), "\(name)")
             let raw = f.rawBytes(t)
             switch t.dtype {
-            case .f32: return (0..<t.elementCount).map { Double(Float(bitPattern: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) }
-            case .f16: return (0..<t.elementCount).map { DecoderLayerFloat64Tests.f16(raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) }
-            case .bf16: return (0..<t.elementCount).map { DecoderLayerFloat64Tests.bf16(raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) }
+            case .f32:
+                return (0..<t.elementCount).map {
+                    Double(Float(bitPattern: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
+                }
+            case .f16:
+                return (0..<t.elementCount).map {
+                    DecoderLayerFloat64Tests.f16(raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self))
+                }
+            case .bf16:
+                return (0..<t.elementCount).map {
+                    DecoderLayerFloat64Tests.bf16(raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self))
+                }
             case .f8e4m3: return (0..<t.elementCount).map { DecoderLayerFloat64Tests.e4m3(raw[$0]) }
-            case .i32: return (0..<t.elementCount).map { Double(raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)) }
+            case .i32:
+                return (0..<t.elementCount).map { Double(raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)) }
             default: throw CancellationError()
             }
         }
@@ -97,7 +107,9 @@ import TensorStore
     /// `center`: the recipe's `attention.kv_center: "bias"` (Formats/runtime-numerics.md "K/V
     /// centres"): K and V are quantized minus the stored k/v bias (K's rotated to the token's
     /// position and × S), which is added back.
-    static func layer(_ f: File, _ c: ModelConfig, layer i: Int, x: [Double], T: Int, center: Bool = false) throws -> [Double] {
+    static func layer(
+        _ f: File, _ c: ModelConfig, layer i: Int, x: [Double], T: Int, center: Bool = false
+    ) throws -> [Double] {
         let H = c.hiddenSize, D = c.headDim, Hq = c.headCount, Hkv = c.kvHeadCount, I = c.intermediateSize
         let p = "model.layers.\(i).", s = p + "self_attn.qkv_supply."
         let eps = Double(c.rmsNormEps)
@@ -106,7 +118,9 @@ import TensorStore
         var k = linear(xn, rows: T, try f.linear(p + "self_attn.k_proj"))
         var v = linear(xn, rows: T, try f.linear(p + "self_attn.v_proj"))
         // Qwen2's q/k/v biases (stored F32/BF16/F16 beside the packed weights).
-        func bias(_ n: String) throws -> [Double]? { f.f.info(p + n + ".bias") == nil ? nil : try f.values(p + n + ".bias") }
+        func bias(_ n: String) throws -> [Double]? {
+            f.f.info(p + n + ".bias") == nil ? nil : try f.values(p + n + ".bias")
+        }
         let (qb, kb, vb) = (try bias("self_attn.q_proj"), try bias("self_attn.k_proj"), try bias("self_attn.v_proj"))
         for t in 0..<T {
             if let qb { for j in 0..<(Hq * D) { q[t * Hq * D + j] += qb[j] } }
@@ -135,7 +149,9 @@ import TensorStore
         let kc = try f.values(s + "post_k_smooth.top_k_indices"), ks = try f.values(s + "post_k_smooth.smooth")
         let qc = try f.values(s + "post_q_smooth.top_k_indices"), qs = try f.values(s + "post_q_smooth.smooth")
         for t in 0..<T {
-            for (ch, sc) in zip(kc, ks) { k[t * Hkv * D + Int(ch)] *= sc; if center { kcen[t * Hkv * D + Int(ch)] *= sc } }
+            for (ch, sc) in zip(kc, ks) {
+                k[t * Hkv * D + Int(ch)] *= sc; if center { kcen[t * Hkv * D + Int(ch)] *= sc }
+            }
             for (ch, sc) in zip(qc, qs) { q[t * Hq * D + Int(ch)] *= sc }
         }
         // Q: FP8 per (token, head); K, V: INT4 per (token, KV head) with FP8 scales (§3.3).
@@ -166,18 +182,24 @@ import TensorStore
         for t in 0..<T {
             for h in 0..<Hq {
                 let kvh = h / (Hq / Hkv)
-                var sc = (0...t).map { u in (0..<D).reduce(0.0) { $0 + q[t * Hq * D + h * D + $1] * k[u * Hkv * D + kvh * D + $1] } / Double(D).squareRoot() }
+                var sc = (0...t).map { u in
+                    (0..<D).reduce(0.0) { $0 + q[t * Hq * D + h * D + $1] * k[u * Hkv * D + kvh * D + $1] }
+                        / Double(D).squareRoot()
+                }
                 let mx = sc.max()!
                 sc = sc.map { exp($0 - mx) }
                 let z = sc.reduce(0, +)
-                for u in 0...t { for d in 0..<D { att[t * Hq * D + h * D + d] += sc[u] / z * v[u * Hkv * D + kvh * D + d] } }
+                for u in 0...t {
+                    for d in 0..<D { att[t * Hq * D + h * D + d] += sc[u] / z * v[u * Hkv * D + kvh * D + d] }
+                }
             }
         }
         var h = x
         let o = linear(att, rows: T, try f.linear(p + "self_attn.o_proj"))
         for j in 0..<(T * H) { h[j] += o[j] }
         let xn2 = rmsNorm(h, rows: T, h: H, weight: try f.values(p + "post_attention_layernorm.weight"), eps: eps)
-        let gate = linear(xn2, rows: T, try f.linear(p + "mlp.gate_proj")), up = linear(xn2, rows: T, try f.linear(p + "mlp.up_proj"))
+        let gate = linear(xn2, rows: T, try f.linear(p + "mlp.gate_proj")),
+            up = linear(xn2, rows: T, try f.linear(p + "mlp.up_proj"))
         let act = (0..<(T * I)).map { gate[$0] / (1 + exp(-gate[$0])) * up[$0] }
         let down = linear(act, rows: T, try f.linear(p + "mlp.down_proj"))
         for j in 0..<(T * H) { h[j] += down[j] }
@@ -202,7 +224,9 @@ import TensorStore
         let dir = TestPaths.tempDir() + "/fireq"
         let q = try QuantizeTests.quantize(QuantizeTests.recipes + "/fireq.json", out: dir)
         #expect(q.status == 0, "\(q.stderr)")
-        let tokens: [Int32] = [504, 3458, 282, 253, 1127, 30, 378, 4103, 8230, 314, 8449, 28, 1097, 2914, 253, 1615, 6354, 30, 57, 2]
+        let tokens: [Int32] = [
+            504, 3458, 282, 253, 1127, 30, 378, 4103, 8230, 314, 8449, 28, 1097, 2914, 253, 1615, 6354, 30, 57, 2
+        ]
         try Self.compare(dir, tokens: tokens, layerIndex: layerIndex, center: false)
     }
 
@@ -226,17 +250,22 @@ import TensorStore
         try TestPaths.require(src + "/model.safetensors", hint: FamilyTests.hint)
         let d = TestPaths.tempDir()
         let stats = d + "/stats.h5", recipe = d + "/centre.json", dir = d + "/packed"
-        var r = try CLI.run(["calibrate", "--model", src, "--text", TestPaths.sharedData + "/tinyshakespeare.txt",
-                             "--samples", "2", "--seq-len", "64", "--out", stats])
+        var r = try CLI.run([
+            "calibrate", "--model", src, "--text", TestPaths.sharedData + "/tinyshakespeare.txt",
+            "--samples", "2", "--seq-len", "64", "--out", stats
+        ])
         #expect(r.status == 0, "\(r.stderr)")
-        try #"{"name": "fireq-centre", "weights": {"group_size": 32}, "attention": {"kv_center": "bias"}}"#.write(toFile: recipe, atomically: true, encoding: .utf8)
+        try #"{"name": "fireq-centre", "weights": {"group_size": 32}, "attention": {"kv_center": "bias"}}"#.write(
+            toFile: recipe, atomically: true, encoding: .utf8)
         r = try CLI.run(["quantize", "--model", src, "--stats", stats, "--recipe", recipe, "--out", dir])
         #expect(r.status == 0, "\(r.stderr)")
         centredPath = dir
         return dir
     }
 
-    static func compare(_ dir: String, tokens: [Int32], layerIndex: Int, center: Bool, expectMismatch: Bool = false) throws {
+    static func compare(
+        _ dir: String, tokens: [Int32], layerIndex: Int, center: Bool, expectMismatch: Bool = false
+    ) throws {
         let c = try ModelConfig(directory: dir)
         let model = try QuantizedModel(directory: dir, threads: 2)
         let T = tokens.count, H = c.hiddenSize
@@ -265,17 +294,23 @@ import TensorStore
         var e2 = 0.0, n2 = 0.0, flipped: [Int] = [], worstRow = 0.0
         for r in 0..<T {
             var re = 0.0, rn = 0.0
-            for j in (r * H)..<((r + 1) * H) { re += (dGot[j] - dWant[j]) * (dGot[j] - dWant[j]); rn += dWant[j] * dWant[j] }
+            for j in (r * H)..<((r + 1) * H) {
+                re += (dGot[j] - dWant[j]) * (dGot[j] - dWant[j]); rn += dWant[j] * dWant[j]
+            }
             let rowRel = (re / rn).squareRoot()
             worstRow = max(worstRow, rowRel)
             if rowRel > 1e-5 { flipped.append(r) } else { e2 += re; n2 += rn }
         }
         let rel = (e2 / n2).squareRoot()
         if expectMismatch {
-            #expect(flipped.count > 2, "the reference without centres agrees with the centred runtime (worst row \(worstRow))")
+            #expect(
+                flipped.count > 2,
+                "the reference without centres agrees with the centred runtime (worst row \(worstRow))")
             return
         }
-        print("decoder layer \(layerIndex): runtime vs float64 relative error \(rel) over \(T - flipped.count) of \(T) token rows; rows with a rounding flip: \(flipped), worst row \(worstRow)")
+        print(
+            "decoder layer \(layerIndex): runtime vs float64 relative error \(rel) over \(T - flipped.count) of \(T) token rows; rows with a rounding flip: \(flipped), worst row \(worstRow)"
+        )
         #expect(flipped.count <= 2, "rows beyond 1e-5: \(flipped)")
         #expect(worstRow <= 2e-2)
         #expect(rel <= 1e-5, "layer \(layerIndex): relative error \(rel)")
@@ -296,15 +331,20 @@ import TensorStore
         } else {
             try TestPaths.requireModel()
             dir = TestPaths.tempDir() + "/fireq"
-            let q = try QuantizeTests.quantize((ProcessInfo.processInfo.environment["DEC_RECIPE"] ?? QuantizeTests.recipes + "/" + recipe), out: dir)
+            let q = try QuantizeTests.quantize(
+                (ProcessInfo.processInfo.environment["DEC_RECIPE"] ?? QuantizeTests.recipes + "/" + recipe), out: dir)
             #expect(q.status == 0, "\(q.stderr)")
         }
         let model = try QuantizedModel(directory: dir, threads: 2)
-        let seq = recipe == "qwen2-kv-center" ? (0..<32).map { Int32(($0 * 53 + 7) % 300) } : Array(ModelTests.corpusTokens()[300..<332])
+        let seq =
+            recipe == "qwen2-kv-center"
+            ? (0..<32).map { Int32(($0 * 53 + 7) % 300) } : Array(ModelTests.corpusTokens()[300..<332])
         let V = model.config.vocabSize
         let hidden = model.hiddenStates([seq], observer: nil)
         var full = [Float](repeating: 0, count: seq.count * V)
-        full.withUnsafeMutableBufferPointer { model.logits(hidden: hidden.pointer, rows: seq.count, out: $0.baseAddress!) }
+        full.withUnsafeMutableBufferPointer {
+            model.logits(hidden: hidden.pointer, rows: seq.count, out: $0.baseAddress!)
+        }
         let dec = QuantizedDecoder(model: model, capacity: seq.count)
         var worst: Float = 0, sameTop = 0
         for p in 0..<seq.count {
@@ -323,18 +363,26 @@ import TensorStore
             #expect(p.status == 0, "\(p.stderr)")
             let plain = try QuantizedModel(directory: plainDir, threads: 2)
             let table = V * model.config.hiddenSize
-            #expect(plain.residentWeightBytes - model.residentWeightBytes == 2 * table - (table + fq_int8_shifts_bytes(V, model.config.hiddenSize) + 4 * V))
+            #expect(
+                plain.residentWeightBytes - model.residentWeightBytes == 2 * table
+                    - (table + fq_int8_shifts_bytes(V, model.config.hiddenSize) + 4 * V))
             // Same hidden states through both heads: the head's own error.
             var ref = [Float](repeating: 0, count: seq.count * V)
-            ref.withUnsafeMutableBufferPointer { plain.logits(hidden: hidden.pointer, rows: seq.count, out: $0.baseAddress!) }
+            ref.withUnsafeMutableBufferPointer {
+                plain.logits(hidden: hidden.pointer, rows: seq.count, out: $0.baseAddress!)
+            }
             var agree = 0, worstRel: Float = 0
             for p in 0..<seq.count {
-                let a = (0..<V).max { full[p * V + $0] < full[p * V + $1] }!, b = (0..<V).max { ref[p * V + $0] < ref[p * V + $1] }!
+                let a = (0..<V).max { full[p * V + $0] < full[p * V + $1] }!,
+                    b = (0..<V).max { ref[p * V + $0] < ref[p * V + $1] }!
                 if a == b { agree += 1 }
                 let scale = (0..<V).reduce(Float(0)) { max($0, abs(ref[p * V + $1])) }
-                worstRel = max(worstRel, (0..<V).reduce(Float(0)) { max($0, abs(full[p * V + $1] - ref[p * V + $1])) } / scale)
+                worstRel = max(
+                    worstRel, (0..<V).reduce(Float(0)) { max($0, abs(full[p * V + $1] - ref[p * V + $1])) } / scale)
             }
-            print("INT8 lm_head vs 16-bit on the same hidden states: top-1 agreement \(agree)/\(seq.count), worst |Δlogit| / max|logit| \(worstRel)")
+            print(
+                "INT8 lm_head vs 16-bit on the same hidden states: top-1 agreement \(agree)/\(seq.count), worst |Δlogit| / max|logit| \(worstRel)"
+            )
             #expect(agree >= seq.count - 1, "top-1 agreement \(agree)/\(seq.count)")
             #expect(worstRel > 0 && worstRel < 0.04)
             // The tied embedding: every value within half a row step of the stored one.
@@ -343,7 +391,8 @@ import TensorStore
             model.embed(seq, into: &e8); plain.embed(seq, into: &e16)
             for r in 0..<seq.count {
                 let step = (0..<H).reduce(Float(0)) { max($0, abs(e16[r * H + $1])) } / 127
-                #expect((0..<H).allSatisfy { abs(e8[r * H + $0] - e16[r * H + $0]) <= step * 0.5001 }, "token \(seq[r])")
+                #expect(
+                    (0..<H).allSatisfy { abs(e8[r * H + $0] - e16[r * H + $0]) <= step * 0.5001 }, "token \(seq[r])")
             }
         }
     }

@@ -1,5 +1,5 @@
-import Foundation
 import CalibrationStats
+import Foundation
 import LlamaReference
 import Runtime
 import TensorStore
@@ -13,7 +13,8 @@ import Tokenizer
 @Suite(.serialized) struct FamilyTests {
     static let folder = TestPaths.root + "/.cache/families"
     static let families = ["llama3", "qwen2", "mistral", "qwen3", "gemma3", "gemma3-pattern6"]
-    static let hint = "bash Scripts/test.sh builds them (.cache/venv/bin/python Scripts/make_family_checkpoints.py .cache/families)"
+    static let hint =
+        "bash Scripts/test.sh builds them (.cache/venv/bin/python Scripts/make_family_checkpoints.py .cache/families)"
 
     /// Our FP32 forward pass gives transformers' logits (float32, eager attention) within 1e-4 of
     /// the largest logit, and our tokenizer the `tokenizers` ids of the same text.
@@ -41,7 +42,8 @@ import Tokenizer
         // Next-token argmax agrees everywhere (a coarse check a wrong RoPE or bias would fail).
         var agree = 0
         for t in 0..<ids.count {
-            let a = (0..<V).max { got[t * V + $0] < got[t * V + $1] }!, b = (0..<V).max { want[t * V + $0] < want[t * V + $1] }!
+            let a = (0..<V).max { got[t * V + $0] < got[t * V + $1] }!,
+                b = (0..<V).max { want[t * V + $0] < want[t * V + $1] }!
             if a == b { agree += 1 }
         }
         #expect(agree == ids.count, "\(family): argmax agrees on \(agree) of \(ids.count) positions")
@@ -64,8 +66,12 @@ import Tokenizer
         // GGUF: llama.cpp's llama, qwen2, qwen3 and gemma3 architectures (Formats/exports.md); the
         // gemma3 checkpoint's layer pattern and q·k scale are ones llama.cpp's gemma3 cannot take.
         let exports = family == "gemma3" ? "compressed-tensors,mlx" : "gguf,compressed-tensors,mlx"
-        let r = try CLI.run(["convert", "--model", dir, "--out", out, "--text", ConvertTests.shakespeare, "--samples", "2", "--seq-len", "64",
-                             "--eval-context", "64", "--eval-windows", "2", "--max-delta-ppl", "1000", "--threads", "2", "--export", exports])
+        let r = try CLI.run([
+            "convert", "--model", dir, "--out", out, "--text", ConvertTests.shakespeare, "--samples", "2", "--seq-len",
+            "64",
+            "--eval-context", "64", "--eval-windows", "2", "--max-delta-ppl", "1000", "--threads", "2", "--export",
+            exports
+        ])
         #expect(r.status == 0, "\(family): \(r.stderr)")
         guard r.status == 0 else { return }
         #expect(try CLI.run(["inspect", out, "--verify"]).status == 0)
@@ -79,12 +85,15 @@ import Tokenizer
         #expect(ppl.isFinite && base.isFinite && ppl > 1 && base > 1, "\(family): \(base) → \(ppl)")
         // The INT4-FP8 decoder gives the runtime's full-pass logits bit for bit, past Gemma 3's window.
         let golden = try SafetensorsFile(path: dir + "/golden.safetensors")
-        let seq = Array(Array(golden.rawBytes(try #require(golden.info("input_ids"))).bindMemory(to: Int32.self)).prefix(48))
+        let seq = Array(
+            Array(golden.rawBytes(try #require(golden.info("input_ids"))).bindMemory(to: Int32.self)).prefix(48))
         let model = try QuantizedModel(directory: out, threads: 2)
         let V = model.config.vocabSize
         let hidden = model.hiddenStates([seq], observer: nil)
         var full = [Float](repeating: 0, count: seq.count * V)
-        full.withUnsafeMutableBufferPointer { model.logits(hidden: hidden.pointer, rows: seq.count, out: $0.baseAddress!) }
+        full.withUnsafeMutableBufferPointer {
+            model.logits(hidden: hidden.pointer, rows: seq.count, out: $0.baseAddress!)
+        }
         let dec = QuantizedDecoder(model: model, capacity: seq.count)
         var worst: Float = 0
         for p in 0..<seq.count {
@@ -111,7 +120,9 @@ import Tokenizer
         for w in windows { _ = model.hiddenStates([w], observer: collector) }
         let whole = (0..<model.config.layerCount).map { collector.take(layer: $0)! }
         let differs = streamed.indices.first { $0 < whole.count && streamed[$0] != whole[$0] }
-        #expect(streamed.count == whole.count && differs == nil, "\(family): layer \(differs.map(String.init) ?? "count") differs")
+        #expect(
+            streamed.count == whole.count && differs == nil,
+            "\(family): layer \(differs.map(String.init) ?? "count") differs")
     }
 
     /// An export the target cannot express is refused before any stage runs: one sentence naming
@@ -121,10 +132,16 @@ import Tokenizer
         try TestPaths.require(dir + "/model.safetensors", hint: Self.hint)
         let parent = TestPaths.tempDir()
         let out = parent + "/g-fireq"
-        let r = try CLI.run(["convert", "--model", dir, "--out", out, "--text", ConvertTests.shakespeare, "--samples", "2", "--seq-len", "64",
-                             "--export", "compressed-tensors,gguf"])
+        let r = try CLI.run([
+            "convert", "--model", dir, "--out", out, "--text", ConvertTests.shakespeare, "--samples", "2", "--seq-len",
+            "64",
+            "--export", "compressed-tensors,gguf"
+        ])
         #expect(r.status == 1)
-        #expect(r.stderr.contains("\(dir)/config.json: has sliding-window layers in a pattern other than every 6th layer global"), "\(r.stderr)")
+        #expect(
+            r.stderr.contains(
+                "\(dir)/config.json: has sliding-window layers in a pattern other than every 6th layer global"),
+            "\(r.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: parent).isEmpty, "left behind in \(parent)")
     }
 }

@@ -8,13 +8,22 @@ import Testing
 /// computations (docs/accuracy.md "Beyond the paper").
 @Suite struct GPTQTests {
     /// A deterministic pseudo-random generator for test data.
-    struct LCG { var s: UInt64; mutating func next() -> Double { s = s &* 6364136223846793005 &+ 1442695040888963407; return Double(s >> 11) / Double(1 << 53) } }
+    struct LCG {
+        var s: UInt64;
+        mutating func next() -> Double {
+            s = s &* 6364136223846793005 &+ 1442695040888963407; return Double(s >> 11) / Double(1 << 53)
+        }
+    }
 
     static func randomHessian(k: Int, tokens: Int, seed: UInt64) -> [Double] {
         var g = LCG(s: seed)
         var x = [Double](repeating: 0, count: tokens * k)
         // Correlated channels: each is mostly its left neighbour plus noise.
-        for t in 0..<tokens { for j in 0..<k { x[t * k + j] = (g.next() - 0.5) * Double(1 + j % 3) + (j > 0 ? 0.9 * x[t * k + j - 1] : 0) } }
+        for t in 0..<tokens {
+            for j in 0..<k {
+                x[t * k + j] = (g.next() - 0.5) * Double(1 + j % 3) + (j > 0 ? 0.9 * x[t * k + j - 1] : 0)
+            }
+        }
         var h = [Double](repeating: 0, count: k * k)
         for a in 0..<k { for b in 0..<k { for t in 0..<tokens { h[a * k + b] += x[t * k + a] * x[t * k + b] } } }
         return h
@@ -49,15 +58,20 @@ import Testing
     /// over the later columns by −e/[H⁻¹]_jj · H⁻¹[j, later], then drop j from H⁻¹.
     @Test func gptqMatchesTheWorkedFloat64Recursion() throws {
         let k = 4, rows = 2
-        let h: [Double] = [4.0, 1.5, 0.5, -0.2,
-                           1.5, 3.0, 0.8, 0.1,
-                           0.5, 0.8, 2.0, 0.6,
-                           -0.2, 0.1, 0.6, 1.0]
-        let w: [Float] = [0.91, -0.37, 0.52, 0.18,
-                          -0.64, 0.83, -0.29, 0.71]
+        let h: [Double] = [
+            4.0, 1.5, 0.5, -0.2,
+            1.5, 3.0, 0.8, 0.1,
+            0.5, 0.8, 2.0, 0.6,
+            -0.2, 0.1, 0.6, 1.0
+        ]
+        let w: [Float] = [
+            0.91, -0.37, 0.52, 0.18,
+            -0.64, 0.83, -0.29, 0.71
+        ]
         let (u, _) = try #require(GPTQ.inverseCholeskyUpper(h, k: k, damp: 0))
-        let got = GPTQ.quantize(w, rows: rows, k: k, groupSize: 4, u: u, inputWeights: [1, 1, 1, 1], search: false,
-                                scaleFormat: .fp8e4m3, reround: false)
+        let got = GPTQ.quantize(
+            w, rows: rows, k: k, groupSize: 4, u: u, inputWeights: [1, 1, 1, 1], search: false,
+            scaleFormat: .fp8e4m3, reround: false)
         // Independent: H⁻¹ by Gauss–Jordan, then the OBQ recursion per row.
         func inverse(_ m: [Double], _ n: Int) -> [Double] {
             var a = m, inv = (0..<(n * n)).map { $0 / n == $0 % n ? 1.0 : 0.0 }
@@ -116,8 +130,14 @@ import Testing
         let (u, _) = try #require(GPTQ.inverseCholeskyUpper(h, k: k, damp: 0.01))
         let diag = (0..<k).map { Float(h[$0 * k + $0]) }
         let rtn = error(Int4Groups.quantize(w, rows: rows, k: k, groupSize: 32))
-        let gptq = error(GPTQ.quantize(w, rows: rows, k: k, groupSize: 32, u: u, inputWeights: diag, search: false, scaleFormat: .fp8e4m3, reround: true))
-        let both = error(GPTQ.quantize(w, rows: rows, k: k, groupSize: 32, u: u, inputWeights: diag, search: true, scaleFormat: .fp8e4m3, reround: true))
+        let gptq = error(
+            GPTQ.quantize(
+                w, rows: rows, k: k, groupSize: 32, u: u, inputWeights: diag, search: false, scaleFormat: .fp8e4m3,
+                reround: true))
+        let both = error(
+            GPTQ.quantize(
+                w, rows: rows, k: k, groupSize: 32, u: u, inputWeights: diag, search: true, scaleFormat: .fp8e4m3,
+                reround: true))
         #expect(gptq < 0.8 * rtn, "GPTQ \(gptq) vs RTN \(rtn)")
         #expect(both < rtn, "GPTQ + search \(both) vs RTN \(rtn)")
     }
@@ -127,10 +147,12 @@ import Testing
     @Test func scaleSearchPicksTheWeightedBest() {
         let c = GPTQ.candidateScales(absmax: 7, format: .fp8e4m3)
         #expect(c == [1, 0.9375, 0.875, 0.8125, 0.75, 0.6875, 0.625, 0.5625, 0.5])
-        #expect(GPTQ.candidateScales(absmax: 7.5, format: .fp8e4m3).first == 1.125)   // first E4M3 ≥ 7.5/7
+        #expect(GPTQ.candidateScales(absmax: 7.5, format: .fp8e4m3).first == 1.125)  // first E4M3 ≥ 7.5/7
         let w: [Float] = [7, 0.3, -0.31, 0.62, 1.1, -2.05, 0.5, 0.45]
         let d: [Float] = [0.01, 5, 5, 3, 2, 2, 4, 4]
-        let s = w.withUnsafeBufferPointer { wp in d.withUnsafeBufferPointer { GPTQ.searchScale(wp, weights: $0, format: .fp8e4m3, reround: true) } }
+        let s = w.withUnsafeBufferPointer { wp in
+            d.withUnsafeBufferPointer { GPTQ.searchScale(wp, weights: $0, format: .fp8e4m3, reround: true) }
+        }
         func err(_ s: Float) -> Double {
             (0..<w.count).reduce(0.0) { acc, j in
                 let q = min(7, max(-8, (w[j] / s).rounded(.toNearestOrEven)))
@@ -156,14 +178,17 @@ import Testing
             (0..<k).reduce(0.0) { acc, j in
                 let q = min(7, max(-8, (w[j] / s).rounded(.toNearestOrEven)))
                 let e = Double(w[j] - q * s)
-                let weight = magnitude ? Double(d[j]) * (sigma2 + Double(w[j]) * Double(w[j])).squareRoot() : Double(d[j])
+                let weight =
+                    magnitude ? Double(d[j]) * (sigma2 + Double(w[j]) * Double(w[j])).squareRoot() : Double(d[j])
                 return acc + weight * e * e
             }
         }
         let c = GPTQ.candidateScales(absmax: 7, format: .fp8e4m3)
-        let plain = GPTQ.quantizeSearched(w, rows: 1, k: k, groupSize: k, inputWeights: d, scaleFormat: .fp8e4m3, reround: false)
-        let mag = GPTQ.quantizeSearched(w, rows: 1, k: k, groupSize: k, inputWeights: d, weighting: .inputMagnitude,
-                                        scaleFormat: .fp8e4m3, reround: false)
+        let plain = GPTQ.quantizeSearched(
+            w, rows: 1, k: k, groupSize: k, inputWeights: d, scaleFormat: .fp8e4m3, reround: false)
+        let mag = GPTQ.quantizeSearched(
+            w, rows: 1, k: k, groupSize: k, inputWeights: d, weighting: .inputMagnitude,
+            scaleFormat: .fp8e4m3, reround: false)
         #expect(plain.scales == [c.min { err($0, magnitude: false) < err($1, magnitude: false) }!])
         #expect(mag.scales == [c.min { err($0, magnitude: true) < err($1, magnitude: true) }!])
         #expect(plain.scales == [0.6875] && mag.scales == [0.9375], "plain \(plain.scales), magnitude \(mag.scales)")
@@ -171,8 +196,9 @@ import Testing
         // GPTQ with the identity factor is round-to-nearest: the same choice as the search.
         var u = [Double](repeating: 0, count: k * k)
         for j in 0..<k { u[j * k + j] = 1 }
-        let g = GPTQ.quantize(w, rows: 1, k: k, groupSize: k, u: u, inputWeights: d, search: true, weighting: .inputMagnitude,
-                              scaleFormat: .fp8e4m3, reround: false)
+        let g = GPTQ.quantize(
+            w, rows: 1, k: k, groupSize: k, u: u, inputWeights: d, search: true, weighting: .inputMagnitude,
+            scaleFormat: .fp8e4m3, reround: false)
         #expect(g.scales == mag.scales && g.q == mag.q)
     }
 }
@@ -183,7 +209,7 @@ import Testing
         var g = GPTQTests.LCG(s: 17)
         let n = 64
         let q = (0..<n).map { _ in Float(g.next() * 4 - 2) }
-        let k = (0..<n).map { j in Float(g.next() * 2 - 1) * (j % 9 == 0 ? 20 : 1) }   // outlier channels
+        let k = (0..<n).map { j in Float(g.next() * 2 - 1) * (j % 9 == 0 ? 20 : 1) }  // outlier channels
         let r = Folding.hadamard(n)
         func rotated(_ v: [Float]) -> [Float] {
             var out = v
@@ -200,7 +226,8 @@ import Testing
         #expect(abs(dot - dotRotated) <= 1e-6 * abs(dot), "\(dot) vs \(dotRotated)")
         // The rotation spreads K's outliers: its absmax over RMS falls.
         func crest(_ v: [Float]) -> Double {
-            let m = Double(v.map(abs).max()!), rms = (v.reduce(0.0) { $0 + Double($1 * $1) } / Double(v.count)).squareRoot()
+            let m = Double(v.map(abs).max()!),
+                rms = (v.reduce(0.0) { $0 + Double($1 * $1) } / Double(v.count)).squareRoot()
             return m / rms
         }
         #expect(crest(rk) < 0.6 * crest(k))

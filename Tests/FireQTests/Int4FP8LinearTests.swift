@@ -16,7 +16,9 @@ import Testing
         let groupSize = 64 <= k ? 64 : k
         let p = Int4Groups.powerOfTwoScale(w, rows: n, k: k, groupSize: groupSize)
         let qw = Int4Groups.quantize(w.map { $0 * p }, rows: n, k: k, groupSize: groupSize)
-        let packed = PackedLinear(name: "t", n: n, k: k, groupSize: groupSize, q: qw.q, scales: qw.scales, scaleFormat: "fp8_e4m3", perTensorScaleInv: 1 / p)
+        let packed = PackedLinear(
+            name: "t", n: n, k: k, groupSize: groupSize, q: qw.q, scales: qw.scales, scaleFormat: "fp8_e4m3",
+            perTensorScaleInv: 1 / p)
         let layer = try! Int4FP8Linear(packed, fp8Rerounding: true)
         var y = [Float](repeating: 0, count: rows * n), scratch = [Float](repeating: 0, count: rows * k), acc = y
         layer.forward(x: x, rows: rows, y: &y, scratch: &scratch, acc: &acc, threads: 2)
@@ -34,7 +36,9 @@ import Testing
                 }
                 let want = acc * Double(sigma) / Double(p)
                 let err = abs(Double(y[r * n + j]) - want)
-                #expect(err <= 1e-6 * mag * Double(sigma) / Double(p) + 1e-30, "row \(r) col \(j): \(y[r * n + j]) vs \(want)")
+                #expect(
+                    err <= 1e-6 * mag * Double(sigma) / Double(p) + 1e-30,
+                    "row \(r) col \(j): \(y[r * n + j]) vs \(want)")
             }
         }
     }
@@ -44,21 +48,27 @@ import Testing
         let w = (0..<(n * k)).map { _ in g.next() * scale }
         let p = Int4Groups.powerOfTwoScale(w, rows: n, k: k, groupSize: 64)
         let qw = Int4Groups.quantize(w.map { $0 * p }, rows: n, k: k, groupSize: 64)
-        return PackedLinear(name: "t\(seed)", n: n, k: k, groupSize: 64, q: qw.q, scales: qw.scales, scaleFormat: "fp8_e4m3", perTensorScaleInv: 1 / p)
+        return PackedLinear(
+            name: "t\(seed)", n: n, k: k, groupSize: 64, q: qw.q, scales: qw.scales, scaleFormat: "fp8_e4m3",
+            perTensorScaleInv: 1 / p)
     }
 
     /// q/k/v fused into one layer give the unfused layers' outputs bit for bit (each column keeps its 1/P).
     @Test func fusedEqualsSeparate() {
         let k = 576, rows = 17
-        let parts = [Self.randomLinear(n: 576, k: k, seed: 1, scale: 0.05), Self.randomLinear(n: 192, k: k, seed: 2, scale: 3e-4),
-                     Self.randomLinear(n: 192, k: k, seed: 3, scale: 2e-6)]
+        let parts = [
+            Self.randomLinear(n: 576, k: k, seed: 1, scale: 0.05),
+            Self.randomLinear(n: 192, k: k, seed: 2, scale: 3e-4),
+            Self.randomLinear(n: 192, k: k, seed: 3, scale: 2e-6)
+        ]
         #expect(Set(parts.map(\.perTensorScaleInv)).count == 3, "the parts need different P for this test")
         var g = KernelTests.LCG(s: 9)
         let x = (0..<(rows * k)).map { _ in g.next() }
         let biases: [[Float]?] = [nil, (0..<192).map { Float($0) / 100 }, nil]
         let fused = try! Int4FP8Linear(fusing: zip(parts, biases).map { ($0, $1) }, fp8Rerounding: true)
         for bf16 in [false, true] {
-            var y = [Float](repeating: 0, count: rows * fused.n), scratch = [Float](repeating: 0, count: rows * k), acc = y
+            var y = [Float](repeating: 0, count: rows * fused.n), scratch = [Float](repeating: 0, count: rows * k),
+                acc = y
             fused.forward(x: x, rows: rows, y: &y, scratch: &scratch, acc: &acc, outputBF16: bf16, threads: 2)
             var col = 0
             for (p, b) in zip(parts, biases) {
@@ -66,7 +76,11 @@ import Testing
                 var y1 = [Float](repeating: 0, count: rows * p.n), a1 = y1
                 one.forward(x: x, rows: rows, y: &y1, scratch: &scratch, acc: &a1, outputBF16: bf16, threads: 1)
                 var diffs = 0
-                for r in 0..<rows { for j in 0..<p.n where y[r * fused.n + col + j].bitPattern != y1[r * p.n + j].bitPattern { diffs += 1 } }
+                for r in 0..<rows {
+                    for j in 0..<p.n where y[r * fused.n + col + j].bitPattern != y1[r * p.n + j].bitPattern {
+                        diffs += 1
+                    }
+                }
                 #expect(diffs == 0, "part \(p.name) bf16 \(bf16)")
                 col += p.n
             }
@@ -86,23 +100,36 @@ import Testing
                 for bf16 in [false, true] {
                     for accumulate in [false, true] {
                         var want = start, got = start
-                        Int4FP8Linear.epilogueReference(acc: acc, rows: rows, n: n, sigma: sigma, columnScale: cols, bias: useBias ? bias : nil,
-                                                        outputBF16: bf16, y: &want, accumulate: accumulate)
+                        Int4FP8Linear.epilogueReference(
+                            acc: acc, rows: rows, n: n, sigma: sigma, columnScale: cols, bias: useBias ? bias : nil,
+                            outputBF16: bf16, y: &want, accumulate: accumulate)
                         if useBias {
-                            fq_linear_epilogue(acc, rows, n, sigma, cols, bias, bf16 ? 1 : 0, &got, n, accumulate ? 1 : 0)
+                            fq_linear_epilogue(
+                                acc, rows, n, sigma, cols, bias, bf16 ? 1 : 0, &got, n, accumulate ? 1 : 0)
                         } else {
-                            fq_linear_epilogue(acc, rows, n, sigma, cols, nil, bf16 ? 1 : 0, &got, n, accumulate ? 1 : 0)
+                            fq_linear_epilogue(
+                                acc, rows, n, sigma, cols, nil, bf16 ? 1 : 0, &got, n, accumulate ? 1 : 0)
                         }
-                        #expect(zip(want, got).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "rows \(rows) n \(n) \(useBias) \(bf16) \(accumulate)")
+                        #expect(
+                            zip(want, got).filter { $0.bitPattern != $1.bitPattern }.isEmpty,
+                            "rows \(rows) n \(n) \(useBias) \(bf16) \(accumulate)")
                     }
                 }
             }
         }
-        var xs: [Float] = [0, -0, .infinity, -.infinity, .nan, .greatestFiniteMagnitude, .leastNonzeroMagnitude, 1, 1.00390625, 1.01171875]
+        var xs: [Float] = [
+            0, -0, .infinity, -.infinity, .nan, .greatestFiniteMagnitude, .leastNonzeroMagnitude, 1, 1.00390625,
+            1.01171875
+        ]
         var g = KernelTests.LCG(s: 5)
-        for _ in 0..<100_000 { xs.append(Float(bitPattern: UInt32(truncatingIfNeeded: Int64(Double(g.next() + 1) * 2_147_483_647)))) }
+        for _ in 0..<100_000 {
+            xs.append(Float(bitPattern: UInt32(truncatingIfNeeded: Int64(Double(g.next() + 1) * 2_147_483_647))))
+        }
         var bad = 0
-        for x in xs where fq_round_bf16(x).bitPattern != BF16.round(x).bitPattern && !(x.isNaN && fq_round_bf16(x).isNaN) { bad += 1 }
+        for x in xs
+        where fq_round_bf16(x).bitPattern != BF16.round(x).bitPattern && !(x.isNaN && fq_round_bf16(x).isNaN) {
+            bad += 1
+        }
         #expect(bad == 0)
     }
 
@@ -110,7 +137,9 @@ import Testing
 
     /// The canonical chain written literally in Swift: per output, from +0, over the input pairs,
     /// x[2kp+1]·ŵ[2kp+1] then x[2kp]·ŵ[2kp], each added with one rounding (an FMA).
-    static func canonical(x: [Float], m: Int, q: [Int8], scales: [Float], n: Int, k: Int, groupSize G: Int, reround: Bool) -> [Float] {
+    static func canonical(
+        x: [Float], m: Int, q: [Int8], scales: [Float], n: Int, k: Int, groupSize G: Int, reround: Bool
+    ) -> [Float] {
         var y = [Float](repeating: 0, count: m * n)
         func w(_ r: Int, _ c: Int) -> Float {
             let v = Float(q[r * k + c]) * scales[r * (k / G) + c / G]
@@ -130,10 +159,12 @@ import Testing
     }
 
     /// Random codes with FP8 (or BF16) group scales, and inputs that are FP8 values (or any FP32).
-    static func int4Case(m: Int, n: Int, k: Int, G: Int, seed: UInt64, bf16Scales: Bool, fp8Inputs: Bool) -> (x: [Float], q: [Int8], s: [Float]) {
+    static func int4Case(
+        m: Int, n: Int, k: Int, G: Int, seed: UInt64, bf16Scales: Bool, fp8Inputs: Bool
+    ) -> (x: [Float], q: [Int8], s: [Float]) {
         var g = KernelTests.LCG(s: seed)
         let q = (0..<(n * k)).map { _ in Int8(max(-8, min(7, Int((g.next() * 8.5).rounded(.down))))) }
-        let big = seed % 3 == 0   // some cases with large scales (up to 100: past the table decode's 56)
+        let big = seed % 3 == 0  // some cases with large scales (up to 100: past the table decode's 56)
         let s = (0..<(n * (k / G))).map { _ -> Float in
             let v = abs(g.next()) * (big ? 100 : 0.02) + 0x1p-9
             return bf16Scales ? BF16.round(v) : max(FP8E4M3.round(v), 0x1p-9)
@@ -148,21 +179,29 @@ import Testing
     /// Every kernel path (AVX-512 BF16, AVX-512F, AVX2, portable; the ones this CPU lacks fall back)
     /// equals the literal canonical chain bit for bit, split over panels, for FP8 and FP32 inputs,
     /// FP8 and BF16 scales, with and without FP8 re-rounding; and the order is not the plain k order.
-    @Test(arguments: [(1, 64, 64, 64), (3, 70, 128, 32), (13, 96, 576, 64), (1, 576, 1536, 64), (29, 33, 192, 64), (12, 64, 256, 128), (1, 100, 192, 64), (2, 64, 128, 64), (1, 40, 96, 6), (5, 40, 96, 6)])
+    @Test(arguments: [
+        (1, 64, 64, 64), (3, 70, 128, 32), (13, 96, 576, 64), (1, 576, 1536, 64), (29, 33, 192, 64), (12, 64, 256, 128),
+        (1, 100, 192, 64), (2, 64, 128, 64), (1, 40, 96, 6), (5, 40, 96, 6)
+    ])
     func int4KernelPathsEqualCanonical(m: Int, n: Int, k: Int, G: Int) {
         var orderMatters = false
-        for (bf16Scales, fp8Inputs, reround) in [(false, true, true), (false, true, false), (true, true, false), (false, false, true), (true, false, false)] {
-            let c = Self.int4Case(m: m, n: n, k: k, G: G, seed: UInt64(m * 1000 + n + k), bf16Scales: bf16Scales, fp8Inputs: fp8Inputs)
+        for (bf16Scales, fp8Inputs, reround) in [
+            (false, true, true), (false, true, false), (true, true, false), (false, false, true), (true, false, false)
+        ] {
+            let c = Self.int4Case(
+                m: m, n: n, k: k, G: G, seed: UInt64(m * 1000 + n + k), bf16Scales: bf16Scales, fp8Inputs: fp8Inputs)
             let want = Self.canonical(x: c.x, m: m, q: c.q, scales: c.s, n: n, k: k, groupSize: G, reround: reround)
             var codes = [UInt8](repeating: 0, count: fq_int4_codes_bytes(n, k))
             var sc = [Float](repeating: 0, count: fq_int4_scales_count(n, k, G))
             fq_int4_pack(c.q, c.s, n, k, G, &codes, &sc)
             let exact = fq_int4_bf16_exact(sc, sc.count, reround ? 1 : 0)
-            #expect(exact == (bf16Scales && !reround ? 0 : 1), "BF16 scales make q·s inexact in BF16; FP8 scales never do")
+            #expect(
+                exact == (bf16Scales && !reround ? 0 : 1), "BF16 scales make q·s inexact in BF16; FP8 scales never do")
             var meta = [UInt16](repeating: 0, count: sc.count)
             let tableOK = fq_int4_meta(sc, sc.count, reround ? 1 : 0, &meta) == 1
             let big = c.s.contains { $0 > 56 }
-            #expect(tableOK == (!bf16Scales && !(reround && big)), "table decode: FP8 scales, and ≤ 56 when re-rounding")
+            #expect(
+                tableOK == (!bf16Scales && !(reround && big)), "table decode: FP8 scales, and ≤ 56 when re-rounding")
             let panels = (n + 31) / 32
             for path: Int32 in [-1, 0, 1, 2, 3] {
                 for useMeta in tableOK ? [false, true] : [false] {
@@ -170,11 +209,16 @@ import Testing
                     let ok: Int32 = fp8Inputs && exact == 1 ? 1 : 0
                     meta.withUnsafeBufferPointer { mp in
                         let mt = useMeta ? mp.baseAddress : nil
-                        fq_int4_gemm_on(path, c.x, k, m, codes, sc, mt, n, k, G, reround ? 1 : 0, ok, 0, panels / 2, &y, n)
-                        fq_int4_gemm_on(path, c.x, k, m, codes, sc, mt, n, k, G, reround ? 1 : 0, ok, panels / 2, panels, &y, n)
+                        fq_int4_gemm_on(
+                            path, c.x, k, m, codes, sc, mt, n, k, G, reround ? 1 : 0, ok, 0, panels / 2, &y, n)
+                        fq_int4_gemm_on(
+                            path, c.x, k, m, codes, sc, mt, n, k, G, reround ? 1 : 0, ok, panels / 2, panels, &y, n)
                     }
                     let bad = zip(want, y).filter { $0.bitPattern != $1.bitPattern }.count
-                    #expect(bad == 0, "m \(m) n \(n) k \(k) G \(G) path \(path) (resolved \(fq_int4_level(path, ok))) table \(useMeta) bf16 scales \(bf16Scales) fp8 x \(fp8Inputs) reround \(reround): \(bad) differ")
+                    #expect(
+                        bad == 0,
+                        "m \(m) n \(n) k \(k) G \(G) path \(path) (resolved \(fq_int4_level(path, ok))) table \(useMeta) bf16 scales \(bf16Scales) fp8 x \(fp8Inputs) reround \(reround): \(bad) differ"
+                    )
                     // x prepared once in place (two row ranges), then the prepared panel loop (two panel ranges)
                     let level = fq_int4_level(path, ok)
                     var xp = c.x, yp = [Float](repeating: .nan, count: m * n)
@@ -182,11 +226,16 @@ import Testing
                     fq_int4_prepare_rows(level, &xp, k, m / 2, m, k)
                     meta.withUnsafeBufferPointer { mp in
                         let mt = useMeta ? mp.baseAddress : nil
-                        fq_int4_gemm_prepared(level, xp, k, m, codes, sc, mt, n, k, G, reround ? 1 : 0, 0, panels / 2, &yp, n)
-                        fq_int4_gemm_prepared(level, xp, k, m, codes, sc, mt, n, k, G, reround ? 1 : 0, panels / 2, panels, &yp, n)
+                        fq_int4_gemm_prepared(
+                            level, xp, k, m, codes, sc, mt, n, k, G, reround ? 1 : 0, 0, panels / 2, &yp, n)
+                        fq_int4_gemm_prepared(
+                            level, xp, k, m, codes, sc, mt, n, k, G, reround ? 1 : 0, panels / 2, panels, &yp, n)
                     }
                     let badPrepared = zip(want, yp).filter { $0.bitPattern != $1.bitPattern }.count
-                    #expect(badPrepared == 0, "prepared x: m \(m) n \(n) k \(k) path \(path) (level \(level)) table \(useMeta) reround \(reround): \(badPrepared) differ")
+                    #expect(
+                        badPrepared == 0,
+                        "prepared x: m \(m) n \(n) k \(k) path \(path) (level \(level)) table \(useMeta) reround \(reround): \(badPrepared) differ"
+                    )
                 }
             }
             // the plain k-order chain gives other bits somewhere: the pair order is what is pinned
@@ -229,9 +278,14 @@ import Testing
                         x[j] = 1
                         var y = [Float](repeating: .nan, count: n)
                         meta.withUnsafeBufferPointer { mp in
-                            fq_int4_gemm_on(path, x, k, 1, codes, sc, tableOK ? mp.baseAddress : nil, n, k, G, reround ? 1 : 0, 1, 0, (n + 31) / 32, &y, n)
+                            fq_int4_gemm_on(
+                                path, x, k, 1, codes, sc, tableOK ? mp.baseAddress : nil, n, k, G, reround ? 1 : 0, 1,
+                                0, (n + 31) / 32, &y, n)
                         }
-                        for r in 0..<n where y[r].bitPattern != fq_int4_weight(UInt32(j % 16), scales[r], reround ? 1 : 0).bitPattern { bad += 1 }
+                        for r in 0..<n
+                        where y[r].bitPattern != fq_int4_weight(UInt32(j % 16), scales[r], reround ? 1 : 0).bitPattern {
+                            bad += 1
+                        }
                     }
                     #expect(bad == 0, "\(n) scales, reround \(reround), path \(path): \(bad) weights differ")
                 }
@@ -269,7 +323,9 @@ import Testing
                 for path: Int32 in [-1, 0, 1, 2, 3] {
                     var y = [Float](repeating: .nan, count: m * n)
                     meta.withUnsafeBufferPointer { mp in
-                        fq_int4_gemm_on(path, x, k, m, codes, sc, tableOK ? mp.baseAddress : nil, n, k, G, 1, 1, 0, (n + 31) / 32, &y, n)
+                        fq_int4_gemm_on(
+                            path, x, k, m, codes, sc, tableOK ? mp.baseAddress : nil, n, k, G, 1, 1, 0, (n + 31) / 32,
+                            &y, n)
                     }
                     let bad = zip(want, y).filter { $0.bitPattern != $1.bitPattern }.count
                     #expect(bad == 0, "lowest 2^\(lowest) m \(m) path \(path): \(bad) differ")
@@ -282,7 +338,10 @@ import Testing
     /// baseline) bit for bit, for one row (decode) and many, fused, with FP8 and FP32 inputs.
     @Test func residentEqualsExpanded() throws {
         let k = 576
-        let parts = [Self.randomLinear(n: 576, k: k, seed: 11, scale: 0.05), Self.randomLinear(n: 192, k: k, seed: 12, scale: 3e-3)]
+        let parts = [
+            Self.randomLinear(n: 576, k: k, seed: 11, scale: 0.05),
+            Self.randomLinear(n: 192, k: k, seed: 12, scale: 3e-3)
+        ]
         let resident = try Int4FP8Linear(fusing: parts.map { ($0, nil) }, fp8Rerounding: true, resident: true)
         let expanded = try Int4FP8Linear(fusing: parts.map { ($0, nil) }, fp8Rerounding: true, resident: false)
         #expect(resident.expanded == nil && expanded.expanded?.storage == .f16)
@@ -294,16 +353,20 @@ import Testing
             for fp8 in [true, false] {
                 var outs: [[Float]] = []
                 for layer in [resident, expanded] {
-                    var y = [Float](repeating: 0, count: rows * layer.n), scratch = [Float](repeating: 0, count: rows * k), acc = y
-                    layer.forward(x: x, rows: rows, y: &y, scratch: &scratch, acc: &acc, activationsFP8: fp8, threads: 2)
+                    var y = [Float](repeating: 0, count: rows * layer.n),
+                        scratch = [Float](repeating: 0, count: rows * k), acc = y
+                    layer.forward(
+                        x: x, rows: rows, y: &y, scratch: &scratch, acc: &acc, activationsFP8: fp8, threads: 2)
                     outs.append(y)
                 }
-                #expect(zip(outs[0], outs[1]).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "rows \(rows) fp8 \(fp8)")
+                #expect(
+                    zip(outs[0], outs[1]).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "rows \(rows) fp8 \(fp8)")
             }
         }
         // linears with different group sizes fuse at their gcd
-        let coarse = PackedLinear(name: "c", n: 64, k: k, groupSize: 192, q: [Int8](repeating: 3, count: 64 * k),
-                                  scales: [Float](repeating: 0.5, count: 64 * 3), scaleFormat: "fp8_e4m3", perTensorScaleInv: 1)
+        let coarse = PackedLinear(
+            name: "c", n: 64, k: k, groupSize: 192, q: [Int8](repeating: 3, count: 64 * k),
+            scales: [Float](repeating: 0.5, count: 64 * 3), scaleFormat: "fp8_e4m3", perTensorScaleInv: 1)
         let mixed = try Int4FP8Linear(fusing: [(parts[1], nil), (coarse, nil)], fp8Rerounding: false)
         #expect(mixed.groupSize == 64)
         let wv = mixed.weightValues()

@@ -11,9 +11,11 @@ import Testing
     /// The row quantization by hand: s = max|w| / 127 (1 for a zero row), q = round half to even;
     /// a group of 32 inputs whose values are small gets a shift j: q = round(w / s · 2^j).
     @Test func rowQuantizationByHand() {
-        let w: [Float] = [127, -3.5, 2.5, -0.4,
-                          0, 0, 0, 0,
-                          254, 1, -1, 3]
+        let w: [Float] = [
+            127, -3.5, 2.5, -0.4,
+            0, 0, 0, 0,
+            254, 1, -1, 3
+        ]
         var codes = [Int8](repeating: 99, count: fq_int8_codes_bytes(3, 4)), scales = [Float](repeating: -1, count: 3)
         var shifts = [UInt8](repeating: 99, count: fq_int8_shifts_bytes(3, 4))
         fq_int8_quantize(w, 3, 4, &codes, &shifts, &scales)
@@ -24,14 +26,17 @@ import Testing
         #expect((0..<4).map { q(0, $0) } == [127, -4, 2, 0])
         #expect((0..<4).map { q(1, $0) } == [0, 0, 0, 0])
         #expect((0..<4).map { q(2, $0) } == [127, 0, 0, 2])
-        #expect(codes.count == 32 * 4 && (3..<32).allSatisfy { r in (0..<4).allSatisfy { q(r, $0) == 0 } }, "rows beyond n are zero")
+        #expect(
+            codes.count == 32 * 4 && (3..<32).allSatisfy { r in (0..<4).allSatisfy { q(r, $0) == 0 } },
+            "rows beyond n are zero")
         var row = [Float](repeating: 0, count: 4)
         fq_int8_row(codes, shifts, scales, 4, 2, &row)
         #expect(row == [254, 0, 0, 4])
         // two groups: the second's largest |w/s| is 0.7, so j = 7 (0.7·128 = 89.6 ≤ 127 < 0.7·256)
         var w2 = [Float](repeating: 0, count: 64)
         w2[0] = 127; w2[32] = 0.7; w2[33] = -0.3
-        var c2 = [Int8](repeating: 0, count: fq_int8_codes_bytes(1, 64)), h2 = [UInt8](repeating: 0, count: fq_int8_shifts_bytes(1, 64))
+        var c2 = [Int8](repeating: 0, count: fq_int8_codes_bytes(1, 64)),
+            h2 = [UInt8](repeating: 0, count: fq_int8_shifts_bytes(1, 64))
         var s2: [Float] = [0]
         fq_int8_quantize(w2, 1, 64, &c2, &h2, &s2)
         #expect(s2 == [1] && h2[0] == 0 && h2[32] == 7)
@@ -65,7 +70,7 @@ import Testing
         fq_int8_quantize(w, n, k, &codes, &shifts, &scales)
         #expect(scales[0] == Float(1) / 127 && (0..<4).allSatisfy { codes[$0 * 32] == 127 })
         for path: Int32 in [-1, 0, 1, 2, 3] {
-            for m in [1, 2] {   // the one-row (decode) kernels and the panel kernels
+            for m in [1, 2] {  // the one-row (decode) kernels and the panel kernels
                 var y = [Float](repeating: .nan, count: m)
                 let xs = Array([[Float]](repeating: x, count: m).joined())
                 fq_int8_gemm_on(path, xs, k, m, codes, shifts, scales, n, k, 0, 1, &y, 1)
@@ -88,7 +93,8 @@ import Testing
                 let v = grp.map { abs($0 / s) }.max()!
                 var j = 0
                 if v > 0 { while j < 15 && v * Float(sign: .plus, exponent: j + 1, significand: 1) <= 127 { j += 1 } }
-                let up = Float(sign: .plus, exponent: j, significand: 1), down = Float(sign: .plus, exponent: -j, significand: 1)
+                let up = Float(sign: .plus, exponent: j, significand: 1),
+                    down = Float(sign: .plus, exponent: -j, significand: 1)
                 q += grp.map { max(-127, min(127, ($0 / s * up).rounded(.toNearestOrEven))) * down }
             }
             for i in 0..<m {
@@ -110,10 +116,10 @@ import Testing
     @Test(arguments: [(1, 70, 64), (1, 100, 576), (3, 33, 80), (13, 96, 576), (29, 70, 128), (2, 64, 64)])
     func pathsEqualReference(m: Int, n: Int, k: Int) {
         var g = KernelTests.LCG(s: UInt64(m * 7919 + n * 31 + k))
-        let w = (0..<(n * k)).map { _ in g.next() * (g.next() > 0.995 ? 8 : 0.05) }   // some groups without an outlier: shifts > 0
+        let w = (0..<(n * k)).map { _ in g.next() * (g.next() > 0.995 ? 8 : 0.05) }  // some groups without an outlier: shifts > 0
         let x = (0..<(m * k)).map { i -> Float in
             let v = g.next() * (g.next() > 0.9 ? 40 : 2)
-            return i % 17 == 0 ? v * 0x1p-110 : v   // some inputs below the flush threshold
+            return i % 17 == 0 ? v * 0x1p-110 : v  // some inputs below the flush threshold
         }
         let want = Self.reference(x: x, m: m, w: w, n: n, k: k)
         var codes = [Int8](repeating: 0, count: fq_int8_codes_bytes(n, k)), scales = [Float](repeating: 0, count: n)
@@ -148,10 +154,15 @@ import Testing
         #expect(same.canonicalJSON == base.canonicalJSON, "the shipped recipe is fireq.json plus the lm_head key")
         let reparsed = try Recipe.parse(Data(int8.canonicalJSON.utf8), path: "canonical")
         #expect(reparsed.canonicalJSON == int8.canonicalJSON)
-        for (text, key) in [("{\"lm_head\": {\"format\": \"int4\"}}", "lm_head.format"), ("{\"lm_head\": {\"bits\": 8}}", "lm_head.bits"),
-                            ("{\"lm_head\": \"int8\"}", "lm_head")] {
+        for (text, key) in [
+            ("{\"lm_head\": {\"format\": \"int4\"}}", "lm_head.format"),
+            ("{\"lm_head\": {\"bits\": 8}}", "lm_head.bits"),
+            ("{\"lm_head\": \"int8\"}", "lm_head")
+        ] {
             #expect(throws: QuantizationError.self) { try Recipe.parse(Data(text.utf8), path: "r.json") }
-            do { _ = try Recipe.parse(Data(text.utf8), path: "r.json") } catch { #expect("\(error)".contains(key), "\(error)") }
+            do { _ = try Recipe.parse(Data(text.utf8), path: "r.json") } catch {
+                #expect("\(error)".contains(key), "\(error)")
+            }
         }
     }
 }

@@ -1,8 +1,8 @@
 import CFireQKernels
 import Foundation
 import Kernels
-import Runtime
 import LowPrecision
+import Runtime
 import Testing
 
 /// Fast C kernels pinned to their portable references, bit for bit, over odd sizes
@@ -39,12 +39,16 @@ import Testing
     @Test func packedGEMMPathsAgreeBitForBit() {
         var shapes: [(Int, Int, Int)] = []
         for s in Self.sizes { shapes.append((s, s, s)); shapes.append((13, s, 37)); shapes.append((s, 70, 9)) }
-        shapes += [(12, 576, 576), (7, 1536, 576), (25, 576, 1536), (3, 1023, 5), (64, 1536, 576), (64, 576, 1536), (5, 49152, 576)]
+        shapes += [
+            (12, 576, 576), (7, 1536, 576), (25, 576, 1536), (3, 1023, 5), (64, 1536, 576), (64, 576, 1536),
+            (5, 49152, 576)
+        ]
         for (m, n, k) in shapes {
             for acc in [false, true] {
                 let ref = Self.gemm(m: m, n: n, k: k, path: 0, accumulate: acc, seed: UInt64(m * 1000 + n * 10 + k))
                 for path: Int32 in [1, 2] {
-                    let fast = Self.gemm(m: m, n: n, k: k, path: path, accumulate: acc, seed: UInt64(m * 1000 + n * 10 + k))
+                    let fast = Self.gemm(
+                        m: m, n: n, k: k, path: path, accumulate: acc, seed: UInt64(m * 1000 + n * 10 + k))
                     let diffs = zip(ref, fast).filter { $0.bitPattern != $1.bitPattern }.count
                     #expect(diffs == 0, "m \(m) n \(n) k \(k) accumulate \(acc) path \(path)")
                 }
@@ -58,7 +62,8 @@ import Testing
     /// GEMV equal the FP32 GEMM on the same values bit for bit, on every path, split over panels.
     @Test(arguments: [false, true])
     func sixteenBitPanelsEqualFP32(bf16: Bool) {
-        var shapes: [(Int, Int)] = Self.sizes.map { ($0, $0) } + Self.sizes.map { (37, $0) } + Self.sizes.map { ($0, 70) }
+        var shapes: [(Int, Int)] =
+            Self.sizes.map { ($0, $0) } + Self.sizes.map { (37, $0) } + Self.sizes.map { ($0, 70) }
         shapes += [(576, 1536), (1536, 576), (960, 576), (49152, 576)]
         for (n, k) in shapes {
             var g = LCG(s: UInt64(n * 7919 + k + (bf16 ? 1 : 0)))
@@ -76,7 +81,10 @@ import Testing
             var packed = [Float](repeating: 0, count: fq_sgemm_packed_count(n, k))
             fq_sgemm_pack(w, n, k, &packed)
             var half = [UInt16](repeating: 0, count: fq_gemv_f16_count(n, k))
-            #expect((bf16 ? fq_f32_to_bf16_exact(packed, packed.count, &half) : fq_f32_to_f16_exact(packed, packed.count, &half)) == 1)
+            #expect(
+                (bf16
+                    ? fq_f32_to_bf16_exact(packed, packed.count, &half)
+                    : fq_f32_to_f16_exact(packed, packed.count, &half)) == 1)
             // the same panels packed straight from 16-bit row-major values
             let raw = w.map { bf16 ? UInt16($0.bitPattern >> 16) : Float16($0).bitPattern }
             var direct = [UInt16](repeating: 1, count: half.count)
@@ -91,21 +99,29 @@ import Testing
                     var y = y0, y1 = y0
                     fq_sgemm_packed16_on(path, x, k, m, half, bf16 ? 1 : 0, n, k, 0, panels / 2, &y, n, acc)
                     fq_sgemm_packed16_on(path, x, k, m, half, bf16 ? 1 : 0, n, k, panels / 2, panels, &y, n, acc)
-                    #expect(zip(ref, y).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "GEMM n \(n) k \(k) path \(path) accumulate \(acc)")
+                    #expect(
+                        zip(ref, y).filter { $0.bitPattern != $1.bitPattern }.isEmpty,
+                        "GEMM n \(n) k \(k) path \(path) accumulate \(acc)")
                     if path > 1 { continue }
                     fq_gemv_h_on(path, x, half, bf16 ? 1 : 0, n, k, 0, panels / 2, &y1, acc)
                     fq_gemv_h_on(path, x, half, bf16 ? 1 : 0, n, k, panels / 2, panels, &y1, acc)
-                    #expect(zip(ref1.prefix(n), y1.prefix(n)).filter { $0.bitPattern != $1.bitPattern }.isEmpty, "GEMV n \(n) k \(k) path \(path) accumulate \(acc)")
+                    #expect(
+                        zip(ref1.prefix(n), y1.prefix(n)).filter { $0.bitPattern != $1.bitPattern }.isEmpty,
+                        "GEMV n \(n) k \(k) path \(path) accumulate \(acc)")
                 }
             }
         }
         // Values 16 bits cannot hold are refused.
         var out = [UInt16](repeating: 0, count: 1)
-        for v: Float in [1.0 / 3, 70000, 0x1p-25, 1 + 0x1p-11] { #expect(fq_f32_to_f16_exact([v], 1, &out) == 0, "\(v)") }
+        for v: Float in [1.0 / 3, 70000, 0x1p-25, 1 + 0x1p-11] {
+            #expect(fq_f32_to_f16_exact([v], 1, &out) == 0, "\(v)")
+        }
         for v: Float in [0.5, -448, 0x1p-24, 65504, 0x1.ffcp-1] {
             #expect(fq_f32_to_f16_exact([v], 1, &out) == 1 && out[0] == Float16(v).bitPattern, "\(v)")
         }
-        for v: Float in [1.0 / 3, 1 + 0x1p-8, .infinity, .nan] { #expect(fq_f32_to_bf16_exact([v], 1, &out) == 0, "\(v)") }
+        for v: Float in [1.0 / 3, 1 + 0x1p-8, .infinity, .nan] {
+            #expect(fq_f32_to_bf16_exact([v], 1, &out) == 0, "\(v)")
+        }
         for v: Float in [0.5, -448, 1 + 0x1p-7, 0x1p-130, 0x1.fep127] {
             #expect(fq_f32_to_bf16_exact([v], 1, &out) == 1 && out[0] == UInt16(v.bitPattern >> 16), "\(v)")
         }
@@ -115,11 +131,15 @@ import Testing
     /// and multiplies identically either way.
     @Test func packedMatrixStorage() {
         let f16: [Float] = (0..<(40 * 64)).map { Float(Float16(Float($0 % 97) / 17)) }
-        let bf16: [Float] = f16.enumerated().map { $0.offset == 5 ? 0x1p70 : Float(bitPattern: $0.element.bitPattern & 0xFFFF0000) }
+        let bf16: [Float] = f16.enumerated().map {
+            $0.offset == 5 ? 0x1p70 : Float(bitPattern: $0.element.bitPattern & 0xFFFF0000)
+        }
         let f32: [Float] = f16.enumerated().map { $0.offset == 7 ? 1.0 / 3 : $0.element }
         for (w, want) in [(f16, PackedMatrix.Storage.f16), (bf16, .bf16), (f32, .f32)] {
             let m = w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: 40, cols: 64) }
-            let wide = w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: 40, cols: 64, narrow: false) }
+            let wide = w.withUnsafeBufferPointer {
+                PackedMatrix(rowMajor: $0.baseAddress!, rows: 40, cols: 64, narrow: false)
+            }
             #expect(m.storage == want && wide.storage == .f32)
             #expect(m.rowMajor() == w && m.element(33, 5) == w[33 * 64 + 5])
             let x = (0..<(3 * 64)).map { Float($0) / 7 }
@@ -151,7 +171,9 @@ import Testing
                 var t0 = [Float](repeating: 0, count: n), t1 = t0, r2 = t0
                 fq_attn_scores2(q, q2, kt, ld, D, n, 0.125, &t0, &t1)
                 fq_attn_scores_on(0, q2, kt, ld, D, n, 0.125, &r2)
-                #expect(t0.map(\.bitPattern) == s0.map(\.bitPattern) && t1.map(\.bitPattern) == r2.map(\.bitPattern), "pair D \(D) n \(n)")
+                #expect(
+                    t0.map(\.bitPattern) == s0.map(\.bitPattern) && t1.map(\.bitPattern) == r2.map(\.bitPattern),
+                    "pair D \(D) n \(n)")
                 // The first m scores alone are the same values.
                 let m = max(1, n / 3)
                 var s2 = [Float](repeating: 0, count: m)
@@ -173,10 +195,12 @@ import Testing
         fq_sgemm_pack(w, n, k, &packed)
         var y = [Float](repeating: 0, count: m * n)
         fq_sgemm_packed_ref(x, k, m, packed, n, k, 0, (n + 31) / 32, &y, n, 0)
-        for i in 0..<m { for j in 0..<n {
-            let exact = (0..<k).reduce(0.0) { $0 + Double(x[i * k + $1]) * Double(w[j * k + $1]) }
-            #expect(abs(Double(y[i * n + j]) - exact) <= 1e-5 * Double(k).squareRoot() * 2)
-        } }
+        for i in 0..<m {
+            for j in 0..<n {
+                let exact = (0..<k).reduce(0.0) { $0 + Double(x[i * k + $1]) * Double(w[j * k + $1]) }
+                #expect(abs(Double(y[i * n + j]) - exact) <= 1e-5 * Double(k).squareRoot() * 2)
+            }
+        }
     }
 
     @Test func expPathsAgreeAndAreAccurate() {
@@ -226,7 +250,9 @@ import Testing
             xs += [a, mid, mid.nextUp, mid.nextDown, b]
         }
         var g = KernelTests.LCG(s: 11)
-        for _ in 0..<200_000 { xs.append(Float(sign: .plus, exponent: Int(g.next() * 12) - 4, significand: 1 + abs(g.next()))) }
+        for _ in 0..<200_000 {
+            xs.append(Float(sign: .plus, exponent: Int(g.next() * 12) - 4, significand: 1 + abs(g.next())))
+        }
         xs += [448, 448.5, 463.9, 464, 465, 1e6, 0, 0x1p-10, 0x1.8p-10, 0x1p-11]
         xs += xs.map { -$0 }
         var bad = 0
@@ -239,13 +265,14 @@ import Testing
             var g = KernelTests.LCG(s: UInt64(n) * 7)
             let x = (0..<n).map { _ in g.next() * Float(n % 5 + 1) * (n % 3 == 0 ? 1e-3 : 10) }
             var a = [Float](repeating: 0, count: n), b = a, c = a
-            let sa = fq_quantize_fp8_row_on(1, x, n, &a), sb = fq_quantize_fp8_row_on(0, x, n, &b), sc = fq_quantize_fp8_row_on(2, x, n, &c)
+            let sa = fq_quantize_fp8_row_on(1, x, n, &a), sb = fq_quantize_fp8_row_on(0, x, n, &b),
+                sc = fq_quantize_fp8_row_on(2, x, n, &c)
             #expect(sa == sb && a.map(\.bitPattern) == b.map(\.bitPattern), "AVX2 n \(n)")
             #expect(sc == sb && c.map(\.bitPattern) == b.map(\.bitPattern), "AVX-512 n \(n)")
             let m = x.map(abs).max()!
             #expect(sa == m / 448)
             #expect(a.allSatisfy { FP8E4M3.round($0) == $0 && abs($0) <= 448 })
-            #expect(a.map(abs).max()! == 448)   // the largest element maps to ±448 exactly
+            #expect(a.map(abs).max()! == 448)  // the largest element maps to ±448 exactly
         }
         var z = [Float](repeating: 0, count: 5)
         #expect(fq_quantize_fp8_row([0, 0, 0, 0, 0], 5, &z) == 1 && z == [0, 0, 0, 0, 0])
@@ -274,14 +301,19 @@ import Testing
             for trial in 0..<40 {
                 let scale = pow(10, Float(trial % 12 - 7))
                 var v = (0..<(group * 6)).map { _ in g.next() * scale }
-                if trial % 5 == 0 { for j in 0..<group { v[j] = 0 } }                  // an all-zero group
-                if trial % 7 == 1 { for j in 0..<group { v[group + j] = (Float(j % 16) - 8 + 0.5) * 0.25 } }   // ties at s = 0.25
+                if trial % 5 == 0 { for j in 0..<group { v[j] = 0 } }  // an all-zero group
+                if trial % 7 == 1 { for j in 0..<group { v[group + j] = (Float(j % 16) - 8 + 0.5) * 0.25 } }  // ties at s = 0.25
                 var want = v
-                for k in 0..<6 { want.withUnsafeMutableBufferPointer { QuantizedBlocks.quantizeInt4($0.baseAddress! + k * group, count: group, search: search) } }
+                for k in 0..<6 {
+                    want.withUnsafeMutableBufferPointer {
+                        QuantizedBlocks.quantizeInt4($0.baseAddress! + k * group, count: group, search: search)
+                    }
+                }
                 for path: Int32 in [0, 1, 2] {
                     var got = v
                     fq_int4_groups_on(path, &got, got.count, group, search ? 1 : 0)
-                    #expect(got.map(\.bitPattern) == want.map(\.bitPattern), "path \(path) group \(group) trial \(trial)")
+                    #expect(
+                        got.map(\.bitPattern) == want.map(\.bitPattern), "path \(path) group \(group) trial \(trial)")
                 }
             }
         }

@@ -38,7 +38,9 @@ import Testing
                 let top = row.indices.sorted { row[$0] > row[$1] }.prefix(10)
                 #expect(Array(top) == wantIDs, "prompt \(pi) position \(t)")
                 for (id, want) in zip(wantIDs, wantLogits) {
-                    #expect(abs(row[id] - want) <= Self.logitTolerance, "prompt \(pi) position \(t) id \(id): \(row[id]) vs \(want)")
+                    #expect(
+                        abs(row[id] - want) <= Self.logitTolerance,
+                        "prompt \(pi) position \(t) id \(id): \(row[id]) vs \(want)")
                 }
                 let m = row.max()!
                 let lse = Double(m) + log(row.reduce(0.0) { $0 + exp(Double($1 - m)) })
@@ -46,7 +48,9 @@ import Testing
             }
             if pi == 0 {
                 let d = TestPaths.read(TestPaths.golden + "/logits-prompt0-last.f32")
-                let last = d.withUnsafeBytes { raw in (0..<V).map { raw.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) } }
+                let last = d.withUnsafeBytes { raw in
+                    (0..<V).map { raw.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) }
+                }
                 let mine = logits[((ids.count - 1) * V)...]
                 let worst = zip(mine, last).map { abs($0 - $1) }.max()!
                 #expect(worst <= Self.logitTolerance, "max |Δlogit| \(worst)")
@@ -56,7 +60,9 @@ import Testing
 
     static func corpusTokens() -> [Int32] {
         let gold = TestPaths.read(TestPaths.golden + "/wikitext-2-raw-test.ids.u32")
-        return gold.withUnsafeBytes { raw in (0..<(gold.count / 4)).map { Int32(bitPattern: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) } }
+        return gold.withUnsafeBytes { raw in
+            (0..<(gold.count / 4)).map { Int32(bitPattern: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) }
+        }
     }
 
     @Test(arguments: [(512, 8), (2048, 2)])
@@ -64,7 +70,8 @@ import Testing
         let model = try Self.model()
         let golden = try TestPaths.jsonObject(TestPaths.golden + "/corpus-and-perplexity.json") as! [String: Any]
         let want = (golden["perplexity"] as! [[String: Any]]).first { ($0["context"] as! Int) == context }!
-        let r = try Perplexity.evaluate(model: model, tokens: Self.corpusTokens(), context: context, maxWindows: windows, protocol: .all)
+        let r = try Perplexity.evaluate(
+            model: model, tokens: Self.corpusTokens(), context: context, maxWindows: windows, protocol: .all)
         #expect(r.windows == windows)
         #expect(r.scoredTokens == want["scored_tokens"] as! Int)
         let ppl = (want["ppl"] as! NSNumber).doubleValue
@@ -75,10 +82,11 @@ import Testing
         let model = try Self.model()
         let tokens = Array(Self.corpusTokens().prefix(1100))
         let all = try Perplexity.evaluate(model: model, tokens: tokens, context: 512, maxWindows: nil, protocol: .all)
-        let half = try Perplexity.evaluate(model: model, tokens: tokens, context: 512, maxWindows: nil, protocol: .llamacpp)
+        let half = try Perplexity.evaluate(
+            model: model, tokens: tokens, context: 512, maxWindows: nil, protocol: .llamacpp)
         #expect(all.windows == 2 && half.windows == 2)
         #expect(all.scoredTokens == 2 * 511)
-        #expect(half.scoredTokens == 2 * 255)   // positions 256 … 510
+        #expect(half.scoredTokens == 2 * 255)  // positions 256 … 510
         // Later positions see more context, so the second half is easier on this text.
         #expect(half.meanNLL < all.meanNLL)
     }
@@ -88,8 +96,10 @@ import Testing
         try TestPaths.requireModel()
         let a = try Self.model()
         let ids: [Int32] = Array(Self.corpusTokens().prefix(200))
-        let one = LlamaModel(config: a.config, embed: a.embed, layers: a.layers, finalNorm: a.finalNorm, lmHead: a.lmHead, threads: 1)
-        let three = LlamaModel(config: a.config, embed: a.embed, layers: a.layers, finalNorm: a.finalNorm, lmHead: a.lmHead, threads: 3)
+        let one = LlamaModel(
+            config: a.config, embed: a.embed, layers: a.layers, finalNorm: a.finalNorm, lmHead: a.lmHead, threads: 1)
+        let three = LlamaModel(
+            config: a.config, embed: a.embed, layers: a.layers, finalNorm: a.finalNorm, lmHead: a.lmHead, threads: 3)
         let la = one.logits(ids), lb = three.logits(ids)
         // (Compare via a mismatch count: expectation diffs of 10 M floats take minutes to render.)
         let mismatches = zip(la, lb).filter { $0.bitPattern != $1.bitPattern }.count
@@ -116,7 +126,9 @@ import Testing
         cfg = cfg.replacingOccurrences(of: "\"num_hidden_layers\": 30", with: "\"num_hidden_layers\": 1")
         _ = FileManager.default.createFile(atPath: dir + "/config.json", contents: Data(cfg.utf8))
         let embed = try src.rawBytes("model.embed_tokens.weight")
-        try SafetensorsWriter.write([TensorData(name: "model.embed_tokens.weight", dtype: .f16, shape: [49152, 576], bytes: Array(embed))], to: dir + "/model.safetensors")
+        try SafetensorsWriter.write(
+            [TensorData(name: "model.embed_tokens.weight", dtype: .f16, shape: [49152, 576], bytes: Array(embed))],
+            to: dir + "/model.safetensors")
         #expect {
             _ = try LlamaModel(directory: dir, threads: 1)
         } throws: { e in

@@ -1,4 +1,5 @@
 import Foundation
+import JSONSupport
 import LlamaReference
 import LowPrecision
 import ModelDescription
@@ -13,7 +14,7 @@ import Testing
     @Test func powerOfTwoStopsBeforeOverflowAndMinimisesSlack() {
         // Groups of 4: a big group (absmax 100) and a tiny one (0.001). Slack shrinks with m,
         // m = 8 would make the big group 800 > 448, so the search stops and keeps m = 4.
-        let w: [Float] = [100, 1, -2, 3,   0.001, 0, 0, -0.0005]
+        let w: [Float] = [100, 1, -2, 3, 0.001, 0, 0, -0.0005]
         #expect(Int4Groups.powerOfTwoScale(w, rows: 1, k: 8, groupSize: 4) == 4)
     }
 
@@ -21,7 +22,7 @@ import Testing
         // Tiny group 0.004: slack at m = 1, 2 is (t − 0.004)/t, (t − 0.008)/t; at m = 4 it is 0
         // (0.016 ≥ t = 0.01367) and stays 0 up to m = 256 (the 1.0 group reaches 256 ≤ 448).
         // The least slack (0) is first reached at m = 4.
-        let w: [Float] = [1, 0.5, 0, 0,   0.004, 0, 0, 0]
+        let w: [Float] = [1, 0.5, 0, 0, 0.004, 0, 0, 0]
         #expect(Int4Groups.powerOfTwoScale(w, rows: 1, k: 8, groupSize: 4) == 4)
         // No underflow at all: every m has slack 0, so the smallest, 1.
         #expect(Int4Groups.powerOfTwoScale([1, 2, 3, 4], rows: 1, k: 4, groupSize: 4) == 1)
@@ -37,7 +38,7 @@ import Testing
     @Test func int4GroupQuantization() {
         // a = 0.7 → a/7 = 0.1 → E4M3 0.1015625 (1.101b·2^-4); q = rne(W/s) = 7, −3, 1, 0.
         let qw = Int4Groups.quantize([0.7, -0.35, 0.1, 0, 1e-6, 0, 0, 0], rows: 1, k: 8, groupSize: 4)
-        #expect(qw.scales == [0.1015625, 0x1p-9])   // tiny group: 1e-5/7 underflows, raised to 2^-9
+        #expect(qw.scales == [0.1015625, 0x1p-9])  // tiny group: 1e-5/7 underflows, raised to 2^-9
         #expect(qw.q == [7, -3, 1, 0, 0, 0, 0, 0])
         // Dequantized exactly (q·s) and with the FP8 re-rounding of §2.5:
         // 7·0.1015625 = 0.7109375 → 0.6875; −3·0.1015625 = −0.3046875 → −0.3125.
@@ -73,28 +74,34 @@ import Testing
 
     /// Pre-RoPE factors leave every q·k unchanged after RoPE at random positions (≤ 1e-5 rel).
     @Test func preRopeFactorsKeepScoresAfterRope() throws {
-        let json = #"{"architectures":["LlamaForCausalLM"],"hidden_size":256,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":64,"rope_theta":100000.0,"vocab_size":10}"#
+        let json =
+            #"{"architectures":["LlamaForCausalLM"],"hidden_size":256,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":64,"rope_theta":100000.0,"vocab_size":10}"#
         let c = try ModelConfig(json: try JSONValueParse(json), path: "t")
         var g = SystemRandomNumberGenerator()
         let D = 64, half = 32
         let r = (0..<(2 * half)).map { _ in Float.random(in: 0.1...30, using: &g) }
-        let nk = Smoothing.preRopeKeyFactors(pairNormMax: r, kvHeads: 2, headDim: D, alpha: 8, excluded: [3, 3 + 32, 64 + 7, 64 + 39])
+        let nk = Smoothing.preRopeKeyFactors(
+            pairNormMax: r, kvHeads: 2, headDim: D, alpha: 8, excluded: [3, 3 + 32, 64 + 7, 64 + 39])
         #expect(nk[3] == 1 && nk[35] == 1 && nk[71] == 1 && nk[103] == 1 && nk[0] == 8 / r[0] && nk[32] == 8 / r[0])
         let nq = Smoothing.queryFactors(keyFactors: nk, heads: 4, kvHeads: 2, headDim: D)
         let rope = Rope(config: c)
         var worst = 0.0
         for _ in 0..<50 {
             let hq = Int.random(in: 0..<4, using: &g), hk = hq / 2
-            var q = (0..<D).map { _ in Float.random(in: -4...4, using: &g) }, k = (0..<D).map { _ in Float.random(in: -4...4, using: &g) }
+            var q = (0..<D).map { _ in Float.random(in: -4...4, using: &g) },
+                k = (0..<D).map { _ in Float.random(in: -4...4, using: &g) }
             var qs = (0..<D).map { q[$0] * nq[hq * D + $0] }, ks = (0..<D).map { k[$0] * nk[hk * D + $0] }
             let pq = Int.random(in: 0..<4096, using: &g), pk = Int.random(in: 0...pq, using: &g)
             var cq = [Float](repeating: 0, count: half), sq = cq, ck = cq, sk = cq
             rope.table(position: pq, cos: &cq, sin: &sq); rope.table(position: pk, cos: &ck, sin: &sk)
             for v in [0, 1] {
-                if v == 0 { q.withUnsafeMutableBufferPointer { Rope.rotate($0.baseAddress!, half: half, cos: cq, sin: sq) }
-                            k.withUnsafeMutableBufferPointer { Rope.rotate($0.baseAddress!, half: half, cos: ck, sin: sk) } }
-                else { qs.withUnsafeMutableBufferPointer { Rope.rotate($0.baseAddress!, half: half, cos: cq, sin: sq) }
-                       ks.withUnsafeMutableBufferPointer { Rope.rotate($0.baseAddress!, half: half, cos: ck, sin: sk) } }
+                if v == 0 {
+                    q.withUnsafeMutableBufferPointer { Rope.rotate($0.baseAddress!, half: half, cos: cq, sin: sq) }
+                    k.withUnsafeMutableBufferPointer { Rope.rotate($0.baseAddress!, half: half, cos: ck, sin: sk) }
+                } else {
+                    qs.withUnsafeMutableBufferPointer { Rope.rotate($0.baseAddress!, half: half, cos: cq, sin: sq) }
+                    ks.withUnsafeMutableBufferPointer { Rope.rotate($0.baseAddress!, half: half, cos: ck, sin: sk) }
+                }
             }
             let a = zip(q, k).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
             let b = zip(qs, ks).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
@@ -105,5 +112,4 @@ import Testing
     }
 }
 
-import JSONSupport
 func JSONValueParse(_ s: String) throws -> JSONValue { try JSONParser.parse(s) }

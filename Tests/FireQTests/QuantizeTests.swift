@@ -16,16 +16,20 @@ import Testing
         if let p = statsPath { return p }
         try TestPaths.requireModel()
         let out = TestPaths.tempDir() + "/stats.h5"
-        let r = try CLI.run(["calibrate", "--model", TestPaths.model, "--text", TestPaths.sharedData + "/tinyshakespeare.txt",
-                             "--samples", "2", "--seq-len", "64", "--out", out])
+        let r = try CLI.run([
+            "calibrate", "--model", TestPaths.model, "--text", TestPaths.sharedData + "/tinyshakespeare.txt",
+            "--samples", "2", "--seq-len", "64", "--out", out
+        ])
         #expect(r.status == 0, "\(r.stderr)")
         statsPath = out
         return out
     }
 
     static func quantize(_ recipe: String, out: String, stats: String? = nil, threads: Int = 2) throws -> CLI.Result {
-        try CLI.run(["quantize", "--model", TestPaths.model, "--stats", stats ?? Self.stats(), "--recipe", recipe, "--out", out,
-                     "--threads", String(threads)])
+        try CLI.run([
+            "quantize", "--model", TestPaths.model, "--stats", stats ?? Self.stats(), "--recipe", recipe, "--out", out,
+            "--threads", String(threads)
+        ])
     }
 
     @Test func deterministicAndSmall() throws {
@@ -34,7 +38,9 @@ import Testing
         let b = try Self.quantize(Self.recipes + "/fireq.json", out: d + "/b", threads: 1)
         #expect(a.status == 0 && b.status == 0, "\(a.stderr) \(b.stderr)")
         for f in ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"] {
-            #expect(TestPaths.read(d + "/a/" + f) == TestPaths.read(d + "/b/" + f), "\(f) differs between runs on 2 and 1 threads")
+            #expect(
+                TestPaths.read(d + "/a/" + f) == TestPaths.read(d + "/b/" + f),
+                "\(f) differs between runs on 2 and 1 threads")
         }
         let r = try CLI.run(["inspect", d + "/a", "--verify", "--json"])
         #expect(r.status == 0)
@@ -55,8 +61,10 @@ import Testing
         var files: [StatsFile.Contents] = []
         for t in ["1", "2"] {
             let out = TestPaths.tempDir() + "/s.h5"
-            let r = try CLI.run(["calibrate", "--model", TestPaths.model, "--text", TestPaths.sharedData + "/tinyshakespeare.txt",
-                                 "--samples", "1", "--seq-len", "48", "--threads", t, "--out", out])
+            let r = try CLI.run([
+                "calibrate", "--model", TestPaths.model, "--text", TestPaths.sharedData + "/tinyshakespeare.txt",
+                "--samples", "1", "--seq-len", "48", "--threads", t, "--out", out
+            ])
             #expect(r.status == 0)
             files.append(try StatsFile.read(out, config: c))
         }
@@ -95,14 +103,17 @@ import Testing
     @Test func runtimeEvaluatesPackedFolders() throws {
         let d = TestPaths.tempDir()
         func ppl(_ dir: String) throws -> (Double, String) {
-            let r = try CLI.run(["eval", "--model", dir, "--text", TestPaths.sharedData + "/wikitext-2-raw-test.raw",
-                                 "--context", "256", "--windows", "3", "--json"])
+            let r = try CLI.run([
+                "eval", "--model", dir, "--text", TestPaths.sharedData + "/wikitext-2-raw-test.raw",
+                "--context", "256", "--windows", "3", "--json"
+            ])
             #expect(r.status == 0, "\(r.stderr)")
             let o = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
             // Weights stay at about their stored size in memory (issue #14): 16-bit checkpoints as
             // stored, packed folders as INT4 codes + FP32 group scales + table-decode metadata.
             let held = o["model_weight_bytes_in_memory"] as! Int, files = o["weights_file_bytes"] as! Int
-            #expect(held >= files * 99 / 100 && held <= files * 5 / 4, "\(dir): \(held) bytes held for \(files) in files")
+            #expect(
+                held >= files * 99 / 100 && held <= files * 5 / 4, "\(dir): \(held) bytes held for \(files) in files")
             return (o["perplexity"] as! Double, o["engine"] as! String)
         }
         for name in ["fireq", "rtn"] {
@@ -130,7 +141,8 @@ import Testing
         try w.finish()
         let out = TestPaths.tempDir() + "/q"
         let r = try Self.quantize(Self.recipes + "/fireq.json", out: out, stats: path)
-        #expect(r.status != 0 && r.stderr.contains(path) && r.stderr.contains("computed for another model"), "\(r.stderr)")
+        #expect(
+            r.status != 0 && r.stderr.contains(path) && r.stderr.contains("computed for another model"), "\(r.stderr)")
         #expect(!FileManager.default.fileExists(atPath: out))
     }
 
@@ -143,8 +155,12 @@ import Testing
     @Test func recipeWithUnknownKey() throws {
         let p = Self.recipeFile(#"{"name": "x", "weights": {"group_size": 64, "groupsize": 32}}"#)
         let r = try Self.quantize(p, out: TestPaths.tempDir() + "/q")
-        #expect(r.status != 0 && r.stderr.contains(p) && r.stderr.contains("'weights.groupsize' is not a recipe key"), "\(r.stderr)")
-        #expect(throws: QuantizationError.self) { try Recipe.parse(Data(#"{"smoothing": {"alpha": 1}}"#.utf8), path: "r") }
+        #expect(
+            r.status != 0 && r.stderr.contains(p) && r.stderr.contains("'weights.groupsize' is not a recipe key"),
+            "\(r.stderr)")
+        #expect(throws: QuantizationError.self) {
+            try Recipe.parse(Data(#"{"smoothing": {"alpha": 1}}"#.utf8), path: "r")
+        }
     }
 
     /// The options beyond the paper: parsed, checked, and written to the canonical recipe only
@@ -157,26 +173,46 @@ import Testing
         }
         #expect(message(#"{"weights": {"gptq": 1}}"#) == "r.json: 'weights.gptq' must be an object or null (off).")
         #expect(message(#"{"weights": {"gptq": {"damp": 2}}}"#) == "r.json: 'weights.gptq.damp' must be in [0, 1].")
-        #expect(message(#"{"weights": {"gptq": {"inputs": "both"}}}"#) == "r.json: 'weights.gptq.inputs' must be one of quantized, fp.")
+        #expect(
+            message(#"{"weights": {"gptq": {"inputs": "both"}}}"#)
+                == "r.json: 'weights.gptq.inputs' must be one of quantized, fp.")
         #expect(message(#"{"weights": {"gptq": {"order": 1}}}"#).contains("'weights.gptq.order' is not a recipe key"))
-        #expect(message(#"{"attention": {"kv_group_size": 0}}"#) == "r.json: 'attention.kv_group_size' must be positive.")
-        #expect(message(#"{"smoothing": {"v_hadamard": "yes"}}"#) == "r.json: 'smoothing.v_hadamard' must be true or false.")
-        #expect(message(#"{"attention": {"kv_center": "mean"}}"#) == "r.json: 'attention.kv_center' must be null or \"bias\".")
-        #expect(message(#"{"weights": {"scale_search_weights": "input_magnitude"}}"#)
-                == "r.json: 'weights.scale_search_weights' needs \"scale_search\": true (it weighs the search's error).")
-        #expect(message(#"{"weights": {"scale_search": true, "scale_search_weights": "magnitude"}}"#)
+        #expect(
+            message(#"{"attention": {"kv_group_size": 0}}"#) == "r.json: 'attention.kv_group_size' must be positive.")
+        #expect(
+            message(#"{"smoothing": {"v_hadamard": "yes"}}"#) == "r.json: 'smoothing.v_hadamard' must be true or false."
+        )
+        #expect(
+            message(#"{"attention": {"kv_center": "mean"}}"#)
+                == "r.json: 'attention.kv_center' must be null or \"bias\".")
+        #expect(
+            message(#"{"weights": {"scale_search_weights": "input_magnitude"}}"#)
+                == "r.json: 'weights.scale_search_weights' needs \"scale_search\": true (it weighs the search's error)."
+        )
+        #expect(
+            message(#"{"weights": {"scale_search": true, "scale_search_weights": "magnitude"}}"#)
                 == "r.json: 'weights.scale_search_weights' must be one of input, input_magnitude.")
-        let all = try parse(#"{"weights": {"scale_search": true, "scale_search_weights": "input_magnitude", "gptq": {"damp": 0.05, "inputs": "fp"}}, "smoothing": {"v_hadamard": true}, "attention": {"qk_hadamard": true, "kv_group_size": 16, "kv_scale_search": true, "kv_center": "bias"}}"#)
-        #expect(all.scaleSearch && all.searchWeights == .inputMagnitude && all.gptq?.damp == 0.05 && all.gptq?.inputs == .fp && all.smoothing.vHadamard)
+        let all = try parse(
+            #"{"weights": {"scale_search": true, "scale_search_weights": "input_magnitude", "gptq": {"damp": 0.05, "inputs": "fp"}}, "smoothing": {"v_hadamard": true}, "attention": {"qk_hadamard": true, "kv_group_size": 16, "kv_scale_search": true, "kv_center": "bias"}}"#
+        )
+        #expect(
+            all.scaleSearch && all.searchWeights == .inputMagnitude && all.gptq?.damp == 0.05 && all.gptq?.inputs == .fp
+                && all.smoothing.vHadamard)
         #expect(all.qkHadamard && all.kvGroupSize == 16 && all.kvScaleSearch && all.kvCenterBias)
         let canonical = all.canonicalJSON
-        for key in ["\"scale_search\":true", "\"scale_search_weights\":\"input_magnitude\"", "\"gptq\":{\"damp\":0.05,\"inputs\":\"fp\"}", "\"v_hadamard\":true", "\"qk_hadamard\":true",
-                    "\"kv_group_size\":16", "\"kv_scale_search\":true", "\"kv_center\":\"bias\""] {
+        for key in [
+            "\"scale_search\":true", "\"scale_search_weights\":\"input_magnitude\"",
+            "\"gptq\":{\"damp\":0.05,\"inputs\":\"fp\"}", "\"v_hadamard\":true", "\"qk_hadamard\":true",
+            "\"kv_group_size\":16", "\"kv_scale_search\":true", "\"kv_center\":\"bias\""
+        ] {
             #expect(canonical.contains(key), "\(key) in \(canonical)")
         }
         #expect(try parse(canonical) == all)
         let paper = try Recipe.load(Self.recipes + "/fireq.json").canonicalJSON
-        for key in ["scale_search", "scale_search_weights", "gptq", "v_hadamard", "qk_hadamard", "kv_group_size", "kv_scale_search", "kv_center"] { #expect(!paper.contains(key)) }
+        for key in [
+            "scale_search", "scale_search_weights", "gptq", "v_hadamard", "qk_hadamard", "kv_group_size",
+            "kv_scale_search", "kv_center"
+        ] { #expect(!paper.contains(key)) }
     }
 
     /// A K/V group that does not divide head_dim, and a GPTQ recipe on statistics without the
@@ -192,7 +228,9 @@ import Testing
         let p = Self.recipeFile(#"{"weights": {"group_size": 128}}"#)
         let r = try Self.quantize(p, out: TestPaths.tempDir() + "/q")
         #expect(r.status != 0, "\(r.stderr)")
-        #expect(r.stderr.contains("model.layers.0.self_attn.q_proj: group size 128 does not divide its 576 inputs"), "\(r.stderr)")
+        #expect(
+            r.stderr.contains("model.layers.0.self_attn.q_proj: group size 128 does not divide its 576 inputs"),
+            "\(r.stderr)")
         #expect(r.stderr.contains("8, 9, 12, 16, 18, 24, 32, 36, 48, 64, 72, 96, 144, 192, 288, 576"))
     }
 
@@ -215,7 +253,8 @@ extension QuantizeTests {
     @Test func sourceLicenseComesFromTheModelCard() throws {
         let d = TestPaths.tempDir()
         #expect(Quantizer.sourceLicense(d) == nil)
-        try "---\nlibrary_name: transformers\nlicense: \"apache-2.0\"\n---\n# M\nlicense: mit\n".write(toFile: d + "/README.md", atomically: true, encoding: .utf8)
+        try "---\nlibrary_name: transformers\nlicense: \"apache-2.0\"\n---\n# M\nlicense: mit\n".write(
+            toFile: d + "/README.md", atomically: true, encoding: .utf8)
         #expect(Quantizer.sourceLicense(d) == "apache-2.0")
         try "# M\n\nlicense: mit\n".write(toFile: d + "/README.md", atomically: true, encoding: .utf8)
         #expect(Quantizer.sourceLicense(d) == nil)

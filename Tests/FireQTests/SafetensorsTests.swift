@@ -46,13 +46,14 @@ import Testing
         try SafetensorsWriter.write([a, b, c], metadata: ["note": "x"], to: path2)
         #expect(TestPaths.read(path) == TestPaths.read(path2))
         // No temporary file is left behind.
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["m.safetensors", "m2.safetensors"])
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["m.safetensors", "m2.safetensors"])
     }
 
     @Test func exactHeaderBytes() {
         let t = TensorData(name: "x", dtype: .u8, shape: [1], bytes: [7])
         let h = String(decoding: SafetensorsWriter.header(for: [t], metadata: [:]), as: UTF8.self)
-        #expect(h == #"{"__metadata__":{"format":"pt"},"x":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"# + "    ")   // 8 + 84 + 4 = 96
+        #expect(h == #"{"__metadata__":{"format":"pt"},"x":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"# + "    ")  // 8 + 84 + 4 = 96
     }
 
     @Test func truncatedFile() {
@@ -73,24 +74,30 @@ import Testing
     }
 
     @Test func overlappingOffsets() {
-        let path = Self.rawFile(header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
-                                data: [UInt8](repeating: 0, count: 12))
+        let path = Self.rawFile(
+            header:
+                #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            data: [UInt8](repeating: 0, count: 12))
         Self.expectError(path, contains: "overlaps tensor 'a'")
     }
 
     @Test func gapBetweenTensors() {
-        let path = Self.rawFile(header: #"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[4,6]}}"#,
-                                data: [UInt8](repeating: 0, count: 6))
+        let path = Self.rawFile(
+            header:
+                #"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[4,6]}}"#,
+            data: [UInt8](repeating: 0, count: 6))
         Self.expectError(path, contains: "gap")
     }
 
     @Test func unknownDType() {
-        let path = Self.rawFile(header: #"{"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8))
+        let path = Self.rawFile(
+            header: #"{"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8))
         Self.expectError(path, contains: "unsupported dtype 'F64'")
     }
 
     @Test func shapeByteCountMismatch() {
-        let path = Self.rawFile(header: #"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8))
+        let path = Self.rawFile(
+            header: #"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: [UInt8](repeating: 0, count: 8))
         Self.expectError(path, contains: "needs 12 bytes but its data_offsets span 8")
     }
 
@@ -100,20 +107,28 @@ import Testing
     }
 
     @Test func duplicateTensorName() {
-        let path = Self.rawFile(header: #"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#, data: [0, 0])
+        let path = Self.rawFile(
+            header:
+                #"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#,
+            data: [0, 0])
         Self.expectError(path, contains: "duplicate key \"a\"")
     }
 
     @Test func unwritableDestinationLeavesNothing() {
         let t = TensorData(name: "x", dtype: .u8, shape: [1], bytes: [7])
-        #expect(throws: TensorStoreError.self) { try SafetensorsWriter.write([t], to: "/nonexistent-dir/x.safetensors") }
+        #expect(throws: TensorStoreError.self) {
+            try SafetensorsWriter.write([t], to: "/nonexistent-dir/x.safetensors")
+        }
     }
 
     @Test func shardedCheckpoint() throws {
         let dir = TestPaths.tempDir()
-        try SafetensorsWriter.write([TensorData(name: "a", float32: [1, 2], shape: [2])], to: dir + "/model-00001-of-00002.safetensors")
-        try SafetensorsWriter.write([TensorData(name: "b", float32: [3], shape: [1])], to: dir + "/model-00002-of-00002.safetensors")
-        let index = #"{"metadata":{},"weight_map":{"a":"model-00001-of-00002.safetensors","b":"model-00002-of-00002.safetensors"}}"#
+        try SafetensorsWriter.write(
+            [TensorData(name: "a", float32: [1, 2], shape: [2])], to: dir + "/model-00001-of-00002.safetensors")
+        try SafetensorsWriter.write(
+            [TensorData(name: "b", float32: [3], shape: [1])], to: dir + "/model-00002-of-00002.safetensors")
+        let index =
+            #"{"metadata":{},"weight_map":{"a":"model-00001-of-00002.safetensors","b":"model-00002-of-00002.safetensors"}}"#
         _ = FileManager.default.createFile(atPath: dir + "/model.safetensors.index.json", contents: Data(index.utf8))
         let c = try Checkpoint(directory: dir)
         #expect(c.tensorNames == ["a", "b"])

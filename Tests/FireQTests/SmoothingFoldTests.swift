@@ -16,7 +16,9 @@ import Tokenizer
         let c = original.config
         let cal = try Calibrator(directory: TestPaths.model, threads: 2)
         let tok = try Tokenizer(directory: TestPaths.model)
-        let w = try CalibrationWindows.load(.text(TestPaths.sharedData + "/tinyshakespeare.txt"), tokenizer: tok, vocabSize: c.vocabSize, samples: 2, seqLen: 128)
+        let w = try CalibrationWindows.load(
+            .text(TestPaths.sharedData + "/tinyshakespeare.txt"), tokenizer: tok, vocabSize: c.vocabSize, samples: 2,
+            seqLen: 128)
         var stats: [LayerStatistics] = []
         try cal.run(w.windows, onLayer: { stats.append($0) })
         // The paper's recipe values, then the same with V rotated (Hadamard, undone in o_proj).
@@ -36,14 +38,18 @@ import Tokenizer
                 layers.append(L.referenceWeights(index: i, config: c))
             }
             #expect(sawPostRope)
-            let smoothed = LlamaModel(config: c, embed: original.embed, layers: layers, finalNorm: original.finalNorm, lmHead: original.lmHead, threads: 2)
+            let smoothed = LlamaModel(
+                config: c, embed: original.embed, layers: layers, finalNorm: original.finalNorm,
+                lmHead: original.lmHead, threads: 2)
             let prompts = try TestPaths.jsonObject(TestPaths.golden + "/logits-prompts.json") as! [[String: Any]]
             for p in prompts {
                 let ids = (p["ids"] as! [NSNumber]).map { $0.int32Value }
                 let a = original.logits(ids), b = smoothed.logits(ids)
                 let scale = a.map(abs).max()!
                 let worst = zip(a, b).map { abs($0 - $1) }.max()!
-                #expect(worst / scale <= Self.relativeTolerance, "v_hadamard \(plan.vHadamard): max |Δ| \(worst) of max |logit| \(scale)")
+                #expect(
+                    worst / scale <= Self.relativeTolerance,
+                    "v_hadamard \(plan.vHadamard): max |Δ| \(worst) of max |logit| \(scale)")
             }
         }
     }
@@ -54,11 +60,13 @@ import Tokenizer
         #expect(h4 == [0.5, 0.5, 0.5, 0.5, 0.5, -0.5, 0.5, -0.5, 0.5, 0.5, -0.5, -0.5, 0.5, -0.5, -0.5, 0.5])
         let n = 64, h = Folding.hadamard(n)
         #expect(h.allSatisfy { abs($0) == 0.125 })
-        for a in 0..<n { for b in 0..<n {
-            let dot = (0..<n).reduce(0.0) { $0 + h[a * n + $1] * h[$1 * n + b] }
-            #expect(dot == (a == b ? 1 : 0))
-            #expect(h[a * n + b] == h[b * n + a])
-        } }
+        for a in 0..<n {
+            for b in 0..<n {
+                let dot = (0..<n).reduce(0.0) { $0 + h[a * n + $1] * h[$1 * n + b] }
+                #expect(dot == (a == b ? 1 : 0))
+                #expect(h[a * n + b] == h[b * n + a])
+            }
+        }
     }
 }
 
@@ -74,7 +82,9 @@ import Tokenizer
         #expect(c.qkNorm && c.architecture == .qwen3)
         let cal = try Calibrator(directory: dir, threads: 2)
         let tok = try Tokenizer(directory: dir)
-        let w = try CalibrationWindows.load(.text(TestPaths.sharedData + "/tinyshakespeare.txt"), tokenizer: tok, vocabSize: c.vocabSize, samples: 2, seqLen: 64)
+        let w = try CalibrationWindows.load(
+            .text(TestPaths.sharedData + "/tinyshakespeare.txt"), tokenizer: tok, vocabSize: c.vocabSize, samples: 2,
+            seqLen: 64)
         var stats: [LayerStatistics] = []
         try cal.run(w.windows, onLayer: { stats.append($0) })
         var layers: [LlamaLayerWeights] = []
@@ -93,7 +103,8 @@ import Tokenizer
             let n = (0..<D).map { L.kNorm![$0] / noPre.kNorm![$0] }
             #expect(n.contains { abs($0 - 1) > 1e-3 }, "layer \(i): some pre-RoPE factor differs from 1")
             for j in 0..<D {
-                #expect(abs(L.qNorm![j] * n[j] - noPre.qNorm![j]) <= 1e-5 * abs(noPre.qNorm![j]), "q factor = 1 / k factor")
+                #expect(
+                    abs(L.qNorm![j] * n[j] - noPre.qNorm![j]) <= 1e-5 * abs(noPre.qNorm![j]), "q factor = 1 / k factor")
                 #expect(abs(n[j] - n[(j + D / 2) % D]) <= 1e-6 * n[j], "both channels of a RoPE pair share the factor")
             }
             layers.append(L.referenceWeights(index: i, config: c))
@@ -109,7 +120,9 @@ import Tokenizer
                 if tap == .qPostRope { q[layer] = out } else { k[layer] = out }
             }
         }
-        let smoothed = LlamaModel(config: c, embed: original.embed, layers: layers, finalNorm: original.finalNorm, lmHead: original.lmHead, threads: 2)
+        let smoothed = LlamaModel(
+            config: c, embed: original.embed, layers: layers, finalNorm: original.finalNorm, lmHead: original.lmHead,
+            threads: 2)
         let ta = Taps(), tb = Taps()
         _ = original.hiddenStates([ids], observer: ta)
         _ = smoothed.hiddenStates([ids], observer: tb)

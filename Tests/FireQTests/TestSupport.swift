@@ -48,10 +48,13 @@ enum CLI {
     static var binary: String {
         // The test bundle lives in .build/<triple>/<config>/; the executable beside it.
         let bundle = Bundle.main.bundlePath
-        var candidates = [URL(fileURLWithPath: bundle).deletingLastPathComponent().appendingPathComponent("fireq").path,
-                          URL(fileURLWithPath: bundle).appendingPathComponent("fireq").path]
+        var candidates = [
+            URL(fileURLWithPath: bundle).deletingLastPathComponent().appendingPathComponent("fireq").path,
+            URL(fileURLWithPath: bundle).appendingPathComponent("fireq").path
+        ]
         for arg in CommandLine.arguments.prefix(1) {
-            candidates.append(URL(fileURLWithPath: arg).deletingLastPathComponent().appendingPathComponent("fireq").path)
+            candidates.append(
+                URL(fileURLWithPath: arg).deletingLastPathComponent().appendingPathComponent("fireq").path)
         }
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
     }
@@ -63,8 +66,10 @@ enum CLI {
         try run(["-c", script] + args, executable: "/bin/bash")
     }
 
-    static func run(_ args: [String], stdin: String? = nil, executable: String? = nil, environment: [String: String] = [:],
-                    cwd: String? = nil) throws -> Result {
+    static func run(
+        _ args: [String], stdin: String? = nil, executable: String? = nil, environment: [String: String] = [:],
+        cwd: String? = nil
+    ) throws -> Result {
         let p = Process()
         if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
         p.executableURL = URL(fileURLWithPath: executable ?? binary)
@@ -81,6 +86,8 @@ enum CLI {
         let o = out.fileHandleForReading.readDataToEndOfFile()
         let e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
-        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        return Result(
+            status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+            stderr: String(decoding: e, as: UTF8.self))
     }
 }

@@ -6,6 +6,7 @@
 * No Hugging Face tensor-name literal outside Sources/ModelDescription: every engine asks
   `TensorNames` (the calibration file's dataset names such as "o_proj" and recipe keys such as
   "lm_head" are this tool's own names, not tensor names, and are not matched by the patterns).
+* Every Swift source is as `swift format` with `.swift-format` leaves it.
 """
 import os
 import re
@@ -62,3 +63,28 @@ def test_no_tensor_name_literal_outside_model_description():
     # The pattern does match the names where they are spelled.
     names = open(os.path.join(src, "ModelDescription", "TensorNames.swift")).read()
     assert len(HF_NAME.findall(names)) >= 8
+
+
+def swift_sources():
+    out = []
+    for top in ("Sources", "Tests", "Plugins", os.path.join("Fuzz", "Sources")):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, top)):
+            out += sorted(os.path.join(dirpath, f) for f in files if f.endswith(".swift"))
+    return sorted(out)
+
+
+def test_sources_follow_the_formatter_configuration():
+    """`.swift-format` (4 spaces, lines ≤ 120 where the language allows) was applied once to every
+    Swift source; new code follows it: formatting the tree changes nothing. Fix a failure with
+    `swift format --in-place --recursive Sources Tests Plugins Fuzz/Sources`."""
+    swift = shutil.which("swift")
+    assert swift, "swift is not on the PATH (the formatter is `swift format`)"
+    files = swift_sources()
+    cfg = os.path.join(ROOT, ".swift-format")
+    r = subprocess.run([swift, "format", "--configuration", cfg, *files], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    if r.stdout != "".join(open(f, encoding="utf-8").read() for f in files):
+        bad = [os.path.relpath(f, ROOT) for f in files
+               if subprocess.run([swift, "format", "--configuration", cfg, f], capture_output=True, text=True).stdout
+               != open(f, encoding="utf-8").read()]
+        assert not bad, f"not formatted: {bad}"

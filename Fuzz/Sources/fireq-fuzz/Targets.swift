@@ -1,3 +1,6 @@
+import Batch
+import CalibrationStats
+import Exports
 // One libFuzzer binary, one target per parser of untrusted input (issue #13), chosen by the
 // environment variable FIREQ_FUZZ_TARGET (Scripts/fuzz.sh sets it). A target must never crash,
 // hang, leak or allocate without bound, whatever the bytes: every parser either accepts the input
@@ -5,17 +8,14 @@
 // violation is a crash too (`check`).
 import Foundation
 import JSONSupport
-import TensorStore
-import Tokenizer
 import LlamaReference
 import ModelDescription
-import Quantization
-import CalibrationStats
 import PackedFormat
-import Runtime
-import Exports
-import Batch
 import Pipelines
+import Quantization
+import Runtime
+import TensorStore
+import Tokenizer
 
 /// A property of the parser under test that failed: a finding, like a crash.
 func check(_ ok: Bool, _ what: @autoclosure () -> String) {
@@ -66,7 +66,9 @@ let tinyConfig: ModelConfig = {
 func fuzzJSON(_ b: UnsafeBufferPointer<UInt8>) {
     guard let v = try? JSONParser.parse(b) else { return }
     let text = JSONWriter.serialize(v)
-    guard let again = try? JSONParser.parse(text) else { fatalError("property violated: serialised JSON does not parse: \(text.prefix(200))") }
+    guard let again = try? JSONParser.parse(text) else {
+        fatalError("property violated: serialised JSON does not parse: \(text.prefix(200))")
+    }
     check(again == v, "JSON round trip changed the value")
     _ = JSONWriter.pretty(v)
 }
@@ -78,8 +80,12 @@ func fuzzSafetensors(_ b: UnsafeBufferPointer<UInt8>) {
     guard let f = try? SafetensorsFile(path: path) else { return }
     var buffer = [Float]()
     for t in f.tensors {
-        check(t.begin >= 0 && t.end >= t.begin && f.dataOffset + t.end <= Int(b.count), "tensor \(t.name) lies outside the file")
-        check(t.byteCount == t.elementCount * t.dtype.byteSize, "tensor \(t.name): byte count differs from shape × dtype size")
+        check(
+            t.begin >= 0 && t.end >= t.begin && f.dataOffset + t.end <= Int(b.count),
+            "tensor \(t.name) lies outside the file")
+        check(
+            t.byteCount == t.elementCount * t.dtype.byteSize,
+            "tensor \(t.name): byte count differs from shape × dtype size")
         buffer = [Float](repeating: 0, count: t.elementCount)
         _ = try? buffer.withUnsafeMutableBufferPointer { (p) throws(TensorStoreError) in
             if let base = p.baseAddress { try f.readFloat32(t, into: base) }
@@ -92,7 +98,9 @@ func fuzzShardIndex(_ b: UnsafeBufferPointer<UInt8>) {
     let dir = workFolder + "/sharded"
     if !FileManager.default.fileExists(atPath: dir + "/model-00001-of-00001.safetensors") {
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try! FileManager.default.copyItem(atPath: fixture("tiny-model/model-00001-of-00001.safetensors"), toPath: dir + "/model-00001-of-00001.safetensors")
+        try! FileManager.default.copyItem(
+            atPath: fixture("tiny-model/model-00001-of-00001.safetensors"),
+            toPath: dir + "/model-00001-of-00001.safetensors")
     }
     write(b, to: dir + "/model.safetensors.index.json")
     guard let c = try? Checkpoint(directory: dir) else { return }
@@ -102,8 +110,10 @@ func fuzzShardIndex(_ b: UnsafeBufferPointer<UInt8>) {
 /// config.json → ModelConfig (every field checked, RoPE scaling variants, families).
 func fuzzConfig(_ b: UnsafeBufferPointer<UInt8>) {
     guard let j = try? JSONParser.parse(b), let c = try? ModelConfig(json: j, path: "config.json") else { return }
-    check(c.hiddenSize > 0 && c.layerCount > 0 && c.headCount > 0 && c.kvHeadCount > 0 && c.headDim > 0 && c.vocabSize > 0,
-          "an accepted config has a non-positive dimension")
+    check(
+        c.hiddenSize > 0 && c.layerCount > 0 && c.headCount > 0 && c.kvHeadCount > 0 && c.headDim > 0
+            && c.vocabSize > 0,
+        "an accepted config has a non-positive dimension")
     check(c.headCount % c.kvHeadCount == 0, "an accepted config's heads are not a multiple of its KV heads")
     _ = Rope(config: c)
 }
@@ -115,7 +125,11 @@ func fuzzTokenizer(_ b: UnsafeBufferPointer<UInt8>) {
     write(b, to: path)
     guard let t = try? Tokenizer(path: path) else { return }
     let ids = t.encode(probeText)
-    for id in ids { check(id >= 0 && Int(id) < t.vocabularySize, "encode produced id \(id) outside the vocabulary (\(t.vocabularySize))") }
+    for id in ids {
+        check(
+            id >= 0 && Int(id) < t.vocabularySize,
+            "encode produced id \(id) outside the vocabulary (\(t.vocabularySize))")
+    }
     _ = t.decode(ids)
     _ = t.decode([0, 1, -1, Int32.max, Int32.min])
 }
@@ -125,9 +139,13 @@ func fuzzTokenizer(_ b: UnsafeBufferPointer<UInt8>) {
 /// byte-level symbol in the vocabulary (SmolLM2's lacks a few control bytes such as 0x13; HF
 /// tokenizers then drops them too, so the round trip holds only for texts without them).
 let realTokenizer: Tokenizer = {
-    let path = ProcessInfo.processInfo.environment["FIREQ_FUZZ_TOKENIZER"] ?? ".cache/models/smollm2-135m-instruct/tokenizer.json"
+    let path =
+        ProcessInfo.processInfo.environment["FIREQ_FUZZ_TOKENIZER"]
+        ?? ".cache/models/smollm2-135m-instruct/tokenizer.json"
     do { return try Tokenizer(path: path) } catch {
-        fatalError("the tokenize target needs the default model's tokenizer: \(error) (run Scripts/fetch-default-model.sh or set FIREQ_FUZZ_TOKENIZER)")
+        fatalError(
+            "the tokenize target needs the default model's tokenizer: \(error) (run Scripts/fetch-default-model.sh or set FIREQ_FUZZ_TOKENIZER)"
+        )
     }
 }()
 /// Bytes whose GPT-2 byte-level symbol is not a token of the real tokenizer's vocabulary.
@@ -137,12 +155,17 @@ let bytesWithoutToken: Set<UInt8> = {
     for b in 0..<256 {
         if printable.contains(b) { symbol[b] = b } else { symbol[b] = 256 + extra; extra += 1 }
     }
-    return Set((0..<256).filter { realTokenizer.id(of: String(Character(Unicode.Scalar(UInt32(symbol[$0]))!))) == nil }.map { UInt8($0) })
+    return Set(
+        (0..<256).filter { realTokenizer.id(of: String(Character(Unicode.Scalar(UInt32(symbol[$0]))!))) == nil }.map {
+            UInt8($0)
+        })
 }()
 func fuzzTokenize(_ b: UnsafeBufferPointer<UInt8>) {
     let text = String(decoding: b, as: UTF8.self)
     let ids = realTokenizer.encode(text)
-    for id in ids { check(id >= 0 && Int(id) < realTokenizer.vocabularySize, "encode produced id \(id) outside the vocabulary") }
+    for id in ids {
+        check(id >= 0 && Int(id) < realTokenizer.vocabularySize, "encode produced id \(id) outside the vocabulary")
+    }
     let back = realTokenizer.decode(ids)
     if !text.utf8.contains(where: { bytesWithoutToken.contains($0) }) {
         check(back == text, "decode(encode(text)) != text for \(Array(text.utf8).prefix(64))")
@@ -179,7 +202,9 @@ func fuzzPacked(_ b: UnsafeBufferPointer<UInt8>) {
     guard let m = try? QuantizedModel(directory: dir, threads: 1) else { return }
     _ = m.config
     for format in ExportFormat.allCases {
-        _ = try? Exporter.export(packedDir: dir, format: format, out: workFolder + "/export-\(format.rawValue)", force: true, toolVersion: "fuzz")
+        _ = try? Exporter.export(
+            packedDir: dir, format: format, out: workFolder + "/export-\(format.rawValue)", force: true,
+            toolVersion: "fuzz")
     }
 }
 
@@ -228,13 +253,17 @@ func fuzzGGUFMetadata(_ b: UnsafeBufferPointer<UInt8>) {
 let targets: [String: @Sendable (UnsafeBufferPointer<UInt8>) -> Void] = [
     "json": fuzzJSON, "safetensors": fuzzSafetensors, "shard-index": fuzzShardIndex, "config": fuzzConfig,
     "tokenizer": fuzzTokenizer, "tokenize": fuzzTokenize, "recipe": fuzzRecipe, "packed": fuzzPacked,
-    "stats": fuzzStats, "stats-unsealed": fuzzStatsUnsealed, "manifest": fuzzManifest, "byte-size": fuzzByteSize, "gguf-metadata": fuzzGGUFMetadata,
+    "stats": fuzzStats, "stats-unsealed": fuzzStatsUnsealed, "manifest": fuzzManifest, "byte-size": fuzzByteSize,
+    "gguf-metadata": fuzzGGUFMetadata
 ]
 
 nonisolated(unsafe) var selected: (@Sendable (UnsafeBufferPointer<UInt8>) -> Void)? = nil
 
 @_cdecl("LLVMFuzzerInitialize")
-public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>) -> CInt {
+public func fuzzInitialize(
+    _ argc: UnsafeMutablePointer<CInt>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>
+) -> CInt {
     let name = ProcessInfo.processInfo.environment["FIREQ_FUZZ_TARGET"] ?? ""
     guard let t = targets[name] else {
         fatalError("set FIREQ_FUZZ_TARGET to one of: \(targets.keys.sorted().joined(separator: ", ")) (got '\(name)')")
