@@ -176,25 +176,24 @@ public final class HDF5File {
     }
 
     public func readFloat32(_ name: String, shape: [Int]) throws(CalibrationError) -> [Float] {
-        let info = try datasetInfo(name)
-        guard info.isFloat && info.size == 4 else {
-            throw .wrongDataset(path: path, name: name, reason: "is not float32")
-        }
-        guard info.shape == shape else {
-            throw .wrongDataset(path: path, name: name, reason: "has shape \(info.shape), expected \(shape)")
-        }
+        try checkFloat(name, bytes: 4, shape: shape)
         return try read(name, count: shape.reduce(1, *), memType: fq_h5t_native_float(), zero: Float(0))
     }
 
     public func readFloat64(_ name: String, shape: [Int]) throws(CalibrationError) -> [Double] {
+        try checkFloat(name, bytes: 8, shape: shape)
+        return try read(name, count: shape.reduce(1, *), memType: fq_h5t_native_double(), zero: Double(0))
+    }
+
+    /// Refuses a dataset that is not a float of `bytes` bytes with exactly `shape`.
+    private func checkFloat(_ name: String, bytes: Int, shape: [Int]) throws(CalibrationError) {
         let info = try datasetInfo(name)
-        guard info.isFloat && info.size == 8 else {
-            throw .wrongDataset(path: path, name: name, reason: "is not float64")
+        guard info.isFloat && info.size == bytes else {
+            throw .wrongDataset(path: path, name: name, reason: "is not float\(bytes * 8)")
         }
         guard info.shape == shape else {
             throw .wrongDataset(path: path, name: name, reason: "has shape \(info.shape), expected \(shape)")
         }
-        return try read(name, count: shape.reduce(1, *), memType: fq_h5t_native_double(), zero: Double(0))
     }
 
     public func readInt32(_ name: String, count: Int) throws(CalibrationError) -> [Int32] {

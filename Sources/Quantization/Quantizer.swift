@@ -316,22 +316,18 @@ public struct Quantizer {
                 }
                 if !att.keyChannels.isEmpty {
                     let s = prefix + TensorNames.qkvSupply
-                    tensors.append(
-                        TensorData(
-                            name: s + "post_k_smooth.top_k_indices", int32: att.keyChannels,
-                            shape: [att.keyChannels.count]))
-                    tensors.append(
-                        TensorData(
-                            name: s + "post_k_smooth.smooth", values: att.keyScales, dtype: .bf16,
-                            shape: [att.keyScales.count]))
-                    tensors.append(
-                        TensorData(
-                            name: s + "post_q_smooth.top_k_indices", int32: att.queryChannels,
-                            shape: [att.queryChannels.count]))
-                    tensors.append(
-                        TensorData(
-                            name: s + "post_q_smooth.smooth", values: att.queryScales, dtype: .bf16,
-                            shape: [att.queryScales.count]))
+                    for (side, channels, scales) in [
+                        ("k", att.keyChannels, att.keyScales), ("q", att.queryChannels, att.queryScales)
+                    ] {
+                        tensors.append(
+                            TensorData(
+                                name: s + "post_\(side)_smooth.top_k_indices", int32: channels, shape: [channels.count])
+                        )
+                        tensors.append(
+                            TensorData(
+                                name: s + "post_\(side)_smooth.smooth", values: scales, dtype: .bf16,
+                                shape: [scales.count]))
+                    }
                 }
                 try emit(tensors)
                 progress?(i + 1, c.layerCount)
