@@ -19,6 +19,14 @@ public final class SilentProgress: ProgressReporter {
 
 /// This process's memory, as progress lines and reports quote it.
 public enum ProcessMemory {
+    /// Current resident set size in bytes from /proc/self/statm (0 where unavailable).
+    public static func residentBytes() -> Int {
+        guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let parts = s.split(separator: " ")
+        guard parts.count > 1, let pages = Int(parts[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
     /// Current resident set size from /proc/self/statm (0 where unavailable).
     public static func residentMiB() -> Int {
         guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }

@@ -85,10 +85,6 @@ struct CLIError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-func printJSON(_ pairs: [(String, String)]) {
-    print("{" + pairs.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
-}
-
 /// The perplexity protocol of `eval` and `compare`: which text, how it is windowed and scored.
 struct WindowOptions: ParsableArguments {
     @Option(name: .long, help: "Text file to evaluate on.")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import JSONSupport
 import Pipelines
 import Tokenizer
 
@@ -28,8 +29,12 @@ struct Tokenize: ParsableCommand {
                 input = s
             }
             let ids = tok.encodeParallel(input)
-            let array = "[" + ids.map(String.init).joined(separator: ",") + "]"
-            if json { printJSON([("count", String(ids.count)), ("ids", array)]) } else { print(array) }
+            let array = JSONValue.array(ids.map { .int(Int($0)) })
+            if json {
+                print(JSONWriter.serialize(.object(JSONObject([("count", .int(ids.count)), ("ids", array)]))))
+            } else {
+                print(JSONWriter.serialize(array))
+            }
         } catch { fail(error) }
     }
 }
