@@ -127,21 +127,23 @@ static inline __m512 e4m3_magnitude_avx512(__m512 v) {
 }
 
 // 16 rows' (lo, hi) weights of one input pair, from 16 code bytes and 16 scales: |q| from a
-// 16-entry table (vpermps reads the low 4 bits of each index), times s, rounded when asked, then
-// the sign of q (nibble < 8) put back.
+// 16-entry table (vpermps reads the low 4 bits of each index), times |s|, rounded when asked, then
+// the sign of q·s put back: q's (nibble < 8) XOR s's (a signed scale, recipe `signed_scales`).
 __attribute__((target("avx512f,avx512bw")))
 static inline void decode16_avx512(const uint8_t *c, __m512 sv, int reround, __m512 *lo, __m512 *hi) {
     const __m512 mag = _mm512_setr_ps(8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6, 7);
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    __m512i ss = _mm512_and_si512(_mm512_castps_si512(sv), sign);
+    __m512 sa = _mm512_castsi512_ps(_mm512_andnot_si512(sign, _mm512_castps_si512(sv)));
     __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)c));
     __m512i bh = _mm512_srli_epi32(b, 4);
-    __m512 l = _mm512_mul_ps(_mm512_permutexvar_ps(b, mag), sv);
-    __m512 h = _mm512_mul_ps(_mm512_permutexvar_ps(bh, mag), sv);
+    __m512 l = _mm512_mul_ps(_mm512_permutexvar_ps(b, mag), sa);
+    __m512 h = _mm512_mul_ps(_mm512_permutexvar_ps(bh, mag), sa);
     if (reround) { l = e4m3_magnitude_avx512(l); h = e4m3_magnitude_avx512(h); }
-    // sign bit 31 where the nibble's bit 3 is clear (q < 0)
-    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    // sign bit 31 where the nibble's bit 3 is clear (q < 0), flipped where s < 0
     __m512i sl = _mm512_andnot_si512(_mm512_slli_epi32(b, 28), sign), sh = _mm512_andnot_si512(_mm512_slli_epi32(b, 24), sign);
-    *lo = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(l), sl));
-    *hi = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(h), sh));
+    *lo = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(l), _mm512_xor_si512(sl, ss)));
+    *hi = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(h), _mm512_xor_si512(sh, ss)));
 }
 
 __attribute__((target("avx512f,avx512bw")))
@@ -320,7 +322,10 @@ static void gemm_f32_paths(int level, const float *x, size_t ldx, size_t m, cons
 // an exact multiple of 2^−9 that R leaves alone; in the normal range rounding commutes with powers
 // of two; saturation cannot occur while 8·s ≤ 448. So ŵ's BF16 pattern is a table entry
 // bf16(R(q·M)) (or bf16(q·M) without re-rounding), indexed by (class (M−1)/2, code nibble), plus E
-// added to its exponent field (zero stays zero). Per (row, group): meta = class·16 | (E as int8) << 8.
+// added to its exponent field (zero stays zero). Per (row, group): meta = class·16 | (E as int8) << 8,
+// plus 0x80 for a negative scale (recipe `signed_scales`): the table value's sign bit is then
+// flipped by adding 0x8000 to the 16-bit pattern with E (the add wraps; a zero weight's sign does
+// not matter — every accumulator starts at +0, and adding a zero product to +0 gives +0).
 
 static uint16_t bf16_table[2][128];
 static uint8_t bf16_low[2][128], bf16_high[2][128];   // the table's low and high bytes
@@ -345,7 +350,7 @@ static void build_tables(void) {
 int fq_int4_meta(const float *scales, size_t count, int reround, uint16_t *meta) {
     build_tables();
     for (size_t i = 0; i < count; i++) {
-        float s = scales[i];
+        float s = fabsf(scales[i]);
         if (s == 0.0f) { meta[i] = 0; continue; }                 // padding rows (their codes are q = 0)
         if (!(s > 0.0f) || (reround && s > 56.0f)) return 0;
         int e;
@@ -358,19 +363,22 @@ int fq_int4_meta(const float *scales, size_t count, int reround, uint16_t *meta)
         // which R(q·M)·2^E only gives for E >= -9 (every FP8 scale; not e.g. a BF16 scale 2^-10)
         if (reround && E < -9) return 0;
         int c = ((int)M - 1) / 2;
-        meta[i] = (uint16_t)((c * 16) | ((uint16_t)(uint8_t)(int8_t)E << 8));
+        meta[i] = (uint16_t)((c * 16) | (scales[i] < 0.0f ? 0x80 : 0) | ((uint16_t)(uint8_t)(int8_t)E << 8));
     }
     return 1;
 }
 
-// Per-group broadcasts for 16 rows: class·16 in both words of each dword, E<<7 in both words.
+// Per-group broadcasts for 16 rows: class·16 in both words of each dword, E<<7 (+ 0x8000 for a
+// negative scale) in both words.
 __attribute__((target("avx512f,avx512bw")))
 static inline void meta16(const uint16_t *meta, __m512i *classpair, __m512i *exppair) {
     __m512i m = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)meta));
-    __m512i c = _mm512_and_si512(m, _mm512_set1_epi32(0xF0));
+    __m512i c = _mm512_and_si512(m, _mm512_set1_epi32(0x70));
     *classpair = _mm512_or_si512(c, _mm512_slli_epi32(c, 16));
     __m512i e7 = _mm512_slli_epi32(_mm512_srai_epi32(_mm512_slli_epi32(m, 16), 24), 7);
-    *exppair = _mm512_or_si512(_mm512_and_si512(e7, _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(e7, 16));
+    __m512i neg = _mm512_slli_epi32(_mm512_and_si512(m, _mm512_set1_epi32(0x80)), 8);
+    __m512i w = _mm512_xor_si512(_mm512_and_si512(e7, _mm512_set1_epi32(0xFFFF)), neg);
+    *exppair = _mm512_or_si512(w, _mm512_slli_epi32(w, 16));
 }
 
 // 16 rows' BF16 pairs (ŵ[2kp] low word, ŵ[2kp+1] high word) of one input pair, by table.

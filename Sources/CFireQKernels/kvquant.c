@@ -38,6 +38,20 @@ size_t fq_int4_scale_candidates(float a, float *out) {
     return n;
 }
 
+/// The search's candidates (search 1: as above; search 2, signed K/V scales: then the candidates of
+/// a·7/8 negated, so a group's largest positive value can take code −8). At most 20, padded with 1
+/// to a multiple of 16 for the vector paths.
+static size_t search_candidates(float a, int search, float out[32]) {
+    size_t nc = fq_int4_scale_candidates(a, out);
+    if (search == 2) {
+        size_t nn = fq_int4_scale_candidates(a * 7.0f / 8.0f, out + nc);
+        for (size_t c = nc; c < nc + nn; c++) out[c] = -out[c];
+        nc += nn;
+    }
+    for (size_t c = nc; c < 32; c++) out[c] = 1.0f;
+    return nc;
+}
+
 static inline float clamp_q(float q) { q = q < -8.0f ? -8.0f : q; return q > 7.0f ? 7.0f : q; }
 
 /// The guard scale s = max(E4M3(max(max|v|, 1e-5)/7), 2^-9); `a` gets max(max|v|, 1e-5).
@@ -52,8 +66,8 @@ static inline float guard_scale(const float *v, size_t n, float *a) {
 static void group_ref(float *v, size_t n, int search) {
     float a, s = guard_scale(v, n, &a);
     if (search) {
-        float cand[16], best = INFINITY;
-        size_t nc = fq_int4_scale_candidates(a, cand);
+        float cand[32], best = INFINITY;
+        size_t nc = search_candidates(a, search, cand);
         for (size_t c = 0; c < nc; c++) {
             float err = 0.0f;
             for (size_t d = 0; d < n; d++) {
@@ -77,19 +91,21 @@ __attribute__((target("avx512f")))
 static void group_avx512(float *v, size_t n, int search) {
     float a, s = guard_scale(v, n, &a);
     if (search) {
-        float cand[16], err[16];
-        size_t nc = fq_int4_scale_candidates(a, cand);
-        for (size_t c = nc; c < 16; c++) cand[c] = 1.0f;
-        const __m512 C = _mm512_loadu_ps(cand), lo = _mm512_set1_ps(-8.0f), hi = _mm512_set1_ps(7.0f);
-        __m512 E = _mm512_setzero_ps();
-        for (size_t d = 0; d < n; d++) {
-            __m512 x = _mm512_set1_ps(v[d]);
-            __m512 q = _mm512_roundscale_ps(_mm512_div_ps(x, C), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            q = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
-            __m512 e = _mm512_sub_ps(x, _mm512_mul_ps(q, C));
-            E = _mm512_add_ps(E, _mm512_mul_ps(e, e));
+        float cand[32], err[32];
+        size_t nc = search_candidates(a, search, cand);
+        const __m512 lo = _mm512_set1_ps(-8.0f), hi = _mm512_set1_ps(7.0f);
+        for (size_t c0 = 0; c0 < nc; c0 += 16) {
+            const __m512 C = _mm512_loadu_ps(cand + c0);
+            __m512 E = _mm512_setzero_ps();
+            for (size_t d = 0; d < n; d++) {
+                __m512 x = _mm512_set1_ps(v[d]);
+                __m512 q = _mm512_roundscale_ps(_mm512_div_ps(x, C), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                q = _mm512_min_ps(_mm512_max_ps(q, lo), hi);
+                __m512 e = _mm512_sub_ps(x, _mm512_mul_ps(q, C));
+                E = _mm512_add_ps(E, _mm512_mul_ps(e, e));
+            }
+            _mm512_storeu_ps(err + c0, E);
         }
-        _mm512_storeu_ps(err, E);
         s = pick(err, cand, nc, s);
     }
     const __m512 S = _mm512_set1_ps(s), lo = _mm512_set1_ps(-8.0f), hi = _mm512_set1_ps(7.0f);
@@ -106,23 +122,24 @@ static void group_avx2(float *v, size_t n, int search) {
     float a, s = guard_scale(v, n, &a);
     const __m256 lo = _mm256_set1_ps(-8.0f), hi = _mm256_set1_ps(7.0f);
     if (search) {
-        float cand[16], err[16];
-        size_t nc = fq_int4_scale_candidates(a, cand);
-        for (size_t c = nc; c < 16; c++) cand[c] = 1.0f;
-        const __m256 C0 = _mm256_loadu_ps(cand), C1 = _mm256_loadu_ps(cand + 8);
-        __m256 E0 = _mm256_setzero_ps(), E1 = _mm256_setzero_ps();
-        for (size_t d = 0; d < n; d++) {
-            __m256 x = _mm256_set1_ps(v[d]);
-            __m256 q0 = _mm256_round_ps(_mm256_div_ps(x, C0), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            __m256 q1 = _mm256_round_ps(_mm256_div_ps(x, C1), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            q0 = _mm256_min_ps(_mm256_max_ps(q0, lo), hi);
-            q1 = _mm256_min_ps(_mm256_max_ps(q1, lo), hi);
-            __m256 e0 = _mm256_sub_ps(x, _mm256_mul_ps(q0, C0)), e1 = _mm256_sub_ps(x, _mm256_mul_ps(q1, C1));
-            E0 = _mm256_add_ps(E0, _mm256_mul_ps(e0, e0));
-            E1 = _mm256_add_ps(E1, _mm256_mul_ps(e1, e1));
+        float cand[32], err[32];
+        size_t nc = search_candidates(a, search, cand);
+        for (size_t c0 = 0; c0 < nc; c0 += 16) {
+            const __m256 C0 = _mm256_loadu_ps(cand + c0), C1 = _mm256_loadu_ps(cand + c0 + 8);
+            __m256 E0 = _mm256_setzero_ps(), E1 = _mm256_setzero_ps();
+            for (size_t d = 0; d < n; d++) {
+                __m256 x = _mm256_set1_ps(v[d]);
+                __m256 q0 = _mm256_round_ps(_mm256_div_ps(x, C0), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                __m256 q1 = _mm256_round_ps(_mm256_div_ps(x, C1), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                q0 = _mm256_min_ps(_mm256_max_ps(q0, lo), hi);
+                q1 = _mm256_min_ps(_mm256_max_ps(q1, lo), hi);
+                __m256 e0 = _mm256_sub_ps(x, _mm256_mul_ps(q0, C0)), e1 = _mm256_sub_ps(x, _mm256_mul_ps(q1, C1));
+                E0 = _mm256_add_ps(E0, _mm256_mul_ps(e0, e0));
+                E1 = _mm256_add_ps(E1, _mm256_mul_ps(e1, e1));
+            }
+            _mm256_storeu_ps(err + c0, E0);
+            _mm256_storeu_ps(err + c0 + 8, E1);
         }
-        _mm256_storeu_ps(err, E0);
-        _mm256_storeu_ps(err + 8, E1);
         s = pick(err, cand, nc, s);
     }
     const __m256 S = _mm256_set1_ps(s);

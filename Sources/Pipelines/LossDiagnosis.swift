@@ -58,6 +58,10 @@ public struct LossDiagnosis: Sendable, Equatable {
             } else if r["attention"]?["kv_group_size"]?.intValue == nil {
                 advice =
                     #""attention": {"kv_group_size": 16, "kv_scale_search": true} (one INT4 scale per 16 channels)"#
+            } else if r["attention"]?["kv_scale_search"]?.boolValue == true
+                && r["attention"]?["kv_signed_scales"]?.boolValue != true
+            {
+                advice = #""attention": {"kv_signed_scales": true} (K/V scales of either sign)"#
             } else {
                 advice = #""attention": {"kv_bits": null} (K/V in full precision: W4A8 instead of W4A8KV4)"#
             }
@@ -68,6 +72,9 @@ public struct LossDiagnosis: Sendable, Equatable {
                     #""smoothing": {"gate_up_c": 0, "down_c": 0} (the weight-statistics channel scales can move a model's weights off the grid they quantize well on)"#
             } else if r["weights"]?["scale_search"]?.boolValue != true {
                 advice = #""weights": {"scale_search": true} (input-weighted group scales)"#
+            } else if r["weights"]?["signed_scales"]?.boolValue != true {
+                advice =
+                    #""weights": {"signed_scales": true} (negative group scales: code −8 for either sign of a group's extreme)"#
             } else {
                 advice = #""weights": {"group_size": 32} or a smaller group (more scales per row)"#
             }

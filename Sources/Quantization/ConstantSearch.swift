@@ -160,6 +160,7 @@ extension Recipe {
         var n = BlockNumerics()
         n.activationsFP8 = activationsFP8; n.outputBF16 = outputBF16; n.queryFP8 = queryFP8; n.kvInt4 = kvInt4
         n.qkHadamard = qkHadamard; n.kvGroupSize = kvGroupSize; n.kvScaleSearch = kvScaleSearch;
+        n.kvSignedScales = kvSignedScales
         n.fp8Rerounding = fp8Rerounding
         n.kvCenter = kvCenterBias
         return n

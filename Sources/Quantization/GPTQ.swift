@@ -39,8 +39,17 @@ public enum GPTQ {
         for j in 0..<w.count { out[j] = mode == .input ? d[j] : d[j] * (sigma2 + w[j] * w[j]).squareRoot() }
     }
     /// The candidate group scales for absmax `a` (already × P): the format's values from about a/14
-    /// up to the first value ≥ a/7, largest first (so ties keep the plain absmax scale's side).
-    public static func candidateScales(absmax a: Float, format: Int4Groups.ScaleFormat) -> [Float] {
+    /// up to the first value ≥ a/7, largest first (so ties keep the plain absmax scale's side). With
+    /// `signed`, then the negated candidates for a/8 (about −a/16 … the first ≤ −a/8, largest
+    /// magnitude first): a negative scale maps the group's largest positive weight to code −8, as a
+    /// positive one maps its largest negative weight there (INT4 is −8 … 7).
+    public static func candidateScales(absmax a: Float, format: Int4Groups.ScaleFormat, signed: Bool = false) -> [Float]
+    {
+        let positive = positiveCandidates(absmax: a, format: format)
+        return signed ? positive + positiveCandidates(absmax: a * 7 / 8, format: format).map { -$0 } : positive
+    }
+
+    private static func positiveCandidates(absmax a: Float, format: Int4Groups.ScaleFormat) -> [Float] {
         let top = a / 7
         switch format {
         case .fp8e4m3:
@@ -63,24 +72,76 @@ public enum GPTQ {
     @inline(__always)
     static func code(_ w: Float, _ s: Float) -> Float { min(7, max(-8, (w / s).rounded(.toNearestOrEven))) }
 
-    /// The group scale minimising Σ d_j (w_j − ŵ_j)² over `candidateScales`; the first (largest)
-    /// wins ties. `w` and `d` have the group's length.
+    /// The group scale minimising Σ d_j (w_j − ŵ_j)² over `candidateScales` (with `signed`, the
+    /// negative ones too); the first candidate wins ties. `w` and `d` have the group's length.
     public static func searchScale(
         _ w: UnsafeBufferPointer<Float>, weights d: UnsafeBufferPointer<Float>,
-        format: Int4Groups.ScaleFormat, reround: Bool
+        format: Int4Groups.ScaleFormat, reround: Bool, signed: Bool = false
     ) -> Float {
+        searchScaleAndCodes(w, weights: d, format: format, reround: reround, signed: signed, fit: false).scale
+    }
+
+    /// The searched scale s and the rounding scale t whose codes clamp(round(w/t), −8, 7) go with
+    /// it (`weights.fitted_scales`, Formats/recipe-schema.md). Without `fit`, t = s over the
+    /// candidates. With `fit`, then also codes rounded with t = a/n (and −a/n with `signed`),
+    /// n = 6, 6.25, …, 8.75, each with its least-squares scale s* = Σ d q w / Σ d q² (Double)
+    /// rounded to the format (E4M3: at least 2^-9 in magnitude) and kept only with t's sign; the
+    /// two pairs of least closed-form error Σ d w² − 2 s Σ d q w + s² Σ d q² (ties: positive t
+    /// first, then smaller n) are then scored
+    /// exactly as the candidates are (ŵ as the runtime computes it), in that order, and replace
+    /// the best only when strictly better — as llama.cpp's Q4_0 search, which rounds with several
+    /// scales and keeps each rounding's fitted scale.
+    public static func searchScaleAndCodes(
+        _ w: UnsafeBufferPointer<Float>, weights d: UnsafeBufferPointer<Float>,
+        format: Int4Groups.ScaleFormat, reround: Bool, signed: Bool, fit: Bool
+    ) -> (scale: Float, rounding: Float) {
         var a: Float = 0
         for x in w { a = max(a, abs(x)) }
         a = max(a, Int4Groups.absmaxFloor)
-        let candidates = candidateScales(absmax: a, format: format)
-        var best = candidates[0], bestErr = Double.infinity
-        for s in candidates {
+        func error(_ s: Float, _ t: Float) -> Double {
             var err = 0.0
             for j in 0..<w.count {
-                let e = Double(w[j] - dequantized(code(w[j], s), s, reround: reround))
+                let e = Double(w[j] - dequantized(code(w[j], t), s, reround: reround))
                 err += Double(d[j]) * e * e
             }
-            if err < bestErr { bestErr = err; best = s }
+            return err
+        }
+        let candidates = candidateScales(absmax: a, format: format, signed: signed)
+        var best = (scale: candidates[0], rounding: candidates[0]), bestErr = Double.infinity
+        for s in candidates {
+            let err = error(s, s)
+            if err < bestErr { bestErr = err; best = (s, s) }
+        }
+        guard fit else { return best }
+        var sw2 = 0.0
+        for j in 0..<w.count { sw2 += Double(d[j]) * Double(w[j]) * Double(w[j]) }
+        var pairs: [(e: Double, i: Int, s: Float, t: Float)] = []
+        for sign: Float in signed ? [1, -1] : [1] {
+            for step in 0..<12 {
+                let t = sign * a / (6 + 0.25 * Float(step))
+                var sqw = 0.0, sqq = 0.0
+                for j in 0..<w.count {
+                    let q = Double(code(w[j], t))
+                    sqw += Double(d[j]) * q * Double(w[j]); sqq += Double(d[j]) * q * q
+                }
+                guard sqq > 0 else { continue }
+                let fitted = Float(sqw / sqq)
+                var s: Float
+                switch format {
+                case .fp8e4m3:
+                    s = FP8E4M3.round(fitted)
+                    if abs(s) < Int4Groups.minScale { s = fitted < 0 ? -Int4Groups.minScale : Int4Groups.minScale }
+                case .bf16: s = BF16.round(fitted)
+                }
+                guard s != 0 && s.isFinite && (s > 0) == (t > 0) else { continue }
+                let sd = Double(s)
+                pairs.append((sw2 - 2 * sd * sqw + sd * sd * sqq, pairs.count, s, t))
+            }
+        }
+        pairs.sort { $0.e != $1.e ? $0.e < $1.e : $0.i < $1.i }  // ties: the earlier pair
+        for p in pairs.prefix(2) {
+            let err = error(p.s, p.t)
+            if err < bestErr { bestErr = err; best = (p.s, p.t) }
         }
         return best
     }
@@ -88,7 +149,7 @@ public enum GPTQ {
     /// Round-to-nearest with searched group scales (no error feedback). `d` [K] weights the inputs.
     public static func quantizeSearched(
         _ w: [Float], rows: Int, k: Int, groupSize g: Int, inputWeights d: [Float],
-        weighting: SearchWeights = .input,
+        weighting: SearchWeights = .input, signed: Bool = false, fitted: Bool = false,
         scaleFormat: Int4Groups.ScaleFormat, reround: Bool, threads: Int = 1
     ) -> Int4Groups.Quantized {
         precondition(k % g == 0 && w.count == rows * k && d.count == k)
@@ -112,11 +173,13 @@ public enum GPTQ {
                                     groupWeights(
                                         grp, UnsafeBufferPointer(rebasing: D.b[(gi * g)..<(gi * g + g)]),
                                         sigma2: sigma2, weighting, into: &gw)
-                                    let s = gw.withUnsafeBufferPointer {
-                                        searchScale(grp, weights: $0, format: scaleFormat, reround: reround)
+                                    let st = gw.withUnsafeBufferPointer {
+                                        searchScaleAndCodes(
+                                            grp, weights: $0, format: scaleFormat, reround: reround, signed: signed,
+                                            fit: fitted)
                                     }
-                                    S.b[r * groups + gi] = s
-                                    for j in 0..<g { Q.b[base + j] = Int8(code(W.b[base + j], s)) }
+                                    S.b[r * groups + gi] = st.scale
+                                    for j in 0..<g { Q.b[base + j] = Int8(code(W.b[base + j], st.rounding)) }
                                 }
                             }
                         }
@@ -197,7 +260,7 @@ public enum GPTQ {
     /// plain RTN, from the row's updated weights when the group's first column is reached.
     public static func quantize(
         _ w: [Float], rows: Int, k: Int, groupSize g: Int, u: [Double], inputWeights d: [Float],
-        search: Bool, weighting: SearchWeights = .input,
+        search: Bool, weighting: SearchWeights = .input, signed: Bool = false,
         scaleFormat: Int4Groups.ScaleFormat, reround: Bool, threads: Int = 1
     ) -> Int4Groups.Quantized {
         precondition(k % g == 0 && w.count == rows * k && u.count == k * k && d.count == k)
@@ -240,7 +303,8 @@ public enum GPTQ {
                                                             sigma2: sigma2[r], weighting, into: &gw)
                                                         s[r] = gw.withUnsafeBufferPointer {
                                                             searchScale(
-                                                                grp, weights: $0, format: scaleFormat, reround: reround)
+                                                                grp, weights: $0, format: scaleFormat, reround: reround,
+                                                                signed: signed)
                                                         }
                                                     } else {
                                                         var a: Float = 0

@@ -36,6 +36,12 @@ public struct Recipe: Sendable, Equatable {
     public var scaleSearch = false
     /// What the scale search weighs each weight's squared error by (`weights.scale_search_weights`).
     public var searchWeights: GPTQ.SearchWeights = .input
+    /// The scale search also tries negative group scales, so a group's largest magnitude can take
+    /// code −8 as in llama.cpp's Q4_0 (`weights.signed_scales`).
+    public var signedScales = false
+    /// The scale search also tries codes rounded with other scales, each with its least-squares
+    /// scale (`weights.fitted_scales`).
+    public var fittedScales = false
     /// GPTQ error-compensating rounding (nil = plain rounding).
     public var gptq: GPTQSettings? = nil
     public struct GPTQSettings: Sendable, Equatable {
@@ -59,6 +65,8 @@ public struct Recipe: Sendable, Equatable {
     public var kvGroupSize: Int? = nil
     /// INT4 K/V scales searched per group at run time (least squared error over the E4M3 candidates).
     public var kvScaleSearch = false
+    /// The K/V scale search also tries negative scales (`attention.kv_signed_scales`).
+    public var kvSignedScales = false
     /// INT4 K/V keep the k_proj / v_proj bias out of the quantized value (recipe
     /// `attention.kv_center: "bias"`; Formats/runtime-numerics.md "K/V centres"); the pre- and
     /// post-RoPE scaling then use the statistics of k − b.
@@ -156,7 +164,7 @@ public struct Recipe: Sendable, Equatable {
                 w,
                 [
                     "bits", "group_size", "scale_format", "per_tensor_pow2", "fp8_rerounding", "scale_search",
-                    "scale_search_weights", "gptq"
+                    "scale_search_weights", "signed_scales", "fitted_scales", "gptq"
                 ], "weights.")
             if let b = try int(w, "bits", "weights."), b != 4 {
                 throw .recipe(path: path, key: "weights.bits", reason: "must be 4 (INT4)")
@@ -179,6 +187,22 @@ public struct Recipe: Sendable, Equatable {
                         reason: "needs \"scale_search\": true (it weighs the search's error)")
                 }
             }
+            if let b = try bool(w, "signed_scales", "weights.") {
+                r.signedScales = b
+                guard r.scaleSearch || !b else {
+                    throw .recipe(
+                        path: path, key: "weights.signed_scales",
+                        reason: "needs \"scale_search\": true (the search chooses each group's sign)")
+                }
+            }
+            if let b = try bool(w, "fitted_scales", "weights.") {
+                r.fittedScales = b
+                guard r.scaleSearch || !b else {
+                    throw .recipe(
+                        path: path, key: "weights.fitted_scales",
+                        reason: "needs \"scale_search\": true (it extends the search)")
+                }
+            }
             if let v = w["gptq"], !v.isNull {
                 guard let g = v.objectValue else {
                     throw .recipe(path: path, key: "weights.gptq", reason: "must be an object or null (off)")
@@ -195,6 +219,11 @@ public struct Recipe: Sendable, Equatable {
                     s.inputs = GPTQSettings.Inputs(rawValue: i)!
                 }
                 r.gptq = s
+            }
+            guard !(r.fittedScales && r.gptq != nil) else {
+                throw .recipe(
+                    path: path, key: "weights.fitted_scales",
+                    reason: "does not combine with \"gptq\" (GPTQ chooses the codes itself)")
             }
         }
         if let a = try obj(root, "activations", "") {
@@ -239,9 +268,17 @@ public struct Recipe: Sendable, Equatable {
                 a,
                 [
                     "pre_rope_alpha", "pre_rope_shared_heads", "post_rope_beta", "post_rope_top_k", "q_format",
-                    "kv_bits", "qk_hadamard", "kv_group_size", "kv_scale_search", "kv_center"
+                    "kv_bits", "qk_hadamard", "kv_group_size", "kv_scale_search", "kv_signed_scales", "kv_center"
                 ], "attention.")
             if let b = try bool(a, "kv_scale_search", "attention.") { r.kvScaleSearch = b }
+            if let b = try bool(a, "kv_signed_scales", "attention.") {
+                r.kvSignedScales = b
+                guard r.kvScaleSearch || !b else {
+                    throw .recipe(
+                        path: path, key: "attention.kv_signed_scales",
+                        reason: "needs \"kv_scale_search\": true (the search chooses each group's sign)")
+                }
+            }
             if let v = a["kv_center"], !v.isNull {
                 guard v.stringValue == "bias" else {
                     throw .recipe(path: path, key: "attention.kv_center", reason: "must be null or \"bias\"")
@@ -351,22 +388,21 @@ public struct Recipe: Sendable, Equatable {
         return r
     }
 
-    /// `fireq convert`'s default since 2026-12-06: Calibration/recipes/fireq-plus-3.json, built in
-    /// (a test keeps the two equal). fireq-plus-2 (fireq-plus without the weight-statistics channel
-    /// smoothing, K/V centred on the k/v biases) with the scale search weighing errors by input
-    /// energy × weight magnitude: it holds on Qwen2.5-Coder-1.5B where fireq-plus lost +45 %, and
-    /// ties fireq-plus on SmolLM2 (docs/accuracy.md "Two models").
+    /// `fireq convert`'s default since 2026-12-07: Calibration/recipes/fireq-plus-4.json, built in
+    /// (a test keeps the two equal). fireq-plus-3 — fireq-plus without the weight-statistics channel
+    /// smoothing, K/V centred on the k/v biases, the scale search weighing errors by input energy ×
+    /// weight magnitude — with signed group scales (docs/accuracy.md "Two models").
     public static let defaultJSON = #"""
         {
-          "name": "fireq-plus-3",
-          "description": "fireq convert's default since 2026-12-06 (issue #25): fireq-plus-2 with the group-scale search weighing each weight's error by its input's E[x^2] times sqrt(row mean w^2 + w^2) (weights.scale_search_weights: input_magnitude, llama.cpp's importance weighting for Q4_0): weights-only 14.312 -> 14.150 on Qwen2.5-Coder-1.5B (WikiText-2 4 x 512, llama.cpp protocol; llama.cpp Q4_0 14.076). Otherwise fireq-plus-2: no channel smoothing, INT4 K/V centred on the k/v biases, RoPE-aware pre-/post-RoPE Q/K scaling, groups of 32 with FP8 scales, K/V groups of 16 with searched scales (docs/accuracy.md 'Two models').",
-          "weights": {"bits": 4, "group_size": 32, "scale_format": "fp8_e4m3", "per_tensor_pow2": true, "fp8_rerounding": true, "scale_search": true, "scale_search_weights": "input_magnitude"},
+          "name": "fireq-plus-4",
+          "description": "fireq convert's default since 2026-12-07 (issue #25): fireq-plus-3 with a wider group-scale search: signed scales (weights.signed_scales: negative E4M3 scales too, so each group's largest magnitude can take code -8 whichever its sign, as llama.cpp's Q4_0 does) and fitted scales (weights.fitted_scales: codes rounded with other scales, each with its least-squares scale, as llama.cpp's Q4_0 search). Otherwise fireq-plus-3: magnitude-weighted scale search, no channel smoothing, INT4 K/V centred on the k/v biases, RoPE-aware pre-/post-RoPE Q/K scaling, groups of 32 with FP8 scales, K/V groups of 16 with searched scales (docs/accuracy.md 'Two models').",
+          "weights": {"bits": 4, "group_size": 32, "scale_format": "fp8_e4m3", "per_tensor_pow2": true, "fp8_rerounding": true, "scale_search": true, "scale_search_weights": "input_magnitude", "signed_scales": true, "fitted_scales": true},
           "activations": {"format": "fp8_e4m3", "output_bf16": false},
           "smoothing": {"gate_up_c": 0, "down_c": 0, "qkv_c": 0, "vo_scalar": 1},
           "attention": {"pre_rope_alpha": 8, "post_rope_beta": 8, "post_rope_top_k": 8, "q_format": "fp8_e4m3", "kv_bits": 4, "kv_group_size": 16, "kv_scale_search": true, "kv_center": "bias"}
         }
         """#
-    public static let convertDefault: Recipe = try! parse(Data(defaultJSON.utf8), path: "built-in fireq-plus-3 recipe")
+    public static let convertDefault: Recipe = try! parse(Data(defaultJSON.utf8), path: "built-in fireq-plus-4 recipe")
 
     /// Calibration/recipes/fireq-plus.json, built in (a test keeps the two equal): `fireq
     /// convert`'s default until 2026-12-06, the base of fireq-plus-search.
@@ -411,6 +447,8 @@ public struct Recipe: Sendable, Equatable {
                                 + (scaleSearch ? [("scale_search", JSONValue.bool(true))] : [])
                                 + (searchWeights != .input
                                     ? [("scale_search_weights", JSONValue.string(searchWeights.rawValue))] : [])
+                                + (signedScales ? [("signed_scales", JSONValue.bool(true))] : [])
+                                + (fittedScales ? [("fitted_scales", JSONValue.bool(true))] : [])
                                 + (gptq.map {
                                     [
                                         (
@@ -461,6 +499,7 @@ public struct Recipe: Sendable, Equatable {
                                 + (qkHadamard ? [("qk_hadamard", JSONValue.bool(true))] : [])
                                 + (kvGroupSize.map { [("kv_group_size", JSONValue.int($0))] } ?? [])
                                 + (kvScaleSearch ? [("kv_scale_search", JSONValue.bool(true))] : [])
+                                + (kvSignedScales ? [("kv_signed_scales", JSONValue.bool(true))] : [])
                                 + (kvCenterBias ? [("kv_center", JSONValue.string("bias"))] : [])))
                 ),
                 (

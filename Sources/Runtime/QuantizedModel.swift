@@ -28,6 +28,8 @@ public struct BlockNumerics: Sendable, Equatable {
     public var qkHadamard = false
     /// INT4 K/V channels per scale (nil = the whole head) and its run-time scale search.
     public var kvGroupSize: Int? = nil, kvScaleSearch = false
+    /// The K/V scale search also tries negative scales (recipe `attention.kv_signed_scales`).
+    public var kvSignedScales = false
     /// INT4 K/V quantize x − c and add c back, c the k_proj / v_proj bias (K's rotated to the
     /// token's position and × S) (recipe `attention.kv_center: "bias"`).
     public var kvCenter = false
@@ -43,7 +45,7 @@ public final class QuantizedBlocks: @unchecked Sendable {
     let forward: LlamaForward
     let layers: [QuantizedLayer]
     let activationsFP8: Bool, outputBF16: Bool, queryFP8: Bool, kvInt4: Bool
-    let qkHadamard: Bool, kvGroup: Int, kvScaleSearch: Bool, kvCenter: Bool
+    let qkHadamard: Bool, kvGroup: Int, kvScaleSearch: Bool, kvSignedScales: Bool, kvCenter: Bool
     let lock = NSLock()
     /// Buffers reused across windows (fresh multi-MB buffers per window cost page clearing).
     private var cached: (rows: Int, seqLen: Int, ws: LlamaForward.Workspace, scratch: FloatBuffer, acc: FloatBuffer)?
@@ -97,6 +99,7 @@ public final class QuantizedBlocks: @unchecked Sendable {
         self.layers = layers
         activationsFP8 = n.activationsFP8; outputBF16 = n.outputBF16; queryFP8 = n.queryFP8; kvInt4 = n.kvInt4
         qkHadamard = n.qkHadamard; kvGroup = n.kvGroupSize ?? c.headDim; kvScaleSearch = n.kvScaleSearch
+        kvSignedScales = n.kvScaleSearch && n.kvSignedScales
         kvCenter = n.kvCenter
     }
 
@@ -176,9 +179,8 @@ public final class QuantizedBlocks: @unchecked Sendable {
     ) {
         let c = config, D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim
         let base = SendablePointer(qkv)
-        let (queryFP8, kvInt4, qkHadamard, kvGroup, search) = (
-            self.queryFP8, self.kvInt4, self.qkHadamard, self.kvGroup, self.kvScaleSearch
-        )
+        let (queryFP8, kvInt4, qkHadamard, kvGroup) = (self.queryFP8, self.kvInt4, self.qkHadamard, self.kvGroup)
+        let searchMode: Int32 = kvSignedScales ? 2 : kvScaleSearch ? 1 : 0
         let center = kvCenter && kvInt4 ? L.kvCenters : nil
         let rope = forward.rope(layer: layer)
         Parallel.forEachChunk(rows, chunk: 16, threads: forward.threads) { rr in
@@ -212,7 +214,7 @@ public final class QuantizedBlocks: @unchecked Sendable {
                     }
                     for j in 0..<(2 * c.kvDim) { row[c.qDim + j] -= cen[j] }
                 }
-                if kvInt4 { fq_int4_groups(row + c.qDim, 2 * c.kvDim, kvGroup, search ? 1 : 0) }
+                if kvInt4 { fq_int4_groups(row + c.qDim, 2 * c.kvDim, kvGroup, searchMode) }
                 if center != nil {
                     for j in 0..<(2 * c.kvDim) { row[c.qDim + j] += cen[j] }
                 }
@@ -240,17 +242,20 @@ public final class QuantizedBlocks: @unchecked Sendable {
     /// INT4 per (token, KV head) with an FP8 scale and the weights' guard (§3.3), in place:
     /// s = max(E4M3(max(max|x|, 1e-5)/7), 2^-9), x ← clamp(round_half_even(x/s), −8, 7)·s.
     /// With `search`, s is instead the FP8E4M3.int4ScaleCandidates value with the least
-    /// Σ (x − x̂)² (summed in FP32 in channel order; the first, largest, wins ties).
-    /// The plain reference of `fq_int4_groups` (one group).
+    /// Σ (x − x̂)² (summed in FP32 in channel order; the first, largest, wins ties); with `signed`
+    /// the negated candidates of m·7/8 follow them (a negative scale maps the largest positive x
+    /// to −8). The plain reference of `fq_int4_groups` (one group).
     @inline(__always) public static func quantizeInt4(
-        _ v: UnsafeMutablePointer<Float>, count: Int, search: Bool = false
+        _ v: UnsafeMutablePointer<Float>, count: Int, search: Bool = false, signed: Bool = false
     ) {
         var m: Float = 0
         for d in 0..<count { m = max(m, abs(v[d])) }
         var s = max(FP8E4M3.round(max(m, 1e-5) / 7), 0x1p-9)
         if search {
             var best = Float.infinity
-            for cand in FP8E4M3.int4ScaleCandidates(absmax: max(m, 1e-5)) {
+            let a = max(m, 1e-5)
+            let negative = signed ? FP8E4M3.int4ScaleCandidates(absmax: a * 7 / 8).map { -$0 } : []
+            for cand in FP8E4M3.int4ScaleCandidates(absmax: a) + negative {
                 var err: Float = 0
                 for d in 0..<count {
                     let e = v[d] - min(7, max(-8, (v[d] / cand).rounded(.toNearestOrEven))) * cand
@@ -318,6 +323,7 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         n.qkHadamard = full && (r["attention"]?["qk_hadamard"]?.boolValue ?? false)
         n.kvGroupSize = r["attention"]?["kv_group_size"]?.intValue
         n.kvScaleSearch = full && (r["attention"]?["kv_scale_search"]?.boolValue ?? false)
+        n.kvSignedScales = n.kvScaleSearch && (r["attention"]?["kv_signed_scales"]?.boolValue ?? false)
         if let kc = r["attention"]?["kv_center"], !kc.isNull {
             guard kc.stringValue == "bias" else {
                 throw PackedError(

@@ -25,9 +25,9 @@ import Testing
     static func json(_ path: String) throws -> JSONValue { try JSONParser.parse(TestPaths.read(path)) }
 
     /// Recipe() holds the paper's values (Calibration/recipes/fireq.json, pinned); convert's
-    /// default is the built-in copy of Calibration/recipes/fireq-plus-3.json: fireq-plus-2 with the
-    /// magnitude-weighted scale search, fireq-plus-2 being fireq-plus (also built in) without the
-    /// channel smoothing and with K/V centres.
+    /// default is the built-in copy of Calibration/recipes/fireq-plus-4.json: fireq-plus-3 with
+    /// signed and fitted group scales, fireq-plus-3 being fireq-plus-2 with the magnitude-weighted scale search,
+    /// fireq-plus-2 fireq-plus (also built in) without the channel smoothing and with K/V centres.
     @Test func builtInRecipesEqualTheShippedFiles() throws {
         let shipped = try Recipe.load(TestPaths.root + "/Calibration/recipes/fireq.json")
         var paper = Recipe()
@@ -45,11 +45,16 @@ import Testing
         expected.kvCenterBias = true
         #expect(second == expected, "fireq-plus-2 is fireq-plus with those three changes and nothing else")
         let third = try Recipe.load(TestPaths.root + "/Calibration/recipes/fireq-plus-3.json")
-        #expect(Recipe.convertDefault == third && third.name == "fireq-plus-3")
         expected = second
         expected.name = third.name; expected.description = third.description
         expected.searchWeights = .inputMagnitude
         #expect(third == expected, "fireq-plus-3 is fireq-plus-2 with the magnitude-weighted search and nothing else")
+        let fourth = try Recipe.load(TestPaths.root + "/Calibration/recipes/fireq-plus-4.json")
+        #expect(Recipe.convertDefault == fourth && fourth.name == "fireq-plus-4")
+        expected = third
+        expected.name = fourth.name; expected.description = fourth.description
+        expected.signedScales = true; expected.fittedScales = true
+        #expect(fourth == expected, "fireq-plus-4 is fireq-plus-3 with signed and fitted group scales and nothing else")
     }
 
     /// Killed with SIGKILL after the calibration stage finished: nothing stands under the final
@@ -77,7 +82,7 @@ import Testing
         let r = try CLI.run(Self.convertArgs(out: out, extra: ["--keep-work"]))
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stderr.contains("[1/3] calibration: up to date"), "\(r.stderr)")
-        #expect(r.stderr.contains("[2/3] quantization with recipe 'fireq-plus-3'"))  // convert's default
+        #expect(r.stderr.contains("[2/3] quantization with recipe 'fireq-plus-4'"))  // convert's default
         #expect(r.stderr.contains("smoke evaluation: ppl") && r.stderr.contains("passed"))
         for f in ["model.safetensors", "config.json", "tokenizer.json", "report.json", "report.md", "report.html"] {
             #expect(FileManager.default.fileExists(atPath: out + "/" + f), "\(f)")
@@ -197,6 +202,27 @@ import Testing
         let w = LossDiagnosis.diagnose(
             base: 10, weightsOnly: 13, fp8Activations: 13.1, full: 13.5, recipe: plain, hasBias: true)
         #expect(w.largest == .weights && w.advice.hasPrefix(#""smoothing": {"gate_up_c": 0, "down_c": 0}"#))
+        // the advice walks the options in order: a recipe that has each one gets the next
+        func advice(_ json: String, weightsLose: Bool) throws -> String {
+            LossDiagnosis.diagnose(
+                base: 10, weightsOnly: weightsLose ? 13 : 10.5, fp8Activations: weightsLose ? 13.1 : 10.6,
+                full: weightsLose ? 13.5 : 14, recipe: try recipe(json), hasBias: false
+            ).advice
+        }
+        #expect(
+            try advice(#"{"weights": {"scale_search": true}}"#, weightsLose: true)
+                .hasPrefix(#""weights": {"signed_scales": true}"#))
+        #expect(
+            try advice(#"{"weights": {"scale_search": true, "signed_scales": true}}"#, weightsLose: true)
+                .hasPrefix(#""weights": {"group_size": 32}"#))
+        #expect(
+            try advice(#"{"attention": {"kv_group_size": 16, "kv_scale_search": true}}"#, weightsLose: false)
+                .hasPrefix(#""attention": {"kv_signed_scales": true}"#))
+        #expect(
+            try advice(
+                #"{"attention": {"kv_group_size": 16, "kv_scale_search": true, "kv_signed_scales": true}}"#,
+                weightsLose: false
+            ).hasPrefix(#""attention": {"kv_bits": null}"#))
         #expect(
             w.sentence.contains(
                 "the INT4 weights alone cost +30.0 %, FP8 activations +1.0 %, FP8 Q / INT4 K/V (with FP8 re-rounding) +4.0 %"

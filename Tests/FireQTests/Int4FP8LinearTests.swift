@@ -160,14 +160,15 @@ import Testing
 
     /// Random codes with FP8 (or BF16) group scales, and inputs that are FP8 values (or any FP32).
     static func int4Case(
-        m: Int, n: Int, k: Int, G: Int, seed: UInt64, bf16Scales: Bool, fp8Inputs: Bool
+        m: Int, n: Int, k: Int, G: Int, seed: UInt64, bf16Scales: Bool, fp8Inputs: Bool, signed: Bool = false
     ) -> (x: [Float], q: [Int8], s: [Float]) {
         var g = KernelTests.LCG(s: seed)
         let q = (0..<(n * k)).map { _ in Int8(max(-8, min(7, Int((g.next() * 8.5).rounded(.down))))) }
         let big = seed % 3 == 0  // some cases with large scales (up to 100: past the table decode's 56)
         let s = (0..<(n * (k / G))).map { _ -> Float in
             let v = abs(g.next()) * (big ? 100 : 0.02) + 0x1p-9
-            return bf16Scales ? BF16.round(v) : max(FP8E4M3.round(v), 0x1p-9)
+            let sign: Float = signed && g.next() < 0 ? -1 : 1
+            return sign * (bf16Scales ? BF16.round(v) : max(FP8E4M3.round(v), 0x1p-9))
         }
         let x = (0..<(m * k)).map { _ -> Float in
             let v = g.next() * (g.next() > 0.9 ? 300 : 2)
@@ -178,18 +179,22 @@ import Testing
 
     /// Every kernel path (AVX-512 BF16, AVX-512F, AVX2, portable; the ones this CPU lacks fall back)
     /// equals the literal canonical chain bit for bit, split over panels, for FP8 and FP32 inputs,
-    /// FP8 and BF16 scales, with and without FP8 re-rounding; and the order is not the plain k order.
+    /// FP8 and BF16 scales, positive or of either sign (`weights.signed_scales`), with and without FP8
+    /// re-rounding; and the order is not the plain k order.
     @Test(arguments: [
         (1, 64, 64, 64), (3, 70, 128, 32), (13, 96, 576, 64), (1, 576, 1536, 64), (29, 33, 192, 64), (12, 64, 256, 128),
         (1, 100, 192, 64), (2, 64, 128, 64), (1, 40, 96, 6), (5, 40, 96, 6)
     ])
     func int4KernelPathsEqualCanonical(m: Int, n: Int, k: Int, G: Int) {
         var orderMatters = false
-        for (bf16Scales, fp8Inputs, reround) in [
+        let cases = [
             (false, true, true), (false, true, false), (true, true, false), (false, false, true), (true, false, false)
-        ] {
+        ]
+        for (bf16Scales, fp8Inputs, reround, signed) in cases.flatMap({ c in [false, true].map { (c.0, c.1, c.2, $0) } }
+        ) {
             let c = Self.int4Case(
-                m: m, n: n, k: k, G: G, seed: UInt64(m * 1000 + n + k), bf16Scales: bf16Scales, fp8Inputs: fp8Inputs)
+                m: m, n: n, k: k, G: G, seed: UInt64(m * 1000 + n + k), bf16Scales: bf16Scales, fp8Inputs: fp8Inputs,
+                signed: signed)
             let want = Self.canonical(x: c.x, m: m, q: c.q, scales: c.s, n: n, k: k, groupSize: G, reround: reround)
             var codes = [UInt8](repeating: 0, count: fq_int4_codes_bytes(n, k))
             var sc = [Float](repeating: 0, count: fq_int4_scales_count(n, k, G))
@@ -199,7 +204,8 @@ import Testing
                 exact == (bf16Scales && !reround ? 0 : 1), "BF16 scales make q·s inexact in BF16; FP8 scales never do")
             var meta = [UInt16](repeating: 0, count: sc.count)
             let tableOK = fq_int4_meta(sc, sc.count, reround ? 1 : 0, &meta) == 1
-            let big = c.s.contains { $0 > 56 }
+            let big = c.s.contains { abs($0) > 56 }
+            #expect(!signed || c.s.contains { $0 < 0 })
             #expect(
                 tableOK == (!bf16Scales && !(reround && big)), "table decode: FP8 scales, and ≤ 56 when re-rounding")
             let panels = (n + 31) / 32
@@ -217,7 +223,7 @@ import Testing
                     let bad = zip(want, y).filter { $0.bitPattern != $1.bitPattern }.count
                     #expect(
                         bad == 0,
-                        "m \(m) n \(n) k \(k) G \(G) path \(path) (resolved \(fq_int4_level(path, ok))) table \(useMeta) bf16 scales \(bf16Scales) fp8 x \(fp8Inputs) reround \(reround): \(bad) differ"
+                        "m \(m) n \(n) k \(k) G \(G) path \(path) (resolved \(fq_int4_level(path, ok))) table \(useMeta) bf16 scales \(bf16Scales) signed \(signed) fp8 x \(fp8Inputs) reround \(reround): \(bad) differ"
                     )
                     // x prepared once in place (two row ranges), then the prepared panel loop (two panel ranges)
                     let level = fq_int4_level(path, ok)
@@ -253,15 +259,17 @@ import Testing
         #expect(orderMatters || k <= 64)
     }
 
-    /// Every FP8 scale with every code, one row at a time (the decode kernels): with a unit input
-    /// e_j the chain returns ŵ[r, j] itself, which must equal the reference's `fq_int4_weight`
-    /// bit for bit — with and without re-rounding, through the table decode (scales ≤ 56) and
-    /// without it (every scale up to 448), on every path.
+    /// Every FP8 scale, positive and negative, with every code, one row at a time (the decode
+    /// kernels): with a unit input e_j the chain returns ŵ[r, j] itself, which must equal the
+    /// reference's `fq_int4_weight` bit for bit (a zero weight as +0: the chain starts at +0) —
+    /// with and without re-rounding, through the table decode (|s| ≤ 56) and without it (every
+    /// scale up to 448), on every path.
     @Test func oneRowDecodeEveryScaleAndCode() {
-        let all = (1..<0x7F).map { FP8E4M3.decode(UInt8($0)) }.filter { $0.isFinite && $0 > 0 }
-        #expect(all.count == 126)
+        let positive = (1..<0x7F).map { FP8E4M3.decode(UInt8($0)) }.filter { $0.isFinite && $0 > 0 }
+        #expect(positive.count == 126)
+        let all = positive + positive.map { -$0 }
         let k = 32, G = 32
-        for scales in [all.filter { $0 <= 56 }, all] {
+        for scales in [all.filter { abs($0) <= 56 }, all] {
             let n = scales.count
             let q = (0..<(n * k)).map { Int8($0 % 16 - 8) }
             var codes = [UInt8](repeating: 0, count: fq_int4_codes_bytes(n, k))
@@ -283,7 +291,9 @@ import Testing
                                 0, (n + 31) / 32, &y, n)
                         }
                         for r in 0..<n
-                        where y[r].bitPattern != fq_int4_weight(UInt32(j % 16), scales[r], reround ? 1 : 0).bitPattern {
+                        where y[r].bitPattern
+                            != (fq_int4_weight(UInt32(j % 16), scales[r], reround ? 1 : 0) + 0).bitPattern
+                        {
                             bad += 1
                         }
                     }

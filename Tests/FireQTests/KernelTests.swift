@@ -280,7 +280,7 @@ import Testing
 }
 
 /// The attention inputs' INT4 K/V groups (kvquant.c) on every path against the Swift reference
-/// `QuantizedBlocks.quantizeInt4`, bit for bit, with and without the scale search, over group sizes
+/// `QuantizedBlocks.quantizeInt4`, bit for bit, with and without the (signed) scale search, over group sizes
 /// of the recipes (16, 32, 64, 128) and odd ones, magnitudes from below the 2^-9 scale floor to
 /// beyond 448·7, all-zero groups and exact ties (x/s = k + 0.5).
 @Suite struct KVQuantizationTests {
@@ -295,8 +295,10 @@ import Testing
         }
     }
 
-    @Test(arguments: [false, true]) func groupPathsEqualTheSwiftReference(search: Bool) {
-        var g = KernelTests.LCG(s: search ? 7 : 8)
+    /// mode 0: guard scale; 1: scale search; 2: signed scale search (`attention.kv_signed_scales`).
+    @Test(arguments: [0, 1, 2]) func groupPathsEqualTheSwiftReference(mode: Int) {
+        let search = mode > 0
+        var g = KernelTests.LCG(s: mode == 1 ? 7 : mode == 2 ? 9 : 8)
         for group in [1, 3, 8, 16, 17, 32, 64, 128] {
             for trial in 0..<40 {
                 let scale = pow(10, Float(trial % 12 - 7))
@@ -306,17 +308,37 @@ import Testing
                 var want = v
                 for k in 0..<6 {
                     want.withUnsafeMutableBufferPointer {
-                        QuantizedBlocks.quantizeInt4($0.baseAddress! + k * group, count: group, search: search)
+                        QuantizedBlocks.quantizeInt4(
+                            $0.baseAddress! + k * group, count: group, search: search, signed: mode == 2)
                     }
                 }
                 for path: Int32 in [0, 1, 2] {
                     var got = v
-                    fq_int4_groups_on(path, &got, got.count, group, search ? 1 : 0)
+                    fq_int4_groups_on(path, &got, got.count, group, Int32(mode))
                     #expect(
                         got.map(\.bitPattern) == want.map(\.bitPattern), "path \(path) group \(group) trial \(trial)")
                 }
             }
         }
+    }
+
+    /// The values {8, 7, …, −7}·0.25 (largest magnitude positive) are INT4 exactly with s = −0.25
+    /// (2 ↦ −8): the signed search returns them unchanged on every path; the unsigned search cannot
+    /// (a positive scale's codes stop at 7 on the positive side).
+    @Test func signedSearchRepresentsAPositiveExtremeExactly() {
+        let v = (0..<16).map { Float(8 - $0) * 0.25 }
+        for path: Int32 in [0, 1, 2] {
+            var signed = v, unsigned = v
+            fq_int4_groups_on(path, &signed, 16, 16, 2)
+            fq_int4_groups_on(path, &unsigned, 16, 16, 1)
+            #expect(signed == v, "path \(path): \(signed)")
+            #expect(unsigned != v)
+        }
+        var ref = v
+        ref.withUnsafeMutableBufferPointer {
+            QuantizedBlocks.quantizeInt4($0.baseAddress!, count: 16, search: true, signed: true)
+        }
+        #expect(ref == v)
     }
 
     @Test func fp8RoundTripEqualsQuantizeTimesSigma() {

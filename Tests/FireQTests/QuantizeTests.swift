@@ -192,26 +192,49 @@ import Testing
         #expect(
             message(#"{"weights": {"scale_search": true, "scale_search_weights": "magnitude"}}"#)
                 == "r.json: 'weights.scale_search_weights' must be one of input, input_magnitude.")
-        let all = try parse(
-            #"{"weights": {"scale_search": true, "scale_search_weights": "input_magnitude", "gptq": {"damp": 0.05, "inputs": "fp"}}, "smoothing": {"v_hadamard": true}, "attention": {"qk_hadamard": true, "kv_group_size": 16, "kv_scale_search": true, "kv_center": "bias"}}"#
+        #expect(
+            message(#"{"weights": {"signed_scales": true}}"#)
+                == "r.json: 'weights.signed_scales' needs \"scale_search\": true (the search chooses each group's sign)."
         )
         #expect(
-            all.scaleSearch && all.searchWeights == .inputMagnitude && all.gptq?.damp == 0.05 && all.gptq?.inputs == .fp
+            message(#"{"attention": {"kv_signed_scales": true}}"#)
+                == "r.json: 'attention.kv_signed_scales' needs \"kv_scale_search\": true (the search chooses each group's sign)."
+        )
+        #expect(
+            message(#"{"weights": {"fitted_scales": true}}"#)
+                == "r.json: 'weights.fitted_scales' needs \"scale_search\": true (it extends the search)."
+        )
+        #expect(
+            message(#"{"weights": {"scale_search": true, "fitted_scales": true, "gptq": {"damp": 0.01}}}"#)
+                == "r.json: 'weights.fitted_scales' does not combine with \"gptq\" (GPTQ chooses the codes itself)."
+        )
+        #expect(
+            try parse(#"{"weights": {"scale_search": true, "fitted_scales": true}}"#).canonicalJSON.contains(
+                "\"fitted_scales\":true"))
+        let all = try parse(
+            #"{"weights": {"scale_search": true, "scale_search_weights": "input_magnitude", "signed_scales": true, "gptq": {"damp": 0.05, "inputs": "fp"}}, "smoothing": {"v_hadamard": true}, "attention": {"qk_hadamard": true, "kv_group_size": 16, "kv_scale_search": true, "kv_signed_scales": true, "kv_center": "bias"}}"#
+        )
+        #expect(
+            all.scaleSearch && all.searchWeights == .inputMagnitude && all.signedScales && all.gptq?.damp == 0.05
+                && all.gptq?.inputs == .fp
                 && all.smoothing.vHadamard)
-        #expect(all.qkHadamard && all.kvGroupSize == 16 && all.kvScaleSearch && all.kvCenterBias)
+        #expect(all.qkHadamard && all.kvGroupSize == 16 && all.kvScaleSearch && all.kvSignedScales && all.kvCenterBias)
+        #expect(all.blockNumerics.kvSignedScales)
         let canonical = all.canonicalJSON
         for key in [
-            "\"scale_search\":true", "\"scale_search_weights\":\"input_magnitude\"",
+            "\"scale_search\":true", "\"scale_search_weights\":\"input_magnitude\"", "\"signed_scales\":true",
             "\"gptq\":{\"damp\":0.05,\"inputs\":\"fp\"}", "\"v_hadamard\":true", "\"qk_hadamard\":true",
-            "\"kv_group_size\":16", "\"kv_scale_search\":true", "\"kv_center\":\"bias\""
+            "\"kv_group_size\":16", "\"kv_scale_search\":true", "\"kv_signed_scales\":true", "\"kv_center\":\"bias\""
         ] {
             #expect(canonical.contains(key), "\(key) in \(canonical)")
         }
         #expect(try parse(canonical) == all)
         let paper = try Recipe.load(Self.recipes + "/fireq.json").canonicalJSON
         for key in [
-            "scale_search", "scale_search_weights", "gptq", "v_hadamard", "qk_hadamard", "kv_group_size",
-            "kv_scale_search", "kv_center"
+            "scale_search", "scale_search_weights", "signed_scales", "fitted_scales", "gptq", "v_hadamard",
+            "qk_hadamard",
+            "kv_group_size",
+            "kv_scale_search", "kv_signed_scales", "kv_center"
         ] { #expect(!paper.contains(key)) }
     }
 

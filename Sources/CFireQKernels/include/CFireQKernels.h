@@ -79,8 +79,9 @@ float fq_quantize_fp8_row_on(int path, const float *x, size_t n, float *out);
 /// descending (1 … 10 values, `out` holds 16).
 size_t fq_int4_scale_candidates(float a, float *out);
 /// INT4 with an FP8 scale per group of `group` consecutive values of v[0 ..< count], in place:
-/// s = max(E4M3(max(max|x|, 1e-5)/7), 2^-9) — or, with `search`, the candidate with the least
-/// Σ (x − x̂)² (FP32, channels in order, the first wins ties) — x ← clamp(rint(x/s), −8, 7)·s.
+/// s = max(E4M3(max(max|x|, 1e-5)/7), 2^-9) — or, with `search` 1, the candidate with the least
+/// Σ (x − x̂)² (FP32, channels in order, the first wins ties; `search` 2 adds the negated candidates
+/// of a·7/8 after them: signed K/V scales) — x ← clamp(rint(x/s), −8, 7)·s.
 void fq_int4_groups(float *v, size_t count, size_t group, int search);
 /// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2, 2 AVX-512; same bits on all.
 void fq_int4_groups_on(int path, float *v, size_t count, size_t group, int search);
