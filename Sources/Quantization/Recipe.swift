@@ -187,22 +187,16 @@ public struct Recipe: Sendable, Equatable {
                         reason: "needs \"scale_search\": true (it weighs the search's error)")
                 }
             }
-            if let b = try bool(w, "signed_scales", "weights.") {
-                r.signedScales = b
-                guard r.scaleSearch || !b else {
-                    throw .recipe(
-                        path: path, key: "weights.signed_scales",
-                        reason: "needs \"scale_search\": true (the search chooses each group's sign)")
+            // Options that extend the scale search: true needs it.
+            func extendsSearch(_ key: String, _ why: String) throws(QuantizationError) -> Bool {
+                guard let b = try bool(w, key, "weights."), b else { return false }
+                guard r.scaleSearch else {
+                    throw .recipe(path: path, key: "weights." + key, reason: "needs \"scale_search\": true (\(why))")
                 }
+                return true
             }
-            if let b = try bool(w, "fitted_scales", "weights.") {
-                r.fittedScales = b
-                guard r.scaleSearch || !b else {
-                    throw .recipe(
-                        path: path, key: "weights.fitted_scales",
-                        reason: "needs \"scale_search\": true (it extends the search)")
-                }
-            }
+            r.signedScales = try extendsSearch("signed_scales", "the search chooses each group's sign")
+            r.fittedScales = try extendsSearch("fitted_scales", "it extends the search")
             if let v = w["gptq"], !v.isNull {
                 guard let g = v.objectValue else {
                     throw .recipe(path: path, key: "weights.gptq", reason: "must be an object or null (off)")
