@@ -4,8 +4,6 @@ import JSONSupport
 import PackedFormat
 import Pipelines
 import Quantization
-import Runtime
-import TensorStore
 
 struct Quantize: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -70,71 +68,10 @@ struct Inspect: ParsableCommand {
         do {
             let m = try PackedModel(directory: directory)
             if verify { try m.verify() }
-            if let dequantizeTo {
-                var ts: [TensorData] = []
-                for name in m.linearNames {
-                    // The runtime's own weights: its packed ŵ panels times each column's 1/P (exact: a power of two).
-                    let lin = try Int4FP8Linear(try m.linear(name), fp8Rerounding: m.fp8Rerounding)
-                    var w = lin.weightValues()
-                    for r in 0..<lin.n { for c in 0..<lin.k { w[r * lin.k + c] *= lin.columnScale[r] } }
-                    ts.append(TensorData(name: name, float32: w, shape: [lin.n, lin.k]))
-                }
-                try SafetensorsWriter.write(ts, to: dequantizeTo)
-            }
-            var layers: [JSONValue] = []
-            var qBytes = 0, fp16Bytes = 0, weights = 0
-            for name in m.linearNames {
-                let (w, s, p) = (
-                    m.file.info(name + ".weight")!, m.file.info(name + ".weight_scale")!,
-                    m.file.info(name + ".per_tensor_scale_inv")!
-                )
-                let n = w.shape[0], k = w.shape[1] * 8
-                let l = try m.linear(name)
-                let bytes = w.byteCount + s.byteCount + p.byteCount
-                qBytes += bytes; fp16Bytes += n * k * 2; weights += n * k
-                layers.append(
-                    .object(
-                        JSONObject([
-                            ("name", .string(name)), ("shape", .array([.int(n), .int(k)])),
-                            ("group_size", .int(l.groupSize)), ("per_tensor_scale", .float(1 / l.perTensorScaleInv)),
-                            ("scale_format", .string(l.scaleFormat)),
-                            ("bits_per_weight", .double(Double(bytes * 8) / Double(n * k)))
-                        ])))
-            }
-            let total = m.file.tensors.reduce(0) { $0 + $1.byteCount }
-            let summary = JSONObject([
-                ("format", .string(m.metadata["fireq.format"]!)), ("version", .string(m.metadata["fireq.version"]!)),
-                ("tool_version", .string(m.metadata["fireq.tool_version"] ?? "")), ("recipe", m.recipe),
-                ("source_model_sha256", .string(m.metadata["fireq.source_model_sha256"] ?? "")),
-                ("stats_sha256", .string(m.metadata["fireq.stats_sha256"] ?? "")),
-                ("quantized_linears", .int(layers.count)),
-                ("linear_bits_per_weight", .double(Double(qBytes * 8) / Double(max(weights, 1)))),
-                ("linear_size_vs_fp16", .double(Double(qBytes) / Double(max(fp16Bytes, 1)))),
-                ("tensor_bytes", .int(total)),
-                ("verified", .bool(verify)),
-                ("weight_files", .array(m.weightFiles.map { .string(($0 as NSString).lastPathComponent) })),
-                ("layers", .array(layers))
-            ])
-            if json { print(JSONWriter.serialize(.object(summary))); return }
-            print(
-                "\(directory): \(m.metadata["fireq.format"]!) v\(m.metadata["fireq.version"]!), recipe '\(m.recipe["name"]?.stringValue ?? "?")', written by fireq \(m.metadata["fireq.tool_version"] ?? "?")"
-            )
-            print(
-                String(
-                    format: "%d quantized linears, %.3f bits/weight, %.3f× their FP16 size; tensors %.1f MiB%@",
-                    layers.count, Double(qBytes * 8) / Double(max(weights, 1)),
-                    Double(qBytes) / Double(max(fp16Bytes, 1)),
-                    Double(total) / 1048576, verify ? "; every crc32 verified" : ""))
-            if m.sharded {
-                print(
-                    "\(m.weightFiles.count - 1) shards: "
-                        + m.weightFiles.dropFirst().map { ($0 as NSString).lastPathComponent }.joined(separator: ", "))
-            }
-            for l in layers {
-                print(
-                    "  \(l["name"]!.stringValue!)  G=\(l["group_size"]!.intValue!)  P=\(JSONWriter.serialize(l["per_tensor_scale"]!))  \(l["scale_format"]!.stringValue!)"
-                )
-            }
+            if let dequantizeTo { try Dequantization.write(m, to: dequantizeTo) }
+            let summary = try PackedSummary(m, verified: verify)
+            if json { print(JSONWriter.serialize(summary.json)); return }
+            for line in summary.lines { print(line) }
         } catch { fail(error) }
     }
 }
