@@ -115,7 +115,9 @@ public enum GPTQ {
         guard fit else { return best }
         var sw2 = 0.0
         for j in 0..<w.count { sw2 += Double(d[j]) * Double(w[j]) * Double(w[j]) }
-        var pairs: [(e: Double, i: Int, s: Float, t: Float)] = []
+        // the two pairs of least closed-form error, the earlier first on ties (no allocation: this
+        // runs once per group)
+        var first: (e: Double, s: Float, t: Float) = (.infinity, 0, 0), second = first
         for sign: Float in signed ? [1, -1] : [1] {
             for step in 0..<12 {
                 let t = sign * a / (6 + 0.25 * Float(step))
@@ -135,13 +137,21 @@ public enum GPTQ {
                 }
                 guard s != 0 && s.isFinite && (s > 0) == (t > 0) else { continue }
                 let sd = Double(s)
-                pairs.append((sw2 - 2 * sd * sqw + sd * sd * sqq, pairs.count, s, t))
+                let e = sw2 - 2 * sd * sqw + sd * sd * sqq
+                if e < first.e {
+                    second = first; first = (e, s, t)
+                } else if e < second.e {
+                    second = (e, s, t)
+                }
             }
         }
-        pairs.sort { $0.e != $1.e ? $0.e < $1.e : $0.i < $1.i }  // ties: the earlier pair
-        for p in pairs.prefix(2) {
-            let err = error(p.s, p.t)
-            if err < bestErr { bestErr = err; best = (p.s, p.t) }
+        if first.e.isFinite {
+            let err = error(first.s, first.t)
+            if err < bestErr { bestErr = err; best = (first.s, first.t) }
+        }
+        if second.e.isFinite {
+            let err = error(second.s, second.t)
+            if err < bestErr { bestErr = err; best = (second.s, second.t) }
         }
         return best
     }
