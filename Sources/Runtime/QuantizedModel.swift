@@ -45,7 +45,9 @@ public final class QuantizedBlocks: @unchecked Sendable {
     let forward: LlamaForward
     let layers: [QuantizedLayer]
     let activationsFP8: Bool, outputBF16: Bool, queryFP8: Bool, kvInt4: Bool
-    let qkHadamard: Bool, kvGroup: Int, kvScaleSearch: Bool, kvSignedScales: Bool, kvCenter: Bool
+    let qkHadamard: Bool, kvGroup: Int, kvCenter: Bool
+    /// `fq_int4_groups`' search argument: 0 the guard scale, 1 the scale search, 2 signed as well.
+    let kvSearchMode: Int32
     let lock = NSLock()
     /// Buffers reused across windows (fresh multi-MB buffers per window cost page clearing).
     private var cached: (rows: Int, seqLen: Int, ws: LlamaForward.Workspace, scratch: FloatBuffer, acc: FloatBuffer)?
@@ -98,8 +100,8 @@ public final class QuantizedBlocks: @unchecked Sendable {
         forward = LlamaForward(config: c, threads: threads)
         self.layers = layers
         activationsFP8 = n.activationsFP8; outputBF16 = n.outputBF16; queryFP8 = n.queryFP8; kvInt4 = n.kvInt4
-        qkHadamard = n.qkHadamard; kvGroup = n.kvGroupSize ?? c.headDim; kvScaleSearch = n.kvScaleSearch
-        kvSignedScales = n.kvScaleSearch && n.kvSignedScales
+        qkHadamard = n.qkHadamard; kvGroup = n.kvGroupSize ?? c.headDim
+        kvSearchMode = n.kvScaleSearch ? (n.kvSignedScales ? 2 : 1) : 0
         kvCenter = n.kvCenter
     }
 
@@ -180,7 +182,7 @@ public final class QuantizedBlocks: @unchecked Sendable {
         let c = config, D = c.headDim, qkvDim = c.qDim + 2 * c.kvDim
         let base = SendablePointer(qkv)
         let (queryFP8, kvInt4, qkHadamard, kvGroup) = (self.queryFP8, self.kvInt4, self.qkHadamard, self.kvGroup)
-        let searchMode: Int32 = kvSignedScales ? 2 : kvScaleSearch ? 1 : 0
+        let searchMode = kvSearchMode
         let center = kvCenter && kvInt4 ? L.kvCenters : nil
         let rope = forward.rope(layer: layer)
         Parallel.forEachChunk(rows, chunk: 16, threads: forward.threads) { rr in
@@ -323,7 +325,7 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         n.qkHadamard = full && (r["attention"]?["qk_hadamard"]?.boolValue ?? false)
         n.kvGroupSize = r["attention"]?["kv_group_size"]?.intValue
         n.kvScaleSearch = full && (r["attention"]?["kv_scale_search"]?.boolValue ?? false)
-        n.kvSignedScales = n.kvScaleSearch && (r["attention"]?["kv_signed_scales"]?.boolValue ?? false)
+        n.kvSignedScales = r["attention"]?["kv_signed_scales"]?.boolValue ?? false
         if let kc = r["attention"]?["kv_center"], !kc.isNull {
             guard kc.stringValue == "bias" else {
                 throw PackedError(
