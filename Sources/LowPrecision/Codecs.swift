@@ -38,14 +38,14 @@ public enum FP8E4M3 {
 
     /// INT4 group scales a searched rounding tries for a group with absmax `a` (Formats/recipe-schema.md
     /// `weights.scale_search`, runtime-numerics "K/V scale search"): the E4M3 values from the first
-    /// one ≥ a/7 (at most 448) down to the last one ≥ max(a/14, 2^-9), largest first; [2^-9] when
-    /// a/7 ≤ 2^-9.
-    public static func int4ScaleCandidates(absmax a: Float) -> [Float] {
+    /// one ≥ a/7 (at most 448) down to the last one ≥ max(floor·a/7, 2^-9), largest first (floor 0.5:
+    /// a/14; `weights.scale_search_floor`); [2^-9] when a/7 ≤ 2^-9. The first is always included.
+    public static func int4ScaleCandidates(absmax a: Float, floor ratio: Float = 0.5) -> [Float] {
         let top = a / 7
         guard top > minSubnormal else { return [minSubnormal] }
         var code = Int(encode(top))  // positive codes ascend with their values (1 … 126)
         if decode(UInt8(code)) < top && code < 126 { code += 1 }
-        let floor = Swift.max(top * 0.5, minSubnormal)
+        let floor = Swift.max(top * ratio, minSubnormal)
         var out: [Float] = []
         while code >= 1 && decode(UInt8(code)) >= floor { out.append(decode(UInt8(code))); code -= 1 }
         // Beyond the format (a/14 > 448) the only candidate is 448 (code 127 would be NaN).

@@ -75,6 +75,9 @@ public struct LossDiagnosis: Sendable, Equatable {
             } else if r["weights"]?["signed_scales"]?.boolValue != true {
                 advice =
                     #""weights": {"signed_scales": true} (negative group scales: code −8 for either sign of a group's extreme)"#
+            } else if (r["weights"]?["scale_search_floor"]?.doubleValue ?? 0.5) < 0.9 {
+                advice =
+                    #""weights": {"scale_search_floor": 0.9} (the search clips a group's extreme by at most 10 %)"#
             } else {
                 advice = #""weights": {"group_size": 32} or a smaller group (more scales per row)"#
             }

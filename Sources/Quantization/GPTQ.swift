@@ -38,26 +38,31 @@ public enum GPTQ {
     ) {
         for j in 0..<w.count { out[j] = mode == .input ? d[j] : d[j] * (sigma2 + w[j] * w[j]).squareRoot() }
     }
-    /// The candidate group scales for absmax `a` (already × P): the format's values from about a/14
-    /// up to the first value ≥ a/7, largest first (so ties keep the plain absmax scale's side). With
-    /// `signed`, then the negated candidates for a/8 (about −a/16 … the first ≤ −a/8, largest
-    /// magnitude first): a negative scale maps the group's largest positive weight to code −8, as a
-    /// positive one maps its largest negative weight there (INT4 is −8 … 7).
-    public static func candidateScales(absmax a: Float, format: Int4Groups.ScaleFormat, signed: Bool = false) -> [Float]
-    {
-        let positive = positiveCandidates(absmax: a, format: format)
-        return signed ? positive + positiveCandidates(absmax: a * 7 / 8, format: format).map { -$0 } : positive
+    /// The candidate group scales for absmax `a` (already × P): the format's values from about
+    /// floor·a/7 (`weights.scale_search_floor`; 0.5: a/14) up to the first value ≥ a/7, largest first
+    /// (so ties keep the plain absmax scale's side). With `signed`, then the negated candidates for
+    /// a/8 (about −floor·a/8 … the first ≤ −a/8, largest magnitude first): a negative scale maps the
+    /// group's largest positive weight to code −8, as a positive one maps its largest negative weight
+    /// there (INT4 is −8 … 7). The floor bounds how far a candidate may clip the group's extreme: at
+    /// most to floor·a.
+    public static func candidateScales(
+        absmax a: Float, format: Int4Groups.ScaleFormat, signed: Bool = false, floor: Float = 0.5
+    ) -> [Float] {
+        let positive = positiveCandidates(absmax: a, format: format, floor: floor)
+        return signed
+            ? positive + positiveCandidates(absmax: a * 7 / 8, format: format, floor: floor).map { -$0 } : positive
     }
 
-    private static func positiveCandidates(absmax a: Float, format: Int4Groups.ScaleFormat) -> [Float] {
+    private static func positiveCandidates(absmax a: Float, format: Int4Groups.ScaleFormat, floor: Float) -> [Float] {
         let top = a / 7
         switch format {
         case .fp8e4m3:
-            return FP8E4M3.int4ScaleCandidates(absmax: a)
+            return FP8E4M3.int4ScaleCandidates(absmax: a, floor: floor)
         case .bf16:
-            // BF16 has 128 values per octave: a ratio grid 1, 0.98, …, 0.5, rounded, deduplicated.
+            // BF16 has 128 values per octave: a ratio grid 1, 0.98, … down to the floor (0.5: 26 steps),
+            // rounded, deduplicated.
             var out: [Float] = []
-            for step in 0...25 {
+            for step in 0...25 where 1 - 0.02 * Float(step) >= floor - 1e-6 || step == 0 {
                 let s = BF16.round(top * (1 - 0.02 * Float(step)))
                 if s > 0 && out.last != s { out.append(s) }
             }
@@ -76,9 +81,10 @@ public enum GPTQ {
     /// negative ones too); the first candidate wins ties. `w` and `d` have the group's length.
     public static func searchScale(
         _ w: UnsafeBufferPointer<Float>, weights d: UnsafeBufferPointer<Float>,
-        format: Int4Groups.ScaleFormat, reround: Bool, signed: Bool = false
+        format: Int4Groups.ScaleFormat, reround: Bool, signed: Bool = false, floor: Float = 0.5
     ) -> Float {
-        searchScaleAndCodes(w, weights: d, format: format, reround: reround, signed: signed, fit: false).scale
+        searchScaleAndCodes(w, weights: d, format: format, reround: reround, signed: signed, fit: false, floor: floor)
+            .scale
     }
 
     /// The searched scale s and the rounding scale t whose codes clamp(round(w/t), −8, 7) go with
@@ -93,7 +99,7 @@ public enum GPTQ {
     /// scales and keeps each rounding's fitted scale.
     public static func searchScaleAndCodes(
         _ w: UnsafeBufferPointer<Float>, weights d: UnsafeBufferPointer<Float>,
-        format: Int4Groups.ScaleFormat, reround: Bool, signed: Bool, fit: Bool
+        format: Int4Groups.ScaleFormat, reround: Bool, signed: Bool, fit: Bool, floor: Float = 0.5
     ) -> (scale: Float, rounding: Float) {
         var a: Float = 0
         for x in w { a = max(a, abs(x)) }
@@ -106,7 +112,7 @@ public enum GPTQ {
             }
             return err
         }
-        let candidates = candidateScales(absmax: a, format: format, signed: signed)
+        let candidates = candidateScales(absmax: a, format: format, signed: signed, floor: floor)
         var best = (scale: candidates[0], rounding: candidates[0]), bestErr = Double.infinity
         for s in candidates {
             let err = error(s, s)
@@ -159,7 +165,7 @@ public enum GPTQ {
     /// Round-to-nearest with searched group scales (no error feedback). `d` [K] weights the inputs.
     public static func quantizeSearched(
         _ w: [Float], rows: Int, k: Int, groupSize g: Int, inputWeights d: [Float],
-        weighting: SearchWeights = .input, signed: Bool = false, fitted: Bool = false,
+        weighting: SearchWeights = .input, signed: Bool = false, fitted: Bool = false, floor: Float = 0.5,
         scaleFormat: Int4Groups.ScaleFormat, reround: Bool, threads: Int = 1
     ) -> Int4Groups.Quantized {
         precondition(k % g == 0 && w.count == rows * k && d.count == k)
@@ -186,7 +192,7 @@ public enum GPTQ {
                                     let st = gw.withUnsafeBufferPointer {
                                         searchScaleAndCodes(
                                             grp, weights: $0, format: scaleFormat, reround: reround, signed: signed,
-                                            fit: fitted)
+                                            fit: fitted, floor: floor)
                                     }
                                     S.b[r * groups + gi] = st.scale
                                     for j in 0..<g { Q.b[base + j] = Int8(code(W.b[base + j], st.rounding)) }
@@ -270,7 +276,7 @@ public enum GPTQ {
     /// plain RTN, from the row's updated weights when the group's first column is reached.
     public static func quantize(
         _ w: [Float], rows: Int, k: Int, groupSize g: Int, u: [Double], inputWeights d: [Float],
-        search: Bool, weighting: SearchWeights = .input, signed: Bool = false,
+        search: Bool, weighting: SearchWeights = .input, signed: Bool = false, floor: Float = 0.5,
         scaleFormat: Int4Groups.ScaleFormat, reround: Bool, threads: Int = 1
     ) -> Int4Groups.Quantized {
         precondition(k % g == 0 && w.count == rows * k && u.count == k * k && d.count == k)
@@ -314,7 +320,7 @@ public enum GPTQ {
                                                         s[r] = gw.withUnsafeBufferPointer {
                                                             searchScale(
                                                                 grp, weights: $0, format: scaleFormat, reround: reround,
-                                                                signed: signed)
+                                                                signed: signed, floor: floor)
                                                         }
                                                     } else {
                                                         var a: Float = 0

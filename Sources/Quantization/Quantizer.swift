@@ -426,13 +426,13 @@ extension Quantizer {
         if let u {
             qw = GPTQ.quantize(
                 wp, rows: rows, k: k, groupSize: g, u: u, inputWeights: d!, search: recipe.scaleSearch,
-                weighting: recipe.searchWeights, signed: recipe.signedScales, scaleFormat: recipe.scaleFormat,
-                reround: recipe.fp8Rerounding, threads: inner)
+                weighting: recipe.searchWeights, signed: recipe.signedScales, floor: recipe.scaleSearchFloor,
+                scaleFormat: recipe.scaleFormat, reround: recipe.fp8Rerounding, threads: inner)
         } else if let d {
             qw = GPTQ.quantizeSearched(
                 wp, rows: rows, k: k, groupSize: g, inputWeights: d, weighting: recipe.searchWeights,
-                signed: recipe.signedScales, fitted: recipe.fittedScales, scaleFormat: recipe.scaleFormat,
-                reround: recipe.fp8Rerounding, threads: inner)
+                signed: recipe.signedScales, fitted: recipe.fittedScales, floor: recipe.scaleSearchFloor,
+                scaleFormat: recipe.scaleFormat, reround: recipe.fp8Rerounding, threads: inner)
         } else {
             qw = Int4Groups.quantize(wp, rows: rows, k: k, groupSize: g, scaleFormat: recipe.scaleFormat)
         }

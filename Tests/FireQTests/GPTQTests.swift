@@ -166,6 +166,47 @@ import Testing
         #expect(err(s) < 0.5 * err(1))
     }
 
+    /// `weights.scale_search_floor`: the candidates stop at floor·a/7 (negated ones at floor·a/8),
+    /// the first of each sign always kept; the search then cannot clip the extreme below floor·a.
+    /// The row above, whose large weight has a tiny input weight: floor 0.5 clips it to 0.5·7,
+    /// floor 0.9 keeps the best of its two candidates (brute force), floor 1 the absmax scale.
+    @Test func scaleSearchFloorBoundsTheClipping() {
+        #expect(GPTQ.candidateScales(absmax: 7, format: .fp8e4m3, floor: 0.9) == [1, 0.9375])
+        #expect(GPTQ.candidateScales(absmax: 7, format: .fp8e4m3, floor: 1) == [1])
+        #expect(
+            GPTQ.candidateScales(absmax: 7, format: .fp8e4m3, floor: 0.5)
+                == GPTQ.candidateScales(absmax: 7, format: .fp8e4m3))
+        #expect(
+            GPTQ.candidateScales(absmax: 7, format: .fp8e4m3, signed: true, floor: 0.9)
+                == [1, 0.9375, -0.875, -0.8125])  // a·7/8 = 6.125: the first E4M3 ≥ 6.125/7 is 0.875
+        // BF16: the ratio grid 1, 0.98, … stops at the floor
+        #expect(
+            GPTQ.candidateScales(absmax: 7, format: .bf16, floor: 0.9) == [
+                1, 0.98046875, 0.9609375, 0.94140625, 0.921875, 0.8984375
+            ])
+        #expect(GPTQ.candidateScales(absmax: 7, format: .bf16, floor: 1) == [1])
+        let w: [Float] = [7, 0.3, -0.31, 0.62, 1.1, -2.05, 0.5, 0.45]
+        let d: [Float] = [0.01, 5, 5, 3, 2, 2, 4, 4]
+        func err(_ s: Float) -> Double {
+            (0..<w.count).reduce(0.0) { acc, j in
+                let q = min(7, max(-8, (w[j] / s).rounded(.toNearestOrEven)))
+                let e = Double(w[j] - FP8E4M3.round(q * s))
+                return acc + Double(d[j]) * e * e
+            }
+        }
+        for (floor, expected) in [(Float(0.5), Float(0.5)), (0.9, 0.9375), (1, 1)] {
+            let s = w.withUnsafeBufferPointer { wp in
+                d.withUnsafeBufferPointer {
+                    GPTQ.searchScale(wp, weights: $0, format: .fp8e4m3, reround: true, floor: floor)
+                }
+            }
+            let c = GPTQ.candidateScales(absmax: 7, format: .fp8e4m3, floor: floor)
+            #expect(s == c.min { err($0) < err($1) }!, "floor \(floor)")
+            #expect(s == expected, "floor \(floor): \(s)")
+            #expect(7 * s >= floor * 7, "the extreme keeps at least floor·a")
+        }
+    }
+
     /// `scale_search_weights: "input_magnitude"` (Formats/recipe-schema.md): each error weighs
     /// d_j · √(σ²_r + w_j²), σ²_r the row's mean w². On this row the plain input weights clip the
     /// large weight; weighing by magnitude keeps it — both checked by brute force in Double.

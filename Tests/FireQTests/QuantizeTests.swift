@@ -211,6 +211,20 @@ import Testing
         #expect(
             try parse(#"{"weights": {"scale_search": true, "fitted_scales": true}}"#).canonicalJSON.contains(
                 "\"fitted_scales\":true"))
+        #expect(
+            message(#"{"weights": {"scale_search_floor": 0.9}}"#)
+                == "r.json: 'weights.scale_search_floor' needs \"scale_search\": true (it bounds the search's candidates)."
+        )
+        #expect(
+            message(#"{"weights": {"scale_search": true, "scale_search_floor": 0.4}}"#)
+                == "r.json: 'weights.scale_search_floor' must be in [0.5, 1].")
+        #expect(
+            message(#"{"weights": {"scale_search": true, "scale_search_floor": "high"}}"#)
+                == "r.json: 'weights.scale_search_floor' must be a number.")
+        let floored = try parse(#"{"weights": {"scale_search": true, "scale_search_floor": 0.9}}"#)
+        #expect(floored.scaleSearchFloor == 0.9 && floored.canonicalJSON.contains("\"scale_search_floor\":0.9"))
+        #expect(try parse(floored.canonicalJSON) == floored)
+        #expect(try parse(#"{"weights": {"scale_search_floor": 0.5}}"#).scaleSearchFloor == 0.5)
         let all = try parse(
             #"{"weights": {"scale_search": true, "scale_search_weights": "input_magnitude", "signed_scales": true, "gptq": {"damp": 0.05, "inputs": "fp"}}, "smoothing": {"v_hadamard": true}, "attention": {"qk_hadamard": true, "kv_group_size": 16, "kv_scale_search": true, "kv_signed_scales": true, "kv_center": "bias"}}"#
         )
@@ -231,7 +245,8 @@ import Testing
         #expect(try parse(canonical) == all)
         let paper = try Recipe.load(Self.recipes + "/fireq.json").canonicalJSON
         for key in [
-            "scale_search", "scale_search_weights", "signed_scales", "fitted_scales", "gptq", "v_hadamard",
+            "scale_search", "scale_search_weights", "signed_scales", "fitted_scales", "scale_search_floor", "gptq",
+            "v_hadamard",
             "qk_hadamard",
             "kv_group_size",
             "kv_scale_search", "kv_signed_scales", "kv_center"
