@@ -396,22 +396,21 @@ public struct Recipe: Sendable, Equatable {
         return r
     }
 
-    /// `fireq convert`'s default since 2026-12-07: Calibration/recipes/fireq-plus-5.json, built in
+    /// `fireq convert`'s default since 2026-12-07: Calibration/recipes/fireq-plus-4.json, built in
     /// (a test keeps the two equal). fireq-plus-3 — fireq-plus without the weight-statistics channel
     /// smoothing, K/V centred on the k/v biases, the scale search weighing errors by input energy ×
-    /// weight magnitude — with signed and fitted group scales (fireq-plus-4) and the search's floor at
-    /// 0.9 (docs/accuracy.md "Bounded clipping").
+    /// weight magnitude — with signed group scales (docs/accuracy.md "Two models").
     public static let defaultJSON = #"""
         {
-          "name": "fireq-plus-5",
-          "description": "fireq convert's default since 2026-12-07 (issue #25): fireq-plus-4 with the group-scale search bounded (weights.scale_search_floor 0.9: no candidate scale below 0.9 of the absmax scale, so the search clips a group's extreme by at most 10 %, as llama.cpp's Q4_0 search; lower perplexity on both benchmark models and texts, at some KL on the default model: docs/accuracy.md 'Bounded clipping'). fireq-plus-4: fireq-plus-3 with signed and fitted group scales. fireq-plus-3: magnitude-weighted scale search, no channel smoothing, INT4 K/V centred on the k/v biases, RoPE-aware pre-/post-RoPE Q/K scaling, groups of 32 with FP8 scales, K/V groups of 16 with searched scales.",
-          "weights": {"bits": 4, "group_size": 32, "scale_format": "fp8_e4m3", "per_tensor_pow2": true, "fp8_rerounding": true, "scale_search": true, "scale_search_weights": "input_magnitude", "signed_scales": true, "fitted_scales": true, "scale_search_floor": 0.9},
+          "name": "fireq-plus-4",
+          "description": "fireq convert's default since 2026-12-07 (issue #25): fireq-plus-3 with a wider group-scale search: signed scales (weights.signed_scales: negative E4M3 scales too, so each group's largest magnitude can take code -8 whichever its sign, as llama.cpp's Q4_0 does) and fitted scales (weights.fitted_scales: codes rounded with other scales, each with its least-squares scale, as llama.cpp's Q4_0 search). Otherwise fireq-plus-3: magnitude-weighted scale search, no channel smoothing, INT4 K/V centred on the k/v biases, RoPE-aware pre-/post-RoPE Q/K scaling, groups of 32 with FP8 scales, K/V groups of 16 with searched scales (docs/accuracy.md 'Two models').",
+          "weights": {"bits": 4, "group_size": 32, "scale_format": "fp8_e4m3", "per_tensor_pow2": true, "fp8_rerounding": true, "scale_search": true, "scale_search_weights": "input_magnitude", "signed_scales": true, "fitted_scales": true},
           "activations": {"format": "fp8_e4m3", "output_bf16": false},
           "smoothing": {"gate_up_c": 0, "down_c": 0, "qkv_c": 0, "vo_scalar": 1},
           "attention": {"pre_rope_alpha": 8, "post_rope_beta": 8, "post_rope_top_k": 8, "q_format": "fp8_e4m3", "kv_bits": 4, "kv_group_size": 16, "kv_scale_search": true, "kv_center": "bias"}
         }
         """#
-    public static let convertDefault: Recipe = try! parse(Data(defaultJSON.utf8), path: "built-in fireq-plus-5 recipe")
+    public static let convertDefault: Recipe = try! parse(Data(defaultJSON.utf8), path: "built-in fireq-plus-4 recipe")
 
     /// Calibration/recipes/fireq-plus.json, built in (a test keeps the two equal): `fireq
     /// convert`'s default until 2026-12-06, the base of fireq-plus-search.
