@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # fireq against llama.cpp on the same machine, both benchmark models (issue #29), whole processes:
-#   * perplexity: `fireq eval` of the packed default recipe (INT4-FP8 runtime) against
+#   * perplexity: `fireq eval` of the packed default recipe (RECIPE, INT4-FP8 runtime) against
 #     `llama-perplexity` on llama.cpp's Q4_0 GGUF of the same weights — WikiText-2 raw test,
 #     context 512, the first W windows (llama.cpp: --chunks W; both score the second half of each
 #     window); wall seconds and peak RSS (/usr/bin/time);
@@ -15,7 +15,7 @@
 # sdist (the same llama.cpp the tests run; ~6 min on 2 cores, needs cmake: pip-installed into
 # the venv) into .cache/llamacpp/build with GGML_NATIVE (what a user building it here gets).
 #
-#   bash Benchmarks/vs-llamacpp.sh [smollm2|qwen2|all]     (W=16 R=3 THREADS=2)
+#   bash Benchmarks/vs-llamacpp.sh [smollm2|qwen2|all]     (W=16 R=3 THREADS=2 RECIPE=fireq-plus-4)
 # Needs the models (Scripts/fetch-default-model.sh, Scripts/fetch-qwen2-model.sh) and their
 # statistics and Q4_0 GGUFs from Benchmarks/accuracy-models.sh (made here when missing).
 set -euo pipefail
@@ -25,6 +25,7 @@ which=${1:-all}
 W=${W:-16}
 R=${R:-3}
 threads=${THREADS:-2}
+recipe=${RECIPE:-fireq-plus-4}  # the packed folder's recipe (convert's default); the speed is the runtime's
 bin=.build/release/fireq
 wiki=../shared/data/wikitext-2-raw-test.raw
 py=.cache/venv/bin/python
@@ -59,8 +60,11 @@ timed() {
 
 run_model() {
   local name=$1 model=$2 work=.cache/accuracy-models/$1
-  local packed=$work/fireq-plus-5 q4=$work/llamacpp-q4_0.gguf
-  [ -d "$packed" ] || RECIPES=fireq-plus-5 CONVERT=0 bash Benchmarks/accuracy-models.sh "$name" > /dev/null
+  local packed=$work/$recipe q4=$work/llamacpp-q4_0.gguf
+  if [ ! -d "$packed" ]; then
+    [ -f "$work/stats.h5" ] || { echo "missing $work/stats.h5 (Benchmarks/accuracy-models.sh $name makes it)" >&2; exit 1; }
+    $bin quantize --model "$model" --stats "$work/stats.h5" --recipe "Calibration/recipes/$recipe.json" --out "$packed"
+  fi
   [ -f "$q4" ] || { echo "missing $q4 (Benchmarks/accuracy-models.sh $name makes it)" >&2; exit 1; }
   rm -f "$out/$name".*.time
   local prompt="The history of the city begins with a small settlement on the river, where"
@@ -105,7 +109,7 @@ json.dump(res, open(path, "w"), indent=1)
 EOF
 }
 
-echo "| work | fireq (fireq-plus-5 runtime) | llama.cpp Q4_0 | ratio |"
+echo "| work | fireq ($recipe, INT4-FP8 runtime) | llama.cpp Q4_0 | ratio |"
 echo "|---|---|---|---|"
 if [ "$which" = all ] || [ "$which" = smollm2 ]; then run_model smollm2 .cache/models/smollm2-135m-instruct; fi
 if [ "$which" = all ] || [ "$which" = qwen2 ]; then run_model qwen2 .cache/models/qwen2.5-coder-1.5b-instruct; fi

@@ -269,14 +269,17 @@ public struct Quantizer {
                 }
                 if let outcome {
                     for (j, l) in outcome.linears.enumerated() { results.set(j, l) }
-                } else if factors.isEmpty {
-                    // The seven linears are independent: quantize them on `threads` threads, each result
-                    // stored by index, so the output does not depend on the thread count.
+                } else if factors.isEmpty && inputWeights.isEmpty {
+                    // Plain rounding: the seven linears are independent: quantize them on `threads`
+                    // threads, each result stored by index, so the output does not depend on the
+                    // thread count.
                     Parallel.forEachChunk(mats.count, chunk: 1, threads: threads) { r in
                         for j in r { quantizeLinear(j, threads: 1) }
                     }
                 } else {
-                    // GPTQ splits each linear's rows over the threads instead (rows are independent).
+                    // The scale search and GPTQ split each linear's rows over the threads instead
+                    // (rows are independent): the seven linears differ up to 35× in size, so one per
+                    // thread left a core idle (Qwen2.5-Coder-1.5B: 158 % CPU).
                     for j in 0..<mats.count { quantizeLinear(j, threads: threads) }
                 }
                 if let stream, recipe.gptq?.inputs == .quantized {
