@@ -43,12 +43,13 @@ let package = Package(
         .target(name: "Evaluation", dependencies: ["LlamaReference", "Kernels", "CFireQKernels"]),
         .target(name: "Reports", dependencies: ["Evaluation", "JSONSupport", "TensorStore", "CFireQKernels"]),
         // What the CLI, the tests and the batch runner share: convert's and calibration's stages,
-        // the Slurm scripts' pieces, progress reporting (libraries do not print).
-        .target(name: "Pipelines", dependencies: ["ModelDescription", "Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "JSONSupport"]),
+        // the Slurm scripts' pieces, generation, the kernel benchmarks, progress reporting
+        // (libraries do not print).
+        .target(name: "Pipelines", dependencies: ["ModelDescription", "Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Kernels", "Tokenizer", "TensorStore", "JSONSupport", "CFireQKernels"]),
         // Many conversions from one manifest: parsing, the runner, the Slurm array script, the summary.
         .target(name: "Batch", dependencies: ["Pipelines", "Exports", "PackedFormat", "Quantization", "Reports", "TensorStore", "JSONSupport"]),
         .executableTarget(name: "fireq", dependencies: [
-            "Batch", "Pipelines", "ModelDescription", "Kernels", "Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "COpenBLAS", "JSONSupport",
+            "Batch", "Pipelines", "ModelDescription", "Evaluation", "Reports", "Exports", "CalibrationStats", "Quantization", "PackedFormat", "Runtime", "LlamaReference", "Tokenizer", "TensorStore", "CFireQKernels", "JSONSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], plugins: ["BuildInfo"]),
         // `fireq --version`'s commit, generated before each build.

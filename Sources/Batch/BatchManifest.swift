@@ -151,42 +151,27 @@ public struct BatchManifest: Sendable {
         }
         let known = Set(Self.allKeys)
         for k in o.keys where !known.contains(k) {
-            let near = Self.allKeys.first {
-                $0.replacingOccurrences(of: "_", with: "-") == k
-                    || $0.replacingOccurrences(of: "_", with: "")
-                        == k.replacingOccurrences(of: "-", with: "").replacingOccurrences(of: "_", with: "")
-            }
+            let near = JSONFields.nearest(k, in: Self.allKeys)
             problems.append("unknown key \"\(k)\"" + (near.map { " (did you mean \"\($0)\"?)" } ?? "") + ".")
         }
-        func str(_ k: String) -> String? {
-            guard let v = o[k] else { return nil }
-            guard let s = v.stringValue, !s.isEmpty else {
-                problems.append("\"\(k)\" must be a non-empty string, not \(v.kindDescription)."); return nil
+        // One strict reader (JSONFields, null refused); every problem of the entry is collected.
+        let fields = JSONFields(o, nulls: .refused)
+        func read<T>(_ body: () throws(JSONFieldError) -> T?) -> T? {
+            do { return try body() } catch {
+                problems.append("\"\(error.key)\" \(error.reason).")
+                return nil
             }
-            guard !s.utf8.contains(0) else { problems.append("\"\(k)\" contains a NUL character."); return nil }
-            return Self.pathKeys.contains(k) ? resolve(s) : s
+        }
+        func str(_ k: String) -> String? {
+            read { () throws(JSONFieldError) in try fields.string(k, nonEmpty: true) }.map {
+                Self.pathKeys.contains(k) ? resolve($0) : $0
+            }
         }
         func int(_ k: String, min: Int) -> Int? {
-            guard let v = o[k] else { return nil }
-            guard let i = v.intValue, i >= min else {
-                problems.append("\"\(k)\" must be an integer ≥ \(min), not \(Self.show(v))."); return nil
-            }
-            return i
+            read { () throws(JSONFieldError) in try fields.int(k, in: min...Int.max) }
         }
-        func num(_ k: String) -> Double? {
-            guard let v = o[k] else { return nil }
-            guard let d = v.doubleValue, d.isFinite else {
-                problems.append("\"\(k)\" must be a number, not \(Self.show(v))."); return nil
-            }
-            return d
-        }
-        func bool(_ k: String) -> Bool? {
-            guard let v = o[k] else { return nil }
-            guard let b = v.boolValue else {
-                problems.append("\"\(k)\" must be true or false, not \(Self.show(v))."); return nil
-            }
-            return b
-        }
+        func num(_ k: String) -> Double? { read { () throws(JSONFieldError) in try fields.number(k) } }
+        func bool(_ k: String) -> Bool? { read { () throws(JSONFieldError) in try fields.bool(k) } }
         let model = str("model"), out = str("out")
         if o["model"] == nil { problems.append("\"model\" is required (the HF checkpoint folder).") }
         if o["out"] == nil { problems.append("\"out\" is required (the output folder).") }
@@ -250,7 +235,7 @@ public struct BatchManifest: Sendable {
                 job.maxShardBytes = b
             } else {
                 problems.append(
-                    "\"max_shard_size\" must be a size of at least 1 MiB (\"5GB\", \"500MB\", \"2GiB\" or bytes), not \(Self.show(v))."
+                    "\"max_shard_size\" must be a size of at least 1 MiB (\"5GB\", \"500MB\", \"2GiB\" or bytes), not \(v.show)."
                 )
             }
         }
@@ -276,14 +261,6 @@ public struct BatchManifest: Sendable {
         return BatchEntry(
             index: index, line: line, id: id, job: job, sha256: SHA256.hex(Array(text.utf8)),
             writes: writes.map(canonicalTarget))
-    }
-
-    static func show(_ v: JSONValue) -> String {
-        switch v {
-        case .number(let n): return n
-        case .string(let s): return "\"\(s.prefix(40))\" (a string)"
-        default: return v.kindDescription
-        }
     }
 
     /// What the entry reads and writes, checked on disk: folders and files exist and are readable,

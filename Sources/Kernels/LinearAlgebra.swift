@@ -16,6 +16,19 @@ public enum LinearAlgebra {
         openblas_set_num_threads(1)
     }
 
+    /// The benchmarks' baseline: OpenBLAS SGEMM y[m, n] = x[m, k] · w[n, k]ᵀ on `threads` threads
+    /// (row-major, unpacked; restores one thread per call afterwards).
+    public static func openblasSGEMM(
+        x: UnsafePointer<Float>, w: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
+        threads: Int
+    ) {
+        openblas_set_num_threads(Int32(threads))
+        defer { configureBLAS() }
+        cblas_sgemm(
+            CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1, x, Int32(k), w, Int32(k), 0, y,
+            Int32(n))
+    }
+
     /// y[m, n] = x[m, k] · Wᵀ (+ y when `accumulate`), W packed (n, k). Row strides `ldx`, `ldy`.
     /// The weight panels are split over `threads` threads.
     public static func linear(

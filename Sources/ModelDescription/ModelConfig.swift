@@ -108,36 +108,7 @@ public struct ModelConfig: Sendable, Equatable {
         guard let o = json.objectValue else {
             throw .invalidJSON(path: path, reason: "the top level is \(json.kindDescription), not an object")
         }
-        func int(
-            _ k: String, default d: Int? = nil, min: Int = 1, max: Int = Self.maxDimension
-        ) throws(ModelError) -> Int {
-            guard let v = o[k], !v.isNull else {
-                if let d { return d }
-                throw .invalidKey(path: path, key: k, reason: "is missing")
-            }
-            guard let i = v.intValue else {
-                throw .invalidKey(path: path, key: k, reason: "must be an integer, found \(v.kindDescription)")
-            }
-            guard i >= min else { throw .invalidKey(path: path, key: k, reason: "must be at least \(min), found \(i)") }
-            guard i <= max else {
-                throw .invalidKey(path: path, key: k, reason: "is \(i), more than this tool accepts (\(max))")
-            }
-            return i
-        }
-        func double(_ k: String, default d: Double) throws(ModelError) -> Double {
-            guard let v = o[k], !v.isNull else { return d }
-            guard let x = v.doubleValue, x.isFinite else {
-                throw .invalidKey(path: path, key: k, reason: "must be a number, found \(v.kindDescription)")
-            }
-            return x
-        }
-        func bool(_ k: String, default d: Bool) throws(ModelError) -> Bool {
-            guard let v = o[k], !v.isNull else { return d }
-            guard let b = v.boolValue else {
-                throw .invalidKey(path: path, key: k, reason: "must be true or false, found \(v.kindDescription)")
-            }
-            return b
-        }
+        let r = Reader(fields: JSONFields(o, nulls: .absent), path: path)
         let supportedArchs = Architecture.allCases.map(\.rawValue).joined(separator: ", ")
         guard let archs = o["architectures"]?.arrayValue, let first = archs.first?.stringValue else {
             throw .invalidKey(path: path, key: "architectures", reason: "must be a non-empty array of strings")
@@ -153,49 +124,12 @@ public struct ModelConfig: Sendable, Equatable {
                 path: path, key: family.activationKey, value: v.stringValue.map { "'\($0)'" } ?? v.kindDescription,
                 supported: family.activation.rawValue)
         }
-        if try bool("mlp_bias", default: false) {
-            throw .unsupported(path: path, key: "mlp_bias", value: "true", supported: "false")
-        }
-        for key in ["final_logit_softcapping", "attn_logit_softcapping"] {
-            if let v = o[key], !v.isNull {
-                throw .unsupported(
-                    path: path, key: key, value: v.doubleValue.map { "\($0)" } ?? v.kindDescription,
-                    supported: "null (no soft-capping)")
-            }
-        }
-        if try bool("use_bidirectional_attention", default: false) {
-            throw .unsupported(
-                path: path, key: "use_bidirectional_attention", value: "true", supported: "false (causal attention)")
-        }
-        switch family.slidingWindow {
-        case .windowUnlessNull(let key)?:
-            if let sw = o[key], !sw.isNull {
-                throw .unsupported(
-                    path: path, key: key, value: sw.intValue.map(String.init) ?? "set",
-                    supported: "null (no sliding-window attention)")
-            }
-        case .flag(let key)?:
-            if try bool(key, default: false) {
-                throw .unsupported(path: path, key: key, value: "true", supported: "false")
-            }
-        case .perLayer?, nil: break
-        }
-        if case .perLayer? = family.slidingWindow {
-        } else if let types = o["layer_types"]?.arrayValue,
-            let other = types.first(where: { $0.stringValue != "full_attention" })
-        {
-            throw .unsupported(
-                path: path, key: "layer_types", value: other.stringValue.map { "'\($0)'" } ?? other.kindDescription,
-                supported: "full_attention (no sliding-window layers)")
-        }
-        if let tp = o["pretraining_tp"]?.intValue, tp != 1 {
-            throw .unsupported(path: path, key: "pretraining_tp", value: String(tp), supported: "1")
-        }
-        hiddenSize = try int("hidden_size")
-        intermediateSize = try int("intermediate_size")
-        layerCount = try int("num_hidden_layers")
-        headCount = try int("num_attention_heads")
-        kvHeadCount = try int("num_key_value_heads", default: headCount)
+        try Self.refuseUnsupported(r, family: family)
+        hiddenSize = try r.int("hidden_size")
+        intermediateSize = try r.int("intermediate_size")
+        layerCount = try r.int("num_hidden_layers")
+        headCount = try r.int("num_attention_heads")
+        kvHeadCount = try r.int("num_key_value_heads", default: headCount)
         guard headCount % kvHeadCount == 0 else {
             throw .invalidKey(
                 path: path, key: "num_key_value_heads",
@@ -206,15 +140,123 @@ public struct ModelConfig: Sendable, Equatable {
                 path: path, key: "hidden_size",
                 reason: "(\(hiddenSize)) is not a multiple of num_attention_heads and no head_dim is given")
         }
-        headDim = try int("head_dim", default: hiddenSize / headCount)
+        headDim = try r.int("head_dim", default: hiddenSize / headCount)
         guard headDim % 2 == 0 else {
             throw .invalidKey(path: path, key: "head_dim", reason: "must be even for RoPE, found \(headDim)")
         }
-        rmsNormEps = Float(try double("rms_norm_eps", default: 1e-6))
-        // RoPE: transformers < 5 writes top-level rope_theta / rope_scaling; 5.x writes one
-        // rope_parameters object {rope_type, rope_theta, factor, ...}. Both are read; a value the
-        // file states in a form we do not understand is refused by name, never defaulted.
-        var params = o["rope_parameters"].flatMap { $0.isNull ? nil : $0 }
+        rmsNormEps = Float(try r.double("rms_norm_eps", default: 1e-6))
+        let rope = try Self.readRope(r, family: family)
+        ropeTheta = rope.theta
+        tieWordEmbeddings = try r.bool("tie_word_embeddings", default: family.tiedByDefault)
+        switch family.qkvBias {
+        case .always: attentionBias = true
+        case .configKey(let key): attentionBias = try r.bool(key, default: false)
+        }
+        qkNorm = family.qkNorm
+        vocabSize = try r.int("vocab_size")
+        maxPositionEmbeddings = try r.int("max_position_embeddings", default: 2048, max: 1 << 30)
+        bosTokenID = o["bos_token_id"]?.intValue
+        eosTokenID = o["eos_token_id"]?.intValue
+        ropeScaling = rope.scaling
+        normWeightOffset = family.normWeightOffset
+        sandwichNorms = family.sandwichNorms
+        embeddingScale = family.scalesEmbedding ? Float(Double(hiddenSize).squareRoot()) : 1
+        if let key = family.attentionScalarKey {
+            let v = try r.double(key, default: .nan)
+            guard v > 0 else {
+                throw .invalidKey(
+                    path: path, key: key, reason: v.isNaN ? "is missing" : "must be a positive number, found \(v)")
+            }
+            attentionScale = Float(pow(v, -0.5))
+        } else {
+            attentionScale = 1 / Float(headDim).squareRoot()
+        }
+        (slidingWindow, slidingLayers, localRopeTheta) = try Self.readSlidingWindow(
+            r, family: family, layerCount: layerCount, ropeTheta: ropeTheta, localParams: rope.localParams)
+    }
+
+    /// config.json's fields through the one strict reader (JSONFields; null = absent, as Hugging
+    /// Face writes defaults), errors as `ModelError.invalidKey` naming the file and key.
+    struct Reader {
+        let fields: JSONFields, path: String
+
+        func read<T>(_ body: () throws(JSONFieldError) -> T) throws(ModelError) -> T {
+            do { return try body() } catch { throw .invalidKey(path: path, key: error.key, reason: error.reason) }
+        }
+        func int(
+            _ k: String, default d: Int? = nil, min: Int = 1, max: Int = ModelConfig.maxDimension
+        ) throws(ModelError) -> Int {
+            guard let i = try read({ () throws(JSONFieldError) in try fields.int(k, in: min...Int.max) }) else {
+                if let d { return d }
+                throw .invalidKey(path: path, key: k, reason: "is missing")
+            }
+            guard i <= max else {
+                throw .invalidKey(path: path, key: k, reason: "is \(i), more than this tool accepts (\(max))")
+            }
+            return i
+        }
+        func double(_ k: String, default d: Double) throws(ModelError) -> Double {
+            try read({ () throws(JSONFieldError) in try fields.number(k) }) ?? d
+        }
+        func bool(_ k: String, default d: Bool) throws(ModelError) -> Bool {
+            try read({ () throws(JSONFieldError) in try fields.bool(k) }) ?? d
+        }
+    }
+
+    /// Refuses what no family file implements (MLP biases, soft-capping, bidirectional
+    /// attention) and sliding-window settings on a family without sliding layers.
+    static func refuseUnsupported(_ r: Reader, family: ModelFamily) throws(ModelError) {
+        let path = r.path
+        if try r.bool("mlp_bias", default: false) {
+            throw .unsupported(path: path, key: "mlp_bias", value: "true", supported: "false")
+        }
+        for key in ["final_logit_softcapping", "attn_logit_softcapping"] {
+            if let v = r.fields[key], !v.isNull {
+                throw .unsupported(
+                    path: path, key: key, value: v.doubleValue.map { "\($0)" } ?? v.kindDescription,
+                    supported: "null (no soft-capping)")
+            }
+        }
+        if try r.bool("use_bidirectional_attention", default: false) {
+            throw .unsupported(
+                path: path, key: "use_bidirectional_attention", value: "true", supported: "false (causal attention)")
+        }
+        switch family.slidingWindow {
+        case .windowUnlessNull(let key)?:
+            if let sw = r.fields[key], !sw.isNull {
+                throw .unsupported(
+                    path: path, key: key, value: sw.intValue.map(String.init) ?? "set",
+                    supported: "null (no sliding-window attention)")
+            }
+        case .flag(let key)?:
+            if try r.bool(key, default: false) {
+                throw .unsupported(path: path, key: key, value: "true", supported: "false")
+            }
+        case .perLayer?, nil: break
+        }
+        if case .perLayer? = family.slidingWindow {
+        } else if let types = r.fields["layer_types"]?.arrayValue,
+            let other = types.first(where: { $0.stringValue != "full_attention" })
+        {
+            throw .unsupported(
+                path: path, key: "layer_types", value: other.stringValue.map { "'\($0)'" } ?? other.kindDescription,
+                supported: "full_attention (no sliding-window layers)")
+        }
+        if let tp = r.fields["pretraining_tp"]?.intValue, tp != 1 {
+            throw .unsupported(path: path, key: "pretraining_tp", value: String(tp), supported: "1")
+        }
+    }
+
+    /// RoPE: transformers < 5 writes top-level rope_theta / rope_scaling; 5.x writes one
+    /// rope_parameters object {rope_type, rope_theta, factor, ...} (per attention type for
+    /// families with sliding layers). Both are read; a value the file states in a form we do not
+    /// understand is refused by name, never defaulted.
+    static func readRope(
+        _ r: Reader, family: ModelFamily
+    ) throws(ModelError) -> (theta: Double, scaling: RopeScaling, localParams: JSONValue?) {
+        let path = r.path
+        let ropeTheta: Double
+        var params = r.fields["rope_parameters"].flatMap { $0.isNull ? nil : $0 }
         var paramsKey = "rope_parameters"
         var localParams: JSONValue? = nil
         if case .perLayer? = family.slidingWindow, let po = params?.objectValue, po["rope_type"] == nil,
@@ -244,14 +286,14 @@ public struct ModelConfig: Sendable, Equatable {
             guard let t = po["rope_theta"]?.doubleValue, t.isFinite, t > 0 else {
                 throw .invalidKey(path: path, key: "\(paramsKey).rope_theta", reason: "must be a positive number")
             }
-            if let top = o["rope_theta"], !top.isNull, top.doubleValue != t {
+            if let top = r.fields["rope_theta"], !top.isNull, top.doubleValue != t {
                 throw .invalidKey(
                     path: path, key: "rope_theta",
                     reason:
                         "(\(top.doubleValue.map { "\($0)" } ?? top.kindDescription)) contradicts rope_parameters.rope_theta (\(t))"
                 )
             }
-            if let top = o["rope_scaling"], !top.isNull {
+            if let top = r.fields["rope_scaling"], !top.isNull {
                 throw .invalidKey(
                     path: path, key: "rope_scaling", reason: "is given next to rope_parameters; keep one of the two")
             }
@@ -259,45 +301,31 @@ public struct ModelConfig: Sendable, Equatable {
         } else {
             var defaultTheta = 10000.0
             if case .perLayer(_, _, _, let d, _)? = family.slidingWindow { defaultTheta = d }
-            ropeTheta = try double("rope_theta", default: defaultTheta)
+            ropeTheta = try r.double("rope_theta", default: defaultTheta)
             guard ropeTheta > 0 else {
                 throw .invalidKey(
                     path: path, key: "rope_theta", reason: "must be a positive number, found \(ropeTheta)")
             }
         }
-        tieWordEmbeddings = try bool("tie_word_embeddings", default: family.tiedByDefault)
-        switch family.qkvBias {
-        case .always: attentionBias = true
-        case .configKey(let key): attentionBias = try bool(key, default: false)
-        }
-        qkNorm = family.qkNorm
-        vocabSize = try int("vocab_size")
-        maxPositionEmbeddings = try int("max_position_embeddings", default: 2048, max: 1 << 30)
-        bosTokenID = o["bos_token_id"]?.intValue
-        eosTokenID = o["eos_token_id"]?.intValue
-        ropeScaling =
+        let scaling =
             params != nil
-            ? try Self.parseRopeScaling(params, path: path, key: paramsKey)
-            : try Self.parseRopeScaling(o["rope_scaling"], path: path, key: "rope_scaling")
-        normWeightOffset = family.normWeightOffset
-        sandwichNorms = family.sandwichNorms
-        embeddingScale = family.scalesEmbedding ? Float(Double(hiddenSize).squareRoot()) : 1
-        if let key = family.attentionScalarKey {
-            let v = try double(key, default: .nan)
-            guard v > 0 else {
-                throw .invalidKey(
-                    path: path, key: key, reason: v.isNaN ? "is missing" : "must be a positive number, found \(v)")
-            }
-            attentionScale = Float(pow(v, -0.5))
-        } else {
-            attentionScale = 1 / Float(headDim).squareRoot()
-        }
-        slidingWindow = nil
-        slidingLayers = [Bool](repeating: false, count: layerCount)
-        localRopeTheta = ropeTheta
+            ? try parseRopeScaling(params, path: path, key: paramsKey)
+            : try parseRopeScaling(r.fields["rope_scaling"], path: path, key: "rope_scaling")
+        return (ropeTheta, scaling, localParams)
+    }
+
+    /// The sliding-window layers (`layer_types`, else the family's period) and their window and
+    /// RoPE base; no window and every layer global for families without sliding layers.
+    static func readSlidingWindow(
+        _ r: Reader, family: ModelFamily, layerCount: Int, ropeTheta: Double, localParams: JSONValue?
+    ) throws(ModelError) -> (window: Int?, layers: [Bool], localTheta: Double) {
+        let path = r.path
+        var slidingWindow: Int? = nil
+        var slidingLayers = [Bool](repeating: false, count: layerCount)
+        var localRopeTheta = ropeTheta
         if case .perLayer(let windowKey, let pattern, let localKey, _, let defaultLocal)? = family.slidingWindow {
-            slidingWindow = try int(windowKey, max: 1 << 30)
-            if let tv = o["layer_types"], !tv.isNull {
+            slidingWindow = try r.int(windowKey, max: 1 << 30)
+            if let tv = r.fields["layer_types"], !tv.isNull {
                 guard let types = tv.arrayValue, types.count == layerCount else {
                     throw .invalidKey(
                         path: path, key: "layer_types", reason: "must list one attention type per layer (\(layerCount))"
@@ -315,7 +343,8 @@ public struct ModelConfig: Sendable, Equatable {
                     }
                 }
             } else {
-                let p = try int("sliding_window_pattern", default: o["_sliding_window_pattern"]?.intValue ?? pattern)
+                let p = try r.int(
+                    "sliding_window_pattern", default: r.fields["_sliding_window_pattern"]?.intValue ?? pattern)
                 slidingLayers = (0..<layerCount).map { ($0 + 1) % p != 0 }
             }
             if let lp = localParams {
@@ -332,12 +361,13 @@ public struct ModelConfig: Sendable, Equatable {
                 }
                 localRopeTheta = t
             } else {
-                localRopeTheta = try double(localKey, default: defaultLocal)
+                localRopeTheta = try r.double(localKey, default: defaultLocal)
                 guard localRopeTheta > 0 else {
                     throw .invalidKey(path: path, key: localKey, reason: "must be a positive number")
                 }
             }
         }
+        return (slidingWindow, slidingLayers, localRopeTheta)
     }
 
     /// Keys a RoPE object may hold for each type we implement; any other key is refused by name.

@@ -22,6 +22,10 @@ public final class PackedTensors: @unchecked Sendable {
     public func rawBytes(_ t: TensorInfo) -> UnsafeRawBufferPointer { file(t).rawBytes(t) }
     public func releasePages(_ t: TensorInfo) { file(t).releasePages(t) }
     public func releasePages(_ t: TensorInfo, bytes range: Range<Int>) { file(t).releasePages(t, bytes: range) }
+    /// Hands back the mapped pages of every tensor whose name starts with `prefix` ("" = all).
+    public func releasePages(prefix: String) {
+        for t in tensors where t.name.hasPrefix(prefix) { releasePages(t) }
+    }
     public func float32(_ name: String) throws(TensorStoreError) -> [Float] {
         try checkpoint.file(for: name).0.float32(name)
     }

@@ -69,17 +69,7 @@ public struct EvalJob: Sendable {
             ? try QuantizedModel(directory: model, threads: threads, numerics: numerics)
             : try LlamaModel(directory: model, threads: threads)
         let residentAfterLoad = ProcessMemory.residentBytes()
-        if context > m.config.maxPositionEmbeddings {
-            throw PipelineError(
-                "--context \(context) exceeds the model's max_position_embeddings (\(m.config.maxPositionEmbeddings)).")
-        }
-        var bosID: Int32? = nil
-        if bos {
-            guard let b = m.config.bosTokenID else {
-                throw PipelineError("\(model)/config.json: --bos needs a bos_token_id.")
-            }
-            bosID = Int32(b)
-        }
+        let bosID = try Self.checkWindows(context: context, bos: bos, config: m.config, modelPath: model)
         let ids = tok.encodeParallel(try readText(text))
         let loaded = Date()
         let r = try Perplexity.evaluate(
@@ -92,6 +82,22 @@ public struct EvalJob: Sendable {
             modelWeightBytesInMemory: (m as? QuantizedModel)?.residentWeightBytes
                 ?? (m as? LlamaModel)?.residentWeightBytes ?? 0,
             weightsFileBytes: Self.weightsFileBytes(model))
+    }
+
+    /// Checks a window length against the model (`eval`, `compare`) and resolves `bos` to the
+    /// model's BOS token id (nil without `bos`).
+    public static func checkWindows(
+        context: Int, bos: Bool, config: ModelConfig, modelPath: String
+    ) throws -> Int32? {
+        if context > config.maxPositionEmbeddings {
+            throw PipelineError(
+                "--context \(context) exceeds the model's max_position_embeddings (\(config.maxPositionEmbeddings)).")
+        }
+        guard bos else { return nil }
+        guard let b = config.bosTokenID else {
+            throw PipelineError("\(modelPath)/config.json: --bos needs a bos_token_id.")
+        }
+        return Int32(b)
     }
 
     /// Bytes of the model's weight files (*.safetensors) in a folder.

@@ -11,7 +11,7 @@ public enum Int4Groups {
     public static let underflowAbsmax: Float = 7 * 0x1p-9
 
     /// How group scales are stored.
-    public enum ScaleFormat: String, Sendable, Equatable { case fp8e4m3 = "fp8_e4m3", bf16 }
+    public enum ScaleFormat: String, Sendable, Equatable, CaseIterable { case fp8e4m3 = "fp8_e4m3", bf16 }
 
     /// a_g = max(|W_g|, 1e-5) for every group of `groupSize` consecutive inputs of every row,
     /// scaled by `multiplier` first; layout [rows, K/G].

@@ -53,112 +53,209 @@ public struct Quantizer {
     /// (written to a temporary folder beside it and renamed when complete). Layers are written as
     /// they are quantized (peak memory: one layer plus the embeddings), into shards of at most
     /// `maxShardBytes` (a layer is never split; Formats/fireq-packed-v1.md "Shards").
+    ///
+    /// Four named steps: `Plan` (everything read and checked before any work), then per layer
+    /// `smooth` (folds or the constant search, and what the rounding weighs), `quantize` (the
+    /// seven linears) and `layerTensors` (what the layer writes), each group emitted into a
+    /// `PackedOutput` that renames the folder into place when complete.
     public static func run(
         modelDir: String, statsPath: String, recipe: Recipe, recipeJSON: String, outDir: String,
         toolVersion: String, threads: Int = 1, force: Bool = false, maxShardBytes: Int = Quantizer.defaultMaxShardBytes,
         progress: ((Int, Int) -> Void)? = nil
     ) throws -> Summary {
-        let fm = FileManager.default
-        if URL(fileURLWithPath: outDir).standardizedFileURL.resolvingSymlinksInPath().path
-            == URL(fileURLWithPath: modelDir).standardizedFileURL.resolvingSymlinksInPath().path
-        {
-            throw QuantizationError.packed(
-                path: outDir, reason: "is the source model's folder; choose another output folder")
-        }
-        let config = try ModelConfig(directory: modelDir)
-        let ckpt = try Checkpoint(directory: modelDir)
-        try TensorNames.validate(ckpt, config: config)
-        let configBytes = FileBytes.readIfPresent(modelDir + "/config.json", limit: FileBytes.smallJSONLimit) ?? []
-        let modelHash = try ckpt.modelHash(configBytes: configBytes)
-        let stats = try StatsFile.read(statsPath, config: config)
-        if stats.attributes["model_sha256"] != modelHash {
-            throw QuantizationError.statsMismatch(
-                path: statsPath, expected: modelHash, found: stats.attributes["model_sha256"] ?? "")
-        }
-        // Check the recipe against the model before any work.
-        try checkRecipe(recipe, config: config)
-        let c = config
-        if recipe.kvCenterBias && c.attentionBias
-            && stats.layers.contains(where: {
-                $0.kPreRopePairNormMaxUnbiased == nil || $0.kPostRopeAbsmaxUnbiased == nil
-            })
-        {
-            throw QuantizationError.packed(
-                path: statsPath,
-                reason:
-                    "holds no statistics of the unbiased keys, which recipe '\(recipe.name)' (attention.kv_center) needs; re-run `fireq calibrate` with this version"
-            )
-        }
-        if recipe.search != nil && stats.tokens == nil {
-            throw QuantizationError.packed(
-                path: statsPath,
-                reason:
-                    "holds no calibration tokens, which recipe '\(recipe.name)' (search) needs; re-run `fireq calibrate` with this version"
-            )
-        }
-        if recipe.gptq != nil && stats.tokens == nil {
-            throw QuantizationError.packed(
-                path: statsPath,
-                reason:
-                    "holds no calibration tokens, which recipe '\(recipe.name)' (GPTQ) needs; re-run `fireq calibrate` with this version"
-            )
-        }
-        if fm.fileExists(atPath: outDir) && !force {
-            throw QuantizationError.packed(path: outDir, reason: "already exists (pass --force to replace it)")
-        }
+        let plan = try Plan(
+            modelDir: modelDir, statsPath: statsPath, recipe: recipe, recipeJSON: recipeJSON, outDir: outDir,
+            toolVersion: toolVersion, force: force)
+        let c = plan.config, ckpt = plan.checkpoint
+        let out = try PackedOutput(plan: plan, maxShardBytes: maxShardBytes)
         var summary = Summary()
-        let cfgJSON = (try? JSONParser.parse(configBytes)).map { JSONWriter.serialize($0, sortedKeys: true) } ?? "{}"
-        let common: [String: String] = [
-            "fireq.format": PackedFormat.name, "fireq.version": PackedFormat.version, "fireq.config": cfgJSON,
-            "fireq.recipe": recipeJSON, "fireq.source_model_sha256": modelHash, "fireq.stats_sha256": stats.fileSHA256,
-            "fireq.tool_version": toolVersion,
-            "fireq.calibration": JSONWriter.serialize(
-                .object(
-                    JSONObject(
-                        [
-                            "source_kind", "source_path", "source_sha256", "samples", "seq_len", "tokens", "selection",
-                            "seed"
-                        ].compactMap { k in
-                            stats.attributes[k].map { (k, JSONValue.string($0)) }
-                        })), sortedKeys: true)
-        ].merging(Self.sourceLicense(modelDir).map { ["fireq.source_license": $0] } ?? [:]) { a, _ in a }
-        // Everything is written into a temporary folder, then renamed into place.
-        let parent =
-            (outDir as NSString).deletingLastPathComponent.isEmpty
-            ? "." : (outDir as NSString).deletingLastPathComponent
-        let tmp =
-            parent + "/." + (outDir as NSString).lastPathComponent + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
-        try? fm.removeItem(atPath: tmp)
         do {
-            try fm.createDirectory(atPath: tmp, withIntermediateDirectories: false)
-        } catch {
-            throw QuantizationError.packed(
-                path: outDir, reason: "cannot create the output folder (does '\(parent)' exist and is it writable?)")
-        }
-        var crc: [String: String] = [:]
-        // The constant search's choices per layer (packed metadata `fireq.search`, per shard).
-        var searched: [Int: JSONValue] = [:]
-        let writer = ShardedSafetensorsWriter(folder: tmp, maxShardBytes: maxShardBytes) { names in
-            var o = JSONObject()
-            for n in names { o[n] = .string(crc[n]!) }
-            var m = common
-            m["fireq.crc32"] = JSONWriter.serialize(.object(o), sortedKeys: true)
-            if let st = recipe.search {
-                var layers = JSONObject()
-                let inShard = Set(
-                    names.compactMap { n -> Int? in
-                        TensorNames.layerIndex(of: n)
-                    })
-                for i in inShard.sorted() { if let v = searched[i] { layers[String(i)] = v } }
-                m["fireq.search"] = JSONWriter.serialize(
-                    .object(
-                        JSONObject([
-                            ("windows", .int(st.windows)), ("tokens", .int(st.tokens)),
-                            ("layers", .object(layers))
-                        ])), sortedKeys: true)
+            // GPTQ: the calibration windows' hidden states, advanced layer by layer.
+            let stream = try recipe.gptq.map { _ in
+                try CalibrationStream(checkpoint: ckpt, config: c, tokens: plan.stats.tokens!, threads: threads)
             }
-            return m
+            let searcher = try recipe.search.map { st in
+                try ConstantSearch(
+                    checkpoint: ckpt, config: c,
+                    tokens: plan.stats.tokens!.prefix(st.windows).map { Array($0.prefix(st.tokens)) },
+                    recipe: recipe, threads: threads)
+            }
+            try out.emit([try plan.copied(TensorNames.embed)])
+            try out.emit([try plan.copied(TensorNames.finalNorm)])
+            if !c.tieWordEmbeddings { try out.emit([try plan.copied(TensorNames.lmHead)]) }
+            for i in 0..<c.layerCount {
+                if recipe.skipLayers.contains(i) {
+                    try out.emit(try skippedLayer(i, plan: plan, stream: stream))
+                    progress?(i + 1, c.layerCount)
+                    continue
+                }
+                let s = try smooth(layer: i, plan: plan, searcher: searcher, stream: stream, threads: threads)
+                if let o = s.searched { out.searched[i] = o.json }
+                let linears = quantize(s, plan: plan, threads: threads)
+                if let stream, recipe.gptq?.inputs == .quantized {
+                    advance(stream, past: s, quantized: linears, plan: plan)
+                }
+                try out.emit(try layerTensors(s, linears: linears, plan: plan, summary: &summary))
+                progress?(i + 1, c.layerCount)
+            }
+            summary.totalBytes = try out.finish()
+        } catch {
+            throw out.abort(error)
         }
+        summary.sourceBytes = ckpt.files.reduce(0) {
+            $0 + ((try? FileManager.default.attributesOfItem(atPath: $1.path)[.size] as? Int) ?? 0)
+        }
+        return summary
+    }
+}
+
+// MARK: - The steps
+
+extension Quantizer {
+    /// Step 1: everything a run reads — config, checkpoint, statistics (matched to the model by
+    /// its hash), the recipe checked against the model — and the metadata every shard carries,
+    /// all before any work; a refusal names the file and what is wrong.
+    struct Plan {
+        let modelDir: String, statsPath: String, outDir: String
+        let recipe: Recipe
+        let config: ModelConfig
+        let checkpoint: Checkpoint
+        let stats: StatsFile.Contents
+        /// `fireq.*` entries of every shard's metadata (Formats/fireq-packed-v1.md), less the
+        /// per-shard `fireq.crc32` and `fireq.search`.
+        let metadata: [String: String]
+
+        init(
+            modelDir: String, statsPath: String, recipe: Recipe, recipeJSON: String, outDir: String,
+            toolVersion: String, force: Bool
+        ) throws {
+            if URL(fileURLWithPath: outDir).standardizedFileURL.resolvingSymlinksInPath().path
+                == URL(fileURLWithPath: modelDir).standardizedFileURL.resolvingSymlinksInPath().path
+            {
+                throw QuantizationError.packed(
+                    path: outDir, reason: "is the source model's folder; choose another output folder")
+            }
+            let config = try ModelConfig(directory: modelDir)
+            let ckpt = try Checkpoint(directory: modelDir)
+            try TensorNames.validate(ckpt, config: config)
+            let configBytes =
+                FileBytes.readIfPresent(modelDir + "/config.json", limit: FileBytes.smallJSONLimit) ?? []
+            let modelHash = try ckpt.modelHash(configBytes: configBytes)
+            let stats = try StatsFile.read(statsPath, config: config)
+            if stats.attributes["model_sha256"] != modelHash {
+                throw QuantizationError.statsMismatch(
+                    path: statsPath, expected: modelHash, found: stats.attributes["model_sha256"] ?? "")
+            }
+            try checkRecipe(recipe, config: config)
+            try Self.checkStatistics(stats, path: statsPath, recipe: recipe, config: config)
+            if FileManager.default.fileExists(atPath: outDir) && !force {
+                throw QuantizationError.packed(path: outDir, reason: "already exists (pass --force to replace it)")
+            }
+            (self.modelDir, self.statsPath, self.outDir) = (modelDir, statsPath, outDir)
+            (self.recipe, self.config, checkpoint, self.stats) = (recipe, config, ckpt, stats)
+            let cfgJSON =
+                (try? JSONParser.parse(configBytes)).map { JSONWriter.serialize($0, sortedKeys: true) } ?? "{}"
+            let calibrationKeys = [
+                "source_kind", "source_path", "source_sha256", "samples", "seq_len", "tokens", "selection", "seed"
+            ]
+            let calibration = JSONObject(
+                calibrationKeys.compactMap { k in stats.attributes[k].map { (k, JSONValue.string($0)) } })
+            metadata = [
+                "fireq.format": PackedFormat.name, "fireq.version": PackedFormat.version, "fireq.config": cfgJSON,
+                "fireq.recipe": recipeJSON, "fireq.source_model_sha256": modelHash,
+                "fireq.stats_sha256": stats.fileSHA256, "fireq.tool_version": toolVersion,
+                "fireq.calibration": JSONWriter.serialize(.object(calibration), sortedKeys: true)
+            ].merging(Quantizer.sourceLicense(modelDir).map { ["fireq.source_license": $0] } ?? [:]) { a, _ in a }
+        }
+
+        /// Refuses statistics that lack what the recipe needs (written by an older version).
+        static func checkStatistics(
+            _ stats: StatsFile.Contents, path: String, recipe: Recipe, config c: ModelConfig
+        ) throws {
+            func lacking(_ what: String, _ option: String) -> QuantizationError {
+                .packed(
+                    path: path,
+                    reason:
+                        "holds no \(what), which recipe '\(recipe.name)' (\(option)) needs; re-run `fireq calibrate` with this version"
+                )
+            }
+            if recipe.kvCenterBias && c.attentionBias
+                && stats.layers.contains(where: {
+                    $0.kPreRopePairNormMaxUnbiased == nil || $0.kPostRopeAbsmaxUnbiased == nil
+                })
+            {
+                throw lacking("statistics of the unbiased keys", "attention.kv_center")
+            }
+            if recipe.search != nil && stats.tokens == nil { throw lacking("calibration tokens", "search") }
+            if recipe.gptq != nil && stats.tokens == nil { throw lacking("calibration tokens", "GPTQ") }
+        }
+
+        /// A tensor copied as stored.
+        func copied(_ name: String) throws -> TensorData {
+            let (f, t) = try checkpoint.file(for: name)
+            defer { f.releasePages(t) }
+            return TensorData(name: name, dtype: t.dtype, shape: t.shape, bytes: [UInt8](f.rawBytes(t)))
+        }
+
+        /// A modified 1-D tensor, stored in its source precision (F32 and BF16 stay, others become F16).
+        func stored(_ name: String, _ values: [Float], like source: String) throws -> TensorData {
+            let (_, t) = try checkpoint.file(for: source)
+            let dtype: DType = t.dtype == .f32 || t.dtype == .bf16 ? t.dtype : .f16
+            return TensorData(name: name, values: values, dtype: dtype, shape: [values.count])
+        }
+
+        /// A folded norm, from its scales γ back to the stored weights (w = γ − offset), stored like itself.
+        func storedNorm(_ name: String, _ scales: [Float]) throws -> TensorData {
+            try stored(name, config.storedNormWeights(scales: scales), like: name)
+        }
+    }
+
+    /// The packed folder being written: a temporary folder beside `outDir`, its shards, each
+    /// tensor's CRC-32 and the constant search's choices per layer (per-shard metadata).
+    final class PackedOutput {
+        let outDir: String, modelDir: String, tmp: String
+        private var writer: ShardedSafetensorsWriter!
+        private var crc: [String: String] = [:]
+        /// The constant search's choices per layer (packed metadata `fireq.search`, per shard).
+        var searched: [Int: JSONValue] = [:]
+
+        init(plan: Plan, maxShardBytes: Int) throws {
+            let fm = FileManager.default
+            (outDir, modelDir) = (plan.outDir, plan.modelDir)
+            let parent =
+                (outDir as NSString).deletingLastPathComponent.isEmpty
+                ? "." : (outDir as NSString).deletingLastPathComponent
+            tmp =
+                parent + "/." + (outDir as NSString).lastPathComponent
+                + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
+            try? fm.removeItem(atPath: tmp)
+            do {
+                try fm.createDirectory(atPath: tmp, withIntermediateDirectories: false)
+            } catch {
+                throw QuantizationError.packed(
+                    path: outDir, reason: "cannot create the output folder (does '\(parent)' exist and is it writable?)"
+                )
+            }
+            let common = plan.metadata, search = plan.recipe.search
+            writer = ShardedSafetensorsWriter(folder: tmp, maxShardBytes: maxShardBytes) { [unowned self] names in
+                var o = JSONObject()
+                for n in names { o[n] = .string(self.crc[n]!) }
+                var m = common
+                m["fireq.crc32"] = JSONWriter.serialize(.object(o), sortedKeys: true)
+                if let st = search {
+                    var layers = JSONObject()
+                    let inShard = Set(names.compactMap { TensorNames.layerIndex(of: $0) })
+                    for i in inShard.sorted() { if let v = self.searched[i] { layers[String(i)] = v } }
+                    m["fireq.search"] = JSONWriter.serialize(
+                        .object(
+                            JSONObject([
+                                ("windows", .int(st.windows)), ("tokens", .int(st.tokens)), ("layers", .object(layers))
+                            ])), sortedKeys: true)
+                }
+                return m
+            }
+        }
+
         /// One group of tensors (kept in one shard), each written as soon as it is given.
         func emit(_ group: [TensorData]) throws {
             try writer.beginGroup(bytes: group.reduce(0) { $0 + $1.bytes.count })
@@ -167,201 +264,207 @@ public struct Quantizer {
                 try writer.add(t)
             }
         }
-        func raw(_ name: String) throws -> TensorData {
-            let (f, t) = try ckpt.file(for: name)
-            defer { f.releasePages(t) }
-            return TensorData(name: name, dtype: t.dtype, shape: t.shape, bytes: [UInt8](f.rawBytes(t)))
-        }
-        /// A tensor copied as stored (`raw`, under a name the layer loop does not shadow).
-        func copied(_ name: String) throws -> TensorData { try raw(name) }
-        /// A folded norm, from its scales γ back to the stored weights (w = γ − offset), stored like `stored`.
-        func storedNorm(_ name: String, _ scales: [Float]) throws -> TensorData {
-            try stored(name, c.storedNormWeights(scales: scales), like: name)
-        }
-        /// A modified 1-D tensor, stored in its source precision (F32 and BF16 stay, others become F16).
-        func stored(_ name: String, _ values: [Float], like source: String) throws -> TensorData {
-            let (_, t) = try ckpt.file(for: source)
-            let dtype: DType = t.dtype == .f32 || t.dtype == .bf16 ? t.dtype : .f16
-            return TensorData(name: name, values: values, dtype: dtype, shape: [values.count])
-        }
-        // GPTQ: the calibration windows' hidden states, advanced layer by layer.
-        let stream = try recipe.gptq.map { _ in
-            try CalibrationStream(checkpoint: ckpt, config: c, tokens: stats.tokens!, threads: threads)
-        }
-        let searcher = try recipe.search.map { st in
-            try ConstantSearch(
-                checkpoint: ckpt, config: c,
-                tokens: stats.tokens!.prefix(st.windows).map { Array($0.prefix(st.tokens)) },
-                recipe: recipe, threads: threads)
-        }
-        do {
-            try emit([try raw(TensorNames.embed)])
-            try emit([try raw(TensorNames.finalNorm)])
-            if !c.tieWordEmbeddings { try emit([try raw(TensorNames.lmHead)]) }
-            for i in 0..<c.layerCount {
-                let prefix = TensorNames.layerPrefix(i)
-                var tensors: [TensorData] = []
-                if recipe.skipLayers.contains(i) {
-                    for name in ckpt.tensorNames where name.hasPrefix(prefix) { tensors.append(try raw(name)) }
-                    if let stream {
-                        stream.run(
-                            try RowMajorLayer.load(ckpt, layer: i, config: c).referenceWeights(index: i, config: c),
-                            observer: nil, advance: true)
-                    }
-                    try emit(tensors)
-                    progress?(i + 1, c.layerCount)
-                    continue
-                }
-                let raw = try RowMajorLayer.load(ckpt, layer: i, config: c)
-                var L = raw
-                let layerStats = Self.keyStatistics(stats.layers[i], recipe: recipe)
-                let mats0 = Self.linears(of: raw, config: c)
-                let groupSizes = try mats0.map { (n, _, _, k, _) throws -> Int in
-                    try recipe.groupSize(layer: i, name: prefix + n, k: k)
-                }
-                var sqFactors: [InputTap: [Float]] = [:]
-                if let a = recipe.smoothQuantAlpha {
-                    sqFactors = SmoothQuant.apply(alpha: a, to: &L, stats: layerStats, config: c)
-                }
-                let outcome = try searcher?.choose(layer: i, raw: raw, stats: layerStats, groupSizes: groupSizes)
-                if let outcome { searched[i] = outcome.json }
-                let att = outcome?.attention ?? Folding.apply(recipe.smoothing, to: &L, stats: layerStats, config: c)
-                if let outcome { L = outcome.layer }
-                // What the input-aware rounding weighs each input channel by: diag(H) with GPTQ,
-                // else E[x²] of the smoothed input (source statistics × the folds' factors²).
-                var inputWeights: [InputTap: [Float]] = [:]
-                var factors: [InputTap: [Double]] = [:]
-                if let stream, let g = recipe.gptq {
-                    let obs = HessianObserver(config: c, threads: threads)
-                    stream.run(L.referenceWeights(index: i, config: c), observer: obs, advance: g.inputs == .fp)
-                    for tap in InputTap.allCases {
-                        let (h, d) = obs.hessian(tap)
-                        guard let u = GPTQ.inverseCholeskyUpper(h, k: d.count, damp: Double(g.damp)) else {
-                            throw QuantizationError.packed(
-                                path: statsPath,
-                                reason:
-                                    "layer \(i)'s \(tap.rawValue) Hessian is not positive definite even with 10⁴× the dampening (are the calibration windows degenerate?)"
-                            )
-                        }
-                        factors[tap] = u.u
-                        inputWeights[tap] = d
-                    }
-                } else if recipe.scaleSearch && outcome == nil {  // (the search packed its linears already)
-                    inputWeights = Self.inputWeights(
-                        recipe: recipe, stats: layerStats, factors: [sqFactors, att.inputFactors], config: c)
-                }
-                let norms = TensorNames.norms(c)
-                tensors.append(try storedNorm(prefix + norms.attentionInput, L.inputNorm))
-                tensors.append(try storedNorm(prefix + norms.mlpInput, L.mlpInputNorm))
-                // Sandwich norms: no fold touches them; copied as stored.
-                for n in [norms.attentionOutput, norms.mlpOutput].compactMap({ $0 }) {
-                    tensors.append(try copied(prefix + n))
-                }
-                let mats = Self.linears(of: L, config: c)
-                let results = ResultSlots<PackedLinear>(count: mats.count)
-                func quantizeLinear(_ j: Int, threads inner: Int) {
-                    let (n, w, rows, k, tap) = mats[j]
-                    results.set(
-                        j,
-                        Self.quantizeLinear(
-                            w, name: prefix + n, rows: rows, k: k, groupSize: groupSizes[j], recipe: recipe,
-                            gptqFactor: factors[tap], inputWeights: inputWeights[tap], threads: inner))
-                }
-                if let outcome {
-                    for (j, l) in outcome.linears.enumerated() { results.set(j, l) }
-                } else if factors.isEmpty && inputWeights.isEmpty {
-                    // Plain rounding: the seven linears are independent: quantize them on `threads`
-                    // threads, each result stored by index, so the output does not depend on the
-                    // thread count.
-                    Parallel.forEachChunk(mats.count, chunk: 1, threads: threads) { r in
-                        for j in r { quantizeLinear(j, threads: 1) }
-                    }
-                } else {
-                    // The scale search and GPTQ split each linear's rows over the threads instead
-                    // (rows are independent): the seven linears differ up to 35× in size, so one per
-                    // thread left a core idle (Qwen2.5-Coder-1.5B: 158 % CPU).
-                    for j in 0..<mats.count { quantizeLinear(j, threads: threads) }
-                }
-                if let stream, recipe.gptq?.inputs == .quantized {
-                    // The next layer's inputs: this layer with its quantized weights (ŵ / P, FP32 math).
-                    var Q = L
-                    for packed in results.values {
-                        let qw = Int4Groups.Quantized(
-                            q: packed.q, scales: packed.scales, rows: packed.n, k: packed.k, groupSize: packed.groupSize
-                        )
-                        let w = Int4Groups.dequantize(qw, fp8Rerounding: recipe.fp8Rerounding).map {
-                            $0 * packed.perTensorScaleInv
-                        }
-                        switch String(packed.name.dropFirst(prefix.count)) {
-                        case TensorNames.q: Q.q = w
-                        case TensorNames.k: Q.k = w
-                        case TensorNames.v: Q.v = w
-                        case TensorNames.o: Q.o = w
-                        case TensorNames.gate: Q.gate = w
-                        case TensorNames.up: Q.up = w
-                        default: Q.down = w
-                        }
-                    }
-                    stream.run(Q.referenceWeights(index: i, config: c), observer: nil, advance: true)
-                }
-                for packed in results.values {
-                    let name = packed.name, rows = packed.n, k = packed.k, p = 1 / packed.perTensorScaleInv
-                    let ts = packed.tensors()
-                    tensors += ts
-                    summary.linearBytes += ts.reduce(0) { $0 + $1.bytes.count }
-                    summary.linearFP16Bytes += rows * k * 2
-                    summary.perTensorScales[name] = p
-                }
-                if let n = L.qNorm { tensors.append(try storedNorm(prefix + TensorNames.qNorm, n)) }
-                if let n = L.kNorm { tensors.append(try storedNorm(prefix + TensorNames.kNorm, n)) }
-                for (b, n) in [(L.qBias, TensorNames.q), (L.kBias, TensorNames.k), (L.vBias, TensorNames.v)] {
-                    if let b { tensors.append(try stored(prefix + n + ".bias", b, like: prefix + n + ".bias")) }
-                }
-                if !att.keyChannels.isEmpty {
-                    let s = prefix + TensorNames.qkvSupply
-                    for (side, channels, scales) in [
-                        ("k", att.keyChannels, att.keyScales), ("q", att.queryChannels, att.queryScales)
-                    ] {
-                        tensors.append(
-                            TensorData(
-                                name: s + "post_\(side)_smooth.top_k_indices", int32: channels, shape: [channels.count])
-                        )
-                        tensors.append(
-                            TensorData(
-                                name: s + "post_\(side)_smooth.smooth", values: scales, dtype: .bf16,
-                                shape: [scales.count]))
-                    }
-                }
-                try emit(tensors)
-                progress?(i + 1, c.layerCount)
-            }
+
+        /// Writes the index, copies the config and serving files, and renames the folder into
+        /// place (a replaced folder is first renamed aside, so `outDir` is never half-deleted).
+        /// Returns the packed files' total size.
+        func finish() throws -> Int {
+            let fm = FileManager.default
             let files = try writer.finish(indexMetadata: [
                 "fireq.format": PackedFormat.name, "fireq.version": PackedFormat.version
             ])
             for f in ["config.json"] + ModelFiles.serving where fm.fileExists(atPath: modelDir + "/" + f) {
                 try fm.copyItem(atPath: modelDir + "/" + f, toPath: tmp + "/" + f)
             }
-            // A replaced folder is first renamed aside (atomic), so outDir is never half-deleted.
             let old = tmp + "-old"
             if fm.fileExists(atPath: outDir) { try fm.moveItem(atPath: outDir, toPath: old) }
             try fm.moveItem(atPath: tmp, toPath: outDir)
             try? fm.removeItem(atPath: old)
-            summary.totalBytes = files.reduce(0) {
+            return files.reduce(0) {
                 $0 + ((try? fm.attributesOfItem(atPath: outDir + "/" + $1)[.size] as? Int) ?? 0)
             }
-        } catch {
-            try? fm.removeItem(atPath: tmp)
-            // A write that failed inside the temporary folder is reported against the output the
-            // user named ("No space left on device", "File too large"), not the folder that is gone.
+        }
+
+        /// Removes the temporary folder; returns the error to throw. A write that failed inside it
+        /// is reported against the output the user named ("No space left on device", "File too
+        /// large"), not the folder that is gone.
+        func abort(_ error: Error) -> Error {
+            try? FileManager.default.removeItem(atPath: tmp)
             if let e = error as? TensorStoreError, case .writeFailed(let p, let r) = e, p.hasPrefix(tmp) {
-                throw QuantizationError.packed(path: outDir, reason: "cannot be written (\(r))")
+                return QuantizationError.packed(path: outDir, reason: "cannot be written (\(r))")
             }
-            throw error
+            return error
         }
-        summary.sourceBytes = ckpt.files.reduce(0) {
-            $0 + ((try? fm.attributesOfItem(atPath: $1.path)[.size] as? Int) ?? 0)
+    }
+
+    /// A layer the recipe skips (`layers.skip`): its tensors copied as stored; GPTQ's stream
+    /// advances through it unquantized.
+    static func skippedLayer(_ i: Int, plan: Plan, stream: CalibrationStream?) throws -> [TensorData] {
+        let prefix = TensorNames.layerPrefix(i)
+        let tensors = try plan.checkpoint.tensorNames.filter { $0.hasPrefix(prefix) }.map { try plan.copied($0) }
+        if let stream {
+            stream.run(
+                try RowMajorLayer.load(plan.checkpoint, layer: i, config: plan.config).referenceWeights(
+                    index: i, config: plan.config),
+                observer: nil, advance: true)
         }
-        return summary
+        return tensors
+    }
+
+    /// A layer after step 2: folded weights, the run-time post-RoPE scales, each linear's group
+    /// size, and what the input-aware rounding weighs each input channel by.
+    struct SmoothedLayer {
+        let index: Int
+        var layer: RowMajorLayer
+        var attention: AttentionSmoothing
+        var groupSizes: [Int]
+        /// The constant search's outcome (its linears are already packed), if the recipe searches.
+        var searched: ConstantSearch.Outcome?
+        /// GPTQ's inverse-Cholesky factors and diag(H) per input, or scale search's E[x²].
+        var gptqFactors: [InputTap: [Double]] = [:]
+        var inputWeights: [InputTap: [Float]] = [:]
+    }
+
+    /// Step 2: SmoothQuant (baseline), then the FireQ folds with the recipe's constants or the
+    /// constant search's choice, then what the rounding weighs: diag(H) with GPTQ (the stream
+    /// run through the smoothed layer), else E[x²] of the smoothed inputs for scale search.
+    static func smooth(
+        layer i: Int, plan: Plan, searcher: ConstantSearch?, stream: CalibrationStream?, threads: Int
+    ) throws -> SmoothedLayer {
+        let c = plan.config, recipe = plan.recipe, prefix = TensorNames.layerPrefix(i)
+        let raw = try RowMajorLayer.load(plan.checkpoint, layer: i, config: c)
+        var L = raw
+        let layerStats = keyStatistics(plan.stats.layers[i], recipe: recipe)
+        let groupSizes = try linears(of: raw, config: c).map { (n, _, _, k, _) throws -> Int in
+            try recipe.groupSize(layer: i, name: prefix + n, k: k)
+        }
+        var sqFactors: [InputTap: [Float]] = [:]
+        if let a = recipe.smoothQuantAlpha {
+            sqFactors = SmoothQuant.apply(alpha: a, to: &L, stats: layerStats, config: c)
+        }
+        let outcome = try searcher?.choose(layer: i, raw: raw, stats: layerStats, groupSizes: groupSizes)
+        let att = outcome?.attention ?? Folding.apply(recipe.smoothing, to: &L, stats: layerStats, config: c)
+        if let outcome { L = outcome.layer }
+        var s = SmoothedLayer(index: i, layer: L, attention: att, groupSizes: groupSizes, searched: outcome)
+        if let stream, let g = recipe.gptq {
+            let obs = HessianObserver(config: c, threads: threads)
+            stream.run(L.referenceWeights(index: i, config: c), observer: obs, advance: g.inputs == .fp)
+            for tap in InputTap.allCases {
+                let (h, d) = obs.hessian(tap)
+                guard let u = GPTQ.inverseCholeskyUpper(h, k: d.count, damp: Double(g.damp)) else {
+                    throw QuantizationError.packed(
+                        path: plan.statsPath,
+                        reason:
+                            "layer \(i)'s \(tap.rawValue) Hessian is not positive definite even with 10⁴× the dampening (are the calibration windows degenerate?)"
+                    )
+                }
+                s.gptqFactors[tap] = u.u
+                s.inputWeights[tap] = d
+            }
+        } else if recipe.scaleSearch && outcome == nil {  // (the search packed its linears already)
+            s.inputWeights = inputWeights(
+                recipe: recipe, stats: layerStats, factors: [sqFactors, att.inputFactors], config: c)
+        }
+        return s
+    }
+
+    /// Step 3: the layer's seven linears packed, in `linears(of:)` order.
+    static func quantize(_ s: SmoothedLayer, plan: Plan, threads: Int) -> [PackedLinear] {
+        if let o = s.searched { return o.linears }
+        let prefix = TensorNames.layerPrefix(s.index)
+        let mats = linears(of: s.layer, config: plan.config)
+        let results = ResultSlots<PackedLinear>(count: mats.count)
+        func quantizeLinear(_ j: Int, threads inner: Int) {
+            let (n, w, rows, k, tap) = mats[j]
+            results.set(
+                j,
+                Self.quantizeLinear(
+                    w, name: prefix + n, rows: rows, k: k, groupSize: s.groupSizes[j], recipe: plan.recipe,
+                    gptqFactor: s.gptqFactors[tap], inputWeights: s.inputWeights[tap], threads: inner))
+        }
+        if s.gptqFactors.isEmpty && s.inputWeights.isEmpty {
+            // Plain rounding: the seven linears are independent: quantize them on `threads`
+            // threads, each result stored by index, so the output does not depend on the
+            // thread count.
+            Parallel.forEachChunk(mats.count, chunk: 1, threads: threads) { r in
+                for j in r { quantizeLinear(j, threads: 1) }
+            }
+        } else {
+            // The scale search and GPTQ split each linear's rows over the threads instead
+            // (rows are independent): the seven linears differ up to 35× in size, so one per
+            // thread left a core idle (Qwen2.5-Coder-1.5B: 158 % CPU).
+            for j in 0..<mats.count { quantizeLinear(j, threads: threads) }
+        }
+        return results.values
+    }
+
+    /// GPTQ with `inputs: "quantized"`: the next layer's inputs come from this layer with its
+    /// quantized weights (ŵ / P, FP32 math).
+    static func advance(
+        _ stream: CalibrationStream, past s: SmoothedLayer, quantized: [PackedLinear], plan: Plan
+    ) {
+        let prefix = TensorNames.layerPrefix(s.index)
+        var Q = s.layer
+        for packed in quantized {
+            let qw = Int4Groups.Quantized(
+                q: packed.q, scales: packed.scales, rows: packed.n, k: packed.k, groupSize: packed.groupSize)
+            let w = Int4Groups.dequantize(qw, fp8Rerounding: plan.recipe.fp8Rerounding).map {
+                $0 * packed.perTensorScaleInv
+            }
+            switch String(packed.name.dropFirst(prefix.count)) {
+            case TensorNames.q: Q.q = w
+            case TensorNames.k: Q.k = w
+            case TensorNames.v: Q.v = w
+            case TensorNames.o: Q.o = w
+            case TensorNames.gate: Q.gate = w
+            case TensorNames.up: Q.up = w
+            default: Q.down = w
+            }
+        }
+        stream.run(Q.referenceWeights(index: s.index, config: plan.config), observer: nil, advance: true)
+    }
+
+    /// Step 4: what the layer writes, in packed order — its norms (folded ones stored back,
+    /// sandwich norms copied), the packed linears, q/k norms, biases and the post-RoPE scales.
+    static func layerTensors(
+        _ s: SmoothedLayer, linears: [PackedLinear], plan: Plan, summary: inout Summary
+    ) throws -> [TensorData] {
+        let prefix = TensorNames.layerPrefix(s.index), L = s.layer, att = s.attention
+        var tensors: [TensorData] = []
+        let norms = TensorNames.norms(plan.config)
+        tensors.append(try plan.storedNorm(prefix + norms.attentionInput, L.inputNorm))
+        tensors.append(try plan.storedNorm(prefix + norms.mlpInput, L.mlpInputNorm))
+        // Sandwich norms: no fold touches them; copied as stored.
+        for n in [norms.attentionOutput, norms.mlpOutput].compactMap({ $0 }) {
+            tensors.append(try plan.copied(prefix + n))
+        }
+        for packed in linears {
+            let ts = packed.tensors()
+            tensors += ts
+            summary.linearBytes += ts.reduce(0) { $0 + $1.bytes.count }
+            summary.linearFP16Bytes += packed.n * packed.k * 2
+            summary.perTensorScales[packed.name] = 1 / packed.perTensorScaleInv
+        }
+        if let n = L.qNorm { tensors.append(try plan.storedNorm(prefix + TensorNames.qNorm, n)) }
+        if let n = L.kNorm { tensors.append(try plan.storedNorm(prefix + TensorNames.kNorm, n)) }
+        for (b, n) in [(L.qBias, TensorNames.q), (L.kBias, TensorNames.k), (L.vBias, TensorNames.v)] {
+            if let b { tensors.append(try plan.stored(prefix + n + ".bias", b, like: prefix + n + ".bias")) }
+        }
+        if !att.keyChannels.isEmpty {
+            let supply = prefix + TensorNames.qkvSupply
+            for (side, channels, scales) in [
+                ("k", att.keyChannels, att.keyScales), ("q", att.queryChannels, att.queryScales)
+            ] {
+                tensors.append(
+                    TensorData(
+                        name: supply + "post_\(side)_smooth.top_k_indices", int32: channels, shape: [channels.count]))
+                tensors.append(
+                    TensorData(
+                        name: supply + "post_\(side)_smooth.smooth", values: scales, dtype: .bf16,
+                        shape: [scales.count]))
+            }
+        }
+        return tensors
     }
 }
 

@@ -53,7 +53,7 @@ public struct Recipe: Sendable, Equatable {
         /// Where layer i's calibration inputs come from: the model with layers < i already
         /// quantized (`quantized`) or the smoothed FP model (`fp`).
         public var inputs: Inputs = .quantized
-        public enum Inputs: String, Sendable, Equatable { case quantized, fp }
+        public enum Inputs: String, Sendable, Equatable, CaseIterable { case quantized, fp }
         public init() {}
     }
     // activations / attention numerics (used by the runtime)
@@ -95,305 +95,219 @@ public struct Recipe: Sendable, Equatable {
 
     public init() {}
 
-    /// Parses a recipe; `path` names the file in errors.
+    /// Parses a recipe; `path` names the file in errors. Read by `JSONFields` (null = the key's
+    /// default, except where the schema gives null a meaning: off), one section at a time, then
+    /// the checks that span sections.
     public static func parse(_ data: Data, path: String) throws(QuantizationError) -> Recipe {
         let json: JSONValue
         do { json = try JSONParser.parse(data) } catch {
             throw .recipe(path: path, key: "(file)", reason: "is not valid JSON: \(error.description)")
         }
-        guard let root = json.objectValue else {
-            throw .recipe(path: path, key: "(top level)", reason: "must be an object")
-        }
-        var r = Recipe()
-        func keys(_ o: JSONObject, _ allowed: [String], _ prefix: String) throws(QuantizationError) {
-            for k in o.keys where !allowed.contains(k) {
-                throw .recipe(
-                    path: path, key: prefix + k,
-                    reason: "is not a recipe key (allowed here: \(allowed.joined(separator: ", ")))")
-            }
-        }
-        func obj(_ o: JSONObject, _ k: String, _ prefix: String) throws(QuantizationError) -> JSONObject? {
-            guard let v = o[k] else { return nil }
-            guard let x = v.objectValue else { throw .recipe(path: path, key: prefix + k, reason: "must be an object") }
-            return x
-        }
-        func num(_ o: JSONObject, _ k: String, _ prefix: String) throws(QuantizationError) -> Float? {
-            guard let v = o[k], !v.isNull else { return nil }
-            guard let d = v.doubleValue, d.isFinite else {
-                throw .recipe(path: path, key: prefix + k, reason: "must be a number")
-            }
-            return Float(d)
-        }
-        func int(_ o: JSONObject, _ k: String, _ prefix: String) throws(QuantizationError) -> Int? {
-            guard let v = o[k], !v.isNull else { return nil }
-            guard let i = v.intValue else { throw .recipe(path: path, key: prefix + k, reason: "must be an integer") }
-            return i
-        }
-        func bool(_ o: JSONObject, _ k: String, _ prefix: String) throws(QuantizationError) -> Bool? {
-            guard let v = o[k] else { return nil }
-            guard let b = v.boolValue else {
-                throw .recipe(path: path, key: prefix + k, reason: "must be true or false")
-            }
-            return b
-        }
-        func choice(
-            _ o: JSONObject, _ k: String, _ prefix: String, _ allowed: [String]
-        ) throws(QuantizationError) -> String? {
-            guard let v = o[k] else { return nil }
-            guard let s = v.stringValue, allowed.contains(s) else {
-                throw .recipe(path: path, key: prefix + k, reason: "must be one of \(allowed.joined(separator: ", "))")
-            }
-            return s
-        }
-        try keys(
-            root,
-            ["name", "description", "weights", "activations", "smoothing", "attention", "layers", "search", "lm_head"],
-            "")
-        if let h = try obj(root, "lm_head", "") {
-            try keys(h, ["format"], "lm_head.")
-            if let f = try choice(h, "format", "lm_head.", ["source", "int8"]) { r.lmHeadInt8 = f == "int8" }
-        }
-        if let v = root["name"] {
-            guard let s = v.stringValue else { throw .recipe(path: path, key: "name", reason: "must be a string") };
-            r.name = s
-        }
-        if let v = root["description"] {
-            guard let s = v.stringValue else {
-                throw .recipe(path: path, key: "description", reason: "must be a string")
-            }; r.description = s
-        }
-        if let w = try obj(root, "weights", "") {
-            try keys(
-                w,
+        do {
+            let root = try JSONFields(document: json, nulls: .absent)
+            try root.checkKeys(
                 [
-                    "bits", "group_size", "scale_format", "per_tensor_pow2", "fp8_rerounding", "scale_search",
-                    "scale_search_weights", "signed_scales", "fitted_scales", "scale_search_floor", "gptq"
-                ], "weights.")
-            if let b = try int(w, "bits", "weights."), b != 4 {
-                throw .recipe(path: path, key: "weights.bits", reason: "must be 4 (INT4)")
+                    "name", "description", "weights", "activations", "smoothing", "attention", "layers", "search",
+                    "lm_head"
+                ],
+                what: "a recipe key")
+            var r = Recipe()
+            if let h = try root.object("lm_head") {
+                try h.checkKeys(["format"], what: "a recipe key")
+                if let f = try h.choice("format", among: ["source", "int8"]) { r.lmHeadInt8 = f == "int8" }
             }
-            if let g = try int(w, "group_size", "weights.") {
-                guard g >= 1 else { throw .recipe(path: path, key: "weights.group_size", reason: "must be positive") }
-                r.groupSize = g
+            if let s = try root.string("name") { r.name = s }
+            if let s = try root.string("description") { r.description = s }
+            if let w = try root.object("weights") { try r.readWeights(w) }
+            if let a = try root.object("activations") {
+                try a.checkKeys(["format", "output_bf16"], what: "a recipe key")
+                if let s = try a.choice("format", among: ["fp8_e4m3", "fp32"]) { r.activationsFP8 = s == "fp8_e4m3" }
+                if let b = try a.bool("output_bf16") { r.outputBF16 = b }
             }
-            if let s = try choice(w, "scale_format", "weights.", ["fp8_e4m3", "bf16"]) {
-                r.scaleFormat = Int4Groups.ScaleFormat(rawValue: s)!
-            }
-            if let b = try bool(w, "per_tensor_pow2", "weights.") { r.perTensorPowerOfTwo = b }
-            if let b = try bool(w, "fp8_rerounding", "weights.") { r.fp8Rerounding = b }
-            if let b = try bool(w, "scale_search", "weights.") { r.scaleSearch = b }
-            if let v = try choice(w, "scale_search_weights", "weights.", GPTQ.SearchWeights.allCases.map(\.rawValue)) {
-                r.searchWeights = GPTQ.SearchWeights(rawValue: v)!
-                guard r.scaleSearch || r.searchWeights == .input else {
-                    throw .recipe(
-                        path: path, key: "weights.scale_search_weights",
-                        reason: "needs \"scale_search\": true (it weighs the search's error)")
-                }
-            }
-            // Options that extend the scale search: true needs it.
-            func extendsSearch(_ key: String, _ why: String) throws(QuantizationError) -> Bool {
-                guard let b = try bool(w, key, "weights."), b else { return false }
-                guard r.scaleSearch else {
-                    throw .recipe(path: path, key: "weights." + key, reason: "needs \"scale_search\": true (\(why))")
-                }
-                return true
-            }
-            r.signedScales = try extendsSearch("signed_scales", "the search chooses each group's sign")
-            r.fittedScales = try extendsSearch("fitted_scales", "it extends the search")
-            if let f = try num(w, "scale_search_floor", "weights.") {
-                guard f >= 0.5 && f <= 1 else {
-                    throw .recipe(path: path, key: "weights.scale_search_floor", reason: "must be in [0.5, 1]")
-                }
-                guard r.scaleSearch || f == 0.5 else {
-                    throw .recipe(
-                        path: path, key: "weights.scale_search_floor",
-                        reason: "needs \"scale_search\": true (it bounds the search's candidates)")
-                }
-                r.scaleSearchFloor = f
-            }
-            if let v = w["gptq"], !v.isNull {
-                guard let g = v.objectValue else {
-                    throw .recipe(path: path, key: "weights.gptq", reason: "must be an object or null (off)")
-                }
-                try keys(g, ["damp", "inputs"], "weights.gptq.")
-                var s = GPTQSettings()
-                if let d = try num(g, "damp", "weights.gptq.") {
-                    guard d >= 0, d <= 1 else {
-                        throw .recipe(path: path, key: "weights.gptq.damp", reason: "must be in [0, 1]")
-                    }
-                    s.damp = d
-                }
-                if let i = try choice(g, "inputs", "weights.gptq.", ["quantized", "fp"]) {
-                    s.inputs = GPTQSettings.Inputs(rawValue: i)!
-                }
-                r.gptq = s
-            }
-            guard !(r.fittedScales && r.gptq != nil) else {
-                throw .recipe(
-                    path: path, key: "weights.fitted_scales",
-                    reason: "does not combine with \"gptq\" (GPTQ chooses the codes itself)")
+            if let s = try root.object("smoothing") { try r.readSmoothing(s) }
+            if let a = try root.object("attention") { try r.readAttention(a) }
+            if root.contains("search") && !root.isNull("search") { try r.readSearch(root) }
+            if let l = try root.object("layers") { try r.readLayers(l) }
+            try r.checkSearchCombinations()
+            return r
+        } catch let e as JSONFieldError {
+            throw .recipe(path: path, key: e.key, reason: e.reason)
+        } catch {
+            throw .recipe(path: path, key: "(file)", reason: String(describing: error))
+        }
+    }
+
+    /// `weights`: the INT4 grid, its scales and how they are chosen.
+    private mutating func readWeights(_ w: JSONFields) throws(JSONFieldError) {
+        try w.checkKeys(
+            [
+                "bits", "group_size", "scale_format", "per_tensor_pow2", "fp8_rerounding", "scale_search",
+                "scale_search_weights", "signed_scales", "fitted_scales", "scale_search_floor", "gptq"
+            ], what: "a recipe key")
+        if let b = try w.int("bits"), b != 4 { throw w.error("bits", "must be 4 (INT4)") }
+        if let g = try w.int("group_size", in: 1...Int.max) { groupSize = g }
+        if let s = try w.choice("scale_format", as: Int4Groups.ScaleFormat.self) { scaleFormat = s }
+        if let b = try w.bool("per_tensor_pow2") { perTensorPowerOfTwo = b }
+        if let b = try w.bool("fp8_rerounding") { fp8Rerounding = b }
+        if let b = try w.bool("scale_search") { scaleSearch = b }
+        if let v = try w.choice("scale_search_weights", as: GPTQ.SearchWeights.self) {
+            searchWeights = v
+            guard scaleSearch || v == .input else {
+                throw w.error("scale_search_weights", "needs \"scale_search\": true (it weighs the search's error)")
             }
         }
-        if let a = try obj(root, "activations", "") {
-            try keys(a, ["format", "output_bf16"], "activations.")
-            if let s = try choice(a, "format", "activations.", ["fp8_e4m3", "fp32"]) {
-                r.activationsFP8 = s == "fp8_e4m3"
-            }
-            if let b = try bool(a, "output_bf16", "activations.") { r.outputBF16 = b }
+        // Options that extend the scale search: true needs it.
+        func extendsSearch(_ key: String, _ why: String) throws(JSONFieldError) -> Bool {
+            guard let b = try w.bool(key), b else { return false }
+            guard scaleSearch else { throw w.error(key, "needs \"scale_search\": true (\(why))") }
+            return true
         }
-        if let s = try obj(root, "smoothing", "") {
-            try keys(
-                s,
-                [
-                    "gate_up_c", "down_c", "qkv_c", "vo_scalar", "smoothquant_alpha", "v_hadamard", "gate_up_strength",
-                    "down_strength"
-                ], "smoothing.")
-            for (k, kp) in [
-                ("gate_up_strength", \SmoothingPlan.gateUpStrength), ("down_strength", \SmoothingPlan.downStrength)
-            ] {
-                if let t = try num(s, k, "smoothing.") {
-                    guard t >= 0, t <= 4 else {
-                        throw .recipe(
-                            path: path, key: "smoothing." + k, reason: "must be in [0, 4] (1 = the paper's scales)")
-                    }
-                    r.smoothing[keyPath: kp] = t
-                }
+        signedScales = try extendsSearch("signed_scales", "the search chooses each group's sign")
+        fittedScales = try extendsSearch("fitted_scales", "it extends the search")
+        if let f = try w.number("scale_search_floor", in: 0.5...1) {
+            guard scaleSearch || f == 0.5 else {
+                throw w.error("scale_search_floor", "needs \"scale_search\": true (it bounds the search's candidates)")
             }
-            if let b = try bool(s, "v_hadamard", "smoothing.") { r.smoothing.vHadamard = b }
-            if let x = try num(s, "gate_up_c", "smoothing.") { r.smoothing.gateUpC = x }
-            if let x = try num(s, "down_c", "smoothing.") { r.smoothing.downC = x }
-            if let x = try num(s, "qkv_c", "smoothing.") { r.smoothing.qkvC = x }
-            if let x = try num(s, "vo_scalar", "smoothing.") {
-                guard x > 0 else {
-                    throw .recipe(path: path, key: "smoothing.vo_scalar", reason: "must be positive (1 = off)")
-                }
-                r.smoothing.voScalar = x
-            }
-            r.smoothQuantAlpha = try num(s, "smoothquant_alpha", "smoothing.")
+            scaleSearchFloor = Float(f)
         }
-        if let a = try obj(root, "attention", "") {
-            try keys(
-                a,
-                [
-                    "pre_rope_alpha", "pre_rope_shared_heads", "post_rope_beta", "post_rope_top_k", "q_format",
-                    "kv_bits", "qk_hadamard", "kv_group_size", "kv_scale_search", "kv_signed_scales", "kv_center"
-                ], "attention.")
-            if let b = try bool(a, "kv_scale_search", "attention.") { r.kvScaleSearch = b }
-            if let b = try bool(a, "kv_signed_scales", "attention.") {
-                r.kvSignedScales = b
-                guard r.kvScaleSearch || !b else {
-                    throw .recipe(
-                        path: path, key: "attention.kv_signed_scales",
-                        reason: "needs \"kv_scale_search\": true (the search chooses each group's sign)")
-                }
-            }
-            if let v = a["kv_center"], !v.isNull {
-                guard v.stringValue == "bias" else {
-                    throw .recipe(path: path, key: "attention.kv_center", reason: "must be null or \"bias\"")
-                }
-                r.kvCenterBias = true
-            }
-            if let b = try bool(a, "qk_hadamard", "attention.") { r.qkHadamard = b }
-            if let g = try int(a, "kv_group_size", "attention.") {
-                guard g >= 1 else {
-                    throw .recipe(path: path, key: "attention.kv_group_size", reason: "must be positive")
-                }
-                r.kvGroupSize = g
-            }
-            if let b = try bool(a, "pre_rope_shared_heads", "attention.") { r.smoothing.preRopeSharedHeads = b }
-            if a["pre_rope_alpha"] != nil { r.smoothing.preRopeAlpha = try num(a, "pre_rope_alpha", "attention.") }
-            if a["post_rope_beta"] != nil { r.smoothing.postRopeBeta = try num(a, "post_rope_beta", "attention.") }
-            if let k = try int(a, "post_rope_top_k", "attention.") { r.smoothing.postRopeTopK = k }
-            if let s = try choice(a, "q_format", "attention.", ["fp8_e4m3", "fp32"]) { r.queryFP8 = s == "fp8_e4m3" }
-            if let v = a["kv_bits"] {
-                if v.isNull {
-                    r.kvInt4 = false
-                } else if v.intValue == 4 {
-                    r.kvInt4 = true
-                } else {
-                    throw .recipe(path: path, key: "attention.kv_bits", reason: "must be 4 or null (full precision)")
-                }
+        if w.contains("gptq") && !w.isNull("gptq") {
+            guard let g = try? w.object("gptq") else { throw w.error("gptq", "must be an object or null (off)") }
+            try g.checkKeys(["damp", "inputs"], what: "a recipe key")
+            var s = GPTQSettings()
+            if let d = try g.number("damp", in: 0...1) { s.damp = Float(d) }
+            if let i = try g.choice("inputs", as: GPTQSettings.Inputs.self) { s.inputs = i }
+            gptq = s
+        }
+        guard !(fittedScales && gptq != nil) else {
+            throw w.error("fitted_scales", "does not combine with \"gptq\" (GPTQ chooses the codes itself)")
+        }
+    }
+
+    /// `smoothing`: the channel-wise folds' constants and strengths, SmoothQuant, the V rotation.
+    private mutating func readSmoothing(_ s: JSONFields) throws(JSONFieldError) {
+        try s.checkKeys(
+            [
+                "gate_up_c", "down_c", "qkv_c", "vo_scalar", "smoothquant_alpha", "v_hadamard", "gate_up_strength",
+                "down_strength"
+            ], what: "a recipe key")
+        for (k, kp) in [
+            ("gate_up_strength", \SmoothingPlan.gateUpStrength), ("down_strength", \SmoothingPlan.downStrength)
+        ] {
+            if let t = try s.number(k, in: 0...4) { smoothing[keyPath: kp] = Float(t) }
+        }
+        if let b = try s.bool("v_hadamard") { smoothing.vHadamard = b }
+        if let x = try s.number("gate_up_c") { smoothing.gateUpC = Float(x) }
+        if let x = try s.number("down_c") { smoothing.downC = Float(x) }
+        if let x = try s.number("qkv_c") { smoothing.qkvC = Float(x) }
+        if let x = try s.number("vo_scalar") {
+            guard x > 0 else { throw s.error("vo_scalar", "must be positive (1 = off), found \(x)") }
+            smoothing.voScalar = Float(x)
+        }
+        smoothQuantAlpha = try s.number("smoothquant_alpha").map { Float($0) }
+    }
+
+    /// `attention`: Q/K scaling, query and K/V formats, the K/V groups and centres.
+    private mutating func readAttention(_ a: JSONFields) throws(JSONFieldError) {
+        try a.checkKeys(
+            [
+                "pre_rope_alpha", "pre_rope_shared_heads", "post_rope_beta", "post_rope_top_k", "q_format",
+                "kv_bits", "qk_hadamard", "kv_group_size", "kv_scale_search", "kv_signed_scales", "kv_center"
+            ], what: "a recipe key")
+        if let b = try a.bool("kv_scale_search") { kvScaleSearch = b }
+        if let b = try a.bool("kv_signed_scales") {
+            kvSignedScales = b
+            guard kvScaleSearch || !b else {
+                throw a.error(
+                    "kv_signed_scales", "needs \"kv_scale_search\": true (the search chooses each group's sign)")
             }
         }
-        if let v = root["search"], !v.isNull {
-            guard let o = v.objectValue else {
-                throw .recipe(path: path, key: "search", reason: "must be an object or null (off)")
-            }
-            try keys(
-                o, ["alpha_beta", "post_rope_top_k", "gate_up_strength", "down_strength", "windows", "tokens"],
-                "search.")
-            var st = SearchSettings()
-            func list(_ k: String, min lo: Double, max hi: Double) throws(QuantizationError) -> [Double] {
-                guard let v = o[k], !v.isNull else { return [] }
-                guard let a = v.arrayValue, a.count <= 16,
-                    a.allSatisfy({ ($0.doubleValue).map { $0.isFinite && $0 >= lo && $0 <= hi } ?? false })
-                else {
-                    throw .recipe(
-                        path: path, key: "search." + k,
-                        reason: "must be a list of at most 16 numbers in [\(lo.formatted()), \(hi.formatted())]")
-                }
-                return a.map { $0.doubleValue! }
-            }
-            st.alphaBeta = try list("alpha_beta", min: 1e-3, max: 1e4).map { Float($0) }
-            let ks = try list("post_rope_top_k", min: 1, max: 4096)
-            guard ks.allSatisfy({ $0 == $0.rounded() }) else {
-                throw .recipe(path: path, key: "search.post_rope_top_k", reason: "must be a list of whole numbers")
-            }
-            st.topK = ks.map { Int($0) }
-            st.gateUpStrength = try list("gate_up_strength", min: 0, max: 4).map { Float($0) }
-            st.downStrength = try list("down_strength", min: 0, max: 4).map { Float($0) }
-            if let w = try int(o, "windows", "search.") {
-                guard w >= 1 else { throw .recipe(path: path, key: "search.windows", reason: "must be at least 1") }
-                st.windows = w
-            }
-            if let t = try int(o, "tokens", "search.") {
-                guard t >= 16 else { throw .recipe(path: path, key: "search.tokens", reason: "must be at least 16") }
-                st.tokens = t
-            }
-            r.search = st
+        if a.contains("kv_center") && !a.isNull("kv_center") {
+            guard a["kv_center"]?.stringValue == "bias" else { throw a.error("kv_center", "must be null or \"bias\"") }
+            kvCenterBias = true
         }
-        if let l = try obj(root, "layers", "") {
-            try keys(l, ["skip", "group_size"], "layers.")
-            if let s = l["skip"] {
-                guard let arr = s.arrayValue, arr.allSatisfy({ ($0.intValue ?? -1) >= 0 }) else {
-                    throw .recipe(path: path, key: "layers.skip", reason: "must be an array of layer indices")
-                }
-                r.skipLayers = arr.map { $0.intValue! }
+        if let b = try a.bool("qk_hadamard") { qkHadamard = b }
+        if let g = try a.int("kv_group_size", in: 1...Int.max) { kvGroupSize = g }
+        if let b = try a.bool("pre_rope_shared_heads") { smoothing.preRopeSharedHeads = b }
+        // Present and null: off (absent: the default).
+        if a.contains("pre_rope_alpha") { smoothing.preRopeAlpha = try a.number("pre_rope_alpha").map { Float($0) } }
+        if a.contains("post_rope_beta") { smoothing.postRopeBeta = try a.number("post_rope_beta").map { Float($0) } }
+        if let k = try a.int("post_rope_top_k") { smoothing.postRopeTopK = k }
+        if let s = try a.choice("q_format", among: ["fp8_e4m3", "fp32"]) { queryFP8 = s == "fp8_e4m3" }
+        if a.contains("kv_bits") {
+            guard a.isNull("kv_bits") || a["kv_bits"]?.intValue == 4 else {
+                throw a.error("kv_bits", "must be 4 or null (full precision)")
             }
-            if let g = try obj(l, "group_size", "layers.") {
-                for (k, v) in g.pairs {
-                    guard let i = Int(k), i >= 0, let gs = v.intValue, gs >= 1 else {
-                        throw .recipe(
-                            path: path, key: "layers.group_size.\(k)",
-                            reason: "must map a layer index to a positive group size")
-                    }
-                    r.groupSizeOverrides[i] = gs
-                }
-            }
+            kvInt4 = !a.isNull("kv_bits")
         }
-        if let st = r.search {
-            func refuse(_ k: String, _ why: String) -> QuantizationError {
-                .recipe(path: path, key: "search." + k, reason: why)
+    }
+
+    /// `search`: the per-layer constant search's candidates and calibration slice.
+    private mutating func readSearch(_ root: JSONFields) throws(JSONFieldError) {
+        guard let o = try? root.object("search") else { throw root.error("search", "must be an object or null (off)") }
+        try o.checkKeys(
+            ["alpha_beta", "post_rope_top_k", "gate_up_strength", "down_strength", "windows", "tokens"],
+            what: "a recipe key")
+        var st = SearchSettings()
+        func list(_ k: String, min lo: Double, max hi: Double) throws(JSONFieldError) -> [Double] {
+            let what = "must be a list of at most 16 numbers in [\(lo.formatted()), \(hi.formatted())]"
+            let found: [JSONValue]?
+            do { found = try o.array(k) } catch { throw o.error(k, what) }
+            guard let a = found else { return [] }
+            guard a.count <= 16, a.allSatisfy({ ($0.doubleValue).map { $0.isFinite && $0 >= lo && $0 <= hi } ?? false })
+            else { throw o.error(k, what) }
+            return a.map { $0.doubleValue! }
+        }
+        st.alphaBeta = try list("alpha_beta", min: 1e-3, max: 1e4).map { Float($0) }
+        let ks = try list("post_rope_top_k", min: 1, max: 4096)
+        guard ks.allSatisfy({ $0 == $0.rounded() }) else {
+            throw o.error("post_rope_top_k", "must be a list of whole numbers")
+        }
+        st.topK = ks.map { Int($0) }
+        st.gateUpStrength = try list("gate_up_strength", min: 0, max: 4).map { Float($0) }
+        st.downStrength = try list("down_strength", min: 0, max: 4).map { Float($0) }
+        if let w = try o.int("windows", in: 1...Int.max) { st.windows = w }
+        if let t = try o.int("tokens", in: 16...Int.max) { st.tokens = t }
+        search = st
+    }
+
+    /// `layers`: layers left unquantized and per-layer group sizes.
+    private mutating func readLayers(_ l: JSONFields) throws(JSONFieldError) {
+        try l.checkKeys(["skip", "group_size"], what: "a recipe key")
+        if l.contains("skip") {
+            guard let arr = try? l.array("skip"), arr.allSatisfy({ ($0.intValue ?? -1) >= 0 }) else {
+                throw l.error("skip", "must be an array of layer indices")
             }
-            if r.gptq != nil { throw refuse("(object)", "cannot be combined with weights.gptq") }
-            if r.smoothQuantAlpha != nil {
-                throw refuse("(object)", "cannot be combined with smoothing.smoothquant_alpha")
-            }
-            if !r.skipLayers.isEmpty { throw refuse("(object)", "cannot be combined with layers.skip") }
-            if !st.alphaBeta.isEmpty && (r.smoothing.preRopeAlpha == nil || r.smoothing.postRopeBeta == nil) {
-                throw refuse("alpha_beta", "needs attention.pre_rope_alpha and attention.post_rope_beta on")
-            }
-            if !st.topK.isEmpty && r.smoothing.postRopeBeta == nil {
-                throw refuse("post_rope_top_k", "needs attention.post_rope_beta on")
-            }
-            if !st.gateUpStrength.isEmpty && r.smoothing.gateUpC <= 0 {
-                throw refuse("gate_up_strength", "needs smoothing.gate_up_c > 0")
-            }
-            if !st.downStrength.isEmpty && r.smoothing.downC <= 0 {
-                throw refuse("down_strength", "needs smoothing.down_c > 0")
+            skipLayers = arr.map { $0.intValue! }
+        }
+        if let g = try l.object("group_size") {
+            for (k, v) in g.object.pairs {
+                guard let i = Int(k), i >= 0, let gs = v.intValue, gs >= 1 else {
+                    throw g.error(k, "must map a layer index to a positive group size")
+                }
+                groupSizeOverrides[i] = gs
             }
         }
-        return r
+    }
+
+    /// What the constant search cannot be combined with, and the constants it needs on.
+    private func checkSearchCombinations() throws(JSONFieldError) {
+        guard let st = search else { return }
+        func refuse(_ k: String, _ why: String) -> JSONFieldError { JSONFieldError(key: "search." + k, reason: why) }
+        if gptq != nil { throw refuse("(object)", "cannot be combined with weights.gptq") }
+        if smoothQuantAlpha != nil { throw refuse("(object)", "cannot be combined with smoothing.smoothquant_alpha") }
+        if !skipLayers.isEmpty { throw refuse("(object)", "cannot be combined with layers.skip") }
+        if !st.alphaBeta.isEmpty && (smoothing.preRopeAlpha == nil || smoothing.postRopeBeta == nil) {
+            throw refuse("alpha_beta", "needs attention.pre_rope_alpha and attention.post_rope_beta on")
+        }
+        if !st.topK.isEmpty && smoothing.postRopeBeta == nil {
+            throw refuse("post_rope_top_k", "needs attention.post_rope_beta on")
+        }
+        if !st.gateUpStrength.isEmpty && smoothing.gateUpC <= 0 {
+            throw refuse("gate_up_strength", "needs smoothing.gate_up_c > 0")
+        }
+        if !st.downStrength.isEmpty && smoothing.downC <= 0 {
+            throw refuse("down_strength", "needs smoothing.down_c > 0")
+        }
     }
 
     /// `fireq convert`'s default since 2026-12-07: Calibration/recipes/fireq-plus-4.json, built in

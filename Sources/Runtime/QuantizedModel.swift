@@ -302,20 +302,41 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
 
     public let numerics: RuntimeNumerics
 
+    /// Loads a packed folder (every tensor's CRC-32 checked first): the numerics its recipe and
+    /// `numerics` ask for, then each layer, then the 16-bit (or INT8) embedding and lm_head. The
+    /// file's pages are handed back as each tensor is expanded (resident memory is then the
+    /// expanded weights, not the weights plus the file).
     public init(directory: String, threads: Int, numerics: RuntimeNumerics = .fireq) throws {
         let packed = try PackedModel(directory: directory)
         try packed.verify()
-        // The file is mapped; once a tensor is expanded its pages are handed back (resident memory
-        // is then the expanded weights, not the weights plus the file).
-        func release(prefix: String) {
-            for t in packed.file.tensors where t.name.hasPrefix(prefix) { packed.file.releasePages(t) }
-        }
-        release(prefix: "")
+        packed.file.releasePages(prefix: "")
         let c = try ModelConfig(directory: directory)
         config = c
-        let r = packed.recipe
         self.numerics = numerics
-        let full = numerics == .fireq
+        let (n, headInt8) = try Self.blockNumerics(packed, config: c, numerics: numerics)
+        let layers = try (0..<c.layerCount).map { i in
+            defer { packed.file.releasePages(prefix: TensorNames.layerPrefix(i)) }
+            return try Self.layer(i, of: packed, config: c, full: numerics == .fireq, fp8Rerounding: n.fp8Rerounding)
+        }
+        blocks = QuantizedBlocks(config: c, layers: layers, numerics: n, threads: threads)
+        let headName = c.tieWordEmbeddings ? TensorNames.embed : TensorNames.lmHead
+        int8Head = headInt8 ? try Self.int8Table(headName, of: packed, config: c) : nil
+        embedTable =
+            int8Head != nil && c.tieWordEmbeddings ? nil : try Self.table(TensorNames.embed, of: packed, config: c)
+        lmHead =
+            int8Head != nil
+            ? nil : (c.tieWordEmbeddings ? embedTable : try Self.table(TensorNames.lmHead, of: packed, config: c))
+        finalNorm = FloatBuffer(c.normScales(stored: try packed.file.float32(TensorNames.finalNorm)))
+        packed.file.releasePages(prefix: "")
+    }
+
+    /// What the blocks compute: the packed recipe's numerics under `numerics` (`.fireq` all of
+    /// them; `.weightsOnly` and `.int4Activations` drop the run-time roundings), checked against
+    /// the model; and whether the lm_head is the INT8 one.
+    static func blockNumerics(
+        _ packed: PackedModel, config c: ModelConfig, numerics: RuntimeNumerics
+    ) throws -> (BlockNumerics, headInt8: Bool) {
+        let r = packed.recipe, full = numerics == .fireq
         var n = BlockNumerics()
         n.fp8Rerounding = full && packed.fp8Rerounding
         n.activationsFP8 = numerics != .weightsOnly && r["activations"]?["format"]?.stringValue != "fp32"
@@ -326,40 +347,39 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
         n.kvGroupSize = r["attention"]?["kv_group_size"]?.intValue
         n.kvScaleSearch = full && (r["attention"]?["kv_scale_search"]?.boolValue ?? false)
         n.kvSignedScales = r["attention"]?["kv_signed_scales"]?.boolValue ?? false
+        func refuse(_ reason: String) -> PackedError { PackedError(path: packed.directory, reason: reason) }
         if let kc = r["attention"]?["kv_center"], !kc.isNull {
             guard kc.stringValue == "bias" else {
-                throw PackedError(
-                    path: packed.directory, reason: "its recipe's attention.kv_center is not null or \"bias\"")
+                throw refuse("its recipe's attention.kv_center is not null or \"bias\"")
             }
             n.kvCenter = full
         }
         let kvGroup = n.kvGroupSize ?? c.headDim
         let headFormat = r["lm_head"]?["format"]?.stringValue ?? "source"
         guard headFormat == "source" || headFormat == "int8" else {
-            throw PackedError(
-                path: packed.directory,
-                reason: "its recipe's lm_head.format '\(headFormat)' is neither 'source' nor 'int8'")
+            throw refuse("its recipe's lm_head.format '\(headFormat)' is neither 'source' nor 'int8'")
         }
         if headFormat == "int8" && c.hiddenSize % 2 != 0 {
-            throw PackedError(
-                path: packed.directory,
-                reason:
-                    "its recipe's INT8 lm_head adds inputs in pairs and needs an even hidden size, not \(c.hiddenSize)")
+            throw refuse(
+                "its recipe's INT8 lm_head adds inputs in pairs and needs an even hidden size, not \(c.hiddenSize)")
         }
         if n.qkHadamard && (c.headDim & (c.headDim - 1)) != 0 {
-            throw PackedError(
-                path: packed.directory,
-                reason:
-                    "its recipe rotates Q/K (attention.qk_hadamard), which needs a power-of-two head_dim, not \(c.headDim)"
-            )
+            throw refuse(
+                "its recipe rotates Q/K (attention.qk_hadamard), which needs a power-of-two head_dim, not \(c.headDim)")
         }
         guard kvGroup >= 1, c.headDim % kvGroup == 0 else {
-            throw PackedError(
-                path: packed.directory,
-                reason: "its recipe's attention.kv_group_size \(kvGroup) does not divide head_dim \(c.headDim)")
+            throw refuse("its recipe's attention.kv_group_size \(kvGroup) does not divide head_dim \(c.headDim)")
         }
-        let f = packed.file
-        func floats(_ name: String) throws -> [Float] { try f.float32(name) }
+        return (n, full && headFormat == "int8")
+    }
+
+    /// Layer `i` as the runtime holds it: norms as scales, the seven packed linears with their
+    /// biases, q/k norms and (under `full` numerics) the post-RoPE scales.
+    static func layer(
+        _ i: Int, of packed: PackedModel, config c: ModelConfig, full: Bool, fp8Rerounding: Bool
+    ) throws -> QuantizedBlocks.QuantizedLayer {
+        typealias N = TensorNames
+        let f = packed.file, p = N.layerPrefix(i), s = p + N.qkvSupply
         func ints(_ name: String) throws -> [Int] {
             guard full, let t = f.info(name), t.dtype == .i32 else { return [] }
             let raw = f.rawBytes(t)
@@ -367,72 +387,56 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
                 Int(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)))
             }
         }
-        var layers: [QuantizedBlocks.QuantizedLayer] = []
-        for i in 0..<c.layerCount {
-            typealias N = TensorNames
-            let p = N.layerPrefix(i)
-            func part(_ n: String) throws -> (linear: PackedLinear, bias: [Float]?) {
-                let bias = f.info(p + n + ".bias") != nil ? try f.float32(p + n + ".bias") : nil
-                if f.info(p + n + ".weight_scale") == nil {
-                    throw PackedError(
-                        path: packed.weightsPath,
-                        reason:
-                            "layer \(i) is stored unquantized (skipped by the recipe); the runtime needs every layer quantized"
-                    )
-                }
-                return (try packed.linear(p + n), bias)
+        func scales(_ name: String) throws -> [Float] { full && f.info(name) != nil ? try f.float32(name) : [] }
+        func part(_ n: String) throws -> (linear: PackedLinear, bias: [Float]?) {
+            let bias = f.info(p + n + ".bias") != nil ? try f.float32(p + n + ".bias") : nil
+            if f.info(p + n + ".weight_scale") == nil {
+                throw PackedError(
+                    path: packed.weightsPath,
+                    reason:
+                        "layer \(i) is stored unquantized (skipped by the recipe); the runtime needs every layer quantized"
+                )
             }
-            let s = p + N.qkvSupply
-            let norms = N.norms(c)
-            func norm(_ name: String) throws -> [Float] { c.normScales(stored: try floats(p + name)) }
-            var outputNorms: (attention: [Float], mlp: [Float])? = nil
-            if let a = norms.attentionOutput, let m = norms.mlpOutput { outputNorms = (try norm(a), try norm(m)) }
-            layers.append(
-                try QuantizedBlocks.QuantizedLayer(
-                    inputNorm: try norm(norms.attentionInput), mlpInputNorm: try norm(norms.mlpInput),
-                    outputNorms: outputNorms,
-                    linears: try N.linears.map(part),
-                    keyChannels: try ints(s + "post_k_smooth.top_k_indices"),
-                    keyScales: full && f.info(s + "post_k_smooth.smooth") != nil
-                        ? try f.float32(s + "post_k_smooth.smooth") : [],
-                    queryChannels: try ints(s + "post_q_smooth.top_k_indices"),
-                    queryScales: full && f.info(s + "post_q_smooth.smooth") != nil
-                        ? try f.float32(s + "post_q_smooth.smooth") : [],
-                    qNorm: c.qkNorm ? try norm(N.qNorm) : nil, kNorm: c.qkNorm ? try norm(N.kNorm) : nil,
-                    fp8Rerounding: n.fp8Rerounding))
-            release(prefix: p)
+            return (try packed.linear(p + n), bias)
         }
-        blocks = QuantizedBlocks(config: c, layers: layers, numerics: n, threads: threads)
-        // Embedding and lm_head stay in their stored 16 bits (widened panel by panel in the kernels).
-        func matrix(_ name: String) throws -> PackedMatrix {
-            let (rows, cols) = (c.vocabSize, c.hiddenSize)
-            if let t = f.info(name), t.dtype == .f16 || t.dtype == .bf16, t.shape == [rows, cols] {
-                defer { f.releasePages(t) }  // the file's pages go as soon as the copy is made
-                return PackedMatrix(
-                    rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols
-                ) {
-                    f.releasePages(t, bytes: $0)
-                }
+        let norms = N.norms(c)
+        func norm(_ name: String) throws -> [Float] { c.normScales(stored: try f.float32(p + name)) }
+        var outputNorms: (attention: [Float], mlp: [Float])? = nil
+        if let a = norms.attentionOutput, let m = norms.mlpOutput { outputNorms = (try norm(a), try norm(m)) }
+        return try QuantizedBlocks.QuantizedLayer(
+            inputNorm: try norm(norms.attentionInput), mlpInputNorm: try norm(norms.mlpInput),
+            outputNorms: outputNorms, linears: try N.linears.map(part),
+            keyChannels: try ints(s + "post_k_smooth.top_k_indices"), keyScales: try scales(s + "post_k_smooth.smooth"),
+            queryChannels: try ints(s + "post_q_smooth.top_k_indices"),
+            queryScales: try scales(s + "post_q_smooth.smooth"),
+            qNorm: c.qkNorm ? try norm(N.qNorm) : nil, kNorm: c.qkNorm ? try norm(N.kNorm) : nil,
+            fp8Rerounding: fp8Rerounding)
+    }
+
+    /// The embedding or lm_head in its stored 16 bits (widened panel by panel in the kernels);
+    /// the file's pages go as soon as each panel is copied.
+    static func table(_ name: String, of packed: PackedModel, config c: ModelConfig) throws -> PackedMatrix {
+        let f = packed.file, (rows, cols) = (c.vocabSize, c.hiddenSize)
+        if let t = f.info(name), t.dtype == .f16 || t.dtype == .bf16, t.shape == [rows, cols] {
+            defer { f.releasePages(t) }
+            return PackedMatrix(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols)
+            {
+                f.releasePages(t, bytes: $0)
             }
-            let w = try f.float32(name)
-            return w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
         }
-        // The INT8 head is made from the stored table (Formats/runtime-numerics.md "INT8 lm_head").
-        func int8(_ name: String) throws -> Int8Head {
-            let (rows, cols) = (c.vocabSize, c.hiddenSize)
-            if let t = f.info(name), t.dtype == .f16 || t.dtype == .bf16, t.shape == [rows, cols] {
-                defer { f.releasePages(t) }
-                return Int8Head(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols)
-            }
-            let w = try f.float32(name)
-            return w.withUnsafeBufferPointer { Int8Head(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
+        let w = try f.float32(name)
+        return w.withUnsafeBufferPointer { PackedMatrix(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
+    }
+
+    /// The INT8 head, made from the stored table (Formats/runtime-numerics.md "INT8 lm_head").
+    static func int8Table(_ name: String, of packed: PackedModel, config c: ModelConfig) throws -> Int8Head {
+        let f = packed.file, (rows, cols) = (c.vocabSize, c.hiddenSize)
+        if let t = f.info(name), t.dtype == .f16 || t.dtype == .bf16, t.shape == [rows, cols] {
+            defer { f.releasePages(t) }
+            return Int8Head(rowMajor16: f.rawBytes(t).baseAddress!, bf16: t.dtype == .bf16, rows: rows, cols: cols)
         }
-        let headName = c.tieWordEmbeddings ? TensorNames.embed : TensorNames.lmHead
-        int8Head = full && headFormat == "int8" ? try int8(headName) : nil
-        embedTable = int8Head != nil && c.tieWordEmbeddings ? nil : try matrix(TensorNames.embed)
-        lmHead = int8Head != nil ? nil : (c.tieWordEmbeddings ? embedTable : try matrix(TensorNames.lmHead))
-        finalNorm = FloatBuffer(c.normScales(stored: try floats(TensorNames.finalNorm)))
-        release(prefix: "")
+        let w = try f.float32(name)
+        return w.withUnsafeBufferPointer { Int8Head(rowMajor: $0.baseAddress!, rows: rows, cols: cols) }
     }
 
     /// Bytes of weights held in memory: INT4 codes and scales, 16-bit embedding / lm_head, norms.

@@ -105,15 +105,9 @@ struct WindowOptions: ParsableArguments {
 
     var scoring: PerplexityProtocol { `protocol` }
 
-    /// Checks --context against the model and resolves --bos to its token id.
+    /// Checks --context against the model and resolves --bos to its token id (the library's check).
     func check(_ config: ModelConfig, modelPath: String) throws -> Int32? {
-        if context > config.maxPositionEmbeddings {
-            throw CLIError(
-                "--context \(context) exceeds the model's max_position_embeddings (\(config.maxPositionEmbeddings)).")
-        }
-        guard bos else { return nil }
-        guard let b = config.bosTokenID else { throw CLIError("\(modelPath)/config.json: --bos needs a bos_token_id.") }
-        return Int32(b)
+        try EvalJob.checkWindows(context: context, bos: bos, config: config, modelPath: modelPath)
     }
 }
 

@@ -52,7 +52,7 @@ import Testing
             "\(m):4: unknown key \"seq-len\" (did you mean \"seq_len\"?).",
             "\(m):4: Give exactly one of \"text\", \"jsonl\", \"tokens\", \"generate\".",
             "\(m):5: an entry must be a JSON object, not an array.",
-            "\(m):6: \"seed\" must be an integer ≥ 0, not \"2\" (a string).",
+            "\(m):6: \"seed\" must be an integer, found \"2\".",
             "\(m):6: \"export\": 'onnx' is not one of gguf, compressed-tensors, mlx.",
             "\(m):7: \"recipe\" \(d)/missing.json is not a file.",
             "\(m):8: Give \"eval_text\": the default held-out text is the \"text\" calibration file after its in-order calibration windows.",
@@ -60,7 +60,7 @@ import Testing
             "\(m):12: writes \(d)/outs/h.gguf twice (as its output, work folder or an export).",
             "\(m):13: \"temperature\" applies to \"generate\" only.",
             "\(m):13: \"max_delta_ppl\" must be positive, not 0.0.",
-            "\(m):13: \"shuffle\" must be true or false, not \"yes\" (a string)."
+            "\(m):13: \"shuffle\" must be true or false, found \"yes\"."
         ]
         for e in expected { #expect(p.contains(e), "missing: \(e)\nhave: \(p.joined(separator: "\n"))") }
         // Lines 9 (a recipe that is not a recipe) and 11 (truncated JSON) embed the JSON parser's

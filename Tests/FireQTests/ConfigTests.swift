@@ -18,6 +18,39 @@ import Testing
         #expect(c.ropeScaling == .none && c.rmsNormEps == 1e-5)
     }
 
+    /// The one reader behind config.json, recipes and batch manifests: types, ranges, null
+    /// policy, nested paths and misspelt-key hints, each with the message a user reads.
+    @Test func strictFieldReader() throws {
+        func fields(_ json: String, _ nulls: JSONFields.Nulls) throws -> JSONFields {
+            try JSONFields(document: try JSONParser.parse(json), nulls: nulls)
+        }
+        func reason(_ body: () throws -> Any?) -> String {
+            do { _ = try body(); return "" } catch { return String(describing: error) }
+        }
+        let f = try fields(
+            #"{"n": 3, "x": 0.25, "s": "abc", "b": true, "z": null, "o": {"k": "v", "m": [1]}}"#, .refused)
+        #expect(try f.int("n", in: 1...4) == 3 && f.int("absent") == nil)
+        #expect(reason { try f.int("n", in: 4...8) } == "n must be in [4, 8], found 3")
+        #expect(reason { try f.int("n", in: 4...Int.max) } == "n must be at least 4, found 3")
+        #expect(reason { try f.int("x") } == "x must be an integer, found 0.25")
+        #expect(reason { try f.number("s") } == "s must be a number, found \"abc\"")
+        #expect(reason { try f.number("x", in: 0.5...1) } == "x must be in [0.5, 1], found 0.25")
+        #expect(reason { try f.bool("n") } == "n must be true or false, found 3")
+        #expect(reason { try f.choice("s", among: ["a", "b"]) } == "s must be one of a, b, found \"abc\"")
+        #expect(reason { try f.string("z") } == "z must be a string, found null")
+        #expect(reason { try f.object("o")?.int("k") } == "o.k must be an integer, found \"v\"")
+        #expect(reason { try f.object("o")?.checkKeys(["k", "mm"]) } == "o.m is not a known key (allowed here: k, mm)")
+        #expect(
+            reason { try f.checkKeys(["n", "x", "s", "b", "Z", "o"]) }
+                == "z is not a known key (allowed here: n, x, s, b, Z, o; did you mean \"Z\"?)")
+        #expect(JSONFields.nearest("seq-len", in: ["samples", "seq_len"]) == "seq_len")
+        #expect(JSONFields.nearest("txt", in: ["text"]) == nil)
+        // Under `.absent` (Hugging Face configs) null is the default; a present null is still seen.
+        let h = try fields(#"{"z": null}"#, .absent)
+        #expect(try h.string("z") == nil && h.contains("z") && h.isNull("z") && !h.contains("y"))
+        #expect(reason { try fields("[1]", .absent) } == "(top level) must be an object, found an array")
+    }
+
     @Test func unsupportedRopeScaling() {
         #expect {
             _ = try Self.parse(#","rope_scaling":{"rope_type":"yarn","factor":4.0}"#)

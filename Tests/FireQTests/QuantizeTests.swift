@@ -172,15 +172,25 @@ import Testing
             do { _ = try parse(s); return "" } catch { return String(describing: error) }
         }
         #expect(message(#"{"weights": {"gptq": 1}}"#) == "r.json: 'weights.gptq' must be an object or null (off).")
-        #expect(message(#"{"weights": {"gptq": {"damp": 2}}}"#) == "r.json: 'weights.gptq.damp' must be in [0, 1].")
+        // null is a key's default, except where the schema gives it a meaning (off).
+        let nulls = try parse(
+            #"{"weights": {"per_tensor_pow2": null, "gptq": null}, "attention": {"pre_rope_alpha": null, "kv_bits": null}}"#
+        )
+        #expect(nulls.perTensorPowerOfTwo && nulls.gptq == nil && nulls.smoothing.preRopeAlpha == nil && !nulls.kvInt4)
+        #expect(Recipe().smoothing.preRopeAlpha != nil && Recipe().kvInt4)
+        #expect(
+            message(#"{"weights": {"gptq": {"damp": 2}}}"#) == "r.json: 'weights.gptq.damp' must be in [0, 1], found 2."
+        )
         #expect(
             message(#"{"weights": {"gptq": {"inputs": "both"}}}"#)
-                == "r.json: 'weights.gptq.inputs' must be one of quantized, fp.")
+                == "r.json: 'weights.gptq.inputs' must be one of quantized, fp, found \"both\".")
         #expect(message(#"{"weights": {"gptq": {"order": 1}}}"#).contains("'weights.gptq.order' is not a recipe key"))
         #expect(
-            message(#"{"attention": {"kv_group_size": 0}}"#) == "r.json: 'attention.kv_group_size' must be positive.")
+            message(#"{"attention": {"kv_group_size": 0}}"#)
+                == "r.json: 'attention.kv_group_size' must be at least 1, found 0.")
         #expect(
-            message(#"{"smoothing": {"v_hadamard": "yes"}}"#) == "r.json: 'smoothing.v_hadamard' must be true or false."
+            message(#"{"smoothing": {"v_hadamard": "yes"}}"#)
+                == "r.json: 'smoothing.v_hadamard' must be true or false, found \"yes\"."
         )
         #expect(
             message(#"{"attention": {"kv_center": "mean"}}"#)
@@ -191,7 +201,7 @@ import Testing
         )
         #expect(
             message(#"{"weights": {"scale_search": true, "scale_search_weights": "magnitude"}}"#)
-                == "r.json: 'weights.scale_search_weights' must be one of input, input_magnitude.")
+                == "r.json: 'weights.scale_search_weights' must be one of input, input_magnitude, found \"magnitude\".")
         #expect(
             message(#"{"weights": {"signed_scales": true}}"#)
                 == "r.json: 'weights.signed_scales' needs \"scale_search\": true (the search chooses each group's sign)."
@@ -217,10 +227,10 @@ import Testing
         )
         #expect(
             message(#"{"weights": {"scale_search": true, "scale_search_floor": 0.4}}"#)
-                == "r.json: 'weights.scale_search_floor' must be in [0.5, 1].")
+                == "r.json: 'weights.scale_search_floor' must be in [0.5, 1], found 0.4.")
         #expect(
             message(#"{"weights": {"scale_search": true, "scale_search_floor": "high"}}"#)
-                == "r.json: 'weights.scale_search_floor' must be a number.")
+                == "r.json: 'weights.scale_search_floor' must be a number, found \"high\".")
         let floored = try parse(#"{"weights": {"scale_search": true, "scale_search_floor": 0.9}}"#)
         #expect(floored.scaleSearchFloor == 0.9 && floored.canonicalJSON.contains("\"scale_search_floor\":0.9"))
         #expect(try parse(floored.canonicalJSON) == floored)
