@@ -22,94 +22,17 @@ ROOT=$PWD
 START=$(date +%s)
 say() { echo "[slurm-e2e $(( $(date +%s) - START ))s] $*"; }
 die() { say "FAILED: $*"; exit 1; }
-# Waits (up to 15 minutes) until the queue is empty; $1 names what is waited for.
-wait_for_queue() {
-    for _ in $(seq 900); do
-        [ -z "$(squeue -h -u root 2>/dev/null)" ] && return 0
-        sleep 1
-    done
-    die "$1 still queued after 15 minutes: $(squeue -h)"
-}
-
-[ "$(id -u)" = 0 ] || die "run as root (slurmd launches the tasks; munged and the daemons are started by hand)"
-if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! command -v sbatch >/dev/null; then
-    say "installing slurm-wlm and munge"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
-fi
+# The one-node cluster: slurm_install, slurm_start, slurm_stop, wait_for_queue.
+source Scripts/slurm-cluster.sh
+slurm_install
 MODEL=$ROOT/.cache/models/smollm2-135m-instruct
 [ -f "$MODEL/model.safetensors" ] || bash Scripts/fetch-default-model.sh
 [ -x .build/release/fireq ] || swift build -c release
 swift build -c release 2>&1 | tail -1
 FIREQ=$ROOT/.build/release/fireq
 
-W=$ROOT/.cache/slurm-e2e
-HOST=$(hostname -s)
-CPUS=$(nproc)
-MEM=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
-
-stop_all() {
-    for p in slurmd slurmctld munged; do
-        [ -f "$W/$p.pid" ] && kill "$(cat "$W/$p.pid")" 2>/dev/null || true
-    done
-    sleep 1
-    for p in slurmd slurmctld munged; do
-        [ -f "$W/$p.pid" ] && kill -9 "$(cat "$W/$p.pid")" 2>/dev/null || true
-    done
-}
-# Daemons of an earlier run that died with its shell.
-[ -d "$W" ] && stop_all
-rm -rf "$W"
-mkdir -p "$W"/{ctld,spool,munge,out}
-trap 'stop_all; say "daemons stopped"' EXIT
-
-say "munged (private key and socket)"
-mungekey --create --keyfile="$W/munge/munge.key" --force
-chmod 600 "$W/munge/munge.key"
-munged --force --key-file="$W/munge/munge.key" --socket="$W/munge/munge.socket" \
-       --pid-file="$W/munged.pid" --log-file="$W/munged.log" --seed-file="$W/munge/munge.seed"
-
-cat > "$W/slurm.conf" <<EOF
-ClusterName=fireq-e2e
-SlurmctldHost=$HOST
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-AuthInfo=socket=$W/munge/munge.socket
-CryptoType=crypto/munge
-StateSaveLocation=$W/ctld
-SlurmdSpoolDir=$W/spool
-SlurmctldPidFile=$W/slurmctld.pid
-SlurmdPidFile=$W/slurmd.pid
-SlurmctldLogFile=$W/slurmctld.log
-SlurmdLogFile=$W/slurmd.log
-SlurmctldPort=16817
-SlurmdPort=16818
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-SchedulerType=sched/backfill
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-MpiDefault=none
-ReturnToService=2
-KillWait=5
-NodeName=$HOST CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
-PartitionName=e2e Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
-EOF
-export SLURM_CONF=$W/slurm.conf
-say "slurmctld and slurmd for node $HOST ($CPUS CPUs)"
-slurmctld -i
-slurmd
-for _ in $(seq 60); do
-    state=$(sinfo -h -n "$HOST" -o %T 2>/dev/null || true)
-    [ "$state" = idle ] && break
-    sleep 1
-done
-[ "$state" = idle ] || { tail -20 "$W/slurmctld.log" "$W/slurmd.log"; die "node $HOST is '$state', not idle"; }
-say "cluster up: $(sinfo -h -o '%P %D %T %C')"
+trap 'slurm_stop; say "daemons stopped"' EXIT
+slurm_start "$ROOT/.cache/slurm-e2e" e2e
 
 SHK=$(cd "$ROOT/../shared/data" && pwd)/tinyshakespeare.txt
 [ -f "$SHK" ] || die "$SHK is missing (../shared/data beside the clone)"

@@ -50,8 +50,19 @@ static inline float weight_value(unsigned nibble, float s, int reround) {
 
 float fq_int4_weight(unsigned nibble, float s, int reround) { return weight_value(nibble & 15u, s, reround); }
 
+// Load-time checks see each scale value many times (an FP8 scale is one of 256 values): a small
+// direct-mapped cache of bit patterns already decided skips the repeats (same answer, computed once).
+#define SCALE_CACHE 1024
+static inline unsigned scale_slot(uint32_t bits) { return (bits * 2654435761u) >> 22; }
+
 int fq_int4_bf16_exact(const float *scales, size_t count, int reround) {
+    uint32_t seen[SCALE_CACHE];
+    unsigned char valid[SCALE_CACHE] = {0};
     for (size_t i = 0; i < count; i++) {
+        uint32_t sb;
+        memcpy(&sb, &scales[i], 4);
+        unsigned h = scale_slot(sb);
+        if (valid[h] && seen[h] == sb) continue;
         for (unsigned c = 0; c < 16; c++) {
             float w = weight_value(c, scales[i], reround);
             uint32_t b;
@@ -59,6 +70,8 @@ int fq_int4_bf16_exact(const float *scales, size_t count, int reround) {
             // exact in BF16, finite, and not subnormal (vdpbf16ps treats subnormal inputs as 0)
             if ((b & 0xFFFFu) != 0 || (b & 0x7F800000u) == 0x7F800000u || (w != 0.0f && (b & 0x7F800000u) == 0)) return 0;
         }
+        seen[h] = sb;
+        valid[h] = 1;
     }
     return 1;
 }
@@ -347,24 +360,42 @@ static void build_tables(void) {
     __atomic_store_n(&bf16_table_ready, 1, __ATOMIC_RELEASE);
 }
 
+static int fq_int4_meta_one(float scale, int reround, uint16_t *out);
+
 int fq_int4_meta(const float *scales, size_t count, int reround, uint16_t *meta) {
     build_tables();
+    uint32_t seen[SCALE_CACHE];
+    uint16_t known[SCALE_CACHE];
+    unsigned char valid[SCALE_CACHE] = {0};
     for (size_t i = 0; i < count; i++) {
-        float s = fabsf(scales[i]);
-        if (s == 0.0f) { meta[i] = 0; continue; }                 // padding rows (their codes are q = 0)
-        if (!(s > 0.0f) || (reround && s > 56.0f)) return 0;
-        int e;
-        float m = frexpf(s, &e);                                  // s = m·2^e, m in [0.5, 1)
-        int E = e - 4;
-        float M = ldexpf(m, 4);                                   // s = M·2^E, M in [8, 16)
-        while (M == floorf(M) && fmodf(M, 2.0f) == 0.0f) { M /= 2; E += 1; }
-        if (M != floorf(M) || M > 15.0f || E < -100 || E > 100) return 0;
-        // re-rounding: a product below 2^-6 must be a multiple of 2^-9 (E4M3's subnormal spacing),
-        // which R(q·M)·2^E only gives for E >= -9 (every FP8 scale; not e.g. a BF16 scale 2^-10)
-        if (reround && E < -9) return 0;
-        int c = ((int)M - 1) / 2;
-        meta[i] = (uint16_t)((c * 16) | (scales[i] < 0.0f ? 0x80 : 0) | ((uint16_t)(uint8_t)(int8_t)E << 8));
+        uint32_t sb;
+        memcpy(&sb, &scales[i], 4);
+        unsigned h = scale_slot(sb);
+        if (valid[h] && seen[h] == sb) { meta[i] = known[h]; continue; }
+        if (!fq_int4_meta_one(scales[i], reround, &meta[i])) return 0;
+        seen[h] = sb;
+        known[h] = meta[i];
+        valid[h] = 1;
     }
+    return 1;
+}
+
+// One scale's table-decode metadata; 0 when the scale does not fit the table decode.
+static int fq_int4_meta_one(float scale, int reround, uint16_t *out) {
+    float s = fabsf(scale);
+    if (s == 0.0f) { *out = 0; return 1; }                     // padding rows (their codes are q = 0)
+    if (!(s > 0.0f) || (reround && s > 56.0f)) return 0;
+    int e;
+    float m = frexpf(s, &e);                                  // s = m·2^e, m in [0.5, 1)
+    int E = e - 4;
+    float M = ldexpf(m, 4);                                   // s = M·2^E, M in [8, 16)
+    while (M == floorf(M) && fmodf(M, 2.0f) == 0.0f) { M /= 2; E += 1; }
+    if (M != floorf(M) || M > 15.0f || E < -100 || E > 100) return 0;
+    // re-rounding: a product below 2^-6 must be a multiple of 2^-9 (E4M3's subnormal spacing),
+    // which R(q·M)·2^E only gives for E >= -9 (every FP8 scale; not e.g. a BF16 scale 2^-10)
+    if (reround && E < -9) return 0;
+    int c = ((int)M - 1) / 2;
+    *out = (uint16_t)((c * 16) | (scale < 0.0f ? 0x80 : 0) | ((uint16_t)(uint8_t)(int8_t)E << 8));
     return 1;
 }
 

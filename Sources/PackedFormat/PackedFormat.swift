@@ -45,17 +45,20 @@ public enum PackedFormat {
         return out
     }
 
-    /// Inverse of `packInt4`.
+    /// Inverse of `packInt4`. Byte j of the little-endian words holds code 2j in its low nibble
+    /// and code 2j + 1 in its high nibble, so the bytes are read in order (any host).
     public static func unpackInt4(_ bytes: UnsafeRawBufferPointer, n: Int, k: Int) -> [Int8] {
-        var out = [Int8](repeating: 0, count: n * k)
-        for w in 0..<(n * k / 8) {
-            let word = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * w, as: UInt32.self))
-            for i in 0..<8 {
-                let nib = Int8((word >> (4 * UInt32(i))) & 0xF)
-                out[8 * w + i] = nib >= 8 ? nib - 16 : nib
+        let count = n * k
+        precondition(bytes.count >= count / 2, "unpackInt4: too few bytes")
+        return [Int8](unsafeUninitializedCapacity: count) { out, initialized in
+            let src = bytes.bindMemory(to: UInt8.self)
+            for j in 0..<(count / 2) {
+                let v = src[j]
+                out[2 * j] = Int8(bitPattern: v << 4) >> 4  // sign-extend the low nibble
+                out[2 * j + 1] = Int8(bitPattern: v) >> 4  // and the high one
             }
+            initialized = count
         }
-        return out
     }
 
 }

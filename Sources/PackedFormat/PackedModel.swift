@@ -147,9 +147,21 @@ public final class PackedModel: @unchecked Sendable {
     }
 
     /// Checks every tensor's crc32; throws on the first mismatch.
-    public func verify() throws {
-        for t in file.tensors {
-            let got = PackedFormat.crc32Hex(file.rawBytes(t))
+    /// Checks every tensor's CRC-32 against `fireq.crc32`, on up to `threads` threads (tensors in
+    /// interleaved order); the first mismatching tensor in name order is reported.
+    public func verify(threads: Int = 1) throws {
+        let tensors = file.tensors
+        var computed = [String](repeating: "", count: tensors.count)
+        let workers = max(1, min(threads, tensors.count))
+        computed.withUnsafeMutableBufferPointer { out in
+            let out = UnsafeSendable(out)
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                for i in stride(from: w, to: tensors.count, by: workers) {
+                    out.value[i] = PackedFormat.crc32Hex(file.rawBytes(tensors[i]))
+                }
+            }
+        }
+        for (t, got) in zip(tensors, computed) {
             if got != crc[t.name] {
                 let path = (try? file.checkpoint.file(for: t.name).0.path) ?? weightsPath
                 throw PackedError(
@@ -209,4 +221,10 @@ public struct PackedError: Error, CustomStringConvertible, Sendable {
     public let path: String, reason: String
     public init(path: String, reason: String) { self.path = path; self.reason = reason }
     public var description: String { "\(path): \(reason)." }
+}
+
+/// A buffer handed to concurrent workers that each write disjoint elements.
+struct UnsafeSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

@@ -308,16 +308,27 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
     /// expanded weights, not the weights plus the file).
     public init(directory: String, threads: Int, numerics: RuntimeNumerics = .fireq) throws {
         let packed = try PackedModel(directory: directory)
-        try packed.verify()
+        try packed.verify(threads: threads)
         packed.file.releasePages(prefix: "")
         let c = try ModelConfig(directory: directory)
         config = c
         self.numerics = numerics
         let (n, headInt8) = try Self.blockNumerics(packed, config: c, numerics: numerics)
-        let layers = try (0..<c.layerCount).map { i in
-            defer { packed.file.releasePages(prefix: TensorNames.layerPrefix(i)) }
-            return try Self.layer(i, of: packed, config: c, full: numerics == .fireq, fp8Rerounding: n.fp8Rerounding)
+        // Layers are independent: loaded on `threads` threads (unpacking and repacking the INT4
+        // codes is most of a load), each into its slot; the first failing layer's error is thrown.
+        let slots = LoadSlots<QuantizedBlocks.QuantizedLayer>(count: c.layerCount)
+        Parallel.forEachChunk(c.layerCount, chunk: 1, threads: threads) { r in
+            for i in r {
+                defer { packed.file.releasePages(prefix: TensorNames.layerPrefix(i)) }
+                slots.set(
+                    i,
+                    Result {
+                        try Self.layer(
+                            i, of: packed, config: c, full: numerics == .fireq, fp8Rerounding: n.fp8Rerounding)
+                    })
+            }
         }
+        let layers = try slots.values()
         blocks = QuantizedBlocks(config: c, layers: layers, numerics: n, threads: threads)
         let headName = c.tieWordEmbeddings ? TensorNames.embed : TensorNames.lmHead
         int8Head = headInt8 ? try Self.int8Table(headName, of: packed, config: c) : nil
@@ -503,4 +514,14 @@ public final class QuantizedModel: CausalLanguageModel, @unchecked Sendable {
     public func runLayer(_ index: Int, hidden: UnsafeMutablePointer<Float>, seqLen: Int) {
         blocks.runLayer(index, hidden: hidden, seqLen: seqLen)
     }
+}
+
+/// Results of independent loads, written by index from concurrent work items (each slot once).
+final class LoadSlots<T>: @unchecked Sendable {
+    private var slots: [Result<T, Error>?]
+    private let lock = NSLock()
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ r: Result<T, Error>) { lock.lock(); slots[i] = r; lock.unlock() }
+    /// Every value in order, or the error of the first slot that failed.
+    func values() throws -> [T] { try slots.map { try $0!.get() } }
 }

@@ -307,6 +307,61 @@ import Testing
     /// (R(q·M)·2^E) holds only for scales with E ≥ -9: a BF16 scale 2^-10 gives ŵ = E4M3(2^-10) = 0
     /// (a tie, to even) and E4M3(3·2^-10) = 2^-8, not q·s. Such scales are refused for the table,
     /// and every path — the one-row decode kernels included — still equals the canonical chain.
+    /// Load-time checks remember scale values already decided (a cache keyed by bit pattern): on a
+    /// long array of repeated scales they must answer exactly as each scale checked alone, and a
+    /// failing scale after many passing repeats must still fail.
+    @Test func loadChecksEqualPerScaleChecks() {
+        var values = (0..<256).map { FP8E4M3.decode(UInt8($0)) }.filter { $0.isFinite }
+        values += [Float(BF16.decode(0x3F81)), 100, -0.001]  // a BF16 scale, one above 56, one tiny
+        var state: UInt64 = 7
+        func draw() -> UInt64 {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return state >> 33
+        }
+        for reround in [0, 1] as [Int32] {
+            for v in values {
+                var one: UInt16 = 0
+                let okOne = fq_int4_meta([v], 1, reround, &one)
+                // v after 4096 draws of other scales (repeats included), then again.
+                var arr = (0..<4096).map { _ in values[Int(draw() % UInt64(values.count))] }
+                arr += [v, v]
+                var meta = [UInt16](repeating: 0, count: arr.count)
+                let okAll = fq_int4_meta(arr, arr.count, reround, &meta)
+                let allSingles = arr.allSatisfy { x in
+                    var m: UInt16 = 0
+                    return fq_int4_meta([x], 1, reround, &m) == 1
+                }
+                #expect(okAll == (allSingles ? 1 : 0))
+                if okAll == 1 {
+                    #expect(meta[arr.count - 1] == one && okOne == 1)
+                    for (x, m) in zip(arr, meta) {
+                        var want: UInt16 = 0
+                        _ = fq_int4_meta([x], 1, reround, &want)
+                        #expect(m == want)
+                    }
+                }
+                let exactAll = fq_int4_bf16_exact(arr, arr.count, reround)
+                #expect(exactAll == (arr.allSatisfy { fq_int4_bf16_exact([$0], 1, reround) == 1 } ? 1 : 0))
+            }
+        }
+    }
+
+    /// The packed format's nibble order (Formats/fireq-packed-v1.md): word 0x76543210 holds codes
+    /// 0 … 7 (code + 8 would be 8 … 15 stored as two's complement nibbles), 0xFEDCBA98 holds −8 … −1.
+    @Test func unpackInt4NibbleOrder() {
+        let words: [UInt32] = [0x7654_3210, 0xFEDC_BA98]
+        let bytes = words.flatMap { w in (0..<4).map { UInt8((w >> (8 * UInt32($0))) & 0xFF) } }
+        let q = bytes.withUnsafeBytes { PackedFormat.unpackInt4($0, n: 2, k: 8) }
+        #expect(q == [0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1])
+        var state: UInt64 = 3
+        let codes = (0..<(6 * 64)).map { _ -> Int8 in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int8(Int(state >> 60) - 8)
+        }
+        let packed = PackedFormat.packInt4(codes, n: 6, k: 64)
+        #expect(packed.withUnsafeBytes { PackedFormat.unpackInt4($0, n: 6, k: 64) } == codes)
+    }
+
     @Test func tableRefusesScalesBelowE4M3Spacing() {
         #expect(fq_int4_weight(9, 0x1p-10, 1) == 0)
         #expect(fq_int4_weight(11, 0x1p-10, 1) == 0x1p-8)
