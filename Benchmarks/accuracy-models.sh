@@ -15,14 +15,14 @@
 # table docs/accuracy/models-summary.md (generated from those JSON files).
 #
 # Usage: bash Benchmarks/accuracy-models.sh [smollm2|qwen2|all]   (default all)
-#   env: W (WikiText windows; default 40 for SmolLM2, 16 for Qwen2), SAMPLES, SEQ (10, 2048),
+#   env: FIREQ (the binary; default .build/release/fireq), W (WikiText windows; default 40 for SmolLM2, 16 for Qwen2), SAMPLES, SEQ (10, 2048),
 #        RECIPES (default "rtn fireq fireq-plus fireq-plus-2 fireq-plus-3 fireq-plus-4 fireq-plus-5"), CONVERT=0 skips the convert timing
 # Time on 2 cores, alone: SmolLM2 ~35 min, Qwen2.5-Coder-1.5B ~2 h.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 which=${1:-all}
-bin=.build/release/fireq
+bin=${FIREQ:-.build/release/fireq}
 wiki=../shared/data/wikitext-2-raw-test.raw
 samples=${SAMPLES:-10}
 seq=${SEQ:-2048}

@@ -112,8 +112,7 @@ public enum Comparison {
         let baseLogits = FloatBuffer(count: kept * V, zeroed: false)
         var baseLSE = [Double](repeating: 0, count: windows * kept),
             baseTop = [Int](repeating: 0, count: windows * kept)
-        let block = 64
-        let blockLogits = FloatBuffer(count: block * V, zeroed: false)
+        let blockLogits = FloatBuffer(count: scoreBlock * V, zeroed: false)
         let embedded = FloatBuffer(count: context * H), isolated = FloatBuffer(count: context * H)
         let spill = try ScratchFile(
             directory: scratchDirectory,
@@ -152,61 +151,16 @@ public enum Comparison {
                     for l in 0..<L { diff2[l] += d.diff2[l]; ref2[l] += d.ref2[l] }
                     // Every layer alone on the baseline's input to it (not counted in the model's speed).
                     let isoStart = Date()
-                    defer { isolatedSeconds = Date().timeIntervalSince(isoStart) }
-                    let n = context * H
-                    for l in 0..<L {
-                        let input =
-                            l == 0 ? UnsafePointer(embedded.pointer) : UnsafePointer(capture.outputs[l - 1].pointer)
-                        isolated.pointer.update(from: input, count: n)
-                        model.runLayer(l, hidden: isolated.pointer, seqLen: context)
-                        let ref = capture.outputs[l].pointer
-                        var e = 0.0, r = 0.0
-                        for j in 0..<n {
-                            let o = Double(ref[j]), dq = Double(isolated.pointer[j]) - o, dc = o - Double(input[j])
-                            e += dq * dq; r += dc * dc
-                        }
-                        isoDiff2[l] += e; isoRef2[l] += r
-                    }
+                    let iso = isolatedLayerErrors(
+                        model: model, capture: capture, embedded: embedded, scratch: isolated, rows: context)
+                    for l in 0..<L { isoDiff2[l] += iso.diff2[l]; isoRef2[l] += iso.ref2[l] }
+                    isolatedSeconds = Date().timeIntervalSince(isoStart)
                 }
                 var sum = 0.0, sumHalf = 0.0
-                var kl = [Double](repeating: 0, count: kept), agree = [Bool](repeating: false, count: kept)
-                var nll = [Double](repeating: 0, count: predicted)
-                var r0 = 0
-                while r0 < predicted {
-                    let m = min(block, predicted - r0)
-                    model.logits(hidden: hidden.pointer + r0 * H, rows: m, out: blockLogits.pointer)
-                    if isBase && r0 + m > first {
-                        // The baseline keeps its logits of the scored rows for the models' KL.
-                        let s0 = max(r0, first)
-                        (baseLogits.pointer + (s0 - first) * V).update(
-                            from: blockLogits.pointer + (s0 - r0) * V, count: (r0 + m - s0) * V)
-                    }
-                    let nllP = nll.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
-                    let klP = kl.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
-                    let agP = agree.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
-                    let lseP = baseLSE.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress! + w * kept) }
-                    let topP = baseTop.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress! + w * kept) }
-                    let bl = SendablePointer(baseLogits.pointer), src = SendablePointer(blockLogits.pointer)
-                    let seqCopy = seq, base = r0
-                    Parallel.forEachChunk(m, chunk: 4, threads: threads) { rr in
-                        for i in rr {
-                            let r = base + i
-                            let row = src.p + i * V
-                            let lse = fq_logsumexp(row, V)
-                            nllP.p[r] = lse - Double(row[Int(seqCopy[r + 1])])
-                            guard r >= first else { continue }
-                            let kIdx = r - first
-                            let top = fq_argmax(row, V)
-                            if isBase {
-                                lseP.p[kIdx] = lse; topP.p[kIdx] = top
-                            } else {
-                                klP.p[kIdx] = fq_kl_logits(bl.p + kIdx * V, lseP.p[kIdx], row, lse, V)
-                                agP.p[kIdx] = top == topP.p[kIdx]
-                            }
-                        }
-                    }
-                    r0 += m
-                }
+                let (nll, kl, agree) = scoreWindow(
+                    model: model, hidden: hidden.pointer, tokens: seq, window: w, first: first, kept: kept,
+                    isBase: isBase, blockLogits: blockLogits, baseLogits: baseLogits, baseLSE: &baseLSE,
+                    baseTop: &baseTop, threads: threads)
                 for r in 0..<predicted {
                     sum += nll[r]
                     if r >= half { sumHalf += nll[r] }
@@ -242,6 +196,84 @@ public enum Comparison {
             context: context, windows: windows, scoring: scoring, bos: bos != nil, textTokens: tokens.count,
             scoredTokensAll: windows * predicted, scoredTokensLlamacpp: windows * (predicted - half),
             baseline: scores[0], models: Array(scores.dropFirst()))
+    }
+
+    /// Logits rows computed together when a window is scored.
+    static let scoreBlock = 64
+
+    /// One window's logits, `scoreBlock` rows at a time: every row's NLL of its next token; from
+    /// row `first` on, the baseline keeps its logits (`baseLogits`), log-sum-exp and argmax (at
+    /// `window`'s slots of `baseLSE` / `baseTop`), a model gets its KL against them and whether its
+    /// argmax agrees. Rows are split over `threads`; each value is computed by one thread.
+    static func scoreWindow(
+        model: any CausalLanguageModel, hidden: UnsafePointer<Float>, tokens seq: [Int32], window w: Int, first: Int,
+        kept: Int, isBase: Bool, blockLogits: FloatBuffer, baseLogits: FloatBuffer, baseLSE: inout [Double],
+        baseTop: inout [Int], threads: Int
+    ) -> (nll: [Double], kl: [Double], agree: [Bool]) {
+        let V = model.config.vocabSize, H = model.config.hiddenSize, predicted = seq.count - 1
+        var kl = [Double](repeating: 0, count: kept), agree = [Bool](repeating: false, count: kept)
+        var nll = [Double](repeating: 0, count: predicted)
+        var r0 = 0
+        while r0 < predicted {
+            let m = min(scoreBlock, predicted - r0)
+            model.logits(hidden: hidden + r0 * H, rows: m, out: blockLogits.pointer)
+            if isBase && r0 + m > first {
+                // The baseline keeps its logits of the scored rows for the models' KL.
+                let s0 = max(r0, first)
+                (baseLogits.pointer + (s0 - first) * V).update(
+                    from: blockLogits.pointer + (s0 - r0) * V, count: (r0 + m - s0) * V)
+            }
+            let nllP = nll.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
+            let klP = kl.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
+            let agP = agree.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress!) }
+            let lseP = baseLSE.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress! + w * kept) }
+            let topP = baseTop.withUnsafeMutableBufferPointer { SendablePointer($0.baseAddress! + w * kept) }
+            let bl = SendablePointer(baseLogits.pointer), src = SendablePointer(blockLogits.pointer)
+            let base = r0
+            Parallel.forEachChunk(m, chunk: 4, threads: threads) { rr in
+                for i in rr {
+                    let r = base + i
+                    let row = src.p + i * V
+                    let lse = fq_logsumexp(row, V)
+                    nllP.p[r] = lse - Double(row[Int(seq[r + 1])])
+                    guard r >= first else { continue }
+                    let kIdx = r - first
+                    let top = fq_argmax(row, V)
+                    if isBase {
+                        lseP.p[kIdx] = lse; topP.p[kIdx] = top
+                    } else {
+                        klP.p[kIdx] = fq_kl_logits(bl.p + kIdx * V, lseP.p[kIdx], row, lse, V)
+                        agP.p[kIdx] = top == topP.p[kIdx]
+                    }
+                }
+            }
+            r0 += m
+        }
+        return (nll, kl, agree)
+    }
+
+    /// Every layer of `model` run alone on the baseline's input to it (`embedded`, then the
+    /// baseline's layer outputs in `capture`): per layer Σ (model − baseline)² of its output and
+    /// Σ (baseline output − input)², what the baseline layer adds to the residual stream.
+    static func isolatedLayerErrors(
+        model: any CausalLanguageModel, capture: LayerCapture, embedded: FloatBuffer, scratch isolated: FloatBuffer,
+        rows: Int
+    ) -> (diff2: [Double], ref2: [Double]) {
+        let L = model.config.layerCount, n = rows * model.config.hiddenSize
+        var diff2 = [Double](repeating: 0, count: L), ref2 = diff2
+        for l in 0..<L {
+            let input = l == 0 ? UnsafePointer(embedded.pointer) : UnsafePointer(capture.outputs[l - 1].pointer)
+            isolated.pointer.update(from: input, count: n)
+            model.runLayer(l, hidden: isolated.pointer, seqLen: rows)
+            let ref = capture.outputs[l].pointer
+            var e = 0.0, r = 0.0
+            for j in 0..<n {
+                let o = Double(ref[j]), dq = Double(isolated.pointer[j]) - o, dc = o - Double(input[j])
+                e += dq * dq; r += dc * dc
+            }
+            diff2[l] = e; ref2[l] = r
+        }
+        return (diff2, ref2)
     }
 }
 

@@ -89,6 +89,11 @@ import Testing
         #expect(r.stderr.contains("[1/3] calibration: up to date"), "\(r.stderr)")
         #expect(r.stderr.contains("[2/3] quantization with recipe 'fireq-plus-4'"))  // convert's default
         #expect(r.stderr.contains("smoke evaluation: ppl") && r.stderr.contains("passed"))
+        // The stage times, the recorded one for the stage found up to date.
+        let stagesLine = r.stderr.split(separator: "\n").first { $0.hasPrefix("stages: ") }.map(String.init) ?? ""
+        #expect(
+            stagesLine.hasPrefix("stages: calibration up to date (recorded ")
+                && stagesLine.contains(" s), quantization ") && stagesLine.contains(" s, smoke "), "\(r.stderr)")
         for f in ["model.safetensors", "config.json", "tokenizer.json", "report.json", "report.md", "report.html"] {
             #expect(FileManager.default.fileExists(atPath: out + "/" + f), "\(f)")
         }
