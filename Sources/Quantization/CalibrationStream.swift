@@ -94,3 +94,54 @@ final class HessianObserver: ForwardObserver {
         return (h, (0..<k).map { b.pointer[$0 * k + $0] })
     }
 }
+
+/// The g×g diagonal blocks of C = Σ_t x_t x_tᵀ at the linear inputs of one layer
+/// (`weights.scale_search_covariance`, Formats/recipe-schema.md): for each (input, g) asked for,
+/// the k/g blocks in input order, each row-major, accumulated in Double over each window's tokens in
+/// order, windows in order (each block owned by one thread, so the result does not depend on the
+/// thread count). k·g values per input where GPTQ's H has k².
+public final class CovarianceBlockObserver: ForwardObserver {
+    public struct Key: Hashable, Sendable {
+        public let tap: InputTap
+        public let g: Int
+        public init(tap: InputTap, g: Int) { self.tap = tap; self.g = g }
+    }
+    let threads: Int
+    public private(set) var blocks: [Key: [Double]] = [:]
+
+    public init(config c: ModelConfig, keys: Set<Key>, threads: Int) {
+        self.threads = threads
+        let width: [InputTap: Int] = [
+            .attn: c.hiddenSize, .oProj: c.qDim, .mlp: c.hiddenSize, .downProj: c.intermediateSize
+        ]
+        for key in keys { blocks[key] = [Double](repeating: 0, count: width[key.tap]! * key.g) }
+    }
+
+    public func observe(_ tap: Tap, layer: Int, _ v: ActivationView) {
+        guard let t = HessianObserver.inputTap(tap) else { return }
+        for key in blocks.keys where key.tap == t { accumulate(key, v) }
+    }
+
+    private func accumulate(_ key: Key, _ v: ActivationView) {
+        let g = key.g, k = v.cols, rows = v.rows, stride = v.rowStride
+        precondition(k % g == 0 && blocks[key]!.count == k * g)
+        let x = SendableBuf(UnsafeBufferPointer(start: v.base, count: rows == 0 ? 0 : (rows - 1) * stride + k))
+        blocks[key]!.withUnsafeMutableBufferPointer { bp in
+            let out = SendableMutBuf(bp)
+            Parallel.forEachChunk(k / g, chunk: 4, threads: threads) { range in
+                var xs = [Double](repeating: 0, count: g)
+                for b in range {
+                    let blk = out.b.baseAddress! + b * g * g
+                    for r in 0..<rows {
+                        let row = x.b.baseAddress! + r * stride + b * g
+                        for a in 0..<g { xs[a] = Double(row[a]) }
+                        for a in 0..<g {
+                            let xa = xs[a], dst = blk + a * g
+                            for c in 0..<g { dst[c] += xa * xs[c] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

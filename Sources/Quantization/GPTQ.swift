@@ -70,6 +70,27 @@ public enum GPTQ {
         }
     }
 
+    /// r = B y for a symmetric n×n B (row-major, Double), accumulated column by column in index
+    /// order (r_i += B[j, i]·y_j, j = 0…n−1: element-wise, so a vectorised loop gives the same bits).
+    @inline(__always)
+    static func symmetricProduct(
+        _ B: UnsafePointer<Double>, _ y: UnsafePointer<Double>, n: Int, into r: UnsafeMutablePointer<Double>
+    ) {
+        r.update(repeating: 0, count: n)
+        for j in 0..<n {
+            let yj = y[j], col = B + j * n
+            for i in 0..<n { r[i] += col[i] * yj }
+        }
+    }
+
+    /// Σ_i x_i y_i in index order (Double).
+    @inline(__always)
+    static func dot(_ x: UnsafePointer<Double>, _ y: UnsafePointer<Double>, n: Int) -> Double {
+        var acc = 0.0
+        for i in 0..<n { acc += x[i] * y[i] }
+        return acc
+    }
+
     /// ŵ for code q and scale s as the runtime computes it.
     @inline(__always)
     static func dequantized(_ q: Float, _ s: Float, reround: Bool) -> Float { reround ? FP8E4M3.round(q * s) : q * s }
@@ -96,15 +117,29 @@ public enum GPTQ {
     /// first, then smaller n) are then scored
     /// exactly as the candidates are (ŵ as the runtime computes it), in that order, and replace
     /// the best only when strictly better — as llama.cpp's Q4_0 search, which rounds with several
-    /// scales and keeps each rounding's fitted scale.
+    /// scales and keeps each rounding's fitted scale. With `block` (n×n, row-major:
+    /// `weights.scale_search_covariance`) every error is eᵀBe instead of Σ d e² (`d` unused), the
+    /// fitted scale qᵀBw / qᵀBq, the closed form wᵀBw − 2s·qᵀBw + s²·qᵀBq.
     public static func searchScaleAndCodes(
         _ w: UnsafeBufferPointer<Float>, weights d: UnsafeBufferPointer<Float>,
-        format: Int4Groups.ScaleFormat, reround: Bool, signed: Bool, fit: Bool, floor: Float = 0.5
+        format: Int4Groups.ScaleFormat, reround: Bool, signed: Bool, fit: Bool, floor: Float = 0.5,
+        block: UnsafePointer<Double>? = nil
     ) -> (scale: Float, rounding: Float) {
         var a: Float = 0
         for x in w { a = max(a, abs(x)) }
         a = max(a, Int4Groups.absmaxFloor)
+        let n = w.count
+        // with a covariance block: e, B·e, codes and B·w as Doubles (n each)
+        var scratch = block == nil ? [] : [Double](repeating: 0, count: 4 * n)
         func error(_ s: Float, _ t: Float) -> Double {
+            if let B = block {
+                return scratch.withUnsafeMutableBufferPointer { sp in
+                    let e = sp.baseAddress!, r = e + n
+                    for j in 0..<n { e[j] = Double(w[j] - dequantized(code(w[j], t), s, reround: reround)) }
+                    symmetricProduct(B, e, n: n, into: r)
+                    return dot(e, r, n: n)
+                }
+            }
             var err = 0.0
             for j in 0..<w.count {
                 let e = Double(w[j] - dequantized(code(w[j], t), s, reround: reround))
@@ -120,7 +155,17 @@ public enum GPTQ {
         }
         guard fit else { return best }
         var sw2 = 0.0
-        for j in 0..<w.count { sw2 += Double(d[j]) * Double(w[j]) * Double(w[j]) }
+        if let B = block {
+            // wᵀBw, then per rounding qᵀ(Bw) and qᵀBq
+            sw2 = scratch.withUnsafeMutableBufferPointer { sp in
+                let wv = sp.baseAddress!, bw = wv + n
+                for j in 0..<n { wv[j] = Double(w[j]) }
+                symmetricProduct(B, wv, n: n, into: bw)
+                return dot(wv, bw, n: n)
+            }
+        } else {
+            for j in 0..<w.count { sw2 += Double(d[j]) * Double(w[j]) * Double(w[j]) }
+        }
         // the two pairs of least closed-form error, the earlier first on ties (no allocation: this
         // runs once per group)
         var first: (e: Double, s: Float, t: Float) = (.infinity, 0, 0), second = first
@@ -128,9 +173,18 @@ public enum GPTQ {
             for step in 0..<12 {
                 let t = sign * a / (6 + 0.25 * Float(step))
                 var sqw = 0.0, sqq = 0.0
-                for j in 0..<w.count {
-                    let q = Double(code(w[j], t))
-                    sqw += Double(d[j]) * q * Double(w[j]); sqq += Double(d[j]) * q * q
+                if let B = block {
+                    scratch.withUnsafeMutableBufferPointer { sp in
+                        let bw = sp.baseAddress! + n, q = bw + n, bq = q + n
+                        for j in 0..<n { q[j] = Double(code(w[j], t)) }
+                        symmetricProduct(B, q, n: n, into: bq)
+                        sqw = dot(q, bw, n: n); sqq = dot(q, bq, n: n)
+                    }
+                } else {
+                    for j in 0..<w.count {
+                        let q = Double(code(w[j], t))
+                        sqw += Double(d[j]) * q * Double(w[j]); sqq += Double(d[j]) * q * q
+                    }
                 }
                 guard sqq > 0 else { continue }
                 let fitted = Float(sqw / sqq)
@@ -162,13 +216,43 @@ public enum GPTQ {
         return best
     }
 
-    /// Round-to-nearest with searched group scales (no error feedback). `d` [K] weights the inputs.
+    /// δ of `weights.scale_search_covariance`: B = C_g + δ·mean(diag C)·I.
+    public static let covarianceDamp = 0.01
+
+    /// The search matrix B of group `gi` (`weights.scale_search_covariance`): its g×g diagonal block
+    /// of C (`blocks`: the k/g blocks in order, each row-major) plus `damping` on the diagonal;
+    /// with `.inputMagnitude` then B_ab·√(m_a m_b), m_j = √(σ²_r + w_j²) (the damping × m_a), so diag(B)
+    /// is the diagonal search's weight of each input up to the damping.
+    static func covarianceBlock(
+        _ blocks: [Double], group gi: Int, _ w: UnsafeBufferPointer<Float>, sigma2: Float, _ mode: SearchWeights,
+        damping: Double, into b: inout [Double]
+    ) {
+        let g = w.count, base = gi * g * g
+        for r in 0..<g {
+            let mr = mode == .inputMagnitude ? Double(sigma2 + w[r] * w[r]).squareRoot() : 1
+            for c in 0..<g {
+                let mc = mode == .inputMagnitude ? Double(sigma2 + w[c] * w[c]).squareRoot() : 1
+                b[r * g + c] = blocks[base + r * g + c] * (mr * mc).squareRoot()
+            }
+            b[r * g + r] += damping * mr
+        }
+    }
+
+    /// Round-to-nearest with searched group scales (no error feedback). `d` [K] weights the inputs;
+    /// `covariance` (k/g blocks of g×g, `weights.scale_search_covariance`) replaces Σ d e² by eᵀBe.
     public static func quantizeSearched(
         _ w: [Float], rows: Int, k: Int, groupSize g: Int, inputWeights d: [Float],
         weighting: SearchWeights = .input, signed: Bool = false, fitted: Bool = false, floor: Float = 0.5,
-        scaleFormat: Int4Groups.ScaleFormat, reround: Bool, threads: Int = 1
+        scaleFormat: Int4Groups.ScaleFormat, reround: Bool, threads: Int = 1, covariance: [Double]? = nil
     ) -> Int4Groups.Quantized {
         precondition(k % g == 0 && w.count == rows * k && d.count == k)
+        precondition(covariance.map { $0.count == k * g } ?? true)
+        // the damping δ·mean(diag C) of `weights.scale_search_covariance`
+        var damping = 0.0
+        if let c = covariance {
+            for j in 0..<k { damping += c[(j / g) * g * g + (j % g) * g + j % g] }
+            damping = covarianceDamp * (damping / Double(k))
+        }
         let groups = k / g
         var q = [Int8](repeating: 0, count: rows * k)
         var scales = [Float](repeating: 0, count: rows * groups)
@@ -179,6 +263,7 @@ public enum GPTQ {
                         let (W, D, Q, S) = (SendableBuf(wp), SendableBuf(dp), SendableMutBuf(qp), SendableMutBuf(sp))
                         Parallel.forEachChunk(rows, chunk: 8, threads: threads) { range in
                             var gw = [Float](repeating: 0, count: g)
+                            var blk = [Double](repeating: 0, count: g * g)
                             for r in range {
                                 let sigma2 =
                                     weighting == .input
@@ -189,10 +274,19 @@ public enum GPTQ {
                                     groupWeights(
                                         grp, UnsafeBufferPointer(rebasing: D.b[(gi * g)..<(gi * g + g)]),
                                         sigma2: sigma2, weighting, into: &gw)
-                                    let st = gw.withUnsafeBufferPointer {
-                                        searchScaleAndCodes(
-                                            grp, weights: $0, format: scaleFormat, reround: reround, signed: signed,
-                                            fit: fitted, floor: floor)
+                                    if let c = covariance {
+                                        covarianceBlock(
+                                            c, group: gi, grp, sigma2: sigma2, weighting, damping: damping,
+                                            into: &blk)
+                                    }
+                                    let st = gw.withUnsafeBufferPointer { gwp in
+                                        blk.withUnsafeBufferPointer { bp in
+                                            searchScaleAndCodes(
+                                                grp, weights: gwp, format: scaleFormat, reround: reround,
+                                                signed: signed,
+                                                fit: fitted, floor: floor,
+                                                block: covariance == nil ? nil : bp.baseAddress)
+                                        }
                                     }
                                     S.b[r * groups + gi] = st.scale
                                     for j in 0..<g { Q.b[base + j] = Int8(code(W.b[base + j], st.rounding)) }

@@ -70,8 +70,9 @@ public struct Quantizer {
         let out = try PackedOutput(plan: plan, maxShardBytes: maxShardBytes)
         var summary = Summary()
         do {
-            // GPTQ: the calibration windows' hidden states, advanced layer by layer.
-            let stream = try recipe.gptq.map { _ in
+            // GPTQ and the covariance search: the calibration windows' hidden states, advanced
+            // layer by layer.
+            let stream = try (recipe.gptq != nil || recipe.scaleSearchCovariance ? () : nil).map { _ in
                 try CalibrationStream(checkpoint: ckpt, config: c, tokens: plan.stats.tokens!, threads: threads)
             }
             let searcher = try recipe.search.map { st in
@@ -188,6 +189,9 @@ extension Quantizer {
             }
             if recipe.search != nil && stats.tokens == nil { throw lacking("calibration tokens", "search") }
             if recipe.gptq != nil && stats.tokens == nil { throw lacking("calibration tokens", "GPTQ") }
+            if recipe.scaleSearchCovariance && stats.tokens == nil {
+                throw lacking("calibration tokens", "weights.scale_search_covariance")
+            }
         }
 
         /// A tensor copied as stored.
@@ -323,6 +327,8 @@ extension Quantizer {
         /// GPTQ's inverse-Cholesky factors and diag(H) per input, or scale search's E[x²].
         var gptqFactors: [InputTap: [Double]] = [:]
         var inputWeights: [InputTap: [Float]] = [:]
+        /// The covariance search's diagonal blocks of C per (input, group size).
+        var covariance: [CovarianceBlockObserver.Key: [Double]] = [:]
     }
 
     /// Step 2: SmoothQuant (baseline), then the FireQ folds with the recipe's constants or the
@@ -346,7 +352,15 @@ extension Quantizer {
         let att = outcome?.attention ?? Folding.apply(recipe.smoothing, to: &L, stats: layerStats, config: c)
         if let outcome { L = outcome.layer }
         var s = SmoothedLayer(index: i, layer: L, attention: att, groupSizes: groupSizes, searched: outcome)
-        if let stream, let g = recipe.gptq {
+        if let stream, recipe.scaleSearchCovariance && outcome == nil {
+            let taps = linears(of: raw, config: c).map(\.4)
+            let obs = CovarianceBlockObserver(
+                config: c, keys: Set(zip(taps, groupSizes).map { .init(tap: $0, g: $1) }), threads: threads)
+            stream.run(L.referenceWeights(index: i, config: c), observer: obs, advance: true)
+            s.inputWeights = inputWeights(
+                recipe: recipe, stats: layerStats, factors: [sqFactors, att.inputFactors], config: c)
+            s.covariance = obs.blocks
+        } else if let stream, let g = recipe.gptq {
             let obs = HessianObserver(config: c, threads: threads)
             stream.run(L.referenceWeights(index: i, config: c), observer: obs, advance: g.inputs == .fp)
             for tap in InputTap.allCases {
@@ -380,7 +394,8 @@ extension Quantizer {
                 j,
                 Self.quantizeLinear(
                     w, name: prefix + n, rows: rows, k: k, groupSize: s.groupSizes[j], recipe: plan.recipe,
-                    gptqFactor: s.gptqFactors[tap], inputWeights: s.inputWeights[tap], threads: inner))
+                    gptqFactor: s.gptqFactors[tap], inputWeights: s.inputWeights[tap], threads: inner,
+                    covariance: s.covariance[.init(tap: tap, g: s.groupSizes[j])]))
         }
         if s.gptqFactors.isEmpty && s.inputWeights.isEmpty {
             // Plain rounding: the seven linears are independent: quantize them on `threads`
@@ -522,7 +537,7 @@ extension Quantizer {
     /// (`inputWeights`) or plain rounding.
     static func quantizeLinear(
         _ w: [Float], name: String, rows: Int, k: Int, groupSize g: Int, recipe: Recipe,
-        gptqFactor u: [Double]?, inputWeights d: [Float]?, threads inner: Int
+        gptqFactor u: [Double]?, inputWeights d: [Float]?, threads inner: Int, covariance: [Double]? = nil
     ) -> PackedLinear {
         let p: Float =
             recipe.perTensorPowerOfTwo && recipe.scaleFormat == .fp8e4m3
@@ -538,7 +553,7 @@ extension Quantizer {
             qw = GPTQ.quantizeSearched(
                 wp, rows: rows, k: k, groupSize: g, inputWeights: d, weighting: recipe.searchWeights,
                 signed: recipe.signedScales, fitted: recipe.fittedScales, floor: recipe.scaleSearchFloor,
-                scaleFormat: recipe.scaleFormat, reround: recipe.fp8Rerounding, threads: inner)
+                scaleFormat: recipe.scaleFormat, reround: recipe.fp8Rerounding, threads: inner, covariance: covariance)
         } else {
             qw = Int4Groups.quantize(wp, rows: rows, k: k, groupSize: g, scaleFormat: recipe.scaleFormat)
         }

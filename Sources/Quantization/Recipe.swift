@@ -45,6 +45,9 @@ public struct Recipe: Sendable, Equatable {
     /// The smallest candidate group scale as a fraction of the absmax scale (a/7; a/8 for negative
     /// ones): how far the search may clip a group's extreme (`weights.scale_search_floor`).
     public var scaleSearchFloor: Float = 0.5
+    /// The scale search weighs each group's error by its inputs' covariance block, eᵀBe, instead of
+    /// Σ d e² (`weights.scale_search_covariance`).
+    public var scaleSearchCovariance = false
     /// GPTQ error-compensating rounding (nil = plain rounding).
     public var gptq: GPTQSettings? = nil
     public struct GPTQSettings: Sendable, Equatable {
@@ -142,7 +145,8 @@ public struct Recipe: Sendable, Equatable {
         try w.checkKeys(
             [
                 "bits", "group_size", "scale_format", "per_tensor_pow2", "fp8_rerounding", "scale_search",
-                "scale_search_weights", "signed_scales", "fitted_scales", "scale_search_floor", "gptq"
+                "scale_search_weights", "signed_scales", "fitted_scales", "scale_search_floor",
+                "scale_search_covariance", "gptq"
             ], what: "a recipe key")
         if let b = try w.int("bits"), b != 4 { throw w.error("bits", "must be 4 (INT4)") }
         if let g = try w.int("group_size", in: 1...Int.max) { groupSize = g }
@@ -164,6 +168,7 @@ public struct Recipe: Sendable, Equatable {
         }
         signedScales = try extendsSearch("signed_scales", "the search chooses each group's sign")
         fittedScales = try extendsSearch("fitted_scales", "it extends the search")
+        scaleSearchCovariance = try extendsSearch("scale_search_covariance", "it weighs the search's error")
         if let f = try w.number("scale_search_floor", in: 0.5...1) {
             guard scaleSearch || f == 0.5 else {
                 throw w.error("scale_search_floor", "needs \"scale_search\": true (it bounds the search's candidates)")
@@ -180,6 +185,10 @@ public struct Recipe: Sendable, Equatable {
         }
         guard !(fittedScales && gptq != nil) else {
             throw w.error("fitted_scales", "does not combine with \"gptq\" (GPTQ chooses the codes itself)")
+        }
+        guard !(scaleSearchCovariance && gptq != nil) else {
+            throw w.error(
+                "scale_search_covariance", "does not combine with \"gptq\" (GPTQ weighs the error by all of H itself)")
         }
     }
 
@@ -294,6 +303,9 @@ public struct Recipe: Sendable, Equatable {
         guard let st = search else { return }
         func refuse(_ k: String, _ why: String) -> JSONFieldError { JSONFieldError(key: "search." + k, reason: why) }
         if gptq != nil { throw refuse("(object)", "cannot be combined with weights.gptq") }
+        if scaleSearchCovariance {
+            throw refuse("(object)", "cannot be combined with weights.scale_search_covariance")
+        }
         if smoothQuantAlpha != nil { throw refuse("(object)", "cannot be combined with smoothing.smoothquant_alpha") }
         if !skipLayers.isEmpty { throw refuse("(object)", "cannot be combined with layers.skip") }
         if !st.alphaBeta.isEmpty && (smoothing.preRopeAlpha == nil || smoothing.postRopeBeta == nil) {
@@ -310,21 +322,23 @@ public struct Recipe: Sendable, Equatable {
         }
     }
 
-    /// `fireq convert`'s default since 2026-12-07: Calibration/recipes/fireq-plus-4.json, built in
+    /// `fireq convert`'s default since 2026-12-07: Calibration/recipes/fireq-plus-6.json, built in
     /// (a test keeps the two equal). fireq-plus-3 — fireq-plus without the weight-statistics channel
     /// smoothing, K/V centred on the k/v biases, the scale search weighing errors by input energy ×
-    /// weight magnitude — with signed group scales (docs/accuracy.md "Two models").
+    /// weight magnitude — with signed and fitted group scales (fireq-plus-4), the search weighing
+    /// each group's error by its inputs' covariance block (docs/accuracy.md "Covariance-weighted
+    /// search").
     public static let defaultJSON = #"""
         {
-          "name": "fireq-plus-4",
-          "description": "fireq convert's default since 2026-12-07 (issue #25): fireq-plus-3 with a wider group-scale search: signed scales (weights.signed_scales: negative E4M3 scales too, so each group's largest magnitude can take code -8 whichever its sign, as llama.cpp's Q4_0 does) and fitted scales (weights.fitted_scales: codes rounded with other scales, each with its least-squares scale, as llama.cpp's Q4_0 search). Otherwise fireq-plus-3: magnitude-weighted scale search, no channel smoothing, INT4 K/V centred on the k/v biases, RoPE-aware pre-/post-RoPE Q/K scaling, groups of 32 with FP8 scales, K/V groups of 16 with searched scales (docs/accuracy.md 'Two models').",
-          "weights": {"bits": 4, "group_size": 32, "scale_format": "fp8_e4m3", "per_tensor_pow2": true, "fp8_rerounding": true, "scale_search": true, "scale_search_weights": "input_magnitude", "signed_scales": true, "fitted_scales": true},
+          "name": "fireq-plus-6",
+          "description": "fireq convert's default since 2026-12-07 (issue #25): fireq-plus-4 with the covariance-weighted group-scale search (weights.scale_search_covariance: each group's error is e^T B e with B the G x G block of the input's second moments over the calibration windows, recomputed in the quantizer, instead of the per-channel E[x^2] that assumes the inputs uncorrelated). Otherwise fireq-plus-4: signed and fitted FP8 group scales of 32, magnitude-weighted search, no channel smoothing, INT4 K/V centred on the k/v biases, RoPE-aware pre-/post-RoPE Q/K scaling, K/V groups of 16 with searched scales (docs/accuracy.md 'Covariance-weighted search').",
+          "weights": {"bits": 4, "group_size": 32, "scale_format": "fp8_e4m3", "per_tensor_pow2": true, "fp8_rerounding": true, "scale_search": true, "scale_search_weights": "input_magnitude", "signed_scales": true, "fitted_scales": true, "scale_search_covariance": true},
           "activations": {"format": "fp8_e4m3", "output_bf16": false},
           "smoothing": {"gate_up_c": 0, "down_c": 0, "qkv_c": 0, "vo_scalar": 1},
           "attention": {"pre_rope_alpha": 8, "post_rope_beta": 8, "post_rope_top_k": 8, "q_format": "fp8_e4m3", "kv_bits": 4, "kv_group_size": 16, "kv_scale_search": true, "kv_center": "bias"}
         }
         """#
-    public static let convertDefault: Recipe = try! parse(Data(defaultJSON.utf8), path: "built-in fireq-plus-4 recipe")
+    public static let convertDefault: Recipe = try! parse(Data(defaultJSON.utf8), path: "built-in fireq-plus-6 recipe")
 
     /// Calibration/recipes/fireq-plus.json, built in (a test keeps the two equal): `fireq
     /// convert`'s default until 2026-12-06, the base of fireq-plus-search.
@@ -373,6 +387,7 @@ public struct Recipe: Sendable, Equatable {
                                 + (fittedScales ? [("fitted_scales", JSONValue.bool(true))] : [])
                                 + (scaleSearchFloor != 0.5
                                     ? [("scale_search_floor", JSONValue.float(scaleSearchFloor))] : [])
+                                + (scaleSearchCovariance ? [("scale_search_covariance", JSONValue.bool(true))] : [])
                                 + (gptq.map {
                                     [
                                         (

@@ -25,7 +25,7 @@ struct Convert: ParsableCommand {
     @Option(
         name: .long,
         help:
-            "Recipe JSON file (default: fireq-plus-4, Calibration/recipes/fireq-plus-4.json, built in; the paper recipe is Calibration/recipes/fireq.json)."
+            "Recipe JSON file (default: fireq-plus-6, Calibration/recipes/fireq-plus-6.json, built in; the paper recipe is Calibration/recipes/fireq.json)."
     )
     var recipe: String?
     @OptionGroup var calibration: CalibrationOptions

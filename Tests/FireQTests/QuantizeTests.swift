@@ -231,6 +231,22 @@ import Testing
         #expect(
             message(#"{"weights": {"scale_search": true, "scale_search_floor": "high"}}"#)
                 == "r.json: 'weights.scale_search_floor' must be a number, found \"high\".")
+        #expect(
+            message(#"{"weights": {"scale_search_covariance": true}}"#)
+                == "r.json: 'weights.scale_search_covariance' needs \"scale_search\": true (it weighs the search's error)."
+        )
+        #expect(
+            message(#"{"weights": {"scale_search": true, "scale_search_covariance": true, "gptq": {"damp": 0.01}}}"#)
+                == "r.json: 'weights.scale_search_covariance' does not combine with \"gptq\" (GPTQ weighs the error by all of H itself)."
+        )
+        #expect(
+            message(#"{"weights": {"scale_search": true, "scale_search_covariance": true}, "search": {}}"#)
+                == "r.json: 'search.(object)' cannot be combined with weights.scale_search_covariance.")
+        let covariance = try parse(#"{"weights": {"scale_search": true, "scale_search_covariance": true}}"#)
+        #expect(
+            covariance.scaleSearchCovariance
+                && covariance.canonicalJSON.contains("\"scale_search_covariance\":true"))
+        #expect(try parse(covariance.canonicalJSON) == covariance)
         let floored = try parse(#"{"weights": {"scale_search": true, "scale_search_floor": 0.9}}"#)
         #expect(floored.scaleSearchFloor == 0.9 && floored.canonicalJSON.contains("\"scale_search_floor\":0.9"))
         #expect(try parse(floored.canonicalJSON) == floored)
@@ -255,8 +271,8 @@ import Testing
         #expect(try parse(canonical) == all)
         let paper = try Recipe.load(Self.recipes + "/fireq.json").canonicalJSON
         for key in [
-            "scale_search", "scale_search_weights", "signed_scales", "fitted_scales", "scale_search_floor", "gptq",
-            "v_hadamard",
+            "scale_search", "scale_search_weights", "signed_scales", "fitted_scales", "scale_search_floor",
+            "scale_search_covariance", "gptq", "v_hadamard",
             "qk_hadamard",
             "kv_group_size",
             "kv_scale_search", "kv_signed_scales", "kv_center"
