@@ -22,6 +22,7 @@ mkdir -p "$work" docs
 [ -x "$bin" ] || swift build -c release
 [ -f "$model/model.safetensors" ] || bash Scripts/fetch-default-model.sh
 "$py" -m pip install -q --disable-pip-version-check -r Scripts/requirements-model.txt -r Scripts/requirements-runtimes.txt
+bash Scripts/install-llama-cpp-python.sh
 if [ ! -f "$packed/model.safetensors" ]; then
   packed=$work/packed
   [ -f "$work/stats.h5" ] || $bin calibrate --model "$model" --text ../shared/data/tinyshakespeare.txt --samples 10 --seq-len 2048 --out "$work/stats.h5"

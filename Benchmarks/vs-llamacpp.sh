@@ -15,7 +15,7 @@
 # sdist (the same llama.cpp the tests run; ~6 min on 2 cores, needs cmake: pip-installed into
 # the venv) into .cache/llamacpp/build with GGML_NATIVE (what a user building it here gets).
 #
-#   bash Benchmarks/vs-llamacpp.sh [smollm2|qwen2|all]     (W=16 R=3 THREADS=2 RECIPE=fireq-plus-4)
+#   bash Benchmarks/vs-llamacpp.sh [smollm2|qwen2|all]     (W=16 R=3 THREADS=2 RECIPE=fireq-plus-6)
 # Needs the models (Scripts/fetch-default-model.sh, Scripts/fetch-qwen2-model.sh) and their
 # statistics and Q4_0 GGUFs from Benchmarks/accuracy-models.sh (made here when missing).
 set -euo pipefail
@@ -25,7 +25,7 @@ which=${1:-all}
 W=${W:-16}
 R=${R:-3}
 threads=${THREADS:-2}
-recipe=${RECIPE:-fireq-plus-4}  # the packed folder's recipe (convert's default); the speed is the runtime's
+recipe=${RECIPE:-fireq-plus-6}  # the packed folder's recipe (convert's default); the speed is the runtime's
 bin=.build/release/fireq
 wiki=../shared/data/wikitext-2-raw-test.raw
 py=.cache/venv/bin/python
@@ -36,18 +36,46 @@ mkdir -p "$out"
 # --- llama.cpp tools -------------------------------------------------------------------------
 ver=$(sed -n 's/^llama-cpp-python==\([0-9.]*\).*/\1/p' Scripts/requirements-model.txt)
 lc=.cache/llamacpp
+build_llamacpp() {   # build_llamacpp DIR CMAKE_OPTION…
+  local dir=$1; shift
+  .cache/venv/bin/cmake -S "$lc/llama_cpp_python-$ver/vendor/llama.cpp" -B "$dir" -DCMAKE_BUILD_TYPE=Release \
+    -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF "$@" > "$dir.log"
+  .cache/venv/bin/cmake --build "$dir" -j "$threads" --target llama-bench llama-perplexity >> "$dir.log"
+}
 if [ ! -x "$lc/build/bin/llama-bench" ] || [ ! -x "$lc/build/bin/llama-perplexity" ]; then
   [ -x .cache/venv/bin/cmake ] || .cache/venv/bin/pip install -q "cmake==3.31.6"
   mkdir -p "$lc"
   [ -f "$lc/llama_cpp_python-$ver.tar.gz" ] ||
     .cache/venv/bin/pip download -q --no-deps --no-binary llama-cpp-python "llama-cpp-python==$ver" -d "$lc"
   tar xzf "$lc/llama_cpp_python-$ver.tar.gz" -C "$lc"
-  .cache/venv/bin/cmake -S "$lc/llama_cpp_python-$ver/vendor/llama.cpp" -B "$lc/build" -DCMAKE_BUILD_TYPE=Release \
-    -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF > "$lc/cmake.log"
-  .cache/venv/bin/cmake --build "$lc/build" -j "$threads" --target llama-bench llama-perplexity >> "$lc/cmake.log"
+  build_llamacpp "$lc/build" -DGGML_NATIVE=ON
 fi
-bench=$lc/build/bin/llama-bench
-perplexity=$lc/build/bin/llama-perplexity
+bin_dir=$lc/build/bin
+# AMX: a VM may list amx_tile / amx_int8 in /proc/cpuinfo and still fault on the tile instructions
+# (2026-12-07, an Intel Xeon guest: SIGILL at `tilezero` in ggml_backend_amx_mul_mat, in the
+# native build and in a native llama-cpp-python wheel). Probe the native build on a one-chunk
+# perplexity; if it dies of SIGILL, use a build with the same x86 extensions this CPU lists but no
+# AMX (GGML_NATIVE off, each extension named), and say so.
+probe_model=.cache/accuracy-models/smollm2/llamacpp-q4_0.gguf
+[ -f "$probe_model" ] || probe_model=.cache/accuracy-models/qwen2/llamacpp-q4_0.gguf
+if [ -f "$probe_model" ]; then
+  set +e
+  printf 'The history of the city begins with a small settlement on the river, where %.0s' $(seq 40) > "$out/probe.txt"
+  "$bin_dir/llama-perplexity" -m "$probe_model" -f "$out/probe.txt" -c 128 --chunks 1 -t "$threads" > "$out/probe.log" 2>&1
+  rc=$?
+  set -e
+  if [ $rc -eq 132 ]; then
+    has() { grep -qw "$1" /proc/cpuinfo && echo ON || echo OFF; }
+    [ -x "$lc/build-noamx/bin/llama-bench" ] || build_llamacpp "$lc/build-noamx" -DGGML_NATIVE=OFF \
+      -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI="$(has avx_vnni)" \
+      -DGGML_AVX512="$(has avx512f)" -DGGML_AVX512_VBMI="$(has avx512vbmi)" -DGGML_AVX512_VNNI="$(has avx512_vnni)" \
+      -DGGML_AVX512_BF16="$(has avx512_bf16)" -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+    bin_dir=$lc/build-noamx/bin
+    echo "llama.cpp: the native build dies of SIGILL in its AMX kernels on this machine; using the same extensions without AMX ($bin_dir)" >&2
+  fi
+fi
+bench=$bin_dir/llama-bench
+perplexity=$bin_dir/llama-perplexity
 
 # --- helpers ---------------------------------------------------------------------------------
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }

@@ -40,10 +40,10 @@ py=.cache/venv/bin/python
 # llama.cpp's binding for the last step, compiled in the background (pinned with the test packages).
 llama_log=.cache/main-job/llama-cpp-python.log
 llama_pid=""
-if ! "$py" -c 'import llama_cpp' 2>/dev/null; then
-  pin=$(grep -E '^llama-cpp-python==' Scripts/requirements-model.txt)
+pin=$(grep -E '^llama-cpp-python==' Scripts/requirements-model.txt)
+if [ "$(cat .cache/venv/.llama-cpp-python-portable 2>/dev/null)" != "$pin" ]; then
   echo "[main-job]     compiling $pin in the background for step 6 (log: $llama_log)" >&2
-  ( "$py" -m pip install -q --disable-pip-version-check "$pin" > "$llama_log" 2>&1 ) &
+  ( bash Scripts/install-llama-cpp-python.sh > "$llama_log" 2>&1 ) &
   llama_pid=$!
 fi
 step build "3/6 swift build -c release (~5–8 min the first time on 2 cores while llama.cpp compiles beside it, seconds after)"

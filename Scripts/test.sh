@@ -25,6 +25,7 @@ bash Scripts/install-deps.sh
 bash Scripts/fetch-default-model.sh
 # The third-party runtimes of the export tests (same venv; pinned; a no-op when present).
 .cache/venv/bin/pip install -q --disable-pip-version-check -r Scripts/requirements-model.txt -r Scripts/requirements-runtimes.txt
+bash Scripts/install-llama-cpp-python.sh   # a portable build, never a cached -march=native wheel
 mkdir -p .cache/golden
 if [ ! -f .cache/golden/codecs.bin ]; then
   .cache/venv/bin/python Scripts/make_codec_golden.py .cache/golden/codecs.bin
