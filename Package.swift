@@ -34,7 +34,7 @@ let package = Package(
         // The FP32 reference forward pass.
         .target(name: "LlamaReference", dependencies: ["ModelDescription", "Kernels", "TensorStore", "CFireQKernels"]),
         .target(name: "CalibrationStats", dependencies: ["ModelDescription", "Kernels", "LlamaReference", "Tokenizer", "TensorStore", "JSONSupport", "CHDF5"]),
-        .target(name: "Quantization", dependencies: ["ModelDescription", "PackedFormat", "Runtime", "CalibrationStats", "LlamaReference", "Kernels", "LowPrecision", "TensorStore", "JSONSupport"]),
+        .target(name: "Quantization", dependencies: ["ModelDescription", "PackedFormat", "Runtime", "CalibrationStats", "LlamaReference", "Kernels", "LowPrecision", "TensorStore", "JSONSupport", "CFireQKernels"]),
         .target(name: "PackedFormat", dependencies: ["TensorStore", "LowPrecision", "JSONSupport", "CZlib"]),
         // The INT4-FP8 runtime: never imports calibration or quantization code.
         .target(name: "Runtime", dependencies: ["ModelDescription", "Kernels", "LlamaReference", "PackedFormat", "TensorStore", "LowPrecision", "CFireQKernels"]),

@@ -1,3 +1,4 @@
+import CFireQKernels
 import CalibrationStats
 import Kernels
 import LlamaReference
@@ -129,17 +130,9 @@ public final class CovarianceBlockObserver: ForwardObserver {
         blocks[key]!.withUnsafeMutableBufferPointer { bp in
             let out = SendableMutBuf(bp)
             Parallel.forEachChunk(k / g, chunk: 4, threads: threads) { range in
-                var xs = [Double](repeating: 0, count: g)
-                for b in range {
-                    let blk = out.b.baseAddress! + b * g * g
-                    for r in 0..<rows {
-                        let row = x.b.baseAddress! + r * stride + b * g
-                        for a in 0..<g { xs[a] = Double(row[a]) }
-                        for a in 0..<g {
-                            let xa = xs[a], dst = blk + a * g
-                            for c in 0..<g { dst[c] += xa * xs[c] }
-                        }
-                    }
+                // blk[a, c] += x_a · x_c over the tokens in order (CovarianceTests pins the C paths)
+                for b in range where rows > 0 {
+                    fq_cov_block_accumulate(x.b.baseAddress! + b * g, stride, rows, g, out.b.baseAddress! + b * g * g)
                 }
             }
         }

@@ -1,3 +1,4 @@
+import CFireQKernels
 import Foundation
 import Kernels
 import LowPrecision
@@ -91,9 +92,12 @@ public enum GPTQ {
         return acc
     }
 
-    /// ŵ for code q and scale s as the runtime computes it.
+    /// ŵ for code q and scale s as the runtime computes it (the C rounding equals FP8E4M3.round
+    /// on every finite float: FP8ActivationTests.roundE4M3MatchesCodecEverywhere).
     @inline(__always)
-    static func dequantized(_ q: Float, _ s: Float, reround: Bool) -> Float { reround ? FP8E4M3.round(q * s) : q * s }
+    static func dequantized(_ q: Float, _ s: Float, reround: Bool) -> Float {
+        reround ? fq_round_e4m3_ref(q * s) : q * s
+    }
 
     @inline(__always)
     static func code(_ w: Float, _ s: Float) -> Float { min(7, max(-8, (w / s).rounded(.toNearestOrEven))) }
@@ -133,11 +137,9 @@ public enum GPTQ {
         var scratch = block == nil ? [] : [Double](repeating: 0, count: 4 * n)
         func error(_ s: Float, _ t: Float) -> Double {
             if let B = block {
+                // e as below, then dot(e, symmetricProduct(B, e)), bit for bit (GPTQTests pins it)
                 return scratch.withUnsafeMutableBufferPointer { sp in
-                    let e = sp.baseAddress!, r = e + n
-                    for j in 0..<n { e[j] = Double(w[j] - dequantized(code(w[j], t), s, reround: reround)) }
-                    symmetricProduct(B, e, n: n, into: r)
-                    return dot(e, r, n: n)
+                    fq_group_error_cov(w.baseAddress!, n, t, s, reround ? 1 : 0, B, sp.baseAddress!)
                 }
             }
             var err = 0.0
@@ -160,8 +162,7 @@ public enum GPTQ {
             sw2 = scratch.withUnsafeMutableBufferPointer { sp in
                 let wv = sp.baseAddress!, bw = wv + n
                 for j in 0..<n { wv[j] = Double(w[j]) }
-                symmetricProduct(B, wv, n: n, into: bw)
-                return dot(wv, bw, n: n)
+                return fq_qform_f64(B, wv, n, bw)
             }
         } else {
             for j in 0..<w.count { sw2 += Double(d[j]) * Double(w[j]) * Double(w[j]) }
@@ -177,8 +178,8 @@ public enum GPTQ {
                     scratch.withUnsafeMutableBufferPointer { sp in
                         let bw = sp.baseAddress! + n, q = bw + n, bq = q + n
                         for j in 0..<n { q[j] = Double(code(w[j], t)) }
-                        symmetricProduct(B, q, n: n, into: bq)
-                        sqw = dot(q, bw, n: n); sqq = dot(q, bq, n: n)
+                        sqq = fq_qform_f64(B, q, n, bq)
+                        sqw = dot(q, bw, n: n)
                     }
                 } else {
                     for j in 0..<w.count {
@@ -222,12 +223,23 @@ public enum GPTQ {
     /// The search matrix B of group `gi` (`weights.scale_search_covariance`): its g×g diagonal block
     /// of C (`blocks`: the k/g blocks in order, each row-major) plus `damping` on the diagonal;
     /// with `.inputMagnitude` then B_ab·√(m_a m_b), m_j = √(σ²_r + w_j²) (the damping × m_a), so diag(B)
-    /// is the diagonal search's weight of each input up to the damping.
+    /// is the diagonal search's weight of each input up to the damping. `fast`: the C kernel
+    /// (fq_cov_search_block_on, same bits; GPTQTests pins it to this loop).
     static func covarianceBlock(
         _ blocks: [Double], group gi: Int, _ w: UnsafeBufferPointer<Float>, sigma2: Float, _ mode: SearchWeights,
-        damping: Double, into b: inout [Double]
+        damping: Double, into b: inout [Double], fast: Bool = true
     ) {
         let g = w.count, base = gi * g * g
+        if fast {
+            blocks.withUnsafeBufferPointer { bp in
+                b.withUnsafeMutableBufferPointer { op in
+                    fq_cov_search_block_on(
+                        -1, bp.baseAddress! + base, w.baseAddress!, g, sigma2, mode == .inputMagnitude ? 1 : 0,
+                        damping, op.baseAddress!)
+                }
+            }
+            return
+        }
         for r in 0..<g {
             let mr = mode == .inputMagnitude ? Double(sigma2 + w[r] * w[r]).squareRoot() : 1
             for c in 0..<g {

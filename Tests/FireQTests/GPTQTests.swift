@@ -1,3 +1,4 @@
+import CFireQKernels
 import CalibrationStats
 import Foundation
 import JSONSupport
@@ -436,6 +437,105 @@ import Testing
             #expect(results[0][key] == want, "G = \(gs)")
         }
         #expect(results[0].keys.sorted { $0.g < $1.g }.map(\.g) == [8, 16])
+    }
+
+    /// The covariance search's C kernels (Sources/CFireQKernels/qform.c) on every path this CPU has
+    /// (0 portable, 1 AVX2, 2 AVX-512; a path above the CPU's runs the next one down), bit for bit
+    /// against the plain loops they replace, written out here: eᵀ(B·e) with B·e summed column by
+    /// column and eᵀr in index order; one candidate's error (codes clamp(rint(w/t), −8, 7), ŵ = q·s,
+    /// re-rounded to E4M3 or not — including codes clamped at both ends, E4M3 subnormals and ŵ beyond
+    /// 448); the magnitude-weighted search matrix; and the blocks' accumulation over 150 tokens (three
+    /// of the vector paths' 64-token runs) onto non-zero blocks.
+    @Test func covarianceKernelsEqualThePlainLoops() {
+        var g = LCG(s: 21)
+        func qform(_ B: [Double], _ e: [Double]) -> (Double, [Double]) {
+            let n = e.count
+            var r = [Double](repeating: 0, count: n)
+            for j in 0..<n { for i in 0..<n { r[i] += B[j * n + i] * e[j] } }
+            var acc = 0.0
+            for i in 0..<n { acc += e[i] * r[i] }
+            return (acc, r)
+        }
+        for n in [8, 16, 20, 32, 40, 64] {
+            let B = Self.randomHessian(k: n, tokens: 12, seed: UInt64(n))
+            for _ in 0..<20 {
+                let e = (0..<n).map { _ in (g.next() - 0.5) * pow(10, g.next() * 6 - 3) }
+                let (want, wantR) = qform(B, e)
+                for path: Int32 in [0, 1, 2] {
+                    var r = [Double](repeating: .nan, count: n)
+                    let got = fq_qform_f64_on(path, B, e, n, &r)
+                    #expect(got.bitPattern == want.bitPattern && r == wantR, "qform n \(n) path \(path)")
+                }
+            }
+        }
+        for n in [16, 20, 32] {
+            let B = Self.randomHessian(k: n, tokens: 50, seed: UInt64(7 * n))
+            for trial in 0..<200 {
+                var w = g.heavyTailed(n, scale: 8).map { $0 * Float(pow(2, Double(trial % 24) - 14)) }
+                if trial % 50 == 0 { w[0] = 3000; w[1] = -3100 }  // ŵ beyond 448 with reround
+                let a = w.map(abs).max()!
+                let cands =
+                    GPTQ.candidateScales(absmax: a, format: .fp8e4m3, signed: true) + [a / 9, -a / 5, a / 3]
+                for (ci, s) in cands.enumerated() where ci % 3 == trial % 3 {
+                    for reround in [false, true] {
+                        for t in [s, s * 1.1] {
+                            var e = [Double](repeating: 0, count: n)
+                            for j in 0..<n {
+                                let q: Float = min(7, max(-8, (w[j] / t).rounded(.toNearestOrEven)))
+                                let d = reround ? FP8E4M3.round(q * s) : q * s
+                                e[j] = Double(w[j] - d)
+                            }
+                            let want = qform(B, e).0
+                            for path: Int32 in [0, 1, 2] {
+                                var scratch = [Double](repeating: 0, count: 2 * n)
+                                let got = fq_group_error_cov_on(path, w, n, t, s, reround ? 1 : 0, B, &scratch)
+                                #expect(got.bitPattern == want.bitPattern, "error n \(n) path \(path) s \(s) t \(t)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for gs in [16, 32] {
+            let blk = Self.randomHessian(k: gs, tokens: 9, seed: UInt64(gs))
+            for _ in 0..<20 {
+                let w = g.heavyTailed(gs, scale: 4)
+                let sigma2 = Float(g.next())
+                let damping = g.next()
+                for magnitude: Int32 in [0, 1] {
+                    var want = [Double](repeating: 0, count: gs * gs)
+                    for r in 0..<gs {
+                        let mr = magnitude == 1 ? Double(sigma2 + w[r] * w[r]).squareRoot() : 1
+                        for c in 0..<gs {
+                            let mc = magnitude == 1 ? Double(sigma2 + w[c] * w[c]).squareRoot() : 1
+                            want[r * gs + c] = blk[r * gs + c] * (mr * mc).squareRoot()
+                        }
+                        want[r * gs + r] += damping * mr
+                    }
+                    for path: Int32 in [0, 2] {
+                        var got = [Double](repeating: 0, count: gs * gs)
+                        fq_cov_search_block_on(path, blk, w, gs, sigma2, magnitude, damping, &got)
+                        #expect(got == want, "search block g \(gs) path \(path)")
+                    }
+                }
+            }
+        }
+        for gs in [8, 32] {
+            let (rows, ldx) = (150, 70)
+            let x = (0..<(rows * ldx)).map { _ in Float(g.next() * 6 - 3) }
+            let start = (0..<(gs * gs)).map { _ in g.next() }
+            var want = start
+            for r in 0..<rows {
+                for a in 0..<gs {
+                    for c in 0..<gs { want[a * gs + c] += Double(x[r * ldx + 5 + a]) * Double(x[r * ldx + 5 + c]) }
+                }
+            }
+            for path: Int32 in [0, 1, 2] {
+                var got = start
+                x.withUnsafeBufferPointer { fq_cov_block_accumulate_on(path, $0.baseAddress! + 5, ldx, rows, gs, &got) }
+                #expect(got == want, "accumulate g \(gs) path \(path)")
+            }
+        }
     }
 
     /// `weights.signed_scales`: a group on the grid {−7 … 8}·0.25 (its largest magnitude, 2, is

@@ -48,6 +48,40 @@ double fq_kl_logits(const float *p, double lse_p, const float *q, double lse_q, 
 /// Index of the first maximum of n floats (n ≥ 1).
 size_t fq_argmax(const float *x, size_t n);
 
+/// eᵀBe for a symmetric n×n B (row-major, Double), writing r = B·e (n doubles): r accumulated
+/// column by column in index order (multiply, then add; no FMA), eᵀr summed in index order. The
+/// scale search's error under weights.scale_search_covariance. Dispatches AVX-512 / AVX2 /
+/// portable at run time; all three give the same bits.
+double fq_qform_f64(const double *B, const double *e, size_t n, double *r);
+/// fq_qform_f64 on a chosen path (tests): -1 automatic, 0 portable, 1 AVX2, 2 AVX-512.
+double fq_qform_f64_on(int path, const double *B, const double *e, size_t n, double *r);
+/// The portable path of fq_qform_f64.
+double fq_qform_f64_ref(const double *B, const double *e, size_t n, double *r);
+
+/// One candidate's error under weights.scale_search_covariance: e_j = w_j − ŵ_j (float, widened),
+/// ŵ_j = clamp(rint(w_j / t), −8, 7) · s, re-rounded to E4M3 when `reround` is non-zero, then
+/// eᵀBe as fq_qform_f64 (scratch: 2n doubles, e then B·e). Bit for bit GPTQ.searchScaleAndCodes'
+/// error on every path.
+double fq_group_error_cov(const float *w, size_t n, float t, float s, int reround, const double *B, double *scratch);
+/// fq_group_error_cov on a chosen path (tests): -1 automatic, 0 portable, 1 AVX2, 2 AVX-512.
+double fq_group_error_cov_on(int path, const float *w, size_t n, float t, float s, int reround, const double *B,
+                             double *scratch);
+
+/// One g×g covariance block (row-major, Double): blk[a·g + c] += x_a · x_c for each of `rows` tokens
+/// in order (x: the block's first input of token 0; tokens ldx floats apart), each element's sum in
+/// token order (multiply, then add). AVX-512 / AVX2 for g = 32, portable otherwise; same bits.
+void fq_cov_block_accumulate(const float *x, size_t ldx, size_t rows, size_t g, double *blk);
+/// fq_cov_block_accumulate on a chosen path (tests): -1 automatic, 0 portable, 1 AVX2, 2 AVX-512.
+void fq_cov_block_accumulate_on(int path, const float *x, size_t ldx, size_t rows, size_t g, double *blk);
+/// The portable path of fq_cov_block_accumulate (g ≤ 256).
+void fq_cov_block_accumulate_ref(const float *x, size_t ldx, size_t rows, size_t g, double *blk);
+
+/// The search matrix of one group (weights.scale_search_covariance): out[r·g + c] = blk[r·g + c] ·
+/// √(m_r m_c), m_j = √(σ² + w_j²) in Double (σ² + w_j² in float) with `magnitude`, else 1, then
+/// damping · m_r added on the diagonal. `path`: -1 automatic, 0 portable, 2 AVX-512 (g = 32); same bits.
+void fq_cov_search_block_on(int path, const double *blk, const float *w, size_t g, float sigma2, int magnitude,
+                            double damping, double *out);
+
 #endif
 
 // ---- FP32 GEMM against pre-packed weights (sgemm.c) ----------------------------------------
