@@ -220,7 +220,7 @@ void fq_sgemm_packed16_on(int path, const float *x, size_t ldx, size_t m, const 
 /// Single row (decode): y[c] (+)= Σ_k x[k]·W[c, k] for the rows of panels p0 ..< p1.
 void fq_gemv_h(const float *x, const uint16_t *packed, int bf16, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate);
 void fq_gemv_h_ref(const float *x, const uint16_t *packed, int bf16, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate);
-/// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2+FMA+F16C.
+/// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2+FMA+F16C, 2 AVX-512F (two panels at a time).
 void fq_gemv_h_on(int path, const float *x, const uint16_t *packed, int bf16, size_t n, size_t k, size_t p0, size_t p1, float *y, int accumulate);
 
 // ---- attention in a fixed summation order (attention.c) --------------------------------------
