@@ -129,14 +129,120 @@ static void attn_scores2_avx2(const float *q0, const float *q1, const float *kt,
     }
 }
 
-void fq_attn_scores2(const float *q0, const float *q1, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s0, float *s1) {
-    if (fq_isa_level() >= 1) attn_scores2_avx2(q0, q1, kt, ldkt, D, n, scale, s0, s1);
+// ---- AVX-512F: the same per-lane chains, 16 lanes wide --------------------------------------
+// Every lane of every vector below runs exactly the portable chain of its key (scores) or output
+// element (P·V), so the AVX-512 paths equal the AVX2 and portable ones bit for bit; they gain by
+// keeping eight independent 16-lane chains in flight where the AVX2 path keeps eight 8-lane ones.
+
+__attribute__((target("avx512f")))
+static void attn_scores2_avx512(const float *q0, const float *q1, const float *kt, size_t ldkt, size_t D, size_t n,
+                                float scale, float *s0, float *s1) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    size_t t = 0;
+    for (; t + 64 <= n; t += 64) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (size_t d = 0; d < D; d++) {
+            const float *row = kt + d * ldkt + t;
+            __m512 k0 = _mm512_loadu_ps(row), k1 = _mm512_loadu_ps(row + 16), k2 = _mm512_loadu_ps(row + 32),
+                   k3 = _mm512_loadu_ps(row + 48);
+            __m512 x = _mm512_set1_ps(q0[d]), y = _mm512_set1_ps(q1[d]);
+            a0 = _mm512_fmadd_ps(x, k0, a0); a1 = _mm512_fmadd_ps(x, k1, a1);
+            a2 = _mm512_fmadd_ps(x, k2, a2); a3 = _mm512_fmadd_ps(x, k3, a3);
+            b0 = _mm512_fmadd_ps(y, k0, b0); b1 = _mm512_fmadd_ps(y, k1, b1);
+            b2 = _mm512_fmadd_ps(y, k2, b2); b3 = _mm512_fmadd_ps(y, k3, b3);
+        }
+        _mm512_storeu_ps(s0 + t, _mm512_mul_ps(a0, sc)); _mm512_storeu_ps(s0 + t + 16, _mm512_mul_ps(a1, sc));
+        _mm512_storeu_ps(s0 + t + 32, _mm512_mul_ps(a2, sc)); _mm512_storeu_ps(s0 + t + 48, _mm512_mul_ps(a3, sc));
+        _mm512_storeu_ps(s1 + t, _mm512_mul_ps(b0, sc)); _mm512_storeu_ps(s1 + t + 16, _mm512_mul_ps(b1, sc));
+        _mm512_storeu_ps(s1 + t + 32, _mm512_mul_ps(b2, sc)); _mm512_storeu_ps(s1 + t + 48, _mm512_mul_ps(b3, sc));
+    }
+    if (t < n) attn_scores2_avx2(q0, q1, kt + t, ldkt, D, n - t, scale, s0 + t, s1 + t);
+}
+
+__attribute__((target("avx512f")))
+static void attn_scores_avx512(const float *q, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    size_t t = 0;
+    for (; t + 128 <= n; t += 128) {
+        __m512 a[8];
+        for (int u = 0; u < 8; u++) a[u] = _mm512_setzero_ps();
+        for (size_t d = 0; d < D; d++) {
+            const float *row = kt + d * ldkt + t;
+            __m512 x = _mm512_set1_ps(q[d]);
+            for (int u = 0; u < 8; u++) a[u] = _mm512_fmadd_ps(x, _mm512_loadu_ps(row + 16 * u), a[u]);
+        }
+        for (int u = 0; u < 8; u++) _mm512_storeu_ps(s + t + 16 * u, _mm512_mul_ps(a[u], sc));
+    }
+    if (t < n) attn_scores_avx2(q, kt + t, ldkt, D, n - t, scale, s + t);
+}
+
+// P·V of two queries over one pass of the value rows: query 0 over t < n0, query 1 over t < n1
+// (n1 ≥ n0: after the shared rows query 1 continues alone), each output one chain over t.
+__attribute__((target("avx512f")))
+static void attn_pv2_avx512(const float *p0, size_t n0, const float *p1, size_t n1, const float *v, size_t ldv,
+                            size_t D, float *out0, float *out1) {
+    size_t d = 0;
+    for (; d + 64 <= D; d += 64) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        size_t t = 0;
+        for (; t < n0; t++) {
+            const float *row = v + t * ldv + d;
+            __m512 v0 = _mm512_loadu_ps(row), v1 = _mm512_loadu_ps(row + 16), v2 = _mm512_loadu_ps(row + 32),
+                   v3 = _mm512_loadu_ps(row + 48);
+            __m512 x = _mm512_set1_ps(p0[t]), y = _mm512_set1_ps(p1[t]);
+            a0 = _mm512_fmadd_ps(x, v0, a0); a1 = _mm512_fmadd_ps(x, v1, a1);
+            a2 = _mm512_fmadd_ps(x, v2, a2); a3 = _mm512_fmadd_ps(x, v3, a3);
+            b0 = _mm512_fmadd_ps(y, v0, b0); b1 = _mm512_fmadd_ps(y, v1, b1);
+            b2 = _mm512_fmadd_ps(y, v2, b2); b3 = _mm512_fmadd_ps(y, v3, b3);
+        }
+        for (; t < n1; t++) {
+            const float *row = v + t * ldv + d;
+            __m512 y = _mm512_set1_ps(p1[t]);
+            b0 = _mm512_fmadd_ps(y, _mm512_loadu_ps(row), b0); b1 = _mm512_fmadd_ps(y, _mm512_loadu_ps(row + 16), b1);
+            b2 = _mm512_fmadd_ps(y, _mm512_loadu_ps(row + 32), b2); b3 = _mm512_fmadd_ps(y, _mm512_loadu_ps(row + 48), b3);
+        }
+        _mm512_storeu_ps(out0 + d, a0); _mm512_storeu_ps(out0 + d + 16, a1);
+        _mm512_storeu_ps(out0 + d + 32, a2); _mm512_storeu_ps(out0 + d + 48, a3);
+        _mm512_storeu_ps(out1 + d, b0); _mm512_storeu_ps(out1 + d + 16, b1);
+        _mm512_storeu_ps(out1 + d + 32, b2); _mm512_storeu_ps(out1 + d + 48, b3);
+    }
+    if (d < D) {
+        attn_pv_avx2(p0, n0, v + d, ldv, D - d, out0 + d);
+        attn_pv_avx2(p1, n1, v + d, ldv, D - d, out1 + d);
+    }
+}
+
+void fq_attn_pv2_on(int path, const float *p0, size_t n0, const float *p1, size_t n1, const float *v, size_t ldv,
+                    size_t D, float *out0, float *out1) {
+    int level = path >= 0 ? path : fq_isa_level();
+    if (n1 >= n0 && level >= 2 && fq_isa_level() >= 2) attn_pv2_avx512(p0, n0, p1, n1, v, ldv, D, out0, out1);
+    else {
+        fq_attn_pv_on(level, p0, n0, v, ldv, D, out0);
+        fq_attn_pv_on(level, p1, n1, v, ldv, D, out1);
+    }
+}
+
+void fq_attn_pv2(const float *p0, size_t n0, const float *p1, size_t n1, const float *v, size_t ldv, size_t D,
+                 float *out0, float *out1) {
+    fq_attn_pv2_on(-1, p0, n0, p1, n1, v, ldv, D, out0, out1);
+}
+
+void fq_attn_scores2_on(int path, const float *q0, const float *q1, const float *kt, size_t ldkt, size_t D, size_t n,
+                        float scale, float *s0, float *s1) {
+    int level = path >= 0 ? path : fq_isa_level();
+    if (level >= 2 && fq_isa_level() >= 2) attn_scores2_avx512(q0, q1, kt, ldkt, D, n, scale, s0, s1);
+    else if (level >= 1 && fq_isa_level() >= 1) attn_scores2_avx2(q0, q1, kt, ldkt, D, n, scale, s0, s1);
     else { fq_attn_scores_ref(q0, kt, ldkt, D, n, scale, s0); fq_attn_scores_ref(q1, kt, ldkt, D, n, scale, s1); }
+}
+
+void fq_attn_scores2(const float *q0, const float *q1, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s0, float *s1) {
+    fq_attn_scores2_on(-1, q0, q1, kt, ldkt, D, n, scale, s0, s1);
 }
 
 void fq_attn_scores_on(int path, const float *q, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s) {
     int level = path >= 0 ? path : fq_isa_level();
-    if (level >= 1 && fq_isa_level() >= 1) attn_scores_avx2(q, kt, ldkt, D, n, scale, s);
+    if (level >= 2 && fq_isa_level() >= 2) attn_scores_avx512(q, kt, ldkt, D, n, scale, s);
+    else if (level >= 1 && fq_isa_level() >= 1) attn_scores_avx2(q, kt, ldkt, D, n, scale, s);
     else fq_attn_scores_ref(q, kt, ldkt, D, n, scale, s);
 }
 

@@ -16,7 +16,10 @@
 #include "CFireQKernels.h"
 #include "fq_internal.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <pthread.h>
 #include <immintrin.h>
 
 #define NR 32
@@ -687,10 +690,68 @@ int fq_int4_level(int path, int bf16_ok) {
     return level;
 }
 
+// ---- which many-row tile the automatic dispatch runs ---------------------------------------------
+// The AVX-512 BF16 tile (vdpbf16ps on decoded BF16 panels) and the AVX-512F tile (FMA on decoded
+// FP32 panels, inputs pair-swapped) compute the same canonical chains — the same bits (Int4FP8LinearTests)
+// — but which is faster depends on the core: on Zen 4 vdpbf16ps does twice the FP32 FMA's
+// multiply-adds per cycle; on Intel's Emerald Rapids it has one port where 512-bit FMA has two,
+// and the whole eval ran 1.4× faster on the FP32 tile. So the first many-row call times both on
+// one small GEMM (48 × 64 × 576, best of 5 each, alternating) and keeps the BF16 tile unless the
+// FP32 one takes under 0.9× its time. FIREQ_INT4_TILE=bf16|fp32 overrides the measurement.
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int bf16_tile_probe(void) {
+    enum { M = 48, N = 64, K = 576, G = 32 };
+    static uint8_t codes[N * K / 2];
+    static float scales[N * K / G], x[M * K], y[M * N];
+    static uint16_t meta[N * K / G];
+    static const float steps[8] = {0.015625f, 0.046875f, 0.078125f, 0.109375f, 0.0625f, 0.1875f, 0.3125f, 0.4375f};
+    uint32_t r = 2463534242u;
+    for (size_t i = 0; i < sizeof codes; i++) { r ^= r << 13; r ^= r >> 17; r ^= r << 5; codes[i] = (uint8_t)r; }
+    for (size_t i = 0; i < N * K / G; i++) scales[i] = steps[i % 8];
+    for (size_t i = 0; i < M * K; i++) { r ^= r << 13; r ^= r >> 17; r ^= r << 5; x[i] = (float)((int)(r % 15) - 7) * 0.25f; }
+    const uint16_t *mt = fq_int4_meta(scales, N * K / G, 1, meta) ? meta : NULL;
+    double best[2] = {1e9, 1e9};
+    for (int rep = 0; rep < 6; rep++) {
+        for (int which = 0; which < 2; which++) {
+            double t0 = now_seconds();
+            fq_int4_gemm_on(which == 0 ? 3 : 2, x, K, M, codes, scales, mt, N, K, G, 1, 1, 0, N / 32, y, N);
+            double dt = now_seconds() - t0;
+            if (rep > 0 && dt < best[which]) best[which] = dt;  // the first round warms the buffers
+        }
+    }
+    return best[1] < 0.9 * best[0] ? 0 : 1;
+}
+
+static int bf16_tile_state = 1;
+static pthread_once_t bf16_tile_once = PTHREAD_ONCE_INIT;
+
+static void bf16_tile_decide(void) {
+    const char *e = getenv("FIREQ_INT4_TILE");
+    if (e && strcmp(e, "bf16") == 0) bf16_tile_state = 1;
+    else if (e && strcmp(e, "fp32") == 0) bf16_tile_state = 0;
+    else bf16_tile_state = fq_int4_level(-1, 1) >= 3 ? bf16_tile_probe() : 1;
+}
+
+int fq_int4_bf16_tile_preferred(void) {
+    pthread_once(&bf16_tile_once, bf16_tile_decide);  // one probe per process, whichever thread asks first
+    return bf16_tile_state;
+}
+
+int fq_int4_level_rows(int path, int bf16_ok, size_t m) {
+    int level = fq_int4_level(path, bf16_ok);
+    if (path < 0 && m > 1 && level >= 3 && !fq_int4_bf16_tile_preferred()) level = fq_sgemm_level(-1);
+    return level;
+}
+
 void fq_int4_gemm_on(int path, const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales, const uint16_t *meta,
                      size_t n, size_t k, size_t G, int reround, int bf16_ok, size_t p0, size_t p1, float *y, size_t ldy) {
     if (m == 0 || p0 >= p1) return;
-    int level = fq_int4_level(path, bf16_ok);
+    int level = fq_int4_level_rows(path, bf16_ok, m);
     if (level >= 3) gemm_bf16(x, ldx, m, codes, scales, meta, n, k, G, reround, p0, p1, y, ldy);
     else gemm_f32_paths(level, x, ldx, m, codes, scales, meta, n, k, G, reround, p0, p1, y, ldy);
 }

@@ -281,9 +281,15 @@ public struct LlamaForward: Sendable {
                 } else {
                     fq_attn_scores(rows + i * qkvDim + h * D, kt, i1, D, i + 1, scale, s)
                 }
-                for (j, sc) in (pair ? [(i, s), (i + 1, s2)] : [(i, s)]) {
-                    fq_softmax_inplace(sc, j + 1)
-                    fq_attn_pv(sc, j + 1, v, qkvDim, D, dst.p + (b * T + j) * c.qDim + h * D)
+                fq_softmax_inplace(s, i + 1)
+                if pair {
+                    // one pass over the value rows for both queries (each output its own chain)
+                    fq_softmax_inplace(s2, i + 2)
+                    fq_attn_pv2(
+                        s, i + 1, s2, i + 2, v, qkvDim, D, dst.p + (b * T + i) * c.qDim + h * D,
+                        dst.p + (b * T + i + 1) * c.qDim + h * D)
+                } else {
+                    fq_attn_pv(s, i + 1, v, qkvDim, D, dst.p + (b * T + i) * c.qDim + h * D)
                 }
                 i += pair ? 2 : 1
             }

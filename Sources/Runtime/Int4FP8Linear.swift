@@ -197,7 +197,7 @@ public final class Int4FP8Linear: @unchecked Sendable {
         // A many-row call on resident codes prepares x for its GEMM path in the same pass that
         // quantizes each row (pair-swapped, or BF16 pairs; in place) — once, not once per thread.
         let prepare: Int32? =
-            rows > 1 && codes != nil ? fq_int4_level(-1, activationsFP8 && weightsBF16Exact ? 1 : 0) : nil
+            rows > 1 && codes != nil ? fq_int4_level_rows(-1, activationsFP8 && weightsBF16Exact ? 1 : 0, rows) : nil
         let fp8 = activationsFP8
         sigma.withUnsafeMutableBufferPointer { sg in
             let sp = SendablePointer(sg.baseAddress!)

@@ -149,8 +149,10 @@ import Testing
         }
     }
 
-    /// Fixed-order attention products: AVX2 = portable bit for bit; a score depends only on its own
-    /// query and key (not on the key count or the transposed buffer's stride).
+    /// Fixed-order attention products: AVX-512 = AVX2 = portable bit for bit; a score depends only on
+    /// its own query and key (not on the key count or the transposed buffer's stride); two queries at
+    /// once (scores, and P·V with the second query one key longer, as the causal pairs are) give each
+    /// query what it gets alone.
     @Test func attentionKernelsAgree() {
         for D in [1, 3, 8, 17, 64, 128] {
             for n in Self.sizes + [576, 1536] {
@@ -162,17 +164,42 @@ import Testing
                 fq_attn_scores_on(0, q, kt, ld, D, n, 0.125, &s0)
                 fq_attn_scores_on(1, q, kt, ld, D, n, 0.125, &s1)
                 #expect(s0.map(\.bitPattern) == s1.map(\.bitPattern), "scores D \(D) n \(n)")
+                var s512 = s0
+                fq_attn_scores_on(2, q, kt, ld, D, n, 0.125, &s512)
+                #expect(s0.map(\.bitPattern) == s512.map(\.bitPattern), "scores AVX-512 D \(D) n \(n)")
                 fq_attn_pv_on(0, p, n, v, D + 3, D, &o0)
                 fq_attn_pv_on(1, p, n, v, D + 3, D, &o1)
                 #expect(o0.map(\.bitPattern) == o1.map(\.bitPattern), "pv D \(D) n \(n)")
                 // Two queries at once: each gets its own scores.
                 let q2 = (0..<D).map { _ in g.next() }
                 var t0 = [Float](repeating: 0, count: n), t1 = t0, r2 = t0
-                fq_attn_scores2(q, q2, kt, ld, D, n, 0.125, &t0, &t1)
                 fq_attn_scores_on(0, q2, kt, ld, D, n, 0.125, &r2)
-                #expect(
-                    t0.map(\.bitPattern) == s0.map(\.bitPattern) && t1.map(\.bitPattern) == r2.map(\.bitPattern),
-                    "pair D \(D) n \(n)")
+                for path: Int32 in [-1, 0, 1, 2] {
+                    fq_attn_scores2_on(path, q, q2, kt, ld, D, n, 0.125, &t0, &t1)
+                    #expect(
+                        t0.map(\.bitPattern) == s0.map(\.bitPattern) && t1.map(\.bitPattern) == r2.map(\.bitPattern),
+                        "pair D \(D) n \(n) path \(path)")
+                }
+                // P·V of two queries, the second over one more key (and over the same n)
+                if n > 1 {
+                    let pa = (0..<n).map { _ in abs(g.next()) }
+                    var wa = [Float](repeating: 0, count: D), wb = wa
+                    fq_attn_pv_on(0, p, n - 1, v, D + 3, D, &wa)
+                    fq_attn_pv_on(0, pa, n, v, D + 3, D, &wb)
+                    for path: Int32 in [-1, 0, 1, 2] {
+                        var ga = [Float](repeating: .nan, count: D), gb = ga
+                        fq_attn_pv2_on(path, p, n - 1, pa, n, v, D + 3, D, &ga, &gb)
+                        #expect(
+                            ga.map(\.bitPattern) == wa.map(\.bitPattern)
+                                && gb.map(\.bitPattern) == wb.map(\.bitPattern),
+                            "pv pair D \(D) n \(n) path \(path)")
+                        fq_attn_pv2_on(path, p, n, pa, n, v, D + 3, D, &ga, &gb)
+                        #expect(
+                            ga.map(\.bitPattern) == o0.map(\.bitPattern)
+                                && gb.map(\.bitPattern) == wb.map(\.bitPattern),
+                            "pv pair, same n, D \(D) n \(n) path \(path)")
+                    }
+                }
                 // The first m scores alone are the same values.
                 let m = max(1, n / 3)
                 var s2 = [Float](repeating: 0, count: m)

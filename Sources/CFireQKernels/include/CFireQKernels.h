@@ -152,6 +152,12 @@ int fq_cpu_has_avx512bf16(void);
 int fq_int4_meta(const float *scales, size_t count, int reround, uint16_t *meta);
 /// The path a request resolves to: 0 portable, 1 AVX2+FMA, 2 AVX-512F, 3 AVX-512 BF16 (needs bf16_ok).
 int fq_int4_level(int path, int bf16_ok);
+/// The automatic path of an m-row call: fq_int4_level, except that a many-row call (m > 1) whose
+/// level is 3 takes the AVX-512F tile (level 2; same bits) when fq_int4_bf16_tile_preferred is 0.
+int fq_int4_level_rows(int path, int bf16_ok, size_t m);
+/// 1 when the many-row dispatch keeps the AVX-512 BF16 tile: FIREQ_INT4_TILE=bf16|fp32, else
+/// measured once per process on a small GEMM (the FP32 tile must take under 0.9× the BF16 tile's time).
+int fq_int4_bf16_tile_preferred(void);
 /// bf16_ok: x's values and the weights are exact in BF16 (enables path 3); meta from fq_int4_meta or NULL.
 void fq_int4_gemm(const float *x, size_t ldx, size_t m, const uint8_t *codes, const float *scales, const uint16_t *meta,
                   size_t n, size_t k, size_t G, int reround, int bf16_ok, size_t p0, size_t p1, float *y, size_t ldy);
@@ -230,9 +236,19 @@ void fq_attn_scores(const float *q, const float *kt, size_t ldkt, size_t D, size
 void fq_attn_pv(const float *p, size_t n, const float *v, size_t ldv, size_t D, float *out);
 /// Two queries against the same keys (n each): the scores fq_attn_scores gives each alone, faster.
 void fq_attn_scores2(const float *q0, const float *q1, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s0, float *s1);
+/// fq_attn_scores2 on a chosen path (tests): -1 automatic, 0 portable, 1 AVX2+FMA, 2 AVX-512F.
+void fq_attn_scores2_on(int path, const float *q0, const float *q1, const float *kt, size_t ldkt, size_t D, size_t n,
+                        float scale, float *s0, float *s1);
+/// P·V of two queries in one pass over the value rows: out0 over t < n0, out1 over t < n1 (n1 ≥ n0):
+/// each exactly what fq_attn_pv gives it alone.
+void fq_attn_pv2(const float *p0, size_t n0, const float *p1, size_t n1, const float *v, size_t ldv, size_t D,
+                 float *out0, float *out1);
+/// fq_attn_pv2 on a chosen path (tests): -1 automatic, 0 portable, 1 AVX2+FMA, 2 AVX-512F.
+void fq_attn_pv2_on(int path, const float *p0, size_t n0, const float *p1, size_t n1, const float *v, size_t ldv,
+                    size_t D, float *out0, float *out1);
 void fq_attn_scores_ref(const float *q, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s);
 void fq_attn_pv_ref(const float *p, size_t n, const float *v, size_t ldv, size_t D, float *out);
-/// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2+FMA.
+/// On a chosen path (tests): -1 automatic, 0 portable, 1 AVX2+FMA, 2 AVX-512F (scores; P·V alone stays AVX2).
 void fq_attn_scores_on(int path, const float *q, const float *kt, size_t ldkt, size_t D, size_t n, float scale, float *s);
 void fq_attn_pv_on(int path, const float *p, size_t n, const float *v, size_t ldv, size_t D, float *out);
 /// dst[c·ldd + r] = src[r·lds + c] for r < rows, c < cols.
