@@ -6,8 +6,8 @@
 // fq_group_error_cov first forms e_j = w_j − ŵ_j in float (ŵ = clamp(rint(w/t), −8, 7)·s, re-rounded
 // to E4M3 with `reround`), widened to Double, as GPTQ.searchScaleAndCodes does.
 // Every lane of the vector paths does exactly the portable path's operations on its own r_i, so
-// the three paths agree bit for bit with each other and with GPTQ.symmetricProduct / GPTQ.dot
-// (Sources/Quantization/GPTQ.swift), which tests pin them to.
+// the three paths agree bit for bit with each other and with the plain loops that
+// GPTQTests.covarianceKernelsEqualThePlainLoops pins them to.
 #pragma STDC FP_CONTRACT OFF
 #include "CFireQKernels.h"
 #include "fq_internal.h"

@@ -71,19 +71,6 @@ public enum GPTQ {
         }
     }
 
-    /// r = B y for a symmetric n×n B (row-major, Double), accumulated column by column in index
-    /// order (r_i += B[j, i]·y_j, j = 0…n−1: element-wise, so a vectorised loop gives the same bits).
-    @inline(__always)
-    static func symmetricProduct(
-        _ B: UnsafePointer<Double>, _ y: UnsafePointer<Double>, n: Int, into r: UnsafeMutablePointer<Double>
-    ) {
-        r.update(repeating: 0, count: n)
-        for j in 0..<n {
-            let yj = y[j], col = B + j * n
-            for i in 0..<n { r[i] += col[i] * yj }
-        }
-    }
-
     /// Σ_i x_i y_i in index order (Double).
     @inline(__always)
     static func dot(_ x: UnsafePointer<Double>, _ y: UnsafePointer<Double>, n: Int) -> Double {
@@ -137,7 +124,7 @@ public enum GPTQ {
         var scratch = block == nil ? [] : [Double](repeating: 0, count: 4 * n)
         func error(_ s: Float, _ t: Float) -> Double {
             if let B = block {
-                // e as below, then dot(e, symmetricProduct(B, e)), bit for bit (GPTQTests pins it)
+                // e as below, then eᵀ(B·e) (qform.c; GPTQTests pins it to the plain loops)
                 return scratch.withUnsafeMutableBufferPointer { sp in
                     fq_group_error_cov(w.baseAddress!, n, t, s, reround ? 1 : 0, B, sp.baseAddress!)
                 }
@@ -223,30 +210,19 @@ public enum GPTQ {
     /// The search matrix B of group `gi` (`weights.scale_search_covariance`): its g×g diagonal block
     /// of C (`blocks`: the k/g blocks in order, each row-major) plus `damping` on the diagonal;
     /// with `.inputMagnitude` then B_ab·√(m_a m_b), m_j = √(σ²_r + w_j²) (the damping × m_a), so diag(B)
-    /// is the diagonal search's weight of each input up to the damping. `fast`: the C kernel
-    /// (fq_cov_search_block_on, same bits; GPTQTests pins it to this loop).
+    /// is the diagonal search's weight of each input up to the damping (fq_cov_search_block_on;
+    /// GPTQTests pins it to the plain loop).
     static func covarianceBlock(
         _ blocks: [Double], group gi: Int, _ w: UnsafeBufferPointer<Float>, sigma2: Float, _ mode: SearchWeights,
-        damping: Double, into b: inout [Double], fast: Bool = true
+        damping: Double, into b: inout [Double]
     ) {
-        let g = w.count, base = gi * g * g
-        if fast {
-            blocks.withUnsafeBufferPointer { bp in
-                b.withUnsafeMutableBufferPointer { op in
-                    fq_cov_search_block_on(
-                        -1, bp.baseAddress! + base, w.baseAddress!, g, sigma2, mode == .inputMagnitude ? 1 : 0,
-                        damping, op.baseAddress!)
-                }
+        let g = w.count
+        blocks.withUnsafeBufferPointer { bp in
+            b.withUnsafeMutableBufferPointer { op in
+                fq_cov_search_block_on(
+                    -1, bp.baseAddress! + gi * g * g, w.baseAddress!, g, sigma2, mode == .inputMagnitude ? 1 : 0,
+                    damping, op.baseAddress!)
             }
-            return
-        }
-        for r in 0..<g {
-            let mr = mode == .inputMagnitude ? Double(sigma2 + w[r] * w[r]).squareRoot() : 1
-            for c in 0..<g {
-                let mc = mode == .inputMagnitude ? Double(sigma2 + w[c] * w[c]).squareRoot() : 1
-                b[r * g + c] = blocks[base + r * g + c] * (mr * mc).squareRoot()
-            }
-            b[r * g + r] += damping * mr
         }
     }
 
