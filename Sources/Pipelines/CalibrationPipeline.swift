@@ -102,8 +102,10 @@ public enum CalibrationPipeline {
         log.line("calibrating \(modelDir) on \(windows.windows.count) × \(job.seqLen) tokens of \(job.source.path)")
         let hash = try calibrator.modelHash()
         let attrs: [String: String] = [
-            "tool_version": FireQVersion.string, "model_sha256": hash, "model_path": modelDir,
-            "source_kind": job.source.kind, "source_path": job.source.path, "source_sha256": windows.sourceSHA256,
+            "tool_version": FireQVersion.string, "model_sha256": hash, "model_path": canonicalPath(modelDir),
+            "source_kind": job.source.kind,
+            "source_path": job.generate ? job.source.path : canonicalPath(job.source.path),
+            "source_sha256": windows.sourceSHA256,
             "samples": String(job.samples), "seq_len": String(job.seqLen),
             "selection": job.generate ? "generated" : (windows.shuffled ? "shuffled" : "in-order"),
             "seed": String(windows.seed),

@@ -8,7 +8,7 @@ import Testing
 @Suite(.serialized) struct CalibrationPartsTests {
     static let text = TestPaths.sharedData + "/tinyshakespeare.txt"
 
-    static func calibrate(_ model: String, _ out: String, _ extra: [String] = []) throws {
+    static func calibrate(_ model: String, _ out: String, _ extra: [String] = [], text: String = text) throws {
         let r = try CLI.run(
             [
                 "calibrate", "--model", model, "--text", text, "--samples", "7", "--seq-len", "48",
@@ -18,12 +18,17 @@ import Testing
     }
 
     /// Qwen2 (its k_proj bias adds the `_unbiased` maxima) and Gemma 3 (sliding windows, √hidden
-    /// embeddings): 3 uneven parts (2, 2, 3 windows) merged in shuffled order equal one run.
+    /// embeddings): 3 uneven parts (2, 2, 3 windows) merged in shuffled order equal one run — the
+    /// single run given the model and the text through symbolic links (the files record canonical
+    /// paths, as `calibrate-slurm`'s array tasks get them).
     @Test(arguments: ["qwen2", "gemma3"]) func partsMergeToTheSameBytes(_ family: String) throws {
         let model = FamilyTests.folder + "/" + family
         try TestPaths.require(model + "/model.safetensors", hint: FamilyTests.hint)
         let d = TestPaths.tempDir()
-        try Self.calibrate(model, d + "/single.h5")
+        let fm = FileManager.default
+        try fm.createSymbolicLink(atPath: d + "/model-link", withDestinationPath: model)
+        try fm.createSymbolicLink(atPath: d + "/text-link.txt", withDestinationPath: Self.text)
+        try Self.calibrate(d + "/model-link", d + "/single.h5", text: d + "/text-link.txt")
         for i in 1...3 { try Self.calibrate(model, d + "/p\(i).h5", ["--part", "\(i)/3"]) }
         let m = try CLI.run([
             "calibrate-merge", "--model", model, "--out", d + "/merged.h5", d + "/p3.h5", d + "/p1.h5", d + "/p2.h5"
