@@ -29,6 +29,16 @@ double fq_qform_f64_ref(const double *B, const double *e, size_t n, double *r) {
     return dot_seq(e, r, n);
 }
 
+// r_i for i ≥ i0 one at a time (the vector paths' remainder), then eᵀr.
+static double finish_qform(const double *B, const double *e, size_t n, size_t i0, double *r) {
+    for (size_t i = i0; i < n; i++) {
+        double acc = 0.0;
+        for (size_t j = 0; j < n; j++) acc += B[j * n + i] * e[j];
+        r[i] = acc;
+    }
+    return dot_seq(e, r, n);
+}
+
 __attribute__((target("avx2")))
 static double qform_avx2(const double *B, const double *e, size_t n, double *r) {
     size_t i = 0;
@@ -38,12 +48,7 @@ static double qform_avx2(const double *B, const double *e, size_t n, double *r) 
             acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_loadu_pd(B + j * n + i), _mm256_set1_pd(e[j])));
         _mm256_storeu_pd(r + i, acc);
     }
-    for (; i < n; i++) {
-        double acc = 0.0;
-        for (size_t j = 0; j < n; j++) acc += B[j * n + i] * e[j];
-        r[i] = acc;
-    }
-    return dot_seq(e, r, n);
+    return finish_qform(B, e, n, i, r);
 }
 
 __attribute__((target("avx512f")))
@@ -69,12 +74,7 @@ static double qform_avx512(const double *B, const double *e, size_t n, double *r
             acc = _mm512_add_pd(acc, _mm512_mul_pd(_mm512_loadu_pd(B + j * n + i), _mm512_set1_pd(e[j])));
         _mm512_storeu_pd(r + i, acc);
     }
-    for (; i < n; i++) {
-        double acc = 0.0;
-        for (size_t j = 0; j < n; j++) acc += B[j * n + i] * e[j];
-        r[i] = acc;
-    }
-    return dot_seq(e, r, n);
+    return finish_qform(B, e, n, i, r);
 }
 
 double fq_qform_f64_on(int path, const double *B, const double *e, size_t n, double *r) {
