@@ -74,13 +74,52 @@ static void exp_shift_avx2(const float *x, float shift, float *out, size_t n) {
     for (; i < n; i++) out[i] = fq_expf_ref(x[i] - shift);
 }
 
+// AVX-512F: exp8's operation sequence 16 lanes wide (the same bits); the last n mod 16 values in a
+// masked vector (inactive lanes compute exp(0 − shift) and are not stored).
+__attribute__((target("avx512f")))
+static inline __m512 exp16(__m512 x) {
+    __mmask16 nanmask = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    __m512 xin = x;
+    x = _mm512_min_ps(x, _mm512_set1_ps(EXP_HI));
+    x = _mm512_max_ps(x, _mm512_set1_ps(EXP_LO));
+    __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(LOG2E));
+    __m512 n = _mm512_add_ps(t, _mm512_set1_ps(ROUND_MAGIC));
+    n = _mm512_sub_ps(n, _mm512_set1_ps(ROUND_MAGIC));
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-C1), x);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(-C2), r);
+    __m512 p = _mm512_set1_ps(P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P5));
+    __m512 r2 = _mm512_mul_ps(r, r);
+    __m512 y = _mm512_fmadd_ps(p, r2, r);
+    y = _mm512_add_ps(y, _mm512_set1_ps(1.0f));
+    __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+    y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(e, 23)));
+    return _mm512_mask_blend_ps(nanmask, y, xin);
+}
+
+__attribute__((target("avx512f")))
+static void exp_shift_avx512(const float *x, float shift, float *out, size_t n) {
+    size_t i = 0;
+    __m512 s = _mm512_set1_ps(shift);
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), s)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(out + i, m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s)));
+    }
+}
+
 static void exp_shift_ref(const float *x, float shift, float *out, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = fq_expf_ref(x[i] - shift);
 }
 
 void fq_exp_shift_on(int path, const float *x, float shift, float *out, size_t n) {
-    int level = path >= 0 ? path : 1;
-    if (level >= 1 && fq_isa_level() >= 1) exp_shift_avx2(x, shift, out, n);
+    int level = path >= 0 ? path : 2;
+    if (level >= 2 && fq_isa_level() >= 2) exp_shift_avx512(x, shift, out, n);
+    else if (level >= 1 && fq_isa_level() >= 1) exp_shift_avx2(x, shift, out, n);
     else exp_shift_ref(x, shift, out, n);
 }
 
@@ -103,11 +142,29 @@ static float max_of(const float *x, size_t n) {
     return m;
 }
 
+// max_of in 16 lanes: vmaxps(v, m) returns m when v is NaN or equal (±0), as `x > m ? x : m` keeps
+// m, so each lane is max_of of its subsequence; lanes and the seed x[0] are then folded the same
+// way. The maximum of a set without NaN is the same value whatever the order; with NaN only a
+// NaN x[0] propagates, in both (a ±0 tie may pick the other zero: exp(x − m) is the same).
+__attribute__((target("avx512f")))
+static float max_of_avx512(const float *x, size_t n) {
+    if (n < 32) return max_of(x, n);
+    __m512 m = _mm512_set1_ps(x[0]);
+    size_t i = 1;
+    for (; i + 16 <= n; i += 16) m = _mm512_max_ps(_mm512_loadu_ps(x + i), m);
+    float lanes[16], r = x[0];
+    _mm512_storeu_ps(lanes, m);
+    for (int j = 0; j < 16; j++) r = lanes[j] > r ? lanes[j] : r;
+    for (; i < n; i++) r = x[i] > r ? x[i] : r;
+    return r;
+}
+
 void fq_softmax_inplace(float *x, size_t n) { fq_softmax_inplace_on(-1, x, n); }
 
 void fq_softmax_inplace_on(int path, float *x, size_t n) {
     if (n == 0) return;
-    float m = max_of(x, n);
+    int level = path >= 0 ? path : 2;
+    float m = level >= 2 && fq_isa_level() >= 2 ? max_of_avx512(x, n) : max_of(x, n);
     fq_exp_shift_on(path, x, m, x, n);
     float inv = 1.0f / lane_sum(x, n);
     for (size_t i = 0; i < n; i++) x[i] *= inv;
@@ -115,7 +172,7 @@ void fq_softmax_inplace_on(int path, float *x, size_t n) {
 
 double fq_logsumexp(const float *x, size_t n) {
     if (n == 0) return -INFINITY;
-    float m = max_of(x, n);
+    float m = fq_isa_level() >= 2 ? max_of_avx512(x, n) : max_of(x, n);
     float tmp[1024];
     double total = 0.0;
     for (size_t i = 0; i < n; i += 1024) {

@@ -167,6 +167,16 @@ import Testing
                 var s512 = s0
                 fq_attn_scores_on(2, q, kt, ld, D, n, 0.125, &s512)
                 #expect(s0.map(\.bitPattern) == s512.map(\.bitPattern), "scores AVX-512 D \(D) n \(n)")
+                // The AVX-512 tails are masked: nothing past n is written (sentinels kept), one query or two.
+                var wide0 = [Float](repeating: 7, count: n + 64), wide1 = wide0
+                fq_attn_scores_on(2, q, kt, ld, D, n, 0.125, &wide0)
+                #expect(
+                    Array(wide0.prefix(n)).map(\.bitPattern) == s0.map(\.bitPattern)
+                        && wide0.dropFirst(n).allSatisfy { $0 == 7 })
+                fq_attn_scores2_on(2, q, q, kt, ld, D, n, 0.125, &wide0, &wide1)
+                #expect(
+                    wide0.dropFirst(n).allSatisfy { $0 == 7 } && wide1.dropFirst(n).allSatisfy { $0 == 7 },
+                    "D \(D) n \(n)")
                 fq_attn_pv_on(0, p, n, v, D + 3, D, &o0)
                 fq_attn_pv_on(1, p, n, v, D + 3, D, &o1)
                 #expect(o0.map(\.bitPattern) == o1.map(\.bitPattern), "pv D \(D) n \(n)")
@@ -233,10 +243,19 @@ import Testing
         var g = LCG(s: 3)
         var xs = (0..<100_003).map { _ in g.next() * 100 }
         xs += [0, -0.0, 1, -1, 88, 88.5, 100, -87, -90, -1000, .infinity, -.infinity, 0x1p-30]
-        var fast = [Float](repeating: 0, count: xs.count), ref = fast
+        var fast = [Float](repeating: 0, count: xs.count), ref = fast, wide = fast
         fq_exp_shift_on(1, xs, 0, &fast, xs.count)
         fq_exp_shift_on(0, xs, 0, &ref, xs.count)
         #expect(zip(fast, ref).filter { $0.bitPattern != $1.bitPattern }.count == 0)
+        // AVX-512: every length 1 … 40 (the masked tail) and the whole sweep, shifted.
+        for n in [xs.count] + Array(1...40) {
+            var w = [Float](repeating: 0, count: n), r = w
+            fq_exp_shift_on(2, xs, 1.5, &w, n)
+            fq_exp_shift_on(0, xs, 1.5, &r, n)
+            #expect(zip(w, r).filter { $0.bitPattern != $1.bitPattern }.count == 0, "n = \(n)")
+        }
+        fq_exp_shift_on(2, xs, 0, &wide, xs.count)
+        #expect(zip(wide, ref).filter { $0.bitPattern != $1.bitPattern }.count == 0)
         var worstULP: Float = 0
         for (x, y) in zip(xs, ref) where x > -87 && x < 88 {
             let e = Float(Foundation.exp(Double(x)))
@@ -249,6 +268,27 @@ import Testing
         #expect(out.isNaN)
     }
 
+    /// The AVX-512 maximum (lanes, then folded) on rows whose maximum is a signed zero, repeated, last,
+    /// first, or beside NaN, and on causal-attention lengths: every path gives the same bits.
+    @Test func softmaxMaximumEdgeCases() {
+        var rows: [[Float]] = []
+        for n in [31, 32, 33, 47, 64, 100] {
+            var g = LCG(s: UInt64(n) + 11)
+            let base = (0..<n).map { _ in -abs(g.next()) * 30 - 1 }
+            var z = base; z[n / 2] = -0.0; z[n - 1] = 0.0; rows.append(z)
+            var last = base; last[n - 1] = 5; rows.append(last)
+            var first = base; first[0] = 5; first[n - 2] = 5; rows.append(first)
+            var nan = base; nan[n / 3] = .nan; rows.append(nan)
+            var nan0 = base; nan0[0] = .nan; rows.append(nan0)
+        }
+        for x in rows {
+            var a = x, b = x
+            fq_softmax_inplace_on(0, &a, x.count)
+            fq_softmax_inplace_on(2, &b, x.count)
+            #expect(a.map(\.bitPattern) == b.map(\.bitPattern), "\(x.prefix(4))… n = \(x.count)")
+        }
+    }
+
     @Test func softmaxAndLogSumExp() {
         for n in Self.sizes + [1023, 49152] {
             var g = LCG(s: UInt64(n))
@@ -256,10 +296,12 @@ import Testing
             let m = Double(x.max()!)
             let exact = m + log(x.reduce(0.0) { $0 + exp(Double($1) - m) })
             #expect(abs(fq_logsumexp(x, n) - exact) <= 1e-5)
-            var a = x, b = x
+            var a = x, b = x, c = x
             fq_softmax_inplace_on(1, &a, n)
             fq_softmax_inplace_on(0, &b, n)
-            #expect(a == b)
+            fq_softmax_inplace_on(2, &c, n)
+            #expect(a.map(\.bitPattern) == b.map(\.bitPattern))
+            #expect(c.map(\.bitPattern) == b.map(\.bitPattern))
             #expect(abs(a.reduce(0.0) { $0 + Double($1) } - 1) <= 1e-5)
         }
     }
