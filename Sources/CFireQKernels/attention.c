@@ -138,10 +138,10 @@ static inline __mmask16 lanes_from(size_t r, size_t v) {
     return r <= 16 * v ? 0 : r >= 16 * v + 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (r - 16 * v)) - 1);
 }
 
-// The last n < 64 keys (n ≥ 1) of one or two queries (q1 may be NULL): four 16-key vectors, the
-// ones past n masked off (zeros in, nothing stored), each active lane its key's portable chain.
+// 64 keys, or the last n < 64 (n ≥ 1), of one or two queries (q1 may be NULL): four 16-key vectors,
+// the lanes past n masked off (zeros in, nothing stored), each active lane its key's portable chain.
 __attribute__((target("avx512f")))
-static void attn_scores_tail_avx512(const float *q0, const float *q1, const float *kt, size_t ldkt, size_t D, size_t n,
+static void attn_scores64_avx512(const float *q0, const float *q1, const float *kt, size_t ldkt, size_t D, size_t n,
                                     float scale, float *s0, float *s1) {
     const __mmask16 m0 = lanes_from(n, 0), m1 = lanes_from(n, 1), m2 = lanes_from(n, 2), m3 = lanes_from(n, 3);
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
@@ -167,29 +167,12 @@ static void attn_scores_tail_avx512(const float *q0, const float *q1, const floa
     }
 }
 
+// Two queries over 64 keys at a time (eight 16-lane chains; the last block masked).
 __attribute__((target("avx512f")))
 static void attn_scores2_avx512(const float *q0, const float *q1, const float *kt, size_t ldkt, size_t D, size_t n,
                                 float scale, float *s0, float *s1) {
-    const __m512 sc = _mm512_set1_ps(scale);
-    size_t t = 0;
-    for (; t + 64 <= n; t += 64) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-        for (size_t d = 0; d < D; d++) {
-            const float *row = kt + d * ldkt + t;
-            __m512 k0 = _mm512_loadu_ps(row), k1 = _mm512_loadu_ps(row + 16), k2 = _mm512_loadu_ps(row + 32),
-                   k3 = _mm512_loadu_ps(row + 48);
-            __m512 x = _mm512_set1_ps(q0[d]), y = _mm512_set1_ps(q1[d]);
-            a0 = _mm512_fmadd_ps(x, k0, a0); a1 = _mm512_fmadd_ps(x, k1, a1);
-            a2 = _mm512_fmadd_ps(x, k2, a2); a3 = _mm512_fmadd_ps(x, k3, a3);
-            b0 = _mm512_fmadd_ps(y, k0, b0); b1 = _mm512_fmadd_ps(y, k1, b1);
-            b2 = _mm512_fmadd_ps(y, k2, b2); b3 = _mm512_fmadd_ps(y, k3, b3);
-        }
-        _mm512_storeu_ps(s0 + t, _mm512_mul_ps(a0, sc)); _mm512_storeu_ps(s0 + t + 16, _mm512_mul_ps(a1, sc));
-        _mm512_storeu_ps(s0 + t + 32, _mm512_mul_ps(a2, sc)); _mm512_storeu_ps(s0 + t + 48, _mm512_mul_ps(a3, sc));
-        _mm512_storeu_ps(s1 + t, _mm512_mul_ps(b0, sc)); _mm512_storeu_ps(s1 + t + 16, _mm512_mul_ps(b1, sc));
-        _mm512_storeu_ps(s1 + t + 32, _mm512_mul_ps(b2, sc)); _mm512_storeu_ps(s1 + t + 48, _mm512_mul_ps(b3, sc));
-    }
-    if (t < n) attn_scores_tail_avx512(q0, q1, kt + t, ldkt, D, n - t, scale, s0 + t, s1 + t);
+    for (size_t t = 0; t < n; t += 64)
+        attn_scores64_avx512(q0, q1, kt + t, ldkt, D, n - t < 64 ? n - t : 64, scale, s0 + t, s1 + t);
 }
 
 __attribute__((target("avx512f")))
@@ -206,7 +189,7 @@ static void attn_scores_avx512(const float *q, const float *kt, size_t ldkt, siz
         }
         for (int u = 0; u < 8; u++) _mm512_storeu_ps(s + t + 16 * u, _mm512_mul_ps(a[u], sc));
     }
-    for (; t < n; t += 64) attn_scores_tail_avx512(q, NULL, kt + t, ldkt, D, n - t < 64 ? n - t : 64, scale, s + t, NULL);
+    for (; t < n; t += 64) attn_scores64_avx512(q, NULL, kt + t, ldkt, D, n - t < 64 ? n - t : 64, scale, s + t, NULL);
 }
 
 // P·V of two queries over one pass of the value rows: query 0 over t < n0, query 1 over t < n1
