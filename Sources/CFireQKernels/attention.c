@@ -142,7 +142,7 @@ static inline __mmask16 lanes_from(size_t r, size_t v) {
 // the lanes past n masked off (zeros in, nothing stored), each active lane its key's portable chain.
 __attribute__((target("avx512f")))
 static void attn_scores64_avx512(const float *q0, const float *q1, const float *kt, size_t ldkt, size_t D, size_t n,
-                                    float scale, float *s0, float *s1) {
+                                 float scale, float *s0, float *s1) {
     const __mmask16 m0 = lanes_from(n, 0), m1 = lanes_from(n, 1), m2 = lanes_from(n, 2), m3 = lanes_from(n, 3);
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     for (size_t d = 0; d < D; d++) {

@@ -10,8 +10,6 @@
 #include <string.h>
 #include <immintrin.h>
 
-static inline float bits_to_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-static inline uint32_t float_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
 /// Rounds a finite float to the nearest E4M3 value (ties to even), saturating at ±448.
 float fq_round_e4m3_ref(float x) {

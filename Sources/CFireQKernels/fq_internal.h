@@ -3,6 +3,11 @@
 #define FQ_INTERNAL_H
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+/// FP32 bit patterns (memcpy: no aliasing questions).
+static inline float bits_to_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t float_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
 /// The FP32 GEMM path actually used for a requested path (-1 automatic): 0 portable, 1 AVX2+FMA,
 /// 2 AVX-512F, never above the CPU's (or FIREQ_ISA's) level.

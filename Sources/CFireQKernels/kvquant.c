@@ -11,16 +11,12 @@
 #include <string.h>
 #include <immintrin.h>
 
-static inline uint32_t float_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
 /// Value of the positive E4M3 code c (0 … 126).
 static inline float e4m3_value(int c) {
     if (c < 8) return (float)c * 0x1p-9f;
     // (1 + m/8)·2^(e−7): the FP32 pattern directly (exponent field e + 120, mantissa m << 20)
-    uint32_t b = ((uint32_t)((c >> 3) + 120) << 23) | ((uint32_t)(c & 7) << 20);
-    float f;
-    memcpy(&f, &b, 4);
-    return f;
+    return bits_to_float(((uint32_t)((c >> 3) + 120) << 23) | ((uint32_t)(c & 7) << 20));
 }
 /// Code of a positive E4M3 value.
 static inline int e4m3_code(float r) {
