@@ -37,9 +37,11 @@ public struct Calibrator {
     /// Runs all layers; `onLayer` receives each finished layer's statistics (in order),
     /// `progress(done, total)` is called after each layer.
     /// With `keepWindowSums`, every tap's per-window partial sums come along (part files).
+    /// `observer`, if given, sees every tap after the statistics collector (the covariance
+    /// blocks `fireq convert` keeps for the quantizer).
     public func run(
-        _ windows: [[Int32]], keepWindowSums: Bool = false, onLayer: (LayerStatistics) throws -> Void,
-        progress: ((Int, Int) -> Void)? = nil
+        _ windows: [[Int32]], keepWindowSums: Bool = false, observer: ForwardObserver? = nil,
+        onLayer: (LayerStatistics) throws -> Void, progress: ((Int, Int) -> Void)? = nil
     ) throws {
         let c = config
         guard let L = windows.first?.count, L > 0 else { return }
@@ -55,15 +57,26 @@ public struct Calibrator {
         let workspace = LlamaForward.Workspace(config: c, rows: L, seqLen: L, threads: threads)
         let collector = StatisticsCollector(config: c, threads: threads)
         collector.keepsWindowSums = keepWindowSums
+        let observing: ForwardObserver = observer.map { Tee(collector, $0) } ?? collector
         for i in 0..<c.layerCount {
             let layer = try LlamaLayerWeights.load(checkpoint, layer: i, config: c)
             for s in 0..<windows.count {
                 forward.layer(
                     layer, hidden: hidden.pointer + s * L * H, batch: 1, seqLen: L, workspace: workspace,
-                    observer: collector)
+                    observer: observing)
             }
             try onLayer(collector.take(layer: i)!)
             progress?(i + 1, c.layerCount)
         }
+    }
+}
+
+/// Two observers, called in order.
+private final class Tee: ForwardObserver {
+    let first: ForwardObserver, second: ForwardObserver
+    init(_ first: ForwardObserver, _ second: ForwardObserver) { (self.first, self.second) = (first, second) }
+    func observe(_ tap: Tap, layer: Int, _ view: ActivationView) {
+        first.observe(tap, layer: layer, view)
+        second.observe(tap, layer: layer, view)
     }
 }

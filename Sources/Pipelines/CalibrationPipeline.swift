@@ -62,7 +62,7 @@ public enum CalibrationPipeline {
     /// (Formats/calibration-stats.md "Parts and their merge").
     public static func run(
         modelDir: String, job: CalibrationJob, threads: Int, out: String, log: any ProgressReporter,
-        part: StatsFile.Part? = nil
+        part: StatsFile.Part? = nil, observer: ForwardObserver? = nil
     ) throws {
         if let part, !(part.count >= 1 && (1...part.count).contains(part.index)) {
             throw PipelineError("--part \(part.index)/\(part.count): I must be between 1 and P (P ≥ 1).")
@@ -123,7 +123,8 @@ public enum CalibrationPipeline {
         let t0 = Date()
         do {
             try writer.writeTokens(mine)
-            try calibrator.run(mine, keepWindowSums: part != nil, onLayer: { try writer.write($0) }) { done, total in
+            try calibrator.run(mine, keepWindowSums: part != nil, observer: observer, onLayer: { try writer.write($0) })
+            { done, total in
                 log.progress(done: done, total: total, started: t0, label: "layers")
             }
             try writer.finish()

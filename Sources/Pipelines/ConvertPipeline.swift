@@ -194,6 +194,12 @@ public enum ConvertPipeline {
         let modelHash = try calibrator.modelHash()
         let tool = FireQVersion.string
 
+        // The covariance search's blocks are collected by the calibration pass (when it runs),
+        // so quantization needs no second pass over the windows (the same bytes either way).
+        let keys = try Quantizer.covarianceKeys(recipe: r, config: calibrator.config)
+        let covariance =
+            keys.isEmpty ? nil : CovarianceBlockCollector(config: calibrator.config, keys: keys, threads: job.threads)
+
         // Stage 1: calibration statistics.
         let stats = W + "/stats.h5"
         let c = job.calibration
@@ -214,7 +220,8 @@ public enum ConvertPipeline {
             skipped: "[1/3] calibration: up to date (\(stats)), skipped",
             running: "[1/3] calibration", outputs: { [stats] }
         ) {
-            try CalibrationPipeline.run(modelDir: job.model, job: c, threads: job.threads, out: stats, log: log)
+            try CalibrationPipeline.run(
+                modelDir: job.model, job: c, threads: job.threads, out: stats, log: log, observer: covariance)
         }
 
         // Stage 2: quantization.
@@ -236,7 +243,8 @@ public enum ConvertPipeline {
             let t0 = Date()
             _ = try Quantizer.run(
                 modelDir: job.model, statsPath: stats, recipe: r, recipeJSON: recipeJSON, outDir: packed,
-                toolVersion: tool, threads: job.threads, force: true, maxShardBytes: job.maxShardBytes
+                toolVersion: tool, threads: job.threads, force: true, maxShardBytes: job.maxShardBytes,
+                covariance: covariance
             ) { done, total in
                 log.progress(done: done, total: total, started: t0, label: "layers")
             }

@@ -118,6 +118,18 @@ public final class CovarianceBlockObserver: ForwardObserver {
         for key in keys { blocks[key] = [Double](repeating: 0, count: width[key.tap]! * key.g) }
     }
 
+    /// The blocks of inputs multiplied by f (input a by f[a]): B_ac · f_a · f_c, in Double.
+    public static func scaled(_ blocks: [Double], g: Int, by f: [Float]) -> [Double] {
+        precondition(blocks.count == f.count * g)
+        var b = blocks
+        for blk in 0..<(f.count / g) {
+            for a in 0..<g {
+                for c in 0..<g { b[(blk * g + a) * g + c] *= Double(f[blk * g + a]) * Double(f[blk * g + c]) }
+            }
+        }
+        return b
+    }
+
     public func observe(_ tap: Tap, layer: Int, _ v: ActivationView) {
         guard let t = HessianObserver.inputTap(tap) else { return }
         for key in blocks.keys where key.tap == t { accumulate(key, v) }
@@ -136,5 +148,48 @@ public final class CovarianceBlockObserver: ForwardObserver {
                 }
             }
         }
+    }
+}
+
+/// The covariance search's blocks for every layer, collected by the calibration pass itself
+/// (Formats/calibration-stats.md "Covariance blocks"): `fireq convert` attaches it to its
+/// calibration run so the quantizer needs no second pass over the windows, and `fireq quantize`
+/// runs the same calibration pass over the statistics file's windows to fill it — the same
+/// forward, the same order, so both write the same bytes.
+public final class CovarianceBlockCollector: ForwardObserver {
+    let config: ModelConfig
+    let threads: Int
+    /// Per layer, the (input, group size) pairs its search needs.
+    public typealias Keys = [Int: Set<CovarianceBlockObserver.Key>]
+    let keys: Keys
+    private var current: (layer: Int, observer: CovarianceBlockObserver)?
+    /// The finished layers' blocks (a layer is finished when the next one is first observed,
+    /// or by `finish()`).
+    public private(set) var layers: [Int: [CovarianceBlockObserver.Key: [Double]]] = [:]
+
+    /// `keys[i]`: the (input, group size) pairs layer i's search needs (no entry: none).
+    public init(config: ModelConfig, keys: Keys, threads: Int) {
+        (self.config, self.keys, self.threads) = (config, keys, threads)
+    }
+
+    public func observe(_ tap: Tap, layer: Int, _ v: ActivationView) {
+        guard let k = keys[layer], !k.isEmpty else { return }
+        if current?.layer != layer {
+            finish()
+            current = (layer, CovarianceBlockObserver(config: config, keys: k, threads: threads))
+        }
+        current!.observer.observe(tap, layer: layer, v)
+    }
+
+    /// Files the layer being observed.
+    public func finish() {
+        if let (i, o) = current { layers[i] = o.blocks }
+        current = nil
+    }
+
+    /// Whether every layer with keys has its blocks.
+    public var isComplete: Bool {
+        finish()
+        return keys.allSatisfy { $0.value.isEmpty || layers[$0.key] != nil }
     }
 }

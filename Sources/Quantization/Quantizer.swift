@@ -49,6 +49,26 @@ public struct Quantizer {
         }
     }
 
+    /// The (input, group size) pairs whose covariance blocks each layer's search needs (empty
+    /// unless the recipe has `weights.scale_search_covariance` and no constant search).
+    public static func covarianceKeys(recipe: Recipe, config c: ModelConfig) throws -> CovarianceBlockCollector.Keys {
+        guard recipe.scaleSearchCovariance && recipe.search == nil else { return [:] }
+        typealias N = TensorNames
+        let linears: [(String, Int, InputTap)] = [
+            (N.q, c.hiddenSize, .attn), (N.k, c.hiddenSize, .attn), (N.v, c.hiddenSize, .attn),
+            (N.o, c.qDim, .oProj), (N.gate, c.hiddenSize, .mlp), (N.up, c.hiddenSize, .mlp),
+            (N.down, c.intermediateSize, .downProj)
+        ]
+        var out: CovarianceBlockCollector.Keys = [:]
+        for i in 0..<c.layerCount where !recipe.skipLayers.contains(i) {
+            out[i] = Set(
+                try linears.map { (n, k, tap) in
+                    .init(tap: tap, g: try recipe.groupSize(layer: i, name: N.layer(i, n), k: k))
+                })
+        }
+        return out
+    }
+
     /// Quantizes `modelDir` with `recipe` and the statistics at `statsPath` into `outDir`
     /// (written to a temporary folder beside it and renamed when complete). Layers are written as
     /// they are quantized (peak memory: one layer plus the embeddings), into shards of at most
@@ -61,18 +81,37 @@ public struct Quantizer {
     public static func run(
         modelDir: String, statsPath: String, recipe: Recipe, recipeJSON: String, outDir: String,
         toolVersion: String, threads: Int = 1, force: Bool = false, maxShardBytes: Int = Quantizer.defaultMaxShardBytes,
-        progress: ((Int, Int) -> Void)? = nil
+        covariance: CovarianceBlockCollector? = nil, progress: ((Int, Int) -> Void)? = nil
     ) throws -> Summary {
         let plan = try Plan(
             modelDir: modelDir, statsPath: statsPath, recipe: recipe, recipeJSON: recipeJSON, outDir: outDir,
             toolVersion: toolVersion, force: force)
         let c = plan.config, ckpt = plan.checkpoint
+        // The covariance search's blocks: from the caller's calibration pass (`fireq convert`),
+        // else from the same pass over the statistics file's windows, run here first (its
+        // layers count as the first half of the progress).
+        let keys = try covarianceKeys(recipe: recipe, config: c)
+        var blocks: [Int: [CovarianceBlockObserver.Key: [Double]]] = [:]
+        var steps = (done: 0, total: c.layerCount)
+        if !keys.isEmpty {
+            if let covariance, covariance.isComplete {
+                blocks = covariance.layers
+            } else {
+                steps.total *= 2
+                let collector = CovarianceBlockCollector(config: c, keys: keys, threads: threads)
+                try Calibrator(directory: modelDir, threads: threads).run(
+                    plan.stats.tokens!, observer: collector, onLayer: { _ in }
+                ) { done, _ in progress?(done, steps.total) }
+                collector.finish()
+                blocks = collector.layers
+                steps.done = c.layerCount
+            }
+        }
         let out = try PackedOutput(plan: plan, maxShardBytes: maxShardBytes)
         var summary = Summary()
         do {
-            // GPTQ and the covariance search: the calibration windows' hidden states, advanced
-            // layer by layer.
-            let stream = try (recipe.gptq != nil || recipe.scaleSearchCovariance ? () : nil).map { _ in
+            // GPTQ: the calibration windows' hidden states, advanced layer by layer.
+            let stream = try (recipe.gptq != nil ? () : nil).map { _ in
                 try CalibrationStream(checkpoint: ckpt, config: c, tokens: plan.stats.tokens!, threads: threads)
             }
             let searcher = try recipe.search.map { st in
@@ -87,17 +126,19 @@ public struct Quantizer {
             for i in 0..<c.layerCount {
                 if recipe.skipLayers.contains(i) {
                     try out.emit(try skippedLayer(i, plan: plan, stream: stream))
-                    progress?(i + 1, c.layerCount)
+                    progress?(steps.done + i + 1, steps.total)
                     continue
                 }
-                let s = try smooth(layer: i, plan: plan, searcher: searcher, stream: stream, threads: threads)
+                let s = try smooth(
+                    layer: i, plan: plan, searcher: searcher, stream: stream, covariance: blocks.removeValue(forKey: i),
+                    threads: threads)
                 if let o = s.searched { out.searched[i] = o.json }
                 let linears = quantize(s, plan: plan, threads: threads)
                 if let stream, recipe.gptq?.inputs == .quantized {
                     advance(stream, past: s, quantized: linears, plan: plan)
                 }
                 try out.emit(try layerTensors(s, linears: linears, plan: plan, summary: &summary))
-                progress?(i + 1, c.layerCount)
+                progress?(steps.done + i + 1, steps.total)
             }
             summary.totalBytes = try out.finish()
         } catch {
@@ -333,9 +374,11 @@ extension Quantizer {
 
     /// Step 2: SmoothQuant (baseline), then the FireQ folds with the recipe's constants or the
     /// constant search's choice, then what the rounding weighs: diag(H) with GPTQ (the stream
-    /// run through the smoothed layer), else E[x²] of the smoothed inputs for scale search.
+    /// run through the smoothed layer), else E[x²] of the smoothed inputs for scale search, and
+    /// for the covariance search the source model's blocks (`covariance`) scaled by the folds.
     static func smooth(
-        layer i: Int, plan: Plan, searcher: ConstantSearch?, stream: CalibrationStream?, threads: Int
+        layer i: Int, plan: Plan, searcher: ConstantSearch?, stream: CalibrationStream?,
+        covariance: [CovarianceBlockObserver.Key: [Double]]? = nil, threads: Int
     ) throws -> SmoothedLayer {
         let c = plan.config, recipe = plan.recipe, prefix = TensorNames.layerPrefix(i)
         let raw = try RowMajorLayer.load(plan.checkpoint, layer: i, config: c)
@@ -352,14 +395,15 @@ extension Quantizer {
         let att = outcome?.attention ?? Folding.apply(recipe.smoothing, to: &L, stats: layerStats, config: c)
         if let outcome { L = outcome.layer }
         var s = SmoothedLayer(index: i, layer: L, attention: att, groupSizes: groupSizes, searched: outcome)
-        if let stream, recipe.scaleSearchCovariance && outcome == nil {
-            let taps = linears(of: raw, config: c).map(\.4)
-            let obs = CovarianceBlockObserver(
-                config: c, keys: Set(zip(taps, groupSizes).map { .init(tap: $0, g: $1) }), threads: threads)
-            stream.run(L.referenceWeights(index: i, config: c), observer: obs, advance: true)
-            s.inputWeights = inputWeights(
-                recipe: recipe, stats: layerStats, factors: [sqFactors, att.inputFactors], config: c)
-            s.covariance = obs.blocks
+        if recipe.scaleSearchCovariance && outcome == nil {
+            guard let covariance else { preconditionFailure("layer \(i): no covariance blocks") }
+            let factors = [sqFactors, att.inputFactors]
+            s.inputWeights = inputWeights(recipe: recipe, stats: layerStats, factors: factors, config: c)
+            for (key, b) in covariance {
+                s.covariance[key] = factors.compactMap { $0[key.tap] }.reduce(b) {
+                    CovarianceBlockObserver.scaled($0, g: key.g, by: $1)
+                }
+            }
         } else if let stream, let g = recipe.gptq {
             let obs = HessianObserver(config: c, threads: threads)
             stream.run(L.referenceWeights(index: i, config: c), observer: obs, advance: g.inputs == .fp)

@@ -132,6 +132,13 @@ public struct Recipe: Sendable, Equatable {
             if root.contains("search") && !root.isNull("search") { try r.readSearch(root) }
             if let l = try root.object("layers") { try r.readLayers(l) }
             try r.checkSearchCombinations()
+            if r.scaleSearchCovariance && r.smoothing.vHadamard {
+                // The search's blocks are the source model's, scaled by the folds (a diagonal
+                // change); the rotation mixes each head's o_proj inputs (Formats/calibration-stats.md).
+                throw JSONFieldError(
+                    key: "weights.scale_search_covariance",
+                    reason: "does not combine with smoothing.v_hadamard (the rotation mixes each head's o_proj inputs)")
+            }
             return r
         } catch let e as JSONFieldError {
             throw .recipe(path: path, key: e.key, reason: e.reason)

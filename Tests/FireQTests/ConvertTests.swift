@@ -104,6 +104,14 @@ import Testing
             #expect(FileManager.default.fileExists(atPath: out + "/" + f), "\(f)")
         }
         #expect(try CLI.run(["inspect", out, "--verify"]).status == 0)
+        // The resumed quantization ran its own pass over the windows for the covariance search's
+        // blocks; an uninterrupted conversion takes them from its calibration pass: same bytes.
+        let whole = d + "/uninterrupted"
+        let u = try CLI.run(Self.convertArgs(out: whole))
+        #expect(u.status == 0, "\(u.stderr)")
+        #expect(
+            TestPaths.read(whole + "/model.safetensors") == TestPaths.read(out + "/model.safetensors"),
+            "the blocks from convert's calibration pass equal the quantizer's own")
         let left = try FileManager.default.contentsOfDirectory(atPath: d).filter { $0.contains(".tmp-") }
         #expect(left.isEmpty, "temporary leftovers: \(left)")
 

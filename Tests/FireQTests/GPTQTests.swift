@@ -439,6 +439,62 @@ import Testing
         #expect(results[0].keys.sorted { $0.g < $1.g }.map(\.g) == [8, 16])
     }
 
+    /// The quantizer scales the source model's blocks by the folds' factors instead of observing
+    /// the smoothed inputs: the blocks of inputs x·f equal `scaled(blocks of x, f)` — bit for bit
+    /// with power-of-two factors, to FP32's rounding of x·f otherwise (a factor on the wrong side,
+    /// 1/f, is off by far more). And the multi-layer collector keeps each layer's blocks apart, skipping layers
+    /// without keys.
+    @Test func scaledBlocksAreTheBlocksOfScaledInputs() throws {
+        let json =
+            #"{"architectures":["LlamaForCausalLM"],"hidden_size":32,"intermediate_size":48,"num_hidden_layers":3,"num_attention_heads":2,"num_key_value_heads":1,"head_dim":16,"vocab_size":10}"#
+        let config = try ModelConfig(json: try JSONParser.parse(json), path: "hand")
+        var g = LCG(s: 13)
+        let (rows, k) = (7, 32)
+        let x = (0..<(rows * k)).map { _ in Float(g.next() * 4 - 2) }
+        let key = CovarianceBlockObserver.Key(tap: .mlp, g: 16)
+        func blocks(_ v: [Float]) -> [Double] {
+            let obs = CovarianceBlockObserver(config: config, keys: [key], threads: 1)
+            v.withUnsafeBufferPointer {
+                obs.observe(
+                    .mlpInput, layer: 0, ActivationView(base: $0.baseAddress!, rows: rows, cols: k, rowStride: k))
+            }
+            return obs.blocks[key]!
+        }
+        let base = blocks(x)
+        let pow2 = (0..<k).map { _ in Float(1 << Int(g.next() * 4)) / 4 }
+        let scaledInputs = (0..<(rows * k)).map { x[$0] * pow2[$0 % k] }
+        #expect(CovarianceBlockObserver.scaled(base, g: 16, by: pow2) == blocks(scaledInputs))
+        let f = (0..<k).map { _ in Float(0.3 + g.next() * 3) }
+        let want = blocks((0..<(rows * k)).map { x[$0] * f[$0 % k] })
+        let got = CovarianceBlockObserver.scaled(base, g: 16, by: f)
+        let inverse = CovarianceBlockObserver.scaled(base, g: 16, by: f.map { 1 / $0 })
+        // Each element against √(B_aa·B_cc) of its block (≥ Σ_t |x_a x_c|, Cauchy–Schwarz): the
+        // scaled inputs x·f were rounded to FP32, which the scaled blocks never were.
+        func relErr(_ a: [Double]) -> Double {
+            (0..<a.count).map { i in
+                let (blk, a0, c0) = (i / 256, (i % 256) / 16, i % 16)
+                let norm = (want[blk * 256 + a0 * 17] * want[blk * 256 + c0 * 17]).squareRoot()
+                return abs(a[i] - want[i]) / norm
+            }.max()!
+        }
+        let (err, wrong) = (relErr(got), relErr(inverse))
+        #expect(err < 1e-6 && wrong > 0.5, "\(err) \(wrong)")
+
+        let collector = CovarianceBlockCollector(config: config, keys: [0: [key], 2: [key]], threads: 1)
+        for layer in 0..<3 {
+            let v = x.map { $0 * Float(layer + 1) }
+            v.withUnsafeBufferPointer {
+                collector.observe(
+                    .mlpInput, layer: layer, ActivationView(base: $0.baseAddress!, rows: rows, cols: k, rowStride: k))
+            }
+        }
+        #expect(collector.isComplete)
+        #expect(collector.layers.keys.sorted() == [0, 2])
+        #expect(collector.layers[0]![key] == base)
+        #expect(collector.layers[2]![key] == blocks(x.map { $0 * 3 }))
+        #expect(!CovarianceBlockCollector(config: config, keys: [0: [key]], threads: 1).isComplete)
+    }
+
     /// The covariance search's C kernels (Sources/CFireQKernels/qform.c) on every path this CPU has
     /// (0 portable, 1 AVX2, 2 AVX-512; a path above the CPU's runs the next one down), bit for bit
     /// against the plain loops they replace, written out here: eᵀ(B·e) with B·e summed column by

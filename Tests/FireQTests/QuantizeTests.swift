@@ -242,6 +242,12 @@ import Testing
         #expect(
             message(#"{"weights": {"scale_search": true, "scale_search_covariance": true}, "search": {}}"#)
                 == "r.json: 'search.(object)' cannot be combined with weights.scale_search_covariance.")
+        #expect(
+            message(
+                #"{"weights": {"scale_search": true, "scale_search_covariance": true}, "smoothing": {"v_hadamard": true}}"#
+            )
+                == "r.json: 'weights.scale_search_covariance' does not combine with smoothing.v_hadamard (the rotation mixes each head's o_proj inputs)."
+        )
         let covariance = try parse(#"{"weights": {"scale_search": true, "scale_search_covariance": true}}"#)
         #expect(
             covariance.scaleSearchCovariance
