@@ -244,9 +244,9 @@ public enum ConvertPipeline {
             _ = try Quantizer.run(
                 modelDir: job.model, statsPath: stats, recipe: r, recipeJSON: recipeJSON, outDir: packed,
                 toolVersion: tool, threads: job.threads, force: true, maxShardBytes: job.maxShardBytes,
-                covariance: covariance
+                covariance: covariance, note: { log.line($0) }
             ) { done, total in
-                log.progress(done: done, total: total, started: t0, label: "layers")
+                log.progress(done: done, total: total, started: t0, label: "steps")
             }
         }
 

@@ -81,7 +81,8 @@ public struct Quantizer {
     public static func run(
         modelDir: String, statsPath: String, recipe: Recipe, recipeJSON: String, outDir: String,
         toolVersion: String, threads: Int = 1, force: Bool = false, maxShardBytes: Int = Quantizer.defaultMaxShardBytes,
-        covariance: CovarianceBlockCollector? = nil, progress: ((Int, Int) -> Void)? = nil
+        covariance: CovarianceBlockCollector? = nil, note: ((String) -> Void)? = nil,
+        progress: ((Int, Int) -> Void)? = nil
     ) throws -> Summary {
         let plan = try Plan(
             modelDir: modelDir, statsPath: statsPath, recipe: recipe, recipeJSON: recipeJSON, outDir: outDir,
@@ -98,9 +99,13 @@ public struct Quantizer {
                 blocks = covariance.layers
             } else {
                 steps.total *= 2
+                let windows = plan.stats.tokens!
+                note?(
+                    "covariance search: a forward pass over the \(windows.count) × \(windows.first?.count ?? 0) calibration windows first (steps 1–\(c.layerCount) of \(steps.total))"
+                )
                 let collector = CovarianceBlockCollector(config: c, keys: keys, threads: threads)
                 try Calibrator(directory: modelDir, threads: threads).run(
-                    plan.stats.tokens!, observer: collector, onLayer: { _ in }
+                    windows, observer: collector, onLayer: { _ in }
                 ) { done, _ in progress?(done, steps.total) }
                 collector.finish()
                 blocks = collector.layers

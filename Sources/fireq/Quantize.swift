@@ -32,9 +32,9 @@ struct Quantize: ParsableCommand {
             let s = try Quantizer.run(
                 modelDir: modelOptions.model, statsPath: stats, recipe: r, recipeJSON: r.canonicalJSON, outDir: out,
                 toolVersion: FireQVersion.string, threads: compute.threads, force: force,
-                maxShardBytes: shards.bytes
+                maxShardBytes: shards.bytes, note: { log.line($0) }
             ) { done, total in
-                log.progress(done: done, total: total, started: t0, label: "layers")
+                log.progress(done: done, total: total, started: t0, label: "steps")
             }
             let files = PackedModel.weightFileNames(in: out)
             log.line(

@@ -109,6 +109,9 @@ import Testing
         let whole = d + "/uninterrupted"
         let u = try CLI.run(Self.convertArgs(out: whole))
         #expect(u.status == 0, "\(u.stderr)")
+        let pass = "covariance search: a forward pass over the 2 × 64 calibration windows first (steps 1–30 of 60)"
+        #expect(r.stderr.contains(pass), "the resumed conversion says why its quantization takes longer: \(r.stderr)")
+        #expect(!u.stderr.contains("covariance search:"), "\(u.stderr)")
         #expect(
             TestPaths.read(whole + "/model.safetensors") == TestPaths.read(out + "/model.safetensors"),
             "the blocks from convert's calibration pass equal the quantizer's own")
