@@ -24,14 +24,7 @@ public struct Quantizer {
     /// not divide head_dim — with one sentence naming the key. `fireq convert` calls it before it
     /// takes the output's lock or runs any stage.
     public static func checkRecipe(_ recipe: Recipe, config c: ModelConfig) throws {
-        typealias N = TensorNames
-        let shapes: [(String, Int)] = [
-            (N.q, c.hiddenSize), (N.k, c.hiddenSize), (N.v, c.hiddenSize),
-            (N.o, c.qDim), (N.gate, c.hiddenSize), (N.up, c.hiddenSize), (N.down, c.intermediateSize)
-        ]
-        for i in 0..<c.layerCount where !recipe.skipLayers.contains(i) {
-            for (n, k) in shapes { _ = try recipe.groupSize(layer: i, name: N.layer(i, n), k: k) }
-        }
+        _ = try groupSizes(recipe: recipe, config: c)
         if recipe.smoothing.vHadamard && (c.headDim & (c.headDim - 1)) != 0 {
             throw QuantizationError.recipe(
                 path: recipe.name, key: "smoothing.v_hadamard",
@@ -49,24 +42,29 @@ public struct Quantizer {
         }
     }
 
-    /// The (input, group size) pairs whose covariance blocks each layer's search needs (empty
-    /// unless the recipe has `weights.scale_search_covariance` and no constant search).
-    public static func covarianceKeys(recipe: Recipe, config c: ModelConfig) throws -> CovarianceBlockCollector.Keys {
-        guard recipe.scaleSearchCovariance && recipe.search == nil else { return [:] }
+    /// Each quantized layer's seven linears as (input, group size), in `linears(of:)` order; a
+    /// group size that does not divide a linear's inputs is refused with the recipe's sentence.
+    static func groupSizes(recipe: Recipe, config c: ModelConfig) throws -> [Int: [CovarianceBlockObserver.Key]] {
         typealias N = TensorNames
-        let linears: [(String, Int, InputTap)] = [
+        let inputs: [(String, Int, InputTap)] = [
             (N.q, c.hiddenSize, .attn), (N.k, c.hiddenSize, .attn), (N.v, c.hiddenSize, .attn),
             (N.o, c.qDim, .oProj), (N.gate, c.hiddenSize, .mlp), (N.up, c.hiddenSize, .mlp),
             (N.down, c.intermediateSize, .downProj)
         ]
-        var out: CovarianceBlockCollector.Keys = [:]
+        var out: [Int: [CovarianceBlockObserver.Key]] = [:]
         for i in 0..<c.layerCount where !recipe.skipLayers.contains(i) {
-            out[i] = Set(
-                try linears.map { (n, k, tap) in
-                    .init(tap: tap, g: try recipe.groupSize(layer: i, name: N.layer(i, n), k: k))
-                })
+            out[i] = try inputs.map { (n, k, tap) in
+                .init(tap: tap, g: try recipe.groupSize(layer: i, name: N.layer(i, n), k: k))
+            }
         }
         return out
+    }
+
+    /// The (input, group size) pairs whose covariance blocks each layer's search needs (empty
+    /// unless the recipe has `weights.scale_search_covariance` and no constant search).
+    public static func covarianceKeys(recipe: Recipe, config c: ModelConfig) throws -> CovarianceBlockCollector.Keys {
+        guard recipe.scaleSearchCovariance && recipe.search == nil else { return [:] }
+        return try groupSizes(recipe: recipe, config: c).mapValues { Set($0) }
     }
 
     /// Quantizes `modelDir` with `recipe` and the statistics at `statsPath` into `outDir`
